@@ -1,0 +1,1351 @@
+//! Software segmentation (GSO) and checksum completion for egress ports without offloads.
+//!
+//! A TAP opened with `IFF_VNET_HDR` and `TUNSETOFFLOAD(CSUM|TSO4|TSO6)` hands the engine TCP
+//! superframes of up to 64 KiB whose TCP checksum is partial (see [`crate::vnet`]). Between
+//! ports that accept the header the engine forwards it unchanged; towards a port that does not
+//! (an in-memory port, a smaller MTU) it calls [`segment`] for superframes and
+//! [`complete_checksum`] for plain frames that still carry a partial checksum.
+//!
+//! Linux is the model: `net/ipv4/tcp_offload.c` `tcp_gso_segment` for segmentation and
+//! `net/core/dev.c` `skb_checksum_help` for checksum completion. Checksums are the Internet
+//! checksum of RFC 1071, summed in native-endian 32-bit words into 64-bit accumulators and
+//! folded once at the end (RFC 1071 §2(B): byte-order independence).
+//!
+//! A frame here starts at the Ethernet header (the virtio-net header already stripped), so
+//! `csum_start` counts from the first byte of the destination MAC.
+
+use crate::vnet::VnetHdr;
+
+/// Where segments are written: the caller hands out one buffer per segment (from its pool).
+pub trait SegmentSink {
+    /// A buffer of exactly `len` bytes for the next segment, or `None` when none can be had
+    /// (then segmentation stops with [`GsoDrop::NoBuffer`]). A buffer shorter than `len`
+    /// counts as `None`; of a longer one only the first `len` bytes are written.
+    fn next_segment(&mut self, len: usize) -> Option<&mut [u8]>;
+}
+
+/// Why a frame could not be segmented or its checksum completed: each is a drop counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum GsoDrop {
+    /// Ethernet, VLAN, IP or TCP header truncated or inconsistent: an IP length beyond the
+    /// frame, an IPv4 IHL or TCP data offset below 5, a wrong IP version nibble, an IPv6
+    /// extension header running past the packet.
+    #[error("malformed frame: truncated or inconsistent Ethernet/IP/TCP headers")]
+    Malformed,
+    /// [`segment`] was called on a frame whose header says `GSO_NONE`; plain frames only need
+    /// [`complete_checksum`].
+    #[error("not a GSO frame")]
+    NotGso,
+    /// A GSO kind other than TCPv4/TCPv6 (UFO `GSO_UDP`, USO `GSO_UDP_L4`, unknown values).
+    #[error("unsupported GSO type")]
+    UnsupportedGso,
+    /// The frame is not what its `gso_type` says: not IPv4 for `GSO_TCPV4`, not IPv6 for
+    /// `GSO_TCPV6`, not TCP, or an IPv6 extension header this module does not walk.
+    #[error("frame does not match its GSO type")]
+    GsoTypeMismatch,
+    /// An IPv4 fragment (MF set or non-zero offset) or an IPv6 fragment header: a fragment is
+    /// never a TCP superframe.
+    #[error("IP fragment cannot be a GSO superframe")]
+    Fragmented,
+    /// `gso_size` is 0, so there is no segment size.
+    #[error("GSO size is zero")]
+    ZeroGsoSize,
+    /// The egress MTU leaves no room for the IP and TCP headers plus one byte of payload.
+    #[error("egress MTU too small for the headers")]
+    MtuTooSmall,
+    /// `csum_start + csum_offset` (plus the 2-byte field) lies beyond the frame.
+    #[error("checksum start/offset beyond the frame")]
+    CsumOutOfRange,
+    /// A TCP superframe with `F_NEEDS_CSUM` whose `csum_start`/`csum_offset` do not point at
+    /// the TCP checksum field (Linux drops these in `virtio_net_hdr_to_skb` too).
+    #[error("partial checksum does not point at the TCP checksum")]
+    CsumMisplaced,
+    /// The sink had no buffer for a segment; the segments already handed out are complete.
+    #[error("no buffer for a segment")]
+    NoBuffer,
+}
+
+impl GsoDrop {
+    /// Every reason, in declaration order (for counter tables).
+    pub const ALL: [GsoDrop; 10] = [
+        GsoDrop::Malformed,
+        GsoDrop::NotGso,
+        GsoDrop::UnsupportedGso,
+        GsoDrop::GsoTypeMismatch,
+        GsoDrop::Fragmented,
+        GsoDrop::ZeroGsoSize,
+        GsoDrop::MtuTooSmall,
+        GsoDrop::CsumOutOfRange,
+        GsoDrop::CsumMisplaced,
+        GsoDrop::NoBuffer,
+    ];
+
+    /// A stable snake_case name for counters and logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            GsoDrop::Malformed => "malformed",
+            GsoDrop::NotGso => "not_gso",
+            GsoDrop::UnsupportedGso => "unsupported_gso",
+            GsoDrop::GsoTypeMismatch => "gso_type_mismatch",
+            GsoDrop::Fragmented => "fragmented",
+            GsoDrop::ZeroGsoSize => "zero_gso_size",
+            GsoDrop::MtuTooSmall => "mtu_too_small",
+            GsoDrop::CsumOutOfRange => "csum_out_of_range",
+            GsoDrop::CsumMisplaced => "csum_misplaced",
+            GsoDrop::NoBuffer => "no_buffer",
+        }
+    }
+}
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const ETHERTYPE_VLAN: u16 = 0x8100;
+const ETHERTYPE_QINQ: u16 = 0x88a8;
+const ETH_HDR_LEN: usize = 14;
+const VLAN_TAG_LEN: usize = 4;
+/// At most this many VLAN tags (802.1Q, or 802.1ad + 802.1Q) are skipped.
+const MAX_VLAN_TAGS: usize = 2;
+
+const IPV4_MIN_HDR_LEN: usize = 20;
+const IPV6_HDR_LEN: usize = 40;
+const IPPROTO_TCP: u8 = 6;
+const IPV6_EXT_HOP_BY_HOP: u8 = 0;
+const IPV6_EXT_ROUTING: u8 = 43;
+const IPV6_EXT_FRAGMENT: u8 = 44;
+const IPV6_EXT_DEST_OPTS: u8 = 60;
+
+const TCP_MIN_HDR_LEN: usize = 20;
+/// Offset of the TCP checksum in the TCP header (`offsetof(struct tcphdr, check)`).
+const TCP_CSUM_OFFSET: usize = 16;
+const TCP_FIN: u8 = 0x01;
+const TCP_PSH: u8 = 0x08;
+const TCP_CWR: u8 = 0x80;
+
+/// Byte ranges inside an IPv4 header (RFC 791 §3.1).
+mod ipv4 {
+    use core::ops::Range;
+    pub(super) const TOTAL_LEN: Range<usize> = 2..4;
+    pub(super) const IDENT: Range<usize> = 4..6;
+    pub(super) const FLAGS_FRAG: Range<usize> = 6..8;
+    pub(super) const PROTOCOL: usize = 9;
+    pub(super) const CHECKSUM: Range<usize> = 10..12;
+    pub(super) const ADDRS: Range<usize> = 12..20;
+    /// MF flag and fragment offset bits of `FLAGS_FRAG`.
+    pub(super) const FRAG_MASK: u16 = 0x3fff;
+}
+
+/// Byte ranges inside an IPv6 header (RFC 8200 §3).
+mod ipv6 {
+    use core::ops::Range;
+    pub(super) const PAYLOAD_LEN: Range<usize> = 4..6;
+    pub(super) const NEXT_HEADER: usize = 6;
+    pub(super) const ADDRS: Range<usize> = 8..40;
+}
+
+/// Byte ranges inside a TCP header (RFC 9293 §3.1).
+mod tcp {
+    use core::ops::Range;
+    pub(super) const SEQ: Range<usize> = 4..8;
+    pub(super) const DATA_OFFSET: usize = 12;
+    pub(super) const FLAGS: usize = 13;
+    pub(super) const CHECKSUM: Range<usize> = 16..18;
+}
+
+fn be16(b: &[u8], r: core::ops::Range<usize>) -> u16 {
+    u16::from_be_bytes([b[r.start], b[r.start + 1]])
+}
+
+fn put16(b: &mut [u8], r: core::ops::Range<usize>, v: u16) {
+    b[r].copy_from_slice(&v.to_be_bytes());
+}
+
+/// One's-complement sum (RFC 1071) of `data` taken as big-endian 16-bit words, an odd last
+/// byte padded with zero; folded to 16 bits, not complemented.
+///
+/// Native-endian 32-bit words go into four 64-bit accumulators (no carry handling needed
+/// below 2^32 words, i.e. 16 GiB) which the compiler vectorises; one fold and, on
+/// little-endian hosts, one byte swap at the end.
+fn ones_sum(data: &[u8]) -> u16 {
+    let mut acc = [0u64; 4];
+    let mut chunks = data.chunks_exact(16);
+    for c in &mut chunks {
+        acc[0] += u64::from(u32::from_ne_bytes([c[0], c[1], c[2], c[3]]));
+        acc[1] += u64::from(u32::from_ne_bytes([c[4], c[5], c[6], c[7]]));
+        acc[2] += u64::from(u32::from_ne_bytes([c[8], c[9], c[10], c[11]]));
+        acc[3] += u64::from(u32::from_ne_bytes([c[12], c[13], c[14], c[15]]));
+    }
+    let rest = chunks.remainder();
+    let mut tail = [0u8; 16];
+    tail[..rest.len()].copy_from_slice(rest);
+    for w in tail.chunks_exact(4) {
+        acc[0] += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
+    }
+    let mut s = acc[0] + acc[1] + acc[2] + acc[3];
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    let s = s as u16;
+    if cfg!(target_endian = "little") {
+        s.swap_bytes()
+    } else {
+        s
+    }
+}
+
+/// One's-complement addition of two 16-bit sums.
+fn ones_add(a: u16, b: u16) -> u16 {
+    let s = u32::from(a) + u32::from(b);
+    ((s & 0xffff) + (s >> 16)) as u16
+}
+
+/// Offset of the L3 header and its ethertype, after up to [`MAX_VLAN_TAGS`] VLAN tags.
+fn l3_start(frame: &[u8]) -> Option<(usize, u16)> {
+    let mut off = ETH_HDR_LEN - 2;
+    let mut ethertype = u16::from_be_bytes([*frame.get(off)?, *frame.get(off + 1)?]);
+    off += 2;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ethertype != ETHERTYPE_VLAN && ethertype != ETHERTYPE_QINQ {
+            break;
+        }
+        ethertype = u16::from_be_bytes([*frame.get(off + 2)?, *frame.get(off + 3)?]);
+        off += VLAN_TAG_LEN;
+    }
+    Some((off, ethertype))
+}
+
+/// The L3 length (IPv4 total length, or 40 + IPv6 payload length) of an Ethernet frame
+/// carrying IPv4 or IPv6, optionally behind one or two VLAN tags.
+///
+/// `None` if the frame is not IP, its IP header is truncated or has the wrong version, or the
+/// length it claims does not fit in the frame. The caller compares this against the egress
+/// MTU: a non-GSO frame that is too big is dropped, never fragmented here.
+pub fn ip_len(frame: &[u8]) -> Option<usize> {
+    let (l3, ethertype) = l3_start(frame)?;
+    let ip = frame.get(l3..)?;
+    let len = match ethertype {
+        ETHERTYPE_IPV4 => {
+            if ip.len() < IPV4_MIN_HDR_LEN || ip[0] >> 4 != 4 {
+                return None;
+            }
+            let len = usize::from(be16(ip, ipv4::TOTAL_LEN));
+            if len < usize::from(ip[0] & 0x0f) * 4 {
+                return None;
+            }
+            len
+        }
+        ETHERTYPE_IPV6 => {
+            if ip.len() < IPV6_HDR_LEN || ip[0] >> 4 != 6 {
+                return None;
+            }
+            IPV6_HDR_LEN + usize::from(be16(ip, ipv6::PAYLOAD_LEN))
+        }
+        _ => return None,
+    };
+    (len <= ip.len()).then_some(len)
+}
+
+/// Fills in the checksum that a `F_NEEDS_CSUM` frame carries as partial, in place: the
+/// one's-complement sum from `csum_start` to the end of `frame`, folded, complemented and
+/// stored big-endian at `csum_start + csum_offset`. The pseudo-header part is already in the
+/// field, as with Linux's `CHECKSUM_PARTIAL` (`skb_checksum_help`); like Linux, a result of 0
+/// is stored as `0xffff` (0 would mean "no checksum" for UDP).
+///
+/// Sums to the end of `frame`: pass the frame without trailing padding. Without
+/// `F_NEEDS_CSUM` there is nothing to do and the frame is left alone. The caller clears
+/// `F_NEEDS_CSUM` in any header it forwards with the frame.
+pub fn complete_checksum(hdr: &VnetHdr, frame: &mut [u8]) -> Result<(), GsoDrop> {
+    if !hdr.needs_csum() {
+        return Ok(());
+    }
+    let start = usize::from(hdr.csum_start);
+    let at = start + usize::from(hdr.csum_offset);
+    if at + 2 > frame.len() {
+        return Err(GsoDrop::CsumOutOfRange);
+    }
+    let csum = match !ones_sum(&frame[start..]) {
+        0 => 0xffff,
+        c => c,
+    };
+    put16(frame, at..at + 2, csum);
+    Ok(())
+}
+
+/// Where the headers of a validated TCP superframe are, and how it splits.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    /// Offset of the IP header.
+    l3: usize,
+    /// Offset of the TCP header (after IPv4 options or IPv6 extension headers).
+    l4: usize,
+    /// Offset of the TCP payload: everything before it is copied into every segment.
+    payload: usize,
+    /// End of the IP packet; bytes after it (padding) are not copied.
+    end: usize,
+    is_v4: bool,
+    /// Payload bytes per segment.
+    mss: usize,
+    /// Number of segments (at least 1).
+    count: usize,
+}
+
+/// Validates a TCP superframe and works out its segments; all checks happen here, before any
+/// buffer is asked for.
+fn plan(hdr: &VnetHdr, frame: &[u8], max_ip_len: usize) -> Result<Plan, GsoDrop> {
+    let is_v4 = match hdr.gso_kind() {
+        VnetHdr::GSO_NONE => return Err(GsoDrop::NotGso),
+        VnetHdr::GSO_TCPV4 => true,
+        VnetHdr::GSO_TCPV6 => false,
+        _ => return Err(GsoDrop::UnsupportedGso),
+    };
+    if hdr.gso_size == 0 {
+        return Err(GsoDrop::ZeroGsoSize);
+    }
+    let (l3, ethertype) = l3_start(frame).ok_or(GsoDrop::Malformed)?;
+    let ip = frame.get(l3..).ok_or(GsoDrop::Malformed)?;
+    let (l4, end) = match (ethertype, is_v4) {
+        (ETHERTYPE_IPV4, true) => {
+            if ip.len() < IPV4_MIN_HDR_LEN || ip[0] >> 4 != 4 {
+                return Err(GsoDrop::Malformed);
+            }
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let total = usize::from(be16(ip, ipv4::TOTAL_LEN));
+            if ihl < IPV4_MIN_HDR_LEN || total < ihl || total > ip.len() {
+                return Err(GsoDrop::Malformed);
+            }
+            if be16(ip, ipv4::FLAGS_FRAG) & ipv4::FRAG_MASK != 0 {
+                return Err(GsoDrop::Fragmented);
+            }
+            if ip[ipv4::PROTOCOL] != IPPROTO_TCP {
+                return Err(GsoDrop::GsoTypeMismatch);
+            }
+            (l3 + ihl, l3 + total)
+        }
+        (ETHERTYPE_IPV6, false) => {
+            if ip.len() < IPV6_HDR_LEN || ip[0] >> 4 != 6 {
+                return Err(GsoDrop::Malformed);
+            }
+            let end = l3 + IPV6_HDR_LEN + usize::from(be16(ip, ipv6::PAYLOAD_LEN));
+            if end > frame.len() {
+                return Err(GsoDrop::Malformed);
+            }
+            let mut next = ip[ipv6::NEXT_HEADER];
+            let mut off = l3 + IPV6_HDR_LEN;
+            // Each extension header is at least 8 bytes, so this ends within the packet.
+            while next != IPPROTO_TCP {
+                match next {
+                    IPV6_EXT_HOP_BY_HOP | IPV6_EXT_ROUTING | IPV6_EXT_DEST_OPTS => {
+                        if off + 8 > end {
+                            return Err(GsoDrop::Malformed);
+                        }
+                        next = frame[off];
+                        off += (usize::from(frame[off + 1]) + 1) * 8;
+                    }
+                    IPV6_EXT_FRAGMENT => return Err(GsoDrop::Fragmented),
+                    _ => return Err(GsoDrop::GsoTypeMismatch),
+                }
+            }
+            (off, end)
+        }
+        _ => return Err(GsoDrop::GsoTypeMismatch),
+    };
+    if l4 + TCP_MIN_HDR_LEN > end {
+        return Err(GsoDrop::Malformed);
+    }
+    let tcp_hdr_len = usize::from(frame[l4 + tcp::DATA_OFFSET] >> 4) * 4;
+    if tcp_hdr_len < TCP_MIN_HDR_LEN || l4 + tcp_hdr_len > end {
+        return Err(GsoDrop::Malformed);
+    }
+    if hdr.needs_csum()
+        && (usize::from(hdr.csum_start) != l4 || usize::from(hdr.csum_offset) != TCP_CSUM_OFFSET)
+    {
+        return Err(GsoDrop::CsumMisplaced);
+    }
+    let payload = l4 + tcp_hdr_len;
+    let payload_len = end - payload;
+    let headers = payload - l3;
+    let room = max_ip_len
+        .checked_sub(headers)
+        .ok_or(GsoDrop::MtuTooSmall)?;
+    let mss = room.min(usize::from(hdr.gso_size));
+    let count = match (payload_len, mss) {
+        (0, _) => 1,
+        (_, 0) => return Err(GsoDrop::MtuTooSmall),
+        (n, mss) => n.div_ceil(mss),
+    };
+    Ok(Plan {
+        l3,
+        l4,
+        payload,
+        end,
+        is_v4,
+        mss,
+        count,
+    })
+}
+
+/// How many segments [`segment`] would write for this frame, without writing any: for
+/// taking that many buffers from a pool up front.
+pub fn segment_count(hdr: &VnetHdr, frame: &[u8], max_ip_len: usize) -> Result<usize, GsoDrop> {
+    plan(hdr, frame, max_ip_len).map(|p| p.count)
+}
+
+/// Splits a TCP superframe (`gso_type` `GSO_TCPV4` or `GSO_TCPV6`, optionally with
+/// `GSO_ECN`, possibly behind one or two VLAN tags, IPv4 options and IPv6 hop-by-hop /
+/// routing / destination-options headers allowed) into frames whose IP packet is at most
+/// `max_ip_len` bytes (the egress MTU) and whose TCP payload is at most
+/// `min(hdr.gso_size, max_ip_len - IP headers - TCP header)`.
+///
+/// Each segment gets a copy of the L2, L3 and L4 headers (IP and TCP options included) and:
+/// - IPv4: total length, identification + 1 per segment (wrapping), header checksum
+///   (RFC 791 §3.1); IPv6: payload length (RFC 8200 §3);
+/// - TCP: sequence number advanced by the payload before it; FIN and PSH only on the last
+///   segment, CWR only on the first (RFC 3168 §6.1.2, as Linux `tcp_gso_segment`); the full
+///   checksum over pseudo-header, header and payload (RFC 9293 §3.1), so the segments need no
+///   `F_NEEDS_CSUM`.
+///
+/// The pseudo-header sum comes from the superframe's checksum field when `F_NEEDS_CSUM` is
+/// set (the kernel put it there for the whole length; it is adjusted per segment as Linux
+/// does), otherwise from the IP addresses. `hdr_len` is ignored. A superframe whose payload
+/// already fits gives one segment (its checksum completed); one without payload gives one
+/// header-only segment.
+///
+/// Every check happens before the first buffer is asked for, and every buffer handed out is
+/// completely written. Returns the number of segments written, or the reason for the drop;
+/// with [`GsoDrop::NoBuffer`] the segments already handed out are complete and may be sent,
+/// the rest is lost.
+pub fn segment(
+    hdr: &VnetHdr,
+    frame: &[u8],
+    max_ip_len: usize,
+    sink: &mut impl SegmentSink,
+) -> Result<usize, GsoDrop> {
+    let p = plan(hdr, frame, max_ip_len)?;
+    let headers = &frame[..p.payload];
+    let payload = &frame[p.payload..p.end];
+
+    // Pseudo-header sum without the TCP length, which differs per segment.
+    let pseudo = if hdr.needs_csum() {
+        let partial = be16(frame, p.l4 + tcp::CHECKSUM.start..p.l4 + tcp::CHECKSUM.end);
+        // The field holds the sum with the superframe's TCP length (< 2^16): take it out.
+        ones_add(partial, !((p.end - p.l4) as u16))
+    } else {
+        let addrs = if p.is_v4 {
+            &frame[p.l3 + ipv4::ADDRS.start..p.l3 + ipv4::ADDRS.end]
+        } else {
+            &frame[p.l3 + ipv6::ADDRS.start..p.l3 + ipv6::ADDRS.end]
+        };
+        ones_add(ones_sum(addrs), u16::from(IPPROTO_TCP))
+    };
+    let ident = if p.is_v4 {
+        be16(frame, p.l3 + ipv4::IDENT.start..p.l3 + ipv4::IDENT.end)
+    } else {
+        0
+    };
+    let mut seq_bytes = [0; 4];
+    seq_bytes.copy_from_slice(&frame[p.l4 + tcp::SEQ.start..p.l4 + tcp::SEQ.end]);
+    let first_seq = u32::from_be_bytes(seq_bytes);
+    let flags = frame[p.l4 + tcp::FLAGS];
+
+    let mut offset = 0;
+    for i in 0..p.count {
+        let chunk = &payload[offset..payload.len().min(offset + p.mss)];
+        let len = p.payload + chunk.len();
+        let buf = match sink.next_segment(len) {
+            Some(buf) if buf.len() >= len => &mut buf[..len],
+            _ => return Err(GsoDrop::NoBuffer),
+        };
+        buf[..p.payload].copy_from_slice(headers);
+        buf[p.payload..].copy_from_slice(chunk);
+
+        let ip = &mut buf[p.l3..p.l4];
+        let ip_len = len - p.l3;
+        if p.is_v4 {
+            // ip_len <= the superframe's total length, so it fits in 16 bits.
+            put16(ip, ipv4::TOTAL_LEN, ip_len as u16);
+            put16(ip, ipv4::IDENT, ident.wrapping_add(i as u16));
+            put16(ip, ipv4::CHECKSUM, 0);
+            let csum = !ones_sum(ip);
+            put16(ip, ipv4::CHECKSUM, csum);
+        } else {
+            put16(ip, ipv6::PAYLOAD_LEN, (ip_len - IPV6_HDR_LEN) as u16);
+        }
+
+        let th = &mut buf[p.l4..];
+        let seq = first_seq.wrapping_add(offset as u32);
+        th[tcp::SEQ].copy_from_slice(&seq.to_be_bytes());
+        let mut f = flags;
+        if i + 1 < p.count {
+            f &= !(TCP_FIN | TCP_PSH);
+        }
+        if i > 0 {
+            f &= !TCP_CWR;
+        }
+        th[tcp::FLAGS] = f;
+        put16(th, tcp::CHECKSUM, 0);
+        let sum = ones_add(ones_add(pseudo, th.len() as u16), ones_sum(th));
+        put16(th, tcp::CHECKSUM, !sum);
+
+        offset += chunk.len();
+    }
+    Ok(p.count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::{
+        IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, LinkExtSlice, NetSlice, SlicedPacket,
+        TcpHeader, TcpOptionElement, TransportSlice, UdpHeader,
+    };
+    use proptest::prelude::*;
+
+    /// Hands out fresh buffers filled with 0xAA (so an unwritten byte shows), up to `limit`.
+    struct VecSink {
+        segs: Vec<Vec<u8>>,
+        limit: usize,
+        short_by: usize,
+    }
+
+    impl VecSink {
+        fn new() -> Self {
+            VecSink {
+                segs: Vec::new(),
+                limit: usize::MAX,
+                short_by: 0,
+            }
+        }
+    }
+
+    impl SegmentSink for VecSink {
+        fn next_segment(&mut self, len: usize) -> Option<&mut [u8]> {
+            if self.segs.len() >= self.limit {
+                return None;
+            }
+            self.segs
+                .push(vec![0xaa; len.saturating_sub(self.short_by)]);
+            self.segs.last_mut().map(|v| v.as_mut_slice())
+        }
+    }
+
+    /// RFC 1071 the slow way, independent of `ones_sum`.
+    fn naive_sum(parts: &[&[u8]]) -> u16 {
+        let mut s: u64 = 0;
+        for part in parts {
+            for w in part.chunks(2) {
+                s += u64::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
+            }
+        }
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        s as u16
+    }
+
+    fn pseudo_header(src: &[u8], dst: &[u8], proto: u8, len: usize) -> Vec<u8> {
+        let mut p = [src, dst].concat();
+        p.extend_from_slice(&[0, proto]);
+        p.extend_from_slice(&(len as u16).to_be_bytes());
+        p
+    }
+
+    fn payload_bytes(len: usize, seed: u32) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect()
+    }
+
+    const SRC4: [u8; 4] = [10, 0, 0, 1];
+    const DST4: [u8; 4] = [10, 0, 0, 2];
+    const SRC6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    const DST6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+    /// What superframe to build.
+    #[derive(Clone, Debug)]
+    struct Spec {
+        v6: bool,
+        vlan: bool,
+        /// IPv4 router-alert option, or an IPv6 hop-by-hop header.
+        ip_opts: bool,
+        /// NOP NOP timestamp in the TCP header.
+        tcp_opts: bool,
+        fin: bool,
+        psh: bool,
+        cwr: bool,
+        payload_len: usize,
+        gso_size: u16,
+        seq: u32,
+        ident: u16,
+        /// The kernel's way: F_NEEDS_CSUM and the pseudo-header sum in the field.
+        partial: bool,
+    }
+
+    impl Spec {
+        fn new(v6: bool, payload_len: usize, gso_size: u16) -> Self {
+            Spec {
+                v6,
+                vlan: false,
+                ip_opts: false,
+                tcp_opts: true,
+                fin: false,
+                psh: true,
+                cwr: false,
+                payload_len,
+                gso_size,
+                seq: 0x1000_0000,
+                ident: 0x4242,
+                partial: true,
+            }
+        }
+    }
+
+    /// Builds a superframe the way a TAP hands it out, and its header.
+    fn build(spec: &Spec) -> (VnetHdr, Vec<u8>) {
+        let payload = payload_bytes(spec.payload_len, spec.payload_len as u32 ^ spec.seq);
+        let mut tcp = TcpHeader::new(40000, 5201, spec.seq, 501);
+        tcp.ack = true;
+        tcp.acknowledgment_number = 0xdead_beef;
+        tcp.fin = spec.fin;
+        tcp.psh = spec.psh;
+        tcp.cwr = spec.cwr;
+        tcp.ece = spec.cwr;
+        if spec.tcp_opts {
+            tcp.set_options(&[
+                TcpOptionElement::Noop,
+                TcpOptionElement::Noop,
+                TcpOptionElement::Timestamp(0x0102_0304, 0x0506_0708),
+            ])
+            .unwrap();
+        }
+        let tcp_len = tcp.header_len() + payload.len();
+
+        let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+        if spec.vlan {
+            frame.extend_from_slice(&[0x81, 0x00, 0x20, 0x64]);
+        }
+        let (src, dst): (&[u8], &[u8]) = if spec.v6 {
+            frame.extend_from_slice(&[0x86, 0xdd]);
+            let hbh: &[u8] = if spec.ip_opts {
+                &[6, 0, 1, 4, 0, 0, 0, 0]
+            } else {
+                &[]
+            };
+            let ip = Ipv6Header {
+                traffic_class: 0,
+                flow_label: Ipv6FlowLabel::try_from(0x12345).unwrap(),
+                payload_length: (hbh.len() + tcp_len) as u16,
+                next_header: if spec.ip_opts {
+                    IpNumber::IPV6_HEADER_HOP_BY_HOP
+                } else {
+                    IpNumber::TCP
+                },
+                hop_limit: 64,
+                source: SRC6,
+                destination: DST6,
+            };
+            frame.extend_from_slice(&ip.to_bytes());
+            frame.extend_from_slice(hbh);
+            (&SRC6, &DST6)
+        } else {
+            frame.extend_from_slice(&[0x08, 0x00]);
+            let mut ip = Ipv4Header::new(0, 64, IpNumber::TCP, SRC4, DST4).unwrap();
+            if spec.ip_opts {
+                ip.options = [0x94, 0x04, 0x00, 0x00].into();
+            }
+            ip.set_payload_len(tcp_len).unwrap();
+            ip.identification = spec.ident;
+            ip.header_checksum = ip.calc_header_checksum();
+            frame.extend_from_slice(&ip.to_bytes());
+            (&SRC4, &DST4)
+        };
+        let l4 = frame.len();
+        if spec.partial {
+            tcp.checksum = naive_sum(&[&pseudo_header(src, dst, 6, tcp_len)]);
+        } else {
+            tcp.checksum = 0x5555; // garbage: must not matter
+        }
+        frame.extend_from_slice(&tcp.to_bytes());
+        let hdr_len = frame.len();
+        frame.extend_from_slice(&payload);
+        let hdr = VnetHdr {
+            flags: if spec.partial {
+                VnetHdr::F_NEEDS_CSUM
+            } else {
+                0
+            },
+            gso_type: if spec.v6 {
+                VnetHdr::GSO_TCPV6
+            } else {
+                VnetHdr::GSO_TCPV4
+            } | if spec.cwr { VnetHdr::GSO_ECN } else { 0 },
+            hdr_len: hdr_len as u16,
+            gso_size: spec.gso_size,
+            csum_start: l4 as u16,
+            csum_offset: 16,
+        };
+        (hdr, frame)
+    }
+
+    /// Segments `frame` and checks every segment byte by byte against the original.
+    fn segment_and_verify(spec: &Spec, max_ip_len: usize) -> Vec<Vec<u8>> {
+        let (hdr, frame) = build(spec);
+        let mut sink = VecSink::new();
+        let n = segment(&hdr, &frame, max_ip_len, &mut sink).unwrap();
+        assert_eq!(n, sink.segs.len());
+        assert_eq!(segment_count(&hdr, &frame, max_ip_len), Ok(n));
+        verify(spec, &frame, max_ip_len, &sink.segs);
+        sink.segs
+    }
+
+    fn verify(spec: &Spec, frame: &[u8], max_ip_len: usize, segs: &[Vec<u8>]) {
+        let orig = SlicedPacket::from_ethernet(frame).unwrap();
+        let Some(TransportSlice::Tcp(otcp)) = &orig.transport else {
+            panic!("not tcp")
+        };
+        let l2 = 14 + if spec.vlan { 4 } else { 0 };
+        let l4 = frame.len() - otcp.slice().len();
+        let ohdr = otcp.header_slice();
+        let mss = usize::from(spec.gso_size).min(max_ip_len - (l4 - l2) - ohdr.len());
+        let expect = spec.payload_len.div_ceil(mss).max(1);
+        assert_eq!(segs.len(), expect, "segment count");
+
+        let mut data = Vec::new();
+        for (i, seg) in segs.iter().enumerate() {
+            let first = i == 0;
+            let last = i + 1 == segs.len();
+            assert!(seg.len() - l2 <= max_ip_len, "segment {i} too big");
+            assert_eq!(seg[..l2], frame[..l2], "L2 header");
+            let s = SlicedPacket::from_ethernet(seg).unwrap();
+            assert_eq!(
+                s.link_exts
+                    .iter()
+                    .filter(|e| matches!(e, LinkExtSlice::Vlan(_)))
+                    .count(),
+                usize::from(spec.vlan)
+            );
+            let Some(TransportSlice::Tcp(t)) = &s.transport else {
+                panic!("segment {i} not tcp")
+            };
+            let csum = match &s.net {
+                Some(NetSlice::Ipv4(ip)) => {
+                    let h = ip.header().to_header();
+                    assert_eq!(h.header_checksum, h.calc_header_checksum(), "ipv4 csum");
+                    assert_eq!(usize::from(h.total_len), seg.len() - l2);
+                    assert_eq!(h.identification, spec.ident.wrapping_add(i as u16));
+                    assert_eq!(ip.header().options(), orig_ipv4_opts(&orig));
+                    t.calc_checksum_ipv4(h.source, h.destination).unwrap()
+                }
+                Some(NetSlice::Ipv6(ip)) => {
+                    let h = ip.header().to_header();
+                    assert_eq!(usize::from(h.payload_length), seg.len() - l2 - 40);
+                    t.calc_checksum_ipv6(h.source, h.destination).unwrap()
+                }
+                _ => panic!("segment {i} not ip"),
+            };
+            assert_eq!(t.checksum(), csum, "tcp checksum of segment {i}");
+            // Independent of etherparse: pseudo-header + segment sums to 0xffff.
+            let (src, dst) = if spec.v6 {
+                (&SRC6[..], &DST6[..])
+            } else {
+                (&SRC4[..], &DST4[..])
+            };
+            let ph = pseudo_header(src, dst, 6, seg.len() - l4);
+            assert_eq!(naive_sum(&[&ph, &seg[l4..]]), 0xffff);
+
+            assert_eq!(
+                t.sequence_number(),
+                spec.seq.wrapping_add(data.len() as u32),
+                "seq of segment {i}"
+            );
+            assert_eq!(t.fin(), spec.fin && last, "fin on {i}");
+            assert_eq!(t.psh(), spec.psh && last, "psh on {i}");
+            assert_eq!(t.cwr(), spec.cwr && first, "cwr on {i}");
+            assert_eq!(t.ece(), spec.cwr, "ece untouched");
+            assert!(t.ack());
+            assert_eq!(t.acknowledgment_number(), 0xdead_beef);
+            assert_eq!(t.window_size(), 501);
+            assert_eq!(t.options(), otcp.options());
+            // Header bytes other than the rewritten fields are copied as they were.
+            let masked = |b: &[u8], holes: &[(usize, usize)]| {
+                let mut b = b.to_vec();
+                for &(from, to) in holes {
+                    b[from..to].fill(0);
+                }
+                b
+            };
+            let ip_holes: &[(usize, usize)] = if spec.v6 {
+                &[(4, 6)]
+            } else {
+                &[(2, 6), (10, 12)]
+            };
+            assert_eq!(
+                masked(&seg[l2..l4], ip_holes),
+                masked(&frame[l2..l4], ip_holes)
+            );
+            let tcp_holes = [(4, 8), (13, 14), (16, 18)];
+            let th = l4..l4 + ohdr.len();
+            assert_eq!(
+                masked(&seg[th.clone()], &tcp_holes),
+                masked(&frame[th], &tcp_holes)
+            );
+            if !last {
+                assert_eq!(t.payload().len(), mss, "full segment {i}");
+            }
+            assert!(t.payload().len() <= mss);
+            data.extend_from_slice(t.payload());
+        }
+        assert_eq!(data, otcp.payload(), "reassembled payload");
+    }
+
+    fn orig_ipv4_opts<'a>(orig: &'a SlicedPacket<'a>) -> &'a [u8] {
+        match &orig.net {
+            Some(NetSlice::Ipv4(ip)) => ip.header().slice().get(20..).unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+
+    #[test]
+    fn ipv4_at_common_mtus() {
+        for (mtu, gso) in [
+            (1500, 1448),
+            (1280, 1448),
+            (9000, 8948),
+            (1500, 8948),
+            (9000, 1448),
+        ] {
+            for vlan in [false, true] {
+                let mut s = Spec::new(false, 65_000, gso);
+                s.vlan = vlan;
+                s.fin = true;
+                segment_and_verify(&s, mtu);
+            }
+        }
+    }
+
+    #[test]
+    fn ipv6_at_common_mtus() {
+        for (mtu, gso) in [(1500, 1428), (1280, 1428), (9000, 8928), (1500, 8928)] {
+            for vlan in [false, true] {
+                let mut s = Spec::new(true, 64_000, gso);
+                s.vlan = vlan;
+                s.fin = true;
+                segment_and_verify(&s, mtu);
+            }
+        }
+    }
+
+    #[test]
+    fn mss_limited_by_mtu_below_gso_size() {
+        // 1280 - 20 (IPv4) - 32 (TCP with timestamps) = 1228 < 1448.
+        let s = Spec::new(false, 10_000, 1448);
+        let segs = segment_and_verify(&s, 1280);
+        assert_eq!(segs.len(), 10_000usize.div_ceil(1228));
+        assert!(
+            segs[..segs.len() - 1]
+                .iter()
+                .all(|seg| seg.len() == 14 + 1280)
+        );
+    }
+
+    #[test]
+    fn options_in_ip_and_tcp() {
+        for v6 in [false, true] {
+            let mut s = Spec::new(v6, 20_000, 1400);
+            s.ip_opts = true;
+            s.vlan = true;
+            let (_, frame) = build(&s);
+            // IHL 6, or a hop-by-hop header.
+            assert_eq!(
+                frame[18 + if v6 { 6 } else { 0 }],
+                if v6 { 0 } else { 0x46 }
+            );
+            segment_and_verify(&s, 1500);
+            s.tcp_opts = false;
+            segment_and_verify(&s, 1500);
+        }
+    }
+
+    #[test]
+    fn flags_fin_psh_last_cwr_first() {
+        for v6 in [false, true] {
+            let mut s = Spec::new(v6, 5000, 1000);
+            s.fin = true;
+            s.psh = true;
+            s.cwr = true;
+            let segs = segment_and_verify(&s, 1500);
+            assert_eq!(segs.len(), 5);
+            let flags: Vec<u8> = segs
+                .iter()
+                .map(|g| g[14 + if v6 { 40 } else { 20 } + 13])
+                .collect();
+            // ACK|ECE|CWR, ACK|ECE ..., ACK|ECE|PSH|FIN.
+            assert_eq!(flags, [0xd0, 0x50, 0x50, 0x50, 0x59]);
+        }
+    }
+
+    #[test]
+    fn wrapping_seq_and_ident() {
+        let mut s = Spec::new(false, 6000, 1448);
+        s.seq = u32::MAX - 2000;
+        s.ident = 0xfffe;
+        segment_and_verify(&s, 1500);
+    }
+
+    #[test]
+    fn payload_sizes_at_the_edges() {
+        for len in [0, 1, 999, 1000, 1001, 2000, 2001, 65_535 - 20 - 32] {
+            segment_and_verify(&Spec::new(false, len, 1000), 1500);
+        }
+        for len in [0, 1, 1000, 65_535 - 32] {
+            segment_and_verify(&Spec::new(true, len, 1000), 1500);
+        }
+        // Odd segment size: payload offsets inside the superframe are odd.
+        segment_and_verify(&Spec::new(false, 5003, 777), 1500);
+    }
+
+    #[test]
+    fn pseudo_header_from_addresses_without_needs_csum() {
+        for v6 in [false, true] {
+            let mut s = Spec::new(v6, 9000, 1448);
+            s.partial = false;
+            let a = segment_and_verify(&s, 1500);
+            s.partial = true;
+            let b = segment_and_verify(&s, 1500);
+            assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn trailing_padding_is_not_copied() {
+        let s = Spec::new(false, 3000, 1448);
+        let (hdr, mut frame) = build(&s);
+        let clean = frame.clone();
+        frame.extend_from_slice(&[0xee; 7]);
+        let mut sink = VecSink::new();
+        assert_eq!(segment(&hdr, &frame, 1500, &mut sink), Ok(3));
+        verify(&s, &clean, 1500, &sink.segs);
+    }
+
+    #[test]
+    fn sink_running_dry() {
+        let s = Spec::new(false, 10_000, 1448);
+        let (hdr, frame) = build(&s);
+        let mut sink = VecSink::new();
+        sink.limit = 3;
+        assert_eq!(
+            segment(&hdr, &frame, 1500, &mut sink),
+            Err(GsoDrop::NoBuffer)
+        );
+        assert_eq!(sink.segs.len(), 3);
+        let mut full = VecSink::new();
+        segment(&hdr, &frame, 1500, &mut full).unwrap();
+        assert_eq!(
+            sink.segs[..],
+            full.segs[..3],
+            "segments handed out are complete"
+        );
+
+        let mut short = VecSink::new();
+        short.short_by = 1;
+        assert_eq!(
+            segment(&hdr, &frame, 1500, &mut short),
+            Err(GsoDrop::NoBuffer)
+        );
+    }
+
+    #[test]
+    fn drop_reasons() {
+        let s = Spec::new(false, 4000, 1448);
+        let (hdr, frame) = build(&s);
+        let run = |h: VnetHdr, f: &[u8], mtu: usize| segment(&h, f, mtu, &mut VecSink::new());
+
+        // Every truncation of a valid superframe is malformed.
+        for cut in 0..frame.len() {
+            assert_eq!(
+                run(hdr, &frame[..cut], 1500),
+                Err(GsoDrop::Malformed),
+                "cut {cut}"
+            );
+        }
+        assert_eq!(
+            run(VnetHdr { gso_size: 0, ..hdr }, &frame, 1500),
+            Err(GsoDrop::ZeroGsoSize)
+        );
+        for kind in [VnetHdr::GSO_UDP, VnetHdr::GSO_UDP_L4, 2, 0x7f] {
+            let h = VnetHdr {
+                gso_type: kind,
+                ..hdr
+            };
+            assert_eq!(run(h, &frame, 1500), Err(GsoDrop::UnsupportedGso));
+        }
+        let none = VnetHdr {
+            gso_type: VnetHdr::GSO_NONE,
+            ..hdr
+        };
+        assert_eq!(run(none, &frame, 1500), Err(GsoDrop::NotGso));
+        let v6 = VnetHdr {
+            gso_type: VnetHdr::GSO_TCPV6,
+            ..hdr
+        };
+        assert_eq!(run(v6, &frame, 1500), Err(GsoDrop::GsoTypeMismatch));
+        for (start, offset) in [(60_000, 16), (34, 6), (35, 16), (u16::MAX, u16::MAX)] {
+            let h = VnetHdr {
+                csum_start: start,
+                csum_offset: offset,
+                ..hdr
+            };
+            assert_eq!(run(h, &frame, 1500), Err(GsoDrop::CsumMisplaced));
+        }
+        assert_eq!(run(hdr, &frame, 20 + 32), Err(GsoDrop::MtuTooSmall));
+        assert_eq!(run(hdr, &frame, 0), Err(GsoDrop::MtuTooSmall));
+        assert!(run(hdr, &frame, 20 + 32 + 1).is_ok());
+
+        let mut f = frame.clone();
+        f[14 + 6] |= 0x20; // MF
+        assert_eq!(run(hdr, &f, 1500), Err(GsoDrop::Fragmented));
+        let mut f = frame.clone();
+        f[14 + 9] = 17; // UDP
+        assert_eq!(run(hdr, &f, 1500), Err(GsoDrop::GsoTypeMismatch));
+        let mut f = frame.clone();
+        f[14] = 0x44; // IHL 4
+        assert_eq!(run(hdr, &f, 1500), Err(GsoDrop::Malformed));
+        let mut f = frame.clone();
+        f[14 + 20 + 12] = 0x40; // data offset 4
+        assert_eq!(run(hdr, &f, 1500), Err(GsoDrop::Malformed));
+        let mut f = frame.clone();
+        f[12] = 0x08;
+        f[13] = 0x06; // ARP
+        assert_eq!(run(hdr, &f, 1500), Err(GsoDrop::GsoTypeMismatch));
+
+        // IPv6: fragment header, unknown extension, runaway extension length.
+        let (h6, f6) = build(&Spec::new(true, 4000, 1448));
+        let mut f = f6.clone();
+        f[14 + 6] = 44;
+        assert_eq!(run(h6, &f, 1500), Err(GsoDrop::Fragmented));
+        f[14 + 6] = 17;
+        assert_eq!(run(h6, &f, 1500), Err(GsoDrop::GsoTypeMismatch));
+        let mut h = Spec::new(true, 100, 1448);
+        h.ip_opts = true;
+        let (hh, mut f) = build(&h);
+        f[14 + 40 + 1] = 0xff;
+        assert_eq!(run(hh, &f, 1500), Err(GsoDrop::Malformed));
+        assert_eq!(run(h6, &f6[..f6.len() - 1], 1500), Err(GsoDrop::Malformed));
+    }
+
+    #[test]
+    fn drop_names_are_distinct() {
+        let mut names: Vec<_> = GsoDrop::ALL.iter().map(|d| d.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), GsoDrop::ALL.len());
+    }
+
+    /// Builds a frame with a partial checksum for TCP or UDP over IPv4 or IPv6, and the
+    /// checksum etherparse computes for it.
+    fn partial_frame(v6: bool, udp: bool, vlan: bool, payload: &[u8]) -> (VnetHdr, Vec<u8>, u16) {
+        let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+        if vlan {
+            frame.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);
+        }
+        let proto = if udp { IpNumber::UDP } else { IpNumber::TCP };
+        let l4_len = if udp { 8 } else { 32 } + payload.len();
+        if v6 {
+            frame.extend_from_slice(&[0x86, 0xdd]);
+            let ip = Ipv6Header {
+                payload_length: l4_len as u16,
+                next_header: proto,
+                hop_limit: 64,
+                source: SRC6,
+                destination: DST6,
+                ..Default::default()
+            };
+            frame.extend_from_slice(&ip.to_bytes());
+        } else {
+            frame.extend_from_slice(&[0x08, 0x00]);
+            let mut ip = Ipv4Header::new(l4_len as u16, 64, proto, SRC4, DST4).unwrap();
+            ip.header_checksum = ip.calc_header_checksum();
+            frame.extend_from_slice(&ip.to_bytes());
+        }
+        let (src, dst): (&[u8], &[u8]) = if v6 { (&SRC6, &DST6) } else { (&SRC4, &DST4) };
+        let partial = naive_sum(&[&pseudo_header(src, dst, proto.0, l4_len)]);
+        let l4 = frame.len();
+        let (expected, csum_offset) = if udp {
+            let mut u = UdpHeader {
+                source_port: 53,
+                destination_port: 5353,
+                length: l4_len as u16,
+                checksum: 0,
+            };
+            let c = if v6 {
+                u.calc_checksum_ipv6_raw(SRC6, DST6, payload).unwrap()
+            } else {
+                u.calc_checksum_ipv4_raw(SRC4, DST4, payload).unwrap()
+            };
+            u.checksum = partial;
+            frame.extend_from_slice(&u.to_bytes());
+            (c, 6)
+        } else {
+            let mut t = TcpHeader::new(1, 2, 3, 4);
+            t.set_options(&[
+                TcpOptionElement::Noop,
+                TcpOptionElement::Noop,
+                TcpOptionElement::Timestamp(5, 6),
+            ])
+            .unwrap();
+            let c = if v6 {
+                t.calc_checksum_ipv6_raw(SRC6, DST6, payload).unwrap()
+            } else {
+                t.calc_checksum_ipv4_raw(SRC4, DST4, payload).unwrap()
+            };
+            t.checksum = partial;
+            frame.extend_from_slice(&t.to_bytes());
+            (c, 16)
+        };
+        frame.extend_from_slice(payload);
+        let hdr = VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            csum_start: l4 as u16,
+            csum_offset,
+            ..Default::default()
+        };
+        (hdr, frame, expected)
+    }
+
+    #[test]
+    fn complete_checksum_matches_etherparse() {
+        for v6 in [false, true] {
+            for udp in [false, true] {
+                for vlan in [false, true] {
+                    for len in [0, 1, 2, 15, 16, 17, 1000, 1473, 9001] {
+                        let payload = payload_bytes(len, len as u32 + 7);
+                        let (hdr, mut frame, expected) = partial_frame(v6, udp, vlan, &payload);
+                        complete_checksum(&hdr, &mut frame).unwrap();
+                        let at = usize::from(hdr.csum_start + hdr.csum_offset);
+                        assert_eq!(
+                            u16::from_be_bytes([frame[at], frame[at + 1]]),
+                            expected,
+                            "v6 {v6} udp {udp} vlan {vlan} len {len}"
+                        );
+                        let p = SlicedPacket::from_ethernet(&frame).unwrap();
+                        assert!(p.transport.is_some());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn complete_checksum_zero_becomes_ffff() {
+        // Make the sum come out at 0xffff so the complement is 0: the last payload word is the
+        // checksum the frame would have had with that word zero.
+        for v6 in [false, true] {
+            let mut payload = payload_bytes(100, 3);
+            payload[98] = 0;
+            payload[99] = 0;
+            let (hdr, mut frame, _) = partial_frame(v6, true, false, &payload);
+            let mut probe = frame.clone();
+            complete_checksum(&hdr, &mut probe).unwrap();
+            let at = usize::from(hdr.csum_start + hdr.csum_offset);
+            let c = [probe[at], probe[at + 1]];
+            let n = frame.len();
+            frame[n - 2..].copy_from_slice(&c);
+            complete_checksum(&hdr, &mut frame).unwrap();
+            assert_eq!(frame[at..at + 2], [0xff, 0xff]);
+        }
+    }
+
+    #[test]
+    fn complete_checksum_bounds_and_noop() {
+        let (hdr, frame, _) = partial_frame(false, true, false, b"hello");
+        let mut f = frame.clone();
+        let n = frame.len() as u16;
+        for (start, offset) in [
+            (n, 0),
+            (n - 1, 0),
+            (n - 2, 1),
+            (0, n - 1),
+            (u16::MAX, u16::MAX),
+        ] {
+            let h = VnetHdr {
+                csum_start: start,
+                csum_offset: offset,
+                ..hdr
+            };
+            assert_eq!(complete_checksum(&h, &mut f), Err(GsoDrop::CsumOutOfRange));
+            assert_eq!(f, frame, "left alone on error");
+        }
+        // The field may be the last two bytes.
+        let h = VnetHdr {
+            csum_start: n - 2,
+            csum_offset: 0,
+            ..hdr
+        };
+        assert_eq!(complete_checksum(&h, &mut f), Ok(()));
+        // Without NEEDS_CSUM nothing happens.
+        let mut f = frame.clone();
+        let h = VnetHdr {
+            flags: VnetHdr::F_DATA_VALID,
+            ..hdr
+        };
+        assert_eq!(complete_checksum(&h, &mut f), Ok(()));
+        assert_eq!(f, frame);
+        assert_eq!(complete_checksum(&VnetHdr::default(), &mut []), Ok(()));
+    }
+
+    #[test]
+    fn ip_len_of_frames() {
+        let (_, f4, _) = partial_frame(false, true, false, b"abc");
+        assert_eq!(ip_len(&f4), Some(20 + 8 + 3));
+        let (_, f6, _) = partial_frame(true, false, true, b"abc");
+        assert_eq!(ip_len(&f6), Some(40 + 32 + 3));
+        let mut padded = f4.clone();
+        padded.extend_from_slice(&[0; 20]);
+        assert_eq!(ip_len(&padded), Some(31));
+        assert_eq!(ip_len(&f4[..f4.len() - 1]), None);
+        assert_eq!(ip_len(&f4[..20]), None);
+        assert_eq!(ip_len(&[]), None);
+        let mut arp = f4.clone();
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(ip_len(&arp), None);
+        let mut bad_version = f4.clone();
+        bad_version[14] = 0x65;
+        assert_eq!(ip_len(&bad_version), None);
+        // Double tag (802.1ad outer, 802.1Q inner).
+        let mut qinq = f4[..12].to_vec();
+        qinq.extend_from_slice(&[0x88, 0xa8, 0, 1, 0x81, 0x00, 0, 2]);
+        qinq.extend_from_slice(&f4[12..]);
+        assert_eq!(ip_len(&qinq), Some(31));
+    }
+
+    #[test]
+    fn qinq_superframe() {
+        let s = Spec::new(false, 3000, 1448);
+        let (mut hdr, f) = build(&s);
+        let mut q = f[..12].to_vec();
+        q.extend_from_slice(&[0x88, 0xa8, 0, 1, 0x81, 0x00, 0, 2]);
+        q.extend_from_slice(&f[12..]);
+        hdr.csum_start += 8;
+        let mut sink = VecSink::new();
+        assert_eq!(segment(&hdr, &q, 1500, &mut sink), Ok(3));
+        // Strip the tags again and check as an untagged superframe.
+        let untagged: Vec<Vec<u8>> = sink
+            .segs
+            .iter()
+            .map(|g| [&g[..12], &g[20..]].concat())
+            .collect();
+        verify(&s, &f, 1500, &untagged);
+    }
+
+    #[test]
+    fn ones_sum_known_values() {
+        // RFC 1071 §3 example: 0001 f203 f4f5 f6f7 sums to ddf2.
+        assert_eq!(
+            ones_sum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
+            0xddf2
+        );
+        assert_eq!(ones_sum(&[]), 0);
+        assert_eq!(ones_sum(&[0xab]), 0xab00);
+        assert_eq!(ones_sum(&[0xff; 64]), 0xffff);
+    }
+
+    fn spec_strategy() -> impl Strategy<Value = (Spec, usize)> {
+        (
+            any::<(bool, bool, bool, bool, bool, bool, bool, bool)>(),
+            0usize..20_000,
+            1u16..10_000,
+            any::<(u32, u16)>(),
+            100usize..10_000,
+        )
+            .prop_map(
+                |(
+                    (v6, vlan, ip_opts, tcp_opts, fin, psh, cwr, partial),
+                    len,
+                    gso,
+                    (seq, ident),
+                    mtu,
+                )| {
+                    let spec = Spec {
+                        v6,
+                        vlan,
+                        ip_opts,
+                        tcp_opts,
+                        fin,
+                        psh,
+                        cwr,
+                        payload_len: len,
+                        gso_size: gso,
+                        seq,
+                        ident,
+                        partial,
+                    };
+                    (spec, mtu)
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn ones_sum_matches_naive(data in proptest::collection::vec(any::<u8>(), 0..3000)) {
+            prop_assert_eq!(ones_sum(&data), naive_sum(&[&data]));
+        }
+
+        #[test]
+        fn random_superframes_segment_right((spec, mtu) in spec_strategy()) {
+            segment_and_verify(&spec, mtu);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(
+            frame in proptest::collection::vec(any::<u8>(), 0..300),
+            raw in any::<[u8; 10]>(),
+            mtu in 0usize..2000,
+        ) {
+            let hdr = VnetHdr::parse(&raw).unwrap();
+            let _ = segment(&hdr, &frame, mtu, &mut VecSink::new());
+            let _ = segment_count(&hdr, &frame, mtu);
+            let _ = ip_len(&frame);
+            let mut f = frame.clone();
+            let _ = complete_checksum(&hdr, &mut f);
+        }
+
+        #[test]
+        fn mutated_superframes_never_panic(
+            (spec, mtu) in spec_strategy(),
+            flips in proptest::collection::vec((0usize..120, any::<u8>()), 1..6),
+            cut in proptest::option::of(0usize..20_200),
+            hdr_noise in any::<(u8, u16, u16, u16)>(),
+            noise_hdr in any::<bool>(),
+        ) {
+            let (mut hdr, mut frame) = build(&spec);
+            for (at, v) in flips {
+                if let Some(b) = frame.get_mut(at) {
+                    *b = v;
+                }
+            }
+            if let Some(cut) = cut {
+                frame.truncate(cut);
+            }
+            if noise_hdr {
+                hdr.flags = hdr_noise.0;
+                hdr.gso_size = hdr_noise.1;
+                hdr.csum_start = hdr_noise.2;
+                hdr.csum_offset = hdr_noise.3;
+            }
+            let mut sink = VecSink::new();
+            if let Ok(n) = segment(&hdr, &frame, mtu, &mut sink) {
+                prop_assert_eq!(n, sink.segs.len());
+                let l3 = l3_start(&frame).unwrap().0;
+                for seg in &sink.segs {
+                    prop_assert!(seg.len() - l3 <= mtu);
+                    prop_assert!(!seg.contains(&0xaa) || frame.contains(&0xaa));
+                }
+            }
+            let _ = complete_checksum(&hdr, &mut frame);
+        }
+    }
+}

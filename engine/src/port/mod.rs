@@ -1,0 +1,160 @@
+//! Ports: where frames enter and leave the engine.
+//!
+//! A port moves *batches*: its receive half fills a vector of pool handles, its transmit
+//! half drains one. The two halves are separate objects because the rx and tx stages may
+//! run on different workers.
+
+use std::io;
+use std::sync::Arc;
+
+use mio::{Registry, Token};
+use tapnet_switch::Counter;
+
+use crate::pool::{BufferPool, Handle};
+
+pub mod mem;
+pub mod tap;
+
+pub use mem::{MemPeer, MemPort};
+pub use tap::TapPort;
+
+/// What kind of device backs a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortKind {
+    /// A TAP device.
+    Tap,
+    /// An in-memory port (rig hosts, perf generators).
+    Memory,
+}
+
+/// What the engine needs to know about a port.
+#[derive(Clone, Debug)]
+pub struct PortInfo {
+    /// Name, for counters and errors.
+    pub name: String,
+    /// Backing device.
+    pub kind: PortKind,
+    /// True when the port takes frames with a virtio-net header: GSO superframes and
+    /// partial checksums pass to it intact. False means the engine segments and fills
+    /// checksums in software first.
+    pub offloads: bool,
+    /// Largest IP packet the port carries (its MTU).
+    pub mtu: u32,
+}
+
+/// Per-port counters, written by the stage owning each half, readable any time.
+#[derive(Debug, Default)]
+pub struct PortCounters {
+    /// Frames received.
+    pub rx_packets: Counter,
+    /// Bytes received (frame bytes, virtio-net header excluded).
+    pub rx_bytes: Counter,
+    /// Receive failures other than "would block".
+    pub rx_errors: Counter,
+    /// Frames dropped on receive because the pool was empty.
+    pub rx_no_buffer: Counter,
+    /// Frames dropped on receive because the next stage's ring was full.
+    pub rx_ring_full: Counter,
+    /// Frames (or segments) sent.
+    pub tx_packets: Counter,
+    /// Bytes sent.
+    pub tx_bytes: Counter,
+    /// Send failures.
+    pub tx_errors: Counter,
+    /// Frames dropped because the peer's queue was full.
+    pub tx_queue_full: Counter,
+    /// Frames larger than the port's MTU that could not be segmented.
+    pub tx_too_big: Counter,
+    /// Superframes split in software for this port.
+    pub tx_segmented: Counter,
+    /// Superframes or partial checksums that software offload could not handle.
+    pub tx_offload_errors: Counter,
+}
+
+/// Plain copy of [`PortCounters`], for printing and serializing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct PortStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub rx_errors: u64,
+    pub rx_no_buffer: u64,
+    pub rx_ring_full: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_errors: u64,
+    pub tx_queue_full: u64,
+    pub tx_too_big: u64,
+    pub tx_segmented: u64,
+    pub tx_offload_errors: u64,
+}
+
+impl PortCounters {
+    /// Read every counter.
+    pub fn snapshot(&self) -> PortStats {
+        PortStats {
+            rx_packets: self.rx_packets.get(),
+            rx_bytes: self.rx_bytes.get(),
+            rx_errors: self.rx_errors.get(),
+            rx_no_buffer: self.rx_no_buffer.get(),
+            rx_ring_full: self.rx_ring_full.get(),
+            tx_packets: self.tx_packets.get(),
+            tx_bytes: self.tx_bytes.get(),
+            tx_errors: self.tx_errors.get(),
+            tx_queue_full: self.tx_queue_full.get(),
+            tx_too_big: self.tx_too_big.get(),
+            tx_segmented: self.tx_segmented.get(),
+            tx_offload_errors: self.tx_offload_errors.get(),
+        }
+    }
+}
+
+/// Outcome of one receive call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RxStatus {
+    /// Nothing more to read now; wait for readiness (or poll again next cycle for ports
+    /// without a file descriptor).
+    Drained,
+    /// The budget ran out with frames still waiting.
+    More,
+}
+
+/// Receive half of a port.
+pub trait PortRx: Send {
+    /// Register for readiness. Returns false when the port has no file descriptor and
+    /// must be polled every cycle.
+    fn register(&mut self, registry: &Registry, token: Token) -> io::Result<bool>;
+    /// Undo [`PortRx::register`].
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()>;
+    /// Give back any slots held for the next read; called before the port is removed.
+    fn close(&mut self, pool: &BufferPool) {
+        let _ = pool;
+    }
+    /// Receive up to `budget` frames, appending their handles to `out` with `meta.len`,
+    /// `meta.head` and `meta.vnet` set.
+    fn recv(
+        &mut self,
+        pool: &BufferPool,
+        out: &mut Vec<Handle>,
+        budget: usize,
+        ctr: &PortCounters,
+    ) -> RxStatus;
+}
+
+/// Transmit half of a port.
+pub trait PortTx: Send {
+    /// Send every frame of `batch` (draining it) and give the slots back to the pool.
+    /// Frames already fit the port: segmentation happened before.
+    fn send(&mut self, pool: &BufferPool, batch: &mut Vec<Handle>, ctr: &PortCounters);
+}
+
+/// A port before it is handed to the engine.
+pub trait Port: Send {
+    /// Name, kind, offload capability and MTU.
+    fn info(&self) -> PortInfo;
+    /// Split into the halves the rx and tx stages own.
+    fn split(self: Box<Self>) -> (Box<dyn PortRx>, Box<dyn PortTx>);
+}
+
+/// Counters shared between the engine and whoever inspects it.
+pub type SharedPortCounters = Arc<PortCounters>;

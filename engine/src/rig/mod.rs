@@ -1,0 +1,337 @@
+//! The in-process rig: many virtual hosts, each with its own smoltcp TCP/IP stack, on
+//! memory ports of a real engine, all driven by one simulated clock.
+//!
+//! Nothing here sleeps or reads the wall clock. [`Rig::step`] advances the clock by one
+//! tick and, at the new time, delivers the frames whose link delay has passed, polls every
+//! host's interface, offers what the hosts sent to their links (loss, delay, jitter,
+//! partition, drawn from one ChaCha8 generator seeded by [`RigConfig::seed`]), runs the
+//! engine's stages until they are empty, and offers what the engine sent back to the
+//! links. The same seed and the same calls therefore give the same frames at the same
+//! times, which [`Rig::digest`] summarises in one number.
+//!
+//! The driving loops ([`Rig::run_until`] and the traffic helpers) skip idle time: when no
+//! frame is queued anywhere, the clock jumps to the earliest of the hosts' smoltcp timers,
+//! the next in-flight frame and any [`Rig::wake_at`], so a retransmission timeout of
+//! seconds costs one step, not thousands.
+//!
+//! ```
+//! use std::time::Duration;
+//! use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+//! use tapnet_engine::rig::Rig;
+//!
+//! let mut rig = Rig::new(7);
+//! let net = rig.add_network("red").unwrap();
+//! let a = rig.add_host("a", net, Ipv4Cidr::new(Ipv4Address::new(10, 0, 0, 2), 24), None).unwrap();
+//! let _b = rig.add_host("b", net, Ipv4Cidr::new(Ipv4Address::new(10, 0, 0, 3), 24), None).unwrap();
+//! let report = rig.ping(a, Ipv4Address::new(10, 0, 0, 3), 3, Duration::from_secs(1));
+//! assert_eq!(report.received, 3);
+//! ```
+
+mod apps;
+mod config;
+mod host;
+mod link;
+mod sim;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
+use tapnet_switch::{DomainConfig, DomainId, MacAddr};
+
+pub use apps::{PingReport, TransferReport, UdpReport};
+pub use config::{RigConfig, RigError};
+pub use host::HostInfo;
+pub use link::{DirStats, Direction, Fate, LinkEvent, LinkFaults, LinkStats};
+
+use host::{Host, HostDevice};
+use link::{Digest, Wire};
+use sim::instant;
+
+use crate::port::MemPort;
+use crate::runtime::{Engine, EngineConfig};
+
+/// Smallest IP MTU (RFC 791: every host takes 68-byte datagrams).
+const MIN_MTU: u32 = 68;
+/// Largest IP MTU: an Ethernet frame of it fits a small pool slot.
+const MAX_MTU: u32 = 1800;
+
+/// A host of a rig: an index into the rig that made it. Using it with another rig
+/// panics (or names another host).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostId(pub usize);
+
+impl fmt::Display for HostId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "host{}", self.0)
+    }
+}
+
+/// A simulated multi-host network around a real engine in manual mode.
+pub struct Rig {
+    cfg: RigConfig,
+    engine: Engine,
+    now: Duration,
+    rng: ChaCha8Rng,
+    hosts: Vec<Host>,
+    networks: Vec<(DomainId, String)>,
+    wakes: BTreeSet<Duration>,
+    engine_idle: bool,
+    digest: Digest,
+    trace: Option<Vec<LinkEvent>>,
+}
+
+impl Rig {
+    /// A rig with [`RigConfig::new`]`(seed)`.
+    ///
+    /// # Panics
+    /// If the engine cannot start (the process cannot create an epoll instance).
+    pub fn new(seed: u64) -> Rig {
+        match Rig::with_config(RigConfig::new(seed)) {
+            Ok(r) => r,
+            Err(e) => panic!("cannot start the rig's engine: {e:?}"),
+        }
+    }
+
+    /// A rig built as `cfg` says.
+    pub fn with_config(cfg: RigConfig) -> Result<Rig, RigError> {
+        if cfg.tick.is_zero() {
+            return Err(RigError::Invalid(
+                "the tick must be longer than zero".into(),
+            ));
+        }
+        if !(MIN_MTU..=MAX_MTU).contains(&cfg.mtu) {
+            return Err(RigError::Invalid(format!(
+                "MTU {} is outside {MIN_MTU}..={MAX_MTU} (frames must fit the pool's small slots)",
+                cfg.mtu
+            )));
+        }
+        if cfg.port_capacity == 0 || cfg.host_queue == 0 {
+            return Err(RigError::Invalid(
+                "port rings and host queues need room for at least one frame".into(),
+            ));
+        }
+        let engine = Engine::start(EngineConfig {
+            manual: true,
+            pool: cfg.pool,
+            ..Default::default()
+        })?;
+        Ok(Rig {
+            rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+            cfg,
+            engine,
+            now: Duration::ZERO,
+            hosts: Vec::new(),
+            networks: Vec::new(),
+            wakes: BTreeSet::new(),
+            engine_idle: true,
+            digest: Digest::default(),
+            trace: None,
+        })
+    }
+
+    /// How it was built.
+    pub fn config(&self) -> &RigConfig {
+        &self.cfg
+    }
+
+    /// The engine, for its counters ([`Engine::stats`]) and control calls.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Create a network: one bridge domain of the engine.
+    pub fn add_network(&mut self, name: &str) -> Result<DomainId, RigError> {
+        let d = self.engine.add_domain(DomainConfig::default())?;
+        self.networks.push((d, name.to_string()));
+        Ok(d)
+    }
+
+    /// The name a network was created with.
+    pub fn network_name(&self, net: DomainId) -> Option<&str> {
+        self.networks
+            .iter()
+            .find(|(d, _)| *d == net)
+            .map(|(_, n)| n.as_str())
+    }
+
+    /// Add a host on `net` with address `cidr` and an optional default gateway. Its MAC
+    /// is `02:42` followed by the address (as tapnet assigns endpoint MACs), pinned in the
+    /// network as a static entry.
+    pub fn add_host(
+        &mut self,
+        name: &str,
+        net: DomainId,
+        cidr: Ipv4Cidr,
+        gateway: Option<Ipv4Address>,
+    ) -> Result<HostId, RigError> {
+        let mac = MacAddr::from_ipv4(cidr.address());
+        if !mac.is_unicast() || cidr.address().is_unspecified() {
+            return Err(RigError::Invalid(format!("{cidr} is not a host address")));
+        }
+        let mut dev = HostDevice::new(self.cfg.mtu as usize);
+        let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac.0)));
+        config.random_seed = self.rng.next_u64();
+        let mut iface = Interface::new(config, &mut dev, instant(self.now));
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::Ipv4(cidr));
+        });
+        if let Some(gw) = gateway {
+            if iface.routes_mut().add_default_ipv4_route(gw).is_err() {
+                return Err(RigError::Invalid("smoltcp's route table is full".into()));
+            }
+        }
+        let (port, peer) = MemPort::pair(
+            name,
+            self.engine.pool().clone(),
+            self.cfg.port_capacity,
+            self.cfg.mtu,
+            false,
+        );
+        let port = self.engine.add_port(Box::new(port), net)?;
+        if let Err(e) = self.engine.add_static_mac(net, mac, port) {
+            let _ = self.engine.remove_port(port);
+            return Err(e.into());
+        }
+        self.hosts.push(Host {
+            info: HostInfo {
+                name: name.to_string(),
+                cidr,
+                gateway,
+                mac,
+                net,
+                port,
+            },
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            dev,
+            peer,
+            faults: LinkFaults::NONE,
+            cut: false,
+            up: Wire::default(),
+            down: Wire::default(),
+            arp_from: BTreeSet::new(),
+        });
+        Ok(HostId(self.hosts.len() - 1))
+    }
+
+    /// Every host, in the order they were added.
+    pub fn host_ids(&self) -> impl Iterator<Item = HostId> + use<> {
+        (0..self.hosts.len()).map(HostId)
+    }
+
+    /// Name, address, MAC, network and engine port of a host.
+    pub fn host(&self, h: HostId) -> &HostInfo {
+        &self.hosts[h.0].info
+    }
+
+    /// A host's IPv4 address.
+    pub fn ip(&self, h: HostId) -> Ipv4Address {
+        self.hosts[h.0].ip()
+    }
+
+    /// A host's stack, for traffic the helpers don't cover: add sockets to the set, use
+    /// them between steps (pass [`Rig::instant`] where smoltcp wants the time), and
+    /// remove them when done.
+    pub fn stack(&mut self, h: HostId) -> (&mut Interface, &mut SocketSet<'static>) {
+        let host = &mut self.hosts[h.0];
+        (&mut host.iface, &mut host.sockets)
+    }
+
+    /// Set the faults of a host's link (both directions). Frames already in flight keep
+    /// the fate they were given.
+    pub fn set_faults(&mut self, h: HostId, faults: LinkFaults) {
+        self.hosts[h.0].faults = faults;
+    }
+
+    /// The faults of a host's link.
+    pub fn faults(&self, h: HostId) -> LinkFaults {
+        self.hosts[h.0].faults
+    }
+
+    /// Cut (`true`) or heal (`false`) a host's link. While cut, every frame sent either
+    /// way is dropped, and so is every frame in flight that arrives.
+    pub fn partition(&mut self, h: HostId, cut: bool) {
+        self.hosts[h.0].cut = cut;
+    }
+
+    /// Whether a host's link is cut.
+    pub fn is_partitioned(&self, h: HostId) -> bool {
+        self.hosts[h.0].cut
+    }
+
+    /// Counters of a host's link.
+    pub fn link_stats(&self, h: HostId) -> LinkStats {
+        let host = &self.hosts[h.0];
+        LinkStats {
+            up: host.up.stats,
+            down: host.down.stats,
+        }
+    }
+
+    /// Whether host `h` has received an ARP request or reply from `ip` aimed at its own
+    /// address, which is when smoltcp puts `ip` in its neighbour cache. Read from the
+    /// wire: smoltcp does not expose the cache itself (whose entries expire after 60 s).
+    pub fn arp_seen(&self, h: HostId, ip: Ipv4Address) -> bool {
+        self.hosts[h.0].arp_from.contains(&ip)
+    }
+
+    /// Simulated time since the rig was made.
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    /// The simulated time as smoltcp counts it.
+    pub fn instant(&self) -> Instant {
+        instant(self.now)
+    }
+
+    /// Make the driving loops stop skipping idle time at `at`, so a caller's own timer
+    /// (the next packet of a paced sender, say) fires on time.
+    pub fn wake_at(&mut self, at: Duration) {
+        if at > self.now {
+            self.wakes.insert(at);
+        }
+    }
+
+    /// Record every link event from now on (`true`), or stop and discard (`false`).
+    pub fn set_trace(&mut self, on: bool) {
+        self.trace = on.then(Vec::new);
+    }
+
+    /// Link events recorded since [`Rig::set_trace`]`(true)`.
+    pub fn trace(&self) -> &[LinkEvent] {
+        self.trace.as_deref().unwrap_or(&[])
+    }
+
+    /// A hash of every link event so far: time, host, direction, length, fate and the
+    /// first 64 bytes of the frame. Equal digests mean (with overwhelming probability)
+    /// identical runs.
+    pub fn digest(&self) -> u64 {
+        self.digest.value()
+    }
+
+    /// Advance the clock by one tick and run everything once at the new time.
+    pub fn step(&mut self) {
+        self.now += self.cfg.tick;
+        self.run_at();
+    }
+
+    /// Step until `done` returns true (checked before the first step and after each) or
+    /// `limit` of simulated time has passed; returns whether `done` was reached. Idle time
+    /// is skipped (see the module docs).
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&mut Rig) -> bool) -> bool {
+        let deadline = self.now + limit;
+        self.drive(deadline, |rig| Ok(done(rig))).unwrap_or(false)
+    }
+
+    /// Run for `limit` of simulated time.
+    pub fn run_for(&mut self, limit: Duration) {
+        self.run_until(limit, |_| false);
+    }
+}

@@ -1,0 +1,557 @@
+//! The pipeline runtime: workers, rings between stages, and the control API.
+//!
+//! ```text
+//!  ports ──rx──▶ ring ──▶ switch ──▶ ring ──tx──▶ ports
+//! ```
+//! Each stage exists once and runs on the worker the [`WorkerMapping`] gives it; rings
+//! (rtrb SPSC, carrying pool handles in chunks of up to `batch`) join consecutive
+//! stages even when they share a worker. Control calls send a message to the stage
+//! that owns the table and wait for its answer, so when a call returns the change is
+//! live and no per-packet path ever takes a lock.
+
+mod stages;
+mod worker;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use rtrb::RingBuffer;
+use tapnet_switch::{DomainConfig, DomainId, MacAddr, PortId, Switch, SwitchCounters};
+
+use stages::{Ctl, DomainMap, RxCtl, RxStage, SwCtl, SwitchStage, TxCtl, TxStage};
+pub use stages::{StageCounters, StageKind, StageStats};
+use worker::{Idle, Stage, WakeCell, Worker};
+
+use crate::pool::{BufferPool, PoolConfig};
+use crate::port::{Port, PortCounters, PortInfo, PortStats};
+
+/// Which stages run on which worker. One worker running all three is run-to-completion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerMapping(pub Vec<Vec<StageKind>>);
+
+impl WorkerMapping {
+    /// One worker runs rx, switch and tx to completion.
+    pub fn run_to_completion() -> WorkerMapping {
+        WorkerMapping(vec![vec![StageKind::Rx, StageKind::Switch, StageKind::Tx]])
+    }
+
+    /// Two workers: rx on the first, switch and tx on the second.
+    pub fn pipeline() -> WorkerMapping {
+        WorkerMapping(vec![
+            vec![StageKind::Rx],
+            vec![StageKind::Switch, StageKind::Tx],
+        ])
+    }
+
+    /// Parse `rx,switch,tx` (one worker) or `rx/switch,tx` (workers split by `/`).
+    pub fn parse(s: &str) -> Result<WorkerMapping, EngineError> {
+        let mut workers = Vec::new();
+        for w in s.split('/') {
+            let mut stages = Vec::new();
+            for name in w.split(',').map(str::trim) {
+                stages.push(match name {
+                    "rx" => StageKind::Rx,
+                    "switch" => StageKind::Switch,
+                    "tx" => StageKind::Tx,
+                    other => {
+                        return Err(EngineError::Mapping(format!(
+                            "unknown stage {other:?}: stages are rx, switch and tx"
+                        )));
+                    }
+                });
+            }
+            workers.push(stages);
+        }
+        let m = WorkerMapping(workers);
+        m.validate()?;
+        Ok(m)
+    }
+
+    fn validate(&self) -> Result<(), EngineError> {
+        for k in [StageKind::Rx, StageKind::Switch, StageKind::Tx] {
+            let n = self.0.iter().flatten().filter(|&&s| s == k).count();
+            if n != 1 {
+                return Err(EngineError::Mapping(format!(
+                    "stage {} appears {n} times; each stage runs on exactly one worker",
+                    k.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn worker_of(&self, k: StageKind) -> usize {
+        self.0.iter().position(|w| w.contains(&k)).unwrap_or(0)
+    }
+}
+
+impl fmt::Display for WorkerMapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ws: Vec<String> = self
+            .0
+            .iter()
+            .map(|w| w.iter().map(|s| s.name()).collect::<Vec<_>>().join(","))
+            .collect();
+        f.write_str(&ws.join("/"))
+    }
+}
+
+/// How the engine runs.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Stage-to-worker mapping.
+    pub mapping: WorkerMapping,
+    /// Pin worker *i* to the *i*-th CPU the process may use.
+    pub pin: bool,
+    /// Buffer pool sizes.
+    pub pool: PoolConfig,
+    /// Most handles a stage takes per pass (and per ring chunk).
+    pub batch: usize,
+    /// Capacity of each ring between stages, in handles.
+    pub ring_capacity: usize,
+    /// Spin this long on empty inputs before sleeping (latency against CPU).
+    pub busy_poll: Duration,
+    /// Longest sleep of an idle worker.
+    pub max_sleep: Duration,
+    /// Run no threads: the caller drives the stages with [`Engine::step`] (the rig).
+    pub manual: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            mapping: WorkerMapping::run_to_completion(),
+            pin: true,
+            pool: PoolConfig::default(),
+            batch: 256,
+            ring_capacity: 4096,
+            busy_poll: Duration::from_micros(50),
+            max_sleep: Duration::from_millis(20),
+            manual: false,
+        }
+    }
+}
+
+/// Errors of the engine's control path.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The stage mapping is not valid.
+    #[error("invalid worker mapping: {0}")]
+    Mapping(String),
+    /// A worker thread could not be started.
+    #[error("cannot start worker {worker}: {source}")]
+    Spawn {
+        /// Worker index.
+        worker: usize,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// A stage refused a change (unknown domain, port in another domain, ...).
+    #[error("{0}")]
+    Rejected(String),
+    /// The engine has stopped.
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+struct PortEntry {
+    info: PortInfo,
+    counters: Arc<PortCounters>,
+}
+
+struct ControlState {
+    ports: Vec<Option<PortEntry>>,
+    next_domain: u32,
+}
+
+/// A running engine.
+pub struct Engine {
+    cfg: EngineConfig,
+    pool: Arc<BufferPool>,
+    rx_ctl: Sender<Ctl<RxCtl>>,
+    sw_ctl: Sender<Ctl<SwCtl>>,
+    tx_ctl: Sender<Ctl<TxCtl>>,
+    wakes: Vec<Arc<WakeCell>>,
+    stage_counters: Vec<(StageKind, usize, Arc<StageCounters>)>,
+    switch_counters: Arc<SwitchCounters>,
+    domain_counters: DomainMap,
+    state: Mutex<ControlState>,
+    stop: Arc<AtomicBool>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    manual: Mutex<Vec<Worker>>,
+}
+
+/// A port as the engine reports it.
+#[derive(Clone, Debug)]
+pub struct PortReport {
+    /// Port id.
+    pub id: PortId,
+    /// Name, kind, offloads, MTU.
+    pub info: PortInfo,
+    /// Counters.
+    pub stats: PortStats,
+}
+
+/// A stage as the engine reports it.
+#[derive(Clone, Debug)]
+pub struct StageReport {
+    /// Which stage.
+    pub kind: StageKind,
+    /// The worker running it.
+    pub worker: usize,
+    /// Counters.
+    pub stats: StageStats,
+}
+
+/// Everything countable, read while the engine runs.
+#[derive(Clone, Debug)]
+pub struct EngineStats {
+    /// Every port.
+    pub ports: Vec<PortReport>,
+    /// Every stage.
+    pub stages: Vec<StageReport>,
+    /// Switch-wide drops.
+    pub switch: tapnet_switch::SwitchCountersSnapshot,
+    /// Per bridge domain.
+    pub domains: Vec<(DomainId, tapnet_switch::DomainCountersSnapshot)>,
+    /// Free pool slots (small, large).
+    pub pool_free: (usize, usize),
+}
+
+fn cpus() -> Vec<usize> {
+    match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => (0..nix::sched::CpuSet::count())
+            .filter(|&i| set.is_set(i).unwrap_or(false))
+            .collect(),
+        Err(_) => vec![0],
+    }
+}
+
+fn pin_to(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(cpu).is_ok() {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+    }
+}
+
+impl Engine {
+    /// Build the stages and start the workers (none in manual mode).
+    pub fn start(cfg: EngineConfig) -> Result<Engine, EngineError> {
+        cfg.mapping.validate()?;
+        let pool = Arc::new(BufferPool::new(cfg.pool));
+        let nworkers = cfg.mapping.0.len();
+        let mut workers = Vec::new();
+        for i in 0..nworkers {
+            workers.push(
+                Worker::new(pool.clone(), cfg.batch)
+                    .map_err(|source| EngineError::Spawn { worker: i, source })?,
+            );
+        }
+        let wakes: Vec<Arc<WakeCell>> = workers.iter().map(|w| w.wake.clone()).collect();
+        let (w_rx, w_sw, w_tx) = (
+            cfg.mapping.worker_of(StageKind::Rx),
+            cfg.mapping.worker_of(StageKind::Switch),
+            cfg.mapping.worker_of(StageKind::Tx),
+        );
+        let cross = |from: usize, to: usize| (from != to).then(|| wakes[to].clone());
+        let (p1, c1) = RingBuffer::new(cfg.ring_capacity);
+        let (p2, c2) = RingBuffer::new(cfg.ring_capacity);
+        let (rx_ctl, rx_rcv): (Sender<Ctl<RxCtl>>, Receiver<Ctl<RxCtl>>) = unbounded();
+        let (sw_ctl, sw_rcv) = unbounded();
+        let (tx_ctl, tx_rcv) = unbounded();
+        let counters: Vec<Arc<StageCounters>> = (0..3).map(|_| Arc::default()).collect();
+        let switch = Switch::new();
+        let switch_counters = switch.counters();
+        let rx = RxStage::new(p1, cross(w_rx, w_sw), rx_rcv, counters[0].clone());
+        let domain_counters = DomainMap::default();
+        let sw = SwitchStage::new(
+            switch,
+            c1,
+            p2,
+            cross(w_sw, w_tx),
+            sw_rcv,
+            counters[1].clone(),
+            domain_counters.clone(),
+        );
+        let tx = TxStage::new(c2, tx_rcv, counters[2].clone());
+        let mut rx = Some(rx);
+        let mut sw = Some(sw);
+        let mut tx = Some(tx);
+        for (i, w) in cfg.mapping.0.iter().enumerate() {
+            for k in w {
+                let st = match k {
+                    StageKind::Rx => rx.take().map(Stage::Rx),
+                    StageKind::Switch => sw.take().map(Stage::Switch),
+                    StageKind::Tx => tx.take().map(Stage::Tx),
+                };
+                workers[i].stages.extend(st);
+            }
+        }
+        let stage_counters = vec![
+            (StageKind::Rx, w_rx, counters[0].clone()),
+            (StageKind::Switch, w_sw, counters[1].clone()),
+            (StageKind::Tx, w_tx, counters[2].clone()),
+        ];
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let mut manual = Vec::new();
+        if cfg.manual {
+            manual = workers;
+        } else {
+            let cpus = cpus();
+            let start = Instant::now();
+            let idle = Idle {
+                busy_poll: cfg.busy_poll,
+                max_sleep: cfg.max_sleep,
+            };
+            for (i, w) in workers.into_iter().enumerate() {
+                let stop = stop.clone();
+                let pin = cfg.pin.then(|| cpus[i % cpus.len()]);
+                let t = std::thread::Builder::new()
+                    .name(format!("tapnet-w{i}"))
+                    .spawn(move || {
+                        if let Some(c) = pin {
+                            pin_to(c);
+                        }
+                        w.run(start, &stop, idle)
+                    })
+                    .map_err(|source| EngineError::Spawn { worker: i, source })?;
+                threads.push(t);
+            }
+        }
+        Ok(Engine {
+            cfg,
+            pool,
+            rx_ctl,
+            sw_ctl,
+            tx_ctl,
+            wakes,
+            stage_counters,
+            switch_counters,
+            domain_counters,
+            state: Mutex::new(ControlState {
+                ports: Vec::new(),
+                next_domain: 0,
+            }),
+            stop,
+            threads: Mutex::new(threads),
+            manual: Mutex::new(manual),
+        })
+    }
+
+    /// The engine's buffer pool (memory ports draw from it).
+    pub fn pool(&self) -> &Arc<BufferPool> {
+        &self.pool
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    fn call<T>(&self, tx: &Sender<Ctl<T>>, worker: usize, msg: T) -> Result<(), EngineError> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(EngineError::Stopped);
+        }
+        let (done, answer) = bounded(1);
+        tx.send(Ctl { msg, done })
+            .map_err(|_| EngineError::Stopped)?;
+        if self.cfg.manual {
+            for w in self
+                .manual
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter_mut()
+            {
+                w.control();
+            }
+        } else {
+            self.wakes[worker].kick();
+        }
+        match answer.recv_timeout(Duration::from_secs(10)) {
+            Ok(r) => r.map_err(EngineError::Rejected),
+            Err(_) => Err(EngineError::Stopped),
+        }
+    }
+
+    fn w(&self, k: StageKind) -> usize {
+        self.cfg.mapping.worker_of(k)
+    }
+
+    /// Create a bridge domain (one per network).
+    pub fn add_domain(&self, cfg: DomainConfig) -> Result<DomainId, EngineError> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let id = DomainId(st.next_domain);
+        self.call(
+            &self.sw_ctl,
+            self.w(StageKind::Switch),
+            SwCtl::AddDomain(id, cfg),
+        )?;
+        st.next_domain += 1;
+        Ok(id)
+    }
+
+    /// Remove a bridge domain; its ports must have been removed first.
+    pub fn remove_domain(&self, id: DomainId) -> Result<(), EngineError> {
+        let _st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.call(
+            &self.sw_ctl,
+            self.w(StageKind::Switch),
+            SwCtl::RemoveDomain(id),
+        )
+    }
+
+    /// Hand a port to the engine, attached to `domain`. When this returns, frames flow.
+    pub fn add_port(&self, port: Box<dyn Port>, domain: DomainId) -> Result<PortId, EngineError> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let idx = st
+            .ports
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(st.ports.len());
+        let id = PortId(idx as u32);
+        let info = port.info();
+        let counters = Arc::new(PortCounters::default());
+        let (rx, tx) = port.split();
+        self.call(
+            &self.tx_ctl,
+            self.w(StageKind::Tx),
+            TxCtl::Add(id, tx, info.clone(), counters.clone()),
+        )?;
+        if let Err(e) = self.call(
+            &self.sw_ctl,
+            self.w(StageKind::Switch),
+            SwCtl::Attach(id, domain),
+        ) {
+            let _ = self.call(&self.tx_ctl, self.w(StageKind::Tx), TxCtl::Remove(id));
+            return Err(e);
+        }
+        if let Err(e) = self.call(
+            &self.rx_ctl,
+            self.w(StageKind::Rx),
+            RxCtl::Add(id, rx, counters.clone()),
+        ) {
+            let _ = self.call(&self.sw_ctl, self.w(StageKind::Switch), SwCtl::Detach(id));
+            let _ = self.call(&self.tx_ctl, self.w(StageKind::Tx), TxCtl::Remove(id));
+            return Err(e);
+        }
+        if st.ports.len() <= idx {
+            st.ports.resize_with(idx + 1, || None);
+        }
+        st.ports[idx] = Some(PortEntry { info, counters });
+        Ok(id)
+    }
+
+    /// Take a port out of the engine (its device is closed when the last half drops).
+    pub fn remove_port(&self, id: PortId) -> Result<(), EngineError> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st
+            .ports
+            .get(id.0 as usize)
+            .and_then(Option::as_ref)
+            .is_none()
+        {
+            return Err(EngineError::Rejected(format!("no port {}", id.0)));
+        }
+        self.call(&self.rx_ctl, self.w(StageKind::Rx), RxCtl::Remove(id))?;
+        self.call(&self.sw_ctl, self.w(StageKind::Switch), SwCtl::Detach(id))?;
+        self.call(&self.tx_ctl, self.w(StageKind::Tx), TxCtl::Remove(id))?;
+        st.ports[id.0 as usize] = None;
+        Ok(())
+    }
+
+    /// Pin `mac` to `port` in `domain` (an endpoint's MAC known from IPAM).
+    pub fn add_static_mac(
+        &self,
+        domain: DomainId,
+        mac: MacAddr,
+        port: PortId,
+    ) -> Result<(), EngineError> {
+        self.call(
+            &self.sw_ctl,
+            self.w(StageKind::Switch),
+            SwCtl::AddStatic(domain, mac, port),
+        )
+    }
+
+    /// Undo [`Engine::add_static_mac`].
+    pub fn remove_static_mac(&self, domain: DomainId, mac: MacAddr) -> Result<(), EngineError> {
+        self.call(
+            &self.sw_ctl,
+            self.w(StageKind::Switch),
+            SwCtl::RemoveStatic(domain, mac),
+        )
+    }
+
+    /// Manual mode: run every stage once with the clock at `now`; returns frames moved.
+    pub fn step(&self, now: Duration) -> usize {
+        let mut ws = self.manual.lock().unwrap_or_else(|e| e.into_inner());
+        let mut work = 0;
+        for w in ws.iter_mut() {
+            w.poll_events(Some(Duration::ZERO));
+            work += w.run_once(now);
+        }
+        work
+    }
+
+    /// Read every counter.
+    pub fn stats(&self) -> EngineStats {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let ports = st
+            .ports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                p.as_ref().map(|p| PortReport {
+                    id: PortId(i as u32),
+                    info: p.info.clone(),
+                    stats: p.counters.snapshot(),
+                })
+            })
+            .collect();
+        let stages = self
+            .stage_counters
+            .iter()
+            .map(|(k, w, c)| StageReport {
+                kind: *k,
+                worker: *w,
+                stats: c.snapshot(),
+            })
+            .collect();
+        let doms = self
+            .domain_counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut domains: Vec<_> = doms.iter().map(|(d, c)| (*d, c.snapshot())).collect();
+        domains.sort_by_key(|(d, _)| *d);
+        EngineStats {
+            ports,
+            stages,
+            switch: self.switch_counters.snapshot(),
+            domains,
+            pool_free: self.pool.available(),
+        }
+    }
+
+    /// Stop the workers and wait for them.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in &self.wakes {
+            w.kick();
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,450 @@
+//! Root-gated tests, each in throwaway namespaces, and the end-to-end smoke test of
+//! `tap` + `netns` + `netlink`.
+
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::netlink::Netlink;
+use crate::netns::test_support::{privileged, scratch_ns};
+
+fn named(name: &str) -> TapConfig {
+    TapConfig {
+        name: name.to_owned(),
+        ..TapConfig::default()
+    }
+}
+
+fn flags_of(tap: &Tap, queue: usize) -> u16 {
+    get_iff(tap.fd(queue)).unwrap().1
+}
+
+fn vnet_hdr_size(fd: BorrowedFd<'_>) -> i32 {
+    let mut size: libc::c_int = 0;
+    // SAFETY: TUNGETVNETHDRSZ writes one int through the pointer; `size` outlives the call.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETVNETHDRSZ, &mut size) };
+    assert_eq!(r, 0, "TUNGETVNETHDRSZ: {}", io::Error::last_os_error());
+    size
+}
+
+fn is_nonblocking(fd: BorrowedFd<'_>) -> bool {
+    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+    flags & libc::O_NONBLOCK != 0
+}
+
+const TAP: u16 = libc::IFF_TAP as u16;
+const VNET: u16 = libc::IFF_VNET_HDR as u16;
+const MQ: u16 = libc::IFF_MULTI_QUEUE as u16;
+
+#[test]
+fn config_is_validated_before_opening_anything() {
+    let long = named("sixteen-bytes-xx");
+    assert!(matches!(
+        Tap::create(&long),
+        Err(TapError::InvalidName { .. })
+    ));
+    assert!(matches!(
+        Tap::create(&named("a/b")),
+        Err(TapError::InvalidName { .. })
+    ));
+    assert!(matches!(
+        Tap::create(&named("a b")),
+        Err(TapError::InvalidName { .. })
+    ));
+    let zero = TapConfig {
+        queues: 0,
+        ..TapConfig::default()
+    };
+    assert!(matches!(
+        Tap::create(&zero),
+        Err(TapError::InvalidQueues { queues: 0 })
+    ));
+    let many = TapConfig {
+        queues: MAX_QUEUES + 1,
+        ..TapConfig::default()
+    };
+    assert!(matches!(
+        Tap::create(&many),
+        Err(TapError::InvalidQueues { .. })
+    ));
+}
+
+#[test]
+fn defaults() {
+    let cfg = TapConfig::default();
+    assert!(cfg.vnet_hdr && cfg.name.is_empty() && cfg.queues == 1 && !cfg.persist);
+    assert_eq!(
+        cfg.offloads,
+        Offloads {
+            csum: true,
+            tso4: true,
+            tso6: true
+        }
+    );
+    assert_eq!(
+        Offloads::default().bits(),
+        libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6
+    );
+    assert_eq!(Offloads::NONE.bits(), 0);
+}
+
+#[test]
+fn create_in_namespace_with_vnet_hdr_and_offloads() {
+    if !privileged("tap::create_in_namespace_with_vnet_hdr_and_offloads") {
+        return;
+    }
+    let ns = scratch_ns("tap");
+    let tap = create_tap_in(&ns, &named("tnt0")).unwrap();
+    assert_eq!(tap.name(), "tnt0");
+    assert_eq!(tap.queues(), 1);
+    assert_eq!(tap.vnet_hdr_len(), VNET_HDR_LEN);
+    assert_eq!(tap.offloads(), Offloads::default());
+    let flags = flags_of(&tap, 0);
+    assert_eq!(flags & (TAP | VNET | MQ), TAP | VNET, "{flags:#x}");
+    assert_eq!(vnet_hdr_size(tap.fd(0)), 12);
+    assert!(is_nonblocking(tap.fd(0)));
+
+    // Down and empty: reading would block.
+    let mut buf = [0u8; 2048];
+    let err = tap
+        .recv_vectored(0, &mut [IoSliceMut::new(&mut buf)])
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldBlock);
+
+    // The interface lives in the namespace; its index is found from here too.
+    let mut nl = Netlink::open_in(&ns).unwrap();
+    let index = nl.link_index("tnt0").unwrap();
+    assert_eq!(tap.ifindex().unwrap(), index);
+    assert_eq!(nl.link(index).unwrap().kind.as_deref(), Some("tun"));
+    assert_eq!(ns.run(|| nametoindex("tnt0").unwrap()).unwrap(), index);
+
+    drop(tap);
+    // A non-persistent TAP disappears with its fd.
+    let gone = nl.link_index("tnt0").unwrap_err();
+    assert!(
+        matches!(
+            gone,
+            crate::netlink::NetlinkError::Kernel {
+                errno: nix::errno::Errno::ENODEV,
+                ..
+            }
+        ),
+        "{gone}"
+    );
+}
+
+#[test]
+fn kernel_picks_the_name_and_no_vnet_hdr_means_no_offloads() {
+    if !privileged("tap::kernel_picks_the_name_and_no_vnet_hdr_means_no_offloads") {
+        return;
+    }
+    let ns = scratch_ns("tap-plain");
+    let cfg = TapConfig {
+        vnet_hdr: false,
+        ..TapConfig::default()
+    };
+    let tap = create_tap_in(&ns, &cfg).unwrap();
+    assert!(tap.name().starts_with("tap"), "{}", tap.name());
+    assert_eq!(tap.vnet_hdr_len(), 0);
+    assert_eq!(tap.offloads(), Offloads::NONE);
+    assert_eq!(flags_of(&tap, 0) & (TAP | VNET), TAP);
+}
+
+#[test]
+fn reduced_offloads_are_recorded() {
+    if !privileged("tap::reduced_offloads_are_recorded") {
+        return;
+    }
+    let ns = scratch_ns("tap-off");
+    let csum_only = Offloads {
+        csum: true,
+        ..Offloads::NONE
+    };
+    let tap = create_tap_in(
+        &ns,
+        &TapConfig {
+            offloads: csum_only,
+            ..named("tof0")
+        },
+    )
+    .unwrap();
+    assert_eq!(tap.offloads(), csum_only);
+    // TSO without checksum offload is not a thing: nothing is asked for.
+    let tso_only = Offloads {
+        csum: false,
+        ..Offloads::default()
+    };
+    let tap = create_tap_in(
+        &ns,
+        &TapConfig {
+            offloads: tso_only,
+            ..named("tof1")
+        },
+    )
+    .unwrap();
+    assert_eq!(tap.offloads(), Offloads::NONE);
+}
+
+#[test]
+fn multi_queue() {
+    if !privileged("tap::multi_queue") {
+        return;
+    }
+    let ns = scratch_ns("tap-mq");
+    let tap = create_tap_in(
+        &ns,
+        &TapConfig {
+            queues: 2,
+            ..named("tmq0")
+        },
+    )
+    .unwrap();
+    assert_eq!(tap.queues(), 2);
+    assert_ne!(tap.fd(0).as_raw_fd(), tap.fd(1).as_raw_fd());
+    for q in 0..2 {
+        let (name, flags) = get_iff(tap.fd(q)).unwrap();
+        assert_eq!(name, "tmq0");
+        assert_eq!(flags & (TAP | VNET | MQ), TAP | VNET | MQ, "{flags:#x}");
+        assert!(is_nonblocking(tap.fd(q)));
+    }
+    assert_eq!(
+        vnet_hdr_size(tap.fd(1)),
+        12,
+        "the header size is per device"
+    );
+
+    // Kernel-chosen name with several queues: every queue attaches to the same device.
+    let tap = create_tap_in(
+        &ns,
+        &TapConfig {
+            queues: 3,
+            ..TapConfig::default()
+        },
+    )
+    .unwrap();
+    for q in 0..3 {
+        assert_eq!(get_iff(tap.fd(q)).unwrap().0, tap.name());
+    }
+}
+
+#[test]
+fn adopt_a_duplicated_fd() {
+    if !privileged("tap::adopt_a_duplicated_fd") {
+        return;
+    }
+    let ns = scratch_ns("tap-adopt");
+    let tap = create_tap_in(&ns, &named("tad0")).unwrap();
+    let dup: OwnedFd = tap.fd(0).try_clone_to_owned().unwrap();
+    let adopted = Tap::adopt(dup).unwrap();
+    assert_eq!(adopted.name(), "tad0");
+    assert_eq!(adopted.vnet_hdr_len(), VNET_HDR_LEN);
+    assert_eq!(adopted.offloads(), Offloads::default());
+    assert_eq!(adopted.queues(), 1);
+    assert!(is_nonblocking(adopted.fd(0)));
+    assert_eq!(adopted.ifindex().unwrap(), tap.ifindex().unwrap());
+
+    // A plain TAP opened elsewhere, blocking: adopt makes it non-blocking, no header.
+    let plain = ns
+        .run(|| {
+            let fd = open_tun().unwrap();
+            set_iff(
+                fd.as_fd(),
+                "tad1",
+                (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short,
+            )
+            .unwrap();
+            let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+            let blocking = nix::fcntl::OFlag::from_bits_retain(flags & !libc::O_NONBLOCK);
+            nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(blocking)).unwrap();
+            fd
+        })
+        .unwrap();
+    assert!(!is_nonblocking(plain.as_fd()));
+    let adopted = Tap::adopt(plain).unwrap();
+    assert_eq!(adopted.vnet_hdr_len(), 0);
+    assert_eq!(adopted.offloads(), Offloads::NONE);
+    assert!(is_nonblocking(adopted.fd(0)));
+}
+
+#[test]
+fn adopt_rejects_what_is_not_a_tap() {
+    if !privileged("tap::adopt_rejects_what_is_not_a_tap") {
+        return;
+    }
+    // A pipe.
+    let (r, _w) = nix::unistd::pipe().unwrap();
+    let err = Tap::adopt(r).unwrap_err();
+    assert!(matches!(err, TapError::NotTun { .. }), "{err:?}");
+    assert!(err.to_string().contains("not a TUN/TAP device"), "{err}");
+
+    // /dev/net/tun never attached to an interface.
+    let err = Tap::adopt(open_tun().unwrap()).unwrap_err();
+    assert!(matches!(err, TapError::NotTun { .. }), "{err:?}");
+
+    let ns = scratch_ns("tap-notap");
+    // A layer-3 TUN.
+    let tun = ns
+        .run(|| {
+            let fd = open_tun().unwrap();
+            set_iff(
+                fd.as_fd(),
+                "ttun0",
+                (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short,
+            )
+            .unwrap();
+            fd
+        })
+        .unwrap();
+    let err = Tap::adopt(tun).unwrap_err();
+    assert!(matches!(err, TapError::NotTap { .. }), "{err:?}");
+    assert!(err.to_string().contains("not a TAP device"), "{err}");
+}
+
+#[test]
+fn persistent_tap_outlives_its_fd() {
+    if !privileged("tap::persistent_tap_outlives_its_fd") {
+        return;
+    }
+    let ns = scratch_ns("tap-persist");
+    let mut nl = Netlink::open_in(&ns).unwrap();
+    let cfg = TapConfig {
+        persist: true,
+        ..named("tps0")
+    };
+    let tap = create_tap_in(&ns, &cfg).unwrap();
+    assert_ne!(flags_of(&tap, 0) & (libc::IFF_PERSIST as u16), 0);
+    let index = tap.ifindex().unwrap();
+    drop(tap);
+    assert_eq!(
+        nl.link_index("tps0").unwrap(),
+        index,
+        "still there without fds"
+    );
+
+    // Re-attach with the same flags, drop persistence; closing removes it.
+    let tap = create_tap_in(&ns, &named("tps0")).unwrap();
+    tap.set_persist(false).unwrap();
+    drop(tap);
+    assert!(nl.link_index("tps0").is_err());
+}
+
+/// Polls `fd` for input until `deadline`; false on timeout.
+fn wait_readable(fd: BorrowedFd<'_>, deadline: Instant) -> bool {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `pfd` is one valid pollfd that outlives the call.
+    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    n > 0
+}
+
+/// The end-to-end smoke test: two namespaces, a TAP with virtio-net header in each, set
+/// up over netlink; a UDP datagram from A makes A's kernel ARP for B, which we read from
+/// TAP A; then relaying frames between the TAPs in user space (header included, as the
+/// engine does) lets the datagram reach a socket in B.
+#[test]
+fn e2e_two_namespaces_arp_then_udp_through_user_space() {
+    if !privileged("tap::e2e_two_namespaces_arp_then_udp_through_user_space") {
+        return;
+    }
+    let a = scratch_ns("e2e-a");
+    let b = scratch_ns("e2e-b");
+    let tap_a = create_tap_in(&a, &named("tapa")).unwrap();
+    let tap_b = create_tap_in(&b, &named("tapb")).unwrap();
+    let mac_a = [0x02, 0x42, 10, 99, 0, 1];
+    let mac_b = [0x02, 0x42, 10, 99, 0, 2];
+    let ip_a = Ipv4Addr::new(10, 99, 0, 1);
+    let ip_b = Ipv4Addr::new(10, 99, 0, 2);
+    for (ns, tap, mac, ip) in [(&a, &tap_a, mac_a, ip_a), (&b, &tap_b, mac_b, ip_b)] {
+        let mut nl = Netlink::open_in(ns).unwrap();
+        nl.set_up(1).unwrap();
+        let index = nl.link_index(tap.name()).unwrap();
+        assert_eq!(tap.ifindex().unwrap(), index);
+        nl.set_mac(index, mac).unwrap();
+        nl.set_txqueuelen(index, 10_000).unwrap();
+        nl.set_up(index).unwrap();
+        nl.add_address(index, ip.into(), 24).unwrap();
+    }
+
+    let sock_a = a.run(|| UdpSocket::bind((ip_a, 0))).unwrap().unwrap();
+    let sock_b = b.run(|| UdpSocket::bind((ip_b, 5555))).unwrap().unwrap();
+    sock_b.set_nonblocking(true).unwrap();
+    sock_a.send_to(b"tapnet", (ip_b, 5555)).unwrap();
+
+    // 1. The ARP request for 10.99.0.2 comes out of TAP A (after any IPv6 chatter).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut frame = vec![0u8; 65_536 + VNET_HDR_LEN];
+    let arp_len = loop {
+        assert!(
+            wait_readable(tap_a.fd(0), deadline),
+            "no ARP request from namespace A"
+        );
+        let n = match tap_a.recv_vectored(0, &mut [IoSliceMut::new(&mut frame)]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+            Err(e) => panic!("read TAP A: {e}"),
+        };
+        let eth = &frame[VNET_HDR_LEN..n];
+        if eth.len() >= 14 && eth[12..14] == [0x08, 0x06] {
+            break n;
+        }
+    };
+    let (hdr, eth) = frame[..arp_len].split_at(VNET_HDR_LEN);
+    assert_eq!(hdr[0], 0, "vnet flags: no checksum needed for ARP");
+    assert_eq!(hdr[1], 0, "vnet gso_type: VIRTIO_NET_HDR_GSO_NONE");
+    assert_eq!(eth[0..6], [0xff; 6], "broadcast");
+    assert_eq!(eth[6..12], mac_a);
+    let arp = &eth[14..];
+    assert_eq!(
+        arp[0..8],
+        [0, 1, 0x08, 0x00, 6, 4, 0, 1],
+        "Ethernet/IPv4 ARP request"
+    );
+    assert_eq!(arp[8..14], mac_a, "sender MAC");
+    assert_eq!(arp[14..18], ip_a.octets(), "sender IP");
+    assert_eq!(arp[24..28], ip_b.octets(), "target IP");
+
+    // 2. Relay frames both ways, header and all, until the datagram arrives in B.
+    tap_b
+        .send_vectored(0, &[IoSlice::new(&frame[..arp_len])])
+        .unwrap();
+    let taps = [&tap_a, &tap_b];
+    let mut got = [0u8; 64];
+    for _ in 0..1_000 {
+        match sock_b.recv_from(&mut got) {
+            Ok((n, from)) => {
+                assert_eq!(&got[..n], b"tapnet");
+                assert_eq!(from.ip(), ip_a);
+                return;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => panic!("recv in B: {e}"),
+        }
+        let mut pfds = taps.map(|t| libc::pollfd {
+            fd: t.fd(0).as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "the datagram never reached namespace B");
+        // SAFETY: `pfds` is an array of two valid pollfds that outlives the call.
+        unsafe { libc::poll(pfds.as_mut_ptr(), 2, 50) };
+        for (from, to) in [(0, 1), (1, 0)] {
+            if pfds[from].revents & libc::POLLIN == 0 {
+                continue;
+            }
+            while let Ok(n) = taps[from].recv_vectored(0, &mut [IoSliceMut::new(&mut frame)]) {
+                taps[to]
+                    .send_vectored(0, &[IoSlice::new(&frame[..n])])
+                    .unwrap();
+            }
+        }
+    }
+    panic!("the datagram never reached namespace B");
+}

@@ -1,0 +1,434 @@
+//! Bridge domains and the per-frame forwarding decision.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::counters::{DomainCounters, SwitchCounters};
+use crate::table::{LearnOutcome, MacTable, TableConfig};
+use crate::wire::EthernetFrame;
+use crate::{DomainId, MacAddr, PortId};
+
+/// Settings of one bridge domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DomainConfig {
+    /// Its MAC table.
+    pub table: TableConfig,
+}
+
+/// Where a frame goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Decision {
+    /// Send it to this one port (never the ingress port, always in the same
+    /// domain).
+    Forward(PortId),
+    /// Send a copy to every port of this domain except the ingress:
+    /// [`Switch::flood_targets`].
+    Flood(DomainId),
+    /// Discard it; the reason has been counted.
+    Drop(DropReason),
+}
+
+/// Why [`Switch::process`] dropped a frame. Each has a counter of the same
+/// name (`drop_*`) in [`SwitchCounters`] or [`DomainCounters`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Shorter than the 14-byte Ethernet header.
+    Malformed,
+    /// The ingress port is not attached to any domain.
+    NoDomain,
+    /// Source MAC is multicast, broadcast or all-zero, which no station may
+    /// send from (IEEE 802.1Q-2018 §8.7; Linux's bridge drops these too).
+    BadSource,
+    /// The destination was learned on the ingress port itself: the frame
+    /// would go back where it came from. (A Linux bridge port without hairpin
+    /// mode does the same.)
+    Hairpin,
+}
+
+/// Errors from the control-plane methods of [`Switch`] and [`MacTable`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SwitchError {
+    /// No domain has this id.
+    #[error("domain {0} does not exist; create it with add_domain first")]
+    UnknownDomain(DomainId),
+    /// `add_domain` with an id already in use.
+    #[error("domain {0} already exists; remove it first or pick another id")]
+    DomainExists(DomainId),
+    /// Domain ids index a vector and must stay below [`Switch::MAX_DOMAINS`].
+    #[error("domain id {domain} is too large; ids must be dense and below {max}")]
+    DomainIdOutOfRange {
+        /// The id given.
+        domain: DomainId,
+        /// The exclusive upper bound.
+        max: u32,
+    },
+    /// `remove_domain` while ports are still attached.
+    #[error("domain {domain} still has {ports} attached port(s); detach them before removing it")]
+    DomainNotEmpty {
+        /// The domain.
+        domain: DomainId,
+        /// How many ports are attached.
+        ports: usize,
+    },
+    /// The domain's MAC table capacity exceeds [`TableConfig::MAX_CAPACITY`].
+    #[error("MAC table capacity {capacity} is too large; the maximum is {max}")]
+    CapacityTooLarge {
+        /// The capacity asked for.
+        capacity: usize,
+        /// The largest allowed.
+        max: usize,
+    },
+    /// The port is not attached to any domain.
+    #[error("port {0} is not attached to any domain; attach it first")]
+    UnknownPort(PortId),
+    /// Port ids index a vector and must stay below [`Switch::MAX_PORTS`].
+    #[error("port id {port} is too large; ids must be dense and below {max}")]
+    PortIdOutOfRange {
+        /// The id given.
+        port: PortId,
+        /// The exclusive upper bound.
+        max: u32,
+    },
+    /// `attach` of a port already attached to that same domain.
+    #[error("port {port} is already attached to domain {domain}")]
+    PortAlreadyAttached {
+        /// The port.
+        port: PortId,
+        /// Its domain.
+        domain: DomainId,
+    },
+    /// The port belongs to another domain than the one named (for `attach`:
+    /// detach it first; for `add_static`: use the port's own domain).
+    #[error("port {port} is attached to domain {attached}, not domain {domain}")]
+    PortInOtherDomain {
+        /// The port.
+        port: PortId,
+        /// The domain the call named.
+        domain: DomainId,
+        /// The domain the port is attached to.
+        attached: DomainId,
+    },
+    /// Static entries must be unicast and non-zero: multicast and broadcast
+    /// frames are always flooded, and no frame comes from 00:00:00:00:00:00.
+    #[error(
+        "static MAC {0} is not a usable unicast address (multicast, broadcast and \
+         00:00:00:00:00:00 cannot be static entries)"
+    )]
+    InvalidStaticMac(MacAddr),
+    /// The table already holds its maximum of static entries.
+    #[error("static MAC table full ({limit} entries); remove unused static entries first")]
+    StaticTableFull {
+        /// [`MacTable::MAX_STATIC`].
+        limit: usize,
+    },
+}
+
+struct Domain {
+    table: MacTable,
+    /// Attached ports in attach order (the flood order).
+    ports: Vec<PortId>,
+    counters: Arc<DomainCounters>,
+}
+
+/// A set of isolated learning bridges sharing one port namespace.
+///
+/// One `Switch` is owned by one worker thread; counters can be read from any
+/// thread through the `Arc`s returned by [`counters`](Self::counters) and
+/// [`domain_counters`](Self::domain_counters).
+#[derive(Default)]
+pub struct Switch {
+    /// Indexed by `DomainId`.
+    domains: Vec<Option<Domain>>,
+    /// Indexed by `PortId`.
+    port_domain: Vec<Option<DomainId>>,
+    counters: Arc<SwitchCounters>,
+}
+
+impl Switch {
+    /// Exclusive upper bound on domain ids.
+    pub const MAX_DOMAINS: u32 = 4096;
+    /// Exclusive upper bound on port ids.
+    pub const MAX_PORTS: u32 = 1 << 16;
+
+    /// A switch with no domains.
+    pub fn new() -> Switch {
+        Switch::default()
+    }
+
+    fn domain(&self, id: DomainId) -> Option<&Domain> {
+        self.domains.get(id.0 as usize)?.as_ref()
+    }
+
+    fn domain_mut(&mut self, id: DomainId) -> Result<&mut Domain, SwitchError> {
+        self.domains
+            .get_mut(id.0 as usize)
+            .and_then(Option::as_mut)
+            .ok_or(SwitchError::UnknownDomain(id))
+    }
+
+    /// Creates an empty domain, allocating its MAC table.
+    pub fn add_domain(&mut self, id: DomainId, config: DomainConfig) -> Result<(), SwitchError> {
+        if id.0 >= Self::MAX_DOMAINS {
+            return Err(SwitchError::DomainIdOutOfRange {
+                domain: id,
+                max: Self::MAX_DOMAINS,
+            });
+        }
+        if config.table.capacity > TableConfig::MAX_CAPACITY {
+            return Err(SwitchError::CapacityTooLarge {
+                capacity: config.table.capacity,
+                max: TableConfig::MAX_CAPACITY,
+            });
+        }
+        let idx = id.0 as usize;
+        if self.domains.len() <= idx {
+            self.domains.resize_with(idx + 1, || None);
+        }
+        if self.domains[idx].is_some() {
+            return Err(SwitchError::DomainExists(id));
+        }
+        self.domains[idx] = Some(Domain {
+            table: MacTable::new(config.table),
+            ports: Vec::new(),
+            counters: Arc::default(),
+        });
+        Ok(())
+    }
+
+    /// Removes a domain that has no ports attached.
+    pub fn remove_domain(&mut self, id: DomainId) -> Result<(), SwitchError> {
+        let d = self.domain_mut(id)?;
+        if !d.ports.is_empty() {
+            return Err(SwitchError::DomainNotEmpty {
+                domain: id,
+                ports: d.ports.len(),
+            });
+        }
+        self.domains[id.0 as usize] = None;
+        Ok(())
+    }
+
+    /// Attaches `port` to domain `id`. A port is in at most one domain.
+    pub fn attach(&mut self, port: PortId, id: DomainId) -> Result<(), SwitchError> {
+        if port.0 >= Self::MAX_PORTS {
+            return Err(SwitchError::PortIdOutOfRange {
+                port,
+                max: Self::MAX_PORTS,
+            });
+        }
+        self.domain_mut(id)?;
+        match self.domain_of(port) {
+            Some(d) if d == id => {
+                return Err(SwitchError::PortAlreadyAttached { port, domain: id });
+            }
+            Some(attached) => {
+                return Err(SwitchError::PortInOtherDomain {
+                    port,
+                    domain: id,
+                    attached,
+                });
+            }
+            None => {}
+        }
+        let idx = port.0 as usize;
+        if self.port_domain.len() <= idx {
+            self.port_domain.resize(idx + 1, None);
+        }
+        self.port_domain[idx] = Some(id);
+        self.domain_mut(id)?.ports.push(port);
+        Ok(())
+    }
+
+    /// Detaches `port` from its domain, removing every MAC entry (learned and
+    /// static) that points at it.
+    pub fn detach(&mut self, port: PortId) -> Result<(), SwitchError> {
+        let id = self.domain_of(port).ok_or(SwitchError::UnknownPort(port))?;
+        self.port_domain[port.0 as usize] = None;
+        let d = self.domain_mut(id)?;
+        d.ports.retain(|&p| p != port);
+        let flushed = d.table.flush_port(port) + d.table.remove_port_statics(port);
+        d.counters.flushed.add(flushed as u64);
+        Ok(())
+    }
+
+    /// Pins `mac` to `port` in domain `id`; learning never overrides it.
+    /// `port` must be attached to `id`.
+    pub fn add_static(
+        &mut self,
+        id: DomainId,
+        mac: MacAddr,
+        port: PortId,
+    ) -> Result<(), SwitchError> {
+        if mac.is_multicast() || mac.is_zero() {
+            return Err(SwitchError::InvalidStaticMac(mac));
+        }
+        self.domain_mut(id)?;
+        match self.domain_of(port) {
+            Some(d) if d == id => {}
+            Some(attached) => {
+                return Err(SwitchError::PortInOtherDomain {
+                    port,
+                    domain: id,
+                    attached,
+                });
+            }
+            None => return Err(SwitchError::UnknownPort(port)),
+        }
+        self.domain_mut(id)?.table.add_static(mac, port)
+    }
+
+    /// Removes the static entry for `mac` in domain `id`. Succeeds (doing
+    /// nothing) if there is none, so callers can retry or race with
+    /// [`detach`](Self::detach) freely.
+    pub fn remove_static(&mut self, id: DomainId, mac: MacAddr) -> Result<(), SwitchError> {
+        self.domain_mut(id)?.table.remove_static(mac);
+        Ok(())
+    }
+
+    /// The domain `port` is attached to.
+    #[inline]
+    pub fn domain_of(&self, port: PortId) -> Option<DomainId> {
+        self.port_domain.get(port.0 as usize).copied().flatten()
+    }
+
+    /// Ports attached to domain `id`, in attach order; empty if it does not
+    /// exist.
+    pub fn ports(&self, id: DomainId) -> &[PortId] {
+        self.domain(id).map_or(&[], |d| &d.ports)
+    }
+
+    /// Where a [`Decision::Flood`] from `ingress` goes: every port of the
+    /// domain except `ingress`.
+    pub fn flood_targets(
+        &self,
+        id: DomainId,
+        ingress: PortId,
+    ) -> impl Iterator<Item = PortId> + '_ {
+        self.ports(id)
+            .iter()
+            .copied()
+            .filter(move |&p| p != ingress)
+    }
+
+    /// Ids of all existing domains, ascending.
+    pub fn domains(&self) -> impl Iterator<Item = DomainId> + '_ {
+        self.domains
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.is_some())
+            .map(|(i, _)| DomainId(i as u32))
+    }
+
+    /// The MAC table of domain `id` (for inspection).
+    pub fn table(&self, id: DomainId) -> Option<&MacTable> {
+        self.domain(id).map(|d| &d.table)
+    }
+
+    /// Switch-wide counters, shareable with other threads.
+    pub fn counters(&self) -> Arc<SwitchCounters> {
+        Arc::clone(&self.counters)
+    }
+
+    /// Counters of domain `id`, shareable with other threads. A domain that
+    /// is removed and re-added gets fresh counters.
+    pub fn domain_counters(&self, id: DomainId) -> Option<Arc<DomainCounters>> {
+        self.domain(id).map(|d| Arc::clone(&d.counters))
+    }
+
+    /// Decides where `frame`, received on `ingress` at `now`, goes, learning
+    /// its source MAC on the way. Never allocates; every drop is counted.
+    ///
+    /// 1. Shorter than 14 bytes → `Drop(Malformed)`.
+    /// 2. `ingress` in no domain → `Drop(NoDomain)`.
+    /// 3. Source multicast, broadcast or zero → `Drop(BadSource)`.
+    /// 4. Learn the source on `ingress`.
+    /// 5. Destination multicast or broadcast → `Flood`.
+    /// 6. Destination known on `ingress` → `Drop(Hairpin)`; known elsewhere →
+    ///    `Forward`; unknown → `Flood`.
+    #[inline]
+    pub fn process(&mut self, ingress: PortId, frame: &[u8], now: Duration) -> Decision {
+        self.counters.processed.inc();
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            self.counters.drop_malformed.inc();
+            return Decision::Drop(DropReason::Malformed);
+        };
+        let Some(id) = self.domain_of(ingress) else {
+            self.counters.drop_no_domain.inc();
+            return Decision::Drop(DropReason::NoDomain);
+        };
+        let Some(d) = self.domains.get_mut(id.0 as usize).and_then(Option::as_mut) else {
+            // Unreachable: attach requires the domain and remove_domain
+            // requires it to be empty. Counted rather than trusted.
+            self.counters.drop_no_domain.inc();
+            return Decision::Drop(DropReason::NoDomain);
+        };
+        let c = &*d.counters;
+        c.received.inc();
+
+        let src = eth.src_addr();
+        if src.is_multicast() || src.is_zero() {
+            c.drop_bad_source.inc();
+            return Decision::Drop(DropReason::BadSource);
+        }
+        match d.table.learn(src, ingress, now) {
+            LearnOutcome::New => c.learned.inc(),
+            LearnOutcome::Moved => c.moved.inc(),
+            LearnOutcome::TableFull => c.table_full.inc(),
+            LearnOutcome::Refreshed | LearnOutcome::StaticIgnored => {}
+        }
+
+        let dst = eth.dst_addr();
+        if dst.is_multicast() {
+            c.flooded.inc();
+            return Decision::Flood(id);
+        }
+        match d.table.lookup(dst, now) {
+            Some(p) if p == ingress => {
+                c.drop_hairpin.inc();
+                Decision::Drop(DropReason::Hairpin)
+            }
+            Some(p) => {
+                c.forwarded.inc();
+                Decision::Forward(p)
+            }
+            None => {
+                c.flooded.inc();
+                c.flooded_unknown.inc();
+                Decision::Flood(id)
+            }
+        }
+    }
+
+    /// The earliest time [`handle_timeout`](Self::handle_timeout) has work:
+    /// the soonest [`MacTable::next_expiry`] over all domains.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        self.domains
+            .iter()
+            .flatten()
+            .filter_map(|d| d.table.next_expiry())
+            .min()
+    }
+
+    /// Ages every domain's MAC table at `now`. Safe to call at any time;
+    /// cheap for tables with nothing due.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        for d in self.domains.iter_mut().flatten() {
+            let aged = d.table.age(now);
+            d.counters.aged.add(aged as u64);
+        }
+    }
+}
+
+impl std::fmt::Debug for Switch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut m = f.debug_map();
+        for id in self.domains() {
+            m.entry(&id, &self.ports(id));
+        }
+        m.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests;
