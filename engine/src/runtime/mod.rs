@@ -555,3 +555,6 @@ impl Drop for Engine {
         self.shutdown();
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,191 @@
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::port::{MemPeer, MemPort};
+
+#[test]
+fn mapping_parse_and_validate() {
+    assert_eq!(
+        WorkerMapping::parse("rx,switch,tx").unwrap(),
+        WorkerMapping::run_to_completion()
+    );
+    assert_eq!(
+        WorkerMapping::parse("rx/switch,tx").unwrap(),
+        WorkerMapping::pipeline()
+    );
+    assert_eq!(WorkerMapping::parse("rx/switch/tx").unwrap().0.len(), 3);
+    assert_eq!(WorkerMapping::pipeline().to_string(), "rx/switch,tx");
+    let e = WorkerMapping::parse("rx,switch").unwrap_err().to_string();
+    assert!(e.contains("stage tx appears 0 times"), "{e}");
+    let e = WorkerMapping::parse("rx,rx/switch,tx")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("stage rx appears 2 times"), "{e}");
+    let e = WorkerMapping::parse("rx,nat,switch,tx")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown stage \"nat\""), "{e}");
+}
+
+fn frame(dst: [u8; 6], src: [u8; 6], tag: u8) -> Vec<u8> {
+    let mut f = vec![0u8; 64];
+    f[..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f[12..14].copy_from_slice(&[0x88, 0xb5]); // local experimental ethertype
+    f[14] = tag;
+    f
+}
+
+const A: [u8; 6] = [2, 0x42, 10, 0, 0, 1];
+const B: [u8; 6] = [2, 0x42, 10, 0, 0, 2];
+const C: [u8; 6] = [2, 0x42, 10, 0, 0, 3];
+const BCAST: [u8; 6] = [0xff; 6];
+
+/// Collect what `peer` receives until `n` frames or two seconds.
+fn collect(peer: &mut MemPeer, n: usize, engine: Option<&Engine>) -> Vec<Vec<u8>> {
+    collect_for(peer, n, engine, Duration::from_secs(2))
+}
+
+/// Collect what `peer` receives until `n` frames or `wait`.
+fn collect_for(
+    peer: &mut MemPeer,
+    n: usize,
+    engine: Option<&Engine>,
+    wait: Duration,
+) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = Vec::new();
+    let deadline = Instant::now() + wait;
+    let mut t = Duration::ZERO;
+    while got.len() < n && Instant::now() < deadline {
+        if let Some(e) = engine {
+            t += Duration::from_micros(100);
+            e.step(t);
+        }
+        if peer.recv(&mut buf) {
+            got.push(buf.clone());
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    got
+}
+
+struct Net {
+    engine: Engine,
+    peers: Vec<MemPeer>,
+    ports: Vec<PortId>,
+}
+
+fn net(cfg: EngineConfig) -> Net {
+    let engine = Engine::start(cfg).unwrap();
+    let d = engine.add_domain(DomainConfig::default()).unwrap();
+    let mut peers = Vec::new();
+    let mut ports = Vec::new();
+    for (i, mac) in [A, B, C].into_iter().enumerate() {
+        let (port, peer) = MemPort::pair(&format!("m{i}"), engine.pool().clone(), 256, 1500, false);
+        let id = engine.add_port(Box::new(port), d).unwrap();
+        engine.add_static_mac(d, MacAddr(mac), id).unwrap();
+        peers.push(peer);
+        ports.push(id);
+    }
+    Net {
+        engine,
+        peers,
+        ports,
+    }
+}
+
+fn unicast_and_flood(cfg: EngineConfig) {
+    let manual = cfg.manual;
+    let mut n = net(cfg);
+    for i in 0..100u8 {
+        assert!(n.peers[0].send(&frame(B, A, i)));
+    }
+    let got = collect(&mut n.peers[1], 100, manual.then_some(&n.engine));
+    assert_eq!(got.len(), 100, "unicast A→B");
+    assert!(
+        got.iter().enumerate().all(|(i, f)| f[14] == i as u8),
+        "order kept"
+    );
+    assert!(n.peers[0].send(&frame(BCAST, A, 200)));
+    let e = manual.then_some(&n.engine);
+    let b = collect(&mut n.peers[1], 1, e);
+    let c = collect(&mut n.peers[2], 1, e);
+    assert_eq!((b.len(), c.len()), (1, 1), "broadcast reaches B and C");
+    assert!(
+        collect_for(&mut n.peers[0], 1, e, Duration::from_millis(200)).is_empty(),
+        "never back to the ingress port"
+    );
+    let st = n.engine.stats();
+    let c_stats = &st.ports.iter().find(|p| p.id == n.ports[2]).unwrap().stats;
+    assert_eq!(c_stats.tx_packets, 1, "C saw only the broadcast");
+    assert_eq!(
+        st.pool_free.0,
+        n.engine.config().pool.small_slots as usize,
+        "no slot leaked"
+    );
+    n.engine.shutdown();
+}
+
+#[test]
+fn run_to_completion_worker() {
+    unicast_and_flood(EngineConfig {
+        pin: false,
+        ..Default::default()
+    });
+}
+
+#[test]
+fn pipeline_workers() {
+    unicast_and_flood(EngineConfig {
+        pin: false,
+        mapping: WorkerMapping::pipeline(),
+        ..Default::default()
+    });
+}
+
+#[test]
+fn three_workers() {
+    let mapping = WorkerMapping::parse("rx/switch/tx").unwrap();
+    unicast_and_flood(EngineConfig {
+        pin: false,
+        mapping,
+        ..Default::default()
+    });
+}
+
+#[test]
+fn manual_mode() {
+    unicast_and_flood(EngineConfig {
+        manual: true,
+        ..Default::default()
+    });
+}
+
+#[test]
+fn removed_port_gets_nothing_and_control_errors_are_clear() {
+    let mut n = net(EngineConfig {
+        pin: false,
+        ..Default::default()
+    });
+    n.engine.remove_port(n.ports[1]).unwrap();
+    assert!(n.peers[0].send(&frame(B, A, 1)));
+    // B's MAC went with its port: the frame is now unknown unicast, flooded to C only.
+    assert_eq!(collect(&mut n.peers[2], 1, None).len(), 1);
+    assert!(collect_for(&mut n.peers[1], 1, None, Duration::from_millis(200)).is_empty());
+    let e = n.engine.remove_port(n.ports[1]).unwrap_err().to_string();
+    assert!(e.contains("no port 1"), "{e}");
+    let (port, _peer) = MemPort::pair("x", n.engine.pool().clone(), 8, 1500, false);
+    let e = n
+        .engine
+        .add_port(Box::new(port), DomainId(77))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("77"), "error names the missing domain: {e}");
+    n.engine.shutdown();
+    assert!(matches!(
+        n.engine.add_domain(DomainConfig::default()),
+        Err(EngineError::Stopped)
+    ));
+}
