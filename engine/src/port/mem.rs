@@ -8,7 +8,7 @@ use std::sync::Arc;
 use mio::{Registry, Token};
 use rtrb::{Consumer, Producer, RingBuffer};
 
-use super::{Port, PortCounters, PortInfo, PortKind, PortRx, PortTx, RxStatus};
+use super::{Port, PortCounters, PortInfo, PortKind, PortRx, PortTx, RxSpare, RxStatus};
 use crate::pool::{BufferPool, Handle};
 
 /// Engine end of a memory port pair.
@@ -86,6 +86,7 @@ impl PortRx for MemRx {
     fn recv(
         &mut self,
         pool: &BufferPool,
+        _spare: &mut RxSpare,
         out: &mut Vec<Handle>,
         budget: usize,
         ctr: &PortCounters,

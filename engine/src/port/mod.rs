@@ -126,19 +126,47 @@ pub trait PortRx: Send {
     fn register(&mut self, registry: &Registry, token: Token) -> io::Result<bool>;
     /// Undo [`PortRx::register`].
     fn deregister(&mut self, registry: &Registry) -> io::Result<()>;
-    /// Give back any slots held for the next read; called before the port is removed.
-    fn close(&mut self, pool: &BufferPool) {
-        let _ = pool;
-    }
     /// Receive up to `budget` frames, appending their handles to `out` with `meta.len`,
-    /// `meta.head` and `meta.vnet` set.
+    /// `meta.head` and `meta.vnet` set. Slots to read into come from `spare`, which the
+    /// rx stage owns, so an idle port holds no slot at all.
     fn recv(
         &mut self,
         pool: &BufferPool,
+        spare: &mut RxSpare,
         out: &mut Vec<Handle>,
         budget: usize,
         ctr: &PortCounters,
     ) -> RxStatus;
+}
+
+/// Slots an rx stage keeps at hand for the next read: one of each class, shared by all
+/// its ports.
+#[derive(Debug, Default)]
+pub struct RxSpare {
+    /// A small slot, if one is held.
+    pub small: Option<Handle>,
+    /// A large slot, if one is held.
+    pub large: Option<Handle>,
+}
+
+impl RxSpare {
+    /// Make sure one slot of each class is held; false if the pool could not supply one.
+    pub fn fill(&mut self, pool: &BufferPool) -> bool {
+        if self.small.is_none() {
+            self.small = pool.alloc(crate::pool::SizeClass::Small);
+        }
+        if self.large.is_none() {
+            self.large = pool.alloc(crate::pool::SizeClass::Large);
+        }
+        self.small.is_some() && self.large.is_some()
+    }
+
+    /// Give the held slots back.
+    pub fn release(&mut self, pool: &BufferPool) {
+        for h in [self.small.take(), self.large.take()].into_iter().flatten() {
+            pool.free(h);
+        }
+    }
 }
 
 /// Transmit half of a port.

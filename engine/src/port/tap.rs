@@ -14,7 +14,7 @@ use std::sync::Arc;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 
-use super::{Port, PortCounters, PortInfo, PortKind, PortRx, PortTx, RxStatus};
+use super::{Port, PortCounters, PortInfo, PortKind, PortRx, PortTx, RxSpare, RxStatus};
 use crate::pool::{BufferPool, HEADROOM, Handle, SizeClass};
 use crate::tap::Tap;
 use crate::vnet::{VNET_HDR_LEN, VnetHdr};
@@ -48,8 +48,6 @@ impl Port for TapPort {
     fn split(self: Box<Self>) -> (Box<dyn PortRx>, Box<dyn PortTx>) {
         let rx = TapRx {
             tap: self.tap.clone(),
-            small: None,
-            large: None,
         };
         (Box::new(rx), Box::new(TapTx { tap: self.tap }))
     }
@@ -57,23 +55,10 @@ impl Port for TapPort {
 
 struct TapRx {
     tap: Arc<Tap>,
-    small: Option<Handle>,
-    large: Option<Handle>,
 }
 
 struct TapTx {
     tap: Arc<Tap>,
-}
-
-impl TapRx {
-    fn release(&mut self, pool: &BufferPool) {
-        if let Some(h) = self.small.take() {
-            pool.free(h);
-        }
-        if let Some(h) = self.large.take() {
-            pool.free(h);
-        }
-    }
 }
 
 impl PortRx for TapRx {
@@ -88,13 +73,10 @@ impl PortRx for TapRx {
         registry.deregister(&mut SourceFd(&fd))
     }
 
-    fn close(&mut self, pool: &BufferPool) {
-        self.release(pool);
-    }
-
     fn recv(
         &mut self,
         pool: &BufferPool,
+        spare: &mut RxSpare,
         out: &mut Vec<Handle>,
         budget: usize,
         ctr: &PortCounters,
@@ -103,13 +85,8 @@ impl PortRx for TapRx {
         let small_cap = pool.frame_capacity(SizeClass::Small);
         let large_cap = pool.frame_capacity(SizeClass::Large);
         for _ in 0..budget {
-            if self.small.is_none() {
-                self.small = pool.alloc(SizeClass::Small);
-            }
-            if self.large.is_none() {
-                self.large = pool.alloc(SizeClass::Large);
-            }
-            let (Some(small), Some(large)) = (self.small.as_mut(), self.large.as_mut()) else {
+            spare.fill(pool);
+            let (Some(small), Some(large)) = (spare.small.as_mut(), spare.large.as_mut()) else {
                 // Leave the frame in the kernel's queue and try again next cycle.
                 ctr.rx_no_buffer.inc();
                 return RxStatus::More;
@@ -148,14 +125,14 @@ impl PortRx for TapRx {
                 s.meta.head = HEADROOM as u32;
                 s.meta.len = flen as u32;
                 s.meta.vnet = vnet;
-                self.small.take()
+                spare.small.take()
             } else {
                 l.slot[HEADROOM..HEADROOM + small_cap]
                     .copy_from_slice(&s.slot[HEADROOM..HEADROOM + small_cap]);
                 l.meta.head = HEADROOM as u32;
                 l.meta.len = flen as u32;
                 l.meta.vnet = vnet;
-                self.large.take()
+                spare.large.take()
             };
             if let Some(h) = h {
                 out.push(h);

@@ -14,7 +14,7 @@ use tapnet_switch::{
 use super::worker::WakeCell;
 use crate::gso::{self, SegmentSink};
 use crate::pool::{BufferPool, HEADROOM, Handle};
-use crate::port::{PortCounters, PortInfo, PortRx, PortTx, RxStatus};
+use crate::port::{PortCounters, PortInfo, PortRx, PortTx, RxSpare, RxStatus};
 
 /// Which stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -136,6 +136,7 @@ pub(crate) struct RxStage {
     out: Producer<Handle>,
     out_wake: Option<Arc<WakeCell>>,
     scratch: Vec<Handle>,
+    spare: RxSpare,
     pub(crate) ctl: Receiver<Ctl<RxCtl>>,
     pub(crate) counters: Arc<StageCounters>,
     cursor: usize,
@@ -153,13 +154,14 @@ impl RxStage {
             out,
             out_wake,
             scratch: Vec::new(),
+            spare: RxSpare::default(),
             ctl,
             counters,
             cursor: 0,
         }
     }
 
-    pub(crate) fn control(&mut self, pool: &BufferPool, registry: &mio::Registry) {
+    pub(crate) fn control(&mut self, registry: &mio::Registry) {
         while let Ok(Ctl { msg, done }) = self.ctl.try_recv() {
             let r = match msg {
                 RxCtl::Add(id, mut rx, ctr) => {
@@ -181,7 +183,6 @@ impl RxStage {
                     if let Some(i) = self.ports.iter().position(|p| p.id == id) {
                         let mut p = self.ports.swap_remove(i);
                         let _ = p.rx.deregister(registry);
-                        p.rx.close(pool);
                     }
                     Ok(())
                 }
@@ -220,7 +221,8 @@ impl RxStage {
                 break;
             }
             let start = self.scratch.len();
-            let st = p.rx.recv(pool, &mut self.scratch, room, &p.ctr);
+            let st =
+                p.rx.recv(pool, &mut self.spare, &mut self.scratch, room, &p.ctr);
             if st == RxStatus::Drained && p.has_fd {
                 p.ready = false;
             }
@@ -248,9 +250,7 @@ impl RxStage {
     }
 
     pub(crate) fn close(&mut self, pool: &BufferPool) {
-        for p in &mut self.ports {
-            p.rx.close(pool);
-        }
+        self.spare.release(pool);
     }
 }
 

@@ -84,7 +84,7 @@ impl Worker {
         let registry = self.poll.registry();
         for s in &mut self.stages {
             match s {
-                Stage::Rx(r) => r.control(&self.pool, registry),
+                Stage::Rx(r) => r.control(registry),
                 Stage::Switch(sw) => sw.control(),
                 Stage::Tx(t) => t.control(&self.pool),
             }
