@@ -2,6 +2,7 @@
 //! runtime (workers, rings, stages), network namespaces and netlink configuration, software
 //! segmentation for egress ports without offloads, and the in-process rig.
 
+pub mod daemon;
 pub mod gso;
 pub mod netlink;
 pub mod netns;

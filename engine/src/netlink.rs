@@ -375,6 +375,25 @@ impl Netlink {
         .map(drop)
     }
 
+    /// Removes the IPv4 default route of the main table (`ip route del default`).
+    /// Returns false if there was none.
+    pub fn delete_default_route(&mut self) -> Result<bool, NetlinkError> {
+        const OP: &str = "delete_default_route";
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        msg.header.table = RouteHeader::RT_TABLE_MAIN;
+        msg.header.scope = RouteScope::NoWhere;
+        msg.header.destination_prefix_length = 0;
+        match self.request(OP, RouteNetlinkMessage::DelRoute(msg), 0) {
+            Ok(_) => Ok(true),
+            Err(NetlinkError::Kernel {
+                errno: Errno::ESRCH,
+                ..
+            }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The unicast routes of the main table, IPv4 and IPv6.
     pub fn routes(&mut self) -> Result<Vec<Route>, NetlinkError> {
         const OP: &str = "routes";

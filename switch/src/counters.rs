@@ -111,6 +111,10 @@ counters! {
         drop_hairpin,
         /// Frames with a multicast, broadcast or all-zero source MAC.
         drop_bad_source,
+        /// Frames from an endpoint to another endpoint while inter-container
+        /// communication is off (`enable_icc=false`), and floods from an
+        /// endpoint in such a domain with no gateway port.
+        drop_isolated,
     }
 }
 

@@ -39,7 +39,7 @@ pub use counters::{
     Counter, DomainCounters, DomainCountersSnapshot, SwitchCounters, SwitchCountersSnapshot,
 };
 pub use mac::{MacAddr, MacParseError};
-pub use switch::{Decision, DomainConfig, DropReason, Switch, SwitchError};
+pub use switch::{Decision, DomainConfig, DropReason, PortRole, Switch, SwitchError};
 pub use table::{LearnOutcome, MacTable, TableConfig, TableEntry};
 
 /// A port: a dense, engine-wide index (one per TAP device, veth, or tunnel).

@@ -9,10 +9,37 @@ use crate::wire::EthernetFrame;
 use crate::{DomainId, MacAddr, PortId};
 
 /// Settings of one bridge domain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DomainConfig {
     /// Its MAC table.
     pub table: TableConfig,
+    /// Inter-container communication: Docker's
+    /// `com.docker.network.bridge.enable_icc` (default true). When false,
+    /// frames from [`PortRole::Endpoint`] ports reach only
+    /// [`PortRole::Gateway`] ports, as Docker's `-i br -o br -j DROP` rule
+    /// lets containers reach the host but not each other.
+    pub icc: bool,
+}
+
+impl Default for DomainConfig {
+    fn default() -> Self {
+        DomainConfig {
+            table: TableConfig::default(),
+            icc: true,
+        }
+    }
+}
+
+/// What a port is to its domain; decides what the ICC policy lets through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PortRole {
+    /// A container's interface (the default of [`Switch::attach`]).
+    #[default]
+    Endpoint,
+    /// The network's gateway (the engine's ARP/ICMP/DNS/NAT port): reachable
+    /// from every endpoint and able to reach every endpoint, whatever
+    /// [`DomainConfig::icc`] says.
+    Gateway,
 }
 
 /// Where a frame goes.
@@ -22,8 +49,9 @@ pub enum Decision {
     /// Send it to this one port (never the ingress port, always in the same
     /// domain).
     Forward(PortId),
-    /// Send a copy to every port of this domain except the ingress:
-    /// [`Switch::flood_targets`].
+    /// Send a copy to every port [`Switch::flood_targets`] names: the
+    /// domain's ports except the ingress (only its gateways when the ICC
+    /// policy isolates the ingress).
     Flood(DomainId),
     /// Discard it; the reason has been counted.
     Drop(DropReason),
@@ -44,6 +72,11 @@ pub enum DropReason {
     /// would go back where it came from. (A Linux bridge port without hairpin
     /// mode does the same.)
     Hairpin,
+    /// The domain has inter-container communication off
+    /// ([`DomainConfig::icc`] false) and the frame goes from one endpoint to
+    /// another (known unicast), or it would be flooded but the domain has no
+    /// gateway port to receive it.
+    Isolated,
 }
 
 /// Errors from the control-plane methods of [`Switch`] and [`MacTable`].
@@ -126,9 +159,29 @@ pub enum SwitchError {
 
 struct Domain {
     table: MacTable,
+    /// Inter-container communication allowed.
+    icc: bool,
     /// Attached ports in attach order (the flood order).
     ports: Vec<PortId>,
+    /// The part of `ports` with [`PortRole::Gateway`], in the same order: the
+    /// whole flood list of an isolated endpoint.
+    gateways: Vec<PortId>,
     counters: Arc<DomainCounters>,
+}
+
+impl Domain {
+    /// Whether frames from a port with `role` are restricted to gateways.
+    #[inline]
+    fn isolates(&self, role: PortRole) -> bool {
+        !self.icc && role == PortRole::Endpoint
+    }
+}
+
+/// Where a port is attached and as what.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Attachment {
+    domain: DomainId,
+    role: PortRole,
 }
 
 /// A set of isolated learning bridges sharing one port namespace.
@@ -141,7 +194,7 @@ pub struct Switch {
     /// Indexed by `DomainId`.
     domains: Vec<Option<Domain>>,
     /// Indexed by `PortId`.
-    port_domain: Vec<Option<DomainId>>,
+    port_domain: Vec<Option<Attachment>>,
     counters: Arc<SwitchCounters>,
 }
 
@@ -190,7 +243,9 @@ impl Switch {
         }
         self.domains[idx] = Some(Domain {
             table: MacTable::new(config.table),
+            icc: config.icc,
             ports: Vec::new(),
+            gateways: Vec::new(),
             counters: Arc::default(),
         });
         Ok(())
@@ -209,8 +264,20 @@ impl Switch {
         Ok(())
     }
 
-    /// Attaches `port` to domain `id`. A port is in at most one domain.
+    /// Attaches `port` to domain `id` as a [`PortRole::Endpoint`]. A port is
+    /// in at most one domain.
     pub fn attach(&mut self, port: PortId, id: DomainId) -> Result<(), SwitchError> {
+        self.attach_as(port, id, PortRole::Endpoint)
+    }
+
+    /// Attaches `port` to domain `id` with `role`. A port is in at most one
+    /// domain.
+    pub fn attach_as(
+        &mut self,
+        port: PortId,
+        id: DomainId,
+        role: PortRole,
+    ) -> Result<(), SwitchError> {
         if port.0 >= Self::MAX_PORTS {
             return Err(SwitchError::PortIdOutOfRange {
                 port,
@@ -235,8 +302,12 @@ impl Switch {
         if self.port_domain.len() <= idx {
             self.port_domain.resize(idx + 1, None);
         }
-        self.port_domain[idx] = Some(id);
-        self.domain_mut(id)?.ports.push(port);
+        self.port_domain[idx] = Some(Attachment { domain: id, role });
+        let d = self.domain_mut(id)?;
+        d.ports.push(port);
+        if role == PortRole::Gateway {
+            d.gateways.push(port);
+        }
         Ok(())
     }
 
@@ -247,6 +318,7 @@ impl Switch {
         self.port_domain[port.0 as usize] = None;
         let d = self.domain_mut(id)?;
         d.ports.retain(|&p| p != port);
+        d.gateways.retain(|&p| p != port);
         let flushed = d.table.flush_port(port) + d.table.remove_port_statics(port);
         d.counters.flushed.add(flushed as u64);
         Ok(())
@@ -286,10 +358,34 @@ impl Switch {
         Ok(())
     }
 
+    /// Where `port` is attached and as what.
+    #[inline]
+    fn attachment(&self, port: PortId) -> Option<Attachment> {
+        self.port_domain.get(port.0 as usize).copied().flatten()
+    }
+
     /// The domain `port` is attached to.
     #[inline]
     pub fn domain_of(&self, port: PortId) -> Option<DomainId> {
-        self.port_domain.get(port.0 as usize).copied().flatten()
+        self.attachment(port).map(|a| a.domain)
+    }
+
+    /// The role `port` was attached with.
+    #[inline]
+    pub fn role_of(&self, port: PortId) -> Option<PortRole> {
+        self.attachment(port).map(|a| a.role)
+    }
+
+    /// Ports attached to domain `id` as [`PortRole::Gateway`], in attach
+    /// order; empty if it does not exist.
+    pub fn gateways(&self, id: DomainId) -> &[PortId] {
+        self.domain(id).map_or(&[], |d| &d.gateways)
+    }
+
+    /// Whether domain `id` allows inter-container communication
+    /// ([`DomainConfig::icc`]); `None` if it does not exist.
+    pub fn icc(&self, id: DomainId) -> Option<bool> {
+        self.domain(id).map(|d| d.icc)
     }
 
     /// Ports attached to domain `id`, in attach order; empty if it does not
@@ -299,16 +395,29 @@ impl Switch {
     }
 
     /// Where a [`Decision::Flood`] from `ingress` goes: every port of the
-    /// domain except `ingress`.
+    /// domain except `ingress`. When the domain has ICC off and `ingress` is
+    /// not one of its gateways, only the domain's gateway ports.
     pub fn flood_targets(
         &self,
         id: DomainId,
         ingress: PortId,
     ) -> impl Iterator<Item = PortId> + '_ {
-        self.ports(id)
-            .iter()
-            .copied()
-            .filter(move |&p| p != ingress)
+        let list: &[PortId] = match self.domain(id) {
+            None => &[],
+            Some(d) => {
+                let role = match self.attachment(ingress) {
+                    Some(a) if a.domain == id => a.role,
+                    // A stranger to the domain gets the restrictive answer.
+                    _ => PortRole::Endpoint,
+                };
+                if d.isolates(role) {
+                    &d.gateways
+                } else {
+                    &d.ports
+                }
+            }
+        };
+        list.iter().copied().filter(move |&p| p != ingress)
     }
 
     /// Ids of all existing domains, ascending.
@@ -346,6 +455,12 @@ impl Switch {
     /// 5. Destination multicast or broadcast → `Flood`.
     /// 6. Destination known on `ingress` → `Drop(Hairpin)`; known elsewhere →
     ///    `Forward`; unknown → `Flood`.
+    ///
+    /// With ICC off ([`DomainConfig::icc`] false) and an
+    /// [`Endpoint`](PortRole::Endpoint) ingress, step 6 turns a `Forward` to
+    /// another endpoint into `Drop(Isolated)`, and a `Flood` (whose targets
+    /// are then only the gateways) into `Drop(Isolated)` if the domain has no
+    /// gateway.
     #[inline]
     pub fn process(&mut self, ingress: PortId, frame: &[u8], now: Duration) -> Decision {
         self.counters.processed.inc();
@@ -353,7 +468,7 @@ impl Switch {
             self.counters.drop_malformed.inc();
             return Decision::Drop(DropReason::Malformed);
         };
-        let Some(id) = self.domain_of(ingress) else {
+        let Some(Attachment { domain: id, role }) = self.attachment(ingress) else {
             self.counters.drop_no_domain.inc();
             return Decision::Drop(DropReason::NoDomain);
         };
@@ -365,6 +480,7 @@ impl Switch {
         };
         let c = &*d.counters;
         c.received.inc();
+        let isolated = d.isolates(role);
 
         let src = eth.src_addr();
         if src.is_multicast() || src.is_zero() {
@@ -380,6 +496,10 @@ impl Switch {
 
         let dst = eth.dst_addr();
         if dst.is_multicast() {
+            if isolated && d.gateways.is_empty() {
+                c.drop_isolated.inc();
+                return Decision::Drop(DropReason::Isolated);
+            }
             c.flooded.inc();
             return Decision::Flood(id);
         }
@@ -389,10 +509,19 @@ impl Switch {
                 Decision::Drop(DropReason::Hairpin)
             }
             Some(p) => {
+                // Only an isolated ingress pays for the egress port's role.
+                if isolated && role_at(&self.port_domain, p) != Some(PortRole::Gateway) {
+                    c.drop_isolated.inc();
+                    return Decision::Drop(DropReason::Isolated);
+                }
                 c.forwarded.inc();
                 Decision::Forward(p)
             }
             None => {
+                if isolated && d.gateways.is_empty() {
+                    c.drop_isolated.inc();
+                    return Decision::Drop(DropReason::Isolated);
+                }
                 c.flooded.inc();
                 c.flooded_unknown.inc();
                 Decision::Flood(id)
@@ -418,6 +547,17 @@ impl Switch {
             d.counters.aged.add(aged as u64);
         }
     }
+}
+
+/// The role of `port` in a port table (a free function so that it can be
+/// called while a domain is borrowed mutably).
+#[inline]
+fn role_at(ports: &[Option<Attachment>], port: PortId) -> Option<PortRole> {
+    ports
+        .get(port.0 as usize)
+        .copied()
+        .flatten()
+        .map(|a| a.role)
 }
 
 impl std::fmt::Debug for Switch {

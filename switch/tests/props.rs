@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use tapnet_switch::{
-    Decision, DomainConfig, DomainId, DropReason, MacAddr, PortId, Switch, TableConfig,
+    Decision, DomainConfig, DomainId, DropReason, MacAddr, PortId, PortRole, Switch, TableConfig,
 };
 
 const DOMAINS: u32 = 4;
@@ -43,6 +43,7 @@ enum Step {
     Attach {
         port: u32,
         domain: u32,
+        role: PortRole,
     },
     Detach {
         port: u32,
@@ -54,29 +55,45 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         20 => (0..PORTS, 0..16u8, 0..16u8, prop_oneof![9 => Just(60usize), 1 => 0..20usize])
             .prop_map(|(port, dst, src, len)| Step::Frame { port, dst, src, len }),
-        1 => (0..PORTS, 0..DOMAINS).prop_map(|(port, domain)| Step::Attach { port, domain }),
+        1 => (0..PORTS, 0..DOMAINS, role())
+            .prop_map(|(port, domain, role)| Step::Attach { port, domain, role }),
         1 => (0..PORTS).prop_map(|port| Step::Detach { port }),
         1 => Just(Step::Timer),
     ]
 }
 
+/// Mostly endpoints, a gateway now and then.
+fn role() -> impl Strategy<Value = PortRole> {
+    prop_oneof![4 => Just(PortRole::Endpoint), 1 => Just(PortRole::Gateway)]
+}
+
 proptest! {
-    /// Frames from random ports across 4 domains (with ports attached and
-    /// detached along the way): every Forward/Flood target is in the
-    /// ingress port's domain and is never the ingress port, and every
-    /// decision matches a simple "last port seen" model of the table.
+    /// Frames from random ports across 4 domains, some with inter-container
+    /// communication off, with ports (endpoints and gateways) attached and
+    /// detached along the way: every Forward/Flood target is in the ingress
+    /// port's domain and is never the ingress port; with ICC off no frame ever
+    /// goes from an endpoint to an endpoint; and every decision matches a
+    /// simple "last port seen" model of the table plus the ICC rule.
     #[test]
     fn frames_never_leave_their_domain(
-        initial in proptest::collection::vec(proptest::option::of(0..DOMAINS), PORTS as usize),
+        icc in proptest::collection::vec(any::<bool>(), DOMAINS as usize),
+        initial in proptest::collection::vec(
+            proptest::option::of((0..DOMAINS, role())),
+            PORTS as usize,
+        ),
         steps in proptest::collection::vec(step(), 1..400),
     ) {
         let mut sw = Switch::new();
-        for d in 0..DOMAINS {
-            sw.add_domain(DomainId(d), DomainConfig::default()).unwrap();
+        for (d, &icc) in icc.iter().enumerate() {
+            let cfg = DomainConfig { icc, ..DomainConfig::default() };
+            sw.add_domain(DomainId(d as u32), cfg).unwrap();
         }
-        for (p, d) in initial.iter().enumerate() {
-            if let Some(d) = d {
-                sw.attach(PortId(p as u32), DomainId(*d)).unwrap();
+        // port -> (domain, role), kept apart from the switch's own view.
+        let mut attached: HashMap<PortId, (DomainId, PortRole)> = HashMap::new();
+        for (p, a) in initial.iter().enumerate() {
+            if let Some((d, role)) = *a {
+                sw.attach_as(PortId(p as u32), DomainId(d), role).unwrap();
+                attached.insert(PortId(p as u32), (DomainId(d), role));
             }
         }
         // (domain, mac) -> port it was last seen on. Aging (300 s) never
@@ -86,12 +103,15 @@ proptest! {
         for s in steps {
             now += Duration::from_millis(1);
             match s {
-                Step::Attach { port, domain } => {
-                    let _ = sw.attach(PortId(port), DomainId(domain));
+                Step::Attach { port, domain, role } => {
+                    if sw.attach_as(PortId(port), DomainId(domain), role).is_ok() {
+                        attached.insert(PortId(port), (DomainId(domain), role));
+                    }
                 }
                 Step::Detach { port } => {
                     if sw.detach(PortId(port)).is_ok() {
                         model.retain(|_, p| *p != PortId(port));
+                        attached.remove(&PortId(port));
                     }
                 }
                 Step::Timer => {
@@ -103,26 +123,53 @@ proptest! {
                     let ingress = PortId(port);
                     let (dst, src) = (pool_mac(dst), pool_mac(src));
                     let decision = sw.process(ingress, &frame(dst, src, len), now);
-                    let Some(dom) = sw.domain_of(ingress) else {
+                    let Some(&(dom, in_role)) = attached.get(&ingress) else {
                         let want = if len < 14 { DropReason::Malformed } else { DropReason::NoDomain };
                         prop_assert_eq!(decision, Decision::Drop(want));
                         continue;
                     };
+                    prop_assert_eq!(sw.domain_of(ingress), Some(dom));
+                    let isolated = !icc[dom.0 as usize] && in_role == PortRole::Endpoint;
+                    let role_of = |p: PortId| attached.get(&p).map(|a| a.1);
                     match decision {
                         Decision::Forward(p) => {
                             prop_assert_ne!(p, ingress);
                             prop_assert_eq!(sw.domain_of(p), Some(dom));
+                            if isolated {
+                                prop_assert_eq!(role_of(p), Some(PortRole::Gateway));
+                            }
                         }
                         Decision::Flood(d) => {
                             prop_assert_eq!(d, dom);
                             for t in sw.flood_targets(d, ingress) {
                                 prop_assert_ne!(t, ingress);
                                 prop_assert_eq!(sw.domain_of(t), Some(dom));
+                                if isolated {
+                                    prop_assert_eq!(role_of(t), Some(PortRole::Gateway));
+                                }
                             }
+                            // Nobody the policy allows is left out.
+                            let want: Vec<PortId> = sw
+                                .ports(dom)
+                                .iter()
+                                .copied()
+                                .filter(|&p| p != ingress)
+                                .filter(|&p| !isolated || role_of(p) == Some(PortRole::Gateway))
+                                .collect();
+                            let got: Vec<PortId> = sw.flood_targets(d, ingress).collect();
+                            prop_assert_eq!(got, want);
                         }
                         Decision::Drop(_) => {}
                     }
                     // The model's answer.
+                    let has_gateway = attached
+                        .values()
+                        .any(|&(d, r)| d == dom && r == PortRole::Gateway);
+                    let flood = if isolated && !has_gateway {
+                        Decision::Drop(DropReason::Isolated)
+                    } else {
+                        Decision::Flood(dom)
+                    };
                     let want = if len < 14 {
                         Decision::Drop(DropReason::Malformed)
                     } else if src.is_multicast() || src.is_zero() {
@@ -130,10 +177,13 @@ proptest! {
                     } else {
                         model.insert((dom, src), ingress);
                         match model.get(&(dom, dst)) {
-                            _ if dst.is_multicast() => Decision::Flood(dom),
+                            _ if dst.is_multicast() => flood,
                             Some(&p) if p == ingress => Decision::Drop(DropReason::Hairpin),
+                            Some(&p) if isolated && role_of(p) != Some(PortRole::Gateway) => {
+                                Decision::Drop(DropReason::Isolated)
+                            }
                             Some(&p) => Decision::Forward(p),
-                            None => Decision::Flood(dom),
+                            None => flood,
                         }
                     };
                     prop_assert_eq!(decision, want);
@@ -157,7 +207,10 @@ proptest! {
     ) {
         let mut sw = Switch::new();
         let id = DomainId(2);
-        let cfg = DomainConfig { table: TableConfig { capacity, aging: Duration::from_secs(300) } };
+        let cfg = DomainConfig {
+            table: TableConfig { capacity, aging: Duration::from_secs(300) },
+            ..DomainConfig::default()
+        };
         sw.add_domain(id, cfg).unwrap();
         for p in 0..3 {
             sw.attach(PortId(p), id).unwrap();

@@ -83,6 +83,10 @@ impl PortRx for MemRx {
         Ok(())
     }
 
+    fn pending(&self) -> bool {
+        !self.0.is_empty()
+    }
+
     fn recv(
         &mut self,
         pool: &BufferPool,

@@ -12,9 +12,11 @@ use tapnet_switch::Counter;
 
 use crate::pool::{BufferPool, Handle};
 
+pub mod gateway;
 pub mod mem;
 pub mod tap;
 
+pub use gateway::{GatewayHandle, GatewayPort};
 pub use mem::{MemPeer, MemPort};
 pub use tap::TapPort;
 
@@ -126,6 +128,11 @@ pub trait PortRx: Send {
     fn register(&mut self, registry: &Registry, token: Token) -> io::Result<bool>;
     /// Undo [`PortRx::register`].
     fn deregister(&mut self, registry: &Registry) -> io::Result<()>;
+    /// For ports without a file descriptor: whether frames are waiting. An idle worker
+    /// sleeps only when no such port has any.
+    fn pending(&self) -> bool {
+        false
+    }
     /// Receive up to `budget` frames, appending their handles to `out` with `meta.len`,
     /// `meta.head` and `meta.vnet` set. Slots to read into come from `spare`, which the
     /// rx stage owns, so an idle port holds no slot at all.

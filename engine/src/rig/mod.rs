@@ -147,7 +147,16 @@ impl Rig {
 
     /// Create a network: one bridge domain of the engine.
     pub fn add_network(&mut self, name: &str) -> Result<DomainId, RigError> {
-        let d = self.engine.add_domain(DomainConfig::default())?;
+        self.add_network_with(name, DomainConfig::default())
+    }
+
+    /// Create a network whose bridge domain has the settings `cfg` (ICC, MAC table).
+    pub fn add_network_with(
+        &mut self,
+        name: &str,
+        cfg: DomainConfig,
+    ) -> Result<DomainId, RigError> {
+        let d = self.engine.add_domain(cfg)?;
         self.networks.push((d, name.to_string()));
         Ok(d)
     }

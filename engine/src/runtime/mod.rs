@@ -277,7 +277,7 @@ impl Engine {
             counters[1].clone(),
             domain_counters.clone(),
         );
-        let tx = TxStage::new(c2, tx_rcv, counters[2].clone());
+        let tx = TxStage::new(c2, cross(w_tx, w_rx), tx_rcv, counters[2].clone());
         let mut rx = Some(rx);
         let mut sw = Some(sw);
         let mut tx = Some(tx);
@@ -407,6 +407,28 @@ impl Engine {
 
     /// Hand a port to the engine, attached to `domain`. When this returns, frames flow.
     pub fn add_port(&self, port: Box<dyn Port>, domain: DomainId) -> Result<PortId, EngineError> {
+        self.add_port_with(port, domain, SwCtl::Attach)
+    }
+
+    /// Hand a network's gateway port ([`GatewayPort`](crate::port::GatewayPort)) to the
+    /// engine, attached to `domain` as its gateway: every endpoint reaches it, even when
+    /// the domain has inter-container communication off.
+    pub fn add_gateway_port(
+        &self,
+        port: Box<dyn Port>,
+        domain: DomainId,
+    ) -> Result<PortId, EngineError> {
+        self.add_port_with(port, domain, |p, d| {
+            SwCtl::AttachAs(p, d, tapnet_switch::PortRole::Gateway)
+        })
+    }
+
+    fn add_port_with(
+        &self,
+        port: Box<dyn Port>,
+        domain: DomainId,
+        attach: fn(PortId, DomainId) -> SwCtl,
+    ) -> Result<PortId, EngineError> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let idx = st
             .ports
@@ -422,11 +444,7 @@ impl Engine {
             self.w(StageKind::Tx),
             TxCtl::Add(id, tx, info.clone(), counters.clone()),
         )?;
-        if let Err(e) = self.call(
-            &self.sw_ctl,
-            self.w(StageKind::Switch),
-            SwCtl::Attach(id, domain),
-        ) {
+        if let Err(e) = self.call(&self.sw_ctl, self.w(StageKind::Switch), attach(id, domain)) {
             let _ = self.call(&self.tx_ctl, self.w(StageKind::Tx), TxCtl::Remove(id));
             return Err(e);
         }

@@ -96,6 +96,7 @@ pub(crate) enum SwCtl {
     AddDomain(DomainId, DomainConfig),
     RemoveDomain(DomainId),
     Attach(PortId, DomainId),
+    AttachAs(PortId, DomainId, tapnet_switch::PortRole),
     Detach(PortId),
     AddStatic(DomainId, MacAddr, PortId),
     RemoveStatic(DomainId, MacAddr),
@@ -171,7 +172,10 @@ impl RxStage {
                                 id,
                                 rx,
                                 ctr,
-                                ready: true,
+                                // A descriptor may be readable before it was registered
+                                // (edge-triggered): read it once. Polled ports report
+                                // through `PortRx::pending`.
+                                ready: has_fd,
                                 has_fd,
                             });
                             Ok(())
@@ -204,7 +208,9 @@ impl RxStage {
 
     /// True when some port may have frames without a new readiness event.
     pub(crate) fn pending(&self) -> bool {
-        self.ports.iter().any(|p| p.ready || !p.has_fd)
+        self.ports
+            .iter()
+            .any(|p| p.ready || (!p.has_fd && p.rx.pending()))
     }
 
     pub(crate) fn run(&mut self, pool: &BufferPool, budget: usize) -> usize {
@@ -310,6 +316,7 @@ impl SwitchStage {
                         .remove(&d);
                 }),
                 SwCtl::Attach(p, d) => self.switch.attach(p, d),
+                SwCtl::AttachAs(p, d, r) => self.switch.attach_as(p, d, r),
                 SwCtl::Detach(p) => self.switch.detach(p),
                 SwCtl::AddStatic(d, m, p) => self.switch.add_static(d, m, p),
                 SwCtl::RemoveStatic(d, m) => self.switch.remove_static(d, m),
@@ -396,6 +403,9 @@ pub(crate) struct TxStage {
     ports: Vec<Option<TxPort>>,
     input: Consumer<Handle>,
     dirty: Vec<usize>,
+    /// The rx worker, when it is another one: in-process ports (the gateway) answer
+    /// from inside `send`, and their replies wait on a polled ring the rx stage reads.
+    rx_wake: Option<Arc<WakeCell>>,
     pub(crate) ctl: Receiver<Ctl<TxCtl>>,
     pub(crate) counters: Arc<StageCounters>,
 }
@@ -426,6 +436,7 @@ impl SegmentSink for Segments<'_> {
 impl TxStage {
     pub(crate) fn new(
         input: Consumer<Handle>,
+        rx_wake: Option<Arc<WakeCell>>,
         ctl: Receiver<Ctl<TxCtl>>,
         counters: Arc<StageCounters>,
     ) -> TxStage {
@@ -433,6 +444,7 @@ impl TxStage {
             ports: Vec::new(),
             input,
             dirty: Vec::new(),
+            rx_wake,
             ctl,
             counters,
         }
@@ -551,10 +563,15 @@ impl TxStage {
                 }
             }
         }
+        let mut in_process = false;
         for i in self.dirty.drain(..) {
             if let Some(p) = self.ports[i].as_mut() {
+                in_process |= p.info.kind != crate::port::PortKind::Tap;
                 p.tx.send(pool, &mut p.queue, &p.ctr);
             }
+        }
+        if in_process {
+            notify(&self.rx_wake);
         }
         self.counters.batches.inc();
         self.counters.packets.add(n as u64);

@@ -290,6 +290,7 @@ fn domain_and_attach_errors() {
             capacity: TableConfig::MAX_CAPACITY + 1,
             ..TableConfig::default()
         },
+        ..DomainConfig::default()
     };
     assert!(matches!(
         sw.add_domain(DomainId(5), huge),
@@ -370,6 +371,7 @@ fn aging_through_timer_interface() {
             capacity: 16,
             aging: t(10),
         },
+        ..DomainConfig::default()
     };
     sw.add_domain(D0, cfg).unwrap();
     sw.attach(PortId(1), D0).unwrap();
@@ -409,6 +411,7 @@ fn table_full_still_switches() {
             capacity: 2,
             aging: t(300),
         },
+        ..DomainConfig::default()
     };
     sw.add_domain(D0, cfg).unwrap();
     for p in 1..=3 {
@@ -426,4 +429,168 @@ fn table_full_still_switches() {
         sw.process(PortId(1), &frame(mac(3), mac(1)), t(1)),
         Decision::Flood(D0)
     );
+}
+
+/// D0 with ICC off: endpoints 1, 2, 3 and gateway 4. D1 (ICC on): endpoints
+/// 10, 11 and gateway 12.
+fn icc_off() -> Switch {
+    let mut sw = Switch::new();
+    let cfg = DomainConfig {
+        icc: false,
+        ..DomainConfig::default()
+    };
+    sw.add_domain(D0, cfg).unwrap();
+    sw.add_domain(D1, DomainConfig::default()).unwrap();
+    for p in [1, 2, 3] {
+        sw.attach(PortId(p), D0).unwrap();
+    }
+    sw.attach_as(PortId(4), D0, PortRole::Gateway).unwrap();
+    for p in [10, 11] {
+        sw.attach(PortId(p), D1).unwrap();
+    }
+    sw.attach_as(PortId(12), D1, PortRole::Gateway).unwrap();
+    sw
+}
+
+#[test]
+fn default_config_allows_icc_and_attach_is_endpoint() {
+    assert!(DomainConfig::default().icc);
+    let sw = icc_off();
+    assert_eq!(sw.icc(D0), Some(false));
+    assert_eq!(sw.icc(D1), Some(true));
+    assert_eq!(sw.icc(DomainId(9)), None);
+    assert_eq!(sw.role_of(PortId(1)), Some(PortRole::Endpoint));
+    assert_eq!(sw.role_of(PortId(4)), Some(PortRole::Gateway));
+    assert_eq!(sw.role_of(PortId(5)), None);
+    assert_eq!(sw.gateways(D0), &[PortId(4)]);
+    assert_eq!(sw.ports(D0), &[PortId(1), PortId(2), PortId(3), PortId(4)]);
+}
+
+#[test]
+fn icc_off_endpoints_reach_only_the_gateway() {
+    let mut sw = icc_off();
+    // Endpoint broadcast (an ARP request): learned, flooded to the gateway only.
+    assert_eq!(
+        sw.process(PortId(1), &frame(MacAddr::BROADCAST, mac(1)), t(0)),
+        Decision::Flood(D0)
+    );
+    assert_eq!(
+        sw.flood_targets(D0, PortId(1)).collect::<Vec<_>>(),
+        [PortId(4)]
+    );
+    // The gateway floods to everyone.
+    assert_eq!(
+        sw.process(PortId(4), &frame(MacAddr::BROADCAST, mac(4)), t(0)),
+        Decision::Flood(D0)
+    );
+    assert_eq!(
+        sw.flood_targets(D0, PortId(4)).collect::<Vec<_>>(),
+        [PortId(1), PortId(2), PortId(3)]
+    );
+    // Unknown unicast from an endpoint: flooded, to the gateway only.
+    assert_eq!(
+        sw.process(PortId(2), &frame(mac(3), mac(2)), t(1)),
+        Decision::Flood(D0)
+    );
+    assert_eq!(
+        sw.flood_targets(D0, PortId(2)).collect::<Vec<_>>(),
+        [PortId(4)]
+    );
+    // Known endpoint to known endpoint: isolated, either way.
+    assert_eq!(
+        sw.process(PortId(2), &frame(mac(1), mac(2)), t(2)),
+        Decision::Drop(DropReason::Isolated)
+    );
+    assert_eq!(
+        sw.process(PortId(1), &frame(mac(2), mac(1)), t(2)),
+        Decision::Drop(DropReason::Isolated)
+    );
+    // Endpoint to gateway and back: forwarded.
+    assert_eq!(
+        sw.process(PortId(1), &frame(mac(4), mac(1)), t(3)),
+        Decision::Forward(PortId(4))
+    );
+    assert_eq!(
+        sw.process(PortId(4), &frame(mac(2), mac(4)), t(3)),
+        Decision::Forward(PortId(2))
+    );
+    let c = dc(&sw, D0);
+    assert_eq!(c.drop_isolated, 2);
+    assert_eq!(c.forwarded, 2);
+    assert_eq!(c.flooded, 3);
+    // Learning is unchanged: every source seen is known.
+    assert_eq!(sw.table(D0).unwrap().len(), 3);
+    // Hairpin still comes first.
+    let _ = sw.process(PortId(1), &frame(MacAddr::BROADCAST, mac(7)), t(4));
+    assert_eq!(
+        sw.process(PortId(1), &frame(mac(7), mac(1)), t(4)),
+        Decision::Drop(DropReason::Hairpin)
+    );
+}
+
+#[test]
+fn icc_on_is_unchanged_by_roles() {
+    let mut sw = icc_off();
+    let _ = sw.process(PortId(10), &frame(MacAddr::BROADCAST, mac(10)), t(0));
+    assert_eq!(
+        sw.flood_targets(D1, PortId(10)).collect::<Vec<_>>(),
+        [PortId(11), PortId(12)]
+    );
+    assert_eq!(
+        sw.process(PortId(11), &frame(mac(10), mac(11)), t(1)),
+        Decision::Forward(PortId(10))
+    );
+    assert_eq!(dc(&sw, D1).drop_isolated, 0);
+}
+
+#[test]
+fn icc_off_without_gateway_drops_floods() {
+    let mut sw = icc_off();
+    sw.detach(PortId(4)).unwrap();
+    assert!(sw.gateways(D0).is_empty());
+    assert_eq!(
+        sw.process(PortId(1), &frame(MacAddr::BROADCAST, mac(1)), t(0)),
+        Decision::Drop(DropReason::Isolated)
+    );
+    assert_eq!(
+        sw.process(PortId(1), &frame(mac(9), mac(1)), t(0)),
+        Decision::Drop(DropReason::Isolated)
+    );
+    assert_eq!(sw.flood_targets(D0, PortId(1)).count(), 0);
+    let c = dc(&sw, D0);
+    assert_eq!((c.drop_isolated, c.flooded, c.learned), (2, 0, 1));
+    // A port of another domain asking about D0 gets the restrictive answer.
+    sw.attach_as(PortId(4), D0, PortRole::Gateway).unwrap();
+    assert_eq!(
+        sw.flood_targets(D0, PortId(10)).collect::<Vec<_>>(),
+        [PortId(4)]
+    );
+    assert_eq!(
+        sw.flood_targets(D0, PortId(99)).collect::<Vec<_>>(),
+        [PortId(4)]
+    );
+}
+
+#[test]
+fn static_entries_obey_icc() {
+    let mut sw = icc_off();
+    sw.add_static(D0, mac(3), PortId(3)).unwrap();
+    sw.add_static(D0, mac(4), PortId(4)).unwrap();
+    assert_eq!(
+        sw.process(PortId(1), &frame(mac(3), mac(1)), t(0)),
+        Decision::Drop(DropReason::Isolated)
+    );
+    assert_eq!(
+        sw.process(PortId(1), &frame(mac(4), mac(1)), t(0)),
+        Decision::Forward(PortId(4))
+    );
+    // Re-attached as an endpoint, the old gateway is isolated like the rest.
+    sw.detach(PortId(4)).unwrap();
+    sw.attach(PortId(4), D0).unwrap();
+    sw.add_static(D0, mac(4), PortId(4)).unwrap();
+    assert_eq!(
+        sw.process(PortId(1), &frame(mac(4), mac(1)), t(1)),
+        Decision::Drop(DropReason::Isolated)
+    );
+    assert!(sw.gateways(D0).is_empty());
 }

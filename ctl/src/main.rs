@@ -1,0 +1,108 @@
+//! `tapnet`: the command-line client of the tapnet daemon, with Docker's words, flags and
+//! output where Docker has them, and `tapnet daemon`, which runs the engine.
+
+mod cli;
+mod client;
+mod format;
+mod network;
+mod run;
+mod sandbox;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+use client::Client;
+
+/// The state directory: `--state-dir`, `$TAPNET_STATE_DIR`, `/run/tapnet` as root,
+/// `$XDG_RUNTIME_DIR/tapnet` otherwise (`/tmp/tapnet-<uid>` without one).
+fn state_dir(flag: Option<PathBuf>) -> PathBuf {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(d) = flag.or_else(|| env("TAPNET_STATE_DIR").map(PathBuf::from)) {
+        return d;
+    }
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        return PathBuf::from("/run/tapnet");
+    }
+    match env("XDG_RUNTIME_DIR") {
+        Some(d) => PathBuf::from(d).join("tapnet"),
+        None => PathBuf::from(format!("/tmp/tapnet-{uid}")),
+    }
+}
+
+/// The daemon socket: `--host`/`$TAPNET_HOST` (`unix:///path` or a path), else
+/// `<state-dir>/tapnet.sock`.
+fn socket_path(host: Option<String>, state_dir: PathBuf) -> anyhow::Result<PathBuf> {
+    let host = host.or_else(|| std::env::var("TAPNET_HOST").ok().filter(|h| !h.is_empty()));
+    match host {
+        None => Ok(state_dir.join("tapnet.sock")),
+        Some(h) => match h.split_once("://") {
+            Some(("unix", path)) if !path.is_empty() => Ok(PathBuf::from(path)),
+            None if !h.is_empty() => Ok(PathBuf::from(h)),
+            _ => anyhow::bail!(
+                "invalid --host {h:?}: tapnet daemons listen on unix sockets (unix:///path)"
+            ),
+        },
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    let state_dir = state_dir(cli.state_dir);
+    if let Command::Daemon = cli.command {
+        tapnet_engine::daemon::run_daemon(state_dir)
+            .map_err(|e| anyhow::anyhow!("tapnet daemon: {e}"))?;
+        return Ok(0);
+    }
+    let client = Client::new(&socket_path(cli.host, state_dir)?)?;
+    match cli.command {
+        Command::Network(cmd) => network::run(&client, cmd),
+        Command::Sandbox(cmd) => sandbox::run(&client, cmd),
+        Command::Run(args) => run::run(&client, args),
+        Command::Stats(args) => stats::run(&client, args),
+        Command::Daemon => Ok(0),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            // Daemon errors already read "Error response from daemon: …", like docker's.
+            eprintln!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_from_host_or_state_dir() {
+        let sd = PathBuf::from("/s");
+        assert_eq!(
+            socket_path(None, sd.clone()).unwrap(),
+            PathBuf::from("/s/tapnet.sock")
+        );
+        assert_eq!(
+            socket_path(Some("unix:///x/y.sock".into()), sd.clone()).unwrap(),
+            PathBuf::from("/x/y.sock")
+        );
+        assert_eq!(
+            socket_path(Some("/x/z.sock".into()), sd.clone()).unwrap(),
+            PathBuf::from("/x/z.sock")
+        );
+        assert!(socket_path(Some("tcp://1.2.3.4:2375".into()), sd).is_err());
+    }
+
+    #[test]
+    fn state_dir_flag_wins() {
+        assert_eq!(state_dir(Some(PathBuf::from("/d"))), PathBuf::from("/d"));
+    }
+}

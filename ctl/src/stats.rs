@@ -1,0 +1,173 @@
+//! `tapnet stats`: the engine's counters, per port, network and stage.
+
+use tapnet_engine::daemon::types::StatsResponse;
+
+use crate::cli::StatsArgs;
+use crate::client::Client;
+use crate::format::{human_size, natural_cmp, pretty_json, table};
+
+pub(crate) fn run(client: &Client, a: StatsArgs) -> anyhow::Result<u8> {
+    let stats: StatsResponse = client.block_on(client.get("/stats"))?;
+    match a.format.as_deref().map(str::trim) {
+        None | Some("table") => print!("{}", render(&stats)),
+        Some("json") => println!("{}", serde_json::to_string(&stats)?),
+        Some("pretty") => println!("{}", pretty_json(&stats)),
+        Some(f) => anyhow::bail!("unknown --format {f:?}: use table or json"),
+    }
+    Ok(0)
+}
+
+fn drops_text(drops: &std::collections::BTreeMap<String, u64>) -> String {
+    let total: u64 = drops.values().sum();
+    let named: Vec<String> = drops
+        .iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if named.is_empty() {
+        total.to_string()
+    } else {
+        format!("{total} ({})", named.join(", "))
+    }
+}
+
+/// Tables: ports, then networks, then stages and switch-wide drops.
+pub(crate) fn render(s: &StatsResponse) -> String {
+    let mut ports = s.ports.clone();
+    ports.sort_by(|a, b| {
+        natural_cmp(&a.sandbox, &b.sandbox).then_with(|| natural_cmp(&a.name, &b.name))
+    });
+    let rows: Vec<Vec<String>> = ports
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                p.kind.clone(),
+                or_dash(&p.network),
+                or_dash(&p.sandbox),
+                p.rx_packets.to_string(),
+                human_size(p.rx_bytes),
+                p.tx_packets.to_string(),
+                human_size(p.tx_bytes),
+                drops_text(&p.drops),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "PORT",
+            "KIND",
+            "NETWORK",
+            "SANDBOX",
+            "RX PACKETS",
+            "RX BYTES",
+            "TX PACKETS",
+            "TX BYTES",
+            "DROPS",
+        ],
+        &rows,
+    );
+    if !s.networks.is_empty() {
+        let rows: Vec<Vec<String>> = s
+            .networks
+            .iter()
+            .map(|n| {
+                vec![
+                    n.network.clone(),
+                    n.received.to_string(),
+                    n.forwarded.to_string(),
+                    n.flooded.to_string(),
+                    drops_text(&n.drops),
+                ]
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&table(
+            &["NETWORK", "RECEIVED", "FORWARDED", "FLOODED", "DROPS"],
+            &rows,
+        ));
+    }
+    if !s.stages.is_empty() {
+        let rows: Vec<Vec<String>> = s
+            .stages
+            .iter()
+            .map(|st| {
+                vec![
+                    st.stage.clone(),
+                    st.worker.to_string(),
+                    st.packets.to_string(),
+                    st.batches.to_string(),
+                    drops_text(&st.drops),
+                ]
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&table(
+            &["STAGE", "WORKER", "PACKETS", "BATCHES", "DROPS"],
+            &rows,
+        ));
+    }
+    out.push_str(&format!(
+        "\nswitch: {} frames, drops {}; pool: {} small and {} large slots free\n",
+        s.switch.processed,
+        drops_text(&s.switch.drops),
+        s.pool.small_free,
+        s.pool.large_free
+    ));
+    out
+}
+
+fn or_dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapnet_engine::daemon::types::{PortStatsEntry, StageStatsEntry};
+
+    #[test]
+    fn renders_ports_and_stages() {
+        let mut s = StatsResponse::default();
+        s.ports.push(PortStatsEntry {
+            name: "tn0".into(),
+            kind: "tap".into(),
+            network: "pets".into(),
+            sandbox: "web".into(),
+            rx_packets: 3,
+            rx_bytes: 1_500,
+            tx_packets: 4,
+            tx_bytes: 2_000_000,
+            drops: [
+                ("rx_no_buffer".to_string(), 2),
+                ("tx_errors".to_string(), 0),
+            ]
+            .into_iter()
+            .collect(),
+            ..PortStatsEntry::default()
+        });
+        s.stages.push(StageStatsEntry {
+            stage: "rx".into(),
+            packets: 7,
+            ..StageStatsEntry::default()
+        });
+        let t = render(&s);
+        let mut lines = t.lines();
+        assert_eq!(
+            lines.next().unwrap(),
+            "PORT      KIND      NETWORK   SANDBOX   RX PACKETS   RX BYTES   TX PACKETS   TX BYTES   DROPS"
+        );
+        assert_eq!(
+            lines.next().unwrap(),
+            "tn0       tap       pets      web       3            1.5kB      4            2MB        2 (rx_no_buffer=2)"
+        );
+        assert!(
+            t.contains("\nSTAGE     WORKER    PACKETS   BATCHES   DROPS\nrx        0         7")
+        );
+        assert!(t.contains("switch: 0 frames, drops 0"));
+    }
+}

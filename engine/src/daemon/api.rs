@@ -1,0 +1,545 @@
+//! The HTTP API on `<state-dir>/tapnet.sock`: Docker's network endpoints with Docker's
+//! statuses, headers and error bodies, so the docker CLI and SDKs can drive tapnet, plus
+//! tapnet's `/sandboxes` and `/stats`.
+//!
+//! axum serves it on a current-thread tokio runtime confined to the calling thread: the
+//! [`Backend`] is called synchronously from the handlers, one request at a time. Every
+//! route also answers under a version prefix (`/v1.47/networks`), which is checked against
+//! [`API_VERSION`] and [`MIN_API_VERSION`] as Docker checks it, then stripped before
+//! routing.
+
+pub mod filters;
+
+#[cfg(any(test, feature = "fake-backend"))]
+pub mod fake;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path as FsPath;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA, SERVER};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use self::filters::{LIST_FILTERS, PRUNE_FILTERS};
+use super::types::{
+    API_VERSION, ApiError, Backend, ComponentVersion, ErrorResponse, MIN_API_VERSION,
+    NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest, NetworkFilters,
+    PlatformVersion, SandboxCreateRequest, VersionResponse,
+};
+
+/// Mode of the API socket: owner and group may drive the daemon.
+pub const SOCKET_MODE: u32 = 0o660;
+
+/// How long a shutdown waits for requests in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+struct AppState {
+    backend: Arc<dyn Backend>,
+    version: Arc<VersionResponse>,
+}
+
+/// Serve the API on `socket` until `shutdown` completes, on a current-thread runtime
+/// built here (the calling thread is the control thread). A stale socket file left by a
+/// dead daemon is removed first; a live one is an error (`AddrInUse`). The socket gets
+/// mode [`SOCKET_MODE`] and is removed on return.
+pub fn serve(socket: &FsPath, backend: Arc<dyn Backend>, shutdown: impl Future) -> io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("tapnet-api")
+        .build()?;
+    rt.block_on(serve_on(socket, backend, shutdown))
+}
+
+async fn serve_on(
+    socket: &FsPath,
+    backend: Arc<dyn Backend>,
+    shutdown: impl Future,
+) -> io::Result<()> {
+    remove_stale_socket(socket)?;
+    let listener = tokio::net::UnixListener::bind(socket)?;
+    // From here on the socket file is ours: remove it however serving ends.
+    let _guard = RemoveOnDrop(socket);
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(SOCKET_MODE))?;
+    tracing::info!(socket = %socket.display(), "API listening");
+    let state = AppState {
+        backend,
+        version: Arc::new(version_response()),
+    };
+    // The version prefix is stripped before routing, so the middleware wraps the router
+    // as a service rather than being added with `Router::layer` (which runs after it).
+    let app = tower::Layer::layer(&axum::middleware::from_fn(api_version), router(state));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(
+        listener,
+        axum::ServiceExt::<Request>::into_make_service(app),
+    )
+    .with_graceful_shutdown(async {
+        let _ = stop_rx.await;
+    });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        r = &mut server => return r,
+        _ = shutdown => {}
+    }
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!("API: connections still open after the shutdown grace period");
+            Ok(())
+        }
+    }
+}
+
+struct RemoveOnDrop<'a>(&'a FsPath);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
+}
+
+/// Remove a socket file no one listens on; refuse to touch a live socket or a file that
+/// is not a socket.
+fn remove_stale_socket(socket: &FsPath) -> io::Result<()> {
+    match std::fs::symlink_metadata(socket) {
+        Ok(m) if m.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "another daemon is already serving {}; stop it first",
+                        socket.display()
+                    ),
+                ));
+            }
+            std::fs::remove_file(socket)
+        }
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket", socket.display()),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/_ping", get(ping))
+        .route("/version", get(version))
+        .route("/networks", get(network_list))
+        // A network may be called `create` or `prune`: GET and DELETE reach it, as in
+        // Docker, whose router tries `/networks/{id}` for them.
+        .route(
+            "/networks/create",
+            post(network_create)
+                .get(|s: State<AppState>, u: Uri| network_inspect_named(s, "create", u))
+                .delete(|s: State<AppState>| network_remove_named(s, "create")),
+        )
+        .route(
+            "/networks/prune",
+            post(network_prune)
+                .get(|s: State<AppState>, u: Uri| network_inspect_named(s, "prune", u))
+                .delete(|s: State<AppState>| network_remove_named(s, "prune")),
+        )
+        .route(
+            "/networks/{id}",
+            get(network_inspect).delete(network_remove),
+        )
+        .route("/networks/{id}/connect", post(network_connect))
+        .route("/networks/{id}/disconnect", post(network_disconnect))
+        .route("/sandboxes", get(sandbox_list).post(sandbox_create))
+        .route(
+            "/sandboxes/{id}",
+            get(sandbox_inspect).delete(sandbox_remove),
+        )
+        .route("/stats", get(stats))
+        .fallback(page_not_found)
+        .method_not_allowed_fallback(page_not_found)
+        .with_state(state)
+}
+
+fn version_response() -> VersionResponse {
+    let version = env!("CARGO_PKG_VERSION").to_string();
+    let git_commit = option_env!("TAPNET_GIT_COMMIT")
+        .unwrap_or("unknown")
+        .to_string();
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+    .to_string();
+    let kernel_version = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let details = [
+        ("ApiVersion", API_VERSION),
+        ("MinAPIVersion", MIN_API_VERSION),
+        ("GitCommit", &git_commit),
+        ("GoVersion", "n/a"),
+        ("Os", "linux"),
+        ("Arch", &arch),
+        ("KernelVersion", &kernel_version),
+        ("Experimental", "false"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    VersionResponse {
+        platform: PlatformVersion {
+            name: "tapnet".into(),
+        },
+        components: vec![ComponentVersion {
+            name: "Engine".into(),
+            version: version.clone(),
+            details,
+        }],
+        version,
+        api_version: API_VERSION.into(),
+        min_api_version: MIN_API_VERSION.into(),
+        git_commit,
+        go_version: "n/a".into(),
+        os: "linux".into(),
+        arch,
+        kernel_version,
+    }
+}
+
+// ---- middleware ---------------------------------------------------------------------
+
+/// Strip and check a `/v{major}.{minor}` prefix, log, and add the headers Docker puts on
+/// every response.
+async fn api_version(mut req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let mut resp = match strip_version(&mut req) {
+        Ok(()) => next.run(req).await,
+        Err(e) => error_response(e),
+    };
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), "API request");
+    let h = resp.headers_mut();
+    h.insert(
+        HeaderName::from_static("api-version"),
+        HeaderValue::from_static(API_VERSION),
+    );
+    h.insert(
+        HeaderName::from_static("ostype"),
+        HeaderValue::from_static("linux"),
+    );
+    h.insert(
+        SERVER,
+        HeaderValue::from_static(concat!("tapnet/", env!("CARGO_PKG_VERSION"), " (linux)")),
+    );
+    resp
+}
+
+/// `/v1.47/networks?x` becomes `/networks?x`. A prefix that is not a version (`/vx/…`)
+/// is left alone and ends in a 404, as in Docker.
+fn strip_version(req: &mut Request) -> Result<(), ApiError> {
+    let path = req.uri().path();
+    let Some(rest) = path.strip_prefix("/v") else {
+        return Ok(());
+    };
+    let Some(slash) = rest.find('/') else {
+        return Ok(());
+    };
+    let (ver, tail) = rest.split_at(slash);
+    if ver.is_empty() || !ver.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Ok(());
+    }
+    check_version(ver)?;
+    let new = match req.uri().query() {
+        Some(q) => format!("{tail}?{q}"),
+        None => tail.to_string(),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(
+        new.parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid request path {path:?}")))?,
+    );
+    *req.uri_mut() = Uri::from_parts(parts)
+        .map_err(|_| ApiError::bad_request(format!("invalid request path {path:?}")))?;
+    Ok(())
+}
+
+/// Docker's version middleware: too old or too new is a 400 with Docker's words.
+fn check_version(ver: &str) -> Result<(), ApiError> {
+    if compare_versions(ver, MIN_API_VERSION).is_lt() {
+        return Err(ApiError::bad_request(format!(
+            "client version {ver} is too old. Minimum supported API version is \
+             {MIN_API_VERSION}, please upgrade your client to a newer version"
+        )));
+    }
+    if compare_versions(ver, API_VERSION).is_gt() {
+        return Err(ApiError::bad_request(format!(
+            "client version {ver} is too new. Maximum supported API version is {API_VERSION}"
+        )));
+    }
+    Ok(())
+}
+
+/// Compare dotted versions numerically (`1.9` < `1.10`), as moby's `versions.compare`.
+fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    let parse = |s: &str| -> Vec<u64> { s.split('.').map(|p| p.parse().unwrap_or(0)).collect() };
+    let (a, b) = (parse(a), parse(b));
+    for i in 0..a.len().max(b.len()) {
+        let o = a.get(i).unwrap_or(&0).cmp(b.get(i).unwrap_or(&0));
+        if o.is_ne() {
+            return o;
+        }
+    }
+    std::cmp::Ordering::Equal
+}
+
+// ---- helpers ------------------------------------------------------------------------
+
+/// A JSON response with Docker's trailing newline.
+fn json<T: Serialize>(status: StatusCode, v: &T) -> Response {
+    match serde_json::to_vec(v) {
+        Ok(mut body) => {
+            body.push(b'\n');
+            (status, [(CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Err(e) => error_response(ApiError::internal(format!("encoding the response: {e}"))),
+    }
+}
+
+fn error_response(e: ApiError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json(status, &ErrorResponse { message: e.message })
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error_response(self)
+    }
+}
+
+/// Query parameters; a later repeat of a key wins.
+fn query(uri: &Uri) -> Result<Vec<(String, String)>, ApiError> {
+    Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))
+}
+
+fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    q.iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+fn filters(uri: &Uri, accepted: &[&str]) -> Result<NetworkFilters, ApiError> {
+    let q = query(uri)?;
+    NetworkFilters::parse(
+        param(&q, "filters").unwrap_or(""),
+        accepted,
+        SystemTime::now(),
+    )
+}
+
+fn path_id(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    p.map(|Path(id)| id)
+        .map_err(|e| ApiError::bad_request(format!("invalid path parameter: {e}")))
+}
+
+/// moby `httputils.ReadJSON`: the body must be JSON if there is one (an empty body
+/// decodes as the default value), with Docker's error texts.
+fn read_json<T: DeserializeOwned + Default>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|e| ApiError::bad_request(format!("reading request body: {e}")))?;
+    let ct = headers
+        .get(CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    if !(ct.is_empty() && body.is_empty()) {
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::bad_request(format!(
+                "Content-Type specified ({ct}) must be 'application/json'"
+            )));
+        }
+    }
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    // serde would read a struct from an array too; Go (and so Docker) would not.
+    if let Some(b) = body.iter().find(|b| !b.is_ascii_whitespace()) {
+        if *b != b'{' && *b != b'n' {
+            return Err(ApiError::bad_request(
+                "invalid JSON: the request body must be a JSON object",
+            ));
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let v = T::deserialize(&mut de).map_err(|e| {
+        if e.is_eof() && body.iter().all(u8::is_ascii_whitespace) {
+            ApiError::bad_request("invalid JSON: got EOF while reading request body")
+        } else {
+            ApiError::bad_request(format!("invalid JSON: {e}"))
+        }
+    })?;
+    de.end()
+        .map_err(|_| ApiError::bad_request("unexpected content after JSON"))?;
+    Ok(v)
+}
+
+// ---- handlers -----------------------------------------------------------------------
+
+type ApiResult = Result<Response, ApiError>;
+
+async fn page_not_found() -> ApiError {
+    ApiError::not_found("page not found")
+}
+
+/// `GET|HEAD /_ping`: `OK` and the headers the docker CLI negotiates with.
+async fn ping() -> Response {
+    (
+        StatusCode::OK,
+        [
+            (CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (CACHE_CONTROL, "no-cache, no-store, must-revalidate"),
+            (PRAGMA, "no-cache"),
+            (HeaderName::from_static("docker-experimental"), "false"),
+            (HeaderName::from_static("swarm"), "inactive"),
+        ],
+        "OK",
+    )
+        .into_response()
+}
+
+async fn version(State(s): State<AppState>) -> Response {
+    json(StatusCode::OK, &*s.version)
+}
+
+async fn network_list(State(s): State<AppState>, uri: Uri) -> ApiResult {
+    let f = filters(&uri, LIST_FILTERS)?;
+    Ok(json(StatusCode::OK, &s.backend.networks(&f)?))
+}
+
+/// `GET /networks/{id}`; `verbose` is accepted (tapnet has no swarm services to add) and
+/// `scope` must be the network's, as in Docker.
+async fn network_inspect(
+    s: State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    uri: Uri,
+) -> ApiResult {
+    network_inspect_named(s, &path_id(id)?, uri).await
+}
+
+async fn network_inspect_named(State(s): State<AppState>, id: &str, uri: Uri) -> ApiResult {
+    let q = query(&uri)?;
+    let net = s.backend.network_inspect(id)?;
+    if let Some(scope) = param(&q, "scope").filter(|v| !v.is_empty()) {
+        if scope != net.scope {
+            return Err(ApiError::not_found(format!("network {id} not found")));
+        }
+    }
+    Ok(json(StatusCode::OK, &net))
+}
+
+async fn network_create(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let req: NetworkCreateRequest = read_json(&headers, body)?;
+    if req.name.trim().is_empty() {
+        return Err(ApiError::bad_request("network name must not be empty"));
+    }
+    Ok(json(StatusCode::CREATED, &s.backend.network_create(req)?))
+}
+
+async fn network_remove(s: State<AppState>, id: Result<Path<String>, PathRejection>) -> ApiResult {
+    network_remove_named(s, &path_id(id)?).await
+}
+
+async fn network_remove_named(State(s): State<AppState>, id: &str) -> ApiResult {
+    s.backend.network_remove(id)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn network_connect(
+    State(s): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let id = path_id(id)?;
+    let req: NetworkConnectRequest = read_json(&headers, body)?;
+    s.backend.network_connect(&id, req)?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn network_disconnect(
+    State(s): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let id = path_id(id)?;
+    let req: NetworkDisconnectRequest = read_json(&headers, body)?;
+    s.backend.network_disconnect(&id, req)?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn network_prune(State(s): State<AppState>, uri: Uri) -> ApiResult {
+    let f = filters(&uri, PRUNE_FILTERS)?;
+    Ok(json(StatusCode::OK, &s.backend.network_prune(&f)?))
+}
+
+async fn sandbox_list(State(s): State<AppState>) -> ApiResult {
+    Ok(json(StatusCode::OK, &s.backend.sandboxes()?))
+}
+
+async fn sandbox_create(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let req: SandboxCreateRequest = read_json(&headers, body)?;
+    Ok(json(StatusCode::CREATED, &s.backend.sandbox_create(req)?))
+}
+
+async fn sandbox_inspect(
+    State(s): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    Ok(json(
+        StatusCode::OK,
+        &s.backend.sandbox_inspect(&path_id(id)?)?,
+    ))
+}
+
+async fn sandbox_remove(
+    State(s): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    s.backend.sandbox_remove(&path_id(id)?)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn stats(State(s): State<AppState>) -> ApiResult {
+    Ok(json(StatusCode::OK, &s.backend.stats()?))
+}

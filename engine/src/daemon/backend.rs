@@ -1,0 +1,370 @@
+//! The API's [`Backend`] over the daemon core: turns Docker-shaped requests into core
+//! calls and records into Docker-shaped answers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::core::{AttachSpec, Daemon, Fail, IpamSpec, NetworkSpec};
+use super::model::{EndpointRecord, NetworkRecord, SandboxRecord};
+use super::types::{
+    ApiError, Backend, EndpointInfo, EndpointResource, Ipam, IpamConfig, IpamStatus,
+    NetworkConnectRequest, NetworkCreateRequest, NetworkCreateResponse, NetworkDisconnectRequest,
+    NetworkFilters, NetworkInspect, NetworkPruneResponse, NetworkStatsEntry, NetworkStatus,
+    PoolStatsEntry, PortStatsEntry, SandboxCreateRequest, SandboxInspect, StageStatsEntry,
+    StatsResponse, SubnetStatus, SwitchStatsEntry,
+};
+
+impl From<Fail> for ApiError {
+    fn from(f: Fail) -> ApiError {
+        ApiError::new(f.status, f.message)
+    }
+}
+
+/// The daemon as the API server sees it.
+pub struct DaemonBackend(pub Arc<Daemon>);
+
+fn inspect(
+    d: &Daemon,
+    n: &NetworkRecord,
+    eps: &[(EndpointRecord, SandboxRecord)],
+) -> NetworkInspect {
+    let mut subnets = BTreeMap::new();
+    for c in &n.ipam {
+        let (in_use, avail) = d.pool_usage(&c.pool_id);
+        subnets.insert(
+            c.subnet.clone(),
+            SubnetStatus {
+                ips_in_use: in_use,
+                dynamic_ips_available: avail,
+            },
+        );
+    }
+    NetworkInspect {
+        name: n.name.clone(),
+        id: n.id.clone(),
+        created: n.created.clone(),
+        scope: n.scope.clone(),
+        driver: n.driver.clone(),
+        enable_ipv4: n.enable_ipv4,
+        enable_ipv6: n.enable_ipv6,
+        ipam: Ipam {
+            driver: n.ipam_driver.clone(),
+            options: n.ipam_options.clone(),
+            config: n
+                .ipam
+                .iter()
+                .map(|c| IpamConfig {
+                    subnet: c.subnet.clone(),
+                    ip_range: c.ip_range.clone().unwrap_or_default(),
+                    gateway: c.gateway.map(|g| g.to_string()).unwrap_or_default(),
+                    aux_addresses: c
+                        .aux
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.to_string()))
+                        .collect(),
+                })
+                .collect(),
+        },
+        internal: n.internal,
+        attachable: n.attachable,
+        ingress: n.ingress,
+        config_from: Default::default(),
+        config_only: false,
+        containers: eps
+            .iter()
+            .map(|(e, s)| {
+                (
+                    s.id.clone(),
+                    EndpointResource {
+                        name: s.name.clone(),
+                        endpoint_id: e.id.clone(),
+                        mac_address: e.mac.clone(),
+                        ipv4_address: e
+                            .ipv4
+                            .map(|a| format!("{a}/{}", e.prefix_len))
+                            .unwrap_or_default(),
+                        ipv6_address: String::new(),
+                    },
+                )
+            })
+            .collect(),
+        options: n.options.clone(),
+        labels: n.labels.clone(),
+        peers: Vec::new(),
+        status: (!subnets.is_empty()).then_some(NetworkStatus {
+            ipam: IpamStatus { subnets },
+        }),
+    }
+}
+
+fn sandbox_inspect(s: &SandboxRecord, eps: &[(EndpointRecord, NetworkRecord)]) -> SandboxInspect {
+    SandboxInspect {
+        id: s.id.clone(),
+        name: s.name.clone(),
+        created: s.created.clone(),
+        netns_path: format!("{}/{}", crate::netns::NETNS_RUN_DIR, s.netns),
+        networks: eps
+            .iter()
+            .map(|(e, n)| {
+                (
+                    n.name.clone(),
+                    EndpointInfo {
+                        network_id: n.id.clone(),
+                        endpoint_id: e.id.clone(),
+                        mac_address: e.mac.clone(),
+                        ip_address: e.ipv4.map(|a| a.to_string()).unwrap_or_default(),
+                        ip_prefix_len: e.prefix_len,
+                        gateway: n
+                            .ipam
+                            .first()
+                            .and_then(|c| c.gateway)
+                            .map(|g| g.to_string())
+                            .unwrap_or_default(),
+                        interface: e.ifname.clone(),
+                        aliases: e.aliases.clone(),
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+fn drops(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs
+        .iter()
+        .filter(|(_, v)| *v > 0)
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect()
+}
+
+impl Backend for DaemonBackend {
+    fn networks(&self, f: &NetworkFilters) -> Result<Vec<NetworkInspect>, ApiError> {
+        let mut out = Vec::new();
+        for n in self.0.networks() {
+            let (_, eps) = self.0.network(&n.id)?;
+            let mut i = inspect(&self.0, &n, &[]);
+            if f.matches(&i, !eps.is_empty()) {
+                i.containers.clear();
+                out.push(i);
+            }
+        }
+        Ok(out)
+    }
+
+    fn network_inspect(&self, id_or_name: &str) -> Result<NetworkInspect, ApiError> {
+        let (n, eps) = self.0.network(id_or_name)?;
+        Ok(inspect(&self.0, &n, &eps))
+    }
+
+    fn network_create(&self, req: NetworkCreateRequest) -> Result<NetworkCreateResponse, ApiError> {
+        if req.config_only
+            || req
+                .config_from
+                .as_ref()
+                .is_some_and(|c| !c.network.is_empty())
+        {
+            return Err(ApiError::bad_request(
+                "config-only networks are not supported by tapnet",
+            ));
+        }
+        if req.enable_ipv4 == Some(false) {
+            return Err(ApiError::bad_request(
+                "IPv4 cannot be disabled on tapnet networks",
+            ));
+        }
+        let ipam = req.ipam.unwrap_or_default();
+        let spec = NetworkSpec {
+            name: req.name,
+            driver: req.driver,
+            ipam: ipam
+                .config
+                .into_iter()
+                .map(|c| IpamSpec {
+                    subnet: c.subnet,
+                    ip_range: c.ip_range,
+                    gateway: c.gateway,
+                    aux: c.aux_addresses,
+                })
+                .collect(),
+            ipam_driver: ipam.driver,
+            ipam_options: ipam.options,
+            internal: req.internal,
+            attachable: req.attachable,
+            ingress: req.ingress,
+            enable_ipv6: req.enable_ipv6.unwrap_or(false),
+            options: req.options,
+            labels: req.labels,
+        };
+        let rec = self.0.create_network(spec, false)?;
+        Ok(NetworkCreateResponse {
+            id: rec.id,
+            warning: String::new(),
+        })
+    }
+
+    fn network_remove(&self, id_or_name: &str) -> Result<(), ApiError> {
+        Ok(self.0.remove_network(id_or_name)?)
+    }
+
+    fn network_connect(
+        &self,
+        id_or_name: &str,
+        req: NetworkConnectRequest,
+    ) -> Result<(), ApiError> {
+        let cfg = req.endpoint_config.unwrap_or_default();
+        let spec = AttachSpec {
+            network: id_or_name.to_string(),
+            ipv4: cfg
+                .ipam_config
+                .map(|c| c.ipv4_address)
+                .filter(|s| !s.is_empty()),
+            aliases: cfg.aliases,
+            gw_priority: cfg.gw_priority,
+        };
+        self.0.connect(id_or_name, &req.container, spec)?;
+        Ok(())
+    }
+
+    fn network_disconnect(
+        &self,
+        id_or_name: &str,
+        req: NetworkDisconnectRequest,
+    ) -> Result<(), ApiError> {
+        Ok(self.0.disconnect(id_or_name, &req.container)?)
+    }
+
+    fn network_prune(&self, f: &NetworkFilters) -> Result<NetworkPruneResponse, ApiError> {
+        let d = &self.0;
+        let removed = d.prune_networks(|n| f.matches(&inspect(d, n, &[]), false))?;
+        Ok(NetworkPruneResponse {
+            networks_deleted: removed,
+        })
+    }
+
+    fn sandbox_create(&self, req: SandboxCreateRequest) -> Result<SandboxInspect, ApiError> {
+        let nets = req
+            .networks
+            .into_iter()
+            .map(|n| AttachSpec {
+                network: n.network,
+                ipv4: n.ipv4_address,
+                aliases: n.aliases,
+                gw_priority: n.gw_priority,
+            })
+            .collect();
+        let sb = self.0.create_sandbox(req.name, req.hostname, nets)?;
+        self.sandbox_inspect(&sb.id)
+    }
+
+    fn sandboxes(&self) -> Result<Vec<SandboxInspect>, ApiError> {
+        Ok(self
+            .0
+            .sandboxes()
+            .iter()
+            .map(|(s, eps)| sandbox_inspect(s, eps))
+            .collect())
+    }
+
+    fn sandbox_inspect(&self, id_or_name: &str) -> Result<SandboxInspect, ApiError> {
+        let (s, eps) = self.0.sandbox(id_or_name)?;
+        Ok(sandbox_inspect(&s, &eps))
+    }
+
+    fn sandbox_remove(&self, id_or_name: &str) -> Result<(), ApiError> {
+        Ok(self.0.remove_sandbox(id_or_name)?)
+    }
+
+    fn stats(&self) -> Result<StatsResponse, ApiError> {
+        let st = self.0.engine().stats();
+        let owners = self.0.port_owners();
+        let ports = st
+            .ports
+            .iter()
+            .map(|p| {
+                let (network, sandbox) = owners.get(&p.id).cloned().unwrap_or_default();
+                let s = &p.stats;
+                PortStatsEntry {
+                    name: p.info.name.clone(),
+                    kind: format!("{:?}", p.info.kind).to_lowercase(),
+                    network,
+                    sandbox,
+                    mtu: p.info.mtu,
+                    offloads: p.info.offloads,
+                    rx_packets: s.rx_packets,
+                    rx_bytes: s.rx_bytes,
+                    tx_packets: s.tx_packets,
+                    tx_bytes: s.tx_bytes,
+                    drops: drops(&[
+                        ("rx_errors", s.rx_errors),
+                        ("rx_no_buffer", s.rx_no_buffer),
+                        ("rx_ring_full", s.rx_ring_full),
+                        ("tx_errors", s.tx_errors),
+                        ("tx_queue_full", s.tx_queue_full),
+                        ("tx_too_big", s.tx_too_big),
+                        ("tx_offload_errors", s.tx_offload_errors),
+                    ]),
+                    counters: drops(&[("tx_segmented", s.tx_segmented)]),
+                }
+            })
+            .collect();
+        let stages = st
+            .stages
+            .iter()
+            .map(|s| StageStatsEntry {
+                stage: s.kind.name().to_string(),
+                worker: s.worker,
+                batches: s.stats.batches,
+                packets: s.stats.packets,
+                drops: drops(&[
+                    ("no_port", s.stats.drop_no_port),
+                    ("no_buffer", s.stats.drop_no_buffer),
+                    ("switch", s.stats.drop_switch),
+                ]),
+                sleeps: s.stats.sleeps,
+            })
+            .collect();
+        let domains = self.0.domain_names();
+        let networks = st
+            .domains
+            .iter()
+            .filter_map(|(d, c)| {
+                let (id, name) = domains.get(d)?.clone();
+                Some(NetworkStatsEntry {
+                    network: name,
+                    network_id: id,
+                    received: c.received,
+                    forwarded: c.forwarded,
+                    flooded: c.flooded,
+                    drops: drops(&[
+                        ("hairpin", c.drop_hairpin),
+                        ("bad_source", c.drop_bad_source),
+                        ("isolated", c.drop_isolated),
+                        ("table_full", c.table_full),
+                    ]),
+                    counters: drops(&[
+                        ("learned", c.learned),
+                        ("moved", c.moved),
+                        ("aged", c.aged),
+                        ("flooded_unknown", c.flooded_unknown),
+                    ]),
+                })
+            })
+            .collect();
+        Ok(StatsResponse {
+            ports,
+            stages,
+            networks,
+            switch: SwitchStatsEntry {
+                processed: st.switch.processed,
+                drops: drops(&[
+                    ("malformed", st.switch.drop_malformed),
+                    ("no_domain", st.switch.drop_no_domain),
+                ]),
+            },
+            pool: PoolStatsEntry {
+                small_free: st.pool_free.0,
+                large_free: st.pool_free.1,
+            },
+        })
+    }
+}

@@ -1,0 +1,135 @@
+//! A sandbox's plumbing as root: its named network namespace and one persistent TAP per
+//! endpoint inside it, configured over netlink (MAC, MTU, address, routes). Every step
+//! is idempotent so the daemon can replay it when it reconciles after a restart.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::netlink::{Netlink, NetlinkError};
+use crate::netns::{NetNs, NetnsError};
+use crate::tap::{Tap, TapConfig, TapError, create_tap_in};
+
+/// What can go wrong while plumbing a sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// Namespace creation, opening or removal failed.
+    #[error("sandbox namespace: {0}")]
+    Netns(#[from] NetnsError),
+    /// TAP creation or attachment failed.
+    #[error("sandbox interface: {0}")]
+    Tap(#[from] TapError),
+    /// Interface configuration failed.
+    #[error("sandbox interface configuration: {0}")]
+    Netlink(#[from] NetlinkError),
+}
+
+/// The interface of one endpoint, as configured inside the sandbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IfaceConfig {
+    /// `eth0`, `eth1`, …
+    pub ifname: String,
+    /// 02:42 + IPv4.
+    pub mac: [u8; 6],
+    /// Address and prefix length.
+    pub addr: Option<(Ipv4Addr, u8)>,
+    /// MTU.
+    pub mtu: u32,
+}
+
+/// Transmit queue length of sandbox TAPs: deep enough for the advertised TCP window
+/// (a 1,000-packet queue caps TCP throughput far below what the engine carries).
+pub const TXQUEUELEN: u32 = 10_000;
+
+/// Name of a sandbox's namespace (under /run/netns).
+pub fn netns_name(sandbox_id: &str) -> String {
+    format!("tapnet-{}", &sandbox_id[..12.min(sandbox_id.len())])
+}
+
+/// Open the sandbox's namespace, creating it (with `lo` up) if it is missing.
+pub fn ensure_netns(name: &str) -> Result<NetNs, SandboxError> {
+    match NetNs::open(name) {
+        Ok(ns) => Ok(ns),
+        Err(NetnsError::NotFound { .. }) => {
+            let ns = NetNs::create(name)?;
+            Netlink::open_in(&ns)?.set_up(1)?;
+            Ok(ns)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn tap_config(ifname: &str) -> TapConfig {
+    TapConfig {
+        name: ifname.to_string(),
+        persist: true,
+        ..Default::default()
+    }
+}
+
+/// Create (or re-open, if it persists from before) the endpoint's TAP inside `ns` and
+/// configure it. Safe to repeat.
+pub fn plug(ns: &NetNs, cfg: &IfaceConfig) -> Result<Tap, SandboxError> {
+    let tap = create_tap_in(ns, &tap_config(&cfg.ifname))?;
+    let mut nl = Netlink::open_in(ns)?;
+    let idx = nl.link_index(&cfg.ifname)?;
+    let link = nl.link(idx)?;
+    if link.mac != Some(cfg.mac) {
+        nl.set_mac(idx, cfg.mac)?;
+    }
+    if link.mtu != Some(cfg.mtu) {
+        nl.set_mtu(idx, cfg.mtu)?;
+    }
+    if link.txqueuelen != Some(TXQUEUELEN) {
+        nl.set_txqueuelen(idx, TXQUEUELEN)?;
+    }
+    if let Some((a, len)) = cfg.addr {
+        let have = nl.addresses(idx)?;
+        if !have.contains(&(IpAddr::V4(a), len)) {
+            nl.add_address(idx, IpAddr::V4(a), len)?;
+        }
+    }
+    nl.set_up(idx)?;
+    Ok(tap)
+}
+
+/// Remove the endpoint's TAP from `ns` (the engine must have let go of it first).
+pub fn unplug(ns: &NetNs, ifname: &str) -> Result<(), SandboxError> {
+    let mut nl = Netlink::open_in(ns)?;
+    match nl.link_index(ifname) {
+        Ok(idx) => Ok(nl.delete_link(idx)?),
+        Err(NetlinkError::Kernel {
+            errno: nix::errno::Errno::ENODEV,
+            ..
+        }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Make `gateway` via `ifname` the sandbox's default route, or remove it (`None`).
+pub fn set_default_route(ns: &NetNs, route: Option<(Ipv4Addr, &str)>) -> Result<(), SandboxError> {
+    let mut nl = Netlink::open_in(ns)?;
+    nl.delete_default_route()?;
+    if let Some((gw, ifname)) = route {
+        let idx = nl.link_index(ifname)?;
+        nl.add_route(None, Some(IpAddr::V4(gw)), idx)?;
+    }
+    Ok(())
+}
+
+/// Delete the sandbox's namespace (its interfaces go with it).
+pub fn remove_netns(name: &str) -> Result<(), SandboxError> {
+    match NetNs::open(name) {
+        Ok(ns) => Ok(ns.delete()?),
+        Err(NetnsError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Names of existing namespaces that look like tapnet sandboxes (`tapnet-*`).
+pub fn list_sandbox_netns() -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(crate::netns::NETNS_RUN_DIR) else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("tapnet-"))
+        .collect()
+}
