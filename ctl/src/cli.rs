@@ -33,6 +33,24 @@ pub(crate) enum Command {
     Stats(StatsArgs),
     /// Run the daemon
     Daemon,
+    /// Build Docker's single-host demo (network pets, sandboxes db and web), check it, remove it
+    Demo,
+    /// A server the demo runs inside a sandbox
+    #[command(hide = true)]
+    DemoServer(DemoServerArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoServerArgs {
+    /// `db` or `web`
+    #[arg(value_parser = ["db", "web"])]
+    pub(crate) role: String,
+    /// Address to listen on
+    #[arg(long)]
+    pub(crate) listen: std::net::SocketAddr,
+    /// Where web finds db
+    #[arg(long)]
+    pub(crate) db: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,6 +3,7 @@
 
 mod cli;
 mod client;
+mod demo;
 mod format;
 mod network;
 mod run;
@@ -57,13 +58,18 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             .map_err(|e| anyhow::anyhow!("tapnet daemon: {e}"))?;
         return Ok(0);
     }
+    match &cli.command {
+        Command::Demo => return demo::run(),
+        Command::DemoServer(a) => return demo::server(&a.role, a.listen, a.db),
+        _ => {}
+    }
     let client = Client::new(&socket_path(cli.host, state_dir)?)?;
     match cli.command {
         Command::Network(cmd) => network::run(&client, cmd),
         Command::Sandbox(cmd) => sandbox::run(&client, cmd),
         Command::Run(args) => run::run(&client, args),
         Command::Stats(args) => stats::run(&client, args),
-        Command::Daemon => Ok(0),
+        Command::Daemon | Command::Demo | Command::DemoServer(_) => Ok(0),
     }
 }
 
