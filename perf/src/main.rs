@@ -1,1 +1,208 @@
-fn main() {}
+//! `tapnet-perf`: measures tapnet's datapath against the kernel's (and a memcpy) in the
+//! same run, on the same machine, and prints ratios with the absolute numbers beside.
+//!
+//! Traffic goes only to namespaces this process creates (`tnp-<pid>-…`), and everything
+//! it creates (namespaces, interfaces, iperf3 processes) is removed when a scenario
+//! ends, fails or is interrupted with Ctrl-C.
+
+mod counters;
+mod idle_rss;
+mod latency;
+mod proc;
+mod report;
+mod switch_mem;
+mod sys;
+mod tap_tcp;
+mod tap_udp;
+mod topo;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use tapnet_engine::{EngineConfig, WorkerMapping};
+
+use report::Reporter;
+
+/// tapnet's benchmark suite: every figure is a ratio against a baseline measured in the
+/// same run (memcpy, kernel veth + bridge), absolute numbers beside.
+#[derive(Parser)]
+#[command(name = "tapnet-perf", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List the scenarios.
+    List,
+    /// Run scenarios (`all` runs every one).
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Scenarios to run, or `all`.
+    #[arg(required = true)]
+    scenarios: Vec<String>,
+    /// Print one JSON object per measurement on stdout (the table goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Seconds per measurement [default: 3 for switch-mem, 5 for the TAP scenarios].
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Stage-to-worker mapping of the engine in the TAP scenarios (`rx,switch,tx` is one
+    /// worker; `rx/switch,tx` two).
+    #[arg(long, default_value = "rx,switch,tx")]
+    mapping: String,
+    /// Round trips per tap-latency measurement.
+    #[arg(long, default_value_t = 20_000)]
+    round_trips: u64,
+    /// Pin the traffic threads and processes of tap-tcp and tap-udp64 (both datapaths) to
+    /// the CPUs the engine's workers leave free, instead of letting the scheduler place
+    /// them. (tap-latency always does.)
+    #[arg(long)]
+    pin_apps: bool,
+}
+
+/// Options every scenario sees.
+pub(crate) struct Opts {
+    pub(crate) seconds: Option<f64>,
+    pub(crate) mapping: String,
+    pub(crate) round_trips: u64,
+    pub(crate) pin_apps: bool,
+}
+
+impl Opts {
+    /// The engine configuration of the TAP scenarios.
+    pub(crate) fn engine_config(&self) -> Result<EngineConfig> {
+        Ok(EngineConfig {
+            mapping: WorkerMapping::parse(&self.mapping)?,
+            pin: true,
+            ..Default::default()
+        })
+    }
+
+    /// CPUs for the traffic threads and processes (iperf3, UDP blaster and sink, ping
+    /// and echo) on both datapaths. Empty (the scheduler places them, as it places
+    /// containers) unless `--pin-apps`; then the CPUs the engine's pinned workers leave
+    /// free, if there are any.
+    pub(crate) fn app_cpus(&self) -> Result<Vec<usize>> {
+        if !self.pin_apps {
+            return Ok(Vec::new());
+        }
+        self.free_cpus()
+    }
+
+    /// The CPUs the engine's pinned workers leave free (empty if none are).
+    pub(crate) fn free_cpus(&self) -> Result<Vec<usize>> {
+        let workers = WorkerMapping::parse(&self.mapping)?.0.len();
+        Ok(sys::allowed_cpus().into_iter().skip(workers).collect())
+    }
+}
+
+type ScenarioFn = fn(&Opts, &mut Reporter) -> Result<()>;
+
+const SCENARIOS: &[(&str, &str, ScenarioFn)] = &[
+    (
+        "switch-mem",
+        "frames between two memory ports through the engine (64/512/1500 B; 1 worker and 2) vs memcpy",
+        switch_mem::run,
+    ),
+    (
+        "tap-tcp",
+        "iperf3 TCP, 1 and 2 streams, between two namespaces: tapnet TAPs vs veth + Linux bridge",
+        tap_tcp::run,
+    ),
+    (
+        "tap-udp64",
+        "64-byte UDP packet rate and loss: tapnet vs veth + Linux bridge",
+        tap_udp::run,
+    ),
+    (
+        "tap-latency",
+        "UDP ping-pong round-trip times (HdrHistogram): tapnet vs veth + Linux bridge",
+        latency::run,
+    ),
+    (
+        "idle-rss",
+        "RSS of an engine with 2 workers and 64 idle TAPs",
+        idle_rss::run,
+    ),
+];
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let args = match cli.cmd {
+        Cmd::List => {
+            for (name, about, _) in SCENARIOS {
+                println!("{name:<12} {about}");
+            }
+            return ExitCode::SUCCESS;
+        }
+        Cmd::Run(a) => a,
+    };
+    let mut chosen: Vec<&(&str, &str, ScenarioFn)> = Vec::new();
+    for s in &args.scenarios {
+        if s == "all" {
+            chosen.extend(SCENARIOS.iter());
+            continue;
+        }
+        match SCENARIOS.iter().find(|(n, _, _)| n == s) {
+            Some(sc) => chosen.push(sc),
+            None => {
+                let names: Vec<&str> = SCENARIOS.iter().map(|(n, _, _)| *n).collect();
+                eprintln!(
+                    "unknown scenario {s:?}: choose from {} or all",
+                    names.join(", ")
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Err(e) = WorkerMapping::parse(&args.mapping) {
+        eprintln!("--mapping: {e}");
+        return ExitCode::from(2);
+    }
+    if let Some(s) = args.seconds {
+        if !(s > 0.0 && s <= 600.0) {
+            eprintln!("--seconds must be in (0, 600]");
+            return ExitCode::from(2);
+        }
+    }
+    sys::fix_mmap_threshold();
+    if let Err(e) = sys::install_signal_handlers() {
+        eprintln!("cannot install the Ctrl-C handler: {e}");
+        return ExitCode::FAILURE;
+    }
+    let opts = Opts {
+        seconds: args.seconds,
+        mapping: args.mapping,
+        round_trips: args.round_trips.max(1),
+        pin_apps: args.pin_apps,
+    };
+    let machine = sys::Machine::detect();
+    let mut rep = Reporter::new(args.json, machine);
+    let mut failed = Vec::new();
+    for (name, _, f) in chosen {
+        if sys::interrupted() {
+            break;
+        }
+        eprintln!("== {name}");
+        if let Err(e) = f(&opts, &mut rep) {
+            eprintln!("{name} failed: {e:#}");
+            failed.push(*name);
+        }
+    }
+    rep.print_table();
+    if sys::interrupted() {
+        eprintln!("interrupted; everything created was removed");
+        return ExitCode::from(130);
+    }
+    if !failed.is_empty() {
+        eprintln!("failed: {}", failed.join(", "));
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
