@@ -3,19 +3,21 @@
 //! is copied between the peer and the engine.
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use mio::{Registry, Token};
 use rtrb::{Consumer, Producer, RingBuffer};
 
 use super::{Port, PortCounters, PortInfo, PortKind, PortRx, PortTx, RxSpare, RxStatus};
 use crate::pool::{BufferPool, Handle};
+use crate::runtime::Notifier;
 
 /// Engine end of a memory port pair.
 pub struct MemPort {
     info: PortInfo,
     from_peer: Consumer<Handle>,
     to_peer: Producer<Handle>,
+    notifier: Arc<OnceLock<Notifier>>,
 }
 
 /// Peer end of a memory port pair.
@@ -23,6 +25,8 @@ pub struct MemPeer {
     pool: Arc<BufferPool>,
     to_engine: Producer<Handle>,
     from_engine: Consumer<Handle>,
+    /// Set once the engine's rx stage owns the other end.
+    notifier: Arc<OnceLock<Notifier>>,
 }
 
 impl MemPort {
@@ -43,16 +47,19 @@ impl MemPort {
             offloads,
             mtu,
         };
+        let notifier = Arc::new(OnceLock::new());
         (
             MemPort {
                 info,
                 from_peer,
                 to_peer,
+                notifier: notifier.clone(),
             },
             MemPeer {
                 pool,
                 to_engine,
                 from_engine,
+                notifier,
             },
         )
     }
@@ -65,13 +72,13 @@ impl Port for MemPort {
 
     fn split(self: Box<Self>) -> (Box<dyn PortRx>, Box<dyn PortTx>) {
         (
-            Box::new(MemRx(self.from_peer)),
+            Box::new(MemRx(self.from_peer, self.notifier)),
             Box::new(MemTx(self.to_peer)),
         )
     }
 }
 
-struct MemRx(Consumer<Handle>);
+struct MemRx(Consumer<Handle>, Arc<OnceLock<Notifier>>);
 struct MemTx(Producer<Handle>);
 
 impl PortRx for MemRx {
@@ -85,6 +92,10 @@ impl PortRx for MemRx {
 
     fn pending(&self) -> bool {
         !self.0.is_empty()
+    }
+
+    fn set_notifier(&mut self, notifier: Notifier) {
+        let _ = self.1.set(notifier);
     }
 
     fn recv(
@@ -162,7 +173,18 @@ impl MemPeer {
 
     /// Queue a slot the caller filled itself. Gives the handle back if the ring is full.
     pub fn send_handle(&mut self, h: Handle) -> Result<(), Handle> {
-        self.to_engine.push(h).map_err(|rtrb::PushError::Full(h)| h)
+        self.to_engine
+            .push(h)
+            .map_err(|rtrb::PushError::Full(h)| h)?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Wake the engine's worker if it sleeps.
+    fn wake(&self) {
+        if let Some(n) = self.notifier.get() {
+            n.notify();
+        }
     }
 
     /// Queue many filled slots; returns how many were taken (the rest stay in `batch`).
@@ -172,6 +194,7 @@ impl MemPeer {
             if let Ok(chunk) = self.to_engine.write_chunk_uninit(n) {
                 chunk.fill_from_iter(batch.drain(..n));
             }
+            self.wake();
         }
         n
     }

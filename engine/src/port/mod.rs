@@ -133,6 +133,10 @@ pub trait PortRx: Send {
     fn pending(&self) -> bool {
         false
     }
+    /// For ports without a file descriptor: how the peer wakes the worker after queuing.
+    fn set_notifier(&mut self, notifier: crate::runtime::Notifier) {
+        let _ = notifier;
+    }
     /// Receive up to `budget` frames, appending their handles to `out` with `meta.len`,
     /// `meta.head` and `meta.vnet` set. Slots to read into come from `spare`, which the
     /// rx stage owns, so an idle port holds no slot at all.

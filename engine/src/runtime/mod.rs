@@ -24,6 +24,7 @@ use tapnet_switch::{DomainConfig, DomainId, MacAddr, PortId, Switch, SwitchCount
 
 use stages::{Ctl, DomainMap, RxCtl, RxStage, SwCtl, SwitchStage, TxCtl, TxStage};
 pub use stages::{StageCounters, StageKind, StageStats};
+pub use worker::Notifier;
 use worker::{Idle, Stage, WakeCell, Worker};
 
 use crate::pool::{BufferPool, PoolConfig};
@@ -266,7 +267,13 @@ impl Engine {
         let counters: Vec<Arc<StageCounters>> = (0..3).map(|_| Arc::default()).collect();
         let switch = Switch::new();
         let switch_counters = switch.counters();
-        let rx = RxStage::new(p1, cross(w_rx, w_sw), rx_rcv, counters[0].clone());
+        let rx = RxStage::new(
+            p1,
+            cross(w_rx, w_sw),
+            Notifier(wakes[w_rx].clone()),
+            rx_rcv,
+            counters[0].clone(),
+        );
         let domain_counters = DomainMap::default();
         let sw = SwitchStage::new(
             switch,

@@ -11,7 +11,7 @@ use tapnet_switch::{
     Counter, Decision, DomainConfig, DomainCounters, DomainId, MacAddr, PortId, Switch,
 };
 
-use super::worker::WakeCell;
+use super::worker::{Notifier, WakeCell};
 use crate::gso::{self, SegmentSink};
 use crate::pool::{BufferPool, HEADROOM, Handle};
 use crate::port::{PortCounters, PortInfo, PortRx, PortTx, RxSpare, RxStatus};
@@ -136,6 +136,7 @@ pub(crate) struct RxStage {
     ports: Vec<RxPort>,
     out: Producer<Handle>,
     out_wake: Option<Arc<WakeCell>>,
+    own_wake: Notifier,
     scratch: Vec<Handle>,
     spare: RxSpare,
     pub(crate) ctl: Receiver<Ctl<RxCtl>>,
@@ -147,6 +148,7 @@ impl RxStage {
     pub(crate) fn new(
         out: Producer<Handle>,
         out_wake: Option<Arc<WakeCell>>,
+        own_wake: Notifier,
         ctl: Receiver<Ctl<RxCtl>>,
         counters: Arc<StageCounters>,
     ) -> RxStage {
@@ -154,6 +156,7 @@ impl RxStage {
             ports: Vec::new(),
             out,
             out_wake,
+            own_wake,
             scratch: Vec::new(),
             spare: RxSpare::default(),
             ctl,
@@ -168,6 +171,9 @@ impl RxStage {
                 RxCtl::Add(id, mut rx, ctr) => {
                     match rx.register(registry, mio::Token(id.0 as usize)) {
                         Ok(has_fd) => {
+                            if !has_fd {
+                                rx.set_notifier(self.own_wake.clone());
+                            }
                             self.ports.push(RxPort {
                                 id,
                                 rx,

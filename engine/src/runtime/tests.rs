@@ -189,3 +189,33 @@ fn removed_port_gets_nothing_and_control_errors_are_clear() {
         Err(EngineError::Stopped)
     ));
 }
+
+#[test]
+fn sleeping_worker_is_woken_by_a_memory_peer() {
+    for mapping in [
+        WorkerMapping::run_to_completion(),
+        WorkerMapping::pipeline(),
+    ] {
+        let cfg = EngineConfig {
+            pin: false,
+            mapping,
+            busy_poll: Duration::ZERO,
+            // Far longer than the test: only a wake-up can deliver in time.
+            max_sleep: Duration::from_secs(30),
+            ..Default::default()
+        };
+        let mut n = net(cfg);
+        std::thread::sleep(Duration::from_millis(50));
+        let asleep = n.engine.stats().stages.iter().all(|s| s.stats.sleeps > 0);
+        assert!(asleep, "idle workers sleep instead of spinning");
+        let t = Instant::now();
+        assert!(n.peers[0].send(&frame(B, A, 9)));
+        assert_eq!(collect(&mut n.peers[1], 1, None).len(), 1);
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "woken, not timed out: {:?}",
+            t.elapsed()
+        );
+        n.engine.shutdown();
+    }
+}

@@ -38,6 +38,24 @@ impl WakeCell {
     }
 }
 
+/// Wakes a worker from outside the engine: a memory port's peer calls it after queuing
+/// frames, so an idle worker sleeps instead of spinning on a ring.
+#[derive(Clone)]
+pub struct Notifier(pub(crate) Arc<WakeCell>);
+
+impl Notifier {
+    /// Wake the worker if it sleeps (a fence and a load when it does not).
+    pub fn notify(&self) {
+        self.0.notify();
+    }
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Notifier")
+    }
+}
+
 pub(crate) enum Stage {
     Rx(RxStage),
     Switch(SwitchStage),
