@@ -5,7 +5,10 @@
 //! (namespaces, TAPs, engine ports). If the plumbing fails, the records are rolled back
 //! in a second transaction; if the daemon dies in between, [`Daemon::open`] finishes the
 //! plumbing from the records (reconcile), so a committed change is never lost and an
-//! uncommitted one leaves nothing behind.
+//! uncommitted one leaves nothing behind. Two removals make sure reconcile can see what
+//! a crash left: a removed sandbox's namespace is noted in the same transaction (and
+//! deleted on restart if still there), and a disconnect unplugs its interface before
+//! the commit (a crash in between keeps the record, and reconcile plugs it back).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -124,6 +127,8 @@ struct State {
     ipam: Ipam,
     nets: HashMap<String, LiveNet>,
     ports: HashMap<String, PortId>,
+    /// Namespaces of removed sandboxes not yet deleted, as loaded (for reconcile).
+    gone_netns: Vec<String>,
 }
 
 /// The daemon.
@@ -342,6 +347,7 @@ impl Daemon {
                 ipam,
                 nets: HashMap::new(),
                 ports: HashMap::new(),
+                gone_netns: snap.gone_netns,
             }),
             store,
             engine: Arc::new(engine),
@@ -410,11 +416,18 @@ impl Daemon {
             self.realize_network(&mut st, n)?;
         }
         let sbs: Vec<SandboxRecord> = st.sandboxes.values().cloned().collect();
-        let known: Vec<String> = sbs.iter().map(|s| s.netns.clone()).collect();
-        for ns in sandbox::list_sandbox_netns() {
-            if !known.contains(&ns) {
-                let _ = sandbox::remove_netns(&ns);
+        // Only namespaces this daemon recorded as gone are removed: every `tapnet-*`
+        // namespace without a record of ours may belong to another daemon (another state
+        // dir); sweeping them all here tore down other daemons' live sandboxes.
+        let gone = std::mem::take(&mut st.gone_netns);
+        let mut removed: Vec<&str> = Vec::new();
+        for ns in &gone {
+            if sbs.iter().any(|s| &s.netns == ns) || sandbox::remove_netns(ns).is_ok() {
+                removed.push(ns);
             }
+        }
+        if !removed.is_empty() {
+            let _ = self.store.forget_netns(&removed);
         }
         for sb in &sbs {
             if let Err(e) = self.realize_sandbox(&mut st, sb) {
@@ -528,13 +541,14 @@ impl Daemon {
         }
     }
 
-    fn unrealize_sandbox(&self, st: &mut State, sb: &SandboxRecord) {
+    /// Returns whether the namespace is gone.
+    fn unrealize_sandbox(&self, st: &mut State, sb: &SandboxRecord) -> bool {
         for id in &sb.endpoints {
             if let Some(p) = st.ports.remove(id) {
                 let _ = self.engine.remove_port(p);
             }
         }
-        let _ = sandbox::remove_netns(&sb.netns);
+        sandbox::remove_netns(&sb.netns).is_ok()
     }
 
     // ----- networks -----
@@ -731,17 +745,19 @@ impl Daemon {
 
     /// Remove every unused user network that `keep` does not protect; returns names.
     pub fn prune_networks(&self, select: impl Fn(&NetworkRecord) -> bool) -> Res<Vec<String>> {
-        let candidates: Vec<NetworkRecord> = {
+        let unused: Vec<NetworkRecord> = {
             let st = self.lock();
             st.networks
                 .values()
                 .filter(|n| !n.predefined && st.endpoints_of_network(&n.id).next().is_none())
-                .filter(|n| select(n))
                 .cloned()
                 .collect()
         };
+        // `select` runs with the state lock released: the API's filter builds the
+        // network's inspect view, which takes the lock again (pool usage), and the
+        // lock is not reentrant (calling it under the lock hung the daemon).
         let mut removed = Vec::new();
-        for n in candidates {
+        for n in unused.into_iter().filter(|n| select(n)) {
             if self.remove_network(&n.id).is_ok() {
                 removed.push(n.name);
             }
@@ -895,16 +911,30 @@ impl Daemon {
         ) {
             let _ = ipam.release_address(&cfg.pool_id, a);
         }
-        self.store
-            .commit(
-                &[Change::DelEndpoint(ep), Change::PutSandbox(&sb)],
-                Some(&State::ipam_bytes(&ipam)?),
-            )
-            .map_err(internal("state"))?;
+        // The interface goes before the commit, not after: a crash in between then
+        // leaves the endpoint's record, and reconcile plugs it back in (the disconnect
+        // never returned). The other order left a persistent TAP, address and all, in
+        // the sandbox with no record, which nothing removed and which a later connect
+        // reused (as `eth1` again) with two addresses.
+        self.unrealize_endpoint(st, &sb.netns, &e);
+        let bytes = State::ipam_bytes(&ipam)?;
+        let committed = self.store.commit(
+            &[Change::DelEndpoint(ep), Change::PutSandbox(&sb)],
+            Some(&bytes),
+        );
+        if let Err(err) = committed {
+            // Not removed after all: put the interface back as it was.
+            if let Ok(ns) = crate::netns::NetNs::open(&sb.netns) {
+                let _ = self.realize_endpoint(st, &ns, &e);
+                let route = default_route(&st.sandboxes[sb_id], &st.endpoints, &st.networks);
+                let _ =
+                    sandbox::set_default_route(&ns, route.as_ref().map(|(g, i)| (*g, i.as_str())));
+            }
+            return Err(internal("state")(err));
+        }
         st.ipam = ipam;
         st.endpoints.remove(ep);
         st.sandboxes.insert(sb.id.clone(), sb.clone());
-        self.unrealize_endpoint(st, &sb.netns, &e);
         if let Ok(ns) = crate::netns::NetNs::open(&sb.netns) {
             let route = default_route(&sb, &st.endpoints, &st.networks);
             let _ = sandbox::set_default_route(&ns, route.as_ref().map(|(g, i)| (*g, i.as_str())));
@@ -1046,11 +1076,16 @@ impl Daemon {
             changes.push(Change::DelEndpoint(ep));
         }
         changes.push(Change::DelSandbox(id));
+        // With the record goes a note that the namespace is ours to delete, so a crash
+        // before it is deleted leaves nothing that reconcile cannot find.
+        changes.push(Change::NetnsGone(&sb.netns));
         self.store
             .commit(&changes, Some(&State::ipam_bytes(&ipam)?))
             .map_err(internal("state"))?;
         st.ipam = ipam;
-        self.unrealize_sandbox(st, &sb);
+        if self.unrealize_sandbox(st, &sb) {
+            let _ = self.store.forget_netns(&[&sb.netns]);
+        }
         for ep in &sb.endpoints {
             st.endpoints.remove(ep);
         }

@@ -48,6 +48,15 @@ pub fn netns_name(sandbox_id: &str) -> String {
 pub fn ensure_netns(name: &str) -> Result<NetNs, SandboxError> {
     match NetNs::open(name) {
         Ok(ns) => Ok(ns),
+        // A crash between creating the mount point and bind-mounting the namespace onto
+        // it leaves an empty file under the sandbox's name: clear it and start over
+        // (before, the sandbox could never be restored).
+        Err(NetnsError::NotNetns { .. }) => {
+            remove_stale_mount_point(name)?;
+            let ns = NetNs::create(name)?;
+            Netlink::open_in(&ns)?.set_up(1)?;
+            Ok(ns)
+        }
         Err(NetnsError::NotFound { .. }) => {
             let ns = NetNs::create(name)?;
             Netlink::open_in(&ns)?.set_up(1)?;
@@ -120,7 +129,25 @@ pub fn remove_netns(name: &str) -> Result<(), SandboxError> {
     match NetNs::open(name) {
         Ok(ns) => Ok(ns.delete()?),
         Err(NetnsError::NotFound { .. }) => Ok(()),
+        // A half-made namespace (see `ensure_netns`): only its mount point is left.
+        Err(NetnsError::NotNetns { .. }) => remove_stale_mount_point(name),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Remove `/run/netns/NAME` when it is not a namespace (an empty mount point).
+fn remove_stale_mount_point(name: &str) -> Result<(), SandboxError> {
+    let path = std::path::Path::new(crate::netns::NETNS_RUN_DIR).join(name);
+    let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(NetnsError::Delete {
+            name: name.to_string(),
+            path,
+            source,
+        }
+        .into()),
     }
 }
 

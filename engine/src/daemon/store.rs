@@ -15,6 +15,10 @@ const NETWORKS: TableDefinition<&str, &[u8]> = TableDefinition::new("networks");
 const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
 const SANDBOXES: TableDefinition<&str, &[u8]> = TableDefinition::new("sandboxes");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Namespaces of removed sandboxes that may still exist: written with the removal, cleared
+/// once the namespace is gone. They tell a restarted daemon which leftover `tapnet-*`
+/// namespaces are its own; the others belong to other daemons (other state dirs).
+const GONE_NETNS: TableDefinition<&str, &[u8]> = TableDefinition::new("gone_netns");
 const IPAM_KEY: &str = "ipam";
 const SCHEMA_KEY: &str = "schema";
 const SCHEMA: &[u8] = b"1";
@@ -60,6 +64,8 @@ pub struct Snapshot {
     pub sandboxes: BTreeMap<String, SandboxRecord>,
     /// The IPAM state, serialized.
     pub ipam: Option<Vec<u8>>,
+    /// Namespaces of removed sandboxes that may not have been deleted yet.
+    pub gone_netns: Vec<String>,
 }
 
 /// One change within a transaction.
@@ -77,6 +83,8 @@ pub enum Change<'a> {
     PutSandbox(&'a SandboxRecord),
     /// Delete a sandbox.
     DelSandbox(&'a str),
+    /// Remember that this namespace (of a sandbox being removed) is ours to delete.
+    NetnsGone(&'a str),
 }
 
 /// The open database.
@@ -147,6 +155,7 @@ impl Store {
             txn.open_table(NETWORKS).map_err(dberr("open table"))?;
             txn.open_table(ENDPOINTS).map_err(dberr("open table"))?;
             txn.open_table(SANDBOXES).map_err(dberr("open table"))?;
+            txn.open_table(GONE_NETNS).map_err(dberr("open table"))?;
         }
         txn.commit().map_err(dberr("commit"))?;
         Ok(store)
@@ -167,6 +176,9 @@ impl Store {
             endpoints: load_table(&txn, ENDPOINTS, "endpoint")?,
             sandboxes: load_table(&txn, SANDBOXES, "sandbox")?,
             ipam,
+            gone_netns: load_table::<()>(&txn, GONE_NETNS, "gone_netns")?
+                .into_keys()
+                .collect(),
         })
     }
 
@@ -181,6 +193,7 @@ impl Store {
                 Change::DelEndpoint(id) => del(&txn, ENDPOINTS, id)?,
                 Change::PutSandbox(r) => put(&txn, SANDBOXES, &r.id, r)?,
                 Change::DelSandbox(id) => del(&txn, SANDBOXES, id)?,
+                Change::NetnsGone(name) => put(&txn, GONE_NETNS, name, &())?,
             }
         }
         if let Some(bytes) = ipam {
@@ -188,6 +201,19 @@ impl Store {
                 .map_err(dberr("open table"))?
                 .insert(IPAM_KEY, bytes)
                 .map_err(dberr("write"))?;
+        }
+        txn.commit().map_err(dberr("commit"))
+    }
+
+    /// Forget namespaces recorded with [`Change::NetnsGone`] that are deleted now. Not
+    /// durable by itself (it rides on the next durable commit): an entry that comes
+    /// back after a crash names a namespace that no longer exists, which is harmless.
+    pub fn forget_netns(&self, names: &[&str]) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().map_err(dberr("begin"))?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(dberr("set durability"))?;
+        for name in names {
+            del(&txn, GONE_NETNS, name)?;
         }
         txn.commit().map_err(dberr("commit"))
     }
@@ -226,9 +252,16 @@ mod tests {
         assert_eq!(snap.networks["n1"], net);
         assert_eq!(snap.sandboxes["s1"], sb);
         assert_eq!(snap.ipam.as_deref(), Some(&b"{}"[..]));
-        s.commit(&[Change::DelSandbox("s1")], None).unwrap();
+        s.commit(
+            &[Change::DelSandbox("s1"), Change::NetnsGone("tapnet-s1")],
+            None,
+        )
+        .unwrap();
         let snap = s.load().unwrap();
         assert!(snap.sandboxes.is_empty());
+        assert_eq!(snap.gone_netns, ["tapnet-s1"]);
+        s.forget_netns(&["tapnet-s1"]).unwrap();
+        assert!(s.load().unwrap().gone_netns.is_empty());
         assert_eq!(snap.networks.len(), 1);
         drop(s);
         std::fs::remove_dir_all(&dir).unwrap();
