@@ -9,9 +9,8 @@ use super::model::{EndpointRecord, NetworkRecord, SandboxRecord};
 use super::types::{
     ApiError, Backend, EndpointInfo, EndpointResource, Ipam, IpamConfig, IpamStatus,
     NetworkConnectRequest, NetworkCreateRequest, NetworkCreateResponse, NetworkDisconnectRequest,
-    NetworkFilters, NetworkInspect, NetworkPruneResponse, NetworkStatsEntry, NetworkStatus,
-    PoolStatsEntry, PortStatsEntry, SandboxCreateRequest, SandboxInspect, StageStatsEntry,
-    StatsResponse, SubnetStatus, SwitchStatsEntry,
+    NetworkFilters, NetworkInspect, NetworkPruneResponse, NetworkStatus, PortOwner,
+    SandboxCreateRequest, SandboxInspect, StatsResponse, SubnetStatus,
 };
 
 impl From<Fail> for ApiError {
@@ -127,14 +126,6 @@ fn sandbox_inspect(s: &SandboxRecord, eps: &[(EndpointRecord, NetworkRecord)]) -
             })
             .collect(),
     }
-}
-
-fn drops(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
-    pairs
-        .iter()
-        .filter(|(_, v)| *v > 0)
-        .map(|(k, v)| (k.to_string(), *v))
-        .collect()
 }
 
 impl Backend for DaemonBackend {
@@ -277,94 +268,16 @@ impl Backend for DaemonBackend {
     fn stats(&self) -> Result<StatsResponse, ApiError> {
         let st = self.0.engine().stats();
         let owners = self.0.port_owners();
-        let ports = st
-            .ports
-            .iter()
-            .map(|p| {
-                let (network, sandbox) = owners.get(&p.id).cloned().unwrap_or_default();
-                let s = &p.stats;
-                PortStatsEntry {
-                    name: p.info.name.clone(),
-                    kind: format!("{:?}", p.info.kind).to_lowercase(),
-                    network,
-                    sandbox,
-                    mtu: p.info.mtu,
-                    offloads: p.info.offloads,
-                    rx_packets: s.rx_packets,
-                    rx_bytes: s.rx_bytes,
-                    tx_packets: s.tx_packets,
-                    tx_bytes: s.tx_bytes,
-                    drops: drops(&[
-                        ("rx_errors", s.rx_errors),
-                        ("rx_no_buffer", s.rx_no_buffer),
-                        ("rx_ring_full", s.rx_ring_full),
-                        ("tx_errors", s.tx_errors),
-                        ("tx_queue_full", s.tx_queue_full),
-                        ("tx_too_big", s.tx_too_big),
-                        ("tx_offload_errors", s.tx_offload_errors),
-                    ]),
-                    counters: drops(&[("tx_segmented", s.tx_segmented)]),
-                }
-            })
-            .collect();
-        let stages = st
-            .stages
-            .iter()
-            .map(|s| StageStatsEntry {
-                stage: s.kind.name().to_string(),
-                worker: s.worker,
-                batches: s.stats.batches,
-                packets: s.stats.packets,
-                drops: drops(&[
-                    ("no_port", s.stats.drop_no_port),
-                    ("no_buffer", s.stats.drop_no_buffer),
-                    ("switch", s.stats.drop_switch),
-                ]),
-                sleeps: s.stats.sleeps,
-            })
-            .collect();
         let domains = self.0.domain_names();
-        let networks = st
-            .domains
-            .iter()
-            .filter_map(|(d, c)| {
-                let (id, name) = domains.get(d)?.clone();
-                Some(NetworkStatsEntry {
-                    network: name,
-                    network_id: id,
-                    received: c.received,
-                    forwarded: c.forwarded,
-                    flooded: c.flooded,
-                    drops: drops(&[
-                        ("hairpin", c.drop_hairpin),
-                        ("bad_source", c.drop_bad_source),
-                        ("isolated", c.drop_isolated),
-                        ("table_full", c.table_full),
-                    ]),
-                    counters: drops(&[
-                        ("learned", c.learned),
-                        ("moved", c.moved),
-                        ("aged", c.aged),
-                        ("flooded_unknown", c.flooded_unknown),
-                    ]),
+        Ok(StatsResponse::from_engine(
+            &st,
+            |p| {
+                owners.get(&p).map(|(network, sandbox)| PortOwner {
+                    network: network.clone(),
+                    sandbox: sandbox.clone(),
                 })
-            })
-            .collect();
-        Ok(StatsResponse {
-            ports,
-            stages,
-            networks,
-            switch: SwitchStatsEntry {
-                processed: st.switch.processed,
-                drops: drops(&[
-                    ("malformed", st.switch.drop_malformed),
-                    ("no_domain", st.switch.drop_no_domain),
-                ]),
             },
-            pool: PoolStatsEntry {
-                small_free: st.pool_free.0,
-                large_free: st.pool_free.1,
-            },
-        })
+            |d| domains.get(&d).map(|(id, name)| (name.clone(), id.clone())),
+        ))
     }
 }
