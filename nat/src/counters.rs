@@ -1,37 +1,6 @@
 //! The gateway's named statistics.
 
-use tapnet_switch::Counter;
-
-/// Declares a counter struct and its plain-`u64` snapshot twin with the same
-/// documented fields (the pattern of `tapnet-switch`'s counters).
-macro_rules! counters {
-    (
-        $(#[$meta:meta])*
-        pub struct $name:ident / $snap:ident {
-            $( $(#[$fmeta:meta])* $field:ident, )*
-        }
-    ) => {
-        $(#[$meta])*
-        #[derive(Debug, Default)]
-        pub struct $name {
-            $( $(#[$fmeta])* pub $field: Counter, )*
-        }
-
-        #[doc = concat!("Plain copy of [`", stringify!($name), "`] for printing and serializing.")]
-        #[derive(Debug, Clone, Default, PartialEq, Eq)]
-        pub struct $snap {
-            $( $(#[$fmeta])* pub $field: u64, )*
-        }
-
-        impl $name {
-            /// Read every counter. Each value is individually current; the set
-            /// is not an atomic snapshot.
-            pub fn snapshot(&self) -> $snap {
-                $snap { $( $field: self.$field.get(), )* }
-            }
-        }
-    };
-}
+use tapnet_switch::counters;
 
 counters! {
     /// Counters of one [`Gateway`](crate::Gateway). Written only by the thread

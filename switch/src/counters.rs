@@ -41,7 +41,8 @@ impl Counter {
 }
 
 /// Declares a counter struct and its plain-`u64` snapshot twin with the same
-/// documented fields.
+/// documented fields. Exported so every crate's counters follow one pattern.
+#[macro_export]
 macro_rules! counters {
     (
         $(#[$meta:meta])*
@@ -52,7 +53,7 @@ macro_rules! counters {
         $(#[$meta])*
         #[derive(Debug, Default)]
         pub struct $name {
-            $( $(#[$fmeta])* pub $field: Counter, )*
+            $( $(#[$fmeta])* pub $field: $crate::Counter, )*
         }
 
         #[doc = concat!("Plain copy of [`", stringify!($name), "`] for printing and serializing.")]

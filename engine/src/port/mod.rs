@@ -8,7 +8,6 @@ use std::io;
 use std::sync::Arc;
 
 use mio::{Registry, Token};
-use tapnet_switch::Counter;
 
 use crate::pool::{BufferPool, Handle};
 
@@ -44,70 +43,33 @@ pub struct PortInfo {
     pub mtu: u32,
 }
 
-/// Per-port counters, written by the stage owning each half, readable any time.
-#[derive(Debug, Default)]
-pub struct PortCounters {
-    /// Frames received.
-    pub rx_packets: Counter,
-    /// Bytes received (frame bytes, virtio-net header excluded).
-    pub rx_bytes: Counter,
-    /// Receive failures other than "would block".
-    pub rx_errors: Counter,
-    /// Frames dropped on receive because the pool was empty.
-    pub rx_no_buffer: Counter,
-    /// Frames dropped on receive because the next stage's ring was full.
-    pub rx_ring_full: Counter,
-    /// Frames (or segments) sent.
-    pub tx_packets: Counter,
-    /// Bytes sent.
-    pub tx_bytes: Counter,
-    /// Send failures.
-    pub tx_errors: Counter,
-    /// Frames dropped because the peer's queue was full.
-    pub tx_queue_full: Counter,
-    /// Frames larger than the port's MTU that could not be segmented.
-    pub tx_too_big: Counter,
-    /// Superframes split in software for this port.
-    pub tx_segmented: Counter,
-    /// Superframes or partial checksums that software offload could not handle.
-    pub tx_offload_errors: Counter,
-}
-
-/// Plain copy of [`PortCounters`], for printing and serializing.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub struct PortStats {
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub rx_errors: u64,
-    pub rx_no_buffer: u64,
-    pub rx_ring_full: u64,
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    pub tx_errors: u64,
-    pub tx_queue_full: u64,
-    pub tx_too_big: u64,
-    pub tx_segmented: u64,
-    pub tx_offload_errors: u64,
-}
-
-impl PortCounters {
-    /// Read every counter.
-    pub fn snapshot(&self) -> PortStats {
-        PortStats {
-            rx_packets: self.rx_packets.get(),
-            rx_bytes: self.rx_bytes.get(),
-            rx_errors: self.rx_errors.get(),
-            rx_no_buffer: self.rx_no_buffer.get(),
-            rx_ring_full: self.rx_ring_full.get(),
-            tx_packets: self.tx_packets.get(),
-            tx_bytes: self.tx_bytes.get(),
-            tx_errors: self.tx_errors.get(),
-            tx_queue_full: self.tx_queue_full.get(),
-            tx_too_big: self.tx_too_big.get(),
-            tx_segmented: self.tx_segmented.get(),
-            tx_offload_errors: self.tx_offload_errors.get(),
-        }
+tapnet_switch::counters! {
+    /// Per-port counters, written by the stage owning each half, readable any time.
+    pub struct PortCounters / PortStats {
+        /// Frames received.
+        rx_packets,
+        /// Bytes received (frame bytes, virtio-net header excluded).
+        rx_bytes,
+        /// Receive failures other than "would block".
+        rx_errors,
+        /// Frames dropped on receive because the pool was empty.
+        rx_no_buffer,
+        /// Frames dropped on receive because the next stage's ring was full.
+        rx_ring_full,
+        /// Frames (or segments) sent.
+        tx_packets,
+        /// Bytes sent.
+        tx_bytes,
+        /// Send failures.
+        tx_errors,
+        /// Frames dropped because the peer's queue was full.
+        tx_queue_full,
+        /// Frames larger than the port's MTU that could not be segmented.
+        tx_too_big,
+        /// Superframes split in software for this port.
+        tx_segmented,
+        /// Superframes or partial checksums that software offload could not handle.
+        tx_offload_errors,
     }
 }
 

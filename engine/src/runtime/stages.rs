@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use rtrb::{Consumer, Producer};
-use tapnet_switch::{
-    Counter, Decision, DomainConfig, DomainCounters, DomainId, MacAddr, PortId, Switch,
-};
+use tapnet_switch::{Decision, DomainConfig, DomainCounters, DomainId, MacAddr, PortId, Switch};
 
 use super::worker::{Notifier, WakeCell};
 use crate::gso::{self, SegmentSink};
@@ -38,46 +36,21 @@ impl StageKind {
     }
 }
 
-/// Per-stage counters, readable while the engine runs.
-#[derive(Debug, Default)]
-pub struct StageCounters {
-    /// Non-empty batches processed.
-    pub batches: Counter,
-    /// Frames taken in.
-    pub packets: Counter,
-    /// Frames for a port that no longer exists.
-    pub drop_no_port: Counter,
-    /// Frames dropped because the pool had no slot (flood copies, segments).
-    pub drop_no_buffer: Counter,
-    /// Frames the switch decided to drop (its own counters say why).
-    pub drop_switch: Counter,
-    /// Times the worker went to sleep on this stage's behalf.
-    pub sleeps: Counter,
-}
-
-/// Plain copy of [`StageCounters`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub struct StageStats {
-    pub batches: u64,
-    pub packets: u64,
-    pub drop_no_port: u64,
-    pub drop_no_buffer: u64,
-    pub drop_switch: u64,
-    pub sleeps: u64,
-}
-
-impl StageCounters {
-    /// Read every counter.
-    pub fn snapshot(&self) -> StageStats {
-        StageStats {
-            batches: self.batches.get(),
-            packets: self.packets.get(),
-            drop_no_port: self.drop_no_port.get(),
-            drop_no_buffer: self.drop_no_buffer.get(),
-            drop_switch: self.drop_switch.get(),
-            sleeps: self.sleeps.get(),
-        }
+tapnet_switch::counters! {
+    /// Per-stage counters, readable while the engine runs.
+    pub struct StageCounters / StageStats {
+        /// Non-empty batches processed.
+        batches,
+        /// Frames taken in.
+        packets,
+        /// Frames for a port that no longer exists.
+        drop_no_port,
+        /// Frames dropped because the pool had no slot (flood copies, segments).
+        drop_no_buffer,
+        /// Frames the switch decided to drop (its own counters say why).
+        drop_switch,
+        /// Times the worker went to sleep on this stage's behalf.
+        sleeps,
     }
 }
 
