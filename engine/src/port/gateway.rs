@@ -174,25 +174,7 @@ impl PortRx for GatewayRx {
         budget: usize,
         ctr: &PortCounters,
     ) -> RxStatus {
-        let avail = self.replies.slots();
-        let n = avail.min(budget);
-        if n == 0 {
-            return RxStatus::Drained;
-        }
-        let mut bytes = 0u64;
-        if let Ok(chunk) = self.replies.read_chunk(n) {
-            for h in chunk {
-                bytes += u64::from(pool.meta(&h).len);
-                out.push(h);
-            }
-        }
-        ctr.rx_packets.add(n as u64);
-        ctr.rx_bytes.add(bytes);
-        if avail > n {
-            RxStatus::More
-        } else {
-            RxStatus::Drained
-        }
+        super::recv_ring(&mut self.replies, pool, out, budget, ctr)
     }
 }
 

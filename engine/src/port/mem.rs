@@ -106,25 +106,7 @@ impl PortRx for MemRx {
         budget: usize,
         ctr: &PortCounters,
     ) -> RxStatus {
-        let avail = self.0.slots();
-        let n = avail.min(budget);
-        if n == 0 {
-            return RxStatus::Drained;
-        }
-        let mut bytes = 0u64;
-        if let Ok(chunk) = self.0.read_chunk(n) {
-            for h in chunk {
-                bytes += u64::from(pool.meta(&h).len);
-                out.push(h);
-            }
-        }
-        ctr.rx_packets.add(n as u64);
-        ctr.rx_bytes.add(bytes);
-        if avail > n {
-            RxStatus::More
-        } else {
-            RxStatus::Drained
-        }
+        super::recv_ring(&mut self.0, pool, out, budget, ctr)
     }
 }
 

@@ -157,5 +157,34 @@ pub trait Port: Send {
     fn split(self: Box<Self>) -> (Box<dyn PortRx>, Box<dyn PortTx>);
 }
 
+/// Receive half of an in-process port: move up to `budget` handles off `ring`.
+pub(crate) fn recv_ring(
+    ring: &mut rtrb::Consumer<Handle>,
+    pool: &BufferPool,
+    out: &mut Vec<Handle>,
+    budget: usize,
+    ctr: &PortCounters,
+) -> RxStatus {
+    let avail = ring.slots();
+    let n = avail.min(budget);
+    if n == 0 {
+        return RxStatus::Drained;
+    }
+    let mut bytes = 0u64;
+    if let Ok(chunk) = ring.read_chunk(n) {
+        for h in chunk {
+            bytes += u64::from(pool.meta(&h).len);
+            out.push(h);
+        }
+    }
+    ctr.rx_packets.add(n as u64);
+    ctr.rx_bytes.add(bytes);
+    if avail > n {
+        RxStatus::More
+    } else {
+        RxStatus::Drained
+    }
+}
+
 /// Counters shared between the engine and whoever inspects it.
 pub type SharedPortCounters = Arc<PortCounters>;
