@@ -118,6 +118,15 @@ impl Delta {
         self.0.get(k).copied().unwrap_or(0)
     }
 
+    /// The sum of every counter whose name ends with `suffix` (`.rx_packets`, `.flooded`).
+    pub(crate) fn sum(&self, suffix: &str) -> u64 {
+        self.0
+            .iter()
+            .filter(|(k, _)| k.ends_with(suffix))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
     /// Frames, batches, average batch and sleeps per stage.
     pub(crate) fn stages(&self) -> Value {
         let mut out = serde_json::Map::new();

@@ -1,11 +1,16 @@
 //! `tapnet-perf`: measures tapnet's datapath against the kernel's (and a memcpy) in the
 //! same run, on the same machine, and prints ratios with the absolute numbers beside.
 //!
-//! Traffic goes only to namespaces this process creates (`tnp-<pid>-…`), and everything
-//! it creates (namespaces, interfaces, iperf3 processes) is removed when a scenario
-//! ends, fails or is interrupted with Ctrl-C.
+//! Traffic goes only to namespaces this process creates (`tnp-<pid>-…`, and the
+//! `tapnet-…` sandboxes of the daemon that `bridge-api` and `daemon-tcp` run in this
+//! process, inside a private `/run/netns`), and everything it creates (namespaces,
+//! interfaces, iperf3 processes, the daemon's state directory) is removed when a
+//! scenario ends, fails or is interrupted with Ctrl-C.
 
+mod bridge_api;
 mod counters;
+mod daemon_rig;
+mod daemon_tcp;
 mod idle_rss;
 mod latency;
 mod proc;
@@ -64,6 +69,9 @@ struct RunArgs {
     /// them. (tap-latency always does.)
     #[arg(long)]
     pin_apps: bool,
+    /// Sandboxes bridge-api creates and removes (and the kernel baseline as many).
+    #[arg(long, default_value_t = 1000)]
+    sandboxes: usize,
 }
 
 /// Options every scenario sees.
@@ -72,6 +80,7 @@ pub(crate) struct Opts {
     pub(crate) mapping: String,
     pub(crate) round_trips: u64,
     pub(crate) pin_apps: bool,
+    pub(crate) sandboxes: usize,
 }
 
 impl Opts {
@@ -130,6 +139,16 @@ const SCENARIOS: &[(&str, &str, ScenarioFn)] = &[
         "RSS of an engine with 2 workers and 64 idle TAPs",
         idle_rss::run,
     ),
+    (
+        "bridge-api",
+        "create/remove N sandboxes through the daemon's API (p50/p99) and its RSS: vs kernel netns + veth + bridge",
+        bridge_api::run,
+    ),
+    (
+        "daemon-tcp",
+        "iperf3 TCP, 1 and 2 streams, between two sandboxes of a daemon-made network vs veth + Linux bridge",
+        daemon_tcp::run,
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -171,6 +190,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    if !(1..=bridge_api::MAX_SANDBOXES).contains(&args.sandboxes) {
+        eprintln!("--sandboxes must be in 1..={}", bridge_api::MAX_SANDBOXES);
+        return ExitCode::from(2);
+    }
     sys::fix_mmap_threshold();
     if let Err(e) = sys::install_signal_handlers() {
         eprintln!("cannot install the Ctrl-C handler: {e}");
@@ -181,6 +204,7 @@ fn main() -> ExitCode {
         mapping: args.mapping,
         round_trips: args.round_trips.max(1),
         pin_apps: args.pin_apps,
+        sandboxes: args.sandboxes,
     };
     let machine = sys::Machine::detect();
     let mut rep = Reporter::new(args.json, machine);

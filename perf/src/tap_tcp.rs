@@ -12,7 +12,7 @@ use crate::counters::Snapshot;
 use crate::proc::{Proc, ensure_iperf3, spawn_in, wait_listening};
 use crate::report::{Better, Measurement, Reporter};
 use crate::sys::{self, cpu_percent, thread_cpu_ticks};
-use crate::topo::{ADDR_B, Datapath, KernelBridge, TapnetPair};
+use crate::topo::{Datapath, KernelBridge, TAP_TXQUEUELEN, TapnetPair};
 
 const SCENARIO: &str = "tap-tcp";
 const PORT: u16 = 5201;
@@ -26,7 +26,14 @@ struct Tcp {
 }
 
 fn server(iperf: &Path, dp: &dyn Datapath, cpus: &[usize]) -> Result<Proc> {
-    let args = ["-s", "-B", &ADDR_B.to_string(), "-p", &PORT.to_string()].map(String::from);
+    let args = [
+        "-s",
+        "-B",
+        &dp.addr_b().to_string(),
+        "-p",
+        &PORT.to_string(),
+    ]
+    .map(String::from);
     let mut p = spawn_in(dp.b(), iperf, &args, false, cpus)?;
     wait_listening(&mut p, PORT, Duration::from_secs(5))?;
     Ok(p)
@@ -35,7 +42,7 @@ fn server(iperf: &Path, dp: &dyn Datapath, cpus: &[usize]) -> Result<Proc> {
 fn client(iperf: &Path, dp: &dyn Datapath, streams: u32, secs: u64, cpus: &[usize]) -> Result<Tcp> {
     let args: Vec<String> = [
         "-c",
-        &ADDR_B.to_string(),
+        &dp.addr_b().to_string(),
         "-p",
         &PORT.to_string(),
         "-t",
@@ -78,8 +85,6 @@ fn parse_iperf(out: &str) -> Result<Tcp> {
 
 pub(crate) fn run(opts: &Opts, rep: &mut Reporter) -> Result<()> {
     let iperf = ensure_iperf3()?;
-    let iperf_version = crate::proc::program_version(&iperf);
-    let secs = opts.seconds.unwrap_or(5.0).round().max(1.0) as u64;
     eprintln!(
         "tap-tcp: setting up namespaces (kernel bridge and tapnet, mapping {})",
         opts.mapping
@@ -87,25 +92,56 @@ pub(crate) fn run(opts: &Opts, rep: &mut Reporter) -> Result<()> {
     let kernel = KernelBridge::create("tcp-")?;
     sys::reset_peak_rss();
     let tapnet = TapnetPair::create("tcp-", opts.engine_config()?)?;
+    let offloads = tapnet.offloads();
+    compare(
+        opts,
+        rep,
+        SCENARIO,
+        &iperf,
+        &kernel,
+        &tapnet,
+        &|m: Measurement| {
+            m.detail("tap_offloads", &offloads)
+                .detail("tap_txqueuelen", TAP_TXQUEUELEN)
+        },
+    )
+}
+
+/// iperf3 TCP from A to B, one stream then two, over `kernel` then `tapnet` (an
+/// engine's datapath), one measurement per stream count; `extra` adds details.
+pub(crate) fn compare(
+    opts: &Opts,
+    rep: &mut Reporter,
+    scenario: &'static str,
+    iperf: &Path,
+    kernel: &dyn Datapath,
+    tapnet: &dyn Datapath,
+    extra: &dyn Fn(Measurement) -> Measurement,
+) -> Result<()> {
+    let iperf_version = crate::proc::program_version(iperf);
+    let secs = opts.seconds.unwrap_or(5.0).round().max(1.0) as u64;
     let cpus = opts.app_cpus()?;
-    let _ks = server(&iperf, &kernel, &cpus)?;
-    let _ts = server(&iperf, &tapnet, &cpus)?;
+    let _ks = server(iperf, kernel, &cpus)?;
+    let _ts = server(iperf, tapnet, &cpus)?;
     let engine = tapnet.engine().context("tapnet datapath without engine")?;
     for streams in [1u32, 2] {
         sys::check_interrupt()?;
-        eprintln!("tap-tcp: {streams} stream(s), kernel bridge, {secs} s");
-        let k = client(&iperf, &kernel, streams, secs, &cpus)?;
-        eprintln!("tap-tcp: {streams} stream(s), tapnet, {secs} s");
+        eprintln!("{scenario}: {streams} stream(s), kernel bridge, {secs} s");
+        let k = client(iperf, kernel, streams, secs, &cpus)?;
+        eprintln!(
+            "{scenario}: {streams} stream(s), {}, {secs} s",
+            tapnet.label()
+        );
         sys::reset_peak_rss();
         let before = Snapshot::take(engine);
         let ticks = thread_cpu_ticks("tapnet-w");
         let t0 = Instant::now();
-        let t = client(&iperf, &tapnet, streams, secs, &cpus)?;
+        let t = client(iperf, tapnet, streams, secs, &cpus)?;
         let cpu = cpu_percent(&ticks, &thread_cpu_ticks("tapnet-w"), t0.elapsed());
         let d = Snapshot::take(engine).since(&before);
         let peak = sys::peak_rss_mib();
         let m = Measurement::new(
-            SCENARIO,
+            scenario,
             format!(
                 "TCP {streams} stream{} MTU 1500",
                 if streams > 1 { "s" } else { "" }
@@ -113,7 +149,7 @@ pub(crate) fn run(opts: &Opts, rep: &mut Reporter) -> Result<()> {
             "Gbit/s",
             Better::Higher,
             t.gbit,
-            "kernel-bridge",
+            kernel.label(),
             k.gbit,
             rep.machine(),
         )
@@ -141,13 +177,11 @@ pub(crate) fn run(opts: &Opts, rep: &mut Reporter) -> Result<()> {
         .detail("superframes_segmented", d.segmented())
         .detail("stages", d.stages())
         .detail("drops", d.drops())
-        .detail("tap_offloads", tapnet.offloads())
-        .detail("tap_txqueuelen", crate::topo::TAP_TXQUEUELEN)
         .detail("mapping", opts.mapping.clone())
         .detail("app_cpus", &cpus)
         .detail("iperf3", &iperf_version)
         .detail("seconds", secs);
-        rep.push(m);
+        rep.push(extra(m));
     }
     Ok(())
 }

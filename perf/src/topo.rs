@@ -62,6 +62,10 @@ pub(crate) trait Datapath {
     fn b(&self) -> &NetNs;
     /// The interface of A (and of B) towards the other side.
     fn ifnames(&self) -> (&'static str, &'static str);
+    /// B's address (servers listen there).
+    fn addr_b(&self) -> Ipv4Addr {
+        ADDR_B
+    }
     /// The engine, if this datapath has one.
     fn engine(&self) -> Option<&Engine> {
         None

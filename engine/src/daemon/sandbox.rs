@@ -53,15 +53,9 @@ pub fn ensure_netns(name: &str) -> Result<NetNs, SandboxError> {
         // (before, the sandbox could never be restored).
         Err(NetnsError::NotNetns { .. }) => {
             remove_stale_mount_point(name)?;
-            let ns = NetNs::create(name)?;
-            Netlink::open_in(&ns)?.set_up(1)?;
-            Ok(ns)
+            new_netns(name)
         }
-        Err(NetnsError::NotFound { .. }) => {
-            let ns = NetNs::create(name)?;
-            Netlink::open_in(&ns)?.set_up(1)?;
-            Ok(ns)
-        }
+        Err(NetnsError::NotFound { .. }) => new_netns(name),
         Err(e) => Err(e.into()),
     }
 }
@@ -72,6 +66,22 @@ fn tap_config(ifname: &str) -> TapConfig {
         persist: true,
         ..Default::default()
     }
+}
+
+/// Create a sandbox namespace: `lo` up, IPv6 off. Networks are IPv4-only for now, and
+/// an interface with IPv6 on sends duplicate-address detection, router solicitations
+/// and MLD reports as it comes up: multicast that the switch floods to every port of
+/// the network (with 1,000 sandboxes that kept the worker at 61 % CPU).
+fn new_netns(name: &str) -> Result<NetNs, SandboxError> {
+    let ns = NetNs::create(name)?;
+    ns.run(|| {
+        for conf in ["all", "default"] {
+            // Absent when the kernel has no IPv6: nothing to turn off then.
+            let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6"), "1");
+        }
+    })?;
+    Netlink::open_in(&ns)?.set_up(1)?;
+    Ok(ns)
 }
 
 /// Create (or re-open, if it persists from before) the endpoint's TAP inside `ns` and
