@@ -137,19 +137,43 @@ pub(crate) fn run(opts: &Opts, rep: &mut Reporter) -> Result<()> {
         measure(&kernel, count, budget, &cpus)?
     };
     let default_poll = EngineConfig::default().busy_poll;
-    let polls = [Duration::ZERO, default_poll, Duration::from_millis(1)];
-    for busy_poll in polls {
+    // The worker on its own CPU with three busy-poll settings, then on the applications'
+    // CPU (sleeping when idle, since spinning there would starve them): that placement
+    // trades the cross-CPU wake-ups of the receiving application for context switches.
+    let variants = [
+        (Duration::ZERO, false),
+        (default_poll, false),
+        (Duration::from_millis(1), false),
+        (Duration::ZERO, true),
+    ];
+    for (busy_poll, shared_cpu) in variants {
         sys::check_interrupt()?;
-        let label = format!("busy_poll {}µs", busy_poll.as_micros());
+        let label = if shared_cpu {
+            format!(
+                "worker on the apps' CPU, busy_poll {}µs",
+                busy_poll.as_micros()
+            )
+        } else {
+            format!("busy_poll {}µs", busy_poll.as_micros())
+        };
         eprintln!("tap-latency: tapnet ({label}), {count} round trips");
         sys::reset_peak_rss();
-        let tapnet = TapnetPair::create(
-            "lat-",
-            EngineConfig {
-                busy_poll,
-                ..opts.engine_config()?
-            },
-        )?;
+        let mut cfg = EngineConfig {
+            busy_poll,
+            ..opts.engine_config()?
+        };
+        if shared_cpu {
+            if cpus.is_empty() {
+                rep.skip(
+                    SCENARIO,
+                    format!("UDP {PAYLOAD}B RTT, {label}"),
+                    "the applications have no CPU of their own to share".into(),
+                );
+                continue;
+            }
+            cfg.cpus = cpus.clone();
+        }
+        let tapnet = TapnetPair::create("lat-", cfg)?;
         let engine = tapnet.engine().context("tapnet datapath without engine")?;
         let before = Snapshot::take(engine);
         let ticks = thread_cpu_ticks("tapnet-w");
@@ -174,7 +198,7 @@ pub(crate) fn run(opts: &Opts, rep: &mut Reporter) -> Result<()> {
                 SCENARIO,
                 format!(
                     "UDP {PAYLOAD}B RTT {name}, {label}{}",
-                    if busy_poll == default_poll {
+                    if busy_poll == default_poll && !shared_cpu {
                         " (default)"
                     } else {
                         ""
