@@ -205,9 +205,15 @@ fn sleeping_worker_is_woken_by_a_memory_peer() {
             ..Default::default()
         };
         let mut n = net(cfg);
-        std::thread::sleep(Duration::from_millis(50));
-        let asleep = n.engine.stats().stages.iter().all(|s| s.stats.sleeps > 0);
-        assert!(asleep, "idle workers sleep instead of spinning");
+        // Bounded wait: on a loaded machine the workers may take a while to run at all.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let asleep = || n.engine.stats().stages.iter().all(|s| s.stats.sleeps > 0);
+        while !asleep() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(asleep(), "idle workers sleep instead of spinning");
+        // Let them settle into the long sleep.
+        std::thread::sleep(Duration::from_millis(20));
         let t = Instant::now();
         assert!(n.peers[0].send(&frame(B, A, 9)));
         assert_eq!(collect(&mut n.peers[1], 1, None).len(), 1);
