@@ -254,7 +254,7 @@ impl BufferPool {
         let _ = self.class(c).free.push(idx);
     }
 
-    fn parts(&self, h: &Handle) -> (&Class, usize) {
+    fn parts<'a>(&'a self, h: &'a Handle) -> (&'a Class, usize) {
         let (c, idx) = split(h);
         let class = self.class(c);
         debug_assert!(idx < class.count);
@@ -262,7 +262,7 @@ impl BufferPool {
     }
 
     /// Metadata of a packet.
-    pub fn meta(&self, h: &Handle) -> &Meta {
+    pub fn meta<'a>(&'a self, h: &'a Handle) -> &'a Meta {
         let (class, idx) = self.parts(h);
         // SAFETY: the caller holds the unique handle; shared borrow of it means no
         // mutable view of this slot exists (get_mut needs `&mut Handle`).
@@ -270,7 +270,7 @@ impl BufferPool {
     }
 
     /// The frame bytes of a packet.
-    pub fn frame(&self, h: &Handle) -> &[u8] {
+    pub fn frame<'a>(&'a self, h: &'a Handle) -> &'a [u8] {
         let (class, idx) = self.parts(h);
         let m = self.meta(h);
         // SAFETY: the slot lies inside the class allocation; the handle is unique and
@@ -282,7 +282,7 @@ impl BufferPool {
     }
 
     /// Mutable view of a packet: metadata and the whole slot.
-    pub fn get_mut(&self, h: &mut Handle) -> PacketMut<'_> {
+    pub fn get_mut<'a>(&'a self, h: &'a mut Handle) -> PacketMut<'a> {
         let (class, idx) = self.parts(h);
         // SAFETY: `&mut Handle` proves exclusive ownership of the slot for the borrow's
         // lifetime; the range lies inside the class allocation.
