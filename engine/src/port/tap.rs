@@ -84,6 +84,8 @@ impl PortRx for TapRx {
         let vlen = self.tap.vnet_hdr_len();
         let small_cap = pool.frame_capacity(SizeClass::Small);
         let large_cap = pool.frame_capacity(SizeClass::Large);
+        const MAX_ERRORS_PER_CALL: usize = 8;
+        let mut errors = 0;
         for _ in 0..budget {
             spare.fill(pool);
             let (Some(small), Some(large)) = (spare.small.as_mut(), spare.large.as_mut()) else {
@@ -107,8 +109,15 @@ impl PortRx for TapRx {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return RxStatus::Drained,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
+                    // The kernel dropped that frame; others may be queued behind it, and
+                    // readiness is edge-triggered: keep reading. A device that only
+                    // errors is given up on until its next readiness event.
                     ctr.rx_errors.inc();
-                    return RxStatus::Drained;
+                    errors += 1;
+                    if errors >= MAX_ERRORS_PER_CALL {
+                        return RxStatus::Drained;
+                    }
+                    continue;
                 }
             };
             if n < vlen + 14 {
