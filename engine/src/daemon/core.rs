@@ -459,13 +459,22 @@ impl Daemon {
                     internal: n.internal,
                 };
                 let (port, handle) = GatewayPort::new(gcfg, self.engine.pool().clone(), opts.mtu);
-                let id = self
+                // Whatever fails, nothing of this network stays in the datapath.
+                let id = match self.engine.add_gateway_port(Box::new(port), domain) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        let _ = self.engine.remove_domain(domain);
+                        return Err(internal("datapath")(e));
+                    }
+                };
+                if let Err(e) = self
                     .engine
-                    .add_gateway_port(Box::new(port), domain)
-                    .map_err(internal("datapath"))?;
-                self.engine
                     .add_static_mac(domain, MacAddr::from_ipv4(gw), id)
-                    .map_err(internal("datapath"))?;
+                {
+                    let _ = self.engine.remove_port(id);
+                    let _ = self.engine.remove_domain(domain);
+                    return Err(internal("datapath")(e));
+                }
                 gateway = Some((id, handle));
             }
         }
@@ -512,9 +521,11 @@ impl Daemon {
             .engine
             .add_port(Box::new(TapPort::new(tap, opts.mtu)), domain)
             .map_err(internal("datapath"))?;
-        self.engine
-            .add_static_mac(domain, MacAddr(mac), port)
-            .map_err(internal("datapath"))?;
+        if let Err(err) = self.engine.add_static_mac(domain, MacAddr(mac), port) {
+            // The caller's rollback finds only recorded ports: take this one out here.
+            let _ = self.engine.remove_port(port);
+            return Err(internal("datapath")(err));
+        }
         st.ports.insert(e.id.clone(), port);
         Ok(())
     }
