@@ -15,6 +15,7 @@ use crate::runtime::Notifier;
 /// Engine end of a memory port pair.
 pub struct MemPort {
     info: PortInfo,
+    pool: Arc<BufferPool>,
     from_peer: Consumer<Handle>,
     to_peer: Producer<Handle>,
     notifier: Arc<OnceLock<Notifier>>,
@@ -51,6 +52,7 @@ impl MemPort {
         (
             MemPort {
                 info,
+                pool: pool.clone(),
                 from_peer,
                 to_peer,
                 notifier: notifier.clone(),
@@ -72,13 +74,22 @@ impl Port for MemPort {
 
     fn split(self: Box<Self>) -> (Box<dyn PortRx>, Box<dyn PortTx>) {
         (
-            Box::new(MemRx(self.from_peer, self.notifier)),
+            Box::new(MemRx(self.from_peer, self.notifier, self.pool)),
             Box::new(MemTx(self.to_peer)),
         )
     }
 }
 
-struct MemRx(Consumer<Handle>, Arc<OnceLock<Notifier>>);
+struct MemRx(Consumer<Handle>, Arc<OnceLock<Notifier>>, Arc<BufferPool>);
+
+impl Drop for MemRx {
+    /// Frames the peer queued but the engine never took go back to the pool.
+    fn drop(&mut self) {
+        while let Ok(h) = self.0.pop() {
+            self.2.free(h);
+        }
+    }
+}
 struct MemTx(Producer<Handle>);
 
 impl PortRx for MemRx {

@@ -172,6 +172,8 @@ struct PortEntry {
 
 struct ControlState {
     ports: Vec<Option<PortEntry>>,
+    /// Generation of each port slot (see `stages::INDEX_BITS`).
+    gens: Vec<u32>,
     next_domain: u32,
 }
 
@@ -352,6 +354,7 @@ impl Engine {
             domain_counters,
             state: Mutex::new(ControlState {
                 ports: Vec::new(),
+                gens: Vec::new(),
                 next_domain: 0,
             }),
             stop,
@@ -452,7 +455,18 @@ impl Engine {
             .iter()
             .position(Option::is_none)
             .unwrap_or(st.ports.len());
-        let id = PortId(idx as u32);
+        if idx >= 1 << stages::INDEX_BITS {
+            return Err(EngineError::Rejected(format!(
+                "the engine holds {idx} ports, its maximum"
+            )));
+        }
+        if st.gens.len() <= idx {
+            st.gens.resize(idx + 1, 0);
+        }
+        // A new generation for the slot: frames of its previous port still in flight
+        // are then recognised as stale and dropped.
+        st.gens[idx] = (st.gens[idx] + 1) % (1 << (32 - stages::INDEX_BITS));
+        let id = PortId(idx as u32 | (st.gens[idx] << stages::INDEX_BITS));
         let info = port.info();
         let counters = Arc::new(PortCounters::default());
         let (rx, tx) = port.split();
@@ -484,18 +498,19 @@ impl Engine {
     /// Take a port out of the engine (its device is closed when the last half drops).
     pub fn remove_port(&self, id: PortId) -> Result<(), EngineError> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if st
-            .ports
-            .get(id.0 as usize)
-            .and_then(Option::as_ref)
-            .is_none()
-        {
+        let idx = stages::slot(id);
+        let current = st.ports.get(idx).and_then(Option::as_ref).is_some()
+            && st
+                .gens
+                .get(idx)
+                .is_some_and(|g| (g << stages::INDEX_BITS) | idx as u32 == id.0);
+        if !current {
             return Err(EngineError::Rejected(format!("no port {}", id.0)));
         }
         self.call(&self.rx_ctl, self.w(StageKind::Rx), RxCtl::Remove(id))?;
         self.call(&self.sw_ctl, self.w(StageKind::Switch), SwCtl::Detach(id))?;
         self.call(&self.tx_ctl, self.w(StageKind::Tx), TxCtl::Remove(id))?;
-        st.ports[id.0 as usize] = None;
+        st.ports[idx] = None;
         Ok(())
     }
 
@@ -542,7 +557,7 @@ impl Engine {
             .enumerate()
             .filter_map(|(i, p)| {
                 p.as_ref().map(|p| PortReport {
-                    id: PortId(i as u32),
+                    id: PortId(i as u32 | (st.gens[i] << stages::INDEX_BITS)),
                     info: p.info.clone(),
                     stats: p.counters.snapshot(),
                 })

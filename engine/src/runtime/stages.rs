@@ -54,6 +54,22 @@ tapnet_switch::counters! {
     }
 }
 
+/// Bits of a [`PortId`] that index the engine's port tables; the bits above are the
+/// slot's generation. A slot is reused after its port is removed, and frames of the old
+/// port may still be in a ring: the generation tells them apart, so they are dropped
+/// instead of entering (or leaving by) the new port, which may be on another network.
+pub(crate) const INDEX_BITS: u32 = 16;
+
+/// The table index of a port id.
+pub(crate) fn slot(id: PortId) -> usize {
+    (id.0 & ((1 << INDEX_BITS) - 1)) as usize
+}
+
+/// The full id of the port now at table index `slot` (`u32::MAX`: none).
+fn full_id(ids: &[u32], slot: PortId) -> u32 {
+    ids.get(slot.0 as usize).copied().unwrap_or(u32::MAX)
+}
+
 /// A control request plus where its answer goes.
 pub(crate) struct Ctl<T> {
     pub(crate) msg: T,
@@ -249,6 +265,8 @@ pub(crate) struct SwitchStage {
     pub(crate) counters: Arc<StageCounters>,
     targets: Vec<PortId>,
     domains: DomainMap,
+    /// Full (generation-carrying) id of the port attached at each slot.
+    ids: Vec<u32>,
 }
 
 /// Counters of every domain, published by the switch stage for readers.
@@ -274,6 +292,7 @@ impl SwitchStage {
             counters,
             targets: Vec::new(),
             domains,
+            ids: Vec::new(),
         }
     }
 
@@ -294,10 +313,16 @@ impl SwitchStage {
                         .unwrap_or_else(|e| e.into_inner())
                         .remove(&d);
                 }),
-                SwCtl::Attach(p, d) => self.switch.attach(p, d),
-                SwCtl::AttachAs(p, d, r) => self.switch.attach_as(p, d, r),
-                SwCtl::Detach(p) => self.switch.detach(p),
-                SwCtl::AddStatic(d, m, p) => self.switch.add_static(d, m, p),
+                SwCtl::Attach(p, d) => self
+                    .switch
+                    .attach(PortId(slot(p) as u32), d)
+                    .inspect(|_| self.set_id(p)),
+                SwCtl::AttachAs(p, d, r) => self
+                    .switch
+                    .attach_as(PortId(slot(p) as u32), d, r)
+                    .inspect(|_| self.set_id(p)),
+                SwCtl::Detach(p) => self.switch.detach(PortId(slot(p) as u32)),
+                SwCtl::AddStatic(d, m, p) => self.switch.add_static(d, m, PortId(slot(p) as u32)),
                 SwCtl::RemoveStatic(d, m) => self.switch.remove_static(d, m),
             };
             let _ = done.send(r.map(|_| ()).map_err(|e| e.to_string()));
@@ -306,6 +331,24 @@ impl SwitchStage {
 
     pub(crate) fn pending(&self) -> bool {
         !self.pending.is_empty() || !self.input.is_empty()
+    }
+
+    /// Give back every slot still held (engine shutdown).
+    pub(crate) fn close(&mut self, pool: &BufferPool) {
+        for h in self.pending.drain(..) {
+            pool.free(h);
+        }
+        while let Ok(h) = self.input.pop() {
+            pool.free(h);
+        }
+    }
+
+    fn set_id(&mut self, full: PortId) {
+        let i = slot(full);
+        if self.ids.len() <= i {
+            self.ids.resize(i + 1, u32::MAX);
+        }
+        self.ids[i] = full.0;
     }
 
     pub(crate) fn run(&mut self, pool: &BufferPool, now: Duration, budget: usize) -> usize {
@@ -328,10 +371,17 @@ impl SwitchStage {
             return 0;
         };
         for mut h in chunk {
-            let ingress = PortId(pool.meta(&h).in_port);
+            let from = pool.meta(&h).in_port;
+            let ingress = PortId(slot(PortId(from)) as u32);
+            if full_id(&self.ids, ingress) != from {
+                // Received by a port that has been removed since.
+                self.counters.drop_no_port.inc();
+                pool.free(h);
+                continue;
+            }
             match self.switch.process(ingress, pool.frame(&h), now) {
                 Decision::Forward(p) => {
-                    pool.get_mut(&mut h).meta.out_port = p.0;
+                    pool.get_mut(&mut h).meta.out_port = full_id(&self.ids, p);
                     self.pending.push(h);
                 }
                 Decision::Flood(d) => {
@@ -348,13 +398,13 @@ impl SwitchStage {
                                 let m = pool.get_mut(&mut c).meta;
                                 m.vnet = src.vnet;
                                 m.in_port = src.in_port;
-                                m.out_port = t.0;
+                                m.out_port = full_id(&self.ids, t);
                                 self.pending.push(c);
                             }
                             None => self.counters.drop_no_buffer.inc(),
                         }
                     }
-                    pool.get_mut(&mut h).meta.out_port = last.0;
+                    pool.get_mut(&mut h).meta.out_port = full_id(&self.ids, last);
                     self.pending.push(h);
                 }
                 Decision::Drop(_) => {
@@ -372,6 +422,7 @@ impl SwitchStage {
 }
 
 struct TxPort {
+    id: PortId,
     tx: Box<dyn PortTx>,
     info: PortInfo,
     ctr: Arc<PortCounters>,
@@ -394,15 +445,11 @@ struct Segments<'a> {
     pool: &'a BufferPool,
     out: &'a mut Vec<Handle>,
     out_port: u32,
-    failed: bool,
 }
 
 impl SegmentSink for Segments<'_> {
     fn next_segment(&mut self, len: usize) -> Option<&mut [u8]> {
-        let Some(h) = self.pool.alloc_for(len) else {
-            self.failed = true;
-            return None;
-        };
+        let h = self.pool.alloc_for(len)?;
         self.out.push(h);
         let h = self.out.last_mut()?;
         let p = self.pool.get_mut(h);
@@ -433,11 +480,12 @@ impl TxStage {
         while let Ok(Ctl { msg, done }) = self.ctl.try_recv() {
             match msg {
                 TxCtl::Add(id, tx, info, ctr) => {
-                    let i = id.0 as usize;
+                    let i = slot(id);
                     if self.ports.len() <= i {
                         self.ports.resize_with(i + 1, || None);
                     }
                     self.ports[i] = Some(TxPort {
+                        id,
                         tx,
                         info,
                         ctr,
@@ -445,10 +493,12 @@ impl TxStage {
                     });
                 }
                 TxCtl::Remove(id) => {
-                    if let Some(slot) = self.ports.get_mut(id.0 as usize) {
-                        if let Some(mut p) = slot.take() {
-                            for h in p.queue.drain(..) {
-                                pool.free(h);
+                    if let Some(entry) = self.ports.get_mut(slot(id)) {
+                        if entry.as_ref().is_some_and(|p| p.id == id) {
+                            if let Some(mut p) = entry.take() {
+                                for h in p.queue.drain(..) {
+                                    pool.free(h);
+                                }
                             }
                         }
                     }
@@ -460,6 +510,18 @@ impl TxStage {
 
     pub(crate) fn pending(&self) -> bool {
         !self.input.is_empty()
+    }
+
+    /// Give back every slot still held (engine shutdown).
+    pub(crate) fn close(&mut self, pool: &BufferPool) {
+        while let Ok(h) = self.input.pop() {
+            pool.free(h);
+        }
+        for p in self.ports.iter_mut().flatten() {
+            for h in p.queue.drain(..) {
+                pool.free(h);
+            }
+        }
     }
 
     /// Make `h` fit port `p`: software segmentation or checksum where the port cannot
@@ -506,15 +568,22 @@ impl TxStage {
                 }
             }
         }
+        let queued = p.queue.len();
         let mut sink = Segments {
             pool,
             out: &mut p.queue,
             out_port: meta.out_port,
-            failed: false,
         };
         match gso::segment(&vnet, pool.frame(&h), mtu, &mut sink) {
             Ok(_) => p.ctr.tx_segmented.inc(),
-            Err(_) => p.ctr.tx_offload_errors.inc(),
+            Err(_) => {
+                // All or nothing: a partial burst would only make the receiver ask
+                // for the rest again.
+                for s in p.queue.drain(queued..) {
+                    pool.free(s);
+                }
+                p.ctr.tx_offload_errors.inc();
+            }
         }
         pool.free(h);
     }
@@ -528,8 +597,14 @@ impl TxStage {
             return 0;
         };
         for h in chunk {
-            let i = pool.meta(&h).out_port as usize;
-            match self.ports.get_mut(i).and_then(|p| p.as_mut()) {
+            let out = PortId(pool.meta(&h).out_port);
+            let i = slot(out);
+            match self
+                .ports
+                .get_mut(i)
+                .and_then(|p| p.as_mut())
+                .filter(|p| p.id == out)
+            {
                 Some(p) => {
                     if p.queue.is_empty() {
                         self.dirty.push(i);

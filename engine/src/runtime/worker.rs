@@ -195,8 +195,10 @@ impl Worker {
         }
         self.control();
         for s in &mut self.stages {
-            if let Stage::Rx(r) = s {
-                r.close(&self.pool);
+            match s {
+                Stage::Rx(r) => r.close(&self.pool),
+                Stage::Switch(sw) => sw.close(&self.pool),
+                Stage::Tx(t) => t.close(&self.pool),
             }
         }
     }
