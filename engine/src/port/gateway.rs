@@ -112,6 +112,10 @@ impl Port for GatewayPort {
         self.info.clone()
     }
 
+    fn pool(&self) -> Option<&Arc<BufferPool>> {
+        Some(&self.pool)
+    }
+
     fn split(self: Box<Self>) -> (Box<dyn PortRx>, Box<dyn PortTx>) {
         let GatewayPort {
             gateway,

@@ -72,6 +72,10 @@ impl Port for MemPort {
         self.info.clone()
     }
 
+    fn pool(&self) -> Option<&Arc<BufferPool>> {
+        Some(&self.pool)
+    }
+
     fn split(self: Box<Self>) -> (Box<dyn PortRx>, Box<dyn PortTx>) {
         (
             Box::new(MemRx(self.from_peer, self.notifier, self.pool)),

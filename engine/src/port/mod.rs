@@ -155,6 +155,11 @@ pub trait Port: Send {
     fn info(&self) -> PortInfo;
     /// Split into the halves the rx and tx stages own.
     fn split(self: Box<Self>) -> (Box<dyn PortRx>, Box<dyn PortTx>);
+    /// The pool an in-process port's frames come from: it must be the engine's, since
+    /// the engine frees every handle it receives into its own pool.
+    fn pool(&self) -> Option<&Arc<BufferPool>> {
+        None
+    }
 }
 
 /// Receive half of an in-process port: move up to `budget` handles off `ring`.

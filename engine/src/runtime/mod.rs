@@ -449,6 +449,12 @@ impl Engine {
         domain: DomainId,
         attach: fn(PortId, DomainId) -> SwCtl,
     ) -> Result<PortId, EngineError> {
+        if port.pool().is_some_and(|p| !Arc::ptr_eq(p, &self.pool)) {
+            return Err(EngineError::Rejected(format!(
+                "port {} draws frames from another pool than this engine's: build it with engine.pool()",
+                port.info().name
+            )));
+        }
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let idx = st
             .ports

@@ -280,3 +280,19 @@ fn frames_of_a_removed_port_never_enter_the_port_that_reuses_its_slot() {
     );
     drop(w);
 }
+
+#[test]
+fn a_memory_port_from_another_pool_is_refused() {
+    let engine = Engine::start(EngineConfig {
+        manual: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let d = engine.add_domain(DomainConfig::default()).unwrap();
+    let other = Arc::new(crate::pool::BufferPool::new(
+        crate::pool::PoolConfig::default(),
+    ));
+    let (port, _peer) = MemPort::pair("stray", other, 8, 1500, false);
+    let e = engine.add_port(Box::new(port), d).unwrap_err().to_string();
+    assert!(e.contains("another pool"), "{e}");
+}
