@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod gso;
+pub mod hostnet;
 pub mod netlink;
 pub mod netns;
 pub mod pool;
