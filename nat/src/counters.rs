@@ -6,7 +6,7 @@ counters! {
     /// Counters of one [`Gateway`](crate::Gateway). Written only by the thread
     /// that calls [`Gateway::handle`](crate::Gateway::handle); readable from
     /// any thread. Every frame handled lands in exactly one of `arp_replies`,
-    /// `echo_replies`, `arp_ignored` or a `drop_*` counter.
+    /// `echo_replies`, `arp_ignored`, `forwarded` or a `drop_*` counter.
     pub struct GatewayCounters / GatewayCountersSnapshot {
         /// Frames passed to [`Gateway::handle`](crate::Gateway::handle).
         received,
@@ -34,8 +34,7 @@ counters! {
         /// IPv4 with a loose or strict source route option (LSRR/SSRR), which
         /// Linux also drops by default (`accept_source_route=0`).
         drop_source_route,
-        /// IPv4 to an address outside the subnet: egress NAT does not exist
-        /// yet.
+        /// IPv4 to an address outside the subnet on a network without egress.
         drop_no_route,
         /// IPv4 from or to an address outside the subnet on an internal
         /// network (Docker's `--internal`: no traffic leaves the subnet).
@@ -45,5 +44,8 @@ counters! {
         drop_unsupported,
         /// A reply was due but the output buffer was too small for it.
         drop_no_room,
+        /// Frames routed to the host (egress NAT, or the host's loopback through
+        /// the gateway address).
+        forwarded,
     }
 }

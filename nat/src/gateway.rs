@@ -13,6 +13,10 @@ use crate::counters::GatewayCounters;
 
 /// IANA protocol number of ICMP.
 const PROTO_ICMP: u8 = 1;
+/// IANA protocol number of TCP.
+const PROTO_TCP: u8 = 6;
+/// IANA protocol number of UDP.
+const PROTO_UDP: u8 = 17;
 /// TTL of the gateway's own packets (Linux's `ip_default_ttl`).
 const TTL: u8 = 64;
 /// IPv4 option types (IANA "IP Option Numbers", copied flag included).
@@ -73,6 +77,10 @@ pub enum Outcome {
     Consumed,
     /// Discarded; the reason has been counted.
     Drop(GatewayDrop),
+    /// Routed through the gateway to the host (egress NAT): hand the frame to the
+    /// network's [`Relay`](crate::relay::Relay). Only a gateway built with
+    /// [`Gateway::with_egress`] says this.
+    Forward,
 }
 
 /// Why [`Gateway::handle`] dropped a frame. Each has a counter `drop_*` of the
@@ -108,6 +116,8 @@ pub enum GatewayDrop {
 pub struct Gateway {
     cfg: GatewayConfig,
     counters: Arc<GatewayCounters>,
+    /// `Some` when the network has egress.
+    egress: Option<()>,
 }
 
 impl Gateway {
@@ -119,7 +129,21 @@ impl Gateway {
                 ..cfg
             },
             counters: Arc::default(),
+            egress: None,
         }
+    }
+
+    /// A gateway that also routes: IPv4 from the subnet to any address outside it is
+    /// [`Outcome::Forward`]ed, and so are TCP and UDP to the gateway address itself
+    /// (the relay serves them: replies to published connections, and the host's
+    /// loopback when the network asks for it). An internal network has no egress:
+    /// `cfg.internal` wins.
+    pub fn with_egress(cfg: GatewayConfig) -> Gateway {
+        let mut g = Gateway::new(cfg);
+        if !cfg.internal {
+            g.egress = Some(());
+        }
+        g
     }
 
     /// Its configuration (the prefix length clamped to 32).
@@ -162,6 +186,7 @@ impl Gateway {
         let c = &*self.counters;
         match outcome {
             Outcome::Reply(_) | Outcome::Consumed => {}
+            Outcome::Forward => c.forwarded.inc(),
             Outcome::Drop(r) => match r {
                 GatewayDrop::NotForUs => c.drop_not_for_us.inc(),
                 GatewayDrop::Malformed => c.drop_malformed.inc(),
@@ -263,6 +288,17 @@ impl Gateway {
             return Outcome::Drop(GatewayDrop::Malformed);
         }
         let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let routed = !(dst.is_broadcast()
+            || dst.is_multicast()
+            || dst.is_unspecified()
+            || self.cfg.contains(dst));
+        if dst != self.cfg.ip && routed && self.egress.is_some() {
+            // Replies must be able to come back: the source is a station of the subnet.
+            if !self.cfg.contains(src) || self.bad_source(src) || !eth_src.is_unicast() {
+                return Outcome::Drop(GatewayDrop::BadSource);
+            }
+            return Outcome::Forward;
+        }
         if dst != self.cfg.ip {
             return Outcome::Drop(
                 if dst.is_broadcast()
@@ -295,6 +331,12 @@ impl Gateway {
             return Outcome::Drop(r);
         }
         if ip.protocol() != PROTO_ICMP {
+            // TCP and UDP to the gateway address belong to the relay: connections it
+            // carries in from published ports come from this address, and with
+            // host_loopback the host's loopback answers for it.
+            if self.egress.is_some() && matches!(ip.protocol(), PROTO_TCP | PROTO_UDP) {
+                return Outcome::Forward;
+            }
             return Outcome::Drop(GatewayDrop::Unsupported);
         }
         let (ident, seq_no, data) =

@@ -1,0 +1,1365 @@
+//! Egress NAT and published ports of one network, without I/O.
+//!
+//! A [`Relay`] terminates the container side of every flow that leaves a network through
+//! its gateway, and lets the caller carry the payload over ordinary host sockets:
+//!
+//! * **TCP** is terminated by a smoltcp interface in "any IP" mode: for each new
+//!   connection a smoltcp socket listens on the very address and port the container
+//!   asked for, so the container talks TCP to the remote it named while the bytes go
+//!   through a host `TcpStream`. The container's SYN is held until the host connect has
+//!   succeeded; a refused connect is answered with a reset, like a real refusal.
+//! * **UDP** and **ICMP echo** are translated datagram by datagram: each flow is one
+//!   connected host socket (a ping socket for ICMP).
+//! * **Published ports** run the other way: a host connection or datagram is carried to
+//!   the container from the client's own address and port (a loopback client appears as
+//!   the gateway address, which the container can route back to).
+//!
+//! Why a terminating stack rather than translating segment by segment (as passt does):
+//! the host kernel already runs TCP toward the remote, and on the container side the
+//! link is in-memory and lossless, so a small stack with large windows is cheap. It also
+//! lets the relay send the container **64 KiB superframes**: the container's MSS option
+//! is raised before smoltcp sees it, and every larger segment leaves with a virtio-net
+//! GSO header carrying the real MSS, so the TAP (or the engine's software segmentation)
+//! cuts it. Checksums toward the container are left partial for the same reason.
+//!
+//! Nothing here does I/O or reads a clock: the caller passes `now`, frames in and out,
+//! and a [`HostStream`] for each TCP flow it pumps. Flow state is bounded
+//! ([`FlowLimits`]); what a bound refuses is counted in [`RelayCounters`]. Idle
+//! timeouts follow Linux conntrack's defaults, which Docker's NAT inherits.
+//!
+//! Cost to know: smoltcp finds a segment's socket by scanning the network's sockets, so
+//! per-frame work grows with the number of open TCP flows (bounded by
+//! [`FlowLimits::tcp`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::{Arc, Mutex};
+use std::task::{Wake, Waker};
+use std::time::Duration;
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
+use tapnet_switch::MacAddr;
+use tapnet_switch::wire::ipv4::{checksum, ones_complement_sum};
+use tapnet_switch::wire::{EtherType, EthernetFrame, Ipv4Packet};
+
+use crate::GatewayConfig;
+
+const PROTO_ICMP: u8 = 1;
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+const ETH_LEN: usize = 14;
+const IP_LEN: usize = 20;
+/// Largest IPv4 packet; the relay's smoltcp MTU, so that it emits superframes.
+const IP_MAX: usize = 65535;
+/// The MSS the relay shows smoltcp for a container (IP_MAX − 40).
+const BIG_MSS: u16 = 65495;
+/// Datagrams queued for one flow whose host socket is still being opened.
+const PENDING_DATAGRAMS: usize = 16;
+/// Datagrams queued toward host sockets, all flows together.
+const HOST_QUEUE: usize = 4096;
+/// Container MACs remembered (address → MAC from the frames seen).
+const MAC_CACHE: usize = 4096;
+/// How often idle flows are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Linux conntrack's default timeouts (`nf_conntrack_*_timeout*`), which Docker's NAT
+/// uses.
+pub mod timeouts {
+    use std::time::Duration;
+
+    /// A connect not yet answered (`tcp_timeout_syn_sent`).
+    pub const TCP_SYN_SENT: Duration = Duration::from_secs(120);
+    /// An established connection without traffic (`tcp_timeout_established`, 5 days).
+    pub const TCP_ESTABLISHED: Duration = Duration::from_secs(432_000);
+    /// A connection closing (FIN seen) without traffic (`tcp_timeout_fin_wait`).
+    pub const TCP_CLOSING: Duration = Duration::from_secs(120);
+    /// A UDP flow that has seen traffic one way only (`udp_timeout`).
+    pub const UDP: Duration = Duration::from_secs(30);
+    /// A UDP flow with replies (`udp_timeout_stream`).
+    pub const UDP_STREAM: Duration = Duration::from_secs(120);
+    /// An ICMP echo flow (`icmp_timeout`).
+    pub const ICMP: Duration = Duration::from_secs(30);
+}
+
+/// Bounds on tracked flows, per network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowLimits {
+    /// TCP connections, open or being opened.
+    pub tcp: usize,
+    /// TCP connects not yet answered by the host (a SYN flood or a port scan fills
+    /// this, not the room of established connections).
+    pub tcp_pending: usize,
+    /// UDP flows.
+    pub udp: usize,
+    /// ICMP echo flows.
+    pub icmp: usize,
+}
+
+impl Default for FlowLimits {
+    fn default() -> Self {
+        FlowLimits {
+            tcp: 2048,
+            tcp_pending: 256,
+            udp: 2048,
+            icmp: 256,
+        }
+    }
+}
+
+/// What one relay serves.
+#[derive(Clone, Copy, Debug)]
+pub struct RelayConfig {
+    /// The network's gateway: its MAC and address are the relay's.
+    pub gateway: GatewayConfig,
+    /// The network's MTU (the containers' MSS is derived from it).
+    pub mtu: u32,
+    /// TCP and UDP to the gateway address go to the host's 127.0.0.1.
+    pub host_loopback: bool,
+    /// Flow bounds.
+    pub limits: FlowLimits,
+    /// Buffer per direction of one TCP connection, in bytes.
+    pub tcp_buffer: usize,
+}
+
+/// A flow of a relay. Ids are not reused while the relay lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowId(u64);
+
+impl FlowId {
+    /// The number, for logs and tokens.
+    pub fn raw(self) -> u64 {
+        self.0
+    }
+}
+
+/// Transport of a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// TCP: one host stream.
+    Tcp,
+    /// UDP: one connected host datagram socket.
+    Udp,
+    /// ICMP echo: one connected host ping socket.
+    Icmp,
+}
+
+/// What the relay asks of the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Open a host socket for a new outbound flow, connect it to `dst` (the gateway
+    /// address already mapped to 127.0.0.1 where asked), and report with
+    /// [`Relay::connected`]. For ICMP `dst`'s port is 0.
+    Connect {
+        /// The flow.
+        id: FlowId,
+        /// Its transport.
+        proto: Proto,
+        /// Where the host socket connects.
+        dst: SocketAddrV4,
+    },
+    /// The flow is over: close its host socket. For TCP, `reset` asks for an abortive
+    /// close (the container reset the connection).
+    Close {
+        /// The flow.
+        id: FlowId,
+        /// Close with a reset (SO_LINGER 0) rather than a FIN.
+        reset: bool,
+    },
+}
+
+/// Why a host connect failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectError {
+    /// Refused: the container gets a TCP reset.
+    Refused,
+    /// Anything else (unreachable, timed out, not permitted): the container's attempt
+    /// goes unanswered, as behind a firewall that drops.
+    Failed,
+}
+
+/// The host side of one TCP flow, as [`Relay::pump`] uses it. Non-blocking: "nothing
+/// now" is [`io::ErrorKind::WouldBlock`].
+pub trait HostStream {
+    /// Read what the host has for the container; `Ok(0)` is end of stream.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Write the container's bytes to the host.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize>;
+    /// The container will send no more.
+    fn shutdown_write(&mut self) -> io::Result<()>;
+}
+
+/// What [`Relay::pump`] left the flow in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pumped {
+    /// Still open.
+    Open,
+    /// Over; the relay has forgotten it and will not mention it again. `reset`: close
+    /// the host socket abortively (the container reset it, or the host side failed).
+    Closed {
+        /// Close with a reset (SO_LINGER 0) rather than a FIN.
+        reset: bool,
+    },
+}
+
+/// A frame for the container network, written by [`Relay::next_frame`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameOut {
+    /// Bytes written, Ethernet header included.
+    pub len: usize,
+    /// The transport checksum holds only the pseudo-header sum: the receiver (or the
+    /// engine's software offload) completes it. Checksum start is the transport
+    /// header, offset 16 (TCP).
+    pub csum_partial: bool,
+    /// A TCP superframe to be cut into segments of this payload size (0: none).
+    pub gso_size: u16,
+    /// Length of the Ethernet, IPv4 and TCP headers (for the virtio-net header).
+    pub hdr_len: u16,
+}
+
+tapnet_switch::counters! {
+    /// Counters of one [`Relay`], written by its thread, readable from any.
+    pub struct RelayCounters / RelayStats {
+        /// Frames given to [`Relay::input`].
+        frames_in,
+        /// Frames handed out by [`Relay::next_frame`].
+        frames_out,
+        /// TCP connections opened (outbound, host connect succeeded).
+        tcp_opened,
+        /// TCP connections carried in through a published port.
+        tcp_inbound,
+        /// TCP connections whose host connect was refused, and connections to the
+        /// gateway address without host loopback (each answered with a reset).
+        tcp_refused,
+        /// TCP connections whose host connect failed otherwise.
+        tcp_failed,
+        /// TCP connections that ended.
+        tcp_closed,
+        /// SYNs refused because `limits.tcp` or `limits.tcp_pending` was reached
+        /// (answered with a reset).
+        tcp_limit,
+        /// Retransmitted SYNs of a connect still in progress.
+        tcp_syn_pending,
+        /// UDP flows opened.
+        udp_opened,
+        /// UDP datagrams refused because `limits.udp` was reached.
+        udp_limit,
+        /// ICMP echo flows opened.
+        icmp_opened,
+        /// Echo requests refused because `limits.icmp` was reached.
+        icmp_limit,
+        /// Flows ended by their idle timeout.
+        expired,
+        /// Datagrams toward the host dropped because a queue was full.
+        host_queue_full,
+        /// Frames dropped as malformed (short headers, bad lengths).
+        drop_malformed,
+        /// IPv4 fragments (not reassembled).
+        drop_fragment,
+        /// Other protocols, ICMP other than echo requests, UDP superframes, UDP to
+        /// the gateway address without host loopback.
+        drop_unsupported,
+        /// Datagrams from the host for a flow that no longer exists.
+        drop_stale,
+    }
+}
+
+/// The flow key as the container sees it: its own address, and the remote's.
+type Key = (SocketAddrV4, SocketAddrV4);
+
+#[derive(Debug)]
+enum TcpState {
+    /// The host connect runs; the container's SYN (an IPv4 packet, MSS raised) waits.
+    Connecting { syn: Vec<u8> },
+    /// A smoltcp socket carries it.
+    Open {
+        handle: SocketHandle,
+        /// The container sent FIN and the host was told.
+        shut_host: bool,
+        /// The host sent EOF and smoltcp was told.
+        host_eof: bool,
+    },
+}
+
+#[derive(Debug)]
+enum FlowKind {
+    Tcp(TcpState),
+    /// UDP or ICMP. `pending` holds datagrams while the host socket opens.
+    Datagram {
+        ready: bool,
+        pending: Vec<Vec<u8>>,
+        /// Seen traffic from the host too (UDP "stream" timeout).
+        replied: bool,
+        /// ICMP: the container's echo identifier.
+        ident: u16,
+    },
+}
+
+#[derive(Debug)]
+struct Flow {
+    key: Key,
+    proto: Proto,
+    kind: FlowKind,
+    last: Duration,
+    /// The container's real MSS (TCP).
+    mss: u16,
+    waker: Option<Waker>,
+    queued: bool,
+}
+
+/// Flows whose smoltcp socket changed, filled by wakers.
+#[derive(Default)]
+struct ReadyList(Mutex<Vec<FlowId>>);
+
+struct FlowWake {
+    id: FlowId,
+    list: Arc<ReadyList>,
+}
+
+impl Wake for FlowWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.list
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(self.id);
+    }
+}
+
+/// smoltcp's view of the container network: IPv4 packets in, IPv4 packets out.
+#[derive(Default)]
+struct Dev {
+    rx: VecDeque<Vec<u8>>,
+    tx: VecDeque<Vec<u8>>,
+}
+
+struct RxTok(Vec<u8>);
+struct TxTok<'a>(&'a mut VecDeque<Vec<u8>>);
+
+impl phy::RxToken for RxTok {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl phy::TxToken for TxTok<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut v = vec![0u8; len];
+        let r = f(&mut v);
+        self.0.push_back(v);
+        r
+    }
+}
+
+impl phy::Device for Dev {
+    type RxToken<'a> = RxTok;
+    type TxToken<'a> = TxTok<'a>;
+
+    fn receive(
+        &mut self,
+        _: smoltcp::time::Instant,
+    ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let p = self.rx.pop_front()?;
+        Some((RxTok(p), TxTok(&mut self.tx)))
+    }
+
+    fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
+        Some(TxTok(&mut self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ip;
+        caps.max_transmission_unit = IP_MAX;
+        let mut cs = ChecksumCapabilities::ignored();
+        // Frames come from local TAPs: transport checksums may be partial, and there is
+        // no wire to corrupt them. IPv4 header checksums are always complete.
+        cs.ipv4 = Checksum::Both;
+        cs.tcp = Checksum::None;
+        caps.checksum = cs;
+        caps
+    }
+}
+
+/// Egress and published ports of one network (see the module docs).
+pub struct Relay {
+    cfg: RelayConfig,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    dev: Dev,
+    flows: HashMap<FlowId, Flow>,
+    tcp_keys: HashMap<Key, FlowId>,
+    udp_keys: HashMap<Key, FlowId>,
+    /// ICMP flows by (container address, identifier, remote address).
+    icmp_keys: HashMap<(Ipv4Addr, u16, Ipv4Addr), FlowId>,
+    handles: HashMap<SocketHandle, FlowId>,
+    macs: HashMap<Ipv4Addr, MacAddr>,
+    events: VecDeque<Event>,
+    to_host: VecDeque<(FlowId, Vec<u8>)>,
+    ready: Arc<ReadyList>,
+    next_id: u64,
+    pending_tcp: usize,
+    tcp_count: usize,
+    udp_count: usize,
+    icmp_count: usize,
+    last_sweep: Duration,
+    counters: Arc<RelayCounters>,
+}
+
+fn smol_now(now: Duration) -> smoltcp::time::Instant {
+    smoltcp::time::Instant::from_micros(now.as_micros() as i64)
+}
+
+impl Relay {
+    /// A relay for one network, at time `now`.
+    pub fn new(cfg: RelayConfig, now: Duration) -> Relay {
+        let mut dev = Dev::default();
+        let mut icfg = Config::new(HardwareAddress::Ip);
+        icfg.random_seed = u64::from(u32::from(cfg.gateway.ip)) ^ now.as_nanos() as u64;
+        let mut iface = Interface::new(icfg, &mut dev, smol_now(now));
+        let gw = cfg.gateway.ip;
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::new(
+                IpAddress::Ipv4(gw),
+                cfg.gateway.prefix_len.min(32),
+            ));
+        });
+        // Any address is ours: with a default route through our own address, smoltcp's
+        // any-IP mode accepts segments for every destination.
+        let _ = iface.routes_mut().add_default_ipv4_route(gw);
+        iface.set_any_ip(true);
+        Relay {
+            cfg,
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            dev,
+            flows: HashMap::new(),
+            tcp_keys: HashMap::new(),
+            udp_keys: HashMap::new(),
+            icmp_keys: HashMap::new(),
+            handles: HashMap::new(),
+            macs: HashMap::new(),
+            events: VecDeque::new(),
+            to_host: VecDeque::new(),
+            ready: Arc::default(),
+            next_id: 1,
+            pending_tcp: 0,
+            tcp_count: 0,
+            udp_count: 0,
+            icmp_count: 0,
+            last_sweep: now,
+            counters: Arc::default(),
+        }
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &RelayConfig {
+        &self.cfg
+    }
+
+    /// Its counters, shareable with other threads.
+    pub fn counters(&self) -> Arc<RelayCounters> {
+        Arc::clone(&self.counters)
+    }
+
+    /// Flows tracked now: (TCP, UDP, ICMP).
+    pub fn flow_counts(&self) -> (usize, usize, usize) {
+        (self.tcp_count, self.udp_count, self.icmp_count)
+    }
+
+    fn new_id(&mut self) -> FlowId {
+        let id = FlowId(self.next_id);
+        self.next_id += 1;
+        id
+    }
+
+    /// Where a flow to `dst` goes on the host.
+    fn host_dst(&self, dst: SocketAddrV4) -> SocketAddrV4 {
+        if self.cfg.host_loopback && *dst.ip() == self.cfg.gateway.ip {
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, dst.port())
+        } else {
+            dst
+        }
+    }
+
+    /// How a host client appears to the container: itself, or the gateway address for a
+    /// loopback client (a container drops packets from 127.0.0.0/8).
+    fn seen_client(&self, client: SocketAddrV4) -> SocketAddrV4 {
+        if client.ip().is_loopback() || client.ip().is_unspecified() {
+            SocketAddrV4::new(self.cfg.gateway.ip, client.port())
+        } else {
+            client
+        }
+    }
+
+    /// One Ethernet frame from the container network, routed through the gateway (the
+    /// gateway port has checked the IPv4 header). `gso` tells that the frame is a TCP
+    /// or UDP superframe of the sender.
+    pub fn input(&mut self, now: Duration, frame: &[u8], gso: bool) {
+        self.counters.frames_in.inc();
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            self.counters.drop_malformed.inc();
+            return;
+        };
+        if eth.ethertype() != EtherType::Ipv4 {
+            self.counters.drop_unsupported.inc();
+            return;
+        }
+        let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+            self.counters.drop_malformed.inc();
+            return;
+        };
+        if ip.more_frags() || ip.frag_offset() != 0 {
+            self.counters.drop_fragment.inc();
+            return;
+        }
+        let src = ip.src_addr();
+        if self.cfg.gateway.contains(src) && self.macs.len() < MAC_CACHE
+            || self.macs.contains_key(&src)
+        {
+            self.macs.insert(src, eth.src_addr());
+        }
+        // `new_checked` bounds the packet to its total length (trailing padding cut).
+        let ip_bytes = &eth.payload()[..usize::from(ip.total_len())];
+        match ip.protocol() {
+            PROTO_TCP => self.input_tcp(now, ip_bytes, ip.header_len()),
+            PROTO_UDP if !gso => self.input_udp(now, &ip, ip.payload()),
+            PROTO_ICMP => self.input_icmp(now, &ip, ip.payload()),
+            _ => self.counters.drop_unsupported.inc(),
+        }
+    }
+
+    fn input_tcp(&mut self, now: Duration, ip: &[u8], ihl: usize) {
+        let tcp = &ip[ihl..];
+        if tcp.len() < 20 || usize::from(tcp[12] >> 4) * 4 < 20 {
+            self.counters.drop_malformed.inc();
+            return;
+        }
+        let src_ip = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+        let dst_ip = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+        let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
+        let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
+        let flags = tcp[13];
+        let (syn, ack, rst) = (flags & 0x02 != 0, flags & 0x10 != 0, flags & 0x04 != 0);
+        let key = (
+            SocketAddrV4::new(src_ip, sport),
+            SocketAddrV4::new(dst_ip, dport),
+        );
+        match self.tcp_keys.get(&key).copied() {
+            Some(id) => {
+                let Some(flow) = self.flows.get_mut(&id) else {
+                    return;
+                };
+                flow.last = now;
+                match &flow.kind {
+                    FlowKind::Tcp(TcpState::Connecting { .. }) => {
+                        self.counters.tcp_syn_pending.inc();
+                    }
+                    FlowKind::Tcp(TcpState::Open { .. }) => {
+                        let mut pkt = ip.to_vec();
+                        if syn {
+                            // The container's SYN-ACK to a published connection.
+                            if let Some(m) = raise_mss(&mut pkt[ihl..]) {
+                                flow.mss = m;
+                            }
+                        }
+                        self.dev.rx.push_back(pkt);
+                    }
+                    FlowKind::Datagram { .. } => {}
+                }
+            }
+            None if syn
+                && !ack
+                && !rst
+                && dst_ip == self.cfg.gateway.ip
+                && !self.cfg.host_loopback =>
+            {
+                // Nothing listens on the gateway address: a reset, as from a closed port.
+                self.counters.tcp_refused.inc();
+                self.dev.rx.push_back(ip.to_vec());
+            }
+            None if syn && !ack && !rst => {
+                let mut pkt = ip.to_vec();
+                let mss = raise_mss(&mut pkt[ihl..]).unwrap_or(536);
+                let limits = self.cfg.limits;
+                if self.tcp_count >= limits.tcp || self.pending_tcp >= limits.tcp_pending {
+                    // No listener: smoltcp answers with a reset.
+                    self.counters.tcp_limit.inc();
+                    self.dev.rx.push_back(pkt);
+                    return;
+                }
+                let id = self.new_id();
+                let dst = self.host_dst(key.1);
+                self.flows.insert(
+                    id,
+                    Flow {
+                        key,
+                        proto: Proto::Tcp,
+                        kind: FlowKind::Tcp(TcpState::Connecting { syn: pkt }),
+                        last: now,
+                        mss,
+                        waker: None,
+                        queued: false,
+                    },
+                );
+                self.tcp_keys.insert(key, id);
+                self.tcp_count += 1;
+                self.pending_tcp += 1;
+                self.events.push_back(Event::Connect {
+                    id,
+                    proto: Proto::Tcp,
+                    dst,
+                });
+            }
+            // Not a connection we know: smoltcp resets it (or ignores a reset).
+            None => self.dev.rx.push_back(ip.to_vec()),
+        }
+    }
+
+    fn input_udp(&mut self, now: Duration, ip: &Ipv4Packet<&[u8]>, udp: &[u8]) {
+        if udp.len() < 8 {
+            self.counters.drop_malformed.inc();
+            return;
+        }
+        let ulen = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
+        if ulen < 8 || ulen > udp.len() {
+            self.counters.drop_malformed.inc();
+            return;
+        }
+        let key = (
+            SocketAddrV4::new(ip.src_addr(), u16::from_be_bytes([udp[0], udp[1]])),
+            SocketAddrV4::new(ip.dst_addr(), u16::from_be_bytes([udp[2], udp[3]])),
+        );
+        let payload = &udp[8..ulen];
+        let id = match self.udp_keys.get(&key) {
+            Some(&id) => id,
+            None if *key.1.ip() == self.cfg.gateway.ip && !self.cfg.host_loopback => {
+                self.counters.drop_unsupported.inc();
+                return;
+            }
+            None => {
+                if self.udp_count >= self.cfg.limits.udp {
+                    self.counters.udp_limit.inc();
+                    return;
+                }
+                let id = self.new_id();
+                self.open_datagram_flow(now, id, key, Proto::Udp, 0);
+                self.udp_keys.insert(key, id);
+                self.udp_count += 1;
+                self.counters.udp_opened.inc();
+                let dst = self.host_dst(key.1);
+                self.events.push_back(Event::Connect {
+                    id,
+                    proto: Proto::Udp,
+                    dst,
+                });
+                id
+            }
+        };
+        self.datagram_out(now, id, payload.to_vec());
+    }
+
+    fn input_icmp(&mut self, now: Duration, ip: &Ipv4Packet<&[u8]>, icmp: &[u8]) {
+        if icmp.len() < 8 {
+            self.counters.drop_malformed.inc();
+            return;
+        }
+        if icmp[0] != 8 || icmp[1] != 0 {
+            // Only echo requests leave; errors and replies have nowhere to go.
+            self.counters.drop_unsupported.inc();
+            return;
+        }
+        let ident = u16::from_be_bytes([icmp[4], icmp[5]]);
+        let key3 = (ip.src_addr(), ident, ip.dst_addr());
+        let id = match self.icmp_keys.get(&key3) {
+            Some(&id) => id,
+            None => {
+                if self.icmp_count >= self.cfg.limits.icmp {
+                    self.counters.icmp_limit.inc();
+                    return;
+                }
+                let id = self.new_id();
+                let key = (
+                    SocketAddrV4::new(ip.src_addr(), 0),
+                    SocketAddrV4::new(ip.dst_addr(), 0),
+                );
+                self.open_datagram_flow(now, id, key, Proto::Icmp, ident);
+                self.icmp_keys.insert(key3, id);
+                self.icmp_count += 1;
+                self.counters.icmp_opened.inc();
+                self.events.push_back(Event::Connect {
+                    id,
+                    proto: Proto::Icmp,
+                    dst: SocketAddrV4::new(ip.dst_addr(), 0),
+                });
+                id
+            }
+        };
+        self.datagram_out(now, id, icmp.to_vec());
+    }
+
+    fn open_datagram_flow(
+        &mut self,
+        now: Duration,
+        id: FlowId,
+        key: Key,
+        proto: Proto,
+        ident: u16,
+    ) {
+        self.flows.insert(
+            id,
+            Flow {
+                key,
+                proto,
+                kind: FlowKind::Datagram {
+                    ready: false,
+                    pending: Vec::new(),
+                    replied: false,
+                    ident,
+                },
+                last: now,
+                mss: 0,
+                waker: None,
+                queued: false,
+            },
+        );
+    }
+
+    /// Queue a datagram of flow `id` toward its host socket.
+    fn datagram_out(&mut self, now: Duration, id: FlowId, data: Vec<u8>) {
+        let Some(flow) = self.flows.get_mut(&id) else {
+            return;
+        };
+        flow.last = now;
+        let FlowKind::Datagram { ready, pending, .. } = &mut flow.kind else {
+            return;
+        };
+        if !*ready {
+            if pending.len() < PENDING_DATAGRAMS {
+                pending.push(data);
+            } else {
+                self.counters.host_queue_full.inc();
+            }
+        } else if self.to_host.len() < HOST_QUEUE {
+            self.to_host.push_back((id, data));
+        } else {
+            self.counters.host_queue_full.inc();
+        }
+    }
+
+    /// The next event for the caller.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The host socket of flow `id` is connected (`Ok`) or could not be.
+    pub fn connected(&mut self, now: Duration, id: FlowId, result: Result<(), ConnectError>) {
+        let Some(flow) = self.flows.get_mut(&id) else {
+            return;
+        };
+        flow.last = now;
+        match &mut flow.kind {
+            FlowKind::Tcp(TcpState::Connecting { syn }) => {
+                let syn = std::mem::take(syn);
+                self.pending_tcp -= 1;
+                match result {
+                    Ok(()) => {
+                        let mut sock = tcp::Socket::new(
+                            tcp::SocketBuffer::new(vec![0; self.cfg.tcp_buffer]),
+                            tcp::SocketBuffer::new(vec![0; self.cfg.tcp_buffer]),
+                        );
+                        sock.set_nagle_enabled(false);
+                        sock.set_ack_delay(None);
+                        let local = IpListenEndpoint {
+                            addr: Some(IpAddress::Ipv4(*flow.key.1.ip())),
+                            port: flow.key.1.port(),
+                        };
+                        if sock.listen(local).is_err() {
+                            self.dev.rx.push_back(syn);
+                            self.forget(id, false);
+                            return;
+                        }
+                        let waker = Waker::from(Arc::new(FlowWake {
+                            id,
+                            list: Arc::clone(&self.ready),
+                        }));
+                        sock.register_recv_waker(&waker);
+                        sock.register_send_waker(&waker);
+                        let handle = self.sockets.add(sock);
+                        self.handles.insert(handle, id);
+                        flow.waker = Some(waker);
+                        flow.kind = FlowKind::Tcp(TcpState::Open {
+                            handle,
+                            shut_host: false,
+                            host_eof: false,
+                        });
+                        // The SYN goes in right after its listener, before any other
+                        // SYN for the same address could take that listener.
+                        self.dev.rx.push_back(syn);
+                        self.counters.tcp_opened.inc();
+                        self.poll(now);
+                    }
+                    Err(e) => {
+                        if e == ConnectError::Refused {
+                            self.counters.tcp_refused.inc();
+                            // No listener: smoltcp answers the SYN with a reset.
+                            self.dev.rx.push_back(syn);
+                        } else {
+                            self.counters.tcp_failed.inc();
+                        }
+                        self.forget(id, false);
+                    }
+                }
+            }
+            FlowKind::Tcp(TcpState::Open { .. }) => {}
+            FlowKind::Datagram { ready, pending, .. } => match result {
+                Ok(()) => {
+                    *ready = true;
+                    for d in pending.drain(..) {
+                        if self.to_host.len() < HOST_QUEUE {
+                            self.to_host.push_back((id, d));
+                        } else {
+                            self.counters.host_queue_full.inc();
+                        }
+                    }
+                }
+                Err(_) => self.forget(id, false),
+            },
+        }
+    }
+
+    /// The next datagram for a host socket: a UDP payload, or an ICMP echo request
+    /// (header included; the host's ping socket sets its own identifier).
+    pub fn next_datagram(&mut self) -> Option<(FlowId, Vec<u8>)> {
+        self.to_host.pop_front()
+    }
+
+    /// A datagram the host socket of flow `id` received: a UDP payload, or an ICMP
+    /// echo reply from a ping socket. Returns false if the flow is gone.
+    pub fn datagram_from_host(&mut self, now: Duration, id: FlowId, data: &[u8]) -> bool {
+        let Some(flow) = self.flows.get_mut(&id) else {
+            self.counters.drop_stale.inc();
+            return false;
+        };
+        flow.last = now;
+        let (ctr, remote) = flow.key;
+        let proto = flow.proto;
+        let FlowKind::Datagram { replied, ident, .. } = &mut flow.kind else {
+            return false;
+        };
+        *replied = true;
+        let ident = *ident;
+        match proto {
+            Proto::Udp => self.emit_udp(remote, ctr, data),
+            Proto::Icmp => {
+                if data.len() < 8 || data[0] != 0 {
+                    self.counters.drop_unsupported.inc();
+                    return true;
+                }
+                let mut msg = data.to_vec();
+                msg[4..6].copy_from_slice(&ident.to_be_bytes());
+                msg[2..4].copy_from_slice(&[0, 0]);
+                let c = checksum(&msg);
+                msg[2..4].copy_from_slice(&c.to_be_bytes());
+                self.emit_ip(*remote.ip(), *ctr.ip(), PROTO_ICMP, &msg);
+            }
+            Proto::Tcp => {}
+        }
+        true
+    }
+
+    /// A datagram reached a published UDP port from `client`, for `ctr`. Returns the
+    /// flow carrying it (replies from the container come back on it, through
+    /// [`Relay::next_datagram`]), or `None` when the UDP bound is reached.
+    pub fn udp_inbound(
+        &mut self,
+        now: Duration,
+        client: SocketAddrV4,
+        ctr: SocketAddrV4,
+        data: &[u8],
+    ) -> Option<FlowId> {
+        let seen = self.seen_client(client);
+        let key = (ctr, seen);
+        let id = match self.udp_keys.get(&key) {
+            Some(&id) => id,
+            None => {
+                if self.udp_count >= self.cfg.limits.udp {
+                    self.counters.udp_limit.inc();
+                    return None;
+                }
+                let id = self.new_id();
+                self.open_datagram_flow(now, id, key, Proto::Udp, 0);
+                if let Some(Flow {
+                    kind: FlowKind::Datagram { ready, .. },
+                    ..
+                }) = self.flows.get_mut(&id)
+                {
+                    *ready = true;
+                }
+                self.udp_keys.insert(key, id);
+                self.udp_count += 1;
+                self.counters.udp_opened.inc();
+                id
+            }
+        };
+        if let Some(f) = self.flows.get_mut(&id) {
+            f.last = now;
+        }
+        self.emit_udp(seen, ctr, data);
+        Some(id)
+    }
+
+    /// A host client connected to a published TCP port for `ctr`: open a connection to
+    /// the container from the client's address. `None` when the TCP bound is reached.
+    pub fn tcp_inbound(
+        &mut self,
+        now: Duration,
+        client: SocketAddrV4,
+        ctr: SocketAddrV4,
+    ) -> Option<FlowId> {
+        if self.tcp_count >= self.cfg.limits.tcp {
+            self.counters.tcp_limit.inc();
+            return None;
+        }
+        let seen = self.seen_client(client);
+        let key = (ctr, seen);
+        if self.tcp_keys.contains_key(&key) {
+            return None;
+        }
+        let id = self.new_id();
+        let mut sock = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; self.cfg.tcp_buffer]),
+            tcp::SocketBuffer::new(vec![0; self.cfg.tcp_buffer]),
+        );
+        sock.set_nagle_enabled(false);
+        sock.set_ack_delay(None);
+        let remote = IpEndpoint::new(IpAddress::Ipv4(*ctr.ip()), ctr.port());
+        let local = IpListenEndpoint {
+            addr: Some(IpAddress::Ipv4(*seen.ip())),
+            port: seen.port(),
+        };
+        if sock.connect(self.iface.context(), remote, local).is_err() {
+            return None;
+        }
+        let waker = Waker::from(Arc::new(FlowWake {
+            id,
+            list: Arc::clone(&self.ready),
+        }));
+        sock.register_recv_waker(&waker);
+        sock.register_send_waker(&waker);
+        let handle = self.sockets.add(sock);
+        self.handles.insert(handle, id);
+        self.flows.insert(
+            id,
+            Flow {
+                key,
+                proto: Proto::Tcp,
+                kind: FlowKind::Tcp(TcpState::Open {
+                    handle,
+                    shut_host: false,
+                    host_eof: false,
+                }),
+                last: now,
+                mss: (self.cfg.mtu.clamp(576, 65535) - 40) as u16,
+                waker: Some(waker),
+                queued: false,
+            },
+        );
+        self.tcp_keys.insert(key, id);
+        self.tcp_count += 1;
+        self.counters.tcp_inbound.inc();
+        self.poll(now);
+        Some(id)
+    }
+
+    /// Run the container-side stack: take queued frames, fire timers, expire idle
+    /// flows. Call after [`Relay::input`]s and [`Relay::pump`]s, before
+    /// [`Relay::next_frame`].
+    pub fn poll(&mut self, now: Duration) {
+        self.iface
+            .poll(smol_now(now), &mut self.dev, &mut self.sockets);
+        if now.saturating_sub(self.last_sweep) >= SWEEP_EVERY {
+            self.last_sweep = now;
+            self.sweep(now);
+        }
+    }
+
+    /// When [`Relay::poll`] should run next at the latest, if anything waits for a
+    /// timer.
+    pub fn poll_in(&mut self, now: Duration) -> Option<Duration> {
+        let t = self.iface.poll_delay(smol_now(now), &self.sockets);
+        let t = t.map(|d| Duration::from_micros(d.total_micros()));
+        if self.flows.is_empty() {
+            t
+        } else {
+            Some(t.map_or(SWEEP_EVERY, |t| t.min(SWEEP_EVERY)))
+        }
+    }
+
+    /// TCP flows whose container side moved (data, room, state) since the last call:
+    /// [`Relay::pump`] each. Flows that ended are reported as [`Event::Close`] instead.
+    pub fn take_ready(&mut self, out: &mut Vec<FlowId>) {
+        let ids: Vec<FlowId> =
+            std::mem::take(&mut *self.ready.0.lock().unwrap_or_else(|e| e.into_inner()));
+        for id in ids {
+            if let Some(f) = self.flows.get_mut(&id) {
+                if !f.queued {
+                    f.queued = true;
+                    out.push(id);
+                }
+            }
+        }
+        for id in out.iter() {
+            if let Some(f) = self.flows.get_mut(id) {
+                f.queued = false;
+            }
+        }
+    }
+
+    /// Move bytes between TCP flow `id` and its host stream, both ways, as far as each
+    /// side takes them; pass on FINs; notice the end.
+    pub fn pump(&mut self, now: Duration, id: FlowId, host: &mut dyn HostStream) -> Pumped {
+        let Some(flow) = self.flows.get_mut(&id) else {
+            return Pumped::Closed { reset: false };
+        };
+        let FlowKind::Tcp(TcpState::Open {
+            handle,
+            shut_host,
+            host_eof,
+        }) = &mut flow.kind
+        else {
+            return Pumped::Open;
+        };
+        let sock = self.sockets.get_mut::<tcp::Socket>(*handle);
+        let mut moved = false;
+        let mut failed = false;
+        // Container → host.
+        while sock.can_recv() {
+            let r = sock.recv(|buf| match host.write(buf) {
+                Ok(n) => (n, Ok(n)),
+                Err(e) => (0, Err(e)),
+            });
+            match r {
+                Ok(Ok(0)) => break,
+                Ok(Ok(_)) => moved = true,
+                Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Ok(Err(_)) | Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if !failed && !*shut_host && !sock.may_recv() && sock.recv_queue() == 0 {
+            // The container sent FIN and everything before it went out.
+            if matches!(
+                sock.state(),
+                tcp::State::CloseWait
+                    | tcp::State::LastAck
+                    | tcp::State::Closing
+                    | tcp::State::TimeWait
+                    | tcp::State::Closed
+            ) {
+                *shut_host = true;
+                let _ = host.shutdown_write();
+            }
+        }
+        // Host → container.
+        while !failed && !*host_eof && sock.may_send() && sock.send_queue() < sock.send_capacity() {
+            let r = sock.send(|buf| match host.read(buf) {
+                Ok(n) => (n, Ok(n)),
+                Err(e) => (0, Err(e)),
+            });
+            match r {
+                Ok(Ok(0)) => {
+                    *host_eof = true;
+                    sock.close();
+                }
+                Ok(Ok(_)) => moved = true,
+                Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Ok(Err(_)) | Err(_) => {
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            sock.abort();
+        }
+        let state = sock.state();
+        // Re-arm: smoltcp wakers fire once.
+        if let Some(w) = &flow.waker {
+            sock.register_recv_waker(w);
+            sock.register_send_waker(w);
+        }
+        if moved || failed {
+            flow.last = now;
+        }
+        let host_eof = *host_eof;
+        if failed || matches!(state, tcp::State::Closed | tcp::State::TimeWait) {
+            // TIME-WAIT is not kept: the container is the side that may need it. A
+            // connection that closed before the host finished was reset.
+            let reset = failed || (state == tcp::State::Closed && !host_eof);
+            self.iface
+                .poll(smol_now(now), &mut self.dev, &mut self.sockets);
+            self.forget_quiet(id);
+            return Pumped::Closed { reset };
+        }
+        Pumped::Open
+    }
+
+    /// Whether TCP flow `id` wants bytes from the host now (room in its buffer).
+    pub fn wants_host_bytes(&self, id: FlowId) -> bool {
+        let Some(Flow {
+            kind: FlowKind::Tcp(TcpState::Open {
+                handle, host_eof, ..
+            }),
+            ..
+        }) = self.flows.get(&id)
+        else {
+            return false;
+        };
+        let s = self.sockets.get::<tcp::Socket>(*handle);
+        !*host_eof && s.may_send() && s.send_queue() < s.send_capacity()
+    }
+
+    /// The host stream of TCP flow `id` failed or was reset: reset the container side.
+    pub fn host_reset(&mut self, now: Duration, id: FlowId) {
+        if let Some(Flow {
+            kind: FlowKind::Tcp(TcpState::Open { handle, .. }),
+            ..
+        }) = self.flows.get(&id)
+        {
+            self.sockets.get_mut::<tcp::Socket>(*handle).abort();
+            self.iface
+                .poll(smol_now(now), &mut self.dev, &mut self.sockets);
+        }
+        self.forget_quiet(id);
+    }
+
+    /// Drop flow `id` without telling the caller (it knows).
+    fn forget_quiet(&mut self, id: FlowId) {
+        let Some(flow) = self.flows.remove(&id) else {
+            return;
+        };
+        match flow.proto {
+            Proto::Tcp => {
+                self.tcp_keys.remove(&flow.key);
+                self.tcp_count -= 1;
+                match flow.kind {
+                    FlowKind::Tcp(TcpState::Connecting { .. }) => self.pending_tcp -= 1,
+                    FlowKind::Tcp(TcpState::Open { handle, .. }) => {
+                        self.handles.remove(&handle);
+                        self.sockets.remove(handle);
+                        self.counters.tcp_closed.inc();
+                    }
+                    FlowKind::Datagram { .. } => {}
+                }
+            }
+            Proto::Udp => {
+                self.udp_keys.remove(&flow.key);
+                self.udp_count -= 1;
+            }
+            Proto::Icmp => {
+                if let FlowKind::Datagram { ident, .. } = flow.kind {
+                    self.icmp_keys
+                        .remove(&(*flow.key.0.ip(), ident, *flow.key.1.ip()));
+                }
+                self.icmp_count -= 1;
+            }
+        }
+    }
+
+    /// Drop flow `id` and tell the caller to close its socket.
+    fn forget(&mut self, id: FlowId, reset: bool) {
+        if self.flows.contains_key(&id) {
+            self.forget_quiet(id);
+            self.events.push_back(Event::Close { id, reset });
+        }
+    }
+
+    /// End idle flows (Linux conntrack's timeouts) and TCP flows smoltcp closed.
+    fn sweep(&mut self, now: Duration) {
+        let mut ended = Vec::new();
+        for (&id, f) in &self.flows {
+            let idle = now.saturating_sub(f.last);
+            let over = match &f.kind {
+                FlowKind::Tcp(TcpState::Connecting { .. }) => idle > timeouts::TCP_SYN_SENT,
+                FlowKind::Tcp(TcpState::Open { handle, .. }) => {
+                    match self.sockets.get::<tcp::Socket>(*handle).state() {
+                        tcp::State::Closed | tcp::State::TimeWait => true,
+                        tcp::State::Established => idle > timeouts::TCP_ESTABLISHED,
+                        tcp::State::SynSent | tcp::State::SynReceived | tcp::State::Listen => {
+                            idle > timeouts::TCP_SYN_SENT
+                        }
+                        _ => idle > timeouts::TCP_CLOSING,
+                    }
+                }
+                FlowKind::Datagram { replied, .. } => match f.proto {
+                    Proto::Icmp => idle > timeouts::ICMP,
+                    _ if *replied => idle > timeouts::UDP_STREAM,
+                    _ => idle > timeouts::UDP,
+                },
+            };
+            if over {
+                ended.push(id);
+            }
+        }
+        for id in ended {
+            if let Some(Flow {
+                kind: FlowKind::Tcp(TcpState::Open { handle, .. }),
+                ..
+            }) = self.flows.get(&id)
+            {
+                let s = self.sockets.get_mut::<tcp::Socket>(*handle);
+                if !matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait) {
+                    s.abort();
+                }
+            }
+            self.counters.expired.inc();
+            self.forget(id, true);
+        }
+    }
+
+    /// The next frame for the container network, written into `out` (which must hold
+    /// 14 + 65535 bytes for a superframe; a frame that does not fit is dropped).
+    pub fn next_frame(&mut self, out: &mut [u8]) -> Option<FrameOut> {
+        loop {
+            let pkt = self.dev.tx.pop_front()?;
+            if let Some(f) = self.frame(&pkt, out) {
+                self.counters.frames_out.inc();
+                return Some(f);
+            }
+        }
+    }
+
+    fn frame(&self, pkt: &[u8], out: &mut [u8]) -> Option<FrameOut> {
+        if pkt.len() < IP_LEN || out.len() < ETH_LEN + pkt.len() {
+            return None;
+        }
+        let dst = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
+        let mac = self
+            .macs
+            .get(&dst)
+            .copied()
+            .unwrap_or_else(|| MacAddr::from_ipv4(dst));
+        out[..6].copy_from_slice(&mac.0);
+        out[6..12].copy_from_slice(&self.cfg.gateway.mac.0);
+        out[12..14].copy_from_slice(&[0x08, 0x00]);
+        out[ETH_LEN..ETH_LEN + pkt.len()].copy_from_slice(pkt);
+        let mut f = FrameOut {
+            len: ETH_LEN + pkt.len(),
+            csum_partial: false,
+            gso_size: 0,
+            hdr_len: 0,
+        };
+        let ihl = usize::from(pkt[0] & 0x0f) * 4;
+        if pkt[9] == PROTO_TCP && pkt.len() >= ihl + 20 {
+            let thl = usize::from(pkt[ihl + 12] >> 4) * 4;
+            let tcp_len = pkt.len() - ihl;
+            // Pseudo-header sum only; the receiver completes it.
+            let mut ph = [0u8; 12];
+            ph[..8].copy_from_slice(&pkt[12..20]);
+            ph[9] = PROTO_TCP;
+            ph[10..12].copy_from_slice(&(tcp_len as u16).to_be_bytes());
+            let sum = ones_complement_sum(&ph);
+            let at = ETH_LEN + ihl + 16;
+            out[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+            f.csum_partial = true;
+            f.hdr_len = (ETH_LEN + ihl + thl) as u16;
+            let payload = tcp_len.saturating_sub(thl);
+            let sport = u16::from_be_bytes([pkt[ihl], pkt[ihl + 1]]);
+            let dport = u16::from_be_bytes([pkt[ihl + 2], pkt[ihl + 3]]);
+            let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
+            let key = (SocketAddrV4::new(dst, dport), SocketAddrV4::new(src, sport));
+            let mss = self
+                .tcp_keys
+                .get(&key)
+                .and_then(|id| self.flows.get(id))
+                .map(|fl| fl.mss)
+                .filter(|&m| m > 0)
+                .unwrap_or((self.cfg.mtu.clamp(576, 65535) - 40) as u16);
+            if payload > usize::from(mss) {
+                f.gso_size = mss;
+            }
+        }
+        Some(f)
+    }
+
+    fn emit_udp(&mut self, src: SocketAddrV4, dst: SocketAddrV4, data: &[u8]) {
+        let ulen = 8 + data.len();
+        if IP_LEN + ulen > IP_MAX {
+            self.counters.drop_malformed.inc();
+            return;
+        }
+        let mut udp = Vec::with_capacity(ulen);
+        udp.extend_from_slice(&src.port().to_be_bytes());
+        udp.extend_from_slice(&dst.port().to_be_bytes());
+        udp.extend_from_slice(&(ulen as u16).to_be_bytes());
+        udp.extend_from_slice(&[0, 0]);
+        udp.extend_from_slice(data);
+        let mut ph = [0u8; 12];
+        ph[..4].copy_from_slice(&src.ip().octets());
+        ph[4..8].copy_from_slice(&dst.ip().octets());
+        ph[9] = PROTO_UDP;
+        ph[10..12].copy_from_slice(&(ulen as u16).to_be_bytes());
+        let s = u32::from(ones_complement_sum(&ph)) + u32::from(ones_complement_sum(&udp));
+        let s = ((s & 0xffff) + (s >> 16)) as u16;
+        let c = match !s {
+            0 => 0xffff,
+            c => c,
+        };
+        udp[6..8].copy_from_slice(&c.to_be_bytes());
+        self.emit_ip(*src.ip(), *dst.ip(), PROTO_UDP, &udp);
+    }
+
+    fn emit_ip(&mut self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: &[u8]) {
+        let total = IP_LEN + payload.len();
+        let mut p = vec![0u8; total];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[6] = 0x40; // DF
+        p[8] = 64;
+        p[9] = proto;
+        p[12..16].copy_from_slice(&src.octets());
+        p[16..20].copy_from_slice(&dst.octets());
+        let c = checksum(&p[..IP_LEN]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        p[IP_LEN..].copy_from_slice(payload);
+        self.dev.tx.push_back(p);
+    }
+}
+
+/// Raise the MSS option of a SYN's TCP header to [`BIG_MSS`]; returns the MSS the
+/// sender asked for, if it gave one.
+fn raise_mss(tcp: &mut [u8]) -> Option<u16> {
+    let thl = (usize::from(tcp.get(12)? >> 4) * 4).min(tcp.len());
+    let mut i = 20;
+    while i < thl {
+        match tcp[i] {
+            0 => return None,
+            1 => i += 1,
+            kind => {
+                let len = usize::from(*tcp.get(i + 1)?);
+                if len < 2 || i + len > thl {
+                    return None;
+                }
+                if kind == 2 && len == 4 {
+                    let mss = u16::from_be_bytes([tcp[i + 2], tcp[i + 3]]);
+                    tcp[i + 2..i + 4].copy_from_slice(&BIG_MSS.max(mss).to_be_bytes());
+                    return Some(mss);
+                }
+                i += len;
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,546 @@
+//! The relay against a smoltcp "container" on the other side of a [`Gateway`], with
+//! in-memory host streams.
+
+use std::collections::VecDeque;
+
+use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::socket::{tcp as stcp, udp as sudp};
+use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint};
+
+use super::*;
+use crate::Gateway;
+
+const GW: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const CTR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const REMOTE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);
+
+fn gw_cfg() -> GatewayConfig {
+    GatewayConfig {
+        mac: MacAddr::from_ipv4(GW),
+        ip: GW,
+        prefix_len: 24,
+        internal: false,
+    }
+}
+
+fn relay_cfg(limits: FlowLimits, host_loopback: bool) -> RelayConfig {
+    RelayConfig {
+        gateway: gw_cfg(),
+        mtu: 1500,
+        host_loopback,
+        limits,
+        tcp_buffer: 64 * 1024,
+    }
+}
+
+/// Ethernet frames between the container and the gateway.
+#[derive(Default)]
+struct Wire {
+    to_ctr: VecDeque<Vec<u8>>,
+    from_ctr: VecDeque<Vec<u8>>,
+}
+
+struct Rx(Vec<u8>);
+struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
+
+impl phy::RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl phy::TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut v = vec![0; len];
+        let r = f(&mut v);
+        self.0.push_back(v);
+        r
+    }
+}
+
+impl phy::Device for Wire {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+
+    fn receive(
+        &mut self,
+        _: smoltcp::time::Instant,
+    ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let f = self.to_ctr.pop_front()?;
+        Some((Rx(f), Tx(&mut self.from_ctr)))
+    }
+
+    fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
+        Some(Tx(&mut self.from_ctr))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ethernet;
+        // Room for the relay's superframes (the TAP would cut them; here the
+        // container's stack takes them whole).
+        c.max_transmission_unit = 1514;
+        // The relay leaves TCP checksums partial, as a TAP with offloads takes them.
+        let mut cs = phy::ChecksumCapabilities::default();
+        cs.tcp = phy::Checksum::None;
+        c.checksum = cs;
+        c
+    }
+}
+
+/// In-memory host stream.
+#[derive(Default)]
+struct MemHost {
+    to_ctr: VecDeque<u8>,
+    eof: bool,
+    got: Vec<u8>,
+    shut: bool,
+    /// Refuse writes (a full socket buffer).
+    block_writes: bool,
+}
+
+impl HostStream for MemHost {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.to_ctr.is_empty() {
+            return if self.eof {
+                Ok(0)
+            } else {
+                Err(io::ErrorKind::WouldBlock.into())
+            };
+        }
+        let n = buf.len().min(self.to_ctr.len());
+        for (i, b) in self.to_ctr.drain(..n).enumerate() {
+            buf[i] = b;
+        }
+        Ok(n)
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.block_writes {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.got.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.shut = true;
+        Ok(())
+    }
+}
+
+/// A container (smoltcp on Ethernet), its gateway and the relay, stepped together.
+struct Net {
+    now: Duration,
+    wire: Wire,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    gateway: Gateway,
+    relay: Relay,
+    events: Vec<Event>,
+    datagrams: Vec<(FlowId, Vec<u8>)>,
+}
+
+impl Net {
+    fn new(cfg: RelayConfig) -> Net {
+        let mut wire = Wire::default();
+        let mac = MacAddr::from_ipv4(CTR);
+        let mut icfg = Config::new(EthernetAddress(mac.0).into());
+        icfg.random_seed = 7;
+        let mut iface = Interface::new(icfg, &mut wire, smoltcp::time::Instant::ZERO);
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::new(IpAddress::Ipv4(CTR), 24));
+        });
+        let _ = iface.routes_mut().add_default_ipv4_route(GW);
+        Net {
+            now: Duration::ZERO,
+            wire,
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            gateway: Gateway::with_egress(cfg.gateway),
+            relay: Relay::new(cfg, Duration::ZERO),
+            events: Vec::new(),
+            datagrams: Vec::new(),
+        }
+    }
+
+    /// Move frames until nothing moves; pump every ready TCP flow with `hosts`.
+    fn step(&mut self, hosts: &mut [(FlowId, &mut MemHost)]) {
+        let mut out = vec![0u8; 14 + 65535];
+        let mut reply = vec![0u8; 2048];
+        for _ in 0..200 {
+            self.now += Duration::from_millis(1);
+            let t = smoltcp::time::Instant::from_micros(self.now.as_micros() as i64);
+            self.iface.poll(t, &mut self.wire, &mut self.sockets);
+            let mut moved = false;
+            while let Some(f) = self.wire.from_ctr.pop_front() {
+                moved = true;
+                match self.gateway.handle(&f, &mut reply) {
+                    crate::Outcome::Forward => self.relay.input(self.now, &f, false),
+                    crate::Outcome::Reply(n) => self.wire.to_ctr.push_back(reply[..n].to_vec()),
+                    _ => {}
+                }
+            }
+            self.relay.poll(self.now);
+            let mut ready = Vec::new();
+            self.relay.take_ready(&mut ready);
+            for (id, h) in hosts.iter_mut() {
+                if ready.contains(id) || self.relay.wants_host_bytes(*id) || !h.to_ctr.is_empty() {
+                    let _ = self.relay.pump(self.now, *id, *h);
+                }
+            }
+            self.relay.poll(self.now);
+            while let Some(f) = self.relay.next_frame(&mut out) {
+                moved = true;
+                self.wire.to_ctr.push_back(out[..f.len].to_vec());
+            }
+            while let Some(e) = self.relay.poll_event() {
+                self.events.push(e);
+            }
+            while let Some(d) = self.relay.next_datagram() {
+                self.datagrams.push(d);
+            }
+            if !moved && self.wire.to_ctr.is_empty() {
+                break;
+            }
+        }
+    }
+
+    fn tcp_socket(&mut self) -> smoltcp::iface::SocketHandle {
+        let s = stcp::Socket::new(
+            stcp::SocketBuffer::new(vec![0; 256 * 1024]),
+            stcp::SocketBuffer::new(vec![0; 256 * 1024]),
+        );
+        self.sockets.add(s)
+    }
+
+    fn connect_event(&mut self) -> (FlowId, Proto, SocketAddrV4) {
+        let i = self
+            .events
+            .iter()
+            .position(|e| matches!(e, Event::Connect { .. }))
+            .expect("a connect event");
+        match self.events.remove(i) {
+            Event::Connect { id, proto, dst } => (id, proto, dst),
+            Event::Close { .. } => unreachable!(),
+        }
+    }
+}
+
+#[test]
+fn tcp_egress_carries_bytes_both_ways_and_closes() {
+    let mut n = Net::new(relay_cfg(FlowLimits::default(), false));
+    let h = n.tcp_socket();
+    let cx = n.iface.context();
+    n.sockets
+        .get_mut::<stcp::Socket>(h)
+        .connect(cx, (IpAddress::Ipv4(REMOTE), 80), 40000)
+        .unwrap();
+    n.step(&mut []);
+    let (id, proto, dst) = n.connect_event();
+    assert_eq!((proto, dst), (Proto::Tcp, SocketAddrV4::new(REMOTE, 80)));
+    // The SYN waits for the host connect.
+    assert_eq!(
+        n.sockets.get::<stcp::Socket>(h).state(),
+        stcp::State::SynSent
+    );
+    n.relay.connected(n.now, id, Ok(()));
+    n.step(&mut []);
+    assert_eq!(
+        n.sockets.get::<stcp::Socket>(h).state(),
+        stcp::State::Established
+    );
+    let up: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let down: Vec<u8> = (0..500_000u32).map(|i| (i * 13 % 253) as u8).collect();
+    let mut host = MemHost {
+        to_ctr: down.iter().copied().collect(),
+        eof: true,
+        ..Default::default()
+    };
+    let mut sent = 0;
+    let mut got = Vec::new();
+    for _ in 0..500 {
+        let s = n.sockets.get_mut::<stcp::Socket>(h);
+        if sent < up.len() && s.can_send() {
+            sent += s.send_slice(&up[sent..]).unwrap();
+        }
+        if sent == up.len() && s.may_send() {
+            s.close();
+        }
+        while s.can_recv() {
+            s.recv(|b| {
+                got.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+        n.step(&mut [(id, &mut host)]);
+        if got.len() == down.len() && host.got.len() == up.len() && n.relay.flow_counts().0 == 0 {
+            break;
+        }
+    }
+    assert_eq!(host.got.len(), up.len());
+    assert!(host.got == up, "container → host bytes differ");
+    assert!(got == down, "host → container bytes differ");
+    assert!(host.shut, "the container's FIN reached the host");
+    assert_eq!(n.relay.flow_counts(), (0, 0, 0));
+    let c = n.relay.counters().snapshot();
+    assert_eq!((c.tcp_opened, c.tcp_closed), (1, 1));
+}
+
+#[test]
+fn refused_connect_resets_and_limits_reset_too() {
+    let limits = FlowLimits {
+        tcp_pending: 2,
+        ..FlowLimits::default()
+    };
+    let mut n = Net::new(relay_cfg(limits, false));
+    let hs: Vec<_> = (0..3).map(|_| n.tcp_socket()).collect();
+    for (i, &h) in hs.iter().enumerate() {
+        let cx = n.iface.context();
+        n.sockets
+            .get_mut::<stcp::Socket>(h)
+            .connect(cx, (IpAddress::Ipv4(REMOTE), 80), 41000 + i as u16)
+            .unwrap();
+    }
+    n.step(&mut []);
+    // Two connects pending; the third SYN was over the bound and got a reset.
+    assert_eq!(n.relay.counters().snapshot().tcp_limit, 1);
+    assert_eq!(
+        n.sockets.get::<stcp::Socket>(hs[2]).state(),
+        stcp::State::Closed
+    );
+    let (id, _, _) = n.connect_event();
+    n.relay.connected(n.now, id, Err(ConnectError::Refused));
+    n.step(&mut []);
+    let closed = hs
+        .iter()
+        .filter(|&&h| n.sockets.get::<stcp::Socket>(h).state() == stcp::State::Closed)
+        .count();
+    assert_eq!(closed, 2, "the refused connect was reset");
+    assert_eq!(n.relay.flow_counts().0, 1);
+    assert_eq!(n.relay.counters().snapshot().tcp_refused, 1);
+}
+
+#[test]
+fn host_loopback_maps_the_gateway_address() {
+    let mut n = Net::new(relay_cfg(FlowLimits::default(), true));
+    let h = n.tcp_socket();
+    let cx = n.iface.context();
+    n.sockets
+        .get_mut::<stcp::Socket>(h)
+        .connect(cx, (IpAddress::Ipv4(GW), 5201), 40001)
+        .unwrap();
+    n.step(&mut []);
+    let (_, proto, dst) = n.connect_event();
+    assert_eq!(
+        (proto, dst),
+        (Proto::Tcp, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5201))
+    );
+    // Without the option, nothing listens there: the connect is reset.
+    let mut n = Net::new(relay_cfg(FlowLimits::default(), false));
+    let h = n.tcp_socket();
+    let cx = n.iface.context();
+    n.sockets
+        .get_mut::<stcp::Socket>(h)
+        .connect(cx, (IpAddress::Ipv4(GW), 5201), 40001)
+        .unwrap();
+    n.step(&mut []);
+    assert!(n.events.is_empty());
+    assert_eq!(
+        n.sockets.get::<stcp::Socket>(h).state(),
+        stcp::State::Closed
+    );
+    assert_eq!(n.relay.counters().snapshot().tcp_refused, 1);
+}
+
+#[test]
+fn udp_round_trip_and_idle_timeout() {
+    let mut n = Net::new(relay_cfg(FlowLimits::default(), false));
+    let mut s = sudp::Socket::new(
+        sudp::PacketBuffer::new(vec![sudp::PacketMetadata::EMPTY; 8], vec![0; 8192]),
+        sudp::PacketBuffer::new(vec![sudp::PacketMetadata::EMPTY; 8], vec![0; 8192]),
+    );
+    s.bind(5353).unwrap();
+    let h = n.sockets.add(s);
+    let remote = IpEndpoint::new(IpAddress::Ipv4(REMOTE), 53);
+    n.sockets
+        .get_mut::<sudp::Socket>(h)
+        .send_slice(b"query", remote)
+        .unwrap();
+    n.step(&mut []);
+    let (id, proto, dst) = n.connect_event();
+    assert_eq!((proto, dst), (Proto::Udp, SocketAddrV4::new(REMOTE, 53)));
+    // Queued until the host socket is connected.
+    assert!(n.datagrams.is_empty());
+    n.relay.connected(n.now, id, Ok(()));
+    n.step(&mut []);
+    assert_eq!(n.datagrams, vec![(id, b"query".to_vec())]);
+    assert!(n.relay.datagram_from_host(n.now, id, b"answer"));
+    n.step(&mut []);
+    let mut buf = [0u8; 64];
+    let (len, meta) = n
+        .sockets
+        .get_mut::<sudp::Socket>(h)
+        .recv_slice(&mut buf)
+        .unwrap();
+    assert_eq!(&buf[..len], b"answer");
+    assert_eq!(meta.endpoint, remote);
+    // A replied flow lives 120 s without traffic.
+    n.now += Duration::from_secs(119);
+    n.step(&mut []);
+    assert_eq!(n.relay.flow_counts().1, 1);
+    n.now += Duration::from_secs(2);
+    n.step(&mut []);
+    assert_eq!(n.relay.flow_counts().1, 0);
+    assert!(n.events.contains(&Event::Close { id, reset: true }));
+    assert!(!n.relay.datagram_from_host(n.now, id, b"late"));
+}
+
+#[test]
+fn ping_keeps_the_containers_identifier() {
+    let mut n = Net::new(relay_cfg(FlowLimits::default(), false));
+    // An echo request from the container, built by hand.
+    let mut icmp = vec![8, 0, 0, 0, 0x12, 0x34, 0, 1];
+    icmp.extend_from_slice(b"ping");
+    let c = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let frame = eth_ip(CTR, REMOTE, PROTO_ICMP, &icmp);
+    n.wire.from_ctr.push_back(frame);
+    n.step(&mut []);
+    let (id, proto, dst) = n.connect_event();
+    assert_eq!((proto, dst), (Proto::Icmp, SocketAddrV4::new(REMOTE, 0)));
+    n.relay.connected(n.now, id, Ok(()));
+    n.step(&mut []);
+    assert_eq!(n.datagrams.len(), 1);
+    // The host's ping socket answers with its own identifier.
+    let mut reply = vec![0, 0, 0, 0, 0x99, 0x99, 0, 1];
+    reply.extend_from_slice(b"ping");
+    assert!(n.relay.datagram_from_host(n.now, id, &reply));
+    let mut out = vec![0u8; 2048];
+    n.relay.poll(n.now);
+    let f = n.relay.next_frame(&mut out).expect("an echo reply");
+    let ip = &out[14..f.len];
+    assert_eq!(&ip[12..16], &REMOTE.octets());
+    assert_eq!(&ip[16..20], &CTR.octets());
+    let icmp = &ip[20..];
+    assert_eq!(&icmp[4..6], &[0x12, 0x34]);
+    assert_eq!(checksum(icmp), 0, "the ICMP checksum verifies");
+    assert_eq!(&out[..6], &MacAddr::from_ipv4(CTR).0);
+}
+
+#[test]
+fn published_tcp_shows_the_client_address() {
+    let mut n = Net::new(relay_cfg(FlowLimits::default(), false));
+    let h = n.tcp_socket();
+    n.sockets.get_mut::<stcp::Socket>(h).listen(8080).unwrap();
+    // A loopback client appears as the gateway; another as itself.
+    let id = n
+        .relay
+        .tcp_inbound(
+            n.now,
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, 50000),
+            SocketAddrV4::new(CTR, 8080),
+        )
+        .unwrap();
+    let mut host = MemHost {
+        to_ctr: b"hello".iter().copied().collect(),
+        ..Default::default()
+    };
+    for _ in 0..20 {
+        n.step(&mut [(id, &mut host)]);
+    }
+    let s = n.sockets.get_mut::<stcp::Socket>(h);
+    assert_eq!(s.state(), stcp::State::Established);
+    assert_eq!(
+        s.remote_endpoint(),
+        Some(IpEndpoint::new(IpAddress::Ipv4(GW), 50000))
+    );
+    let mut buf = [0u8; 16];
+    let k = s.recv_slice(&mut buf).unwrap();
+    assert_eq!(&buf[..k], b"hello");
+    s.send_slice(b"world").unwrap();
+    n.step(&mut [(id, &mut host)]);
+    assert_eq!(host.got, b"world");
+    let h2 = n.tcp_socket();
+    n.sockets.get_mut::<stcp::Socket>(h2).listen(8080).unwrap();
+    let client = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 9), 50001);
+    let id2 = n
+        .relay
+        .tcp_inbound(n.now, client, SocketAddrV4::new(CTR, 8080))
+        .unwrap();
+    let mut host2 = MemHost::default();
+    n.step(&mut [(id2, &mut host2)]);
+    assert_eq!(
+        n.sockets.get::<stcp::Socket>(h2).remote_endpoint(),
+        Some(IpEndpoint::new(IpAddress::Ipv4(*client.ip()), 50001))
+    );
+}
+
+#[test]
+fn internal_networks_route_nothing() {
+    let cfg = GatewayConfig {
+        internal: true,
+        ..gw_cfg()
+    };
+    let mut g = Gateway::with_egress(cfg);
+    let f = eth_ip(CTR, REMOTE, PROTO_UDP, &[0, 1, 0, 2, 0, 8, 0, 0]);
+    let mut out = [0u8; 128];
+    assert_eq!(
+        g.handle(&f, &mut out),
+        crate::Outcome::Drop(crate::GatewayDrop::Internal)
+    );
+}
+
+#[test]
+fn malformed_frames_are_counted_not_fatal() {
+    let mut r = Relay::new(relay_cfg(FlowLimits::default(), false), Duration::ZERO);
+    let good = eth_ip(CTR, REMOTE, PROTO_UDP, &[0, 1, 0, 2, 0, 8, 0, 0]);
+    for cut in 0..good.len() {
+        r.input(Duration::ZERO, &good[..cut], false);
+    }
+    // A UDP length past the packet.
+    let bad = eth_ip(CTR, REMOTE, PROTO_UDP, &[0, 1, 0, 2, 0, 80, 0, 0]);
+    r.input(Duration::ZERO, &bad, false);
+    // A TCP header shorter than 20 bytes.
+    let bad = eth_ip(CTR, REMOTE, PROTO_TCP, &[0; 12]);
+    r.input(Duration::ZERO, &bad, false);
+    let c = r.counters().snapshot();
+    assert!(c.drop_malformed >= 3, "{c:?}");
+    assert_eq!(r.flow_counts(), (0, 0, 0));
+    r.poll(Duration::ZERO);
+}
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_frames_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+                                    proto in proptest::prop_oneof![proptest::strategy::Just(1u8), proptest::strategy::Just(6u8), proptest::strategy::Just(17u8)]) {
+        let mut r = Relay::new(relay_cfg(FlowLimits::default(), true), Duration::ZERO);
+        r.input(Duration::ZERO, &bytes, false);
+        let f = eth_ip(CTR, REMOTE, proto, &bytes);
+        r.input(Duration::ZERO, &f, false);
+        r.poll(Duration::from_millis(1));
+        let mut out = vec![0u8; 14 + 65535];
+        while r.next_frame(&mut out).is_some() {}
+        while r.poll_event().is_some() {}
+    }
+}
+
+/// An Ethernet + IPv4 frame from the container's MAC to the gateway's.
+fn eth_ip(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&MacAddr::from_ipv4(GW).0);
+    f.extend_from_slice(&MacAddr::from_ipv4(src).0);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let total = 20 + payload.len();
+    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, proto, 0, 0];
+    ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(payload);
+    f
+}
