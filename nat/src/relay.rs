@@ -218,6 +218,8 @@ pub struct FrameOut {
     pub gso_size: u16,
     /// Length of the Ethernet, IPv4 and TCP headers (for the virtio-net header).
     pub hdr_len: u16,
+    /// Offset of the transport header in the frame (where a partial checksum starts).
+    pub l4_offset: u16,
 }
 
 tapnet_switch::counters! {
@@ -768,7 +770,6 @@ impl Relay {
         match &mut flow.kind {
             FlowKind::Tcp(TcpState::Connecting { syn }) => {
                 let syn = std::mem::take(syn);
-                self.pending_tcp -= 1;
                 match result {
                     Ok(()) => {
                         let mut sock = tcp::Socket::new(
@@ -795,6 +796,7 @@ impl Relay {
                         let handle = self.sockets.add(sock);
                         self.handles.insert(handle, id);
                         flow.waker = Some(waker);
+                        self.pending_tcp -= 1;
                         flow.kind = FlowKind::Tcp(TcpState::Open {
                             handle,
                             shut_host: false,
@@ -1226,6 +1228,11 @@ impl Relay {
         }
     }
 
+    /// Length of the frame [`Relay::next_frame`] would write next, if any.
+    pub fn peek_frame_len(&self) -> Option<usize> {
+        self.dev.tx.front().map(|p| ETH_LEN + p.len())
+    }
+
     /// The next frame for the container network, written into `out` (which must hold
     /// 14 + 65535 bytes for a superframe; a frame that does not fit is dropped).
     pub fn next_frame(&mut self, out: &mut [u8]) -> Option<FrameOut> {
@@ -1257,8 +1264,10 @@ impl Relay {
             csum_partial: false,
             gso_size: 0,
             hdr_len: 0,
+            l4_offset: 0,
         };
         let ihl = usize::from(pkt[0] & 0x0f) * 4;
+        f.l4_offset = (ETH_LEN + ihl) as u16;
         if pkt[9] == PROTO_TCP && pkt.len() >= ihl + 20 {
             let thl = usize::from(pkt[ihl + 12] >> 4) * 4;
             let tcp_len = pkt.len() - ihl;

@@ -69,6 +69,13 @@ macro_rules! counters {
                 $snap { $( $field: self.$field.get(), )* }
             }
         }
+
+        impl $snap {
+            /// Field-by-field sum with `other` (to total several sets).
+            pub fn sum(&self, other: &$snap) -> $snap {
+                $snap { $( $field: self.$field.wrapping_add(other.$field), )* }
+            }
+        }
     };
 }
 

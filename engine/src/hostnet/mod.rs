@@ -1,36 +1,67 @@
 //! Host networking: egress NAT and published ports over ordinary host sockets.
 //!
 //! One [`HostNet`] per engine runs a thread of its own (`tapnet-host`) that owns every
-//! host socket. Each network with external access gets its gateway port from
-//! [`HostNet::gateway_port`]: that port answers ARP and ping for the gateway address
-//! inline (like [`GatewayPort::new`]) and hands every routed frame to the host thread,
-//! which terminates it (`tapnet_nat::relay`) and carries the payload over a host socket.
-//! Published ports are host listeners the daemon binds (so that "port is already
-//! allocated" is known at once) and gives to [`HostNet::publish`].
+//! host socket, so the datapath workers never make a socket call:
 //!
-//! NOTE: this first cut fixes the API; the relay thread is wired in next.
+//! ```text
+//!  container ─ TAP ─▶ engine ─▶ gateway port ── routed frames (rtrb) ──▶ tapnet-host
+//!                                  │ ARP, ping to the gateway answered inline   │ Relay (per network)
+//!  container ◀ TAP ◀─ engine ◀─────┴──────── relay frames (rtrb) ◀──────────────┤ host sockets (mio)
+//! ```
+//!
+//! Each network with external access gets its gateway port from
+//! [`HostNet::gateway_port`]: the port answers ARP and ping for the gateway address on
+//! the engine's thread, like [`GatewayPort::new`], and hands every routed frame, without
+//! copying it, to the host thread. There the network's [`Relay`] terminates it and says
+//! which host socket to open; the thread moves the bytes and hands the relay's frames
+//! back through a second ring, then rings the engine's doorbell. Published ports are
+//! host listeners the daemon binds itself (so that "port is already allocated" is known
+//! at once) and gives to [`HostNet::publish`].
+//!
+//! The relay's frames go straight into pool slots; TCP toward the container leaves as
+//! superframes with a virtio-net GSO header, cut by the container's TAP or by the
+//! engine's software segmentation for ports that cannot take them.
 
 use std::collections::HashMap;
-use std::io;
-use std::net::{SocketAddrV4, TcpListener, UdpSocket};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, Sender};
+use mio::{Events, Interest, Poll, Token, Waker};
+use rtrb::{Consumer, Producer, RingBuffer};
 use tapnet_nat::GatewayConfig;
+use tapnet_nat::relay::{
+    ConnectError, Event, FlowId, FlowLimits, HostStream, Proto, Pumped, Relay, RelayConfig,
+    RelayCounters, RelayStats,
+};
 
-use crate::pool::BufferPool;
-use crate::port::gateway::{GatewayHandle, GatewayPort};
+use crate::pool::{BufferPool, HEADROOM, Handle};
+use crate::port::gateway::{GatewayHandle, GatewayPort, Uplink};
+use crate::runtime::Notifier;
+use crate::vnet::VnetHdr;
+
+/// Frames waiting in each direction between the engine and the host thread, per
+/// network.
+const RING: usize = 4096;
+/// Frames taken from one network's ring per pass of the host thread.
+const BATCH: usize = 512;
+const WAKER: Token = Token(0);
+/// Longest sleep of the host thread with flows open (their timers are checked then).
+const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// Retry delay when the pool or the engine's ring is full.
+const BACKOFF: Duration = Duration::from_millis(1);
 
 /// Bounds and buffer sizes of host networking.
 #[derive(Clone, Debug)]
 pub struct HostNetConfig {
-    /// Tracked TCP connections, all networks together; a SYN beyond it is answered
-    /// with a reset and counted.
-    pub max_tcp_flows: usize,
-    /// Tracked UDP flows; a datagram opening one more is dropped and counted.
-    pub max_udp_flows: usize,
-    /// Tracked ICMP echo flows.
-    pub max_icmp_flows: usize,
+    /// Flow bounds, per network: a SYN beyond them is answered with a reset, a
+    /// datagram dropped; each is counted.
+    pub limits: FlowLimits,
     /// Buffer per direction of one TCP connection, in bytes.
     pub tcp_buffer: usize,
 }
@@ -38,9 +69,7 @@ pub struct HostNetConfig {
 impl Default for HostNetConfig {
     fn default() -> Self {
         HostNetConfig {
-            max_tcp_flows: 4096,
-            max_udp_flows: 4096,
-            max_icmp_flows: 256,
+            limits: FlowLimits::default(),
             tcp_buffer: 256 * 1024,
         }
     }
@@ -87,92 +116,851 @@ pub enum HostNetError {
 }
 
 /// Host networking counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HostNetStats {
     /// Networks attached.
     pub networks: u64,
     /// Published ports.
     pub published: u64,
+    /// Host sockets open now (flows and listeners).
+    pub sockets: u64,
+    /// The relays' counters, all networks summed.
+    pub relay: RelayStats,
+}
+
+enum Ctl {
+    Attach {
+        key: String,
+        relay: Box<Relay>,
+        to_engine: Producer<Handle>,
+        from_engine: Consumer<Handle>,
+        notifier: Arc<OnceLock<Notifier>>,
+    },
+    Detach(String),
+    Publish {
+        key: String,
+        id: PublishId,
+        listener: HostListener,
+        ctr: SocketAddrV4,
+    },
+    Unpublish(PublishId),
+    Stop,
 }
 
 #[derive(Default)]
 struct Shared {
-    nets: HashMap<String, NetAttach>,
-    published: HashMap<PublishId, (String, HostListener, SocketAddrV4)>,
+    nets: HashMap<String, Arc<RelayCounters>>,
+    published: HashMap<PublishId, String>,
 }
 
 /// The engine's host networking (see the module docs).
 pub struct HostNet {
     pool: Arc<BufferPool>,
+    cfg: HostNetConfig,
+    start: Instant,
+    ctl: Sender<Ctl>,
+    waker: Arc<Waker>,
     shared: Mutex<Shared>,
+    sockets: Arc<AtomicU64>,
     next_id: AtomicU64,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl HostNet {
     /// Start host networking for an engine whose pool is `pool`.
     pub fn start(pool: Arc<BufferPool>, cfg: HostNetConfig) -> io::Result<HostNet> {
-        let _ = cfg;
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (ctl, rx) = crossbeam_channel::unbounded();
+        let start = Instant::now();
+        let sockets = Arc::new(AtomicU64::new(0));
+        let mut host = Host {
+            poll,
+            ctl: rx,
+            pool: pool.clone(),
+            start,
+            nets: Vec::new(),
+            socks: Vec::new(),
+            free_tokens: Vec::new(),
+            published: HashMap::new(),
+            open: Arc::clone(&sockets),
+            out_frames_blocked: false,
+        };
+        let thread = std::thread::Builder::new()
+            .name("tapnet-host".into())
+            .spawn(move || host.run())?;
         Ok(HostNet {
             pool,
+            cfg,
+            start,
+            ctl,
+            waker,
             shared: Mutex::default(),
+            sockets,
             next_id: AtomicU64::new(1),
+            thread: Some(thread),
         })
     }
 
+    fn send(&self, c: Ctl) -> Result<(), HostNetError> {
+        self.ctl.send(c).map_err(|_| HostNetError::Stopped)?;
+        self.waker.wake()?;
+        Ok(())
+    }
+
     /// The gateway port of network `net` (any stable key, e.g. its id), with egress
-    /// through the host. Attach it with `Engine::add_gateway_port`.
+    /// through the host. Attach it with `Engine::add_gateway_port`. Attaching a key
+    /// again replaces its relay (its flows end).
     pub fn gateway_port(
         &self,
         net: &str,
         attach: NetAttach,
     ) -> Result<(GatewayPort, GatewayHandle), HostNetError> {
-        self.lock().nets.insert(net.to_string(), attach);
-        Ok(GatewayPort::new(
+        let relay = Relay::new(
+            RelayConfig {
+                gateway: attach.gateway,
+                mtu: attach.mtu,
+                host_loopback: attach.host_loopback,
+                limits: self.cfg.limits,
+                tcp_buffer: self.cfg.tcp_buffer,
+            },
+            self.start.elapsed(),
+        );
+        let counters = relay.counters();
+        let (to_host, from_engine) = RingBuffer::new(RING);
+        let (to_engine, from_host) = RingBuffer::new(RING);
+        let notifier = Arc::new(OnceLock::new());
+        self.send(Ctl::Attach {
+            key: net.to_string(),
+            relay: Box::new(relay),
+            to_engine,
+            from_engine,
+            notifier: Arc::clone(&notifier),
+        })?;
+        self.lock().nets.insert(net.to_string(), counters);
+        Ok(GatewayPort::with_uplink(
             attach.gateway,
             self.pool.clone(),
             attach.mtu,
+            Uplink {
+                to_host,
+                from_host,
+                wake_host: Arc::clone(&self.waker),
+                notifier,
+            },
         ))
     }
 
     /// Forget network `net`: its flows end and its published ports close.
     pub fn detach(&self, net: &str) {
         let mut sh = self.lock();
-        sh.nets.remove(net);
-        sh.published.retain(|_, (n, _, _)| n != net);
+        if sh.nets.remove(net).is_some() {
+            sh.published.retain(|_, n| n != net);
+            drop(sh);
+            let _ = self.send(Ctl::Detach(net.to_string()));
+        }
     }
 
     /// Publish `listener` to `ctr` on network `net`: connections (TCP) and datagrams
-    /// (UDP) reaching it are carried to the container, from the client's own address.
+    /// (UDP) reaching it are carried to the container, from the client's own address
+    /// (a loopback client appears as the gateway address).
     pub fn publish(
         &self,
         net: &str,
         listener: HostListener,
         ctr: SocketAddrV4,
     ) -> Result<PublishId, HostNetError> {
+        match &listener {
+            HostListener::Tcp(l) => l.set_nonblocking(true)?,
+            HostListener::Udp(s) => s.set_nonblocking(true)?,
+        }
         let mut sh = self.lock();
         if !sh.nets.contains_key(net) {
             return Err(HostNetError::UnknownNetwork(net.to_string()));
         }
         let id = PublishId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        sh.published.insert(id, (net.to_string(), listener, ctr));
+        sh.published.insert(id, net.to_string());
+        drop(sh);
+        self.send(Ctl::Publish {
+            key: net.to_string(),
+            id,
+            listener,
+            ctr,
+        })?;
         Ok(id)
     }
 
     /// Close a published port. Connections already carried through it go on.
     pub fn unpublish(&self, id: PublishId) {
-        self.lock().published.remove(&id);
+        if self.lock().published.remove(&id).is_some() {
+            let _ = self.send(Ctl::Unpublish(id));
+        }
     }
 
     /// Counters.
     pub fn stats(&self) -> HostNetStats {
         let sh = self.lock();
+        let mut relay = RelayStats::default();
+        for c in sh.nets.values() {
+            relay = relay.sum(&c.snapshot());
+        }
         HostNetStats {
             networks: sh.nets.len() as u64,
             published: sh.published.len() as u64,
+            sockets: self.sockets.load(Ordering::Relaxed),
+            relay,
         }
+    }
+
+    /// The relay counters of network `net`.
+    pub fn relay_stats(&self, net: &str) -> Option<RelayStats> {
+        self.lock().nets.get(net).map(|c| c.snapshot())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+impl Drop for HostNet {
+    fn drop(&mut self) {
+        let _ = self.send(Ctl::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A network on the host thread.
+struct Net {
+    key: String,
+    relay: Box<Relay>,
+    to_engine: Producer<Handle>,
+    from_engine: Consumer<Handle>,
+    notifier: Arc<OnceLock<Notifier>>,
+    /// Host socket of each flow.
+    flows: HashMap<FlowId, Token>,
+    /// Inbound UDP flows: the listener and the client their replies go to.
+    udp_clients: HashMap<FlowId, (Token, SocketAddrV4)>,
+}
+
+enum Sock {
+    Stream {
+        net: usize,
+        id: FlowId,
+        s: mio::net::TcpStream,
+        connecting: bool,
+    },
+    Dgram {
+        net: usize,
+        id: FlowId,
+        s: mio::net::UdpSocket,
+    },
+    TcpListen {
+        net: usize,
+        l: mio::net::TcpListener,
+        ctr: SocketAddrV4,
+    },
+    UdpListen {
+        net: usize,
+        s: mio::net::UdpSocket,
+        ctr: SocketAddrV4,
+    },
+}
+
+impl Sock {
+    fn net(&self) -> usize {
+        match self {
+            Sock::Stream { net, .. }
+            | Sock::Dgram { net, .. }
+            | Sock::TcpListen { net, .. }
+            | Sock::UdpListen { net, .. } => *net,
+        }
+    }
+}
+
+struct StreamIo<'a>(&'a mio::net::TcpStream);
+
+impl HostStream for StreamIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.0.shutdown(Shutdown::Write)
+    }
+}
+
+/// The host thread's state.
+struct Host {
+    poll: Poll,
+    ctl: Receiver<Ctl>,
+    pool: Arc<BufferPool>,
+    start: Instant,
+    nets: Vec<Option<Net>>,
+    socks: Vec<Option<Sock>>,
+    free_tokens: Vec<usize>,
+    published: HashMap<PublishId, Token>,
+    open: Arc<AtomicU64>,
+    /// The last pass could not hand every frame to the engine.
+    out_frames_blocked: bool,
+}
+
+impl Host {
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = if self.out_frames_blocked {
+                Some(BACKOFF)
+            } else {
+                let now = self.now();
+                let mut t: Option<Duration> = None;
+                for n in self.nets.iter_mut().flatten() {
+                    if let Some(d) = n.relay.poll_in(now) {
+                        t = Some(t.map_or(d, |t| t.min(d)));
+                    }
+                }
+                t.map(|t| t.min(MAX_SLEEP))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "host networking: poll failed");
+                    std::thread::sleep(BACKOFF);
+                }
+            }
+            while let Ok(c) = self.ctl.try_recv() {
+                if !self.control(c) {
+                    self.close_all();
+                    return;
+                }
+            }
+            for ev in events.iter() {
+                if ev.token() != WAKER {
+                    self.socket_event(ev.token());
+                }
+            }
+            for i in 0..self.nets.len() {
+                self.service(i);
+            }
+        }
+    }
+
+    fn control(&mut self, c: Ctl) -> bool {
+        match c {
+            Ctl::Attach {
+                key,
+                relay,
+                to_engine,
+                from_engine,
+                notifier,
+            } => {
+                self.detach(&key);
+                let net = Net {
+                    key,
+                    relay,
+                    to_engine,
+                    from_engine,
+                    notifier,
+                    flows: HashMap::new(),
+                    udp_clients: HashMap::new(),
+                };
+                match self.nets.iter().position(Option::is_none) {
+                    Some(i) => self.nets[i] = Some(net),
+                    None => self.nets.push(Some(net)),
+                }
+            }
+            Ctl::Detach(key) => self.detach(&key),
+            Ctl::Publish {
+                key,
+                id,
+                listener,
+                ctr,
+            } => {
+                let Some(net) = self.net_index(&key) else {
+                    return true;
+                };
+                let sock = match listener {
+                    HostListener::Tcp(l) => Sock::TcpListen {
+                        net,
+                        l: mio::net::TcpListener::from_std(l),
+                        ctr,
+                    },
+                    HostListener::Udp(s) => Sock::UdpListen {
+                        net,
+                        s: mio::net::UdpSocket::from_std(s),
+                        ctr,
+                    },
+                };
+                match self.add_sock(sock) {
+                    Ok(t) => {
+                        self.published.insert(id, t);
+                        // Connections may already wait in the backlog.
+                        self.socket_event(t);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot watch a published port"),
+                }
+            }
+            Ctl::Unpublish(id) => {
+                if let Some(t) = self.published.remove(&id) {
+                    self.remove_sock(t, false);
+                }
+            }
+            Ctl::Stop => return false,
+        }
+        true
+    }
+
+    fn net_index(&self, key: &str) -> Option<usize> {
+        self.nets
+            .iter()
+            .position(|n| n.as_ref().is_some_and(|n| n.key == key))
+    }
+
+    fn detach(&mut self, key: &str) {
+        let Some(i) = self.net_index(key) else {
+            return;
+        };
+        let tokens: Vec<usize> = self
+            .socks
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.as_ref().is_some_and(|s| s.net() == i))
+            .map(|(t, _)| t)
+            .collect();
+        for t in tokens {
+            self.remove_sock(Token(t + 1), false);
+        }
+        self.published
+            .retain(|_, t| t.0 > 0 && self.socks.get(t.0 - 1).is_some_and(Option::is_some));
+        if let Some(mut net) = self.nets[i].take() {
+            while let Ok(h) = net.from_engine.pop() {
+                self.pool.free(h);
+            }
+        }
+    }
+
+    fn close_all(&mut self) {
+        let keys: Vec<String> = self.nets.iter().flatten().map(|n| n.key.clone()).collect();
+        for k in keys {
+            self.detach(&k);
+        }
+    }
+
+    fn add_sock(&mut self, mut sock: Sock) -> io::Result<Token> {
+        let slot = self.free_tokens.pop().unwrap_or(self.socks.len());
+        let token = Token(slot + 1);
+        let reg = self.poll.registry();
+        let both = Interest::READABLE | Interest::WRITABLE;
+        match &mut sock {
+            Sock::Stream { s, .. } => reg.register(s, token, both)?,
+            Sock::Dgram { s, .. } => reg.register(s, token, Interest::READABLE)?,
+            Sock::TcpListen { l, .. } => reg.register(l, token, Interest::READABLE)?,
+            Sock::UdpListen { s, .. } => reg.register(s, token, Interest::READABLE)?,
+        }
+        if slot == self.socks.len() {
+            self.socks.push(Some(sock));
+        } else {
+            self.socks[slot] = Some(sock);
+        }
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Ok(token)
+    }
+
+    fn remove_sock(&mut self, t: Token, reset: bool) {
+        let Some(slot) = t.0.checked_sub(1) else {
+            return;
+        };
+        let Some(mut sock) = self.socks.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        let reg = self.poll.registry();
+        let _ = match &mut sock {
+            Sock::Stream { s, .. } => {
+                if reset {
+                    let _ = nix::sys::socket::setsockopt(
+                        &s.as_fd(),
+                        nix::sys::socket::sockopt::Linger,
+                        &libc::linger {
+                            l_onoff: 1,
+                            l_linger: 0,
+                        },
+                    );
+                }
+                reg.deregister(s)
+            }
+            Sock::Dgram { s, .. } | Sock::UdpListen { s, .. } => reg.deregister(s),
+            Sock::TcpListen { l, .. } => reg.deregister(l),
+        };
+        if let Sock::Stream { net, id, .. } | Sock::Dgram { net, id, .. } = &sock {
+            if let Some(Some(n)) = self.nets.get_mut(*net) {
+                n.flows.remove(id);
+            }
+        }
+        self.free_tokens.push(slot);
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Readiness on a host socket.
+    fn socket_event(&mut self, t: Token) {
+        let Some(slot) = t.0.checked_sub(1) else {
+            return;
+        };
+        let now = self.now();
+        let Some(Some(sock)) = self.socks.get_mut(slot) else {
+            return;
+        };
+        match sock {
+            Sock::Stream {
+                net,
+                id,
+                s,
+                connecting,
+            } => {
+                let (net, id) = (*net, *id);
+                let Some(Some(n)) = self.nets.get_mut(net) else {
+                    return;
+                };
+                if *connecting {
+                    match s.take_error() {
+                        Ok(Some(e)) | Err(e) => {
+                            let why = if e.kind() == io::ErrorKind::ConnectionRefused {
+                                ConnectError::Refused
+                            } else {
+                                ConnectError::Failed
+                            };
+                            n.relay.connected(now, id, Err(why));
+                            n.flows.remove(&id);
+                            self.remove_sock(t, false);
+                            return;
+                        }
+                        Ok(None) => {}
+                    }
+                    match s.peer_addr() {
+                        Ok(_) => {
+                            *connecting = false;
+                            n.relay.connected(now, id, Ok(()));
+                        }
+                        // Not connected yet (a spurious wake-up).
+                        Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                        Err(_) => {
+                            n.relay.connected(now, id, Err(ConnectError::Failed));
+                            n.flows.remove(&id);
+                            self.remove_sock(t, false);
+                            return;
+                        }
+                    }
+                }
+                if let Pumped::Closed { reset } = n.relay.pump(now, id, &mut StreamIo(s)) {
+                    self.remove_sock(t, reset);
+                }
+            }
+            Sock::Dgram { net, id, s } => {
+                let (net, id) = (*net, *id);
+                let Some(Some(n)) = self.nets.get_mut(net) else {
+                    return;
+                };
+                let mut buf = [0u8; 65536];
+                for _ in 0..BATCH {
+                    match s.recv(&mut buf) {
+                        Ok(k) => {
+                            if !n.relay.datagram_from_host(now, id, &buf[..k]) {
+                                break;
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            Sock::TcpListen { net, l, ctr, .. } => {
+                let (net, ctr) = (*net, *ctr);
+                let mut accepted = Vec::new();
+                for _ in 0..BATCH {
+                    match l.accept() {
+                        Ok((s, SocketAddr::V4(client))) => accepted.push((s, client)),
+                        // An IPv4 listener; anything else is dropped (closed).
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "accept on a published port failed");
+                            break;
+                        }
+                    }
+                }
+                for (s, client) in accepted {
+                    let _ = s.set_nodelay(true);
+                    let Some(Some(n)) = self.nets.get_mut(net) else {
+                        return;
+                    };
+                    // Refused by the flow bound: the stream is closed here.
+                    let Some(id) = n.relay.tcp_inbound(now, client, ctr) else {
+                        continue;
+                    };
+                    let sock = Sock::Stream {
+                        net,
+                        id,
+                        s,
+                        connecting: false,
+                    };
+                    match self.add_sock(sock) {
+                        Ok(tok) => {
+                            if let Some(Some(n)) = self.nets.get_mut(net) {
+                                n.flows.insert(id, tok);
+                            }
+                        }
+                        Err(_) => {
+                            if let Some(Some(n)) = self.nets.get_mut(net) {
+                                n.relay.host_reset(now, id);
+                            }
+                        }
+                    }
+                }
+            }
+            Sock::UdpListen { net, s, ctr, .. } => {
+                let (net, ctr) = (*net, *ctr);
+                let Some(Some(n)) = self.nets.get_mut(net) else {
+                    return;
+                };
+                let mut buf = [0u8; 65536];
+                for _ in 0..BATCH {
+                    match s.recv_from(&mut buf) {
+                        Ok((k, SocketAddr::V4(client))) => {
+                            if let Some(id) = n.relay.udp_inbound(now, client, ctr, &buf[..k]) {
+                                n.udp_clients.insert(id, (t, client));
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Move one network's frames and events.
+    fn service(&mut self, i: usize) {
+        let now = self.now();
+        let Some(Some(n)) = self.nets.get_mut(i) else {
+            return;
+        };
+        for _ in 0..BATCH {
+            let Ok(h) = n.from_engine.pop() else {
+                break;
+            };
+            let gso = self.pool.meta(&h).vnet.is_gso();
+            n.relay.input(now, self.pool.frame(&h), gso);
+            self.pool.free(h);
+        }
+        n.relay.poll(now);
+        // Events: sockets to open and close.
+        let mut opens = Vec::new();
+        let mut closes = Vec::new();
+        while let Some(e) = n.relay.poll_event() {
+            match e {
+                Event::Connect { id, proto, dst } => opens.push((id, proto, dst)),
+                Event::Close { id, reset } => {
+                    n.udp_clients.remove(&id);
+                    if let Some(t) = n.flows.remove(&id) {
+                        closes.push((t, reset));
+                    }
+                }
+            }
+        }
+        for (t, reset) in closes {
+            self.remove_sock(t, reset);
+        }
+        for (id, proto, dst) in opens {
+            self.open_flow(i, now, id, proto, dst);
+        }
+        let Some(Some(n)) = self.nets.get_mut(i) else {
+            return;
+        };
+        // TCP flows whose container side moved.
+        let mut ready = Vec::new();
+        n.relay.take_ready(&mut ready);
+        let mut closed = Vec::new();
+        for id in ready {
+            let Some(&t) = n.flows.get(&id) else {
+                continue;
+            };
+            if let Some(Some(Sock::Stream {
+                s,
+                connecting: false,
+                ..
+            })) = self.socks.get(t.0 - 1)
+            {
+                if let Pumped::Closed { reset } = n.relay.pump(now, id, &mut StreamIo(s)) {
+                    closed.push((t, reset));
+                }
+            }
+        }
+        // Datagrams for host sockets.
+        while let Some((id, data)) = n.relay.next_datagram() {
+            if let Some(&(lt, client)) = n.udp_clients.get(&id) {
+                if let Some(Some(Sock::UdpListen { s, .. })) = self.socks.get(lt.0 - 1) {
+                    let _ = s.send_to(&data, SocketAddr::V4(client));
+                }
+            } else if let Some(&t) = n.flows.get(&id) {
+                if let Some(Some(Sock::Dgram { s, .. })) = self.socks.get(t.0 - 1) {
+                    let _ = s.send(&data);
+                }
+            }
+        }
+        n.relay.poll(now);
+        // Frames for the engine, straight into pool slots.
+        let mut sent = false;
+        let mut blocked = false;
+        while let Some(len) = n.relay.peek_frame_len() {
+            if n.to_engine.is_full() {
+                blocked = true;
+                break;
+            }
+            let Some(mut h) = self.pool.alloc_for(len) else {
+                blocked = true;
+                break;
+            };
+            let written = {
+                let p = self.pool.get_mut(&mut h);
+                match n.relay.next_frame(&mut p.slot[HEADROOM..]) {
+                    Some(f) => {
+                        p.meta.head = HEADROOM as u32;
+                        p.meta.len = f.len as u32;
+                        p.meta.vnet = vnet_for(&f);
+                        true
+                    }
+                    None => false,
+                }
+            };
+            if !written {
+                self.pool.free(h);
+                break;
+            }
+            if let Err(rtrb::PushError::Full(h)) = n.to_engine.push(h) {
+                self.pool.free(h);
+                blocked = true;
+                break;
+            }
+            sent = true;
+        }
+        if sent {
+            if let Some(notifier) = n.notifier.get() {
+                notifier.notify();
+            }
+        }
+        self.out_frames_blocked = blocked;
+        for (t, reset) in closed {
+            self.remove_sock(t, reset);
+        }
+    }
+
+    /// Open the host socket of a new outbound flow.
+    fn open_flow(
+        &mut self,
+        net: usize,
+        now: Duration,
+        id: FlowId,
+        proto: Proto,
+        dst: SocketAddrV4,
+    ) {
+        let opened: io::Result<(Sock, bool)> = match proto {
+            Proto::Tcp => mio::net::TcpStream::connect(SocketAddr::V4(dst)).map(|s| {
+                let _ = s.set_nodelay(true);
+                (
+                    Sock::Stream {
+                        net,
+                        id,
+                        s,
+                        connecting: true,
+                    },
+                    false,
+                )
+            }),
+            Proto::Udp => udp_connected(dst).map(|s| (Sock::Dgram { net, id, s }, true)),
+            Proto::Icmp => ping_socket(dst).map(|s| (Sock::Dgram { net, id, s }, true)),
+        };
+        let Some(Some(n)) = self.nets.get_mut(net) else {
+            return;
+        };
+        match opened {
+            Ok((sock, ready_now)) => match self.add_sock(sock) {
+                Ok(t) => {
+                    let Some(Some(n)) = self.nets.get_mut(net) else {
+                        return;
+                    };
+                    n.flows.insert(id, t);
+                    if ready_now {
+                        n.relay.connected(now, id, Ok(()));
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot watch a host socket");
+                    if let Some(Some(n)) = self.nets.get_mut(net) {
+                        n.relay.connected(now, id, Err(ConnectError::Failed));
+                    }
+                }
+            },
+            Err(e) => {
+                let why = if e.kind() == io::ErrorKind::ConnectionRefused {
+                    ConnectError::Refused
+                } else {
+                    ConnectError::Failed
+                };
+                tracing::debug!(error = %e, %dst, ?proto, "cannot open a host socket");
+                n.relay.connected(now, id, Err(why));
+            }
+        }
+    }
+}
+
+fn udp_connected(dst: SocketAddrV4) -> io::Result<mio::net::UdpSocket> {
+    let s = mio::net::UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0)))?;
+    s.connect(SocketAddr::V4(dst))?;
+    Ok(s)
+}
+
+/// An unprivileged ICMP echo socket (`net.ipv4.ping_group_range` must admit the
+/// daemon's group), connected to `dst`.
+fn ping_socket(dst: SocketAddrV4) -> io::Result<mio::net::UdpSocket> {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_ICMP,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor this function owns.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let s = mio::net::UdpSocket::from_std(UdpSocket::from(owned));
+    s.connect(SocketAddr::V4(SocketAddrV4::new(*dst.ip(), 0)))?;
+    Ok(s)
+}
+
+/// The virtio-net header of a relay frame.
+fn vnet_for(f: &tapnet_nat::relay::FrameOut) -> VnetHdr {
+    let mut v = VnetHdr::default();
+    if f.csum_partial {
+        v.flags = VnetHdr::F_NEEDS_CSUM;
+        v.csum_start = f.l4_offset;
+        v.csum_offset = 16;
+    }
+    if f.gso_size > 0 {
+        v.gso_type = VnetHdr::GSO_TCPV4;
+        v.gso_size = f.gso_size;
+        v.hdr_len = f.hdr_len;
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests;

@@ -24,7 +24,7 @@
 //! [`GatewayCounters`], which [`GatewayHandle`] reads.
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use mio::{Registry, Token};
 use rtrb::{Consumer, Producer, RingBuffer};
@@ -44,6 +44,21 @@ pub struct GatewayPort {
     pool: Arc<BufferPool>,
     to_engine: Producer<Handle>,
     from_gateway: Consumer<Handle>,
+    uplink: Option<Uplink>,
+}
+
+/// The rings between a gateway port and the host thread that relays its routed frames
+/// (`crate::hostnet`).
+pub(crate) struct Uplink {
+    /// Routed frames, engine → host thread.
+    pub(crate) to_host: Producer<Handle>,
+    /// Frames from the relay, host thread → engine.
+    pub(crate) from_host: Consumer<Handle>,
+    /// Wakes the host thread.
+    pub(crate) wake_host: Arc<mio::Waker>,
+    /// Set by the engine when the port is attached; the host thread rings it after
+    /// queuing frames.
+    pub(crate) notifier: Arc<OnceLock<crate::runtime::Notifier>>,
 }
 
 /// What the control plane keeps of a [`GatewayPort`] once the engine owns it: its
@@ -80,7 +95,28 @@ impl GatewayPort {
         pool: Arc<BufferPool>,
         mtu: u32,
     ) -> (GatewayPort, GatewayHandle) {
-        let gateway = Gateway::new(cfg);
+        Self::build(Gateway::new(cfg), pool, mtu, None)
+    }
+
+    /// A gateway port that also routes: frames the gateway forwards go to the host
+    /// thread over `uplink`, and what the relay sends back enters here. It takes
+    /// superframes and partial checksums as they are (the relay handles them).
+    pub(crate) fn with_uplink(
+        cfg: GatewayConfig,
+        pool: Arc<BufferPool>,
+        mtu: u32,
+        uplink: Uplink,
+    ) -> (GatewayPort, GatewayHandle) {
+        Self::build(Gateway::with_egress(cfg), pool, mtu, Some(uplink))
+    }
+
+    fn build(
+        gateway: Gateway,
+        pool: Arc<BufferPool>,
+        mtu: u32,
+        uplink: Option<Uplink>,
+    ) -> (GatewayPort, GatewayHandle) {
+        let cfg = *gateway.config();
         let handle = GatewayHandle {
             config: *gateway.config(),
             counters: gateway.counters(),
@@ -91,7 +127,7 @@ impl GatewayPort {
             // In process, like a memory port. (A `PortKind::Gateway` would need an arm in
             // every exhaustive match on the kind, the daemon's stats included.)
             kind: PortKind::Memory,
-            offloads: false,
+            offloads: uplink.is_some(),
             mtu,
         };
         (
@@ -101,6 +137,7 @@ impl GatewayPort {
                 pool,
                 to_engine,
                 from_gateway,
+                uplink,
             },
             handle,
         )
@@ -122,16 +159,26 @@ impl Port for GatewayPort {
             pool,
             to_engine,
             from_gateway,
+            uplink,
             ..
         } = *self;
+        let (up_tx, up_rx) = match uplink {
+            Some(u) => (
+                Some((u.to_host, u.wake_host)),
+                Some((u.from_host, u.notifier)),
+            ),
+            None => (None, None),
+        };
         (
             Box::new(GatewayRx {
                 replies: from_gateway,
+                from_host: up_rx,
                 pool: pool.clone(),
             }),
             Box::new(GatewayTx {
                 gateway,
                 replies: to_engine,
+                to_host: up_tx,
                 spare: None,
                 pool,
             }),
@@ -142,6 +189,8 @@ impl Port for GatewayPort {
 /// Replies, gateway → engine.
 struct GatewayRx {
     replies: Consumer<Handle>,
+    /// The relay's frames, and where the engine's notifier goes for the host thread.
+    from_host: Option<(Consumer<Handle>, Arc<OnceLock<crate::runtime::Notifier>>)>,
     /// To free replies nobody read when the port goes away.
     pool: Arc<BufferPool>,
 }
@@ -150,6 +199,8 @@ struct GatewayRx {
 struct GatewayTx {
     gateway: Gateway,
     replies: Producer<Handle>,
+    /// Routed frames to the host thread, and its doorbell.
+    to_host: Option<(Producer<Handle>, Arc<mio::Waker>)>,
     /// A small slot that the last frame did not need for a reply, kept for the next:
     /// most frames a gateway sees (floods, ARP for others) get none.
     spare: Option<Handle>,
@@ -167,7 +218,13 @@ impl PortRx for GatewayRx {
     }
 
     fn pending(&self) -> bool {
-        !self.replies.is_empty()
+        !self.replies.is_empty() || self.from_host.as_ref().is_some_and(|(c, _)| !c.is_empty())
+    }
+
+    fn set_notifier(&mut self, notifier: crate::runtime::Notifier) {
+        if let Some((_, slot)) = &self.from_host {
+            let _ = slot.set(notifier);
+        }
     }
 
     fn recv(
@@ -178,7 +235,17 @@ impl PortRx for GatewayRx {
         budget: usize,
         ctr: &PortCounters,
     ) -> RxStatus {
-        super::recv_ring(&mut self.replies, pool, out, budget, ctr)
+        let before = out.len();
+        let st = super::recv_ring(&mut self.replies, pool, out, budget, ctr);
+        let left = budget - (out.len() - before);
+        match &mut self.from_host {
+            Some((ring, _)) if left > 0 => {
+                let st2 = super::recv_ring(ring, pool, out, left, ctr);
+                if st == RxStatus::More { st } else { st2 }
+            }
+            Some((ring, _)) if !ring.is_empty() => RxStatus::More,
+            _ => st,
+        }
     }
 }
 
@@ -186,6 +253,11 @@ impl Drop for GatewayRx {
     fn drop(&mut self) {
         while let Ok(h) = self.replies.pop() {
             self.pool.free(h);
+        }
+        if let Some((ring, _)) = &mut self.from_host {
+            while let Ok(h) = ring.pop() {
+                self.pool.free(h);
+            }
         }
     }
 }
@@ -218,9 +290,11 @@ impl PortTx for GatewayTx {
         );
         let mut bytes = 0u64;
         let n = batch.len();
+        let mut forwarded = false;
         for h in batch.drain(..) {
             let frame = pool.frame(&h);
             bytes += frame.len() as u64;
+
             let mut slot = self.slot_for(pool, frame.len());
             let outcome = match slot.as_mut() {
                 Some(r) => {
@@ -231,6 +305,23 @@ impl PortTx for GatewayTx {
                 // made is dropped as `NoRoom`.
                 None => self.gateway.handle(frame, &mut []),
             };
+            if outcome == Outcome::Forward {
+                if let Some(r) = slot {
+                    self.unused(pool, r);
+                }
+                // Routed: the frame itself goes to the host thread, no copy.
+                match &mut self.to_host {
+                    Some((ring, _)) => match ring.push(h) {
+                        Ok(()) => forwarded = true,
+                        Err(rtrb::PushError::Full(h)) => {
+                            ctr.tx_queue_full.inc();
+                            pool.free(h);
+                        }
+                    },
+                    None => pool.free(h),
+                }
+                continue;
+            }
             pool.free(h);
             match (outcome, slot) {
                 (Outcome::Reply(len), Some(mut r)) => {
@@ -245,6 +336,11 @@ impl PortTx for GatewayTx {
                 }
                 (_, Some(r)) => self.unused(pool, r),
                 (_, None) => {}
+            }
+        }
+        if forwarded {
+            if let Some((_, waker)) = &self.to_host {
+                let _ = waker.wake();
             }
         }
         ctr.tx_packets.add(n as u64);

@@ -1,0 +1,364 @@
+//! Host networking end to end without root: a smoltcp "container" on a memory port of
+//! a running engine, the network's gateway port from [`HostNet`], and real host sockets
+//! on 127.0.0.1.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::socket::{tcp, udp};
+use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint};
+use tapnet_switch::{DomainConfig, MacAddr};
+
+use super::*;
+use crate::port::{MemPeer, MemPort};
+use crate::runtime::{Engine, EngineConfig};
+
+const GW: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+const CTR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
+/// Every wait in these tests ends by this.
+const LIMIT: Duration = Duration::from_secs(20);
+
+struct PeerDev(MemPeer);
+struct Rx(Vec<u8>);
+struct Tx<'a>(&'a mut MemPeer);
+
+impl phy::RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl phy::TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut v = vec![0; len];
+        let r = f(&mut v);
+        let _ = self.0.send(&v);
+        r
+    }
+}
+
+impl phy::Device for PeerDev {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+
+    fn receive(
+        &mut self,
+        _: smoltcp::time::Instant,
+    ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let mut buf = Vec::new();
+        if self.0.recv(&mut buf) {
+            Some((Rx(buf), Tx(&mut self.0)))
+        } else {
+            None
+        }
+    }
+
+    fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
+        Some(Tx(&mut self.0))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ethernet;
+        c.max_transmission_unit = 1514;
+        c
+    }
+}
+
+/// A running engine with one network whose gateway is `HostNet`'s, and a smoltcp
+/// container at 10.99.0.2 on a memory port without offloads (so the relay's superframes
+/// are cut by the engine's software segmentation on the way).
+struct Setup {
+    _engine: Engine,
+    host: HostNet,
+    dev: PeerDev,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    t0: Instant,
+}
+
+impl Setup {
+    fn new(host_loopback: bool) -> Setup {
+        let engine = Engine::start(EngineConfig {
+            pin: false,
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        let host = HostNet::start(engine.pool().clone(), HostNetConfig::default()).unwrap();
+        let d = engine.add_domain(DomainConfig::default()).unwrap();
+        let gateway = GatewayConfig {
+            mac: MacAddr::from_ipv4(GW),
+            ip: GW,
+            prefix_len: 24,
+            internal: false,
+        };
+        let (gp, _) = host
+            .gateway_port(
+                "n1",
+                NetAttach {
+                    gateway,
+                    mtu: 1500,
+                    host_loopback,
+                },
+            )
+            .unwrap();
+        let gid = engine.add_gateway_port(Box::new(gp), d).unwrap();
+        engine.add_static_mac(d, gateway.mac, gid).unwrap();
+        let (port, peer) = MemPort::pair("ctr", engine.pool().clone(), 1024, 1500, false);
+        engine.add_port(Box::new(port), d).unwrap();
+        let mut dev = PeerDev(peer);
+        let mut cfg = Config::new(EthernetAddress(MacAddr::from_ipv4(CTR).0).into());
+        cfg.random_seed = 3;
+        let mut iface = Interface::new(cfg, &mut dev, smoltcp::time::Instant::ZERO);
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::new(IpAddress::Ipv4(CTR), 24));
+        });
+        let _ = iface.routes_mut().add_default_ipv4_route(GW);
+        Setup {
+            _engine: engine,
+            host,
+            dev,
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            t0: Instant::now(),
+        }
+    }
+
+    fn poll(&mut self) {
+        let now = smoltcp::time::Instant::from_micros(self.t0.elapsed().as_micros() as i64);
+        self.iface.poll(now, &mut self.dev, &mut self.sockets);
+    }
+
+    /// Poll until `done` or the time limit.
+    fn until(&mut self, mut done: impl FnMut(&mut Setup) -> bool) -> bool {
+        let end = Instant::now() + LIMIT;
+        while Instant::now() < end {
+            self.poll();
+            if done(self) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        false
+    }
+
+    fn tcp(&mut self) -> SocketHandle {
+        self.sockets.add(tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 128 * 1024]),
+            tcp::SocketBuffer::new(vec![0; 128 * 1024]),
+        ))
+    }
+}
+
+/// A TCP server on 127.0.0.1 that answers each connection with the bytes it got,
+/// reversed, after the client's FIN.
+fn reverse_server() -> (u16, std::thread::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got.reverse();
+        s.write_all(&got).unwrap();
+    });
+    (port, t)
+}
+
+#[test]
+fn egress_tcp_reaches_host_loopback_through_the_gateway_address() {
+    let (port, server) = reverse_server();
+    let mut s = Setup::new(true);
+    let h = s.tcp();
+    let cx = s.iface.context();
+    s.sockets
+        .get_mut::<tcp::Socket>(h)
+        .connect(cx, (IpAddress::Ipv4(GW), port), 45000)
+        .unwrap();
+    let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 241) as u8).collect();
+    let mut sent = 0;
+    let mut got = Vec::new();
+    let ok = s.until(|s| {
+        let sock = s.sockets.get_mut::<tcp::Socket>(h);
+        if sock.can_send() && sent < data.len() {
+            sent += sock.send_slice(&data[sent..]).unwrap();
+            if sent == data.len() {
+                sock.close();
+            }
+        }
+        while sock.can_recv() {
+            sock.recv(|b| {
+                got.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+        got.len() == data.len() && !sock.is_active()
+    });
+    server.join().unwrap();
+    assert!(
+        ok,
+        "transfer did not finish: sent {sent}, got {}",
+        got.len()
+    );
+    let mut expect = data.clone();
+    expect.reverse();
+    assert!(got == expect, "bytes differ");
+    assert!(
+        s.until(|s| s.host.relay_stats("n1").unwrap().tcp_closed == 1),
+        "{:?}",
+        s.host.relay_stats("n1")
+    );
+    assert_eq!(s.host.relay_stats("n1").unwrap().tcp_opened, 1);
+    // The host socket of the flow is closed.
+    assert!(s.until(|s| s.host.stats().sockets == 0));
+}
+
+#[test]
+fn refused_and_unlooped_connects_are_reset() {
+    // A port nobody listens on: the host connect is refused, the container is reset.
+    let free = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let mut s = Setup::new(true);
+    let h = s.tcp();
+    let cx = s.iface.context();
+    s.sockets
+        .get_mut::<tcp::Socket>(h)
+        .connect(cx, (IpAddress::Ipv4(GW), port), 45001)
+        .unwrap();
+    assert!(s.until(|s| s.sockets.get::<tcp::Socket>(h).state() == tcp::State::Closed));
+    assert_eq!(s.host.relay_stats("n1").unwrap().tcp_refused, 1);
+    // Without host loopback the gateway address has no services.
+    let (port, _server) = reverse_server();
+    let mut s = Setup::new(false);
+    let h = s.tcp();
+    let cx = s.iface.context();
+    s.sockets
+        .get_mut::<tcp::Socket>(h)
+        .connect(cx, (IpAddress::Ipv4(GW), port), 45002)
+        .unwrap();
+    assert!(s.until(|s| s.sockets.get::<tcp::Socket>(h).state() == tcp::State::Closed));
+    // Unblock the server thread.
+    drop(TcpStream::connect(("127.0.0.1", port)));
+}
+
+#[test]
+fn udp_to_host_loopback_and_back() {
+    let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = echo.local_addr().unwrap().port();
+    echo.set_read_timeout(Some(LIMIT)).unwrap();
+    let t = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        let (n, from) = echo.recv_from(&mut buf).unwrap();
+        echo.send_to(&buf[..n], from).unwrap();
+    });
+    let mut s = Setup::new(true);
+    let mut u = udp::Socket::new(
+        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
+        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
+    );
+    u.bind(6000).unwrap();
+    let h = s.sockets.add(u);
+    let dst = IpEndpoint::new(IpAddress::Ipv4(GW), port);
+    s.sockets
+        .get_mut::<udp::Socket>(h)
+        .send_slice(b"ping over udp", dst)
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let mut got = None;
+    assert!(s.until(|s| {
+        if let Ok((n, meta)) = s.sockets.get_mut::<udp::Socket>(h).recv_slice(&mut buf) {
+            got = Some((buf[..n].to_vec(), meta.endpoint));
+        }
+        got.is_some()
+    }));
+    t.join().unwrap();
+    assert_eq!(got, Some((b"ping over udp".to_vec(), dst)));
+}
+
+#[test]
+fn published_tcp_and_udp_reach_the_container_from_the_client_address() {
+    let mut s = Setup::new(false);
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hport = l.local_addr().unwrap().port();
+    s.host
+        .publish("n1", HostListener::Tcp(l), SocketAddrV4::new(CTR, 8080))
+        .unwrap();
+    let h = s.tcp();
+    s.sockets.get_mut::<tcp::Socket>(h).listen(8080).unwrap();
+    let client = std::thread::spawn(move || {
+        let mut c = TcpStream::connect(("127.0.0.1", hport)).unwrap();
+        c.set_read_timeout(Some(LIMIT)).unwrap();
+        let me = c.local_addr().unwrap().port();
+        c.write_all(b"hello container").unwrap();
+        let mut buf = [0u8; 64];
+        let n = c.read(&mut buf).unwrap();
+        (me, buf[..n].to_vec())
+    });
+    let mut asked = Vec::new();
+    let mut remote = None;
+    assert!(s.until(|s| {
+        let sock = s.sockets.get_mut::<tcp::Socket>(h);
+        if sock.can_recv() {
+            let mut b = [0u8; 64];
+            let n = sock.recv_slice(&mut b).unwrap();
+            asked.extend_from_slice(&b[..n]);
+            remote = sock.remote_endpoint();
+            if asked == b"hello container" {
+                sock.send_slice(b"hello client").unwrap();
+            }
+        }
+        asked == b"hello container" && sock.send_queue() == 0
+    }));
+    let (client_port, reply) = client.join().unwrap();
+    assert_eq!(reply, b"hello client");
+    // A loopback client is seen as the gateway address, with its own port.
+    assert_eq!(
+        remote,
+        Some(IpEndpoint::new(IpAddress::Ipv4(GW), client_port))
+    );
+    // UDP.
+    let us = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let uport = us.local_addr().unwrap().port();
+    s.host
+        .publish("n1", HostListener::Udp(us), SocketAddrV4::new(CTR, 5353))
+        .unwrap();
+    let mut u = udp::Socket::new(
+        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
+        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
+    );
+    u.bind(5353).unwrap();
+    let uh = s.sockets.add(u);
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(LIMIT)).unwrap();
+    let cport = c.local_addr().unwrap().port();
+    c.send_to(b"q", ("127.0.0.1", uport)).unwrap();
+    let mut from = None;
+    assert!(s.until(|s| {
+        let sock = s.sockets.get_mut::<udp::Socket>(uh);
+        let mut b = [0u8; 16];
+        if let Ok((_, meta)) = sock.recv_slice(&mut b) {
+            from = Some(meta.endpoint);
+            sock.send_slice(b"a", meta.endpoint).unwrap();
+        }
+        from.is_some() && sock.send_queue() == 0
+    }));
+    assert_eq!(from, Some(IpEndpoint::new(IpAddress::Ipv4(GW), cport)));
+    let mut b = [0u8; 16];
+    // Keep the container side polled while the reply travels.
+    let mut got = None;
+    assert!(s.until(|_| {
+        c.set_nonblocking(true).unwrap();
+        if let Ok((n, _)) = c.recv_from(&mut b) {
+            got = Some(b[..n].to_vec());
+        }
+        got.is_some()
+    }));
+    assert_eq!(got.unwrap(), b"a");
+    assert_eq!(s.host.stats().published, 2);
+}
