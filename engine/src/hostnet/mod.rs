@@ -355,6 +355,9 @@ enum Sock {
         net: usize,
         id: FlowId,
         s: mio::net::UdpSocket,
+        /// A raw ICMP socket (no ping sockets allowed here) and the echo identifier
+        /// this flow uses on it.
+        raw_ident: Option<u16>,
     },
     TcpListen {
         net: usize,
@@ -662,8 +665,13 @@ impl Host {
                     self.remove_sock(t, reset);
                 }
             }
-            Sock::Dgram { net, id, s } => {
-                let (net, id) = (*net, *id);
+            Sock::Dgram {
+                net,
+                id,
+                s,
+                raw_ident,
+            } => {
+                let (net, id, raw_ident) = (*net, *id, *raw_ident);
                 let Some(Some(n)) = self.nets.get_mut(net) else {
                     return;
                 };
@@ -671,7 +679,16 @@ impl Host {
                 for _ in 0..BATCH {
                     match s.recv(&mut buf) {
                         Ok(k) => {
-                            if !n.relay.datagram_from_host(now, id, &buf[..k]) {
+                            let msg = match raw_ident {
+                                None => &buf[..k],
+                                // A raw socket sees every echo reply to this host, IP
+                                // header included: keep this flow's.
+                                Some(ident) => match raw_echo_reply(&buf[..k], ident) {
+                                    Some(m) => m,
+                                    None => continue,
+                                },
+                            };
+                            if !n.relay.datagram_from_host(now, id, msg) {
                                 break;
                             }
                         }
@@ -808,8 +825,22 @@ impl Host {
                     let _ = s.send_to(&data, SocketAddr::V4(client));
                 }
             } else if let Some(&t) = n.flows.get(&id) {
-                if let Some(Some(Sock::Dgram { s, .. })) = self.socks.get(t.0 - 1) {
-                    let _ = s.send(&data);
+                if let Some(Some(Sock::Dgram { s, raw_ident, .. })) = self.socks.get(t.0 - 1) {
+                    match raw_ident {
+                        None => {
+                            let _ = s.send(&data);
+                        }
+                        Some(ident) => {
+                            let mut m = data;
+                            if m.len() >= 8 {
+                                m[4..6].copy_from_slice(&ident.to_be_bytes());
+                                m[2..4].copy_from_slice(&[0, 0]);
+                                let c = tapnet_switch::wire::ipv4::checksum(&m);
+                                m[2..4].copy_from_slice(&c.to_be_bytes());
+                                let _ = s.send(&m);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -882,8 +913,28 @@ impl Host {
                     false,
                 )
             }),
-            Proto::Udp => udp_connected(dst).map(|s| (Sock::Dgram { net, id, s }, true)),
-            Proto::Icmp => ping_socket(dst).map(|s| (Sock::Dgram { net, id, s }, true)),
+            Proto::Udp => udp_connected(dst).map(|s| {
+                (
+                    Sock::Dgram {
+                        net,
+                        id,
+                        s,
+                        raw_ident: None,
+                    },
+                    true,
+                )
+            }),
+            Proto::Icmp => icmp_socket(dst, id).map(|(s, raw_ident)| {
+                (
+                    Sock::Dgram {
+                        net,
+                        id,
+                        s,
+                        raw_ident,
+                    },
+                    true,
+                )
+            }),
         };
         let Some(Some(n)) = self.nets.get_mut(net) else {
             return;
@@ -925,14 +976,35 @@ fn udp_connected(dst: SocketAddrV4) -> io::Result<mio::net::UdpSocket> {
     Ok(s)
 }
 
-/// An unprivileged ICMP echo socket (`net.ipv4.ping_group_range` must admit the
-/// daemon's group), connected to `dst`.
-fn ping_socket(dst: SocketAddrV4) -> io::Result<mio::net::UdpSocket> {
+/// A socket for ICMP echo to `dst`: an unprivileged ping socket where
+/// `net.ipv4.ping_group_range` admits the daemon's group (the kernel then picks the
+/// echo identifier), else a raw ICMP socket (needs CAP_NET_RAW) with an identifier of
+/// the flow's own.
+fn icmp_socket(dst: SocketAddrV4, id: FlowId) -> io::Result<(mio::net::UdpSocket, Option<u16>)> {
+    match icmp_fd(dst, libc::SOCK_DGRAM) {
+        Ok(s) => Ok((s, None)),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => {
+            let ident = 0x7000 ^ (id.raw() as u16);
+            icmp_fd(dst, libc::SOCK_RAW).map(|s| (s, Some(ident)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The ICMP message of an IPv4 packet read from a raw socket, if it is an echo reply
+/// with identifier `ident`.
+fn raw_echo_reply(pkt: &[u8], ident: u16) -> Option<&[u8]> {
+    let ihl = usize::from(*pkt.first()? & 0x0f) * 4;
+    let icmp = pkt.get(ihl..)?;
+    (icmp.len() >= 8 && icmp[0] == 0 && icmp[4..6] == ident.to_be_bytes()).then_some(icmp)
+}
+
+fn icmp_fd(dst: SocketAddrV4, kind: libc::c_int) -> io::Result<mio::net::UdpSocket> {
     // SAFETY: plain socket(2) call; the result is checked before use.
     let fd = unsafe {
         libc::socket(
             libc::AF_INET,
-            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            kind | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
             libc::IPPROTO_ICMP,
         )
     };

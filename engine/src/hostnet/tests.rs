@@ -362,3 +362,50 @@ fn published_tcp_and_udp_reach_the_container_from_the_client_address() {
     assert_eq!(got.unwrap(), b"a");
     assert_eq!(s.host.stats().published, 2);
 }
+
+#[test]
+fn ping_leaves_through_a_host_icmp_socket() {
+    let mut s = Setup::new(false);
+    // An echo request from the container to the host's loopback, built by hand (the
+    // host answers it; loopback is the only address a test may ping).
+    let mut icmp = vec![8, 0, 0, 0, 0x42, 0x42, 0, 7];
+    icmp.extend_from_slice(b"tapnet ping");
+    let c = tapnet_switch::wire::ipv4::checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut f = Vec::new();
+    f.extend_from_slice(&MacAddr::from_ipv4(GW).0);
+    f.extend_from_slice(&MacAddr::from_ipv4(CTR).0);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 1, 0, 0];
+    ip[2..4].copy_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&CTR.octets());
+    ip.extend_from_slice(&Ipv4Addr::LOCALHOST.octets());
+    let c = tapnet_switch::wire::ipv4::checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&icmp);
+    assert!(s.dev.0.send(&f));
+    let mut reply = None;
+    let end = Instant::now() + LIMIT;
+    while reply.is_none() && Instant::now() < end {
+        let mut buf = Vec::new();
+        if s.dev.0.recv(&mut buf) {
+            if buf.len() > 34 && buf[23] == 1 && buf[34] == 0 {
+                reply = Some(buf);
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let r = reply.expect("an echo reply");
+    assert_eq!(
+        &r[26..30],
+        &Ipv4Addr::LOCALHOST.octets(),
+        "from the address pinged"
+    );
+    assert_eq!(&r[30..34], &CTR.octets());
+    let icmp = &r[34..];
+    assert_eq!(&icmp[4..6], &[0x42, 0x42], "the container's identifier");
+    assert_eq!(&icmp[8..], b"tapnet ping");
+    assert_eq!(tapnet_switch::wire::ipv4::checksum(icmp), 0);
+}
