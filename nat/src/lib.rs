@@ -36,6 +36,7 @@
 
 mod counters;
 mod gateway;
+pub mod portspec;
 
 pub use counters::{GatewayCounters, GatewayCountersSnapshot};
 pub use gateway::{Gateway, GatewayConfig, GatewayDrop, Outcome};
