@@ -513,7 +513,7 @@ pub struct SandboxCreateRequest {
     pub hostname: Option<String>,
     /// Ports to publish, by container port (`80/tcp`), Docker's
     /// `HostConfig.PortBindings`.
-    #[serde(rename = "PortBindings", default, deserialize_with = "nullable")]
+    #[serde(rename = "PortBindings", default, deserialize_with = "port_map")]
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub port_bindings: PortMap,
 }
@@ -532,6 +532,15 @@ pub struct PortBinding {
 
 /// Published ports by container port and protocol (`80/tcp`), Docker's `PortMap`.
 pub type PortMap = BTreeMap<String, Vec<PortBinding>>;
+
+/// A [`PortMap`] where the map or any list may be `null`, as Go writes nil values.
+fn port_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PortMap, D::Error> {
+    let m: Option<BTreeMap<String, Option<Vec<PortBinding>>>> = Deserialize::deserialize(d)?;
+    Ok(m.unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.unwrap_or_default()))
+        .collect())
+}
 
 /// A sandbox's endpoint on one network.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -582,7 +591,7 @@ pub struct SandboxInspect {
     pub networks: BTreeMap<String, EndpointInfo>,
     /// Published ports: the host address and port bound for each container port
     /// (Docker's `NetworkSettings.Ports`).
-    #[serde(rename = "Ports", default, deserialize_with = "nullable")]
+    #[serde(rename = "Ports", default, deserialize_with = "port_map")]
     pub ports: PortMap,
 }
 
