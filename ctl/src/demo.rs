@@ -195,9 +195,9 @@ pub(crate) fn run() -> anyhow::Result<u8> {
         }]
     };
     for name in ["db", "web", "client"] {
-        d.create_sandbox(Some(name.into()), None, on("pets"))?;
+        d.create_sandbox(Some(name.into()), None, on("pets"), &[])?;
     }
-    d.create_sandbox(Some("stranger".into()), None, on("other"))?;
+    d.create_sandbox(Some("stranger".into()), None, on("other"), &[])?;
     let (db_ip, db_mac, db_ns) = ip_of(&d, "db", "pets")?;
     let (web_ip, web_mac, web_ns) = ip_of(&d, "web", "pets")?;
     let (client_ip, _, client_ns) = ip_of(&d, "client", "pets")?;

@@ -36,6 +36,7 @@
 
 mod counters;
 mod gateway;
+pub mod portspec;
 pub mod relay;
 
 pub use counters::{GatewayCounters, GatewayCountersSnapshot};

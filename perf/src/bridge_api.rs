@@ -503,6 +503,7 @@ fn breakdown(opts: &Opts, n: usize, state_parent: &Path) -> Result<(Steps, Steps
                 netns: sandbox::netns_name(&id),
                 hostname: id[..12].to_string(),
                 endpoints: vec![ep.id.clone()],
+                ports: Vec::new(),
                 id,
             };
             let bytes = serde_json::to_vec(&next)?;

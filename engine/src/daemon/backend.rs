@@ -125,6 +125,7 @@ fn sandbox_inspect(s: &SandboxRecord, eps: &[(EndpointRecord, NetworkRecord)]) -
                 )
             })
             .collect(),
+        ports: super::publish::port_map(&s.ports),
     }
 }
 
@@ -243,7 +244,10 @@ impl Backend for DaemonBackend {
                 gw_priority: n.gw_priority,
             })
             .collect();
-        let sb = self.0.create_sandbox(req.name, req.hostname, nets)?;
+        let ports = super::publish::mappings(&req.port_bindings)?;
+        let sb = self
+            .0
+            .create_sandbox(req.name, req.hostname, nets, &ports)?;
         self.sandbox_inspect(&sb.id)
     }
 

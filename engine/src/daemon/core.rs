@@ -21,11 +21,14 @@ use super::ipam::{Ipam, IpamError, PoolRequest};
 use super::model::{
     EndpointRecord, IpamConfigRecord, NetworkRecord, SandboxRecord, new_id, now_rfc3339,
 };
+use super::publish::{self, PublishTable};
 use super::sandbox::{self, IfaceConfig};
 use super::store::{Change, Store};
+use crate::hostnet::{HostNet, HostNetConfig, NetAttach};
 use crate::port::{GatewayHandle, GatewayPort, TapPort};
 use crate::runtime::{Engine, EngineConfig};
 use tapnet_nat::GatewayConfig;
+use tapnet_nat::portspec::PortMapping;
 
 /// Options of the bridge driver that tapnet understands (`-o`), Docker's names.
 pub const BRIDGE_OPTIONS: &[&str] = &[
@@ -40,7 +43,12 @@ pub const BRIDGE_OPTIONS: &[&str] = &[
     "com.docker.network.bridge.default_bridge",
     "com.docker.network.driver.mtu",
     "com.docker.network.container_iface_prefix",
+    OPT_HOST_LOOPBACK,
 ];
+
+/// tapnet's own bridge option: TCP and UDP to the gateway address reach the host's
+/// 127.0.0.1 (`true` or `false`, default `false`).
+pub const OPT_HOST_LOOPBACK: &str = "tapnet.host_loopback";
 
 const OPT_ICC: &str = "com.docker.network.bridge.enable_icc";
 const OPT_MTU: &str = "com.docker.network.driver.mtu";
@@ -136,6 +144,8 @@ pub struct Daemon {
     state: Mutex<State>,
     store: Store,
     engine: Arc<Engine>,
+    hostnet: Arc<HostNet>,
+    published: PublishTable,
     state_dir: PathBuf,
 }
 
@@ -144,6 +154,7 @@ pub struct Daemon {
 struct BridgeOpts {
     icc: bool,
     mtu: u32,
+    host_loopback: bool,
 }
 
 fn parse_bool(key: &str, v: &str) -> Res<bool> {
@@ -181,7 +192,20 @@ fn bridge_opts(opts: &BTreeMap<String, String>) -> Res<BridgeOpts> {
             }
         },
     };
-    Ok(BridgeOpts { icc, mtu })
+    let host_loopback = match opts.get(OPT_HOST_LOOPBACK).map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(v) => {
+            return Err(Fail::bad_request(format!(
+                "invalid value {v:?} for option {OPT_HOST_LOOPBACK}: expected true or false"
+            )));
+        }
+    };
+    Ok(BridgeOpts {
+        icc,
+        mtu,
+        host_loopback,
+    })
 }
 
 /// One IPAM pool as the user asked for it (strings as given; empty = absent).
@@ -303,6 +327,16 @@ fn default_route(
     endpoints: &BTreeMap<String, EndpointRecord>,
     networks: &BTreeMap<String, NetworkRecord>,
 ) -> Option<(Ipv4Addr, String)> {
+    default_endpoint(sb, endpoints, networks).map(|(e, gw)| (gw, e.ifname.clone()))
+}
+
+/// The endpoint holding a sandbox's default route (see [`default_route`]), with its
+/// gateway. Published ports lead to its address.
+fn default_endpoint<'a>(
+    sb: &SandboxRecord,
+    endpoints: &'a BTreeMap<String, EndpointRecord>,
+    networks: &BTreeMap<String, NetworkRecord>,
+) -> Option<(&'a EndpointRecord, Ipv4Addr)> {
     sb.endpoints
         .iter()
         .filter_map(|id| endpoints.get(id))
@@ -312,10 +346,10 @@ fn default_route(
                 return None;
             }
             let gw = n.ipam.first()?.gateway?;
-            Some((e.gw_priority, n.name.clone(), gw, e.ifname.clone()))
+            Some((e.gw_priority, &n.name, gw, e))
         })
-        .min_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)))
-        .map(|(_, _, gw, ifname)| (gw, ifname))
+        .min_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)))
+        .map(|(_, _, gw, e)| (e, gw))
 }
 
 fn mac_of(e: &EndpointRecord) -> [u8; 6] {
@@ -339,6 +373,8 @@ impl Daemon {
             None => Ipam::new(),
         };
         let engine = Engine::start(cfg.engine.clone()).map_err(internal("datapath"))?;
+        let hostnet = HostNet::start(engine.pool().clone(), HostNetConfig::default())
+            .map_err(internal("host networking"))?;
         let d = Daemon {
             state: Mutex::new(State {
                 networks: snap.networks,
@@ -351,6 +387,8 @@ impl Daemon {
             }),
             store,
             engine: Arc::new(engine),
+            hostnet: Arc::new(hostnet),
+            published: PublishTable::default(),
             state_dir: cfg.state_dir.clone(),
         };
         d.reconcile()?;
@@ -366,6 +404,11 @@ impl Daemon {
     /// The datapath.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// Host networking (egress NAT, published ports).
+    pub fn hostnet(&self) -> &Arc<HostNet> {
+        &self.hostnet
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -432,6 +475,8 @@ impl Daemon {
         for sb in &sbs {
             if let Err(e) = self.realize_sandbox(&mut st, sb) {
                 tracing::warn!(sandbox = %sb.name, error = %e, "could not restore sandbox");
+            } else {
+                self.restore_ports(&st, sb);
             }
         }
         Ok(())
@@ -458,11 +503,32 @@ impl Daemon {
                     prefix_len: prefix,
                     internal: n.internal,
                 };
-                let (port, handle) = GatewayPort::new(gcfg, self.engine.pool().clone(), opts.mtu);
+                // Internal networks have no external access: the gateway answers for
+                // its own address only. The others reach the host through host
+                // networking.
+                let made = if n.internal {
+                    Ok(GatewayPort::new(gcfg, self.engine.pool().clone(), opts.mtu))
+                } else {
+                    let attach = NetAttach {
+                        gateway: gcfg,
+                        mtu: opts.mtu,
+                        host_loopback: opts.host_loopback,
+                    };
+                    self.hostnet.gateway_port(&n.id, attach)
+                };
+                let (port, handle) = match made {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.hostnet.detach(&n.id);
+                        let _ = self.engine.remove_domain(domain);
+                        return Err(internal("host networking")(e));
+                    }
+                };
                 // Whatever fails, nothing of this network stays in the datapath.
                 let id = match self.engine.add_gateway_port(Box::new(port), domain) {
                     Ok(id) => id,
                     Err(e) => {
+                        self.hostnet.detach(&n.id);
                         let _ = self.engine.remove_domain(domain);
                         return Err(internal("datapath")(e));
                     }
@@ -472,6 +538,7 @@ impl Daemon {
                     .add_static_mac(domain, MacAddr::from_ipv4(gw), id)
                 {
                     let _ = self.engine.remove_port(id);
+                    self.hostnet.detach(&n.id);
                     let _ = self.engine.remove_domain(domain);
                     return Err(internal("datapath")(e));
                 }
@@ -487,6 +554,7 @@ impl Daemon {
             if let Some((p, _)) = live.gateway {
                 let _ = self.engine.remove_port(p);
             }
+            self.hostnet.detach(id);
             let _ = self.engine.remove_domain(live.domain);
         }
     }
@@ -986,6 +1054,7 @@ impl Daemon {
         name: Option<String>,
         hostname: Option<String>,
         nets: Vec<AttachSpec>,
+        ports: &[PortMapping],
     ) -> Res<SandboxRecord> {
         let mut st = self.lock();
         let id = new_id();
@@ -1025,6 +1094,7 @@ impl Daemon {
             netns: sandbox::netns_name(&id),
             hostname: hostname.unwrap_or_else(|| id[..12].to_string()),
             endpoints: Vec::new(),
+            ports: Vec::new(),
         };
         let mut ipam = st.ipam.clone();
         let mut eps: Vec<EndpointRecord> = Vec::new();
@@ -1054,6 +1124,10 @@ impl Daemon {
             sb.endpoints.push(e.id.clone());
             eps.push(e);
         }
+        // Host ports are bound before the commit: a taken one fails the call with
+        // nothing stored.
+        let bound = self.bind_ports(&st, &sb, &eps, ports)?;
+        sb.ports = bound.iter().map(|b| b.record.clone()).collect();
         let mut changes: Vec<Change<'_>> = eps.iter().map(Change::PutEndpoint).collect();
         changes.push(Change::PutSandbox(&sb));
         self.store
@@ -1064,7 +1138,10 @@ impl Daemon {
             st.endpoints.insert(e.id.clone(), e.clone());
         }
         st.sandboxes.insert(sb.id.clone(), sb.clone());
-        if let Err(err) = self.realize_sandbox(&mut st, &sb) {
+        if let Err(err) = self
+            .realize_sandbox(&mut st, &sb)
+            .and_then(|()| self.publish_ports(&st, &sb, bound))
+        {
             let _ = self.drop_sandbox(&mut st, &sb.id);
             return Err(err);
         }
@@ -1094,6 +1171,7 @@ impl Daemon {
             .commit(&changes, Some(&State::ipam_bytes(&ipam)?))
             .map_err(internal("state"))?;
         st.ipam = ipam;
+        self.published.unpublish(&self.hostnet, id);
         if self.unrealize_sandbox(st, &sb) {
             let _ = self.store.forget_netns(&[&sb.netns]);
         }
@@ -1188,6 +1266,71 @@ impl Daemon {
                 Some((live.domain, (id.clone(), st.networks.get(id)?.name.clone())))
             })
             .collect()
+    }
+}
+
+// ----- published ports -----
+
+impl Daemon {
+    /// Bind the host side of `ports` for sandbox `sb` with planned endpoints `eps`.
+    fn bind_ports(
+        &self,
+        st: &State,
+        sb: &SandboxRecord,
+        eps: &[EndpointRecord],
+        ports: &[PortMapping],
+    ) -> Res<Vec<publish::BoundPort>> {
+        if ports.is_empty() {
+            return Ok(Vec::new());
+        }
+        let planned: BTreeMap<String, EndpointRecord> =
+            eps.iter().map(|e| (e.id.clone(), e.clone())).collect();
+        let Some((e, _)) = default_endpoint(sb, &planned, &st.networks) else {
+            return Err(Fail::bad_request(format!(
+                "cannot publish ports of {}: it has no network with external access (publishing needs a bridge network that is not internal)",
+                sb.name
+            )));
+        };
+        publish::bind_all(ports, &format!("{} ({})", sb.name, e.id))
+    }
+
+    /// Hand the bound ports of `sb` (committed and plumbed) to host networking.
+    fn publish_ports(
+        &self,
+        st: &State,
+        sb: &SandboxRecord,
+        bound: Vec<publish::BoundPort>,
+    ) -> Res<()> {
+        if bound.is_empty() {
+            return Ok(());
+        }
+        let (e, _) = default_endpoint(sb, &st.endpoints, &st.networks)
+            .ok_or_else(|| Fail::internal("published ports lost their endpoint"))?;
+        let ip = e
+            .ipv4
+            .ok_or_else(|| Fail::internal("published ports lead to an endpoint with no address"))?;
+        self.published
+            .publish(&self.hostnet, &sb.id, &e.network_id, ip, bound)
+            .map_err(internal("host networking"))
+    }
+
+    /// After a restart: bind the recorded ports of `sb` again, exactly, and publish them.
+    fn restore_ports(&self, st: &State, sb: &SandboxRecord) {
+        if sb.ports.is_empty() {
+            return;
+        }
+        let (bound, failed) = publish::rebind(&sb.ports);
+        for (p, err) in failed {
+            tracing::warn!(
+                sandbox = %sb.name,
+                port = %format!("{}:{}->{}/{}", p.host_ip, p.host_port, p.container_port, p.proto),
+                error = %err,
+                "could not bind a published port again"
+            );
+        }
+        if let Err(e) = self.publish_ports(st, sb, bound) {
+            tracing::warn!(sandbox = %sb.name, error = %e, "could not restore published ports");
+        }
     }
 }
 

@@ -98,6 +98,23 @@ pub struct SandboxRecord {
     pub hostname: String,
     /// Endpoint ids, in the order they were attached.
     pub endpoints: Vec<String>,
+    /// Published ports, as bound (absent in records written before ports existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortRecord>,
+}
+
+/// One published port of a sandbox: the host address and port actually bound, so that a
+/// restarted daemon binds exactly these again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRecord {
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// The port inside the sandbox.
+    pub container_port: u16,
+    /// The host address bound (`0.0.0.0` = every address).
+    pub host_ip: Ipv4Addr,
+    /// The host port bound.
+    pub host_port: u16,
 }
 
 /// A fresh random 64-hex-character id.

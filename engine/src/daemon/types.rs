@@ -511,6 +511,35 @@ pub struct SandboxCreateRequest {
     /// Hostname inside the sandbox.
     #[serde(rename = "Hostname", default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// Ports to publish, by container port (`80/tcp`), Docker's
+    /// `HostConfig.PortBindings`.
+    #[serde(rename = "PortBindings", default, deserialize_with = "port_map")]
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub port_bindings: PortMap,
+}
+
+/// One host side of a published port (Docker's `PortBinding`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortBinding {
+    /// Host address; empty (in a request) means every address, `0.0.0.0`.
+    #[serde(rename = "HostIp", default, deserialize_with = "nullable")]
+    pub host_ip: String,
+    /// Host port: in a request empty (any free port), `8080`, or `8000-8010` (one free
+    /// port of the range); in an answer the port bound.
+    #[serde(rename = "HostPort", default, deserialize_with = "nullable")]
+    pub host_port: String,
+}
+
+/// Published ports by container port and protocol (`80/tcp`), Docker's `PortMap`.
+pub type PortMap = BTreeMap<String, Vec<PortBinding>>;
+
+/// A [`PortMap`] where the map or any list may be `null`, as Go writes nil values.
+fn port_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PortMap, D::Error> {
+    let m: Option<BTreeMap<String, Option<Vec<PortBinding>>>> = Deserialize::deserialize(d)?;
+    Ok(m.unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.unwrap_or_default()))
+        .collect())
 }
 
 /// A sandbox's endpoint on one network.
@@ -560,6 +589,10 @@ pub struct SandboxInspect {
     /// Endpoints by network name.
     #[serde(rename = "Networks", default, deserialize_with = "nullable")]
     pub networks: BTreeMap<String, EndpointInfo>,
+    /// Published ports: the host address and port bound for each container port
+    /// (Docker's `NetworkSettings.Ports`).
+    #[serde(rename = "Ports", default, deserialize_with = "port_map")]
+    pub ports: PortMap,
 }
 
 /// `GET /version`, in the shape of Docker's.

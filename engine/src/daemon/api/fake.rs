@@ -432,12 +432,14 @@ impl Backend for FakeBackend {
             .iter()
             .map(|n| s.net(&n.network))
             .collect::<Result<_, _>>()?;
+        let ports = fake_ports(&s.sandboxes, &req.port_bindings, &name)?;
         s.sandboxes.push(SandboxInspect {
             id,
             name,
             created,
             netns_path: format!("/proc/{}/ns/net", std::process::id()),
             networks: BTreeMap::new(),
+            ports,
         });
         let si = s.sandboxes.len() - 1;
         for (n, ni) in nets.into_iter().zip(idx) {
@@ -496,4 +498,57 @@ impl Backend for FakeBackend {
         }
         Ok(out)
     }
+}
+
+/// The fake's port allocation: the same checks and texts as the daemon's, but nothing
+/// is bound. A given port (or a range's first port) is taken as is unless another fake
+/// sandbox holds it; a port left open is the first the others do not hold from 49153.
+fn fake_ports(
+    others: &[SandboxInspect],
+    req: &crate::daemon::types::PortMap,
+    name: &str,
+) -> Result<crate::daemon::types::PortMap, ApiError> {
+    use crate::daemon::types::PortBinding;
+    let maps = crate::daemon::publish::mappings(req)?;
+    let mut held: Vec<(String, String, String)> = others
+        .iter()
+        .flat_map(|o| {
+            o.ports.iter().flat_map(|(k, v)| {
+                let proto = k.split('/').nth(1).unwrap_or("tcp").to_string();
+                v.iter()
+                    .map(move |b| (proto.clone(), b.host_ip.clone(), b.host_port.clone()))
+            })
+        })
+        .collect();
+    let mut out = crate::daemon::types::PortMap::new();
+    for m in maps {
+        let ip = m
+            .host_ip
+            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED)
+            .to_string();
+        let proto = m.proto.as_str().to_string();
+        let free = |p: u16, held: &[(String, String, String)]| {
+            !held.contains(&(proto.clone(), ip.clone(), p.to_string()))
+        };
+        let port = match m.host_ports {
+            Some((a, b)) => (a..=b).find(|p| free(*p, &held)),
+            None => (49153..=65535).find(|p| free(*p, &held)),
+        };
+        let Some(port) = port else {
+            return Err(ApiError::new(
+                500,
+                format!(
+                    "driver failed programming external connectivity on endpoint {name}: \
+                     Bind for {ip}:{} failed: port is already allocated",
+                    m.host_port_string()
+                ),
+            ));
+        };
+        held.push((proto, ip.clone(), port.to_string()));
+        out.entry(m.key()).or_default().push(PortBinding {
+            host_ip: ip,
+            host_port: port.to_string(),
+        });
+    }
+    Ok(out)
 }

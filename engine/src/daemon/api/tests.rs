@@ -475,6 +475,74 @@ fn sandbox_lifecycle_and_stats() {
 }
 
 #[test]
+fn port_bindings_in_and_ports_out() {
+    let s = Server::start();
+    let (status, v) = s.json(
+        "POST",
+        "/sandboxes",
+        Some(json!({"Name": "web", "PortBindings": {
+            "80/tcp": [{"HostIp": "", "HostPort": "8080"}],
+            "53/udp": [{"HostIp": "127.0.0.1", "HostPort": ""}],
+            "81/tcp": null
+        }})),
+    );
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(
+        v["Ports"]["80/tcp"],
+        json!([{"HostIp": "0.0.0.0", "HostPort": "8080"}])
+    );
+    assert_eq!(v["Ports"]["53/udp"][0]["HostIp"], "127.0.0.1");
+    assert!(
+        v["Ports"]["81/tcp"][0]["HostPort"]
+            .as_str()
+            .unwrap()
+            .parse::<u16>()
+            .is_ok()
+    );
+    let (_, v) = s.json("GET", "/sandboxes/web", None);
+    assert_eq!(v["Ports"]["80/tcp"][0]["HostPort"], "8080");
+    // Bad bindings are 400 with Docker's texts, and create nothing.
+    for (body, text) in [
+        (
+            json!({"80/sctp": []}),
+            "invalid proto: sctp (tapnet publishes tcp and udp ports only)",
+        ),
+        (json!({"x/tcp": []}), "invalid containerPort: x"),
+        (
+            json!({"80/tcp": [{"HostPort": "nope"}]}),
+            "invalid hostPort: nope",
+        ),
+        (
+            json!({"80/tcp": [{"HostIp": "1.2.3"}]}),
+            "Invalid ip address: 1.2.3",
+        ),
+    ] {
+        let (status, v) = s.json(
+            "POST",
+            "/sandboxes",
+            Some(json!({"Name": "bad", "PortBindings": body})),
+        );
+        assert_eq!(msg(status, &v), (400, text));
+    }
+    // The same host port again: Docker's error.
+    let (status, v) = s.json(
+        "POST",
+        "/sandboxes",
+        Some(json!({"Name": "db", "PortBindings": {"90/tcp": [{"HostPort": "8080"}]}})),
+    );
+    assert_eq!(status, 500, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("Bind for 0.0.0.0:8080 failed: port is already allocated"),
+        "{v}"
+    );
+    let (_, v) = s.json("GET", "/sandboxes", None);
+    assert_eq!(v.as_array().unwrap().len(), 1);
+}
+
+#[test]
 fn socket_is_0660_stale_socket_replaced_live_one_refused_and_removed_on_stop() {
     let dir = temp_dir("sock");
     let socket = dir.join("tapnet.sock");

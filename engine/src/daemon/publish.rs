@@ -1,0 +1,388 @@
+//! Published ports (`-p`): parsing the API's `PortBindings`, binding the host sockets
+//! with Docker's allocation rules, and the live table of what host networking carries.
+//!
+//! The daemon binds every host socket itself, before it commits the sandbox, so that a
+//! taken port is refused at once with Docker's text ("Bind for 0.0.0.0:8080 failed:
+//! port is already allocated") and leaves nothing stored. Docker's rules:
+//! - no host port: a free port of `/proc/sys/net/ipv4/ip_local_port_range`
+//!   (49153–65535 if it cannot be read), as libnetwork's `portallocator_unix.go`;
+//! - a host port range: the first free port of it;
+//! - no host address: `0.0.0.0` (Docker also binds `::`; tapnet has no IPv6 yet).
+//!
+//! TCP listeners come from `std::net::TcpListener::bind`, which sets `SO_REUSEADDR`
+//! (as Docker's proxy does), so a port whose last connections linger in TIME_WAIT
+//! (after a daemon restart) can be bound again; a port another socket listens on
+//! cannot. The bound ports are recorded with the sandbox ([`PortRecord`]); a restarted
+//! daemon binds exactly those again ([`rebind`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
+use std::sync::Mutex;
+
+use tapnet_nat::portspec::{self, PortMapping, Proto};
+
+use super::core::Fail;
+use super::model::PortRecord;
+use super::types::{PortBinding, PortMap};
+use crate::hostnet::{HostListener, HostNet, HostNetError, PublishId};
+
+/// Docker's ephemeral range when `ip_local_port_range` cannot be read.
+pub const FALLBACK_PORT_RANGE: (u16, u16) = (49153, 65535);
+
+const PORT_RANGE_FILE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+
+/// The host's ephemeral port range, where ports without a host port come from.
+pub fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string(PORT_RANGE_FILE)
+        .ok()
+        .and_then(|s| parse_port_range_file(&s))
+        .unwrap_or(FALLBACK_PORT_RANGE)
+}
+
+fn parse_port_range_file(s: &str) -> Option<(u16, u16)> {
+    let mut it = s.split_whitespace().map(|p| p.parse::<u16>());
+    match (it.next()?, it.next()?) {
+        (Ok(a), Ok(b)) if a > 0 && a <= b => Some((a, b)),
+        _ => None,
+    }
+}
+
+/// Turn the API's `PortBindings` into mappings (one per host binding), checking every
+/// key, address and port. An entry with no binding publishes to a free port, as Docker.
+pub fn mappings(map: &PortMap) -> Result<Vec<PortMapping>, Fail> {
+    let bad = |e: portspec::PortSpecError| Fail::bad_request(e.to_string());
+    let mut out = Vec::new();
+    for (key, bindings) in map {
+        let (container_port, proto) = portspec::parse_port_key(key).map_err(bad)?;
+        let default = [PortBinding::default()];
+        let bindings = if bindings.is_empty() {
+            &default[..]
+        } else {
+            &bindings[..]
+        };
+        for b in bindings {
+            let host_ip = portspec::parse_host_ip(&b.host_ip).map_err(bad)?;
+            let host_ports = match b.host_port.as_str() {
+                "" | "0" => None,
+                p => Some(
+                    portspec::parse_port_range(p)
+                        .ok_or_else(|| bad(portspec::PortSpecError::HostPort(p.to_string())))?,
+                ),
+            };
+            out.push(PortMapping {
+                host_ip,
+                host_ports,
+                container_port,
+                proto,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Docker's `NetworkSettings.Ports` of recorded ports.
+pub fn port_map(ports: &[PortRecord]) -> PortMap {
+    let mut out: PortMap = BTreeMap::new();
+    for p in ports {
+        out.entry(format!("{}/{}", p.container_port, p.proto))
+            .or_default()
+            .push(PortBinding {
+                host_ip: p.host_ip.to_string(),
+                host_port: p.host_port.to_string(),
+            });
+    }
+    out
+}
+
+/// A host socket bound for a published port, not yet handed to host networking.
+#[derive(Debug)]
+pub struct BoundPort {
+    /// What was bound (what the sandbox's record keeps).
+    pub record: PortRecord,
+    listener: HostListener,
+}
+
+/// Bind one host socket.
+pub fn bind_one(proto: Proto, addr: SocketAddrV4) -> io::Result<HostListener> {
+    Ok(match proto {
+        Proto::Tcp => HostListener::Tcp(TcpListener::bind(addr)?),
+        Proto::Udp => HostListener::Udp(UdpSocket::bind(addr)?),
+    })
+}
+
+fn record(proto: Proto, container_port: u16, addr: SocketAddrV4) -> PortRecord {
+    PortRecord {
+        proto: proto.as_str().to_string(),
+        container_port,
+        host_ip: *addr.ip(),
+        host_port: addr.port(),
+    }
+}
+
+/// Bind the host side of every mapping, with Docker's allocation rules (see the module
+/// docs). All or nothing: on an error every socket bound so far is closed. `endpoint`
+/// names the endpoint for Docker's error text (`NAME (ID)`).
+pub fn bind_all(maps: &[PortMapping], endpoint: &str) -> Result<Vec<BoundPort>, Fail> {
+    let fail = |m: String| {
+        Fail::internal(format!(
+            "driver failed programming external connectivity on endpoint {endpoint}: {m}"
+        ))
+    };
+    let mut out = Vec::with_capacity(maps.len());
+    for m in maps {
+        let ip = m.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let net = match m.proto {
+            Proto::Tcp => "tcp4",
+            Proto::Udp => "udp4",
+        };
+        let (first, last, dynamic) = match m.host_ports {
+            Some((a, b)) => (a, b, false),
+            None => {
+                let (a, b) = ephemeral_range();
+                (a, b, true)
+            }
+        };
+        // A dynamic port starts at a random place of the range (so that a port just
+        // released is not handed out again at once); a given range is tried in order.
+        let len = u32::from(last - first) + 1;
+        let start = if dynamic {
+            rand::random_range(0..len)
+        } else {
+            0
+        };
+        let mut bound = None;
+        let mut last_err = None;
+        for i in 0..len {
+            let port = (u32::from(first) + (start + i) % len) as u16;
+            let addr = SocketAddrV4::new(ip, port);
+            match bind_one(m.proto, addr) {
+                Ok(l) => {
+                    bound = Some((addr, l));
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => last_err = Some(e),
+                Err(e) => {
+                    return Err(fail(format!(
+                        "Error starting userland proxy: listen {net} {addr}: bind: {}",
+                        os_text(&e)
+                    )));
+                }
+            }
+        }
+        let Some((addr, listener)) = bound else {
+            return Err(fail(match (m.host_ports, last_err) {
+                (Some((a, b)), _) if a == b => {
+                    format!("Bind for {ip}:{a} failed: port is already allocated")
+                }
+                _ => format!(
+                    "Bind for {ip}:{first}-{last} failed: all ports are allocated ({}/{})",
+                    m.container_port, m.proto
+                ),
+            }));
+        };
+        out.push(BoundPort {
+            record: record(m.proto, m.container_port, addr),
+            listener,
+        });
+    }
+    Ok(out)
+}
+
+/// Go's wording of an OS error (`address already in use`), as Docker prints it.
+fn os_text(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => nix::errno::Errno::from_raw(n).desc().to_lowercase(),
+        None => e.to_string(),
+    }
+}
+
+/// Bind exactly the recorded ports again (after a restart). Returns what was bound and
+/// what could not be, with the reason.
+pub fn rebind(ports: &[PortRecord]) -> (Vec<BoundPort>, Vec<(PortRecord, io::Error)>) {
+    let mut ok = Vec::new();
+    let mut failed = Vec::new();
+    for p in ports {
+        let proto = match p.proto.parse::<Proto>() {
+            Ok(proto) => proto,
+            Err(e) => {
+                failed.push((p.clone(), io::Error::new(io::ErrorKind::InvalidData, e)));
+                continue;
+            }
+        };
+        match bind_one(proto, SocketAddrV4::new(p.host_ip, p.host_port)) {
+            Ok(listener) => ok.push(BoundPort {
+                record: p.clone(),
+                listener,
+            }),
+            Err(e) => failed.push((p.clone(), e)),
+        }
+    }
+    (ok, failed)
+}
+
+/// The published ports host networking carries, by sandbox id.
+#[derive(Default)]
+pub struct PublishTable {
+    live: Mutex<HashMap<String, Vec<PublishId>>>,
+}
+
+impl PublishTable {
+    /// Hand `ports` of sandbox `sandbox` to host networking, towards `ctr_ip` on network
+    /// `net`. All or nothing: on an error the ports already published are closed.
+    pub fn publish(
+        &self,
+        hostnet: &HostNet,
+        sandbox: &str,
+        net: &str,
+        ctr_ip: Ipv4Addr,
+        ports: Vec<BoundPort>,
+    ) -> Result<(), HostNetError> {
+        let mut ids = Vec::with_capacity(ports.len());
+        for p in ports {
+            let ctr = SocketAddrV4::new(ctr_ip, p.record.container_port);
+            match hostnet.publish(net, p.listener, ctr) {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    for id in ids {
+                        hostnet.unpublish(id);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.lock()
+            .entry(sandbox.to_string())
+            .or_default()
+            .extend(ids);
+        Ok(())
+    }
+
+    /// Close every published port of `sandbox`.
+    pub fn unpublish(&self, hostnet: &HostNet, sandbox: &str) {
+        let ids = self.lock().remove(sandbox).unwrap_or_default();
+        for id in ids {
+            hostnet.unpublish(id);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<PublishId>>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bindings(entries: &[(&str, &[(&str, &str)])]) -> PortMap {
+        entries
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    v.iter()
+                        .map(|(ip, port)| PortBinding {
+                            host_ip: ip.to_string(),
+                            host_port: port.to_string(),
+                        })
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn port_bindings_parse_with_docker_texts() {
+        let m = mappings(&bindings(&[
+            ("80/tcp", &[("", "8080"), ("127.0.0.1", "")]),
+            ("53/udp", &[]),
+            ("81", &[("", "9000-9010")]),
+        ]))
+        .unwrap();
+        assert_eq!(m.len(), 4);
+        assert_eq!(m[0].host_ports, None); // 53/udp sorts first
+        assert_eq!(m[0].proto, Proto::Udp);
+        assert_eq!(m[1].host_ports, Some((8080, 8080)));
+        assert_eq!(m[2].host_ip, Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(m[3].host_ports, Some((9000, 9010)));
+        let err = |e: &[(&str, &[(&str, &str)])]| mappings(&bindings(e)).unwrap_err();
+        let e = err(&[("x/tcp", &[])]);
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (400, "invalid containerPort: x")
+        );
+        assert_eq!(err(&[("80/icmp", &[])]).message, "invalid proto: icmp");
+        assert_eq!(
+            err(&[("80/tcp", &[("", "99999")])]).message,
+            "invalid hostPort: 99999"
+        );
+        assert_eq!(
+            err(&[("80/tcp", &[("a.b", "1")])]).message,
+            "Invalid ip address: a.b"
+        );
+    }
+
+    #[test]
+    fn port_range_file() {
+        assert_eq!(
+            parse_port_range_file("32768\t60999\n"),
+            Some((32768, 60999))
+        );
+        assert_eq!(parse_port_range_file("9 1"), None);
+        assert_eq!(parse_port_range_file(""), None);
+        let (a, b) = ephemeral_range();
+        assert!(a <= b);
+    }
+
+    #[test]
+    fn allocation_on_loopback() {
+        // A dynamic port is in the ephemeral range and really bound.
+        let m = |ports, proto| PortMapping {
+            host_ip: Some(Ipv4Addr::LOCALHOST),
+            host_ports: ports,
+            container_port: 80,
+            proto,
+        };
+        let b = bind_all(&[m(None, Proto::Tcp)], "web (e1)").unwrap();
+        let (lo, hi) = ephemeral_range();
+        let port = b[0].record.host_port;
+        assert!((lo..=hi).contains(&port));
+        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+        assert!(TcpListener::bind(addr).is_err());
+        // The same port again: Docker's error, and nothing of the request stays bound.
+        let other = bind_all(
+            &[m(None, Proto::Udp), m(Some((port, port)), Proto::Tcp)],
+            "db (e2)",
+        );
+        let e = other.unwrap_err();
+        assert_eq!(e.status, 500);
+        assert_eq!(
+            e.message,
+            format!(
+                "driver failed programming external connectivity on endpoint db (e2): Bind for 127.0.0.1:{port} failed: port is already allocated"
+            )
+        );
+        // A range whose first port is taken gives the next free one.
+        let range = (port, port.saturating_add(20));
+        let r = bind_all(&[m(Some(range), Proto::Tcp)], "x").unwrap();
+        assert!(r[0].record.host_port > port && r[0].record.host_port <= range.1);
+        drop(b);
+        assert!(TcpListener::bind(addr).is_ok());
+    }
+
+    #[test]
+    fn inspect_ports_group_by_key() {
+        let rec = |c, p| PortRecord {
+            proto: "tcp".into(),
+            container_port: c,
+            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_port: p,
+        };
+        let m = port_map(&[rec(80, 8080), rec(80, 8081), rec(22, 2222)]);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m["80/tcp"].len(), 2);
+        assert_eq!(m["22/tcp"][0].host_port, "2222");
+        assert_eq!(m["22/tcp"][0].host_ip, "0.0.0.0");
+    }
+}
