@@ -11,10 +11,13 @@ mod bridge_api;
 mod counters;
 mod daemon_rig;
 mod daemon_tcp;
+mod echo;
+mod egress_tcp;
 mod idle_rss;
 mod latency;
 mod proc;
 mod report;
+mod stacks;
 mod switch_mem;
 mod sys;
 mod tap_tcp;
@@ -148,6 +151,11 @@ const SCENARIOS: &[(&str, &str, ScenarioFn)] = &[
         "daemon-tcp",
         "iperf3 TCP, 1 and 2 streams, between two sandboxes of a daemon-made network vs veth + Linux bridge",
         daemon_tcp::run,
+    ),
+    (
+        "egress-tcp",
+        "iperf3 TCP both ways between a sandbox and the host's 127.0.0.1 (MTU 1500, 65520): tapnet vs slirp4netns, pasta",
+        egress_tcp::run,
     ),
 ];
 
