@@ -12,6 +12,7 @@ mod counters;
 mod daemon_rig;
 mod daemon_tcp;
 mod echo;
+mod egress_latency;
 mod egress_tcp;
 mod idle_rss;
 mod latency;
@@ -156,6 +157,11 @@ const SCENARIOS: &[(&str, &str, ScenarioFn)] = &[
         "egress-tcp",
         "iperf3 TCP both ways between a sandbox and the host's 127.0.0.1 (MTU 1500, 65520): tapnet vs slirp4netns, pasta",
         egress_tcp::run,
+    ),
+    (
+        "egress-latency",
+        "UDP and TCP request/response round trips (p50/p99/p99.9) from a sandbox to the host's 127.0.0.1: tapnet vs slirp4netns, pasta",
+        egress_latency::run,
     ),
 ];
 
