@@ -15,9 +15,7 @@ use crate::Opts;
 use crate::daemon_rig::{DaemonRig, in_private_netns_dir};
 use crate::proc::{ensure_iperf3, program_version, spawn_host, spawn_in, wait_listening};
 use crate::report::{Better, Reporter, Sample};
-use crate::stacks::{
-    Sandbox, TapnetSandbox, err_text, free_port, installed_stacks, start_stacks,
-};
+use crate::stacks::{Sandbox, TapnetSandbox, err_text, free_port, installed_stacks, start_stacks};
 use crate::sys;
 use crate::tap_tcp::{Tcp, parse_iperf};
 

@@ -17,6 +17,7 @@ mod egress_tcp;
 mod idle_rss;
 mod latency;
 mod proc;
+mod publish_tcp;
 mod report;
 mod stacks;
 mod switch_mem;
@@ -162,6 +163,11 @@ const SCENARIOS: &[(&str, &str, ScenarioFn)] = &[
         "egress-latency",
         "UDP and TCP request/response round trips (p50/p99/p99.9) from a sandbox to the host's 127.0.0.1: tapnet vs slirp4netns, pasta",
         egress_latency::run,
+    ),
+    (
+        "publish-tcp",
+        "a sandbox's published port from the host's 127.0.0.1: iperf3 TCP both ways and connections/s: tapnet vs slirp4netns, pasta",
+        publish_tcp::run,
     ),
 ];
 

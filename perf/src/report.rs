@@ -281,7 +281,9 @@ impl Reporter {
             let case = format!("{case}, vs {label}");
             match (tapnet, base) {
                 (_, Err(e)) => self.skip(scenario, case, format!("{label}: {e}")),
-                (Err(e), Ok(b)) => self.skip_tapnet(scenario, case, e.clone(), unit, label, b.value),
+                (Err(e), Ok(b)) => {
+                    self.skip_tapnet(scenario, case, e.clone(), unit, label, b.value)
+                }
                 (Ok(t), Ok(b)) => {
                     let mut m = Measurement::new(
                         scenario,

@@ -45,8 +45,6 @@ pub(crate) struct Forward {
 
 /// What a client needs of a sandbox, whoever made it.
 pub(crate) trait Sandbox {
-    /// `tapnet`, `slirp4netns` or `pasta`.
-    fn label(&self) -> &'static str;
     fn ns(&self) -> &NetNs;
     /// The address inside the sandbox that reaches the host's 127.0.0.1.
     fn host_addr(&self) -> Ipv4Addr;
@@ -134,7 +132,6 @@ pub(crate) struct UserStack {
     proc: Proc,
     ns: NetNsGuard,
     _dir: TempDir,
-    kind: StackKind,
     gateway: Ipv4Addr,
     mtu: Option<u32>,
     host_ports: BTreeMap<u16, u16>,
@@ -260,7 +257,6 @@ impl UserStack {
             proc,
             ns,
             _dir: dir,
-            kind: inst.kind,
             gateway,
             mtu: mtu_read,
             host_ports,
@@ -270,9 +266,6 @@ impl UserStack {
 }
 
 impl Sandbox for UserStack {
-    fn label(&self) -> &'static str {
-        self.kind.label()
-    }
     fn ns(&self) -> &NetNs {
         &self.ns
     }
@@ -398,7 +391,11 @@ impl TapnetSandbox {
         let v: Value = rig.api().post("/sandboxes", &body)?;
         let sb: SandboxInspect =
             serde_json::from_value(v.clone()).context("decoding the sandbox")?;
-        let ep = sb.networks.values().next().context("sandbox without endpoint")?;
+        let ep = sb
+            .networks
+            .values()
+            .next()
+            .context("sandbox without endpoint")?;
         let gateway: Ipv4Addr = ep
             .gateway
             .parse()
@@ -434,9 +431,6 @@ fn published_port(sandbox: &Value, port: u16) -> Result<u16> {
 }
 
 impl Sandbox for TapnetSandbox {
-    fn label(&self) -> &'static str {
-        "tapnet"
-    }
     fn ns(&self) -> &NetNs {
         &self.ns
     }
@@ -473,7 +467,10 @@ pub(crate) fn installed_stacks() -> Vec<(StackKind, Result<Installed, String>)> 
         .map(|k| {
             let r = k.ensure().map_err(err_text);
             if let Err(e) = &r {
-                eprintln!("{}: cannot be had, its baselines are skipped: {e}", k.label());
+                eprintln!(
+                    "{}: cannot be had, its baselines are skipped: {e}",
+                    k.label()
+                );
             }
             (k, r)
         })
