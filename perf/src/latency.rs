@@ -24,20 +24,22 @@ const WARMUP: u64 = 500;
 /// Give up on a reply after this long (counted as lost).
 const REPLY_TIMEOUT: Duration = Duration::from_millis(200);
 
-struct Rtt {
-    hist: Histogram<u64>,
-    lost: u64,
-    elapsed: Duration,
+/// Round-trip times of one measurement.
+pub(crate) struct Rtt {
+    pub(crate) hist: Histogram<u64>,
+    pub(crate) lost: u64,
+    pub(crate) elapsed: Duration,
 }
 
 impl Rtt {
-    fn us(&self, q: f64) -> f64 {
+    /// The round-trip time at quantile `q`, in µs.
+    pub(crate) fn us(&self, q: f64) -> f64 {
         self.hist.value_at_quantile(q) as f64 / 1e3
     }
 }
 
 /// Echo every datagram back until `stop`.
-fn echo(sock: &UdpSocket, stop: &AtomicBool) {
+pub(crate) fn echo(sock: &UdpSocket, stop: &AtomicBool) {
     let mut buf = [0u8; 2048];
     while !stop.load(Ordering::Relaxed) {
         if let Ok((n, from)) = sock.recv_from(&mut buf) {
@@ -47,7 +49,7 @@ fn echo(sock: &UdpSocket, stop: &AtomicBool) {
 }
 
 /// `count` round trips after a warm-up, within `budget`.
-fn ping(sock: &UdpSocket, count: u64, budget: Duration) -> Result<Rtt> {
+pub(crate) fn ping(sock: &UdpSocket, count: u64, budget: Duration) -> Result<Rtt> {
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
     let mut req = [0u8; PAYLOAD];
     let mut buf = [0u8; 2048];

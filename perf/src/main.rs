@@ -11,10 +11,15 @@ mod bridge_api;
 mod counters;
 mod daemon_rig;
 mod daemon_tcp;
+mod echo;
+mod egress_latency;
+mod egress_tcp;
 mod idle_rss;
 mod latency;
 mod proc;
+mod publish_tcp;
 mod report;
+mod stacks;
 mod switch_mem;
 mod sys;
 mod tap_tcp;
@@ -148,6 +153,21 @@ const SCENARIOS: &[(&str, &str, ScenarioFn)] = &[
         "daemon-tcp",
         "iperf3 TCP, 1 and 2 streams, between two sandboxes of a daemon-made network vs veth + Linux bridge",
         daemon_tcp::run,
+    ),
+    (
+        "egress-tcp",
+        "iperf3 TCP both ways between a sandbox and the host's 127.0.0.1 (MTU 1500, 65520): tapnet vs slirp4netns, pasta",
+        egress_tcp::run,
+    ),
+    (
+        "egress-latency",
+        "UDP and TCP request/response round trips (p50/p99/p99.9) from a sandbox to the host's 127.0.0.1: tapnet vs slirp4netns, pasta",
+        egress_latency::run,
+    ),
+    (
+        "publish-tcp",
+        "a sandbox's published port from the host's 127.0.0.1: iperf3 TCP both ways and connections/s: tapnet vs slirp4netns, pasta",
+        publish_tcp::run,
     ),
 ];
 

@@ -23,6 +23,27 @@ impl Proc {
         self.child.id()
     }
 
+    /// An error if the process has exited.
+    pub(crate) fn check_running(&mut self) -> Result<()> {
+        if let Some(st) = self.child.try_wait()? {
+            bail!("{} exited ({st})", self.what);
+        }
+        Ok(())
+    }
+
+    /// The process's peak RSS (VmHWM of /proc/PID/status), in MiB.
+    pub(crate) fn peak_rss_mib(&self) -> Option<f64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let l = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: f64 = l["VmHWM:".len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib / 1024.0)
+    }
+
     /// Wait up to `timeout` for the process to exit, collecting its stdout; kill it on
     /// timeout or Ctrl-C.
     pub(crate) fn wait_output(mut self, timeout: Duration) -> Result<(ExitStatus, String, String)> {
@@ -86,7 +107,49 @@ pub(crate) fn spawn_in(
     capture: bool,
     cpus: &[usize],
 ) -> Result<Proc> {
-    let fd = ns.fd().as_raw_fd();
+    spawn(Some(ns), program, args, output(capture), cpus)
+}
+
+/// Start `program args…` in this process's network namespace (the host's), dying with
+/// the thread that started it like [`spawn_in`]'s children.
+pub(crate) fn spawn_host(
+    program: &Path,
+    args: &[String],
+    capture: bool,
+    cpus: &[usize],
+) -> Result<Proc> {
+    spawn(None, program, args, output(capture), cpus)
+}
+
+/// Start `program args…` in the host's network namespace like [`spawn_host`], its
+/// stdout and stderr appended to `log`.
+pub(crate) fn spawn_host_logged(program: &Path, args: &[String], log: &Path) -> Result<Proc> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let out = (Stdio::from(f.try_clone()?), Stdio::from(f));
+    spawn(None, program, args, out, &[])
+}
+
+/// Piped or discarded stdout and stderr.
+fn output(capture: bool) -> (Stdio, Stdio) {
+    if capture {
+        (Stdio::piped(), Stdio::piped())
+    } else {
+        (Stdio::null(), Stdio::null())
+    }
+}
+
+fn spawn(
+    ns: Option<&NetNs>,
+    program: &Path,
+    args: &[String],
+    (stdout, stderr): (Stdio, Stdio),
+    cpus: &[usize],
+) -> Result<Proc> {
+    let fd = ns.map(|ns| ns.fd().as_raw_fd());
     // SAFETY: cpu_set_t is a plain bit array; all-zero is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     for &c in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
@@ -95,19 +158,19 @@ pub(crate) fn spawn_in(
     }
     let pin = !cpus.is_empty();
     let mut cmd = Command::new(program);
-    cmd.args(args).stdin(Stdio::null());
-    if capture {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    } else {
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    }
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr);
     // SAFETY: between fork and exec the closure makes only raw system calls (setns,
     // prctl, sched_setaffinity), which are async-signal-safe and allocate nothing; `fd` stays open
     // in the child until exec (the namespace file outlives this call).
     unsafe {
         cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
+            if let Some(fd) = fd {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
                 return Err(std::io::Error::last_os_error());
@@ -123,7 +186,7 @@ pub(crate) fn spawn_in(
         "{} {} (in {})",
         program.display(),
         args.join(" "),
-        ns.name()
+        ns.map(NetNs::name).unwrap_or("the host namespace")
     );
     let child = cmd.spawn().with_context(|| format!("starting {what}"))?;
     Ok(Proc { child, what })
@@ -180,24 +243,33 @@ pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
 /// Find iperf3, installing it with apt-get when running as root on a Debian-like system.
 /// Every step is reported on stderr; an error says why iperf3 cannot be had.
 pub(crate) fn ensure_iperf3() -> Result<PathBuf> {
-    if let Some(p) = find_program("iperf3") {
+    ensure_program("iperf3", "iperf3")
+}
+
+/// Find `program`, installing Debian package `package` with apt-get when it is missing
+/// and this process runs as root. Every step is reported on stderr; an error says why
+/// the program cannot be had.
+pub(crate) fn ensure_program(program: &str, package: &str) -> Result<PathBuf> {
+    if let Some(p) = find_program(program) {
         eprintln!("using {} ({})", p.display(), program_version(&p));
         return Ok(p);
     }
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let Some(apt) = find_program("apt-get") else {
-        bail!("iperf3 is not installed and apt-get is not available: install iperf3 and retry");
+        bail!(
+            "{program} is not installed and apt-get is not available: install {package} and retry"
+        );
     };
     if !root {
         bail!(
-            "iperf3 is not installed, and installing it needs root: run `apt-get install -y iperf3` as root"
+            "{program} is not installed, and installing it needs root: run `apt-get install -y {package}` as root"
         );
     }
     let install = || -> Result<bool> {
-        eprintln!("iperf3 not found: running `apt-get install -y iperf3`");
+        eprintln!("{program} not found: running `apt-get install -y {package}`");
         let st = Command::new(&apt)
-            .args(["install", "-y", "-q", "iperf3"])
+            .args(["install", "-y", "-q", package])
             .env("DEBIAN_FRONTEND", "noninteractive")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -216,13 +288,26 @@ pub(crate) fn ensure_iperf3() -> Result<PathBuf> {
             .context("running apt-get update")?;
         if !st.success() || !install()? {
             bail!(
-                "could not install iperf3 with apt-get (see its errors above): install it and retry"
+                "could not install {package} with apt-get (see its errors above): install it and retry"
             );
         }
     }
-    let p = find_program("iperf3").context("apt-get installed iperf3 but it is not in PATH")?;
-    eprintln!("installed iperf3 at {}", p.display());
+    let p = find_program(program)
+        .with_context(|| format!("apt-get installed {package} but {program} is not in PATH"))?;
+    eprintln!("installed {program} at {}", p.display());
     Ok(p)
+}
+
+/// The installed version of Debian package `package` (`dpkg-query`), if known.
+pub(crate) fn package_version(package: &str) -> Option<String> {
+    let o = Command::new("dpkg-query")
+        .args(["-W", "-f", "${Version}", package])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let v = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    (o.status.success() && !v.is_empty()).then_some(v)
 }
 
 /// First line of `program --version`, or "unknown version".

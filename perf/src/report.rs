@@ -124,7 +124,41 @@ enum Row {
         scenario: &'static str,
         case: String,
         reason: String,
+        /// The baseline, when it was measured and only tapnet's side could not be:
+        /// (unit, label, value).
+        baseline: Option<(&'static str, String, f64)>,
     },
+}
+
+/// One side's result of a case measured on several datapaths (tapnet and each
+/// baseline): the figure, a note and details for the record.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Sample {
+    pub(crate) value: f64,
+    pub(crate) note: String,
+    pub(crate) details: Map<String, Value>,
+}
+
+impl Sample {
+    pub(crate) fn new(value: f64) -> Sample {
+        Sample {
+            value,
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn note(mut self, text: impl Into<String>) -> Self {
+        self.note = text.into();
+        self
+    }
+
+    pub(crate) fn detail(mut self, key: &str, v: impl Serialize) -> Self {
+        self.details.insert(
+            key.to_string(),
+            serde_json::to_value(v).unwrap_or(Value::Null),
+        );
+        self
+    }
 }
 
 impl Reporter {
@@ -187,7 +221,97 @@ impl Reporter {
             scenario,
             case,
             reason,
+            baseline: None,
         });
+    }
+
+    /// A case whose baseline was measured but whose tapnet side failed: the baseline's
+    /// figure is kept (table and JSON), with why tapnet has none.
+    pub(crate) fn skip_tapnet(
+        &mut self,
+        scenario: &'static str,
+        case: String,
+        reason: String,
+        unit: &'static str,
+        baseline: &str,
+        baseline_value: f64,
+    ) {
+        let baseline_value = round(baseline_value, 3);
+        eprintln!(
+            "  {scenario} | {case} | tapnet skipped: {} | {baseline} {} {unit}",
+            clip(&reason),
+            fmt_num(baseline_value)
+        );
+        if self.json {
+            let v = serde_json::json!({
+                "scenario": scenario, "case": case, "skipped": reason, "unit": unit,
+                "baseline": baseline, "baseline_value": baseline_value,
+                "machine": self.machine,
+            });
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{v}");
+            let _ = out.flush();
+        }
+        self.rows.push(Row::Skipped {
+            scenario,
+            case,
+            reason: format!("tapnet: {}", clip(&reason)),
+            baseline: Some((unit, baseline.to_string(), baseline_value)),
+        });
+    }
+
+    /// Records of one case measured on tapnet and on each baseline: one record per
+    /// baseline (ratio as `better` says), or, where a side failed, a skip that says why
+    /// (keeping the baseline's figure when only tapnet failed). Details of each side go
+    /// in with a `tapnet_` and a `baseline_` prefix; `tapnet_rss` is the record's peak
+    /// RSS.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn push_versus(
+        &mut self,
+        scenario: &'static str,
+        case: &str,
+        unit: &'static str,
+        better: Better,
+        tapnet: &Result<Sample, String>,
+        tapnet_rss: Option<f64>,
+        baselines: &[(&str, Result<Sample, String>)],
+        extra: &dyn Fn(Measurement) -> Measurement,
+    ) {
+        for (label, base) in baselines {
+            let case = format!("{case}, vs {label}");
+            match (tapnet, base) {
+                (_, Err(e)) => self.skip(scenario, case, format!("{label}: {e}")),
+                (Err(e), Ok(b)) => {
+                    self.skip_tapnet(scenario, case, e.clone(), unit, label, b.value)
+                }
+                (Ok(t), Ok(b)) => {
+                    let mut m = Measurement::new(
+                        scenario,
+                        case,
+                        unit,
+                        better,
+                        t.value,
+                        *label,
+                        b.value,
+                        &self.machine,
+                    )
+                    .rss(tapnet_rss)
+                    .note(t.note.clone())
+                    .note(if b.note.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{label}: {}", b.note)
+                    });
+                    for (k, v) in &t.details {
+                        m = m.detail(&format!("tapnet_{k}"), v);
+                    }
+                    for (k, v) in &b.details {
+                        m = m.detail(&format!("baseline_{k}"), v);
+                    }
+                    self.push(extra(m));
+                }
+            }
+        }
     }
 
     /// The table of everything measured: to stdout, or to stderr when stdout carries JSON.
@@ -239,10 +363,16 @@ impl Reporter {
                     scenario,
                     case,
                     reason,
+                    baseline,
                 } => {
                     let mut r: [String; 10] = Default::default();
                     r[0] = scenario.to_string();
                     r[1] = case.clone();
+                    if let Some((unit, label, value)) = baseline {
+                        r[2] = unit.to_string();
+                        r[4] = label.clone();
+                        r[5] = fmt_num(*value);
+                    }
                     r[9] = format!("skipped: {reason}");
                     r
                 }
@@ -283,6 +413,17 @@ impl Reporter {
             print!("{s}");
         }
     }
+}
+
+/// At most 160 characters of `s` (a reason in the table; the JSON line has all of it).
+fn clip(s: &str) -> String {
+    const MAX: usize = 160;
+    if s.chars().count() <= MAX {
+        return s.to_string();
+    }
+    let mut c: String = s.chars().take(MAX - 1).collect();
+    c.push('…');
+    c
 }
 
 /// A number with about four significant digits.

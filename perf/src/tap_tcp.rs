@@ -17,12 +17,13 @@ use crate::topo::{Datapath, KernelBridge, TAP_TXQUEUELEN, TapnetPair};
 const SCENARIO: &str = "tap-tcp";
 const PORT: u16 = 5201;
 
+/// What an iperf3 TCP client reports.
 #[derive(Debug)]
-struct Tcp {
-    gbit: f64,
-    retransmits: u64,
-    sender_cpu: f64,
-    receiver_cpu: f64,
+pub(crate) struct Tcp {
+    pub(crate) gbit: f64,
+    pub(crate) retransmits: u64,
+    pub(crate) sender_cpu: f64,
+    pub(crate) receiver_cpu: f64,
 }
 
 fn server(iperf: &Path, dp: &dyn Datapath, cpus: &[usize]) -> Result<Proc> {
@@ -67,7 +68,7 @@ fn client(iperf: &Path, dp: &dyn Datapath, streams: u32, secs: u64, cpus: &[usiz
 }
 
 /// Throughput, retransmits and CPU from the JSON of an iperf3 TCP client.
-fn parse_iperf(out: &str) -> Result<Tcp> {
+pub(crate) fn parse_iperf(out: &str) -> Result<Tcp> {
     let v: Value = serde_json::from_str(out).context("iperf3 printed no JSON")?;
     if let Some(e) = v.get("error").and_then(Value::as_str) {
         bail!("iperf3: {e}");

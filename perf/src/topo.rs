@@ -31,7 +31,8 @@ pub(crate) fn ns_name(tag: &str) -> String {
     format!("tnp-{}-{tag}", std::process::id())
 }
 
-fn create_ns(tag: &str) -> Result<NetNsGuard> {
+/// Namespace `tnp-<pid>-<tag>` with loopback up.
+pub(crate) fn create_ns(tag: &str) -> Result<NetNsGuard> {
     let name = ns_name(tag);
     let ns =
         NetNsGuard::create(&name).with_context(|| format!("creating network namespace {name}"))?;
