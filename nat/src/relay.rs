@@ -335,25 +335,61 @@ impl Wake for FlowWake {
     }
 }
 
+/// Packet buffers kept for reuse, per direction: a 64 KiB superframe costs no
+/// allocation and no zeroing once the relay is warm.
+const SPARE_BUFFERS: usize = 64;
+/// Bytes of a reused transmit buffer cleared before smoltcp writes a packet into it:
+/// more than any IPv4 + TCP header, so option padding never carries old bytes (smoltcp
+/// writes every payload byte itself).
+const HEADER_CLEAR: usize = 128;
+
 /// smoltcp's view of the container network: IPv4 packets in, IPv4 packets out.
 #[derive(Default)]
 struct Dev {
     rx: VecDeque<Vec<u8>>,
     tx: VecDeque<Vec<u8>>,
+    rx_spare: Vec<Vec<u8>>,
+    tx_spare: Vec<Vec<u8>>,
 }
 
-struct RxTok(Vec<u8>);
-struct TxTok<'a>(&'a mut VecDeque<Vec<u8>>);
+impl Dev {
+    /// A copy of `pkt` for smoltcp's receive queue, in a reused buffer if one is spare.
+    fn queue_rx(&mut self, pkt: &[u8]) {
+        let mut v = self.rx_spare.pop().unwrap_or_default();
+        v.clear();
+        v.extend_from_slice(pkt);
+        self.rx.push_back(v);
+    }
+}
 
-impl phy::RxToken for RxTok {
+fn recycle(spare: &mut Vec<Vec<u8>>, v: Vec<u8>) {
+    if spare.len() < SPARE_BUFFERS {
+        spare.push(v);
+    }
+}
+
+struct RxTok<'a>(Vec<u8>, &'a mut Vec<Vec<u8>>);
+struct TxTok<'a>(&'a mut VecDeque<Vec<u8>>, &'a mut Vec<Vec<u8>>);
+
+impl phy::RxToken for RxTok<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
+        let r = f(&self.0);
+        recycle(self.1, self.0);
+        r
     }
 }
 
 impl phy::TxToken for TxTok<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut v = vec![0u8; len];
+        let mut v = self.1.pop().unwrap_or_default();
+        if v.len() >= len {
+            v.truncate(len);
+            let n = len.min(HEADER_CLEAR);
+            v[..n].fill(0);
+        } else {
+            v.clear();
+            v.resize(len, 0);
+        }
         let r = f(&mut v);
         self.0.push_back(v);
         r
@@ -361,7 +397,7 @@ impl phy::TxToken for TxTok<'_> {
 }
 
 impl phy::Device for Dev {
-    type RxToken<'a> = RxTok;
+    type RxToken<'a> = RxTok<'a>;
     type TxToken<'a> = TxTok<'a>;
 
     fn receive(
@@ -369,11 +405,14 @@ impl phy::Device for Dev {
         _: smoltcp::time::Instant,
     ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         let p = self.rx.pop_front()?;
-        Some((RxTok(p), TxTok(&mut self.tx)))
+        Some((
+            RxTok(p, &mut self.rx_spare),
+            TxTok(&mut self.tx, &mut self.tx_spare),
+        ))
     }
 
     fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
-        Some(TxTok(&mut self.tx))
+        Some(TxTok(&mut self.tx, &mut self.tx_spare))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -565,14 +604,15 @@ impl Relay {
                         self.counters.tcp_syn_pending.inc();
                     }
                     FlowKind::Tcp(TcpState::Open { .. }) => {
-                        let mut pkt = ip.to_vec();
+                        self.dev.queue_rx(ip);
                         if syn {
                             // The container's SYN-ACK to a published connection.
-                            if let Some(m) = raise_mss(&mut pkt[ihl..]) {
-                                flow.mss = m;
+                            if let Some(pkt) = self.dev.rx.back_mut() {
+                                if let Some(m) = raise_mss(&mut pkt[ihl..]) {
+                                    flow.mss = m;
+                                }
                             }
                         }
-                        self.dev.rx.push_back(pkt);
                     }
                     FlowKind::Datagram { .. } => {}
                 }
@@ -585,7 +625,7 @@ impl Relay {
             {
                 // Nothing listens on the gateway address: a reset, as from a closed port.
                 self.counters.tcp_refused.inc();
-                self.dev.rx.push_back(ip.to_vec());
+                self.dev.queue_rx(ip);
             }
             None if syn && !ack && !rst => {
                 let mut pkt = ip.to_vec();
@@ -621,7 +661,7 @@ impl Relay {
                 });
             }
             // Not a connection we know: smoltcp resets it (or ignores a reset).
-            None => self.dev.rx.push_back(ip.to_vec()),
+            None => self.dev.queue_rx(ip),
         }
     }
 
@@ -1238,7 +1278,9 @@ impl Relay {
     pub fn next_frame(&mut self, out: &mut [u8]) -> Option<FrameOut> {
         loop {
             let pkt = self.dev.tx.pop_front()?;
-            if let Some(f) = self.frame(&pkt, out) {
+            let f = self.frame(&pkt, out);
+            recycle(&mut self.dev.tx_spare, pkt);
+            if let Some(f) = f {
                 self.counters.frames_out.inc();
                 return Some(f);
             }
