@@ -110,8 +110,49 @@ impl Default for FlowLimits {
     }
 }
 
+/// The subnets of every network of a host, shared by their relays: traffic between
+/// networks is denied (Docker's isolation rule), so a flow toward another network's
+/// subnet is dropped rather than carried out through the host.
+#[derive(Debug, Default)]
+pub struct Isolation(std::sync::RwLock<HashMap<String, (Ipv4Addr, u8)>>);
+
+impl Isolation {
+    /// Network `key` has subnet `addr/prefix`.
+    pub fn insert(&self, key: &str, addr: Ipv4Addr, prefix: u8) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string(), (addr, prefix.min(32)));
+    }
+
+    /// Network `key` is gone.
+    pub fn remove(&self, key: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
+    /// Whether `addr` is inside one of the subnets.
+    pub fn contains(&self, addr: Ipv4Addr) -> bool {
+        let a = u32::from(addr);
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|&(net, p)| {
+                let m = if p == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(p))
+                };
+                a & m == u32::from(net) & m
+            })
+    }
+}
+
 /// What one relay serves.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct RelayConfig {
     /// The network's gateway: its MAC and address are the relay's.
     pub gateway: GatewayConfig,
@@ -123,6 +164,8 @@ pub struct RelayConfig {
     pub limits: FlowLimits,
     /// Buffer per direction of one TCP connection, in bytes.
     pub tcp_buffer: usize,
+    /// Subnets no flow may reach (the host's other networks).
+    pub isolation: Arc<Isolation>,
 }
 
 /// A flow of a relay. Ids are not reused while the relay lives.
@@ -255,6 +298,8 @@ tapnet_switch::counters! {
         icmp_limit,
         /// Flows ended by their idle timeout.
         expired,
+        /// Packets toward another network's subnet, dropped (networks are isolated).
+        drop_isolated,
         /// Datagrams toward the host dropped because a queue was full.
         host_queue_full,
         /// Frames dropped as malformed (short headers, bad lengths).
@@ -627,6 +672,9 @@ impl Relay {
                 self.counters.tcp_refused.inc();
                 self.dev.queue_rx(ip);
             }
+            None if syn && !ack && !rst && self.cfg.isolation.contains(dst_ip) => {
+                self.counters.drop_isolated.inc();
+            }
             None if syn && !ack && !rst => {
                 let mut pkt = ip.to_vec();
                 let mss = raise_mss(&mut pkt[ihl..]).unwrap_or(536);
@@ -686,6 +734,10 @@ impl Relay {
                 self.counters.drop_unsupported.inc();
                 return;
             }
+            None if self.cfg.isolation.contains(*key.1.ip()) => {
+                self.counters.drop_isolated.inc();
+                return;
+            }
             None => {
                 if self.udp_count >= self.cfg.limits.udp {
                     self.counters.udp_limit.inc();
@@ -722,6 +774,10 @@ impl Relay {
         let key3 = (ip.src_addr(), ident, ip.dst_addr());
         let id = match self.icmp_keys.get(&key3) {
             Some(&id) => id,
+            None if self.cfg.isolation.contains(ip.dst_addr()) => {
+                self.counters.drop_isolated.inc();
+                return;
+            }
             None => {
                 if self.icmp_count >= self.cfg.limits.icmp {
                     self.counters.icmp_limit.inc();

@@ -507,6 +507,7 @@ impl Daemon {
                 // its own address only. The others reach the host through host
                 // networking.
                 let made = if n.internal {
+                    self.hostnet.isolate(&n.id, gw, prefix);
                     Ok(GatewayPort::new(gcfg, self.engine.pool().clone(), opts.mtu))
                 } else {
                     let attach = NetAttach {

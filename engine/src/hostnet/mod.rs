@@ -36,8 +36,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use rtrb::{Consumer, Producer, RingBuffer};
 use tapnet_nat::GatewayConfig;
 use tapnet_nat::relay::{
-    ConnectError, Event, FlowId, FlowLimits, HostStream, Proto, Pumped, Relay, RelayConfig,
-    RelayCounters, RelayStats,
+    ConnectError, Event, FlowId, FlowLimits, HostStream, Isolation, Proto, Pumped, Relay,
+    RelayConfig, RelayCounters, RelayStats,
 };
 
 use crate::pool::{BufferPool, HEADROOM, Handle};
@@ -163,6 +163,8 @@ pub struct HostNet {
     shared: Mutex<Shared>,
     sockets: Arc<AtomicU64>,
     next_id: AtomicU64,
+    /// Every attached network's subnet: no flow crosses from one network to another.
+    isolation: Arc<Isolation>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -198,6 +200,7 @@ impl HostNet {
             shared: Mutex::default(),
             sockets,
             next_id: AtomicU64::new(1),
+            isolation: Arc::default(),
             thread: Some(thread),
         })
     }
@@ -223,9 +226,12 @@ impl HostNet {
                 host_loopback: attach.host_loopback,
                 limits: self.cfg.limits,
                 tcp_buffer: self.cfg.tcp_buffer,
+                isolation: Arc::clone(&self.isolation),
             },
             self.start.elapsed(),
         );
+        self.isolation
+            .insert(net, attach.gateway.ip, attach.gateway.prefix_len);
         let counters = relay.counters();
         let (to_host, from_engine) = RingBuffer::new(RING);
         let (to_engine, from_host) = RingBuffer::new(RING);
@@ -251,8 +257,16 @@ impl HostNet {
         ))
     }
 
+    /// Network `net` (one without external access, which takes no gateway port from
+    /// here) has subnet `addr/prefix`: no other network's flow may reach it through
+    /// the host. [`HostNet::detach`] forgets it.
+    pub fn isolate(&self, net: &str, addr: std::net::Ipv4Addr, prefix: u8) {
+        self.isolation.insert(net, addr, prefix);
+    }
+
     /// Forget network `net`: its flows end and its published ports close.
     pub fn detach(&self, net: &str) {
+        self.isolation.remove(net);
         let mut sh = self.lock();
         if sh.nets.remove(net).is_some() {
             sh.published.retain(|_, n| n != net);

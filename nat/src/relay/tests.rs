@@ -31,6 +31,7 @@ fn relay_cfg(limits: FlowLimits, host_loopback: bool) -> RelayConfig {
         host_loopback,
         limits,
         tcp_buffer: 64 * 1024,
+        isolation: Arc::default(),
     }
 }
 
@@ -543,4 +544,28 @@ fn eth_ip(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&ip);
     f.extend_from_slice(payload);
     f
+}
+
+#[test]
+fn other_networks_are_not_reached_through_the_host() {
+    let cfg = relay_cfg(FlowLimits::default(), false);
+    let iso = Arc::clone(&cfg.isolation);
+    iso.insert("other", Ipv4Addr::new(10, 1, 0, 0), 16);
+    let mut n = Net::new(cfg);
+    let h = n.tcp_socket();
+    let cx = n.iface.context();
+    n.sockets
+        .get_mut::<stcp::Socket>(h)
+        .connect(cx, (IpAddress::Ipv4(Ipv4Addr::new(10, 1, 2, 3)), 80), 40000)
+        .unwrap();
+    n.step(&mut []);
+    // Dropped, unanswered, as Docker's isolation rules drop it.
+    assert!(n.events.is_empty());
+    assert_eq!(
+        n.sockets.get::<stcp::Socket>(h).state(),
+        stcp::State::SynSent
+    );
+    assert_eq!(n.relay.counters().snapshot().drop_isolated, 1);
+    iso.remove("other");
+    assert!(!iso.contains(Ipv4Addr::new(10, 1, 2, 3)));
 }
