@@ -97,7 +97,35 @@ fn publish_allocates_like_docker_and_frees_on_rm() {
         return;
     }
     let d = Daemon::start("publish");
-    d.ok(&["network", "create", "--subnet", "10.253.1.0/24", "pub1"]);
+    let err = d.fails(
+        &[
+            "network",
+            "create",
+            "-o",
+            "tapnet.host_loopback=yes",
+            "--subnet",
+            "10.253.1.0/24",
+            "pub1",
+        ],
+        1,
+    );
+    assert!(
+        err.contains(
+            r#"invalid value "yes" for option tapnet.host_loopback: expected true or false"#
+        ),
+        "{err}"
+    );
+    d.ok(&[
+        "network",
+        "create",
+        "-o",
+        "tapnet.host_loopback=true",
+        "--subnet",
+        "10.253.1.0/24",
+        "pub1",
+    ]);
+    let net = d.inspect("network", "pub1");
+    assert_eq!(net["Options"]["tapnet.host_loopback"], "true");
     let fixed = free_tcp_port(12);
     let fixed_s = fixed.to_string();
     let spec_fixed = format!("{fixed}:81");
