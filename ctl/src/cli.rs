@@ -29,6 +29,8 @@ pub(crate) enum Command {
     Sandbox(SandboxCmd),
     /// Run a command in a new sandbox
     Run(RunArgs),
+    /// List port mappings or a specific mapping for the sandbox
+    Port(PortArgs),
     /// Show the engine's counters
     Stats(StatsArgs),
     /// Run the daemon
@@ -242,6 +244,10 @@ pub(crate) struct SandboxSpec {
     /// Sandbox host name
     #[arg(long)]
     pub(crate) hostname: Option<String>,
+    /// Publish a sandbox's port to the host ([IP:][HOSTPORT[-END]:]CTRPORT[-END][/tcp|udp];
+    /// repeatable)
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    pub(crate) publish: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -277,9 +283,6 @@ pub(crate) struct SandboxRmArgs {
 pub(crate) struct RunArgs {
     #[command(flatten)]
     pub(crate) spec: SandboxSpec,
-    /// Publish a sandbox's port to the host ([IP:]HOST:CTR[/tcp|udp])
-    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
-    pub(crate) publish: Vec<String>,
     /// The command and its arguments
     #[arg(
         required = true,
@@ -288,6 +291,18 @@ pub(crate) struct RunArgs {
         value_name = "CMD"
     )]
     pub(crate) cmd: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PortArgs {
+    /// Format output: json (the mappings as `Ports` in `sandbox inspect`)
+    #[arg(long)]
+    pub(crate) format: Option<String>,
+    /// Sandbox: name, id or unique id prefix
+    pub(crate) sandbox: String,
+    /// The sandbox's port, and optionally its protocol (`80`, `53/udp`)
+    #[arg(value_name = "PRIVATE_PORT[/PROTO]")]
+    pub(crate) port: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -386,7 +401,7 @@ mod tests {
         };
         assert_eq!(r.spec.network, ["pets", "db"]);
         assert_eq!(r.spec.ip.as_deref(), Some("10.0.0.5"));
-        assert_eq!(r.publish, ["8080:80"]);
+        assert_eq!(r.spec.publish, ["8080:80"]);
         assert_eq!(r.cmd, ["sh", "-c", "exit 3"]);
         // Without `--`, everything from the first positional on is the command.
         let cli = parse(&["run", "--net", "host", "ls", "-l", "--name", "x"]);

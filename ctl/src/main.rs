@@ -6,6 +6,7 @@ mod client;
 mod demo;
 mod format;
 mod network;
+mod port;
 mod run;
 mod sandbox;
 mod stats;
@@ -68,6 +69,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Network(cmd) => network::run(&client, cmd),
         Command::Sandbox(cmd) => sandbox::run(&client, cmd),
         Command::Run(args) => run::run(&client, args),
+        Command::Port(args) => port::run(&client, args),
         Command::Stats(args) => stats::run(&client, args),
         Command::Daemon | Command::Demo | Command::DemoServer(_) => Ok(0),
     }

@@ -45,16 +45,10 @@ fn try_run(client: &Client, a: RunArgs) -> anyhow::Result<u8> {
                 "conflicting options: the host network cannot be combined with other networks"
             );
         }
-        if !a.publish.is_empty() {
+        if !a.spec.publish.is_empty() {
             eprintln!("WARNING: Published ports are discarded when using host network mode");
         }
         return client.block_on(run_here(&a.cmd, None));
-    }
-    if !a.publish.is_empty() {
-        anyhow::bail!(
-            "publishing ports (-p) is not supported yet: reach the sandbox at its address, \
-             or use --network host"
-        );
     }
     let req = sandbox::create_request(&a.spec)?;
     client.block_on(run_in_sandbox(client, req, &a.cmd))

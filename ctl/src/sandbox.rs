@@ -3,7 +3,10 @@
 
 use anyhow::bail;
 use serde_json::{Value, json};
-use tapnet_engine::daemon::types::{SandboxCreateRequest, SandboxInspect, SandboxNetworkRequest};
+use tapnet_engine::daemon::types::{
+    PortBinding, PortMap, SandboxCreateRequest, SandboxInspect, SandboxNetworkRequest,
+};
+use tapnet_nat::portspec;
 
 use crate::cli::{SandboxCmd, SandboxLsArgs, SandboxRmArgs, SandboxSpec};
 use crate::client::{Client, ClientError, path_segment};
@@ -54,8 +57,22 @@ pub(crate) fn create_request(spec: &SandboxSpec) -> anyhow::Result<SandboxCreate
         name: spec.name.clone(),
         networks,
         hostname: spec.hostname.clone(),
-        ..Default::default()
+        port_bindings: port_bindings(&spec.publish)?,
     })
+}
+
+/// `-p` specs as the API's `PortBindings` (Docker's `nat.ParsePortSpecs`).
+pub(crate) fn port_bindings(specs: &[String]) -> anyhow::Result<PortMap> {
+    let mut out = PortMap::new();
+    for spec in specs {
+        for m in portspec::parse(spec).map_err(anyhow::Error::msg)? {
+            out.entry(m.key()).or_default().push(PortBinding {
+                host_ip: m.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                host_port: m.host_port_string(),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// One row of `sandbox ls`.
@@ -141,6 +158,23 @@ mod tests {
             ..SandboxSpec::default()
         };
         assert!(create_request(&spec).is_err());
+    }
+
+    #[test]
+    fn publish_specs_become_port_bindings() {
+        let b = port_bindings(&[
+            "8080:80".into(),
+            "127.0.0.1::53/udp".into(),
+            "9000-9001:90-91".into(),
+        ])
+        .unwrap();
+        assert_eq!(b["80/tcp"][0].host_port, "8080");
+        assert_eq!(b["80/tcp"][0].host_ip, "");
+        assert_eq!(b["53/udp"][0].host_ip, "127.0.0.1");
+        assert_eq!(b["53/udp"][0].host_port, "");
+        assert_eq!(b["91/tcp"][0].host_port, "9001");
+        let e = port_bindings(&["80/sctp".into()]).unwrap_err().to_string();
+        assert!(e.starts_with("invalid proto: sctp"), "{e}");
     }
 
     #[test]

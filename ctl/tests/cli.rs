@@ -350,9 +350,10 @@ fn run_host_network_runs_here() {
     );
     let (code, _, err) = s.tapnet(&["run", "--network", "host", "--network", "pets", "true"]);
     assert_eq!(code, 125, "{err}");
-    let (code, _, err) = s.tapnet(&["run", "-p", "80:80", "true"]);
+    // A bad -p is refused before anything is created, with Docker's text.
+    let (code, _, err) = s.tapnet(&["run", "-p", "80/sctp", "true"]);
     assert_eq!(code, 125, "{err}");
-    assert!(err.contains("not supported yet"), "{err}");
+    assert!(err.contains("invalid proto: sctp"), "{err}");
 }
 
 fn is_root() -> bool {
@@ -396,4 +397,32 @@ fn run_in_a_sandbox_returns_the_status_and_cleans_up() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(143));
     assert_eq!(s.ok(&["sandbox", "ls", "-q"]), "");
+}
+
+#[test]
+fn sandbox_create_publish_and_port() {
+    let s = Server::start();
+    let (code, _, err) = s.tapnet(&[
+        "sandbox",
+        "create",
+        "--name",
+        "api",
+        "-p",
+        "8080:80",
+        "-p",
+        "127.0.0.1:5353:53/udp",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = s.tapnet(&["port", "api"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "53/udp -> 127.0.0.1:5353\n80/tcp -> 0.0.0.0:8080\n")
+    );
+    let (code, out, _) = s.tapnet(&["port", "api", "80/tcp"]);
+    assert_eq!((code, out.as_str()), (0, "0.0.0.0:8080\n"));
+    let (code, _, err) = s.tapnet(&["port", "api", "7890/udp"]);
+    assert_eq!(
+        (code, err.trim()),
+        (1, "Error: No public port '7890/udp' published for api")
+    );
 }
