@@ -504,6 +504,7 @@ fn breakdown(opts: &Opts, n: usize, state_parent: &Path) -> Result<(Steps, Steps
                 hostname: id[..12].to_string(),
                 endpoints: vec![ep.id.clone()],
                 id,
+                rootless: None,
             };
             let bytes = serde_json::to_vec(&next)?;
             Ok((next, sb, ep, bytes))

@@ -10,6 +10,7 @@ pub mod backend;
 pub mod core;
 pub mod ipam;
 pub mod model;
+pub mod rootless;
 pub mod sandbox;
 pub mod store;
 pub mod types;
