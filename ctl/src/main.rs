@@ -6,6 +6,7 @@ mod client;
 mod demo;
 mod format;
 mod network;
+mod rootless;
 mod run;
 mod sandbox;
 mod stats;
@@ -52,6 +53,10 @@ fn socket_path(host: Option<String>, state_dir: PathBuf) -> anyhow::Result<PathB
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
+    // First, before anything could start a thread: it unshares a user namespace.
+    if let Command::RootlessInit(a) = cli.command {
+        return Ok(rootless::init(a));
+    }
     let state_dir = state_dir(cli.state_dir);
     if let Command::Daemon = cli.command {
         tapnet_engine::daemon::run_daemon(state_dir)
@@ -69,7 +74,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Sandbox(cmd) => sandbox::run(&client, cmd),
         Command::Run(args) => run::run(&client, args),
         Command::Stats(args) => stats::run(&client, args),
-        Command::Daemon | Command::Demo | Command::DemoServer(_) => Ok(0),
+        Command::Daemon | Command::Demo | Command::DemoServer(_) | Command::RootlessInit(_) => {
+            Ok(0)
+        }
     }
 }
 

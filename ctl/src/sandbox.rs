@@ -54,6 +54,7 @@ pub(crate) fn create_request(spec: &SandboxSpec) -> anyhow::Result<SandboxCreate
         name: spec.name.clone(),
         networks,
         hostname: spec.hostname.clone(),
+        rootless: false,
     })
 }
 
