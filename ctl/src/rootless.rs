@@ -69,7 +69,10 @@ fn setup(socket: &Path, sandbox: &str) -> anyhow::Result<()> {
     for conf in ["all", "default"] {
         let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6"), "1");
     }
-    write_proc("/proc/sys/net/ipv4/ping_group_range", &format!("{gid} {gid}"))?;
+    write_proc(
+        "/proc/sys/net/ipv4/ping_group_range",
+        &format!("{gid} {gid}"),
+    )?;
     let mut nl = Netlink::open().context("netlink")?;
     let lo = nl.link_index("lo").context("finding lo")?;
     nl.set_up(lo).context("bringing lo up")?;
@@ -166,8 +169,7 @@ fn call(
         None,
     )
     .context("sending to the daemon")?;
-    s.write_all(&req[sent..])
-        .context("sending to the daemon")?;
+    s.write_all(&req[sent..]).context("sending to the daemon")?;
     let mut resp = Vec::new();
     s.read_to_end(&mut resp)
         .context("reading the daemon's answer")?;
@@ -184,7 +186,10 @@ fn call(
 /// Status and body of an HTTP/1.1 response (plain or chunked).
 fn parse_response(resp: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
     let bad = || anyhow!("unexpected answer from the tapnet daemon");
-    let end = resp.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(bad)?;
+    let end = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(bad)?;
     let head = String::from_utf8_lossy(&resp[..end]).to_ascii_lowercase();
     let status = head
         .split_whitespace()

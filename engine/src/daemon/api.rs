@@ -23,11 +23,11 @@ use std::path::Path as FsPath;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
-use axum::Extension;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA, SERVER};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::middleware::Next;

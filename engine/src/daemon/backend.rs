@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use super::core::{AttachSpec, Daemon, Fail, IpamSpec, NetworkSpec};
 use super::model::{EndpointRecord, NetworkRecord, SandboxRecord};
+use super::rootless::SandboxInterfaces;
 use super::types::{
     ApiError, Backend, EndpointInfo, EndpointResource, Ipam, IpamConfig, IpamStatus,
     NetworkConnectRequest, NetworkCreateRequest, NetworkCreateResponse, NetworkDisconnectRequest,
     NetworkFilters, NetworkInspect, NetworkPruneResponse, NetworkStatus, PortOwner,
     SandboxCreateRequest, SandboxInspect, SandboxNetworkRequest, StatsResponse, SubnetStatus,
 };
-use super::rootless::SandboxInterfaces;
 
 impl From<Fail> for ApiError {
     fn from(f: Fail) -> ApiError {

@@ -80,13 +80,15 @@ pub struct SandboxAdoptRequest {
     pub interfaces: Vec<String>,
 }
 
-/// The owner record of process `pid` as it runs now, or `None` if it does not exist.
+/// The owner record of process `pid` as it runs now, or `None` if it does not run (no
+/// such process, or a zombie that no one reaped: its namespaces are gone already).
 pub fn owner_of(pid: u32) -> Option<RootlessOwner> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    Some(RootlessOwner {
-        pid,
-        start_time: start_time(&stat)?,
-    })
+    let (state, start_time) = state_and_start_time(&stat)?;
+    if matches!(state, 'Z' | 'X') {
+        return None;
+    }
+    Some(RootlessOwner { pid, start_time })
 }
 
 /// Whether the process recorded as `owner` still runs (same PID, same start time).
@@ -94,12 +96,13 @@ pub fn owner_alive(owner: &RootlessOwner) -> bool {
     owner_of(owner.pid).is_some_and(|now| now == *owner)
 }
 
-/// Field 22 (`starttime`) of a `/proc/PID/stat` line. The command name (field 2) may
-/// hold spaces and parentheses, so fields are counted after its last `)`.
-fn start_time(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // `rest` starts at field 3 (state): field 22 is the 20th from here.
-    rest.split_whitespace().nth(19)?.parse().ok()
+/// Fields 3 (`state`) and 22 (`starttime`) of a `/proc/PID/stat` line. The command name
+/// (field 2) may hold spaces and parentheses, so fields are counted after its last `)`.
+fn state_and_start_time(stat: &str) -> Option<(char, u64)> {
+    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    // Field 22 is the 19th after field 3.
+    Some((state, rest.nth(18)?.parse().ok()?))
 }
 
 /// The namespace path shown for a rootless sandbox.
@@ -115,8 +118,8 @@ mod tests {
     fn start_time_counts_after_the_command_name() {
         let line = "1234 (a) b (c) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
                     987654 1000 10 18446744073709551615";
-        assert_eq!(start_time(line), Some(987_654));
-        assert_eq!(start_time("garbage"), None);
+        assert_eq!(state_and_start_time(line), Some(('S', 987_654)));
+        assert_eq!(state_and_start_time("garbage"), None);
     }
 
     #[test]

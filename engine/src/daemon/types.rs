@@ -541,7 +541,11 @@ pub struct SandboxCreateRequest {
     /// A rootless sandbox: the daemon allocates its endpoints but makes no namespace or
     /// TAP; the caller's process creates them and hands the TAPs over (see
     /// [`crate::daemon::rootless`]).
-    #[serde(rename = "Rootless", default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        rename = "Rootless",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub rootless: bool,
 }
 

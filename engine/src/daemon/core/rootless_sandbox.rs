@@ -103,9 +103,8 @@ impl Daemon {
             let fd = fds[i]
                 .take()
                 .ok_or_else(|| Fail::bad_request(format!("interface {} given twice", e.ifname)))?;
-            let tap = Tap::adopt(fd).map_err(|err| {
-                Fail::bad_request(format!("the fd sent for {}: {err}", e.ifname))
-            })?;
+            let tap = Tap::adopt(fd)
+                .map_err(|err| Fail::bad_request(format!("the fd sent for {}: {err}", e.ifname)))?;
             if tap.name() != e.ifname {
                 return Err(Fail::bad_request(format!(
                     "the fd sent for {} is the TAP {}",
@@ -178,8 +177,12 @@ impl Daemon {
             .collect();
         for (id, name) in dead {
             match self.drop_sandbox(st, &id) {
-                Ok(()) => tracing::info!(sandbox = %name, "removed rootless sandbox: its process is gone"),
-                Err(e) => tracing::warn!(sandbox = %name, error = %e, "could not remove rootless sandbox"),
+                Ok(()) => {
+                    tracing::info!(sandbox = %name, "removed rootless sandbox: its process is gone")
+                }
+                Err(e) => {
+                    tracing::warn!(sandbox = %name, error = %e, "could not remove rootless sandbox")
+                }
             }
         }
     }
