@@ -40,6 +40,9 @@ pub(crate) enum Command {
     /// A server the demo runs inside a sandbox
     #[command(hide = true)]
     DemoServer(DemoServerArgs),
+    /// The first process of a rootless sandbox (started by `tapnet run`)
+    #[command(hide = true)]
+    RootlessInit(RootlessInitArgs),
 }
 
 #[derive(Debug, Args)]
@@ -283,6 +286,28 @@ pub(crate) struct SandboxRmArgs {
 pub(crate) struct RunArgs {
     #[command(flatten)]
     pub(crate) spec: SandboxSpec,
+    /// Make the sandbox rootless: the command's own user and network namespace holds
+    /// its interfaces (always so when tapnet runs without root)
+    #[arg(long)]
+    pub(crate) rootless: bool,
+    /// The command and its arguments
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub(crate) cmd: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RootlessInitArgs {
+    /// The daemon's API socket
+    #[arg(long, value_name = "PATH")]
+    pub(crate) socket: PathBuf,
+    /// The sandbox's id
+    #[arg(long, value_name = "ID")]
+    pub(crate) sandbox: String,
     /// The command and its arguments
     #[arg(
         required = true,

@@ -98,6 +98,11 @@ impl Client {
         })
     }
 
+    /// The daemon's socket.
+    pub(crate) fn socket(&self) -> &Path {
+        &self.socket
+    }
+
     /// One request; a non-2xx answer becomes [`ClientError::Daemon`] with the daemon's
     /// message.
     pub(crate) async fn request(

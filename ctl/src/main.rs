@@ -7,6 +7,7 @@ mod demo;
 mod format;
 mod network;
 mod port;
+mod rootless;
 mod run;
 mod sandbox;
 mod stats;
@@ -53,6 +54,10 @@ fn socket_path(host: Option<String>, state_dir: PathBuf) -> anyhow::Result<PathB
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
+    // First, before anything could start a thread: it unshares a user namespace.
+    if let Command::RootlessInit(a) = cli.command {
+        return Ok(rootless::init(a));
+    }
     let state_dir = state_dir(cli.state_dir);
     if let Command::Daemon = cli.command {
         tapnet_engine::daemon::run_daemon(state_dir)
@@ -71,7 +76,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => run::run(&client, args),
         Command::Port(args) => port::run(&client, args),
         Command::Stats(args) => stats::run(&client, args),
-        Command::Daemon | Command::Demo | Command::DemoServer(_) => Ok(0),
+        Command::Daemon | Command::Demo | Command::DemoServer(_) | Command::RootlessInit(_) => {
+            Ok(0)
+        }
     }
 }
 

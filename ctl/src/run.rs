@@ -50,7 +50,8 @@ fn try_run(client: &Client, a: RunArgs) -> anyhow::Result<u8> {
         }
         return client.block_on(run_here(&a.cmd, None));
     }
-    let req = sandbox::create_request(&a.spec)?;
+    let mut req = sandbox::create_request(&a.spec)?;
+    req.rootless = a.rootless || !nix::unistd::geteuid().is_root();
     client.block_on(run_in_sandbox(client, req, &a.cmd))
 }
 
@@ -113,21 +114,43 @@ fn exit_code(st: ExitStatus) -> u8 {
 /// signals, and return its status.
 async fn run_here(cmd: &[String], netns: Option<&SandboxInspect>) -> anyhow::Result<u8> {
     let mut sigs = Signals::new()?;
-    spawn_and_wait(cmd, netns, &mut sigs).await
+    spawn_and_wait(cmd, netns, None, &mut sigs).await
 }
 
+/// With `rootless` (the daemon's socket), the command runs in namespaces of its own,
+/// which `tapnet rootless-init` makes before it execs the command (see
+/// [`crate::rootless`]); otherwise in `sb`'s named namespace, or here without one.
 async fn spawn_and_wait(
     cmd: &[String],
     sb: Option<&SandboxInspect>,
+    rootless: Option<&std::path::Path>,
     sigs: &mut Signals,
 ) -> anyhow::Result<u8> {
     let Some((prog, args)) = cmd.split_first() else {
         anyhow::bail!("no command given");
     };
-    let mut command = tokio::process::Command::new(prog);
-    command.args(args);
+    let mut command = match (rootless, sb) {
+        (Some(socket), Some(sb)) => {
+            let exe = std::env::current_exe()
+                .map_err(|e| anyhow::anyhow!("finding the tapnet binary to start: {e}"))?;
+            let mut c = tokio::process::Command::new(exe);
+            c.arg("rootless-init")
+                .arg("--socket")
+                .arg(socket)
+                .arg("--sandbox")
+                .arg(&sb.id)
+                .arg("--")
+                .args(cmd);
+            c
+        }
+        _ => {
+            let mut c = tokio::process::Command::new(prog);
+            c.args(args);
+            c
+        }
+    };
     // Kept open until the child has exec'd; O_CLOEXEC closes the child's copy then.
-    let netns = match sb {
+    let netns = match sb.filter(|_| rootless.is_none()) {
         Some(sb) => Some(std::fs::File::open(&sb.netns_path).map_err(|e| {
             anyhow::anyhow!(
                 "opening the network namespace {} of sandbox {}: {e}",
@@ -189,6 +212,7 @@ async fn run_in_sandbox(
     req: SandboxCreateRequest,
     cmd: &[String],
 ) -> anyhow::Result<u8> {
+    let req_rootless = req.rootless;
     let mut sigs = Signals::new()?;
     // Creation is not cancelled midway (the daemon would finish it anyway): a signal now
     // is remembered, and the sandbox removed once it exists.
@@ -206,7 +230,14 @@ async fn run_in_sandbox(
     let sb = created?;
     let code = match pending {
         Some(sig) => 128 + sig as u8,
-        None => match spawn_and_wait(cmd, Some(&sb), &mut sigs).await {
+        None => match spawn_and_wait(
+            cmd,
+            Some(&sb),
+            req_rootless.then(|| client.socket()),
+            &mut sigs,
+        )
+        .await
+        {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("tapnet: {e:#}");

@@ -58,6 +58,7 @@ pub(crate) fn create_request(spec: &SandboxSpec) -> anyhow::Result<SandboxCreate
         networks,
         hostname: spec.hostname.clone(),
         port_bindings: port_bindings(&spec.publish)?,
+        rootless: false,
     })
 }
 

@@ -376,11 +376,10 @@ fn flows_are_bounded_and_leave_no_descriptors() {
     const THREADS: usize = 4;
     let failed = Arc::new(Mutex::new(Vec::new()));
     let deadline = Instant::now() + Duration::from_secs(600);
-    let ns = NetNs::open(&a.netns).unwrap();
     let workers: Vec<_> = (0..THREADS)
         .map(|_| {
             let failed = Arc::clone(&failed);
-            let ns = ns.try_clone_handle();
+            let ns = NetNs::open(&a.netns).unwrap();
             std::thread::spawn(move || {
                 ns.run(|| {
                     let mut done = 0;
@@ -473,7 +472,7 @@ fn flows_are_bounded_and_leave_no_descriptors() {
     );
     let open = fds(pid);
     assert!(open < before + 400, "{open} descriptors open during the flood");
-    assert!(d.get("/_ping").json().is_null() || d.get("/_ping").status == 200);
+    assert_eq!(d.get("/_ping").status, 200, "the daemon answers during the flood");
 }
 
 /// A non-blocking TCP connect from the current namespace (the socket comes back

@@ -505,6 +505,7 @@ fn breakdown(opts: &Opts, n: usize, state_parent: &Path) -> Result<(Steps, Steps
                 endpoints: vec![ep.id.clone()],
                 ports: Vec::new(),
                 id,
+                rootless: None,
             };
             let bytes = serde_json::to_vec(&next)?;
             Ok((next, sb, ep, bytes))

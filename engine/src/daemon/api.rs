@@ -8,6 +8,7 @@
 //! [`API_VERSION`] and [`MIN_API_VERSION`] as Docker checks it, then stripped before
 //! routing.
 
+pub mod fdpass;
 pub mod filters;
 
 #[cfg(any(test, feature = "fake-backend"))]
@@ -22,10 +23,11 @@ use std::path::Path as FsPath;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA, SERVER};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::middleware::Next;
@@ -35,6 +37,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use self::filters::{LIST_FILTERS, PRUNE_FILTERS};
+use super::rootless::SandboxAdoptRequest;
 use super::types::{
     API_VERSION, ApiError, Backend, ComponentVersion, ErrorResponse, MIN_API_VERSION,
     NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest, NetworkFilters,
@@ -71,7 +74,7 @@ async fn serve_on(
     shutdown: impl Future,
 ) -> io::Result<()> {
     remove_stale_socket(socket)?;
-    let listener = tokio::net::UnixListener::bind(socket)?;
+    let listener = fdpass::FdListener(tokio::net::UnixListener::bind(socket)?);
     // From here on the socket file is ours: remove it however serving ends.
     let _guard = RemoveOnDrop(socket);
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(SOCKET_MODE))?;
@@ -86,7 +89,7 @@ async fn serve_on(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(
         listener,
-        axum::ServiceExt::<Request>::into_make_service(app),
+        axum::ServiceExt::<Request>::into_make_service_with_connect_info::<fdpass::Peer>(app),
     )
     .with_graceful_shutdown(async {
         let _ = stop_rx.await;
@@ -168,6 +171,10 @@ fn router(state: AppState) -> Router {
         .route(
             "/sandboxes/{id}",
             get(sandbox_inspect).delete(sandbox_remove),
+        )
+        .route(
+            "/sandboxes/{id}/interfaces",
+            get(sandbox_interfaces).post(sandbox_adopt),
         )
         .route("/stats", get(stats))
         .fallback(page_not_found)
@@ -515,11 +522,62 @@ async fn sandbox_list(State(s): State<AppState>) -> ApiResult {
 
 async fn sandbox_create(
     State(s): State<AppState>,
+    peer: Option<Extension<ConnectInfo<fdpass::Peer>>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let req: SandboxCreateRequest = read_json(&headers, body)?;
+    if req.rootless {
+        let pid = peer_pid(peer.as_ref())?;
+        return Ok(json(
+            StatusCode::CREATED,
+            &s.backend.sandbox_create_rootless(req, pid)?,
+        ));
+    }
     Ok(json(StatusCode::CREATED, &s.backend.sandbox_create(req)?))
+}
+
+/// The PID of the process on the other end, which a rootless sandbox is recorded with.
+fn peer_pid(peer: Option<&Extension<ConnectInfo<fdpass::Peer>>>) -> Result<u32, ApiError> {
+    match peer.map(|p| p.0.0.pid) {
+        Some(pid) if pid != 0 => Ok(pid),
+        _ => Err(ApiError::bad_request(
+            "rootless sandboxes need the caller's process id, which this connection does not \
+             carry (is the client in another PID namespace?)",
+        )),
+    }
+}
+
+/// `GET /sandboxes/{id}/interfaces`: what a rootless sandbox's process must create.
+async fn sandbox_interfaces(
+    State(s): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    Ok(json(
+        StatusCode::OK,
+        &s.backend.sandbox_interfaces(&path_id(id)?)?,
+    ))
+}
+
+/// `POST /sandboxes/{id}/interfaces`: the TAP fds ride on the request (`SCM_RIGHTS`).
+async fn sandbox_adopt(
+    State(s): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    peer: Option<Extension<ConnectInfo<fdpass::Peer>>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let id = path_id(id)?;
+    let req: SandboxAdoptRequest = read_json(&headers, body)?;
+    let pid = peer_pid(peer.as_ref())?;
+    let fds = match &peer {
+        Some(p) => p.0.0.take_fds().map_err(ApiError::bad_request)?,
+        None => Vec::new(),
+    };
+    Ok(json(
+        StatusCode::OK,
+        &s.backend.sandbox_adopt(&id, req.interfaces, fds, pid)?,
+    ))
 }
 
 async fn sandbox_inspect(

@@ -2,15 +2,17 @@
 //! calls and records into Docker-shaped answers.
 
 use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use super::core::{AttachSpec, Daemon, Fail, IpamSpec, NetworkSpec};
 use super::model::{EndpointRecord, NetworkRecord, SandboxRecord};
+use super::rootless::SandboxInterfaces;
 use super::types::{
     ApiError, Backend, EndpointInfo, EndpointResource, Ipam, IpamConfig, IpamStatus,
     NetworkConnectRequest, NetworkCreateRequest, NetworkCreateResponse, NetworkDisconnectRequest,
     NetworkFilters, NetworkInspect, NetworkPruneResponse, NetworkStatus, PortOwner,
-    SandboxCreateRequest, SandboxInspect, StatsResponse, SubnetStatus,
+    SandboxCreateRequest, SandboxInspect, SandboxNetworkRequest, StatsResponse, SubnetStatus,
 };
 
 impl From<Fail> for ApiError {
@@ -101,7 +103,10 @@ fn sandbox_inspect(s: &SandboxRecord, eps: &[(EndpointRecord, NetworkRecord)]) -
         id: s.id.clone(),
         name: s.name.clone(),
         created: s.created.clone(),
-        netns_path: format!("{}/{}", crate::netns::NETNS_RUN_DIR, s.netns),
+        netns_path: match &s.rootless {
+            Some(owner) => super::rootless::netns_path(owner),
+            None => format!("{}/{}", crate::netns::NETNS_RUN_DIR, s.netns),
+        },
         networks: eps
             .iter()
             .map(|(e, n)| {
@@ -127,6 +132,17 @@ fn sandbox_inspect(s: &SandboxRecord, eps: &[(EndpointRecord, NetworkRecord)]) -
             .collect(),
         ports: super::publish::port_map(&s.ports),
     }
+}
+
+fn attach_specs(nets: Vec<SandboxNetworkRequest>) -> Vec<AttachSpec> {
+    nets.into_iter()
+        .map(|n| AttachSpec {
+            network: n.network,
+            ipv4: n.ipv4_address,
+            aliases: n.aliases,
+            gw_priority: n.gw_priority,
+        })
+        .collect()
 }
 
 impl Backend for DaemonBackend {
@@ -234,20 +250,42 @@ impl Backend for DaemonBackend {
     }
 
     fn sandbox_create(&self, req: SandboxCreateRequest) -> Result<SandboxInspect, ApiError> {
-        let nets = req
-            .networks
-            .into_iter()
-            .map(|n| AttachSpec {
-                network: n.network,
-                ipv4: n.ipv4_address,
-                aliases: n.aliases,
-                gw_priority: n.gw_priority,
-            })
-            .collect();
+        let nets = attach_specs(req.networks);
         let ports = super::publish::mappings(&req.port_bindings)?;
         let sb = self
             .0
             .create_sandbox(req.name, req.hostname, nets, &ports)?;
+        self.sandbox_inspect(&sb.id)
+    }
+
+    fn sandbox_create_rootless(
+        &self,
+        req: SandboxCreateRequest,
+        peer_pid: u32,
+    ) -> Result<SandboxInspect, ApiError> {
+        let ports = super::publish::mappings(&req.port_bindings)?;
+        let sb = self.0.create_rootless_sandbox(
+            req.name,
+            req.hostname,
+            attach_specs(req.networks),
+            &ports,
+            peer_pid,
+        )?;
+        self.sandbox_inspect(&sb.id)
+    }
+
+    fn sandbox_interfaces(&self, id_or_name: &str) -> Result<SandboxInterfaces, ApiError> {
+        Ok(self.0.rootless_interfaces(id_or_name)?)
+    }
+
+    fn sandbox_adopt(
+        &self,
+        id_or_name: &str,
+        names: Vec<String>,
+        fds: Vec<OwnedFd>,
+        peer_pid: u32,
+    ) -> Result<SandboxInspect, ApiError> {
+        let sb = self.0.adopt_taps(id_or_name, names, fds, peer_pid)?;
         self.sandbox_inspect(&sb.id)
     }
 

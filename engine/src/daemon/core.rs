@@ -15,11 +15,14 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+mod rootless_sandbox;
+
 use tapnet_switch::{DomainConfig, DomainId, MacAddr, PortId};
 
 use super::ipam::{Ipam, IpamError, PoolRequest};
 use super::model::{
-    EndpointRecord, IpamConfigRecord, NetworkRecord, SandboxRecord, new_id, now_rfc3339,
+    EndpointRecord, IpamConfigRecord, NetworkRecord, RootlessOwner, SandboxRecord, new_id,
+    now_rfc3339,
 };
 use super::publish::{self, PublishTable};
 use super::sandbox::{self, IfaceConfig};
@@ -472,7 +475,8 @@ impl Daemon {
         if !removed.is_empty() {
             let _ = self.store.forget_netns(&removed);
         }
-        for sb in &sbs {
+        self.reap_rootless(&mut st);
+        for sb in sbs.iter().filter(|s| s.rootless.is_none()) {
             if let Err(e) = self.realize_sandbox(&mut st, sb) {
                 tracing::warn!(sandbox = %sb.name, error = %e, "could not restore sandbox");
             } else {
@@ -628,7 +632,9 @@ impl Daemon {
                 let _ = self.engine.remove_port(p);
             }
         }
-        sandbox::remove_netns(&sb.netns).is_ok()
+        // A rootless sandbox's namespace belongs to its process; closing the TAPs (above)
+        // removed its interfaces.
+        sb.rootless.is_some() || sandbox::remove_netns(&sb.netns).is_ok()
     }
 
     // ----- networks -----
@@ -922,6 +928,13 @@ impl Daemon {
         let sb_id = st.sandbox_id(sandbox_ref)?;
         let n = st.networks[&net_id].clone();
         let mut sb = st.sandboxes[&sb_id].clone();
+        if sb.rootless.is_some() {
+            return Err(Fail::forbidden(format!(
+                "sandbox {} is rootless: its interfaces are made by its process when it \
+                 starts; give every network to `tapnet run --network`",
+                sb.name
+            )));
+        }
         let mine: Vec<EndpointRecord> = sb
             .endpoints
             .iter()
@@ -1057,7 +1070,29 @@ impl Daemon {
         nets: Vec<AttachSpec>,
         ports: &[PortMapping],
     ) -> Res<SandboxRecord> {
+        self.create_sandbox_as(name, hostname, nets, ports, None)
+    }
+
+    /// [`Daemon::create_sandbox`]; with an `owner` the sandbox is rootless: endpoints
+    /// only, no namespace and no TAPs (see [`super::rootless`]).
+    fn create_sandbox_as(
+        &self,
+        name: Option<String>,
+        hostname: Option<String>,
+        nets: Vec<AttachSpec>,
+        ports: &[PortMapping],
+        owner: Option<RootlessOwner>,
+    ) -> Res<SandboxRecord> {
+        if owner.is_none() && !nix::unistd::geteuid().is_root() {
+            return Err(Fail::forbidden(
+                "this daemon runs without root: it cannot create network namespaces. \
+                 Sandboxes come from `tapnet run`, which creates them rootless",
+            ));
+        }
         let mut st = self.lock();
+        if owner.is_some() {
+            self.reap_rootless(&mut st);
+        }
         let id = new_id();
         let name = name
             .filter(|n| !n.is_empty())
@@ -1092,10 +1127,14 @@ impl Daemon {
             id: id.clone(),
             name: name.clone(),
             created: now_rfc3339(),
-            netns: sandbox::netns_name(&id),
+            netns: match owner {
+                Some(_) => String::new(),
+                None => sandbox::netns_name(&id),
+            },
             hostname: hostname.unwrap_or_else(|| id[..12].to_string()),
             endpoints: Vec::new(),
             ports: Vec::new(),
+            rootless: owner,
         };
         let mut ipam = st.ipam.clone();
         let mut eps: Vec<EndpointRecord> = Vec::new();
@@ -1139,10 +1178,14 @@ impl Daemon {
             st.endpoints.insert(e.id.clone(), e.clone());
         }
         st.sandboxes.insert(sb.id.clone(), sb.clone());
-        if let Err(err) = self
-            .realize_sandbox(&mut st, &sb)
-            .and_then(|()| self.publish_ports(&st, &sb, bound))
-        {
+        // A rootless sandbox's interfaces come later from its process; its ports are
+        // published now (the relay reaches its address once they exist).
+        let realized = if sb.rootless.is_some() {
+            Ok(())
+        } else {
+            self.realize_sandbox(&mut st, &sb)
+        };
+        if let Err(err) = realized.and_then(|()| self.publish_ports(&st, &sb, bound)) {
             let _ = self.drop_sandbox(&mut st, &sb.id);
             return Err(err);
         }
@@ -1167,7 +1210,9 @@ impl Daemon {
         changes.push(Change::DelSandbox(id));
         // With the record goes a note that the namespace is ours to delete, so a crash
         // before it is deleted leaves nothing that reconcile cannot find.
-        changes.push(Change::NetnsGone(&sb.netns));
+        if sb.rootless.is_none() {
+            changes.push(Change::NetnsGone(&sb.netns));
+        }
         self.store
             .commit(&changes, Some(&State::ipam_bytes(&ipam)?))
             .map_err(internal("state"))?;

@@ -11,6 +11,7 @@ pub mod core;
 pub mod ipam;
 pub mod model;
 pub mod publish;
+pub mod rootless;
 pub mod sandbox;
 pub mod store;
 pub mod types;

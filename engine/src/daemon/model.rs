@@ -101,6 +101,10 @@ pub struct SandboxRecord {
     /// Published ports, as bound (absent in records written before ports existed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PortRecord>,
+    /// Set for a rootless sandbox (see [`crate::daemon::rootless`]): it has no named
+    /// namespace (`netns` is empty); its interfaces live in the namespace of this process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootless: Option<RootlessOwner>,
 }
 
 /// One published port of a sandbox: the host address and port actually bound, so that a
@@ -115,6 +119,17 @@ pub struct PortRecord {
     pub host_ip: Ipv4Addr,
     /// The host port bound.
     pub host_port: u16,
+}
+
+/// The process a rootless sandbox belongs to: the `tapnet run` that created it until its
+/// interfaces arrive, then the process whose namespace holds them. The start time tells
+/// a reused PID from the original process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootlessOwner {
+    /// Process id (in the daemon's PID namespace).
+    pub pid: u32,
+    /// Start time of the process, in clock ticks after boot (`/proc/PID/stat` field 22).
+    pub start_time: u64,
 }
 
 /// A fresh random 64-hex-character id.

@@ -88,7 +88,13 @@ fn new_netns(name: &str) -> Result<NetNs, SandboxError> {
 /// configure it. Safe to repeat.
 pub fn plug(ns: &NetNs, cfg: &IfaceConfig) -> Result<Tap, SandboxError> {
     let tap = create_tap_in(ns, &tap_config(&cfg.ifname))?;
-    let mut nl = Netlink::open_in(ns)?;
+    configure(&mut Netlink::open_in(ns)?, cfg)?;
+    Ok(tap)
+}
+
+/// Give interface `cfg.ifname` (in `nl`'s namespace) its MAC, MTU, queue length and
+/// address, and bring it up. Safe to repeat.
+pub fn configure(nl: &mut Netlink, cfg: &IfaceConfig) -> Result<(), SandboxError> {
     let idx = nl.link_index(&cfg.ifname)?;
     let link = nl.link(idx)?;
     if link.mac != Some(cfg.mac) {
@@ -107,7 +113,7 @@ pub fn plug(ns: &NetNs, cfg: &IfaceConfig) -> Result<Tap, SandboxError> {
         }
     }
     nl.set_up(idx)?;
-    Ok(tap)
+    Ok(())
 }
 
 /// Remove the endpoint's TAP from `ns` (the engine must have let go of it first).

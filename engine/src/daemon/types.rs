@@ -23,7 +23,7 @@ pub const MIN_API_VERSION: &str = "1.24";
 pub const PREDEFINED_NETWORKS: [&str; 3] = ["bridge", "host", "none"];
 
 /// `null` in a request decodes as the type's default (a Go client's nil map or slice).
-fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
+pub(crate) fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de> + Default,
@@ -132,6 +132,33 @@ pub trait Backend: Send + Sync + 'static {
     fn sandbox_inspect(&self, id_or_name: &str) -> Result<SandboxInspect, ApiError>;
     /// Remove a sandbox and everything it holds.
     fn sandbox_remove(&self, id_or_name: &str) -> Result<(), ApiError>;
+    /// Create a rootless sandbox for the process `peer_pid` (see
+    /// [`crate::daemon::rootless`]).
+    fn sandbox_create_rootless(
+        &self,
+        _req: SandboxCreateRequest,
+        _peer_pid: u32,
+    ) -> Result<SandboxInspect, ApiError> {
+        Err(ApiError::new(501, "this backend has no rootless sandboxes"))
+    }
+    /// The interfaces a rootless sandbox's process must create.
+    fn sandbox_interfaces(
+        &self,
+        _id_or_name: &str,
+    ) -> Result<crate::daemon::rootless::SandboxInterfaces, ApiError> {
+        Err(ApiError::new(501, "this backend has no rootless sandboxes"))
+    }
+    /// Attach the TAPs a rootless sandbox's process `peer_pid` created (`fds`, one per
+    /// name in `names`).
+    fn sandbox_adopt(
+        &self,
+        _id_or_name: &str,
+        _names: Vec<String>,
+        _fds: Vec<std::os::fd::OwnedFd>,
+        _peer_pid: u32,
+    ) -> Result<SandboxInspect, ApiError> {
+        Err(ApiError::new(501, "this backend has no rootless sandboxes"))
+    }
     /// The engine's counters.
     fn stats(&self) -> Result<StatsResponse, ApiError>;
 }
@@ -516,6 +543,15 @@ pub struct SandboxCreateRequest {
     #[serde(rename = "PortBindings", default, deserialize_with = "port_map")]
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub port_bindings: PortMap,
+    /// A rootless sandbox: the daemon allocates its endpoints but makes no namespace or
+    /// TAP; the caller's process creates them and hands the TAPs over (see
+    /// [`crate::daemon::rootless`]).
+    #[serde(
+        rename = "Rootless",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub rootless: bool,
 }
 
 /// One host side of a published port (Docker's `PortBinding`).

@@ -1,0 +1,248 @@
+//! The API socket's listener: Unix streams read with `recvmsg`, so that file descriptors
+//! sent as `SCM_RIGHTS` with a request's bytes are received, not dropped by the kernel.
+//!
+//! Rootless sandboxes hand their TAPs to the daemon this way (see
+//! [`crate::daemon::rootless`]). Received fds are kept with the connection
+//! ([`Peer::take_fds`]); since every byte of a request has been read before its handler
+//! runs, the fds sent with a request are there when its handler looks. The peer's
+//! credentials (`SO_PEERCRED`) are taken when the connection is accepted. Both reach
+//! handlers as axum's connect info, so the HTTP stack (hyper, axum) is unchanged.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener};
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::{UnixListener, UnixStream};
+
+/// Most fds one connection may hold at a time; more are closed and the connection's
+/// fds marked unusable.
+pub const MAX_FDS: usize = 64;
+
+/// Fds received on one connection.
+#[derive(Debug, Default)]
+struct Received {
+    fds: Vec<OwnedFd>,
+    /// Some fds were lost (the kernel truncated the control data, or [`MAX_FDS`] was
+    /// exceeded): what is left cannot be matched to what the sender meant.
+    lost: bool,
+}
+
+/// Who is on the other end of an API connection, and the fds it sent.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// Process id of the peer when it connected (0 if the kernel could not tell).
+    pub pid: u32,
+    /// User id of the peer.
+    pub uid: u32,
+    received: Arc<Mutex<Received>>,
+}
+
+impl Peer {
+    /// Take every fd received so far on this connection. Errors if some were lost.
+    pub fn take_fds(&self) -> Result<Vec<OwnedFd>, String> {
+        let mut r = self.received.lock().unwrap_or_else(|e| e.into_inner());
+        let fds = std::mem::take(&mut r.fds);
+        if r.lost {
+            return Err(format!(
+                "file descriptors were lost in transit (at most {MAX_FDS} per request)"
+            ));
+        }
+        Ok(fds)
+    }
+}
+
+/// The API listener.
+#[derive(Debug)]
+pub struct FdListener(pub UnixListener);
+
+impl Listener for FdListener {
+    type Io = FdStream;
+    type Addr = ();
+
+    async fn accept(&mut self) -> (FdStream, ()) {
+        loop {
+            match self.0.accept().await {
+                Ok((io, _)) => {
+                    let cred = io.peer_cred().ok();
+                    let peer = Peer {
+                        pid: cred
+                            .and_then(|c| c.pid())
+                            .and_then(|p| u32::try_from(p).ok())
+                            .unwrap_or(0),
+                        uid: cred.map(|c| c.uid()).unwrap_or(u32::MAX),
+                        received: Arc::default(),
+                    };
+                    return (FdStream { io, peer }, ());
+                }
+                // As axum's own listeners do: a failed accept (EMFILE, say) is retried
+                // after a pause instead of ending the server.
+                Err(e) => {
+                    tracing::warn!(error = %e, "API: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Connected<IncomingStream<'_, FdListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, FdListener>) -> Peer {
+        stream.io().peer.clone()
+    }
+}
+
+/// One API connection.
+#[derive(Debug)]
+pub struct FdStream {
+    io: UnixStream,
+    peer: Peer,
+}
+
+/// `recvmsg` into `buf`, keeping any `SCM_RIGHTS` fds in `into`.
+fn recv_with_fds(fd: RawFd, buf: &mut [u8], into: &Mutex<Received>) -> io::Result<usize> {
+    let mut cmsg = nix::cmsg_space!([RawFd; 16]);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        fd,
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)?;
+    let n = msg.bytes;
+    let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
+    let mut got = Vec::new();
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for raw in fds {
+                // SAFETY: the kernel just installed `raw` in our table for this message;
+                // nothing else owns it.
+                got.push(unsafe { OwnedFd::from_raw_fd(raw) });
+            }
+        }
+    }
+    if truncated || !got.is_empty() {
+        let mut r = into.lock().unwrap_or_else(|e| e.into_inner());
+        r.lost |= truncated;
+        for fd in got {
+            if r.fds.len() < MAX_FDS {
+                r.fds.push(fd);
+            } else {
+                r.lost = true;
+            }
+        }
+    }
+    Ok(n)
+}
+
+impl AsyncRead for FdStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            ready!(this.io.poll_read_ready(cx))?;
+            let dst = buf.initialize_unfilled();
+            let fd = this.io.as_raw_fd();
+            let received = &this.peer.received;
+            match this
+                .io
+                .try_io(Interest::READABLE, || recv_with_fds(fd, dst, received))
+            {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for FdStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{ControlMessage, sendmsg};
+    use tokio::io::AsyncReadExt;
+
+    #[test]
+    fn fds_sent_with_bytes_are_kept_for_the_connection() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+            b.set_nonblocking(true).unwrap();
+            let io = UnixStream::from_std(b).unwrap();
+            let peer = Peer {
+                pid: 0,
+                uid: 0,
+                received: Arc::default(),
+            };
+            let mut s = FdStream {
+                io,
+                peer: peer.clone(),
+            };
+            let (r, w) = nix::unistd::pipe().unwrap();
+            let fds = [r.as_raw_fd(), w.as_raw_fd()];
+            let cm = [ControlMessage::ScmRights(&fds)];
+            let iov = [io::IoSlice::new(b"hello")];
+            sendmsg::<()>(a.as_raw_fd(), &iov, &cm, MsgFlags::empty(), None).unwrap();
+            drop((r, w));
+            let mut got = [0u8; 5];
+            s.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"hello");
+            let fds = peer.take_fds().unwrap();
+            assert_eq!(fds.len(), 2);
+            // The received pipe works: what goes in one end comes out of the other.
+            nix::unistd::write(&fds[1], b"x").unwrap();
+            let mut one = [0u8; 1];
+            assert_eq!(nix::unistd::read(&fds[0], &mut one).unwrap(), 1);
+            assert!(peer.take_fds().unwrap().is_empty());
+        });
+    }
+}
