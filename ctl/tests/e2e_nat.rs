@@ -42,23 +42,29 @@ fn inside<T: Send>(sb: &Sb, f: impl FnOnce() -> T + Send) -> T {
     NetNs::open(&sb.netns).unwrap().run(f).unwrap()
 }
 
-/// A namespace standing for "the outside": a veth pair with 10.253.99.1/30 on the host
-/// and 10.253.99.2/30 in the namespace. Removed on drop.
+/// A namespace standing for "the outside": a veth pair with 10.253.<100+k>.1/30 on the
+/// host and .2/30 in the namespace (each test its own `k`). Removed on drop.
 struct Outside {
     ns: String,
     host_if: String,
+    /// The host's end.
+    host: Ipv4Addr,
+    /// The namespace's end.
+    addr: Ipv4Addr,
 }
 
-const OUT_HOST: Ipv4Addr = Ipv4Addr::new(10, 253, 99, 1);
-const OUT_NS: Ipv4Addr = Ipv4Addr::new(10, 253, 99, 2);
-
 impl Outside {
-    fn new() -> Outside {
-        let id = std::process::id();
+    fn new(k: u8) -> Outside {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let id = std::process::id() % 100_000;
+        let n = N.fetch_add(1, Ordering::Relaxed);
         let o = Outside {
-            ns: format!("tnt-out-{id}"),
-            host_if: format!("tnto{}", id % 100_000),
+            ns: format!("tnt-out-{id}-{n}"),
+            host_if: format!("tnto{id}x{n}"),
+            host: Ipv4Addr::new(10, 253, 100 + k, 1),
+            addr: Ipv4Addr::new(10, 253, 100 + k, 2),
         };
+        let (host_cidr, ns_cidr) = (format!("{}/30", o.host), format!("{}/30", o.addr));
         let run = |args: &[&str]| {
             let st = Command::new("ip").args(args).status().unwrap();
             assert!(st.success(), "ip {args:?} failed");
@@ -67,9 +73,9 @@ impl Outside {
         run(&[
             "link", "add", &o.host_if, "type", "veth", "peer", "name", "eth0", "netns", &o.ns,
         ]);
-        run(&["addr", "add", "10.253.99.1/30", "dev", &o.host_if]);
+        run(&["addr", "add", &host_cidr, "dev", &o.host_if]);
         run(&["link", "set", &o.host_if, "up"]);
-        run(&["-n", &o.ns, "addr", "add", "10.253.99.2/30", "dev", "eth0"]);
+        run(&["-n", &o.ns, "addr", "add", &ns_cidr, "dev", "eth0"]);
         run(&["-n", &o.ns, "link", "set", "eth0", "up"]);
         run(&["-n", &o.ns, "link", "set", "lo", "up"]);
         o
@@ -152,17 +158,28 @@ fn egress_tcp_udp_and_ping_leave_through_the_host() {
     }
     let d = Daemon::start("egress");
     d.ok(&[
-        "network", "create", "--subnet", "10.253.1.0/24", "-o",
-        "tapnet.host_loopback=true", "out",
+        "network",
+        "create",
+        "--subnet",
+        "10.253.1.0/24",
+        "-o",
+        "tapnet.host_loopback=true",
+        "out",
     ]);
     d.ok(&["network", "create", "--subnet", "10.253.2.0/24", "plain"]);
     d.ok(&[
-        "network", "create", "--internal", "--subnet", "10.253.3.0/24", "inner",
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.253.3.0/24",
+        "inner",
     ]);
     let a = d.sandbox("a", &["out"], &[]);
     let b = d.sandbox("b", &["plain"], &[]);
     let c = d.sandbox("c", &["inner"], &[]);
-    let outside = Outside::new();
+    let outside = Outside::new(1);
+    let (out_ns, out_host) = (outside.addr, outside.host);
     let gw = gateway(&a, "out");
 
     // TCP to the host's loopback through the gateway address: 8 MiB each way.
@@ -173,17 +190,21 @@ fn egress_tcp_udp_and_ping_leave_through_the_host() {
     server.join().unwrap();
 
     // TCP to an outside address: the server sees the host's address (masquerade).
-    let l = outside.run(|| TcpListener::bind((OUT_NS, 0)).unwrap());
+    let l = outside.run(|| TcpListener::bind((out_ns, 0)).unwrap());
     let oport = l.local_addr().unwrap().port();
     let server = reverse_once(l);
-    reverse_client(&a, SocketAddrV4::new(OUT_NS, oport), 1 << 20);
+    reverse_client(&a, SocketAddrV4::new(out_ns, oport), 1 << 20);
     let peer = server.join().unwrap();
-    assert_eq!(*peer.ip(), OUT_HOST, "the outside sees the host's address");
+    assert_eq!(*peer.ip(), out_host, "the outside sees the host's address");
 
     // UDP both ways, to loopback and to the outside.
-    for (target, in_outside) in [(Ipv4Addr::LOCALHOST, false), (OUT_NS, true)] {
+    for (target, in_outside) in [(Ipv4Addr::LOCALHOST, false), (out_ns, true)] {
         let bind = move || UdpSocket::bind((target, 0)).unwrap();
-        let echo = if in_outside { outside.run(bind) } else { bind() };
+        let echo = if in_outside {
+            outside.run(bind)
+        } else {
+            bind()
+        };
         echo.set_read_timeout(Some(IO_LIMIT)).unwrap();
         let uport = echo.local_addr().unwrap().port();
         let t = std::thread::spawn(move || {
@@ -191,7 +212,7 @@ fn egress_tcp_udp_and_ping_leave_through_the_host() {
             let (n, from) = echo.recv_from(&mut buf).unwrap();
             echo.send_to(&buf[..n], from).unwrap();
         });
-        let dst = if in_outside { OUT_NS } else { gw };
+        let dst = if in_outside { out_ns } else { gw };
         let got = inside(&a, move || {
             let s = UdpSocket::bind("0.0.0.0:0").unwrap();
             s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
@@ -207,11 +228,15 @@ fn egress_tcp_udp_and_ping_leave_through_the_host() {
         t.join().unwrap();
         let (data, from) = got.expect("a UDP answer");
         assert_eq!(data, b"tapnet udp");
-        assert_eq!(from, (dst, uport).into(), "the answer comes from where it went");
+        assert_eq!(
+            from,
+            (dst, uport).into(),
+            "the answer comes from where it went"
+        );
     }
 
     // Ping to the outside.
-    assert_pings(&a.netns, &OUT_NS.to_string());
+    assert_pings(&a.netns, &out_ns.to_string());
 
     // Without host loopback, the gateway address serves nothing: refused at once.
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -220,11 +245,11 @@ fn egress_tcp_udp_and_ping_leave_through_the_host() {
     assert_eq!(r, Err(ErrorKind::ConnectionRefused));
     drop(l);
     // ...but the outside is reachable.
-    assert_pings(&b.netns, &OUT_NS.to_string());
+    assert_pings(&b.netns, &out_ns.to_string());
 
     // An internal network reaches nothing outside its subnet.
-    assert_no_ping(&c.netns, &OUT_NS.to_string());
-    assert!(try_connect(&c, SocketAddrV4::new(OUT_NS, oport), Duration::from_secs(2)).is_err());
+    assert_no_ping(&c.netns, &out_ns.to_string());
+    assert!(try_connect(&c, SocketAddrV4::new(out_ns, oport), Duration::from_secs(2)).is_err());
 }
 
 #[test]
@@ -234,20 +259,31 @@ fn access_table_of_the_seed() {
     }
     let d = Daemon::start("access");
     d.ok(&[
-        "network", "create", "--subnet", "10.253.11.0/24", "-o",
-        "tapnet.host_loopback=true", "front",
+        "network",
+        "create",
+        "--subnet",
+        "10.253.11.0/24",
+        "-o",
+        "tapnet.host_loopback=true",
+        "front",
     ]);
     d.ok(&["network", "create", "--subnet", "10.253.12.0/24", "back"]);
     d.ok(&[
-        "network", "create", "--subnet", "10.253.13.0/24", "-o",
-        "com.docker.network.bridge.enable_icc=false", "quiet",
+        "network",
+        "create",
+        "--subnet",
+        "10.253.13.0/24",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        "quiet",
     ]);
     let f1 = d.sandbox("f1", &["front"], &["-p", "127.0.0.1::8080"]);
     let f2 = d.sandbox("f2", &["front"], &[]);
     let b1 = d.sandbox("b1", &["back"], &[]);
     let q1 = d.sandbox("q1", &["quiet"], &[]);
     let q2 = d.sandbox("q2", &["quiet"], &[]);
-    let outside = Outside::new();
+    let outside = Outside::new(2);
+    let out_ns = outside.addr;
 
     // Servers on every sandbox on two ports each; f1 publishes 8080 only.
     let stop = Arc::new(AtomicBool::new(false));
@@ -275,22 +311,34 @@ fn access_table_of_the_seed() {
 
     // Within a network: every port open.
     for port in [8080, 9090] {
-        assert!(cell(&f2, SocketAddrV4::new(ip(&f1, "front"), port)), "front, port {port}");
+        assert!(
+            cell(&f2, SocketAddrV4::new(ip(&f1, "front"), port)),
+            "front, port {port}"
+        );
     }
     // Within an icc=false network: nothing.
     for port in [8080, 9090] {
-        assert!(!cell(&q1, SocketAddrV4::new(ip(&q2, "quiet"), port)), "quiet, port {port}");
+        assert!(
+            !cell(&q1, SocketAddrV4::new(ip(&q2, "quiet"), port)),
+            "quiet, port {port}"
+        );
     }
     // Between networks: denied both ways, all ports.
     for port in [8080, 9090] {
-        assert!(!cell(&f1, SocketAddrV4::new(ip(&b1, "back"), port)), "front to back");
-        assert!(!cell(&b1, SocketAddrV4::new(ip(&f1, "front"), port)), "back to front");
+        assert!(
+            !cell(&f1, SocketAddrV4::new(ip(&b1, "back"), port)),
+            "front to back"
+        );
+        assert!(
+            !cell(&b1, SocketAddrV4::new(ip(&f1, "front"), port)),
+            "back to front"
+        );
     }
     // Egress: allowed and stateful (the reply comes back).
-    let l = outside.run(|| TcpListener::bind((OUT_NS, 0)).unwrap());
+    let l = outside.run(|| TcpListener::bind((out_ns, 0)).unwrap());
     let oport = l.local_addr().unwrap().port();
     let server = reverse_once(l);
-    reverse_client(&b1, SocketAddrV4::new(OUT_NS, oport), 4096);
+    reverse_client(&b1, SocketAddrV4::new(out_ns, oport), 4096);
     server.join().unwrap();
     // Ingress: only published ports. f1's 8080 is published on 127.0.0.1.
     let ports = d.ok(&["port", "f1", "8080/tcp"]);
@@ -307,8 +355,7 @@ fn access_table_of_the_seed() {
     assert_eq!(&buf, b"ok", "a published port reaches the sandbox");
     // The outside has no way in: the sandbox addresses are not routed on the host.
     let r = outside.run(move || {
-        TcpStream::connect_timeout(&SocketAddrV4::new(ip(&f1, "front"), 9090).into(), short)
-            .is_ok()
+        TcpStream::connect_timeout(&SocketAddrV4::new(ip(&f1, "front"), 9090).into(), short).is_ok()
     });
     assert!(!r, "an unpublished port is reachable from outside");
     // A published port is reachable from another network through the host.
@@ -322,7 +369,9 @@ fn access_table_of_the_seed() {
 
 /// Open file descriptors of a process.
 fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 #[test]
@@ -332,8 +381,13 @@ fn flows_are_bounded_and_leave_no_descriptors() {
     }
     let d = Daemon::start("bounds");
     d.ok(&[
-        "network", "create", "--subnet", "10.253.21.0/24", "-o",
-        "tapnet.host_loopback=true", "n",
+        "network",
+        "create",
+        "--subnet",
+        "10.253.21.0/24",
+        "-o",
+        "tapnet.host_loopback=true",
+        "n",
     ]);
     let a = d.sandbox("a", &["n"], &[]);
     let gw = gateway(&a, "n");
@@ -411,7 +465,13 @@ fn flows_are_bounded_and_leave_no_descriptors() {
     stop.store(true, Ordering::Relaxed);
     let served = server.join().unwrap();
     let failed = failed.lock().unwrap();
-    assert_eq!(done, TOTAL, "{} failed, e.g. {:?}", failed.len(), failed.first());
+    assert_eq!(
+        done,
+        TOTAL,
+        "{} failed, e.g. {:?}",
+        failed.len(),
+        failed.first()
+    );
     assert!(served >= TOTAL as u64);
     // Every flow ended: the daemon holds no more descriptors than before.
     let end = Instant::now() + Duration::from_secs(10);
@@ -441,14 +501,25 @@ fn flows_are_bounded_and_leave_no_descriptors() {
         }
         refused
     });
-    assert!(refused >= 1990, "only {refused} of the scanned ports were refused");
+    assert!(
+        refused >= 1990,
+        "only {refused} of the scanned ports were refused"
+    );
     // A SYN flood toward an address that never answers: the pending connects stay
     // bounded (the relay resets those beyond its bound at once), the daemon answers
     // its API, and its descriptors stay bounded.
-    let outside = Outside::new();
+    let outside = Outside::new(3);
+    let out_ns = outside.addr;
     // The outside drops every SYN: its replies go nowhere.
     let st = Command::new("ip")
-        .args(["-n", &outside.ns, "route", "add", "blackhole", "10.253.99.1/32"])
+        .args([
+            "-n",
+            &outside.ns,
+            "route",
+            "add",
+            "blackhole",
+            &format!("{}/32", outside.host),
+        ])
         .status()
         .unwrap();
     assert!(st.success());
@@ -456,7 +527,7 @@ fn flows_are_bounded_and_leave_no_descriptors() {
         // Non-blocking connects: 1000 SYNs in flight at once.
         let mut socks = Vec::new();
         for _ in 0..1000 {
-            let s = socket2_connect_nonblocking(SocketAddrV4::new(OUT_NS, 7));
+            let s = socket2_connect_nonblocking(SocketAddrV4::new(out_ns, 7));
             socks.push(s);
         }
         std::thread::sleep(Duration::from_secs(2));
@@ -471,8 +542,15 @@ fn flows_are_bounded_and_leave_no_descriptors() {
         "only {reset_at_once} of 1000 connects beyond the bound were reset"
     );
     let open = fds(pid);
-    assert!(open < before + 400, "{open} descriptors open during the flood");
-    assert_eq!(d.get("/_ping").status, 200, "the daemon answers during the flood");
+    assert!(
+        open < before + 400,
+        "{open} descriptors open during the flood"
+    );
+    assert_eq!(
+        d.get("/_ping").status,
+        200,
+        "the daemon answers during the flood"
+    );
 }
 
 /// A non-blocking TCP connect from the current namespace (the socket comes back

@@ -387,7 +387,6 @@ impl Drop for Veth {
 /// server sees the client's real address: 127.0.0.1 shows as the network's gateway, a
 /// client on another host address as itself.
 #[test]
-#[ignore = "needs the host relay"]
 fn published_tcp_reaches_the_sandbox_from_the_clients_address() {
     if !root_or_skip("published_tcp_reaches_the_sandbox_from_the_clients_address") {
         return;
@@ -433,7 +432,6 @@ fn published_tcp_reaches_the_sandbox_from_the_clients_address() {
 
 /// A UDP echo through a published UDP port, from 127.0.0.1.
 #[test]
-#[ignore = "needs the host relay"]
 fn published_udp_echoes() {
     if !root_or_skip("published_udp_echoes") {
         return;

@@ -135,6 +135,14 @@ impl Isolation {
 
     /// Whether `addr` is inside one of the subnets.
     pub fn contains(&self, addr: Ipv4Addr) -> bool {
+        self.contains_other(addr, None)
+    }
+
+    /// Whether `addr` is inside one of the subnets other than `own`'s.
+    fn contains_other(&self, addr: Ipv4Addr, own: Option<&GatewayConfig>) -> bool {
+        if own.is_some_and(|g| g.contains(addr)) {
+            return false;
+        }
         let a = u32::from(addr);
         self.0
             .read()
@@ -566,6 +574,14 @@ impl Relay {
         id
     }
 
+    /// Whether `dst` belongs to another network (the gateway address, in this
+    /// network's own subnet, is the host's when host loopback is on).
+    fn isolated(&self, dst: Ipv4Addr) -> bool {
+        self.cfg
+            .isolation
+            .contains_other(dst, Some(&self.cfg.gateway))
+    }
+
     /// Where a flow to `dst` goes on the host.
     fn host_dst(&self, dst: SocketAddrV4) -> SocketAddrV4 {
         if self.cfg.host_loopback && *dst.ip() == self.cfg.gateway.ip {
@@ -672,7 +688,7 @@ impl Relay {
                 self.counters.tcp_refused.inc();
                 self.dev.queue_rx(ip);
             }
-            None if syn && !ack && !rst && self.cfg.isolation.contains(dst_ip) => {
+            None if syn && !ack && !rst && self.isolated(dst_ip) => {
                 self.counters.drop_isolated.inc();
             }
             None if syn && !ack && !rst => {
@@ -734,7 +750,7 @@ impl Relay {
                 self.counters.drop_unsupported.inc();
                 return;
             }
-            None if self.cfg.isolation.contains(*key.1.ip()) => {
+            None if self.isolated(*key.1.ip()) => {
                 self.counters.drop_isolated.inc();
                 return;
             }
@@ -774,7 +790,7 @@ impl Relay {
         let key3 = (ip.src_addr(), ident, ip.dst_addr());
         let id = match self.icmp_keys.get(&key3) {
             Some(&id) => id,
-            None if self.cfg.isolation.contains(ip.dst_addr()) => {
+            None if self.isolated(ip.dst_addr()) => {
                 self.counters.drop_isolated.inc();
                 return;
             }

@@ -551,6 +551,8 @@ fn other_networks_are_not_reached_through_the_host() {
     let cfg = relay_cfg(FlowLimits::default(), false);
     let iso = Arc::clone(&cfg.isolation);
     iso.insert("other", Ipv4Addr::new(10, 1, 0, 0), 16);
+    // Its own subnet is listed too, as the host lists every network's.
+    iso.insert("own", GW, 24);
     let mut n = Net::new(cfg);
     let h = n.tcp_socket();
     let cx = n.iface.context();
@@ -565,6 +567,15 @@ fn other_networks_are_not_reached_through_the_host() {
         n.sockets.get::<stcp::Socket>(h).state(),
         stcp::State::SynSent
     );
+    assert_eq!(n.relay.counters().snapshot().drop_isolated, 1);
+    // The gateway address itself (host loopback) is not another network.
+    let h2 = n.tcp_socket();
+    let cx = n.iface.context();
+    n.sockets
+        .get_mut::<stcp::Socket>(h2)
+        .connect(cx, (IpAddress::Ipv4(GW), 80), 40001)
+        .unwrap();
+    n.step(&mut []);
     assert_eq!(n.relay.counters().snapshot().drop_isolated, 1);
     iso.remove("other");
     assert!(!iso.contains(Ipv4Addr::new(10, 1, 2, 3)));
