@@ -6,7 +6,7 @@
 //! gateway address of networks made with `-o tapnet.host_loopback=true`) or inside a
 //! namespace the test makes itself, joined to the host by a veth pair
 //! ([`Outside`]). Root only; each test skips with a note otherwise. Subnets
-//! 10.253.<n>.0/24.
+//! 10.250.<n>.0/24.
 
 mod common;
 
@@ -42,7 +42,7 @@ fn inside<T: Send>(sb: &Sb, f: impl FnOnce() -> T + Send) -> T {
     NetNs::open(&sb.netns).unwrap().run(f).unwrap()
 }
 
-/// A namespace standing for "the outside": a veth pair with 10.253.<100+k>.1/30 on the
+/// A namespace standing for "the outside": a veth pair with 10.250.<100+k>.1/30 on the
 /// host and .2/30 in the namespace (each test its own `k`). Removed on drop.
 struct Outside {
     ns: String,
@@ -61,8 +61,8 @@ impl Outside {
         let o = Outside {
             ns: format!("tnt-out-{id}-{n}"),
             host_if: format!("tnto{id}x{n}"),
-            host: Ipv4Addr::new(10, 253, 100 + k, 1),
-            addr: Ipv4Addr::new(10, 253, 100 + k, 2),
+            host: Ipv4Addr::new(10, 250, 100 + k, 1),
+            addr: Ipv4Addr::new(10, 250, 100 + k, 2),
         };
         let (host_cidr, ns_cidr) = (format!("{}/30", o.host), format!("{}/30", o.addr));
         let run = |args: &[&str]| {
@@ -161,18 +161,18 @@ fn egress_tcp_udp_and_ping_leave_through_the_host() {
         "network",
         "create",
         "--subnet",
-        "10.253.1.0/24",
+        "10.250.1.0/24",
         "-o",
         "tapnet.host_loopback=true",
         "out",
     ]);
-    d.ok(&["network", "create", "--subnet", "10.253.2.0/24", "plain"]);
+    d.ok(&["network", "create", "--subnet", "10.250.2.0/24", "plain"]);
     d.ok(&[
         "network",
         "create",
         "--internal",
         "--subnet",
-        "10.253.3.0/24",
+        "10.250.3.0/24",
         "inner",
     ]);
     let a = d.sandbox("a", &["out"], &[]);
@@ -262,17 +262,17 @@ fn access_table_of_the_seed() {
         "network",
         "create",
         "--subnet",
-        "10.253.11.0/24",
+        "10.250.11.0/24",
         "-o",
         "tapnet.host_loopback=true",
         "front",
     ]);
-    d.ok(&["network", "create", "--subnet", "10.253.12.0/24", "back"]);
+    d.ok(&["network", "create", "--subnet", "10.250.12.0/24", "back"]);
     d.ok(&[
         "network",
         "create",
         "--subnet",
-        "10.253.13.0/24",
+        "10.250.13.0/24",
         "-o",
         "com.docker.network.bridge.enable_icc=false",
         "quiet",
@@ -384,7 +384,7 @@ fn flows_are_bounded_and_leave_no_descriptors() {
         "network",
         "create",
         "--subnet",
-        "10.253.21.0/24",
+        "10.250.21.0/24",
         "-o",
         "tapnet.host_loopback=true",
         "n",
