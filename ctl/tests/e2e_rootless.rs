@@ -373,3 +373,90 @@ fn a_restarted_daemon_removes_rootless_sandboxes_whose_process_is_gone() {
     assert_eq!(ip_on(&c, "bridge"), ip_on(&a, "bridge"));
     assert!(!gone(pb));
 }
+
+#[test]
+fn rootless_sandboxes_reach_the_host_and_publish_ports() {
+    let Some(user) = user_or_skip("rootless_sandboxes_reach_the_host_and_publish_ports") else {
+        return;
+    };
+    let mut rig = Rig::new("nat", &user);
+    rig.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.249.1.0/24",
+        "-o",
+        "tapnet.host_loopback=true",
+        "out",
+    ]);
+    // Egress: a server on the host's loopback, reached through the gateway address by
+    // an unprivileged daemon's host sockets.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        let (s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(&s).read_line(&mut line).unwrap();
+        (&s).write_all(format!("host got {line}").as_bytes())
+            .unwrap();
+    });
+    let script = format!(
+        "exec 3<>/dev/tcp/10.249.1.1/{port} && echo hello >&3 && read -t 5 line <&3 && echo \"$line\""
+    );
+    let o = rig.run(&[
+        "run",
+        "--network",
+        "out",
+        "--",
+        "timeout",
+        "10",
+        "bash",
+        "-c",
+        &script,
+    ]);
+    server.join().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "host got hello");
+
+    // A published port of a rootless sandbox, from the host's loopback.
+    let bin = rig.bin.display().to_string();
+    rig.run_bg(
+        "db",
+        &[
+            "--network",
+            "out",
+            "-p",
+            "127.0.0.1::7000",
+            "--",
+            &bin,
+            "demo-server",
+            "db",
+            "--listen",
+            "0.0.0.0:7000",
+        ],
+    );
+    let mapping = rig.ok(&["port", "db", "7000"]);
+    let host_port: u16 = mapping
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("tapnet port: {mapping:?}"));
+    let mut answer = String::new();
+    let t0 = Instant::now();
+    while answer.is_empty() && t0.elapsed() < Duration::from_secs(10) {
+        use std::io::{Read, Write};
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", host_port)) {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = s.write_all(b"max\n");
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            let _ = s.read_to_string(&mut answer);
+        }
+        if answer.is_empty() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    assert_eq!(answer.trim(), "dog, 7 years, likes the beach");
+}
