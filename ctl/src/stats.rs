@@ -107,6 +107,42 @@ pub(crate) fn render(s: &StatsResponse) -> String {
             &rows,
         ));
     }
+    if !s.external.is_empty() {
+        let rows: Vec<Vec<String>> = s
+            .external
+            .iter()
+            .map(|e| {
+                let c = |k: &str| e.counters.get(k).copied().unwrap_or(0).to_string();
+                let refused: u64 = e
+                    .counters
+                    .iter()
+                    .filter(|(k, _)| k.ends_with("_limit") || k.starts_with("drop_"))
+                    .map(|(_, v)| *v)
+                    .sum();
+                vec![
+                    e.network.clone(),
+                    c("tcp_opened"),
+                    c("tcp_inbound"),
+                    c("tcp_closed"),
+                    c("udp_opened"),
+                    c("icmp_opened"),
+                    refused.to_string(),
+                ]
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&table(
+            &[
+                "EXTERNAL", "TCP OUT", "TCP IN", "TCP CLOSED", "UDP FLOWS", "ICMP FLOWS",
+                "REFUSED",
+            ],
+            &rows,
+        ));
+        out.push_str(&format!(
+            "host sockets: {} open, {} published ports\n",
+            s.host.sockets, s.host.published
+        ));
+    }
     out.push_str(&format!(
         "\nswitch: {} frames, drops {}; pool: {} small and {} large slots free\n",
         s.switch.processed,

@@ -71,6 +71,11 @@ macro_rules! counters {
         }
 
         impl $snap {
+            /// Every counter by name, in declaration order.
+            pub fn pairs(&self) -> Vec<(&'static str, u64)> {
+                vec![ $( (stringify!($field), self.$field), )* ]
+            }
+
             /// Field-by-field sum with `other` (to total several sets).
             pub fn sum(&self, other: &$snap) -> $snap {
                 $snap { $( $field: self.$field.wrapping_add(other.$field), )* }

@@ -9,7 +9,7 @@ use super::core::{AttachSpec, Daemon, Fail, IpamSpec, NetworkSpec};
 use super::model::{EndpointRecord, NetworkRecord, SandboxRecord};
 use super::rootless::SandboxInterfaces;
 use super::types::{
-    ApiError, Backend, EndpointInfo, EndpointResource, Ipam, IpamConfig, IpamStatus,
+    ApiError, Backend, EndpointInfo, ExternalStatsEntry, HostStatsEntry, EndpointResource, Ipam, IpamConfig, IpamStatus,
     NetworkConnectRequest, NetworkCreateRequest, NetworkCreateResponse, NetworkDisconnectRequest,
     NetworkFilters, NetworkInspect, NetworkPruneResponse, NetworkStatus, PortOwner,
     SandboxCreateRequest, SandboxInspect, SandboxNetworkRequest, StatsResponse, SubnetStatus,
@@ -311,7 +311,25 @@ impl Backend for DaemonBackend {
         let st = self.0.engine().stats();
         let owners = self.0.port_owners();
         let domains = self.0.domain_names();
-        Ok(StatsResponse::from_engine(
+        let mut external: Vec<ExternalStatsEntry> = domains
+            .values()
+            .filter_map(|(id, name)| {
+                let r = self.0.hostnet().relay_stats(id)?;
+                Some(ExternalStatsEntry {
+                    network: name.clone(),
+                    network_id: id.clone(),
+                    counters: r
+                        .pairs()
+                        .into_iter()
+                        .filter(|(_, v)| *v != 0)
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect(),
+                })
+            })
+            .collect();
+        external.sort_by(|a, b| a.network.cmp(&b.network));
+        let h = self.0.hostnet().stats();
+        let mut resp = StatsResponse::from_engine(
             &st,
             |p| {
                 owners.get(&p).map(|(network, sandbox)| PortOwner {
@@ -320,6 +338,12 @@ impl Backend for DaemonBackend {
                 })
             },
             |d| domains.get(&d).map(|(id, name)| (name.clone(), id.clone())),
-        ))
+        );
+        resp.external = external;
+        resp.host = HostStatsEntry {
+            sockets: h.sockets,
+            published: h.published,
+        };
+        Ok(resp)
     }
 }

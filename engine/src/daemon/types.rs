@@ -706,6 +706,38 @@ pub struct StatsResponse {
     /// Free buffer-pool slots.
     #[serde(rename = "Pool", default)]
     pub pool: PoolStatsEntry,
+    /// External access (egress NAT and published ports), per network that has it.
+    #[serde(rename = "External", default, deserialize_with = "nullable")]
+    pub external: Vec<ExternalStatsEntry>,
+    /// Host sockets of host networking.
+    #[serde(rename = "Host", default)]
+    pub host: HostStatsEntry,
+}
+
+/// External access of one network: its relay's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalStatsEntry {
+    /// The network's name.
+    #[serde(rename = "Network", default, deserialize_with = "nullable")]
+    pub network: String,
+    /// The network's id.
+    #[serde(rename = "NetworkID", default, deserialize_with = "nullable")]
+    pub network_id: String,
+    /// The relay's counters that are not zero (`tcp_opened`, `udp_opened`,
+    /// `tcp_limit`, `drop_isolated`, …; see `tapnet_nat::relay::RelayCounters`).
+    #[serde(rename = "Counters", default, deserialize_with = "nullable")]
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// Host networking as a whole.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostStatsEntry {
+    /// Host sockets open now: flows and published ports' listeners.
+    #[serde(rename = "Sockets", default)]
+    pub sockets: u64,
+    /// Published ports.
+    #[serde(rename = "Published", default)]
+    pub published: u64,
 }
 
 /// Counters of one port.
@@ -940,6 +972,9 @@ impl StatsResponse {
                 small_free: stats.pool_free.0,
                 large_free: stats.pool_free.1,
             },
+            // Host networking is not the engine's: the daemon fills these in.
+            external: Vec::new(),
+            host: HostStatsEntry::default(),
         }
     }
 }
