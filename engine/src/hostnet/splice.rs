@@ -93,7 +93,10 @@ impl NsConnector {
     /// within [`SYNC_WAIT`].
     pub(super) fn take(&self) -> io::Result<OwnedFd> {
         if let Some(fd) = self.stock.pop() {
-            let _ = self.req.send(Req::Refill);
+            // The helper is woken only once the stock is half used.
+            if self.stock.len() <= STOCK / 2 {
+                let _ = self.req.send(Req::Refill);
+            }
             return Ok(fd);
         }
         let (tx, rx) = crossbeam_channel::bounded(1);
