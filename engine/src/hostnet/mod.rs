@@ -21,13 +21,19 @@
 //! The relay's frames go straight into pool slots; TCP toward the container leaves as
 //! superframes with a virtio-net GSO header, cut by the container's TAP or by the
 //! engine's software segmentation for ports that cannot take them.
+//!
+//! A published TCP port given with its container's network namespace
+//! ([`HostNet::publish_spliced`]) carries loopback clients on a faster path: a socket
+//! made inside that namespace connects to the container and `splice(2)` moves the bytes
+//! between the two sockets (see the `splice` module). Other clients keep the relay path
+//! and so their own address.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -44,6 +50,10 @@ use crate::pool::{BufferPool, HEADROOM, Handle};
 use crate::port::gateway::{GatewayHandle, GatewayPort, Uplink};
 use crate::runtime::Notifier;
 use crate::vnet::VnetHdr;
+
+mod splice;
+
+use splice::{Dir, NsConnector, Pipe, SpliceCounters, Spliced, Step};
 
 /// Frames waiting in each direction between the engine and the host thread, per
 /// network.
@@ -124,6 +134,13 @@ pub struct HostNetStats {
     pub published: u64,
     /// Host sockets open now (flows and listeners).
     pub sockets: u64,
+    /// Pipes open now (two per spliced connection).
+    pub pipes: u64,
+    /// Loopback connections carried by splice on spliced ports, so far.
+    pub spliced: u64,
+    /// Loopback connections on spliced ports that took the relay path because no
+    /// connection could be made from inside the namespace, so far.
+    pub splice_fallback: u64,
     /// The relays' counters, all networks summed.
     pub relay: RelayStats,
 }
@@ -142,6 +159,7 @@ enum Ctl {
         id: PublishId,
         listener: HostListener,
         ctr: SocketAddrV4,
+        splice: Option<Arc<NsConnector>>,
     },
     Unpublish(PublishId),
     Stop,
@@ -151,6 +169,8 @@ enum Ctl {
 struct Shared {
     nets: HashMap<String, Arc<RelayCounters>>,
     published: HashMap<PublishId, String>,
+    /// The connector of each namespace with spliced ports, by device and inode.
+    connectors: HashMap<(u64, u64), Weak<NsConnector>>,
 }
 
 /// The engine's host networking (see the module docs).
@@ -162,6 +182,7 @@ pub struct HostNet {
     waker: Arc<Waker>,
     shared: Mutex<Shared>,
     sockets: Arc<AtomicU64>,
+    splice: Arc<SpliceCounters>,
     next_id: AtomicU64,
     /// Every attached network's subnet: no flow crosses from one network to another.
     isolation: Arc<Isolation>,
@@ -176,6 +197,7 @@ impl HostNet {
         let (ctl, rx) = crossbeam_channel::unbounded();
         let start = Instant::now();
         let sockets = Arc::new(AtomicU64::new(0));
+        let splice = Arc::new(SpliceCounters::default());
         let mut host = Host {
             poll,
             ctl: rx,
@@ -187,6 +209,10 @@ impl HostNet {
             published: HashMap::new(),
             open: Arc::clone(&sockets),
             out_frames_blocked: false,
+            splice: Arc::clone(&splice),
+            splice_again: Vec::new(),
+            max_spliced: cfg.limits.tcp,
+            pipe_size: cfg.tcp_buffer,
         };
         let thread = std::thread::Builder::new()
             .name("tapnet-host".into())
@@ -199,6 +225,7 @@ impl HostNet {
             waker,
             shared: Mutex::default(),
             sockets,
+            splice,
             next_id: AtomicU64::new(1),
             isolation: Arc::default(),
             thread: Some(thread),
@@ -284,6 +311,60 @@ impl HostNet {
         listener: HostListener,
         ctr: SocketAddrV4,
     ) -> Result<PublishId, HostNetError> {
+        self.publish_with(net, listener, ctr, None)
+    }
+
+    /// Like [`HostNet::publish`], and TCP clients from 127.0.0.0/8 are spliced: a
+    /// socket made inside `netns` (the container's network namespace, e.g.
+    /// `/run/netns/NAME` opened) connects to `ctr`, and the bytes move between the two
+    /// sockets with `splice(2)`. `netns` may be closed after the call. The container
+    /// sees such a client coming from its own address. When no such connection can be made (but the container did not refuse
+    /// it) the client takes the relay path. Other clients, and UDP, always take the
+    /// relay path. Fails when `netns` cannot be entered (not a network namespace, or no
+    /// CAP_SYS_ADMIN over it); nothing is published then.
+    pub fn publish_spliced(
+        &self,
+        net: &str,
+        listener: HostListener,
+        ctr: SocketAddrV4,
+        netns: impl AsFd,
+    ) -> Result<PublishId, HostNetError> {
+        if !self.lock().nets.contains_key(net) {
+            return Err(HostNetError::UnknownNetwork(net.to_string()));
+        }
+        let conn = match &listener {
+            HostListener::Tcp(_) => Some(self.connector(netns.as_fd())?),
+            HostListener::Udp(_) => None,
+        };
+        self.publish_with(net, listener, ctr, conn)
+    }
+
+    /// The connector of namespace `netns`, shared by its spliced ports.
+    fn connector(&self, netns: BorrowedFd<'_>) -> Result<Arc<NsConnector>, HostNetError> {
+        let st = nix::sys::stat::fstat(netns).map_err(io::Error::from)?;
+        let id = (st.st_dev, st.st_ino);
+        if let Some(c) = self.lock().connectors.get(&id).and_then(Weak::upgrade) {
+            return Ok(c);
+        }
+        // Started unlocked: it waits for its thread to enter the namespace.
+        let c = Arc::new(NsConnector::start(netns, id)?);
+        let mut sh = self.lock();
+        sh.connectors.retain(|_, w| w.strong_count() > 0);
+        if let Some(other) = sh.connectors.get(&id).and_then(Weak::upgrade) {
+            // Another caller started one meanwhile.
+            return Ok(other);
+        }
+        sh.connectors.insert(c.id, Arc::downgrade(&c));
+        Ok(c)
+    }
+
+    fn publish_with(
+        &self,
+        net: &str,
+        listener: HostListener,
+        ctr: SocketAddrV4,
+        splice: Option<Arc<NsConnector>>,
+    ) -> Result<PublishId, HostNetError> {
         match &listener {
             HostListener::Tcp(l) => l.set_nonblocking(true)?,
             HostListener::Udp(s) => s.set_nonblocking(true)?,
@@ -300,6 +381,7 @@ impl HostNet {
             id,
             listener,
             ctr,
+            splice,
         })?;
         Ok(id)
     }
@@ -322,6 +404,9 @@ impl HostNet {
             networks: sh.nets.len() as u64,
             published: sh.published.len() as u64,
             sockets: self.sockets.load(Ordering::Relaxed),
+            pipes: self.splice.pipes.load(Ordering::Relaxed),
+            spliced: self.splice.spliced.load(Ordering::Relaxed),
+            splice_fallback: self.splice.fallback.load(Ordering::Relaxed),
             relay,
         }
     }
@@ -356,6 +441,8 @@ struct Net {
     flows: HashMap<FlowId, Token>,
     /// Inbound UDP flows: the listener and the client their replies go to.
     udp_clients: HashMap<FlowId, (Token, SocketAddrV4)>,
+    /// Spliced connections open (bounded like the relay's TCP flows).
+    spliced: usize,
 }
 
 enum Sock {
@@ -377,7 +464,13 @@ enum Sock {
         net: usize,
         l: mio::net::TcpListener,
         ctr: SocketAddrV4,
+        /// Loopback clients are spliced through this namespace's sockets.
+        splice: Option<Arc<NsConnector>>,
     },
+    /// A spliced connection, under the token of its client stream.
+    Splice { net: usize, sp: Box<Spliced> },
+    /// The token of a spliced connection's stream to the container.
+    SpliceInner { net: usize, main: Token },
     UdpListen {
         net: usize,
         s: mio::net::UdpSocket,
@@ -391,7 +484,9 @@ impl Sock {
             Sock::Stream { net, .. }
             | Sock::Dgram { net, .. }
             | Sock::TcpListen { net, .. }
-            | Sock::UdpListen { net, .. } => *net,
+            | Sock::UdpListen { net, .. }
+            | Sock::Splice { net, .. }
+            | Sock::SpliceInner { net, .. } => *net,
         }
     }
 }
@@ -425,6 +520,13 @@ struct Host {
     open: Arc<AtomicU64>,
     /// The last pass could not hand every frame to the engine.
     out_frames_blocked: bool,
+    splice: Arc<SpliceCounters>,
+    /// Spliced connections whose budget ran out, to pump again.
+    splice_again: Vec<Token>,
+    /// Spliced connections allowed per network.
+    max_spliced: usize,
+    /// Pipe size asked for spliced connections.
+    pipe_size: usize,
 }
 
 impl Host {
@@ -435,7 +537,9 @@ impl Host {
     fn run(&mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = if self.out_frames_blocked {
+            let timeout = if !self.splice_again.is_empty() {
+                Some(Duration::ZERO)
+            } else if self.out_frames_blocked {
                 Some(BACKOFF)
             } else {
                 let now = self.now();
@@ -458,6 +562,9 @@ impl Host {
                     self.close_all();
                     return;
                 }
+            }
+            for t in std::mem::take(&mut self.splice_again) {
+                self.splice_event(t);
             }
             for ev in events.iter() {
                 if ev.token() != WAKER {
@@ -488,6 +595,7 @@ impl Host {
                     notifier,
                     flows: HashMap::new(),
                     udp_clients: HashMap::new(),
+                    spliced: 0,
                 };
                 match self.nets.iter().position(Option::is_none) {
                     Some(i) => self.nets[i] = Some(net),
@@ -500,6 +608,7 @@ impl Host {
                 id,
                 listener,
                 ctr,
+                splice,
             } => {
                 let Some(net) = self.net_index(&key) else {
                     return true;
@@ -509,6 +618,7 @@ impl Host {
                         net,
                         l: mio::net::TcpListener::from_std(l),
                         ctr,
+                        splice,
                     },
                     HostListener::Udp(s) => Sock::UdpListen {
                         net,
@@ -571,30 +681,106 @@ impl Host {
         }
     }
 
+    /// A free slot of `socks` (left empty) and its token.
+    fn slot(&mut self) -> (usize, Token) {
+        let slot = self.free_tokens.pop().unwrap_or_else(|| {
+            self.socks.push(None);
+            self.socks.len() - 1
+        });
+        (slot, Token(slot + 1))
+    }
+
     fn add_sock(&mut self, mut sock: Sock) -> io::Result<Token> {
-        let slot = self.free_tokens.pop().unwrap_or(self.socks.len());
-        let token = Token(slot + 1);
+        let (slot, token) = self.slot();
         let reg = self.poll.registry();
         let both = Interest::READABLE | Interest::WRITABLE;
-        match &mut sock {
-            Sock::Stream { s, .. } => reg.register(s, token, both)?,
-            Sock::Dgram { s, .. } => reg.register(s, token, Interest::READABLE)?,
-            Sock::TcpListen { l, .. } => reg.register(l, token, Interest::READABLE)?,
-            Sock::UdpListen { s, .. } => reg.register(s, token, Interest::READABLE)?,
+        let registered = match &mut sock {
+            Sock::Stream { s, .. } => reg.register(s, token, both),
+            Sock::Dgram { s, .. } => reg.register(s, token, Interest::READABLE),
+            Sock::TcpListen { l, .. } => reg.register(l, token, Interest::READABLE),
+            Sock::UdpListen { s, .. } => reg.register(s, token, Interest::READABLE),
+            Sock::Splice { .. } | Sock::SpliceInner { .. } => Err(io::Error::other(
+                "spliced connections are added by add_splice",
+            )),
+        };
+        if let Err(e) = registered {
+            self.free_tokens.push(slot);
+            return Err(e);
         }
-        if slot == self.socks.len() {
-            self.socks.push(Some(sock));
-        } else {
-            self.socks[slot] = Some(sock);
-        }
+        self.socks[slot] = Some(sock);
         self.open.fetch_add(1, Ordering::Relaxed);
         Ok(token)
+    }
+
+    /// Watch a spliced connection: its two streams under two tokens.
+    fn add_splice(&mut self, net: usize, mut sp: Box<Spliced>) -> io::Result<Token> {
+        let (a, ta) = self.slot();
+        let (b, tb) = self.slot();
+        let reg = self.poll.registry();
+        let both = Interest::READABLE | Interest::WRITABLE;
+        let registered = reg.register(&mut sp.client, ta, both).and_then(|()| {
+            reg.register(&mut sp.inner, tb, both).inspect_err(|_| {
+                let _ = reg.deregister(&mut sp.client);
+            })
+        });
+        if let Err(e) = registered {
+            self.free_tokens.push(b);
+            self.free_tokens.push(a);
+            return Err(e);
+        }
+        sp.inner_token = tb;
+        self.socks[a] = Some(Sock::Splice { net, sp });
+        self.socks[b] = Some(Sock::SpliceInner { net, main: ta });
+        self.open.fetch_add(2, Ordering::Relaxed);
+        if let Some(Some(n)) = self.nets.get_mut(net) {
+            n.spliced += 1;
+        }
+        Ok(ta)
+    }
+
+    /// Stop watching the spliced connection of token `t` and hand it back.
+    fn take_splice(&mut self, t: Token) -> Option<(usize, Box<Spliced>)> {
+        let slot = t.0.checked_sub(1)?;
+        let Some(Some(Sock::Splice { .. })) = self.socks.get(slot) else {
+            return None;
+        };
+        let Some(Sock::Splice { net, mut sp }) = self.socks[slot].take() else {
+            return None;
+        };
+        let reg = self.poll.registry();
+        let _ = reg.deregister(&mut sp.client);
+        let _ = reg.deregister(&mut sp.inner);
+        if let Some(b) = sp.inner_token.0.checked_sub(1) {
+            if let Some(s) = self.socks.get_mut(b) {
+                *s = None;
+            }
+            self.free_tokens.push(b);
+        }
+        self.free_tokens.push(slot);
+        self.open.fetch_sub(2, Ordering::Relaxed);
+        if let Some(Some(n)) = self.nets.get_mut(net) {
+            n.spliced = n.spliced.saturating_sub(1);
+        }
+        Some((net, sp))
     }
 
     fn remove_sock(&mut self, t: Token, reset: bool) {
         let Some(slot) = t.0.checked_sub(1) else {
             return;
         };
+        match self.socks.get(slot) {
+            Some(Some(Sock::SpliceInner { main, .. })) => return self.remove_sock(*main, reset),
+            Some(Some(Sock::Splice { .. })) => {
+                if let Some((_, sp)) = self.take_splice(t) {
+                    if reset {
+                        set_linger0(&sp.client);
+                        set_linger0(&sp.inner);
+                    }
+                }
+                return;
+            }
+            _ => {}
+        }
         let Some(mut sock) = self.socks.get_mut(slot).and_then(Option::take) else {
             return;
         };
@@ -602,19 +788,13 @@ impl Host {
         let _ = match &mut sock {
             Sock::Stream { s, .. } => {
                 if reset {
-                    let _ = nix::sys::socket::setsockopt(
-                        &s.as_fd(),
-                        nix::sys::socket::sockopt::Linger,
-                        &libc::linger {
-                            l_onoff: 1,
-                            l_linger: 0,
-                        },
-                    );
+                    set_linger0(s);
                 }
                 reg.deregister(s)
             }
             Sock::Dgram { s, .. } | Sock::UdpListen { s, .. } => reg.deregister(s),
             Sock::TcpListen { l, .. } => reg.deregister(l),
+            Sock::Splice { .. } | Sock::SpliceInner { .. } => Ok(()),
         };
         if let Sock::Stream { net, id, .. } | Sock::Dgram { net, id, .. } = &sock {
             if let Some(Some(n)) = self.nets.get_mut(*net) {
@@ -635,6 +815,7 @@ impl Host {
             return;
         };
         match sock {
+            Sock::Splice { .. } | Sock::SpliceInner { .. } => self.splice_event(t),
             Sock::Stream {
                 net,
                 id,
@@ -710,8 +891,14 @@ impl Host {
                     }
                 }
             }
-            Sock::TcpListen { net, l, ctr, .. } => {
-                let (net, ctr) = (*net, *ctr);
+            Sock::TcpListen {
+                net,
+                l,
+                ctr,
+                splice,
+                ..
+            } => {
+                let (net, ctr, splice) = (*net, *ctr, splice.clone());
                 let mut accepted = Vec::new();
                 for _ in 0..BATCH {
                     match l.accept() {
@@ -727,31 +914,19 @@ impl Host {
                 }
                 for (s, client) in accepted {
                     let _ = s.set_nodelay(true);
-                    let Some(Some(n)) = self.nets.get_mut(net) else {
-                        return;
-                    };
-                    // Refused by the flow bound: the stream is closed here.
-                    let Some(id) = n.relay.tcp_inbound(now, client, ctr) else {
-                        continue;
-                    };
-                    let sock = Sock::Stream {
-                        net,
-                        id,
-                        s,
-                        connecting: false,
-                    };
-                    match self.add_sock(sock) {
-                        Ok(tok) => {
-                            if let Some(Some(n)) = self.nets.get_mut(net) {
-                                n.flows.insert(id, tok);
+                    let s = match &splice {
+                        Some(c) if client.ip().is_loopback() => {
+                            match self.start_splice(net, s, client, ctr, c) {
+                                Some(s) => {
+                                    self.splice.fallback.fetch_add(1, Ordering::Relaxed);
+                                    s
+                                }
+                                None => continue,
                             }
                         }
-                        Err(_) => {
-                            if let Some(Some(n)) = self.nets.get_mut(net) {
-                                n.relay.host_reset(now, id);
-                            }
-                        }
-                    }
+                        _ => s,
+                    };
+                    self.relay_inbound(net, now, s, client, ctr);
                 }
             }
             Sock::UdpListen { net, s, ctr, .. } => {
@@ -770,6 +945,172 @@ impl Host {
                         Ok(_) => {}
                         Err(_) => break,
                     }
+                }
+            }
+        }
+    }
+
+    /// Carry the accepted stream `s` of `client` to `ctr` through the relay.
+    fn relay_inbound(
+        &mut self,
+        net: usize,
+        now: Duration,
+        s: mio::net::TcpStream,
+        client: SocketAddrV4,
+        ctr: SocketAddrV4,
+    ) {
+        let Some(Some(n)) = self.nets.get_mut(net) else {
+            return;
+        };
+        // Refused by the flow bound: the stream is closed here.
+        let Some(id) = n.relay.tcp_inbound(now, client, ctr) else {
+            return;
+        };
+        let sock = Sock::Stream {
+            net,
+            id,
+            s,
+            connecting: false,
+        };
+        match self.add_sock(sock) {
+            Ok(tok) => {
+                if let Some(Some(n)) = self.nets.get_mut(net) {
+                    n.flows.insert(id, tok);
+                }
+            }
+            Err(_) => {
+                if let Some(Some(n)) = self.nets.get_mut(net) {
+                    n.relay.host_reset(now, id);
+                }
+            }
+        }
+    }
+
+    /// Splice the loopback client `s` to `ctr` through a socket of `conn`'s namespace.
+    /// `None` when done with it (spliced, or closed); the stream back when it should
+    /// take the relay path instead.
+    fn start_splice(
+        &mut self,
+        net: usize,
+        s: mio::net::TcpStream,
+        client: SocketAddrV4,
+        ctr: SocketAddrV4,
+        conn: &NsConnector,
+    ) -> Option<mio::net::TcpStream> {
+        let n = self.nets.get(net)?.as_ref()?;
+        if n.spliced >= self.max_spliced {
+            // Over the bound, like the relay's refusal: closed with a reset.
+            tracing::debug!(%client, "spliced connection bound reached");
+            set_linger0(&s);
+            return None;
+        }
+        let made = (|| {
+            let pipes = [
+                Pipe::new(self.pipe_size, &self.splice)?,
+                Pipe::new(self.pipe_size, &self.splice)?,
+            ];
+            let fd = conn.take()?;
+            splice::connect(&fd, ctr)?;
+            Ok::<_, io::Error>((pipes, fd))
+        })();
+        let (pipes, fd) = match made {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                set_linger0(&s);
+                return None;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, %ctr, "cannot splice a published port; relaying");
+                return Some(s);
+            }
+        };
+        let inner = mio::net::TcpStream::from_std(std::net::TcpStream::from(fd));
+        let _ = inner.set_nodelay(true);
+        let [up, down] = pipes;
+        let sp = Box::new(Spliced {
+            client: s,
+            inner,
+            inner_token: Token(0),
+            client_addr: client,
+            ctr,
+            connecting: true,
+            dirs: [Dir::new(up), Dir::new(down)],
+        });
+        match self.add_splice(net, sp) {
+            Ok(t) => {
+                // The connect may have completed already: look now.
+                self.splice_again.push(t);
+                None
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot watch a spliced connection");
+                None
+            }
+        }
+    }
+
+    /// Readiness on either stream of a spliced connection (or its budget renewed).
+    fn splice_event(&mut self, t: Token) {
+        let Some(slot) = t.0.checked_sub(1) else {
+            return;
+        };
+        let main = match self.socks.get(slot) {
+            Some(Some(Sock::SpliceInner { main, .. })) => *main,
+            Some(Some(Sock::Splice { .. })) => t,
+            _ => return,
+        };
+        let Some(Some(Sock::Splice { sp, .. })) = self.socks.get_mut(main.0 - 1) else {
+            return;
+        };
+        if sp.connecting {
+            let failed = match sp.inner.take_error() {
+                Ok(Some(e)) | Err(e) => Some(e),
+                Ok(None) => match sp.inner.peer_addr() {
+                    Ok(_) => None,
+                    // Not connected yet.
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                    Err(e) => Some(e),
+                },
+            };
+            if let Some(e) = failed {
+                let Some((net, sp)) = self.take_splice(main) else {
+                    return;
+                };
+                match e.kind() {
+                    // The container refused: so is the client.
+                    io::ErrorKind::ConnectionRefused => {
+                        set_linger0(&sp.client);
+                        return;
+                    }
+                    // Connected, then reset before this event: the client too.
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
+                        self.splice.spliced.fetch_add(1, Ordering::Relaxed);
+                        set_linger0(&sp.client);
+                        return;
+                    }
+                    _ => {}
+                }
+                tracing::debug!(error = %e, ctr = %sp.ctr, "cannot splice a published port; relaying");
+                self.splice.fallback.fetch_add(1, Ordering::Relaxed);
+                let Spliced {
+                    client,
+                    client_addr,
+                    ctr,
+                    ..
+                } = *sp;
+                let now = self.now();
+                self.relay_inbound(net, now, client, client_addr, ctr);
+                return;
+            }
+            sp.connecting = false;
+            self.splice.spliced.fetch_add(1, Ordering::Relaxed);
+        }
+        match sp.pump() {
+            Step::Broken => self.remove_sock(main, true),
+            Step::More => self.splice_again.push(main),
+            Step::Idle => {
+                if sp.finished() {
+                    self.remove_sock(main, false);
                 }
             }
         }
@@ -982,6 +1323,18 @@ impl Host {
             }
         }
     }
+}
+
+/// Make closing `s` reset the connection.
+fn set_linger0(s: &mio::net::TcpStream) {
+    let _ = nix::sys::socket::setsockopt(
+        &s.as_fd(),
+        nix::sys::socket::sockopt::Linger,
+        &libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        },
+    );
 }
 
 fn udp_connected(dst: SocketAddrV4) -> io::Result<mio::net::UdpSocket> {

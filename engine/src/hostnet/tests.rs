@@ -409,3 +409,252 @@ fn ping_leaves_through_a_host_icmp_socket() {
     assert_eq!(&icmp[8..], b"tapnet ping");
     assert_eq!(tapnet_switch::wire::ipv4::checksum(icmp), 0);
 }
+
+/// A namespace with `CTR` on its loopback interface (`with_addr`) or no address but
+/// 127.0.0.1, deleted on drop.
+fn splice_ns(tag: &str, with_addr: bool) -> crate::netns::NetNsGuard {
+    let ns = crate::netns::test_support::scratch_ns(tag);
+    let mut nl = crate::netlink::Netlink::open_in(&ns).unwrap();
+    let lo = nl.link_index("lo").unwrap();
+    nl.set_up(lo).unwrap();
+    if with_addr {
+        nl.add_address(lo, std::net::IpAddr::V4(CTR), 32).unwrap();
+    }
+    ns
+}
+
+/// A published port on 127.0.0.1 spliced into `ns`, toward `CTR:8080`.
+fn publish_spliced_port(s: &Setup, ns: &crate::netns::NetNs) -> (u16, PublishId) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hport = l.local_addr().unwrap().port();
+    let id = s
+        .host
+        .publish_spliced(
+            "n1",
+            HostListener::Tcp(l),
+            SocketAddrV4::new(CTR, 8080),
+            ns.fd(),
+        )
+        .unwrap();
+    (hport, id)
+}
+
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
+        .collect()
+}
+
+#[test]
+fn loopback_clients_of_a_spliced_port_are_spliced_into_the_namespace() {
+    if !crate::netns::test_support::privileged("spliced published port") {
+        return;
+    }
+    let ns = splice_ns("splice", true);
+    let server_l = ns
+        .run(|| TcpListener::bind(SocketAddrV4::new(CTR, 8080)))
+        .unwrap()
+        .unwrap();
+    let mut s = Setup::new(false);
+    let (hport, id) = publish_spliced_port(&s, &ns);
+    // The container: 1) answers with the reversed bytes after the client's
+    // half-close; 2) echoes while reading; 3) resets.
+    let server = std::thread::spawn(move || {
+        let mut peers = Vec::new();
+        let (mut c, peer) = server_l.accept().unwrap();
+        peers.push(peer);
+        c.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        got.reverse();
+        c.write_all(&got).unwrap();
+        drop(c);
+        let (mut c, peer) = server_l.accept().unwrap();
+        peers.push(peer);
+        c.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut buf = vec![0u8; 100_000];
+        loop {
+            let n = c.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            c.write_all(&buf[..n]).unwrap();
+        }
+        drop(c);
+        let (c, peer) = server_l.accept().unwrap();
+        peers.push(peer);
+        nix::sys::socket::setsockopt(
+            &c,
+            nix::sys::socket::sockopt::Linger,
+            &libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            },
+        )
+        .unwrap();
+        drop(c);
+        peers
+    });
+    // 1) Half-close: the container answers only after it saw the client's end.
+    let data = pattern(3 << 20, 1);
+    let mut c = TcpStream::connect(("127.0.0.1", hport)).unwrap();
+    c.set_read_timeout(Some(LIMIT)).unwrap();
+    let writer = {
+        let mut c = c.try_clone().unwrap();
+        let data = data.clone();
+        std::thread::spawn(move || {
+            c.write_all(&data).unwrap();
+            c.shutdown(std::net::Shutdown::Write).unwrap();
+        })
+    };
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    writer.join().unwrap();
+    let mut expect = data;
+    expect.reverse();
+    assert!(got == expect, "reversed bytes differ ({} read)", got.len());
+    // 2) Both ways at once.
+    let data = pattern(4 << 20, 2);
+    let mut c = TcpStream::connect(("127.0.0.1", hport)).unwrap();
+    c.set_read_timeout(Some(LIMIT)).unwrap();
+    let writer = {
+        let mut c = c.try_clone().unwrap();
+        let data = data.clone();
+        std::thread::spawn(move || {
+            c.write_all(&data).unwrap();
+            c.shutdown(std::net::Shutdown::Write).unwrap();
+        })
+    };
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    writer.join().unwrap();
+    assert!(got == data, "echoed bytes differ ({} read)", got.len());
+    // 3) The container's reset reaches the client.
+    let mut c = TcpStream::connect(("127.0.0.1", hport)).unwrap();
+    c.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut b = [0u8; 16];
+    let r = c.read(&mut b);
+    assert!(
+        matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{r:?}"
+    );
+    // The container saw its own address as the peer.
+    let peers = server.join().unwrap();
+    assert!(
+        peers.iter().all(|p| p.ip() == std::net::IpAddr::V4(CTR)),
+        "{peers:?}"
+    );
+    let st = s.host.stats();
+    assert_eq!((st.spliced, st.splice_fallback), (3, 0), "{st:?}");
+    assert_eq!(st.relay.tcp_inbound, 0, "nothing went through the relay");
+    // Every stream and pipe of the connections is closed; the listener stays.
+    assert!(
+        s.until(|s| {
+            let st = s.host.stats();
+            st.sockets == 1 && st.pipes == 0
+        }),
+        "{:?}",
+        s.host.stats()
+    );
+    s.host.unpublish(id);
+    assert!(s.until(|s| s.host.stats().sockets == 0));
+    assert!(TcpStream::connect(("127.0.0.1", hport)).is_err());
+}
+
+#[test]
+fn a_spliced_port_relays_when_the_namespace_cannot_connect_and_resets_when_refused() {
+    if !crate::netns::test_support::privileged("spliced published port fallback") {
+        return;
+    }
+    // No route to the container's address in this namespace: the connect fails at
+    // once and the client takes the relay path to the (smoltcp) container.
+    let ns = splice_ns("splicefb", false);
+    let mut s = Setup::new(false);
+    let (hport, id) = publish_spliced_port(&s, &ns);
+    let h = s.tcp();
+    s.sockets.get_mut::<tcp::Socket>(h).listen(8080).unwrap();
+    let client = std::thread::spawn(move || {
+        let mut c = TcpStream::connect(("127.0.0.1", hport)).unwrap();
+        c.set_read_timeout(Some(LIMIT)).unwrap();
+        c.write_all(b"relayed").unwrap();
+        let mut buf = [0u8; 16];
+        let n = c.read(&mut buf).unwrap();
+        buf[..n].to_vec()
+    });
+    let mut asked = Vec::new();
+    let mut remote = None;
+    assert!(s.until(|s| {
+        let sock = s.sockets.get_mut::<tcp::Socket>(h);
+        if sock.can_recv() {
+            let mut b = [0u8; 16];
+            let n = sock.recv_slice(&mut b).unwrap();
+            asked.extend_from_slice(&b[..n]);
+            remote = sock.remote_endpoint();
+            if asked == b"relayed" {
+                sock.send_slice(b"ok").unwrap();
+            }
+        }
+        asked == b"relayed" && sock.send_queue() == 0
+    }));
+    assert_eq!(client.join().unwrap(), b"ok");
+    assert_eq!(remote.map(|e| e.addr), Some(IpAddress::Ipv4(GW)));
+    let st = s.host.stats();
+    assert_eq!((st.spliced, st.splice_fallback), (0, 1), "{st:?}");
+    assert_eq!(st.relay.tcp_inbound, 1);
+    // The relayed connection ends; only the listener is left.
+    s.sockets.get_mut::<tcp::Socket>(h).close();
+    assert!(
+        s.until(|s| {
+            let st = s.host.stats();
+            st.pipes == 0 && st.sockets == 1
+        }),
+        "{:?}",
+        s.host.stats()
+    );
+    s.host.unpublish(id);
+    // The container's address but nothing listening: the client is reset, nothing
+    // is relayed.
+    let ns = splice_ns("splicerf", true);
+    let (hport, _) = publish_spliced_port(&s, &ns);
+    let mut c = TcpStream::connect(("127.0.0.1", hport)).unwrap();
+    c.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut b = [0u8; 16];
+    let r = c.read(&mut b);
+    assert!(
+        matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{r:?}"
+    );
+    let st = s.host.stats();
+    assert_eq!((st.spliced, st.splice_fallback), (0, 1), "{st:?}");
+    assert_eq!(st.relay.tcp_inbound, 1);
+    assert!(s.until(|s| s.host.stats().pipes == 0 && s.host.stats().sockets == 1));
+}
+
+#[test]
+fn publishing_spliced_into_something_not_a_namespace_fails_and_publishes_nothing() {
+    let s = Setup::new(false);
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let not_ns = std::fs::File::open("/dev/null").unwrap();
+    let e = s
+        .host
+        .publish_spliced(
+            "n1",
+            HostListener::Tcp(l),
+            SocketAddrV4::new(CTR, 80),
+            &not_ns,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("network namespace"), "{e}");
+    assert_eq!(s.host.stats().published, 0);
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let e = s
+        .host
+        .publish_spliced(
+            "nope",
+            HostListener::Tcp(l),
+            SocketAddrV4::new(CTR, 80),
+            &not_ns,
+        )
+        .unwrap_err();
+    assert!(matches!(e, HostNetError::UnknownNetwork(_)), "{e}");
+}
