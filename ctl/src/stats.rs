@@ -133,7 +133,12 @@ pub(crate) fn render(s: &StatsResponse) -> String {
         out.push('\n');
         out.push_str(&table(
             &[
-                "EXTERNAL", "TCP OUT", "TCP IN", "TCP CLOSED", "UDP FLOWS", "ICMP FLOWS",
+                "EXTERNAL",
+                "TCP OUT",
+                "TCP IN",
+                "TCP CLOSED",
+                "UDP FLOWS",
+                "ICMP FLOWS",
                 "REFUSED",
             ],
             &rows,

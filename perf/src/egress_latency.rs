@@ -143,7 +143,7 @@ pub(crate) fn run(opts: &Opts, rep: &mut Reporter) -> Result<()> {
         let rig = DaemonRig::start("egresslat", opts.engine_config()?).map_err(err_text);
         let stacks = start_stacks(&installed, "elat", MTU, &[]);
         let tapnet = rig.as_ref().map_err(Clone::clone).and_then(|rig| {
-            TapnetSandbox::create(rig, "perf-egress-lat", SUBNET, MTU, &[]).map_err(err_text)
+            TapnetSandbox::create(rig, "perf-egress-lat", SUBNET, MTU, &[], false).map_err(err_text)
         });
         if let Err(e) = &tapnet {
             eprintln!("tapnet: no sandbox: {e}");

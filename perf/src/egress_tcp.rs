@@ -101,7 +101,7 @@ pub(crate) fn run(opts: &Opts, rep: &mut Reporter) -> Result<()> {
             sys::check_interrupt()?;
             let stacks = start_stacks(&installed, &format!("eg{mtu}"), mtu, &[]);
             let tapnet = rig.as_ref().map_err(Clone::clone).and_then(|rig| {
-                TapnetSandbox::create(rig, &format!("perf-egress-{mtu}"), subnet, mtu, &[])
+                TapnetSandbox::create(rig, &format!("perf-egress-{mtu}"), subnet, mtu, &[], false)
                     .map_err(err_text)
             });
             if let Err(e) = &tapnet {

@@ -26,6 +26,8 @@ use crate::sys;
 const SCENARIO: &str = "publish-tcp";
 const MTU: u32 = 1500;
 const SUBNET: &str = "10.127.4.0/24";
+/// The network whose loopback clients are spliced into the sandbox.
+const SPLICE_SUBNET: &str = "10.127.5.0/24";
 /// iperf3's port in the sandbox.
 const IPERF_PORT: u16 = 5201;
 /// The echo server's port in the sandbox.
@@ -147,11 +149,20 @@ pub(crate) fn run(opts: &Opts, rep: &mut Reporter) -> Result<()> {
         sys::reset_peak_rss();
         let rig = DaemonRig::start("publish", opts.engine_config()?).map_err(err_text);
         let stacks = start_stacks(&installed, "pub", MTU, &FORWARDS);
-        let tapnet = rig.as_ref().map_err(Clone::clone).and_then(|rig| {
-            TapnetSandbox::create(rig, "perf-publish", SUBNET, MTU, &FORWARDS).map_err(err_text)
-        });
-        if let Err(e) = &tapnet {
-            eprintln!("tapnet: no sandbox: {e}");
+        // Two tapnet sandboxes: the default path through the network's relay (the
+        // sandbox sees the gateway address and the client's port), and one on a network
+        // with `tapnet.loopback_splice=true`.
+        let make = |name: &str, subnet: &str, splice: bool| {
+            rig.as_ref().map_err(Clone::clone).and_then(|rig| {
+                TapnetSandbox::create(rig, name, subnet, MTU, &FORWARDS, splice).map_err(err_text)
+            })
+        };
+        let tapnet = make("perf-publish", SUBNET, false);
+        let spliced = make("perf-publish-splice", SPLICE_SUBNET, true);
+        for t in [&tapnet, &spliced] {
+            if let Err(e) = t {
+                eprintln!("tapnet: no sandbox: {e}");
+            }
         }
         // Servers in each sandbox that was made (declared after the sandboxes: they stop
         // first).
@@ -161,6 +172,10 @@ pub(crate) fn run(opts: &Opts, rep: &mut Reporter) -> Result<()> {
             .map(|(_, st)| st.as_ref().map_err(Clone::clone).and_then(|sb| serve(sb)))
             .collect();
         let tapnet_servers = tapnet
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|sb| serve(sb));
+        let spliced_servers = spliced
             .as_ref()
             .map_err(Clone::clone)
             .and_then(|sb| serve(sb));
@@ -192,31 +207,39 @@ pub(crate) fn run(opts: &Opts, rep: &mut Reporter) -> Result<()> {
                 });
                 bases.push((kind.label(), r));
             }
-            sys::check_interrupt()?;
-            sys::reset_peak_rss();
-            let t = tapnet.as_ref().map_err(Clone::clone).and_then(|sb| {
-                tapnet_servers.as_ref().map_err(Clone::clone)?;
-                eprintln!("{SCENARIO}: {name}, tapnet, {secs} s");
-                measure(&iperf, sb, case, secs).map_err(err_text)
-            });
-            let peak = sys::peak_rss_mib();
-            rep.push_versus(
-                SCENARIO,
-                &format!("{name}, MTU {MTU}"),
-                unit,
-                Better::Higher,
-                &t,
-                peak,
-                &bases,
-                &|m| {
-                    m.detail("mtu", MTU)
-                        .detail("seconds", secs)
-                        .detail("iperf3", &iperf_version)
-                        .detail("mapping", opts.mapping.clone())
-                },
-            );
+            for (label, sb, servers) in [
+                ("", &tapnet, &tapnet_servers),
+                (", loopback splice", &spliced, &spliced_servers),
+            ] {
+                sys::check_interrupt()?;
+                sys::reset_peak_rss();
+                let t = sb.as_ref().map_err(Clone::clone).and_then(|sb| {
+                    servers.as_ref().map_err(Clone::clone)?;
+                    eprintln!("{SCENARIO}: {name}, tapnet{label}, {secs} s");
+                    measure(&iperf, sb, case, secs).map_err(err_text)
+                });
+                let peak = sys::peak_rss_mib();
+                rep.push_versus(
+                    SCENARIO,
+                    &format!("{name}, MTU {MTU}{label}"),
+                    unit,
+                    Better::Higher,
+                    &t,
+                    peak,
+                    &bases,
+                    &|m| {
+                        m.detail("mtu", MTU)
+                            .detail("seconds", secs)
+                            .detail("iperf3", &iperf_version)
+                            .detail("mapping", opts.mapping.clone())
+                            .detail("loopback_splice", !label.is_empty())
+                    },
+                );
+            }
         }
+        drop(spliced_servers);
         drop(tapnet_servers);
+        drop(spliced);
         drop(stack_servers);
         drop(tapnet);
         drop(stacks);

@@ -342,10 +342,11 @@ fn slirp_add_hostfwd(sock: &Path, host: u16, port: u16) -> Result<()> {
     .map(drop)
 }
 
-/// The network options of the tapnet side: the host's loopback behind the gateway, and
-/// the MTU under test.
-fn network_options(mtu: u32) -> Value {
-    json!({"tapnet.host_loopback": "true", "com.docker.network.driver.mtu": mtu.to_string()})
+/// The network options of the tapnet side: the host's loopback behind the gateway, the
+/// MTU under test, and whether loopback clients of published ports are spliced.
+fn network_options(mtu: u32, splice: bool) -> Value {
+    json!({"tapnet.host_loopback": "true", "com.docker.network.driver.mtu": mtu.to_string(),
+        "tapnet.loopback_splice": splice.to_string()})
 }
 
 /// A sandbox of the daemon in `rig`. Holds the namespace open: drop it before the rig.
@@ -365,11 +366,12 @@ impl TapnetSandbox {
         subnet: &str,
         mtu: u32,
         forwards: &[Forward],
+        splice: bool,
     ) -> Result<TapnetSandbox> {
         let net: Value = rig.api().post(
             "/networks/create",
             &json!({"Name": name, "Driver": "bridge",
-                "IPAM": {"Config": [{"Subnet": subnet}]}, "Options": network_options(mtu)}),
+                "IPAM": {"Config": [{"Subnet": subnet}]}, "Options": network_options(mtu, splice)}),
         )?;
         let net = net["Id"]
             .as_str()

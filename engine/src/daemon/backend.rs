@@ -9,10 +9,11 @@ use super::core::{AttachSpec, Daemon, Fail, IpamSpec, NetworkSpec};
 use super::model::{EndpointRecord, NetworkRecord, SandboxRecord};
 use super::rootless::SandboxInterfaces;
 use super::types::{
-    ApiError, Backend, EndpointInfo, ExternalStatsEntry, HostStatsEntry, EndpointResource, Ipam, IpamConfig, IpamStatus,
-    NetworkConnectRequest, NetworkCreateRequest, NetworkCreateResponse, NetworkDisconnectRequest,
-    NetworkFilters, NetworkInspect, NetworkPruneResponse, NetworkStatus, PortOwner,
-    SandboxCreateRequest, SandboxInspect, SandboxNetworkRequest, StatsResponse, SubnetStatus,
+    ApiError, Backend, EndpointInfo, EndpointResource, ExternalStatsEntry, HostStatsEntry, Ipam,
+    IpamConfig, IpamStatus, NetworkConnectRequest, NetworkCreateRequest, NetworkCreateResponse,
+    NetworkDisconnectRequest, NetworkFilters, NetworkInspect, NetworkPruneResponse, NetworkStatus,
+    PortOwner, SandboxCreateRequest, SandboxInspect, SandboxNetworkRequest, StatsResponse,
+    SubnetStatus,
 };
 
 impl From<Fail> for ApiError {

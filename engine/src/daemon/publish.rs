@@ -229,19 +229,26 @@ pub struct PublishTable {
 
 impl PublishTable {
     /// Hand `ports` of sandbox `sandbox` to host networking, towards `ctr_ip` on network
-    /// `net`. All or nothing: on an error the ports already published are closed.
+    /// `net`. With the sandbox's `netns`, loopback clients of TCP ports are spliced into
+    /// it (see `crate::hostnet`); others go through the network's relay. All or
+    /// nothing: on an error the ports already published are closed.
     pub fn publish(
         &self,
         hostnet: &HostNet,
         sandbox: &str,
         net: &str,
         ctr_ip: Ipv4Addr,
+        netns: Option<std::os::fd::BorrowedFd<'_>>,
         ports: Vec<BoundPort>,
     ) -> Result<(), HostNetError> {
         let mut ids = Vec::with_capacity(ports.len());
         for p in ports {
             let ctr = SocketAddrV4::new(ctr_ip, p.record.container_port);
-            match hostnet.publish(net, p.listener, ctr) {
+            let published = match netns {
+                Some(ns) => hostnet.publish_spliced(net, p.listener, ctr, ns),
+                None => hostnet.publish(net, p.listener, ctr),
+            };
+            match published {
                 Ok(id) => ids.push(id),
                 Err(e) => {
                     for id in ids {
