@@ -423,6 +423,16 @@ fn subnet(n: &NetworkRecord) -> String {
     )
 }
 
+/// Where a sandbox's interfaces live: its named namespace, or for a rootless one the
+/// namespace of the process that holds them.
+fn netns_path(d: &Daemon, name: &str) -> anyhow::Result<String> {
+    let (sb, _) = d.sandbox(name)?;
+    Ok(match sb.rootless {
+        Some(o) => format!("/proc/{}/ns/net", o.pid),
+        None => format!("{}/{}", tapnet_engine::netns::NETNS_RUN_DIR, sb.netns),
+    })
+}
+
 fn answered_by_db(v: &str) -> bool {
     v.contains("from db") && !v.contains("unknown")
 }
@@ -499,6 +509,9 @@ pub(crate) fn run() -> anyhow::Result<u8> {
         "  sandbox  web       {web_ip:<12} {web_mac}  runs: tapnet demo-server web (port {WEB_PORT}), reads db at {db_addr}"
     );
     println!("  port     web       {WEB_PORT}/tcp -> {published}");
+    for name in ["db", "web"] {
+        println!("  netns    {name:<9} {}", netns_path(&d, name)?);
+    }
 
     println!("checked:");
     let mut ok = true;
