@@ -40,6 +40,9 @@ pub(crate) enum Command {
     /// A server the demo runs inside a sandbox
     #[command(hide = true)]
     DemoServer(DemoServerArgs),
+    /// The demo's check, run inside a sandbox: ask web for each key
+    #[command(hide = true)]
+    DemoClient(DemoClientArgs),
     /// The first process of a rootless sandbox (started by `tapnet run`)
     #[command(hide = true)]
     RootlessInit(RootlessInitArgs),
@@ -56,6 +59,19 @@ pub(crate) struct DemoServerArgs {
     /// Where web finds db
     #[arg(long)]
     pub(crate) db: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoClientArgs {
+    /// The web server to ask
+    #[arg(long)]
+    pub(crate) web: std::net::SocketAddr,
+    /// Seconds to keep retrying while the servers start (0: one try)
+    #[arg(long, default_value_t = 0)]
+    pub(crate) wait: u64,
+    /// The keys to ask for
+    #[arg(required = true)]
+    pub(crate) keys: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,23 +2,37 @@
 //!
 //! A user-defined bridge `pets` with a `db` sandbox and a `web` sandbox, each running a
 //! small server that tapnet ships (`tapnet demo-server`); `web` answers lookups by
-//! reading from `db` by address. A `client` sandbox on `pets` asks `web`; a `stranger`
-//! sandbox on another network shows it cannot. The daemon core runs in this process on
-//! a throwaway state directory, so nothing is left behind.
+//! reading from `db` by address, and publishes its port on the host's loopback. A
+//! `client` sandbox on `pets` asks `web` (`tapnet demo-client`); a `stranger` sandbox on
+//! another network shows it cannot; the host asks `web` through its published port.
+//!
+//! The daemon core runs in this process on a throwaway state directory and serves its
+//! API on a socket there; every workload is a `tapnet run` child of this binary, as a
+//! user would start it. So the demo needs no privilege: as an ordinary user those runs
+//! make rootless sandboxes (see [`crate::rootless`]), as root sandboxes in named
+//! namespaces, and the same code shows both. Each run is the leader of a process group
+//! of its own; at the end, or on failure, SIGINT or SIGTERM, each gets SIGTERM (it
+//! relays it to its command and removes its sandbox), the group SIGKILL if it has not
+//! exited in time, then what is left in the daemon is removed and the directory with it.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use tapnet_engine::daemon::core::{AttachSpec, NetworkSpec};
-use tapnet_engine::daemon::{Daemon, DaemonConfig};
-use tapnet_engine::netns::NetNs;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tapnet_engine::daemon::backend::DaemonBackend;
+use tapnet_engine::daemon::core::NetworkSpec;
+use tapnet_engine::daemon::model::NetworkRecord;
+use tapnet_engine::daemon::{Daemon, DaemonConfig, SOCKET_NAME, api};
 use tapnet_engine::runtime::EngineConfig;
 
 const DB_PORT: u16 = 7000;
@@ -75,60 +89,134 @@ fn ask(addr: SocketAddr, key: &str) -> anyhow::Result<String> {
     Ok(line.trim().to_string())
 }
 
-/// A child process in a sandbox, killed by PID when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_in(netns: &str, args: &[String]) -> anyhow::Result<Server> {
-    let ns = std::fs::File::open(netns).with_context(|| format!("open {netns}"))?;
-    let fd = ns.as_raw_fd();
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(args).stdin(Stdio::null());
-    // SAFETY: runs in the forked child before exec and only calls setns(2), which is
-    // async-signal-safe; `ns` stays open until after spawn returns.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
-    let child = cmd.spawn().context("start demo server")?;
-    drop(ns);
-    Ok(Server(child))
-}
-
-/// Ask `addr` for `key` from inside the namespace `netns`, retrying while the server
-/// starts (bounded).
-fn ask_from(netns: &str, addr: SocketAddr, key: &str, wait: Duration) -> anyhow::Result<String> {
-    let name = netns.rsplit('/').next().unwrap_or(netns);
-    let ns = NetNs::open(name)?;
-    let deadline = Instant::now() + wait;
+/// Ask `addr` for `key` until it answers or `deadline` passes (one try at least), while
+/// the servers start.
+fn ask_until(addr: SocketAddr, key: &str, deadline: Instant) -> anyhow::Result<String> {
     loop {
-        let r = ns.run(|| ask(addr, key))?;
+        let r = ask(addr, key);
         match r {
-            Ok(v) => return Ok(v),
+            Ok(v) if !v.is_empty() => return Ok(v),
+            Ok(_) if Instant::now() >= deadline => {
+                bail!("{addr} closed the connection without an answer")
+            }
             Err(e) if Instant::now() >= deadline => return Err(e),
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            _ => std::thread::sleep(Duration::from_millis(100)),
         }
     }
 }
 
-struct Cleanup {
-    daemon: Option<Arc<Daemon>>,
-    dir: PathBuf,
+/// `tapnet demo-client --web ADDR --wait SECS KEY…`: the demo's check, run in a sandbox.
+/// One line per key: `<own address> TAB <key> TAB ok|error TAB <answer or error>`;
+/// exits 1 if any key got no answer.
+pub(crate) fn client(web: SocketAddr, wait: u64, keys: &[String]) -> anyhow::Result<u8> {
+    // The address this sandbox would send from (a route lookup; nothing is sent).
+    let me = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|s| {
+            s.connect(web)?;
+            s.local_addr()
+        })
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|_| "-".into());
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    let mut ok = true;
+    for key in keys {
+        match ask_until(web, key, deadline) {
+            Ok(v) => println!("{me}\t{key}\tok\t{v}"),
+            Err(e) => {
+                ok = false;
+                println!("{me}\t{key}\terror\t{e:#}");
+            }
+        }
+    }
+    Ok(if ok { 0 } else { 1 })
 }
 
-impl Drop for Cleanup {
+/// One answer of `tapnet demo-client`.
+struct Answer {
+    from: String,
+    key: String,
+    result: Result<String, String>,
+}
+
+fn parse_answers(out: &str) -> Vec<Answer> {
+    out.lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(4, '\t');
+            let (from, key, status, text) = (f.next()?, f.next()?, f.next()?, f.next()?);
+            Some(Answer {
+                from: from.into(),
+                key: key.into(),
+                result: match status {
+                    "ok" => Ok(text.into()),
+                    _ => Err(text.into()),
+                },
+            })
+        })
+        .collect()
+}
+
+/// Set by SIGINT or SIGTERM: the demo stops, removing what it built.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+fn interrupted() -> anyhow::Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted: removing what the demo built");
+    }
+    Ok(())
+}
+
+/// How long a workload has to exit after SIGTERM before its group gets SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// A `tapnet run` this demo started, leader of its own process group.
+struct Run {
+    name: String,
+    child: Child,
+}
+
+impl Run {
+    /// SIGTERM (relayed to the command, then the sandbox is removed); SIGKILL to the
+    /// whole group if it has not exited in time.
+    fn stop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let pid = self.child.id() as i32;
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        let t0 = Instant::now();
+        while t0.elapsed() < STOP_GRACE {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!(
+            "tapnet demo: {} did not stop within {STOP_GRACE:?}; killing its processes",
+            self.name
+        );
+        let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// Everything the demo made; all of it is removed on drop (at the end or on failure).
+struct Demo {
+    dir: PathBuf,
+    exe: PathBuf,
+    daemon: Option<Arc<Daemon>>,
+    api: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        JoinHandle<std::io::Result<()>>,
+    )>,
+    runs: Vec<Run>,
+}
+
+impl Drop for Demo {
     fn drop(&mut self) {
+        // Workloads first: their `tapnet run`s remove their sandboxes over the API.
+        for r in self.runs.iter_mut().rev() {
+            r.stop();
+        }
         if let Some(d) = self.daemon.take() {
             for (sb, _) in d.sandboxes() {
                 let _ = d.remove_sandbox(&sb.id);
@@ -138,147 +226,379 @@ impl Drop for Cleanup {
                     let _ = d.remove_network(&n.id);
                 }
             }
+            if let Some((stop, thread)) = self.api.take() {
+                let _ = stop.send(());
+                let _ = thread.join();
+            }
             d.engine().shutdown();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-fn ip_of(d: &Daemon, sandbox: &str, net: &str) -> anyhow::Result<(Ipv4Addr, String, String)> {
-    let (sb, eps) = d.sandbox(sandbox)?;
-    let (e, _) = eps
-        .iter()
-        .find(|(_, n)| n.name == net)
-        .ok_or_else(|| anyhow!("{sandbox} has no endpoint on {net}"))?;
-    let ip = e.ipv4.ok_or_else(|| anyhow!("{sandbox} has no address"))?;
-    Ok((
-        ip,
-        e.mac.clone(),
-        format!("{}/{}", tapnet_engine::netns::NETNS_RUN_DIR, sb.netns),
-    ))
+/// A new directory of our own under the temp dir, mode 0700.
+fn make_state_dir() -> anyhow::Result<PathBuf> {
+    let base = std::env::temp_dir();
+    for i in 0..100 {
+        let dir = base.join(format!("tapnet-demo-{}-{i}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        }
+    }
+    bail!("no free name for a state directory in {}", base.display())
+}
+
+impl Demo {
+    fn daemon(&self) -> &Arc<Daemon> {
+        self.daemon.as_ref().expect("the daemon is open")
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join(SOCKET_NAME)
+    }
+
+    /// Serve the daemon's API on the state dir's socket, on a thread of its own, which
+    /// also turns SIGINT and SIGTERM into [`INTERRUPTED`].
+    fn serve_api(&mut self) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let backend = Arc::new(DaemonBackend(self.daemon().clone()));
+        let socket = self.socket();
+        let thread = std::thread::Builder::new()
+            .name("tapnet-demo-api".into())
+            .spawn(move || {
+                api::serve(&socket, backend, async move {
+                    use tokio::signal::unix::{SignalKind, signal};
+                    let mut stop = stop_rx;
+                    let (Ok(mut int), Ok(mut term)) = (
+                        signal(SignalKind::interrupt()),
+                        signal(SignalKind::terminate()),
+                    ) else {
+                        let _ = stop.await;
+                        return;
+                    };
+                    loop {
+                        tokio::select! {
+                            _ = &mut stop => return,
+                            Some(()) = int.recv() => INTERRUPTED.store(true, Ordering::SeqCst),
+                            Some(()) = term.recv() => INTERRUPTED.store(true, Ordering::SeqCst),
+                        }
+                    }
+                })
+            })
+            .context("starting the API thread")?;
+        self.api = Some((stop_tx, thread));
+        let socket = self.socket();
+        let t0 = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            if self.api.as_ref().is_some_and(|(_, t)| t.is_finished()) {
+                let (_, t) = self.api.take().expect("checked");
+                let r = t.join().map_err(|_| anyhow!("the API thread panicked"))?;
+                r.with_context(|| format!("serving the API on {}", socket.display()))?;
+                bail!("the API stopped before it served");
+            }
+            if t0.elapsed() > Duration::from_secs(10) {
+                bail!("the API on {} did not come up", socket.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// `tapnet --host <our socket> ARGS`, as a process group of its own.
+    fn tapnet(&self, args: &[String]) -> Command {
+        let mut c = Command::new(&self.exe);
+        c.arg("--host")
+            .arg(format!("unix://{}", self.socket().display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .process_group(0);
+        c
+    }
+
+    /// `tapnet run --name NAME --network NET [-p PUBLISH] -- CMD`; index in `runs`.
+    fn start(
+        &mut self,
+        name: &str,
+        net: &str,
+        publish: Option<&str>,
+        cmd: &[String],
+        capture: bool,
+    ) -> anyhow::Result<usize> {
+        interrupted()?;
+        let mut args: Vec<String> = ["run", "--name", name, "--network", net]
+            .map(String::from)
+            .to_vec();
+        if let Some(p) = publish {
+            args.extend(["-p".to_string(), p.to_string()]);
+        }
+        args.push("--".into());
+        args.extend_from_slice(cmd);
+        let mut c = self.tapnet(&args);
+        if capture {
+            c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        } else {
+            c.stdout(Stdio::null());
+        }
+        let child = c
+            .spawn()
+            .with_context(|| format!("starting tapnet run for {name}"))?;
+        self.runs.push(Run {
+            name: name.into(),
+            child,
+        });
+        Ok(self.runs.len() - 1)
+    }
+
+    /// Wait until sandbox `name` (started as run `idx`) has its interfaces attached;
+    /// its address and MAC on its first network.
+    fn wait_up(&mut self, name: &str, idx: usize) -> anyhow::Result<(Ipv4Addr, String)> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            interrupted()?;
+            let d = self.daemon();
+            if let Ok((_, eps)) = d.sandbox(name) {
+                if let Some((e, _)) = eps.first() {
+                    if eps.iter().all(|(e, _)| d.endpoint_port(&e.id).is_some()) {
+                        let ip = e.ipv4.ok_or_else(|| anyhow!("{name} has no address"))?;
+                        return Ok((ip, e.mac.clone()));
+                    }
+                }
+            }
+            if let Some(st) = self.runs[idx].child.try_wait()? {
+                bail!("tapnet run for {name} exited ({st}) before its sandbox came up");
+            }
+            if Instant::now() >= deadline {
+                bail!("sandbox {name} did not come up within 20s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Run `tapnet demo-client ARGS` in a new sandbox `name` on `net` and read its
+    /// answers (bounded in time).
+    fn check(&mut self, name: &str, net: &str, args: &[&str]) -> anyhow::Result<Vec<Answer>> {
+        let mut cmd = vec![self.exe.display().to_string(), "demo-client".into()];
+        cmd.extend(args.iter().map(|a| a.to_string()));
+        let idx = self.start(name, net, None, &cmd, true)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(st) = self.runs[idx].child.try_wait()? {
+                break st;
+            }
+            interrupted()?;
+            if Instant::now() >= deadline {
+                self.runs[idx].stop();
+                bail!("the check in {name} did not finish within 30s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let child = &mut self.runs[idx].child;
+        let mut out = String::new();
+        let mut err = String::new();
+        if let Some(mut o) = child.stdout.take() {
+            std::io::Read::read_to_string(&mut o, &mut out)?;
+        }
+        if let Some(mut e) = child.stderr.take() {
+            std::io::Read::read_to_string(&mut e, &mut err)?;
+        }
+        let answers = parse_answers(&out);
+        if answers.is_empty() {
+            bail!(
+                "the check in {name} answered nothing ({status}): {}",
+                err.trim()
+            );
+        }
+        Ok(answers)
+    }
+}
+
+fn subnet(n: &NetworkRecord) -> String {
+    let c = &n.ipam[0];
+    format!(
+        "{} gateway {}",
+        c.subnet,
+        c.gateway.map(|g| g.to_string()).unwrap_or_default()
+    )
+}
+
+/// Where a sandbox's interfaces live: its named namespace, or for a rootless one the
+/// namespace of the process that holds them.
+fn netns_path(d: &Daemon, name: &str) -> anyhow::Result<String> {
+    let (sb, _) = d.sandbox(name)?;
+    Ok(match sb.rootless {
+        Some(o) => format!("/proc/{}/ns/net", o.pid),
+        None => format!("{}/{}", tapnet_engine::netns::NETNS_RUN_DIR, sb.netns),
+    })
+}
+
+fn answered_by_db(v: &str) -> bool {
+    v.contains("from db") && !v.contains("unknown")
 }
 
 /// `tapnet demo`.
 pub(crate) fn run() -> anyhow::Result<u8> {
-    if !nix::unistd::geteuid().is_root() {
-        bail!("tapnet demo creates network namespaces and TAP devices: run it as root");
-    }
-    let dir = std::env::temp_dir().join(format!("tapnet-demo-{}", std::process::id()));
+    let root = nix::unistd::geteuid().is_root();
+    let mut demo = Demo {
+        dir: make_state_dir()?,
+        exe: std::env::current_exe().context("finding the tapnet binary")?,
+        daemon: None,
+        api: None,
+        runs: Vec::new(),
+    };
     let cfg = DaemonConfig {
-        state_dir: dir.clone(),
+        state_dir: demo.dir.clone(),
         engine: EngineConfig::default(),
     };
-    let mut guard = Cleanup { daemon: None, dir };
     let d = Arc::new(Daemon::open(&cfg)?);
-    guard.daemon = Some(d.clone());
+    demo.daemon = Some(d.clone());
+    demo.serve_api()?;
     println!("tapnet demo: Docker's single-host bridge deployment, switched in user space");
-    println!("  state: {} (removed at the end)", cfg.state_dir.display());
+    println!("  state: {} (removed at the end)", demo.dir.display());
+    println!(
+        "  sandboxes: {}",
+        if root {
+            "named network namespaces (running as root)"
+        } else {
+            "rootless, each in a user and network namespace of its own (running without root)"
+        }
+    );
 
-    let pets = d.create_network(
-        NetworkSpec {
-            name: "pets".into(),
-            ..Default::default()
-        },
-        false,
-    )?;
-    let other = d.create_network(
-        NetworkSpec {
-            name: "other".into(),
-            ..Default::default()
-        },
-        false,
-    )?;
-    let on = |net: &str| {
-        vec![AttachSpec {
-            network: net.into(),
-            ..Default::default()
-        }]
+    let net = |name: &str| NetworkSpec {
+        name: name.into(),
+        ..Default::default()
     };
-    for name in ["db", "web", "client"] {
-        d.create_sandbox(Some(name.into()), None, on("pets"), &[])?;
-    }
-    d.create_sandbox(Some("stranger".into()), None, on("other"), &[])?;
-    let (db_ip, db_mac, db_ns) = ip_of(&d, "db", "pets")?;
-    let (web_ip, web_mac, web_ns) = ip_of(&d, "web", "pets")?;
-    let (client_ip, _, client_ns) = ip_of(&d, "client", "pets")?;
-    let (stranger_ip, _, stranger_ns) = ip_of(&d, "stranger", "other")?;
+    let pets = d.create_network(net("pets"), false)?;
+    let other = d.create_network(net("other"), false)?;
+    let exe = demo.exe.display().to_string();
+    let db_cmd = [&exe, "demo-server", "db", "--listen", "0.0.0.0:7000"].map(String::from);
+    let idx = demo.start("db", "pets", None, &db_cmd, false)?;
+    let (db_ip, db_mac) = demo.wait_up("db", idx)?;
     let db_addr = SocketAddr::from((db_ip, DB_PORT));
+    let web_cmd = [
+        &exe,
+        "demo-server",
+        "web",
+        "--listen",
+        &format!("0.0.0.0:{WEB_PORT}"),
+        "--db",
+        &db_addr.to_string(),
+    ]
+    .map(String::from);
+    let publish = format!("127.0.0.1::{WEB_PORT}");
+    let idx = demo.start("web", "pets", Some(&publish), &web_cmd, false)?;
+    let (web_ip, web_mac) = demo.wait_up("web", idx)?;
     let web_addr = SocketAddr::from((web_ip, WEB_PORT));
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    let _db = spawn_in(
-        &db_ns,
-        &s(&[
-            "demo-server",
-            "db",
-            "--listen",
-            &format!("0.0.0.0:{DB_PORT}"),
-        ]),
-    )?;
-    let _web = spawn_in(
-        &web_ns,
-        &s(&[
-            "demo-server",
-            "web",
-            "--listen",
-            &format!("0.0.0.0:{WEB_PORT}"),
-            "--db",
-            &db_addr.to_string(),
-        ]),
-    )?;
-    let subnet = |n: &tapnet_engine::daemon::model::NetworkRecord| {
-        let c = &n.ipam[0];
-        format!(
-            "{} gateway {}",
-            c.subnet,
-            c.gateway.map(|g| g.to_string()).unwrap_or_default()
-        )
-    };
+    let published = d
+        .sandbox("web")?
+        .0
+        .ports
+        .iter()
+        .find(|p| p.container_port == WEB_PORT && p.proto == "tcp")
+        .map(|p| SocketAddr::from((p.host_ip, p.host_port)))
+        .ok_or_else(|| anyhow!("web has no published port {WEB_PORT}/tcp"))?;
+
     println!("built:");
     println!("  network  pets      bridge  {}", subnet(&pets));
+    println!("  network  other     bridge  {}", subnet(&other));
     println!(
         "  sandbox  db        {db_ip:<12} {db_mac}  runs: tapnet demo-server db (port {DB_PORT})"
     );
     println!(
         "  sandbox  web       {web_ip:<12} {web_mac}  runs: tapnet demo-server web (port {WEB_PORT}), reads db at {db_addr}"
     );
-    println!("  sandbox  client    {client_ip}");
-    println!("  network  other     bridge  {}", subnet(&other));
-    println!("  sandbox  stranger  {stranger_ip}  (on other)");
+    println!("  port     web       {WEB_PORT}/tcp -> {published}");
+    for name in ["db", "web"] {
+        println!("  netns    {name:<9} {}", netns_path(&d, name)?);
+    }
 
     println!("checked:");
     let mut ok = true;
-    for (key, _) in PETS {
-        match ask_from(&client_ns, web_addr, key, Duration::from_secs(5)) {
-            Ok(v) if v.contains("from db") && !v.contains("unknown") => {
-                println!("  ok    client -> web {web_addr} {key:?}: {v}");
-            }
-            Ok(v) => {
-                ok = false;
-                println!("  FAIL  client -> web {web_addr} {key:?}: unexpected answer {v:?}");
-            }
-            Err(e) => {
-                ok = false;
-                println!("  FAIL  client -> web {web_addr} {key:?}: {e:#}");
-            }
+    let mut verdict = |good: bool, what: String| {
+        ok &= good;
+        println!("  {:<5} {what}", if good { "ok" } else { "FAIL" });
+    };
+    let keys: Vec<&str> = PETS.iter().map(|(k, _)| *k).collect();
+    let web_s = web_addr.to_string();
+    let mut args = vec!["--web", &web_s, "--wait", "10"];
+    args.extend(&keys);
+    let answers = demo.check("client", "pets", &args)?;
+    if let Some(a) = answers.first() {
+        println!(
+            "  sandbox  client    {} (pets), runs: tapnet demo-client",
+            a.from
+        );
+    }
+    for a in &answers {
+        match &a.result {
+            Ok(v) => verdict(
+                answered_by_db(v),
+                format!("client -> web {web_addr} {:?}: {v}", a.key),
+            ),
+            Err(e) => verdict(false, format!("client -> web {web_addr} {:?}: {e}", a.key)),
         }
     }
-    match ask_from(&stranger_ns, web_addr, "max", Duration::ZERO) {
-        Err(e) => println!("  ok    stranger (network other) cannot reach web: {e:#}"),
-        Ok(v) => {
-            ok = false;
-            println!("  FAIL  stranger reached web across networks: {v:?}");
+    let answers = demo.check("stranger", "other", &["--web", &web_s, "max"])?;
+    for a in &answers {
+        println!(
+            "  sandbox  stranger  {} (other), runs: tapnet demo-client",
+            a.from
+        );
+        match &a.result {
+            Err(e) => verdict(
+                true,
+                format!("stranger (network other) cannot reach web: {e}"),
+            ),
+            Ok(v) => verdict(
+                false,
+                format!("stranger reached web across networks: {v:?}"),
+            ),
         }
+    }
+    match ask_until(published, "luna", Instant::now() + Duration::from_secs(10)) {
+        Ok(v) => verdict(
+            answered_by_db(&v),
+            format!("host -> {published} (web's {WEB_PORT}/tcp) \"luna\": {v}"),
+        ),
+        Err(e) => verdict(
+            false,
+            format!("host -> {published} (web's {WEB_PORT}/tcp): {e:#}"),
+        ),
     }
     let st = d.engine().stats();
     let frames: u64 = st.ports.iter().map(|p| p.stats.tx_packets).sum();
     let drops = st.switch.drop_malformed + st.switch.drop_no_domain;
-    println!(
-        "  ok    datapath: {} ports, {frames} frames delivered, {drops} malformed",
-        st.ports.len()
+    verdict(
+        true,
+        format!(
+            "datapath: {} ports, {frames} frames delivered, {drops} malformed",
+            st.ports.len()
+        ),
     );
-    drop(_web);
-    drop(_db);
-    drop(guard);
+    drop(demo);
     println!("removed: servers, sandboxes, networks and state");
     Ok(if ok { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_parse_from_demo_client_lines() {
+        let a = parse_answers(
+            "172.18.0.4\tmax\tok\tmax: dog (from db at 172.18.0.2:7000)\n\
+             172.19.0.2\tmax\terror\tconnect to 172.18.0.3:8000: timed out\n\
+             garbage\n",
+        );
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0].from, "172.18.0.4");
+        assert_eq!(a[0].key, "max");
+        assert!(a[0].result.as_ref().is_ok_and(|v| answered_by_db(v)));
+        assert_eq!(
+            a[1].result,
+            Err("connect to 172.18.0.3:8000: timed out".to_string())
+        );
+    }
 }

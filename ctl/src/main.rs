@@ -67,6 +67,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     match &cli.command {
         Command::Demo => return demo::run(),
         Command::DemoServer(a) => return demo::server(&a.role, a.listen, a.db),
+        Command::DemoClient(a) => return demo::client(a.web, a.wait, &a.keys),
         _ => {}
     }
     let client = Client::new(&socket_path(cli.host, state_dir)?)?;
@@ -76,9 +77,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => run::run(&client, args),
         Command::Port(args) => port::run(&client, args),
         Command::Stats(args) => stats::run(&client, args),
-        Command::Daemon | Command::Demo | Command::DemoServer(_) | Command::RootlessInit(_) => {
-            Ok(0)
-        }
+        Command::Daemon
+        | Command::Demo
+        | Command::DemoServer(_)
+        | Command::DemoClient(_)
+        | Command::RootlessInit(_) => Ok(0),
     }
 }
 

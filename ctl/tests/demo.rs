@@ -1,46 +1,190 @@
-//! `tapnet demo` runs end to end and leaves nothing behind (root only).
+//! `tapnet demo` runs end to end and leaves nothing behind: as root (sandboxes in named
+//! namespaces) and as the unprivileged user `tapnet-test` (rootless sandboxes; `.ci/run`
+//! creates the user and makes `/dev/net/tun` mode 0666).
 
-use std::process::Command;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-fn sandbox_namespaces() -> Vec<String> {
-    std::fs::read_dir("/run/netns")
-        .map(|rd| {
-            rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|n| n.starts_with("tapnet-"))
-                .collect()
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::{Pid, User};
+
+const USER: &str = "tapnet-test";
+
+/// What every demo prints when it built and checked everything; returns its state dir.
+fn check_output(text: &str) -> PathBuf {
+    assert!(!text.contains("FAIL"), "{text}");
+    assert_eq!(text.matches("  ok    client -> web").count(), 3, "{text}");
+    assert!(
+        text.contains("  ok    stranger (network other) cannot reach web"),
+        "{text}"
+    );
+    assert!(text.contains("  ok    host -> 127.0.0.1:"), "{text}");
+    assert!(
+        text.contains("removed: servers, sandboxes, networks and state"),
+        "{text}"
+    );
+    let state = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("state: "))
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("no state line:\n{text}"));
+    PathBuf::from(state)
+}
+
+/// The namespaces of db and web, as the demo printed them.
+fn namespaces(text: &str) -> Vec<String> {
+    let ns: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("netns "))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(String::from)
+        .collect();
+    assert_eq!(ns.len(), 2, "{text}");
+    ns
+}
+
+/// Processes running the binary at `bin` (each one the demo started runs it: `tapnet
+/// run`, `rootless-init` and the servers and checks it execs).
+fn processes_of(bin: &Path) -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                c.split(|&b| b == 0).next() == Some(bin.as_os_str().as_encoded_bytes())
+            })
         })
-        .unwrap_or_default()
+        .collect()
+}
+
+/// A directory anyone can read, holding a copy of the binary; on drop every
+/// process still running that copy is killed by PID and the directory removed.
+struct UserDir {
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+impl Drop for UserDir {
+    fn drop(&mut self) {
+        for pid in processes_of(&self.bin) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Run `tapnet demo` from a copy of the binary, as `user` if given (bounded in time),
+/// check what it printed and that nothing it made is left; returns its output.
+fn run_demo(user: Option<&User>) -> String {
+    let dir = std::env::temp_dir().join(format!(
+        "tapnet-demo-test-{}-{}",
+        std::process::id(),
+        if user.is_some() { "user" } else { "root" }
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let rig = UserDir {
+        bin: dir.join("tapnet"),
+        dir,
+    };
+    std::fs::copy(env!("CARGO_BIN_EXE_tapnet"), &rig.bin).unwrap();
+    std::fs::set_permissions(&rig.bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&rig.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let mut cmd = Command::new(&rig.bin);
+    cmd.arg("demo")
+        .current_dir(&rig.dir)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(u) = user {
+        cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
+    }
+    let mut child = cmd.spawn().expect("run tapnet demo");
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t0.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tapnet demo did not finish within 120s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (mut text, mut err) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "demo failed ({status}):\n{text}\n{err}");
+    let state = check_output(&text);
+    assert!(!state.exists(), "{} left behind", state.display());
+    for ns in namespaces(&text) {
+        assert!(!Path::new(&ns).exists(), "{ns} left behind:\n{text}");
+    }
+    // Nothing it started still runs.
+    let left = processes_of(&rig.bin);
+    assert!(left.is_empty(), "left running: {left:?}");
+    text
 }
 
 #[test]
 fn demo_builds_checks_and_removes() {
-    if !nix::unistd::geteuid().is_root() || !std::path::Path::new("/dev/net/tun").exists() {
-        eprintln!("skipped: tapnet demo needs root and /dev/net/tun");
+    if !nix::unistd::geteuid().is_root() || !Path::new("/dev/net/tun").exists() {
+        eprintln!(
+            "SKIP demo_builds_checks_and_removes: tapnet demo as root needs root and /dev/net/tun"
+        );
         return;
     }
-    let before = sandbox_namespaces();
-    let out = Command::new(env!("CARGO_BIN_EXE_tapnet"))
-        .arg("demo")
-        .output()
-        .expect("run tapnet demo");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = run_demo(None);
     assert!(
-        out.status.success(),
-        "demo failed:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!text.contains("FAIL"), "{text}");
-    assert_eq!(text.matches("  ok    client -> web").count(), 3, "{text}");
-    assert!(
-        text.contains("stranger (network other) cannot reach web"),
+        text.contains("sandboxes: named network namespaces"),
         "{text}"
     );
-    // The demo's own namespaces are gone (others' tests may have theirs meanwhile).
-    let after = sandbox_namespaces();
-    assert!(
-        after
-            .iter()
-            .all(|n| before.contains(n) || !text.contains(n)),
-        "left behind: {after:?}"
-    );
+    assert!(text.contains("/run/netns/tapnet-"), "{text}");
+}
+
+#[test]
+fn demo_runs_rootless_as_an_ordinary_user() {
+    let user = if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP demo_runs_rootless_as_an_ordinary_user: needs root to start it as {USER}");
+        return;
+    } else if std::fs::metadata("/dev/net/tun")
+        .map_or(true, |m| m.permissions().mode() & 0o006 != 0o006)
+    {
+        eprintln!(
+            "SKIP demo_runs_rootless_as_an_ordinary_user: /dev/net/tun is missing or not mode 0666 (.ci/run sets it)"
+        );
+        return;
+    } else {
+        match User::from_name(USER) {
+            Ok(Some(u)) => u,
+            _ => {
+                eprintln!(
+                    "SKIP demo_runs_rootless_as_an_ordinary_user: no user {USER} (.ci/run creates it)"
+                );
+                return;
+            }
+        }
+    };
+    let text = run_demo(Some(&user));
+    assert!(text.contains("sandboxes: rootless"), "{text}");
+    assert!(text.contains("/proc/"), "{text}");
 }
