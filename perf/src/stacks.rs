@@ -524,8 +524,9 @@ mod tests {
 
     #[test]
     fn tapnet_network_options() {
-        let o = network_options(65520);
+        let o = network_options(65520, true);
         assert_eq!(o["tapnet.host_loopback"], "true");
         assert_eq!(o["com.docker.network.driver.mtu"], "65520");
+        assert_eq!(o["tapnet.loopback_splice"], "true");
     }
 }
