@@ -586,3 +586,48 @@ fn socket2_connect_nonblocking(to: SocketAddrV4) -> TcpStream {
     // SAFETY: `fd` is a fresh socket owned by the stream from here on.
     unsafe { TcpStream::from_raw_fd(fd) }
 }
+
+#[test]
+fn loopback_splice_is_an_option_of_the_network() {
+    if !root_or_skip("loopback_splice_is_an_option_of_the_network") {
+        return;
+    }
+    let d = Daemon::start("splice");
+    d.ok(&["network", "create", "--subnet", "10.250.31.0/24", "relayed"]);
+    d.ok(&[
+        "network", "create", "--subnet", "10.250.32.0/24", "-o",
+        "tapnet.loopback_splice=true", "spliced",
+    ]);
+    // A bad value is refused with the option's name, and nothing is created.
+    let err = d.fails(
+        &["network", "create", "-o", "tapnet.loopback_splice=maybe", "bad"],
+        1,
+    );
+    assert!(err.contains("tapnet.loopback_splice"), "{err}");
+    for (net, spliced) in [("relayed", false), ("spliced", true)] {
+        let sb = d.sandbox(&format!("s-{net}"), &[net], &["-p", "127.0.0.1::7000"]);
+        let me = ip(&sb, net);
+        let l = inside(&sb, move || TcpListener::bind((me, 7000)).unwrap());
+        let server = reverse_once(l);
+        let out = d.ok(&["port", &sb.name, "7000"]);
+        let port: u16 = out.trim().rsplit(':').next().unwrap().parse().unwrap();
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(IO_LIMIT)).unwrap();
+        let data = pattern(3 << 20, 0x11);
+        c.write_all(&data).unwrap();
+        c.shutdown(Shutdown::Write).unwrap();
+        let mut back = Vec::new();
+        c.read_to_end(&mut back).unwrap();
+        let peer = server.join().unwrap();
+        let mut want = data;
+        want.reverse();
+        assert!(back == want, "{net}: the bytes that came back differ");
+        // The relay shows the gateway and the client's port; a spliced connection is
+        // local to the sandbox's namespace.
+        let expect = if spliced { me } else { gateway(&sb, net) };
+        assert_eq!(*peer.ip(), expect, "{net}: the peer the sandbox sees");
+        if !spliced {
+            assert_eq!(peer.port(), c.local_addr().unwrap().port());
+        }
+    }
+}

@@ -80,7 +80,7 @@ impl Default for HostNetConfig {
     fn default() -> Self {
         HostNetConfig {
             limits: FlowLimits::default(),
-            tcp_buffer: 256 * 1024,
+            tcp_buffer: 1024 * 1024,
         }
     }
 }
