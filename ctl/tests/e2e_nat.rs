@@ -595,12 +595,23 @@ fn loopback_splice_is_an_option_of_the_network() {
     let d = Daemon::start("splice");
     d.ok(&["network", "create", "--subnet", "10.250.31.0/24", "relayed"]);
     d.ok(&[
-        "network", "create", "--subnet", "10.250.32.0/24", "-o",
-        "tapnet.loopback_splice=true", "spliced",
+        "network",
+        "create",
+        "--subnet",
+        "10.250.32.0/24",
+        "-o",
+        "tapnet.loopback_splice=true",
+        "spliced",
     ]);
     // A bad value is refused with the option's name, and nothing is created.
     let err = d.fails(
-        &["network", "create", "-o", "tapnet.loopback_splice=maybe", "bad"],
+        &[
+            "network",
+            "create",
+            "-o",
+            "tapnet.loopback_splice=maybe",
+            "bad",
+        ],
         1,
     );
     assert!(err.contains("tapnet.loopback_splice"), "{err}");

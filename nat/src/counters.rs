@@ -44,6 +44,9 @@ counters! {
         drop_unsupported,
         /// A reply was due but the output buffer was too small for it.
         drop_no_room,
+        /// IPv4 to a loopback, "this network" or reserved address, which is never
+        /// routed.
+        drop_bad_destination,
         /// Frames routed to the host (egress NAT, or the host's loopback through
         /// the gateway address).
         forwarded,

@@ -105,6 +105,10 @@ pub enum GatewayDrop {
     Unsupported,
     /// The output buffer cannot hold the reply.
     NoRoom,
+    /// IPv4 to an address that is never routed: loopback (127.0.0.0/8), "this network"
+    /// (0.0.0.0/8) or reserved (240.0.0.0/4). The host's loopback is reached only
+    /// through the gateway address, and only where the network asks for it.
+    BadDestination,
 }
 
 /// The gateway address of one network: answers ARP for it and pings to it.
@@ -197,6 +201,7 @@ impl Gateway {
                 GatewayDrop::Internal => c.drop_internal.inc(),
                 GatewayDrop::Unsupported => c.drop_unsupported.inc(),
                 GatewayDrop::NoRoom => c.drop_no_room.inc(),
+                GatewayDrop::BadDestination => c.drop_bad_destination.inc(),
             },
         }
         outcome
@@ -292,6 +297,9 @@ impl Gateway {
             || dst.is_multicast()
             || dst.is_unspecified()
             || self.cfg.contains(dst));
+        if dst != self.cfg.ip && routed && never_routed(dst) {
+            return Outcome::Drop(GatewayDrop::BadDestination);
+        }
         if dst != self.cfg.ip && routed && self.egress.is_some() {
             // Replies must be able to come back: the source is a station of the subnet.
             if !self.cfg.contains(src) || self.bad_source(src) || !eth_src.is_unicast() {
@@ -390,6 +398,13 @@ impl Gateway {
         self.counters.echo_replies.inc();
         Outcome::Reply(len)
     }
+}
+
+/// Loopback, "this network" and reserved (class E) destinations, which no router
+/// forwards (RFC 1122 §3.2.1.3, RFC 1112 §4).
+pub(crate) fn never_routed(dst: Ipv4Addr) -> bool {
+    let o = dst.octets()[0];
+    o == 127 || o == 0 || o >= 240
 }
 
 /// Walks IPv4 options (RFC 791 §3.1, "Options"): `Malformed` for an option

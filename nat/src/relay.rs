@@ -57,6 +57,10 @@ const IP_LEN: usize = 20;
 const IP_MAX: usize = 65535;
 /// The MSS the relay shows smoltcp for a container (IP_MAX − 40).
 const BIG_MSS: u16 = 65495;
+/// Smallest MSS taken from a container (RFC 879's 536 less is allowed by RFC 1122 only
+/// down to what a 128-byte IP packet leaves; Linux's `tcp_min_snd_mss` is 48, Linux
+/// clamps to 88 since 5.x): below it the relay uses it.
+const MIN_MSS: u16 = 88;
 /// Datagrams queued for one flow whose host socket is still being opened.
 const PENDING_DATAGRAMS: usize = 16;
 /// Datagrams queued toward host sockets, all flows together.
@@ -306,7 +310,8 @@ tapnet_switch::counters! {
         icmp_limit,
         /// Flows ended by their idle timeout.
         expired,
-        /// Packets toward another network's subnet, dropped (networks are isolated).
+        /// Packets toward another network's subnet, or toward an address never routed
+        /// (loopback, reserved), dropped (networks are isolated).
         drop_isolated,
         /// Datagrams toward the host dropped because a queue was full.
         host_queue_full,
@@ -574,12 +579,28 @@ impl Relay {
         id
     }
 
-    /// Whether `dst` belongs to another network (the gateway address, in this
-    /// network's own subnet, is the host's when host loopback is on).
+    /// Whether no flow may go to `dst`: another network's subnet (the gateway address,
+    /// in this network's own subnet, is the host's when host loopback is on), or an
+    /// address never routed (loopback, "this network", reserved: the host's loopback is
+    /// reached only through the gateway address).
     fn isolated(&self, dst: Ipv4Addr) -> bool {
-        self.cfg
-            .isolation
-            .contains_other(dst, Some(&self.cfg.gateway))
+        crate::gateway::never_routed(dst)
+            || self
+                .cfg
+                .isolation
+                .contains_other(dst, Some(&self.cfg.gateway))
+    }
+
+    /// The largest MSS the network's MTU allows.
+    fn max_mss(&self) -> u16 {
+        (self.cfg.mtu.clamp(576, 65535) - 40) as u16
+    }
+
+    /// A container's MSS option, within what the network carries: it becomes the
+    /// segment size of the superframes sent back, so a tiny one must not turn one frame
+    /// into thousands of segments.
+    fn clamp_mss(&self, mss: u16) -> u16 {
+        mss.clamp(MIN_MSS, self.max_mss())
     }
 
     /// Where a flow to `dst` goes on the host.
@@ -668,9 +689,10 @@ impl Relay {
                         self.dev.queue_rx(ip);
                         if syn {
                             // The container's SYN-ACK to a published connection.
+                            let max = (self.cfg.mtu.clamp(576, 65535) - 40) as u16;
                             if let Some(pkt) = self.dev.rx.back_mut() {
                                 if let Some(m) = raise_mss(&mut pkt[ihl..]) {
-                                    flow.mss = m;
+                                    flow.mss = m.clamp(MIN_MSS, max);
                                 }
                             }
                         }
@@ -693,7 +715,7 @@ impl Relay {
             }
             None if syn && !ack && !rst => {
                 let mut pkt = ip.to_vec();
-                let mss = raise_mss(&mut pkt[ihl..]).unwrap_or(536);
+                let mss = self.clamp_mss(raise_mss(&mut pkt[ihl..]).unwrap_or(536));
                 let limits = self.cfg.limits;
                 if self.tcp_count >= limits.tcp || self.pending_tcp >= limits.tcp_pending {
                     // No listener: smoltcp answers with a reset.
@@ -875,6 +897,12 @@ impl Relay {
 
     /// The host socket of flow `id` is connected (`Ok`) or could not be.
     pub fn connected(&mut self, now: Duration, id: FlowId, result: Result<(), ConnectError>) {
+        // Segments already queued (another container's SYN to the same address, say)
+        // go through before this flow's listener exists, so it cannot take them.
+        if !self.dev.rx.is_empty() {
+            self.iface
+                .poll(smol_now(now), &mut self.dev, &mut self.sockets);
+        }
         let Some(flow) = self.flows.get_mut(&id) else {
             return;
         };
@@ -1215,7 +1243,10 @@ impl Relay {
             flow.last = now;
         }
         let host_eof = *host_eof;
-        if failed || matches!(state, tcp::State::Closed | tcp::State::TimeWait) {
+        // A connection that ended still delivers what the container sent before its FIN:
+        // the flow stays until the host took it (its writable event pumps again).
+        let drained = sock.recv_queue() == 0;
+        if failed || (drained && matches!(state, tcp::State::Closed | tcp::State::TimeWait)) {
             // TIME-WAIT is not kept: the container is the side that may need it. A
             // connection that closed before the host finished was reset.
             let reset = failed || (state == tcp::State::Closed && !host_eof);
@@ -1306,7 +1337,9 @@ impl Relay {
                 FlowKind::Tcp(TcpState::Connecting { .. }) => idle > timeouts::TCP_SYN_SENT,
                 FlowKind::Tcp(TcpState::Open { handle, .. }) => {
                     match self.sockets.get::<tcp::Socket>(*handle).state() {
-                        tcp::State::Closed | tcp::State::TimeWait => true,
+                        // Its waker reports the end to `pump`, which closes the host
+                        // side the right way; only a flow nobody pumps ends here.
+                        tcp::State::Closed | tcp::State::TimeWait => idle > timeouts::TCP_CLOSING,
                         tcp::State::Established => idle > timeouts::TCP_ESTABLISHED,
                         tcp::State::SynSent | tcp::State::SynReceived | tcp::State::Listen => {
                             idle > timeouts::TCP_SYN_SENT
@@ -1324,25 +1357,29 @@ impl Relay {
                 ended.push(id);
             }
         }
-        for id in ended {
+        let mut aborted = false;
+        for id in &ended {
             if let Some(Flow {
                 kind: FlowKind::Tcp(TcpState::Open { handle, .. }),
                 ..
-            }) = self.flows.get(&id)
+            }) = self.flows.get(id)
             {
                 let s = self.sockets.get_mut::<tcp::Socket>(*handle);
                 if !matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait) {
                     s.abort();
+                    aborted = true;
                 }
             }
+        }
+        if aborted {
+            // Let the resets leave before the sockets go.
+            self.iface
+                .poll(smol_now(now), &mut self.dev, &mut self.sockets);
+        }
+        for id in ended {
             self.counters.expired.inc();
             self.forget(id, true);
         }
-    }
-
-    /// Length of the frame [`Relay::next_frame`] would write next, if any.
-    pub fn peek_frame_len(&self) -> Option<usize> {
-        self.dev.tx.front().map(|p| ETH_LEN + p.len())
     }
 
     /// The next frame for the container network, written into `out` (which must hold

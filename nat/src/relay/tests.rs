@@ -580,3 +580,90 @@ fn other_networks_are_not_reached_through_the_host() {
     iso.remove("other");
     assert!(!iso.contains(Ipv4Addr::new(10, 1, 2, 3)));
 }
+
+#[test]
+fn loopback_and_reserved_destinations_are_never_routed() {
+    let mut g = Gateway::with_egress(gw_cfg());
+    let mut out = [0u8; 128];
+    for dst in [
+        Ipv4Addr::new(127, 0, 0, 1),
+        Ipv4Addr::new(0, 1, 2, 3),
+        Ipv4Addr::new(240, 0, 0, 1),
+    ] {
+        let f = eth_ip(CTR, dst, PROTO_UDP, &[0, 1, 0, 2, 0, 8, 0, 0]);
+        assert_eq!(
+            g.handle(&f, &mut out),
+            crate::Outcome::Drop(crate::GatewayDrop::BadDestination),
+            "{dst}"
+        );
+        // The relay refuses them too, should a frame get there.
+        let mut r = Relay::new(relay_cfg(FlowLimits::default(), true), Duration::ZERO);
+        r.input(Duration::ZERO, &f, false);
+        assert!(r.poll_event().is_none(), "{dst}");
+        assert_eq!(r.counters().snapshot().drop_isolated, 1);
+    }
+    assert_eq!(g.snapshot().drop_bad_destination, 3);
+}
+
+#[test]
+fn data_sent_before_the_fin_waits_for_a_slow_host() {
+    let mut n = Net::new(relay_cfg(FlowLimits::default(), false));
+    let h = n.tcp_socket();
+    let cx = n.iface.context();
+    n.sockets
+        .get_mut::<stcp::Socket>(h)
+        .connect(cx, (IpAddress::Ipv4(REMOTE), 80), 40100)
+        .unwrap();
+    n.step(&mut []);
+    let (id, _, _) = n.connect_event();
+    n.relay.connected(n.now, id, Ok(()));
+    n.step(&mut []);
+    // The host takes nothing for now (its socket buffer is full) and has already
+    // closed its side.
+    let mut host = MemHost {
+        eof: true,
+        block_writes: true,
+        ..Default::default()
+    };
+    let data = vec![7u8; 30_000];
+    let s = n.sockets.get_mut::<stcp::Socket>(h);
+    s.send_slice(&data).unwrap();
+    s.close();
+    for _ in 0..20 {
+        n.step(&mut [(id, &mut host)]);
+    }
+    assert_eq!(n.relay.flow_counts().0, 1, "the flow waits for the host");
+    assert!(host.got.is_empty());
+    // The host socket turns writable: its event pumps the flow.
+    host.block_writes = false;
+    let _ = n.relay.pump(n.now, id, &mut host);
+    for _ in 0..20 {
+        n.step(&mut [(id, &mut host)]);
+    }
+    assert_eq!(
+        host.got.len(),
+        data.len(),
+        "everything sent before the FIN arrived"
+    );
+    assert!(host.got == data);
+    assert!(host.shut);
+    assert_eq!(n.relay.flow_counts().0, 0);
+}
+
+#[test]
+fn a_tiny_mss_is_raised_before_it_sizes_superframes() {
+    let mut r = Relay::new(relay_cfg(FlowLimits::default(), false), Duration::ZERO);
+    // A SYN with MSS 1.
+    let mut tcp = vec![0u8; 24];
+    tcp[0..2].copy_from_slice(&40200u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+    tcp[12] = 6 << 4;
+    tcp[13] = 0x02;
+    tcp[20..24].copy_from_slice(&[2, 4, 0, 1]);
+    let f = eth_ip(CTR, REMOTE, PROTO_TCP, &tcp);
+    r.input(Duration::ZERO, &f, false);
+    let Some(Event::Connect { id, .. }) = r.poll_event() else {
+        panic!("a connect")
+    };
+    assert_eq!(r.flows[&id].mss, MIN_MSS);
+}
