@@ -106,7 +106,10 @@ pub struct FlowLimits {
 impl Default for FlowLimits {
     fn default() -> Self {
         FlowLimits {
-            tcp: 2048,
+            // With 1 MiB buffers each way (the host thread's default), 1,024
+            // connections bound a network's TCP buffers to 2 GiB of address space;
+            // pages are touched only as data passes.
+            tcp: 1024,
             tcp_pending: 256,
             udp: 2048,
             icmp: 256,
@@ -1273,6 +1276,12 @@ impl Relay {
         !*host_eof && s.may_send() && s.send_queue() < s.send_capacity()
     }
 
+    /// End flow `id` now, whatever its kind (its host side is gone): a TCP
+    /// connection is reset toward the container. No [`Event::Close`] follows.
+    pub fn end_flow(&mut self, now: Duration, id: FlowId) {
+        self.host_reset(now, id);
+    }
+
     /// The host stream of TCP flow `id` failed or was reset: reset the container side.
     pub fn host_reset(&mut self, now: Duration, id: FlowId) {
         if let Some(Flow {
@@ -1380,6 +1389,11 @@ impl Relay {
             self.counters.expired.inc();
             self.forget(id, true);
         }
+    }
+
+    /// Length of the frame [`Relay::next_frame`] would write next, if any.
+    pub fn peek_frame_len(&self) -> Option<usize> {
+        self.dev.tx.front().map(|p| ETH_LEN + p.len())
     }
 
     /// The next frame for the container network, written into `out` (which must hold

@@ -209,6 +209,9 @@ impl HostNet {
             published: HashMap::new(),
             open: Arc::clone(&sockets),
             out_frames_blocked: false,
+            again: Vec::new(),
+            busy: false,
+            backoff: false,
             splice: Arc::clone(&splice),
             splice_again: Vec::new(),
             max_spliced: cfg.limits.tcp,
@@ -520,6 +523,13 @@ struct Host {
     open: Arc<AtomicU64>,
     /// The last pass could not hand every frame to the engine.
     out_frames_blocked: bool,
+    /// Sockets whose last read stopped at its budget, not at "would block": with
+    /// edge-triggered readiness no event comes for what is still queued.
+    again: Vec<Token>,
+    /// A network's ring from the engine still held frames after a batch.
+    busy: bool,
+    /// A socket call failed for want of a resource (descriptors): retry shortly.
+    backoff: bool,
     splice: Arc<SpliceCounters>,
     /// Spliced connections whose budget ran out, to pump again.
     splice_again: Vec<Token>,
@@ -537,9 +547,9 @@ impl Host {
     fn run(&mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = if !self.splice_again.is_empty() {
+            let timeout = if !self.splice_again.is_empty() || !self.again.is_empty() || self.busy {
                 Some(Duration::ZERO)
-            } else if self.out_frames_blocked {
+            } else if self.out_frames_blocked || self.backoff {
                 Some(BACKOFF)
             } else {
                 let now = self.now();
@@ -565,6 +575,12 @@ impl Host {
             }
             for t in std::mem::take(&mut self.splice_again) {
                 self.splice_event(t);
+            }
+            self.busy = false;
+            self.backoff = false;
+            self.out_frames_blocked = false;
+            for t in std::mem::take(&mut self.again) {
+                self.socket_event(t);
             }
             for ev in events.iter() {
                 if ev.token() != WAKER {
@@ -637,6 +653,21 @@ impl Host {
             }
             Ctl::Unpublish(id) => {
                 if let Some(t) = self.published.remove(&id) {
+                    // Inbound UDP flows answer through this listener: they end with it,
+                    // before its token can name another listener.
+                    let now = self.now();
+                    for n in self.nets.iter_mut().flatten() {
+                        let gone: Vec<FlowId> = n
+                            .udp_clients
+                            .iter()
+                            .filter(|(_, (lt, _))| *lt == t)
+                            .map(|(id, _)| *id)
+                            .collect();
+                        for id in gone {
+                            n.udp_clients.remove(&id);
+                            n.relay.end_flow(now, id);
+                        }
+                    }
                     self.remove_sock(t, false);
                 }
             }
@@ -871,6 +902,7 @@ impl Host {
                     return;
                 };
                 let mut buf = [0u8; 65536];
+                let mut drained = false;
                 for _ in 0..BATCH {
                     match s.recv(&mut buf) {
                         Ok(k) => {
@@ -884,11 +916,22 @@ impl Host {
                                 },
                             };
                             if !n.relay.datagram_from_host(now, id, msg) {
+                                drained = true;
                                 break;
                             }
                         }
-                        Err(_) => break,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            drained = true;
+                            break;
+                        }
+                        // An ICMP error reported on the socket (ECONNREFUSED after a
+                        // port unreachable): the datagrams behind it still count.
+                        Err(_) => {}
                     }
+                }
+                if !drained {
+                    // Edge-triggered: no new event comes for what is still queued.
+                    self.again.push(t);
                 }
             }
             Sock::TcpListen {
@@ -900,17 +943,27 @@ impl Host {
             } => {
                 let (net, ctr, splice) = (*net, *ctr, splice.clone());
                 let mut accepted = Vec::new();
+                let mut drained = false;
                 for _ in 0..BATCH {
                     match l.accept() {
                         Ok((s, SocketAddr::V4(client))) => accepted.push((s, client)),
                         // An IPv4 listener; anything else is dropped (closed).
                         Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            drained = true;
+                            break;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
                         Err(e) => {
+                            // Out of descriptors, say: try again shortly.
                             tracing::debug!(error = %e, "accept on a published port failed");
+                            self.backoff = true;
                             break;
                         }
                     }
+                }
+                if !drained {
+                    self.again.push(t);
                 }
                 for (s, client) in accepted {
                     let _ = s.set_nodelay(true);
@@ -935,6 +988,7 @@ impl Host {
                     return;
                 };
                 let mut buf = [0u8; 65536];
+                let mut drained = false;
                 for _ in 0..BATCH {
                     match s.recv_from(&mut buf) {
                         Ok((k, SocketAddr::V4(client))) => {
@@ -943,8 +997,15 @@ impl Host {
                             }
                         }
                         Ok(_) => {}
-                        Err(_) => break,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            drained = true;
+                            break;
+                        }
+                        Err(_) => {}
                     }
+                }
+                if !drained {
+                    self.again.push(t);
                 }
             }
         }
@@ -1130,6 +1191,10 @@ impl Host {
             n.relay.input(now, self.pool.frame(&h), gso);
             self.pool.free(h);
         }
+        if !n.from_engine.is_empty() {
+            // More than one batch waits: come back at once, the engine rang only once.
+            self.busy = true;
+        }
         n.relay.poll(now);
         // Events: sockets to open and close.
         let mut opens = Vec::new();
@@ -1204,6 +1269,11 @@ impl Host {
         let mut sent = false;
         let mut blocked = false;
         while let Some(len) = n.relay.peek_frame_len() {
+            if n.to_engine.is_abandoned() {
+                // The gateway port left the engine (its network is going): nobody
+                // would free what is pushed now.
+                break;
+            }
             if n.to_engine.is_full() {
                 blocked = true;
                 break;
@@ -1240,7 +1310,7 @@ impl Host {
                 notifier.notify();
             }
         }
-        self.out_frames_blocked = blocked;
+        self.out_frames_blocked |= blocked;
         for (t, reset) in closed {
             self.remove_sock(t, reset);
         }

@@ -364,10 +364,12 @@ fn published_tcp_and_udp_reach_the_container_from_the_client_address() {
 }
 
 #[test]
-fn ping_leaves_through_a_host_icmp_socket() {
+fn ping_to_the_hosts_loopback_is_never_routed() {
     let mut s = Setup::new(false);
-    // An echo request from the container to the host's loopback, built by hand (the
-    // host answers it; loopback is the only address a test may ping).
+    // An echo request from the container to the host's loopback, built by hand: never
+    // routed (the host's loopback is reached only through the gateway address, for TCP
+    // and UDP, where the network asks for it). Egress ping is tested end to end, toward
+    // a namespace the test makes (ctl/tests/e2e_nat.rs).
     let mut icmp = vec![8, 0, 0, 0, 0x42, 0x42, 0, 7];
     icmp.extend_from_slice(b"tapnet ping");
     let c = tapnet_switch::wire::ipv4::checksum(&icmp);
@@ -386,7 +388,7 @@ fn ping_leaves_through_a_host_icmp_socket() {
     f.extend_from_slice(&icmp);
     assert!(s.dev.0.send(&f));
     let mut reply = None;
-    let end = Instant::now() + LIMIT;
+    let end = Instant::now() + Duration::from_millis(500);
     while reply.is_none() && Instant::now() < end {
         let mut buf = Vec::new();
         if s.dev.0.recv(&mut buf) {
@@ -397,17 +399,8 @@ fn ping_leaves_through_a_host_icmp_socket() {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
-    let r = reply.expect("an echo reply");
-    assert_eq!(
-        &r[26..30],
-        &Ipv4Addr::LOCALHOST.octets(),
-        "from the address pinged"
-    );
-    assert_eq!(&r[30..34], &CTR.octets());
-    let icmp = &r[34..];
-    assert_eq!(&icmp[4..6], &[0x42, 0x42], "the container's identifier");
-    assert_eq!(&icmp[8..], b"tapnet ping");
-    assert_eq!(tapnet_switch::wire::ipv4::checksum(icmp), 0);
+    assert!(reply.is_none(), "the host's loopback answered");
+    assert_eq!(s.host.stats().sockets, 0, "no host socket was opened");
 }
 
 /// A namespace with `CTR` on its loopback interface (`with_addr`) or no address but

@@ -311,6 +311,8 @@ impl PortTx for GatewayTx {
                 }
                 // Routed: the frame itself goes to the host thread, no copy.
                 match &mut self.to_host {
+                    // The host thread let go of this network: nobody would free it.
+                    Some((ring, _)) if ring.is_abandoned() => pool.free(h),
                     Some((ring, _)) => match ring.push(h) {
                         Ok(()) => forwarded = true,
                         Err(rtrb::PushError::Full(h)) => {
