@@ -4,7 +4,10 @@
 //! Rootless sandboxes hand their TAPs to the daemon this way (see
 //! [`crate::daemon::rootless`]). Received fds are kept with the connection
 //! ([`Peer::take_fds`]); since every byte of a request has been read before its handler
-//! runs, the fds sent with a request are there when its handler looks. The peer's
+//! runs, the fds sent with a request are there when its handler looks. They belong to
+//! that request: its handler takes them first thing, and whatever no handler took is
+//! closed when the request ends ([`Peer::drop_fds`]), so a later request on the same
+//! connection never gets them. The peer's
 //! credentials (`SO_PEERCRED`) are taken when the connection is accepted. Both reach
 //! handlers as axum's connect info, so the HTTP stack (hyper, axum) is unchanged.
 
@@ -43,16 +46,26 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// Take every fd received so far on this connection. Errors if some were lost.
+    /// Take every fd received so far on this connection. Errors if some were lost (the
+    /// rest are closed then). Either way the connection starts afresh: no fd, none lost.
     pub fn take_fds(&self) -> Result<Vec<OwnedFd>, String> {
         let mut r = self.received.lock().unwrap_or_else(|e| e.into_inner());
         let fds = std::mem::take(&mut r.fds);
-        if r.lost {
+        if std::mem::take(&mut r.lost) {
             return Err(format!(
                 "file descriptors were lost in transit (at most {MAX_FDS} per request)"
             ));
         }
         Ok(fds)
+    }
+
+    /// Close whatever fds the request just served left (no handler wanted them).
+    /// Returns how many there were.
+    pub fn drop_fds(&self) -> usize {
+        match self.take_fds() {
+            Ok(fds) => fds.len(),
+            Err(_) => 0,
+        }
     }
 }
 
