@@ -174,6 +174,8 @@ fn recv_with_fds(fd: RawFd, buf: &mut [u8], into: &Mutex<Received>) -> io::Resul
 /// Own every fd of the `SCM_RIGHTS` messages in the control data `recvmsg` left in
 /// `mh`. When the kernel cut the data, the last message's `cmsg_len` counts the fds it
 /// installed; a length past the end of the data is clamped to it.
+// `msg_controllen` and `cmsg_len` are `size_t` in glibc but 32 bits in musl.
+#[allow(clippy::unnecessary_cast)]
 fn take_rights(mh: &libc::msghdr) -> Vec<OwnedFd> {
     let mut out = Vec::new();
     let end = mh.msg_control as usize + mh.msg_controllen as usize;
