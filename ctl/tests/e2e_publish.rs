@@ -285,6 +285,56 @@ fn published_ports_are_bound_again_after_restart_and_kill_9() {
     assert!(none_bound(&p), "a removed sandbox's ports came back");
 }
 
+/// Disconnecting a sandbox from the network its ports lead into takes the ports with
+/// the endpoint: its address goes back to IPAM and the next sandbox may get it, so a
+/// port left open would lead to that one. A network the ports do not lead into leaves
+/// them alone.
+#[test]
+fn disconnect_takes_the_ports_with_the_endpoint() {
+    if !root_or_skip("disconnect_takes_the_ports_with_the_endpoint") {
+        return;
+    }
+    let mut d = Daemon::start("publish-disconnect");
+    d.ok(&["network", "create", "--subnet", "10.253.5.0/24", "pub5"]);
+    d.ok(&["network", "create", "--subnet", "10.253.6.0/24", "pub6"]);
+    // Both networks have a gateway; the default route (and the ports) go to pub5, the
+    // name that sorts first. (A dynamic port: a fixed one could race with the other
+    // tests' choice of a free port.)
+    let web = d.sandbox("web", &["pub5", "pub6"], &["-p", "80"]);
+    let p = ports(&d, "web");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].0, "80/tcp");
+    assert!(all_bound(&p));
+
+    d.ok(&["network", "disconnect", "pub6", "web"]);
+    assert_eq!(
+        ports(&d, "web"),
+        p,
+        "a network the ports do not use took them"
+    );
+    assert!(all_bound(&p));
+
+    d.ok(&["network", "disconnect", "pub5", "web"]);
+    assert!(ports(&d, "web").is_empty(), "{:?}", ports(&d, "web"));
+    assert!(
+        none_bound(&p),
+        "the host port still leads to the released address"
+    );
+    assert_eq!(d.ok(&["port", "web"]), "");
+
+    // The next sandbox on pub5 gets web's old address; the host port stays free.
+    let db = d.sandbox("db", &["pub5"], &[]);
+    assert_eq!(db.ip("pub5"), web.ip("pub5"));
+    assert!(none_bound(&p));
+    // Nor do the ports come back with a restart (the record lost them too).
+    d.restart();
+    assert!(ports(&d, "web").is_empty());
+    assert!(
+        none_bound(&p),
+        "a restart published the dropped ports again"
+    );
+}
+
 // ----- the data path (host relay) -----
 
 /// Accept one connection within `limit`.

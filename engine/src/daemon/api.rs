@@ -238,10 +238,19 @@ fn version_response() -> VersionResponse {
 async fn api_version(mut req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<fdpass::Peer>>()
+        .map(|p| p.0.clone());
     let mut resp = match strip_version(&mut req) {
         Ok(()) => next.run(req).await,
         Err(e) => error_response(e),
     };
+    // Fds ride with one request: what its handler did not take is closed now, not left
+    // for the next request on this connection.
+    if let Some(n) = peer.map(|p| p.drop_fds()).filter(|n| *n > 0) {
+        tracing::debug!(%method, %path, fds = n, "API: closed fds the request did not use");
+    }
     tracing::debug!(%method, %path, status = resp.status().as_u16(), "API request");
     let h = resp.headers_mut();
     h.insert(
@@ -567,13 +576,15 @@ async fn sandbox_adopt(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
+    // The fds first: they belong to this request whatever becomes of it.
+    let fds = peer.as_ref().map(|p| p.0.0.take_fds());
     let id = path_id(id)?;
     let req: SandboxAdoptRequest = read_json(&headers, body)?;
     let pid = peer_pid(peer.as_ref())?;
-    let fds = match &peer {
-        Some(p) => p.0.0.take_fds().map_err(ApiError::bad_request)?,
-        None => Vec::new(),
-    };
+    let fds = fds
+        .transpose()
+        .map_err(ApiError::bad_request)?
+        .unwrap_or_default();
     Ok(json(
         StatusCode::OK,
         &s.backend.sandbox_adopt(&id, req.interfaces, fds, pid)?,

@@ -1009,6 +1009,28 @@ impl Daemon {
             return Ok(());
         };
         let mut sb = st.sandboxes[sb_id].clone();
+        // Published ports lead to this endpoint's address when they were published
+        // toward it (or, not live, when it is the default endpoint a restart would
+        // publish them toward). The address goes back to IPAM here and may go to the
+        // next sandbox on the network: the ports go with the endpoint, in the same
+        // commit, so that no host port leads to someone else's address.
+        //
+        // Docker keeps a container's port bindings and programs them again on the
+        // endpoint that becomes the gateway (or when it is connected again). tapnet
+        // does not: refusing the disconnect would forbid a Docker operation, and moving
+        // the ports would mean closing and binding each host port again (another
+        // process may take it in between) toward an address the user did not publish
+        // to, or listing ports no one listens on. The sandbox's `Ports` then show the
+        // truth (none); publishing again means a new sandbox, as for `docker run -p`.
+        let ports_here = !sb.ports.is_empty()
+            && match self.published.target(sb_id) {
+                Some((net, ip)) => net == e.network_id && Some(ip) == e.ipv4,
+                None => default_endpoint(&sb, &st.endpoints, &st.networks)
+                    .is_some_and(|(d, _)| d.id == e.id),
+            };
+        if ports_here {
+            sb.ports.clear();
+        }
         sb.endpoints.retain(|x| x != ep);
         let mut ipam = st.ipam.clone();
         if let (Some(a), Some(cfg)) = (
@@ -1041,6 +1063,10 @@ impl Daemon {
         st.ipam = ipam;
         st.endpoints.remove(ep);
         st.sandboxes.insert(sb.id.clone(), sb.clone());
+        // Still under the state lock: no other sandbox got the address in between.
+        if ports_here {
+            self.published.unpublish(&self.hostnet, sb_id);
+        }
         if let Ok(ns) = crate::netns::NetNs::open(&sb.netns) {
             let route = default_route(&sb, &st.endpoints, &st.networks);
             let _ = sandbox::set_default_route(&ns, route.as_ref().map(|(g, i)| (*g, i.as_str())));

@@ -28,6 +28,10 @@ pub const SOCKET_NAME: &str = "tapnet.sock";
 /// datapath, serve the API on `<state_dir>/tapnet.sock`. Sandboxes outlive it: their
 /// namespaces and persistent TAPs stay, and the next start reattaches them.
 pub fn run_daemon(state_dir: PathBuf) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    match raise_nofile_limit() {
+        Ok(n) => tracing::info!(limit = n, "open file limit (RLIMIT_NOFILE)"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
+    }
     let cfg = DaemonConfig {
         state_dir,
         engine: crate::runtime::EngineConfig::default(),
@@ -52,4 +56,58 @@ pub fn run_daemon(state_dir: PathBuf) -> Result<(), Box<dyn std::error::Error + 
     let _ = std::fs::remove_file(&socket);
     daemon.engine().shutdown();
     Ok(())
+}
+
+/// Raise this process's soft limit of open files to its hard limit; returns the limit
+/// now in force.
+///
+/// Host networking holds many sockets: per network up to 1024 TCP, 2048 UDP and 256
+/// ICMP flows, and a spliced connection takes 6 fds, against a usual soft limit of 1024
+/// (the hard one is often 524288). Raising the soft limit is always allowed; fds above
+/// 1024 only trouble `select(2)`, which nothing here uses.
+pub fn raise_nofile_limit() -> std::io::Result<u64> {
+    // SAFETY: all-zero is a valid rlimit.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: `lim` is a valid rlimit for getrlimit to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let want = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: `want` is a valid rlimit, read only by setrlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        lim = want;
+    }
+    Ok(lim.rlim_cur)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nofile_soft_limit_is_raised_to_the_hard_limit() {
+        // Start from a lower soft limit, as a login session usually gives.
+        // SAFETY: all-zero is a valid rlimit, then filled by getrlimit.
+        let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+        // SAFETY: `lim` is a valid rlimit for getrlimit to fill.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        let hard = lim.rlim_max;
+        if hard > 1024 {
+            let low = libc::rlimit {
+                rlim_cur: 1024,
+                rlim_max: hard,
+            };
+            // SAFETY: `low` is a valid rlimit, read only by setrlimit.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) }, 0);
+        }
+        let got = super::raise_nofile_limit().unwrap();
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        assert_eq!(lim.rlim_cur, lim.rlim_max, "soft limit not raised");
+        assert_eq!((got, lim.rlim_max), (hard, hard));
+    }
 }

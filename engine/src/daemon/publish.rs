@@ -224,7 +224,16 @@ pub fn rebind(ports: &[PortRecord]) -> (Vec<BoundPort>, Vec<(PortRecord, io::Err
 /// The published ports host networking carries, by sandbox id.
 #[derive(Default)]
 pub struct PublishTable {
-    live: Mutex<HashMap<String, Vec<PublishId>>>,
+    live: Mutex<HashMap<String, Published>>,
+}
+
+/// The live ports of one sandbox and where they lead.
+struct Published {
+    /// Network the ports lead into.
+    net: String,
+    /// The sandbox's address on it.
+    ctr_ip: Ipv4Addr,
+    ids: Vec<PublishId>,
 }
 
 impl PublishTable {
@@ -258,22 +267,45 @@ impl PublishTable {
                 }
             }
         }
-        self.lock()
+        let mut live = self.lock();
+        let entry = live
             .entry(sandbox.to_string())
-            .or_default()
-            .extend(ids);
+            .or_insert_with(|| Published {
+                net: net.to_string(),
+                ctr_ip,
+                ids: Vec::new(),
+            });
+        // All ports of a sandbox lead to one address; should it have moved, the ports
+        // published before lead to the old one: close them rather than keep them.
+        if (entry.net.as_str(), entry.ctr_ip) != (net, ctr_ip) {
+            for id in std::mem::take(&mut entry.ids) {
+                hostnet.unpublish(id);
+            }
+            entry.net = net.to_string();
+            entry.ctr_ip = ctr_ip;
+        }
+        entry.ids.extend(ids);
         Ok(())
+    }
+
+    /// Where the live ports of `sandbox` lead: (network id, address on it).
+    pub fn target(&self, sandbox: &str) -> Option<(String, Ipv4Addr)> {
+        self.lock().get(sandbox).map(|p| (p.net.clone(), p.ctr_ip))
     }
 
     /// Close every published port of `sandbox`.
     pub fn unpublish(&self, hostnet: &HostNet, sandbox: &str) {
-        let ids = self.lock().remove(sandbox).unwrap_or_default();
+        let ids = self
+            .lock()
+            .remove(sandbox)
+            .map(|p| p.ids)
+            .unwrap_or_default();
         for id in ids {
             hostnet.unpublish(id);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<PublishId>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Published>> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -4,7 +4,10 @@
 //! Rootless sandboxes hand their TAPs to the daemon this way (see
 //! [`crate::daemon::rootless`]). Received fds are kept with the connection
 //! ([`Peer::take_fds`]); since every byte of a request has been read before its handler
-//! runs, the fds sent with a request are there when its handler looks. The peer's
+//! runs, the fds sent with a request are there when its handler looks. They belong to
+//! that request: its handler takes them first thing, and whatever no handler took is
+//! closed when the request ends ([`Peer::drop_fds`]), so a later request on the same
+//! connection never gets them. The peer's
 //! credentials (`SO_PEERCRED`) are taken when the connection is accepted. Both reach
 //! handlers as axum's connect info, so the HTTP stack (hyper, axum) is unchanged.
 
@@ -16,7 +19,6 @@ use std::task::{Context, Poll, ready};
 
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
-use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 
@@ -44,16 +46,26 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// Take every fd received so far on this connection. Errors if some were lost.
+    /// Take every fd received so far on this connection. Errors if some were lost (the
+    /// rest are closed then). Either way the connection starts afresh: no fd, none lost.
     pub fn take_fds(&self) -> Result<Vec<OwnedFd>, String> {
         let mut r = self.received.lock().unwrap_or_else(|e| e.into_inner());
         let fds = std::mem::take(&mut r.fds);
-        if r.lost {
+        if std::mem::take(&mut r.lost) {
             return Err(format!(
                 "file descriptors were lost in transit (at most {MAX_FDS} per request)"
             ));
         }
         Ok(fds)
+    }
+
+    /// Close whatever fds the request just served left (no handler wanted them).
+    /// Returns how many there were.
+    pub fn drop_fds(&self) -> usize {
+        match self.take_fds() {
+            Ok(fds) => fds.len(),
+            Err(_) => 0,
+        }
     }
 }
 
@@ -108,29 +120,43 @@ pub struct FdStream {
     peer: Peer,
 }
 
+/// Bytes of control data with room for [`MAX_FDS`] fds: one message may bring as many
+/// as a connection may hold; more are cut by the kernel (`MSG_CTRUNC`).
+// SAFETY: CMSG_SPACE is arithmetic on its argument, nothing more.
+const CMSG_BYTES: usize =
+    unsafe { libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<RawFd>()) as u32) } as usize;
+
+/// Control data of one `recvmsg`, aligned for `cmsghdr`.
+#[repr(C, align(8))]
+struct CmsgBuf([u8; CMSG_BYTES]);
+
 /// `recvmsg` into `buf`, keeping any `SCM_RIGHTS` fds in `into`.
+///
+/// Every fd the kernel installed is owned ([`OwnedFd`]) before anything else is looked
+/// at, also when it cut the control data (`MSG_CTRUNC`, more fds than fit): those are
+/// then closed and the connection's fds marked lost, and the bytes read are kept.
+/// (nix's `RecvMsg::cmsgs` refuses truncated control data with `ENOBUFS`, which left
+/// the installed fds with no owner; hence the walk over the raw control data here.)
 fn recv_with_fds(fd: RawFd, buf: &mut [u8], into: &Mutex<Received>) -> io::Result<usize> {
-    let mut cmsg = nix::cmsg_space!([RawFd; 16]);
-    let mut iov = [io::IoSliceMut::new(buf)];
-    let msg = recvmsg::<()>(
-        fd,
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
-    )
-    .map_err(io::Error::from)?;
-    let n = msg.bytes;
-    let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
-    let mut got = Vec::new();
-    for c in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            for raw in fds {
-                // SAFETY: the kernel just installed `raw` in our table for this message;
-                // nothing else owns it.
-                got.push(unsafe { OwnedFd::from_raw_fd(raw) });
-            }
-        }
+    let mut ctl = CmsgBuf([0; CMSG_BYTES]);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths).
+    let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
+    mh.msg_iov = &mut iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = ctl.0.as_mut_ptr().cast();
+    mh.msg_controllen = CMSG_BYTES as _;
+    // SAFETY: `mh` points at `iov` (which covers `buf`, writable for its length) and at
+    // `ctl` (writable for CMSG_BYTES); all outlive the call.
+    let n = unsafe { libc::recvmsg(fd, &mut mh, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
     }
+    let got = take_rights(&mh);
+    let truncated = mh.msg_flags & libc::MSG_CTRUNC != 0;
     if truncated || !got.is_empty() {
         let mut r = into.lock().unwrap_or_else(|e| e.into_inner());
         r.lost |= truncated;
@@ -142,7 +168,45 @@ fn recv_with_fds(fd: RawFd, buf: &mut [u8], into: &Mutex<Received>) -> io::Resul
             }
         }
     }
-    Ok(n)
+    Ok(n as usize)
+}
+
+/// Own every fd of the `SCM_RIGHTS` messages in the control data `recvmsg` left in
+/// `mh`. When the kernel cut the data, the last message's `cmsg_len` counts the fds it
+/// installed; a length past the end of the data is clamped to it.
+// `msg_controllen` and `cmsg_len` are `size_t` in glibc but 32 bits in musl.
+#[allow(clippy::unnecessary_cast)]
+fn take_rights(mh: &libc::msghdr) -> Vec<OwnedFd> {
+    let mut out = Vec::new();
+    let end = mh.msg_control as usize + mh.msg_controllen as usize;
+    // SAFETY: `mh` is the msghdr `recvmsg` just filled: msg_control/msg_controllen
+    // describe the control data it wrote, which CMSG_FIRSTHDR/CMSG_NXTHDR only walk
+    // within (a header they return lies wholly inside it, aligned as the buffer is).
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(mh) };
+    while !c.is_null() {
+        // SAFETY: `c` is a header inside the control data (see above).
+        let (level, kind, len) = unsafe { ((*c).cmsg_level, (*c).cmsg_type, (*c).cmsg_len) };
+        if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
+            // SAFETY: as above; CMSG_DATA and CMSG_LEN are pointer and size arithmetic.
+            let (data, head) = unsafe { (libc::CMSG_DATA(c), libc::CMSG_LEN(0) as usize) };
+            let bytes = (len as usize)
+                .saturating_sub(head)
+                .min(end.saturating_sub(data as usize));
+            for i in 0..bytes / std::mem::size_of::<RawFd>() {
+                // SAFETY: the `bytes` after `data` are inside the control data; the
+                // kernel wrote an fd it installed in our table there, owned by nothing
+                // else (read unaligned: cmsg data has no alignment promise for us).
+                let fd = unsafe {
+                    let raw = data.cast::<RawFd>().add(i).read_unaligned();
+                    OwnedFd::from_raw_fd(raw)
+                };
+                out.push(fd);
+            }
+        }
+        // SAFETY: `c` is a header inside the control data described by `mh`.
+        c = unsafe { libc::CMSG_NXTHDR(mh, c) };
+    }
+    out
 }
 
 impl AsyncRead for FdStream {
@@ -205,8 +269,66 @@ impl AsyncWrite for FdStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nix::sys::socket::{ControlMessage, sendmsg};
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
     use tokio::io::AsyncReadExt;
+
+    /// A connected pair: the sending end, and the receiving end as the API reads it.
+    fn pair() -> (std::os::unix::net::UnixStream, FdStream, Peer) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        let peer = Peer {
+            pid: 0,
+            uid: 0,
+            received: Arc::default(),
+        };
+        let s = FdStream {
+            io: UnixStream::from_std(b).unwrap(),
+            peer: peer.clone(),
+        };
+        (a, s, peer)
+    }
+
+    /// Whether every copy of the pipe's write end is closed: its read end is at EOF
+    /// (a copy still open somewhere makes the non-blocking read fail with EAGAIN).
+    fn write_end_closed(r: &OwnedFd) -> bool {
+        nix::fcntl::fcntl(
+            r,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .unwrap();
+        let mut one = [0u8; 1];
+        match nix::unistd::read(r, &mut one) {
+            Ok(0) => true,
+            Err(nix::errno::Errno::EAGAIN) => false,
+            other => panic!("unexpected read of the pipe: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn fds_past_the_limit_in_one_message_are_all_closed_and_bytes_kept() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (a, mut s, peer) = pair();
+            // MAX_FDS + 6 copies of one pipe's write end in one message: the kernel
+            // installs what fits in the control buffer and cuts the rest (MSG_CTRUNC).
+            let (r, w) = nix::unistd::pipe().unwrap();
+            let fds = vec![w.as_raw_fd(); MAX_FDS + 6];
+            let cm = [ControlMessage::ScmRights(&fds)];
+            let iov = [io::IoSlice::new(b"hello")];
+            sendmsg::<()>(a.as_raw_fd(), &iov, &cm, MsgFlags::empty(), None).unwrap();
+            drop(w);
+            let mut got = [0u8; 5];
+            s.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"hello", "the bytes of a cut message are kept");
+            let err = peer.take_fds().unwrap_err();
+            assert!(err.contains("lost in transit"), "{err}");
+            // Every fd the daemon received was closed: none is left open anywhere.
+            assert!(write_end_closed(&r), "received fds leaked");
+        });
+    }
 
     #[test]
     fn fds_sent_with_bytes_are_kept_for_the_connection() {

@@ -3,6 +3,7 @@
 //! docker CLI itself, when it is installed.
 
 use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -11,10 +12,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use nix::fcntl::{FcntlArg, OFlag};
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use serde_json::{Value, json};
 
 use super::fake::FakeBackend;
-use super::serve;
+use super::{fdpass, serve};
 
 /// A server on a fresh socket in its own directory, stopped and cleaned up on drop.
 struct Server {
@@ -472,6 +475,97 @@ fn sandbox_lifecycle_and_stats() {
     assert_eq!(msg(status, &v), (404, &*format!("No such container: {id}")));
     let (status, _) = s.json("DELETE", "/v1.47/sandboxes/db", None);
     assert_eq!(status, 204);
+}
+
+/// One request with `fds` attached to its bytes, on a kept-alive connection; returns
+/// (status, body) of the answer, read by its Content-Length.
+fn call_with_fds(c: &mut UnixStream, path: &str, body: &str, fds: &[RawFd]) -> (u16, String) {
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let cm = [ControlMessage::ScmRights(fds)];
+    let iov = [std::io::IoSlice::new(req.as_bytes())];
+    let sent = sendmsg::<()>(c.as_raw_fd(), &iov, &cm, MsgFlags::empty(), None).unwrap();
+    c.write_all(&req.as_bytes()[sent..]).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    c.read_exact(&mut body).unwrap();
+    (status, String::from_utf8(body).unwrap())
+}
+
+/// Whether every copy of a pipe's write end is closed: its read end is at EOF (a copy
+/// open anywhere makes the non-blocking read fail with EAGAIN instead).
+fn write_end_closed(r: &OwnedFd) -> bool {
+    nix::fcntl::fcntl(r, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).unwrap();
+    match nix::unistd::read(r, &mut [0u8; 1]) {
+        Ok(0) => true,
+        Err(nix::errno::Errno::EAGAIN) => false,
+        other => panic!("unexpected read of the pipe: {other:?}"),
+    }
+}
+
+/// Fds belong to the request they came with: a request that fails (or does not want
+/// them) leaves none open in the daemon nor for the next request on the connection; too
+/// many in one message are all closed, and fail only that request.
+#[test]
+fn fds_are_closed_with_their_request() {
+    let s = Server::start();
+    let mut c = UnixStream::connect(&s.socket).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let adopt = "/sandboxes/sb/interfaces";
+    let good = r#"{"Interfaces": ["eth0"]}"#;
+
+    // A body that is not JSON: 400, and the fds sent with it are closed.
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let (status, body) = call_with_fds(&mut c, adopt, "{", &[w.as_raw_fd(); 2]);
+    assert_eq!(status, 400, "{body}");
+    drop(w);
+    assert!(write_end_closed(&r), "fds of a failed request stayed open");
+
+    // Any other route: its fds are closed once it is answered.
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let (status, body) = call_with_fds(&mut c, "/networks/prune", "", &[w.as_raw_fd()]);
+    assert_eq!(status, 200, "{body}");
+    drop(w);
+    assert!(
+        write_end_closed(&r),
+        "fds of an unrelated request stayed open"
+    );
+
+    // More than the limit in one message: all closed, that request refused...
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let many = vec![w.as_raw_fd(); fdpass::MAX_FDS + 1];
+    let (status, body) = call_with_fds(&mut c, adopt, good, &many);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        v["message"].as_str().unwrap().contains("lost in transit"),
+        "{body}"
+    );
+    drop(w);
+    assert!(write_end_closed(&r), "fds past the limit leaked");
+
+    // ...and the next request on the connection starts afresh: it reaches the backend
+    // (which has no rootless sandboxes here), not the "lost" error.
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let (status, body) = call_with_fds(&mut c, adopt, good, &[w.as_raw_fd()]);
+    assert_eq!(status, 501, "{body}");
+    drop(w);
+    assert!(write_end_closed(&r));
 }
 
 #[test]
