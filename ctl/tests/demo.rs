@@ -107,7 +107,18 @@ fn run_demo(user: Option<&User>) -> String {
     if let Some(u) = user {
         cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
     }
-    let mut child = cmd.spawn().expect("run tapnet demo");
+    // Another test thread may have forked while the copy was open for writing; its
+    // child holds that descriptor until it execs (ETXTBSY). Bounded retries.
+    let mut tries = 0;
+    let mut child = loop {
+        match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 200 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => break r.expect("run tapnet demo"),
+        }
+    };
     let t0 = Instant::now();
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {

@@ -16,6 +16,21 @@ use serde_json::Value;
 
 const USER: &str = "tapnet-test";
 
+/// Run `f` (a spawn of the copied binary) again while it fails with ETXTBSY: another
+/// test thread may have forked while the copy was open for writing, and its child holds
+/// that descriptor until it execs. Bounded: 200 tries, 10 ms apart.
+fn retry_busy<T>(mut f: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    for _ in 0..200 {
+        match f() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            r => return r,
+        }
+    }
+    f()
+}
+
 /// Everything one test started: a directory the user owns (binary, state), processes.
 struct Rig {
     dir: PathBuf,
@@ -89,7 +104,7 @@ impl Rig {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
+        retry_busy(|| self.cmd(args).output()).unwrap()
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -99,12 +114,13 @@ impl Rig {
     }
 
     fn start_daemon(&mut self) {
-        let child = self
-            .cmd(&["daemon"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = retry_busy(|| {
+            self.cmd(&["daemon"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+        })
+        .unwrap();
         self.daemon = Some(child);
         let socket = self.state().join("tapnet.sock");
         let t0 = Instant::now();
@@ -130,7 +146,7 @@ impl Rig {
     fn run_bg(&mut self, name: &str, args: &[&str]) -> Value {
         let mut all = vec!["run", "--name", name];
         all.extend_from_slice(args);
-        let child = self.cmd(&all).stdout(Stdio::null()).spawn().unwrap();
+        let child = retry_busy(|| self.cmd(&all).stdout(Stdio::null()).spawn()).unwrap();
         self.others.push(child);
         let t0 = Instant::now();
         loop {
