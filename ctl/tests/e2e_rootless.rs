@@ -41,6 +41,19 @@ struct Rig {
     /// Background `tapnet run`s and the commands they started (by PID).
     others: Vec<Child>,
     pids: Vec<i32>,
+    /// Start time of each of `pids` when it was recorded: a PID reused by another
+    /// test's process after ours exited is never killed.
+    starts: Vec<(i32, u64)>,
+}
+
+/// Field 22 (start time) of `/proc/PID/stat`, if the process exists.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 /// The test user, or why the test cannot run.
@@ -80,6 +93,7 @@ impl Rig {
             daemon: None,
             others: Vec::new(),
             pids: Vec::new(),
+            starts: Vec::new(),
         };
         rig.start_daemon();
         rig
@@ -163,6 +177,9 @@ impl Rig {
                     .unwrap_or(0);
                 if pid != 0 && self.others.iter().all(|c| c.id() as i32 != pid) {
                     self.pids.push(pid);
+                    if let Some(t) = start_time(pid) {
+                        self.starts.push((pid, t));
+                    }
                     return sb;
                 }
             }
@@ -177,8 +194,10 @@ impl Rig {
 
 impl Drop for Rig {
     fn drop(&mut self) {
-        for &p in &self.pids {
-            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        for &(p, t) in &self.starts {
+            if start_time(p) == Some(t) {
+                let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            }
         }
         for c in &mut self.others {
             let _ = c.kill();
