@@ -74,12 +74,15 @@ pub struct HostNetConfig {
     pub limits: FlowLimits,
     /// Buffer per direction of one TCP connection, in bytes.
     pub tcp_buffer: usize,
+    /// After an event, keep polling this long before sleeping (zero: sleep at once).
+    pub busy_poll: Duration,
 }
 
 impl Default for HostNetConfig {
     fn default() -> Self {
         HostNetConfig {
             limits: FlowLimits::default(),
+            busy_poll: Duration::from_micros(50),
             tcp_buffer: 1024 * 1024,
         }
     }
@@ -209,6 +212,7 @@ impl HostNet {
             published: HashMap::new(),
             open: Arc::clone(&sockets),
             out_frames_blocked: false,
+            busy_poll: cfg.busy_poll,
             again: Vec::new(),
             busy: false,
             backoff: false,
@@ -523,6 +527,8 @@ struct Host {
     open: Arc<AtomicU64>,
     /// The last pass could not hand every frame to the engine.
     out_frames_blocked: bool,
+    /// See [`HostNetConfig::busy_poll`].
+    busy_poll: Duration,
     /// Sockets whose last read stopped at its budget, not at "would block": with
     /// edge-triggered readiness no event comes for what is still queued.
     again: Vec<Token>,
@@ -546,26 +552,38 @@ impl Host {
 
     fn run(&mut self) {
         let mut events = Events::with_capacity(1024);
+        // When the last event was moments ago, poll without sleeping for a while: on a
+        // VM, waking a halted vCPU costs tens of microseconds, and a request/response
+        // or a connection setup crosses this thread several times in a row.
+        let mut last_event = Instant::now();
         loop {
-            let timeout = if !self.splice_again.is_empty() || !self.again.is_empty() || self.busy {
-                Some(Duration::ZERO)
-            } else if self.out_frames_blocked || self.backoff {
-                Some(BACKOFF)
-            } else {
-                let now = self.now();
-                let mut t: Option<Duration> = None;
-                for n in self.nets.iter_mut().flatten() {
-                    if let Some(d) = n.relay.poll_in(now) {
-                        t = Some(t.map_or(d, |t| t.min(d)));
+            let spinning = self.busy_poll > Duration::ZERO && last_event.elapsed() < self.busy_poll;
+            let timeout =
+                if !self.splice_again.is_empty() || !self.again.is_empty() || self.busy || spinning
+                {
+                    Some(Duration::ZERO)
+                } else if self.out_frames_blocked || self.backoff {
+                    Some(BACKOFF)
+                } else {
+                    let now = self.now();
+                    let mut t: Option<Duration> = None;
+                    for n in self.nets.iter_mut().flatten() {
+                        if let Some(d) = n.relay.poll_in(now) {
+                            t = Some(t.map_or(d, |t| t.min(d)));
+                        }
                     }
-                }
-                t.map(|t| t.min(MAX_SLEEP))
-            };
+                    t.map(|t| t.min(MAX_SLEEP))
+                };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "host networking: poll failed");
                     std::thread::sleep(BACKOFF);
                 }
+            }
+            if !events.is_empty() {
+                last_event = Instant::now();
+            } else if spinning {
+                std::hint::spin_loop();
             }
             while let Ok(c) = self.ctl.try_recv() {
                 if !self.control(c) {
