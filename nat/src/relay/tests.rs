@@ -216,6 +216,17 @@ impl Net {
         self.sockets.add(s)
     }
 
+    /// A new container socket connecting from `local_port` to `to:port`.
+    fn dial(&mut self, to: Ipv4Addr, port: u16, local_port: u16) -> smoltcp::iface::SocketHandle {
+        let h = self.tcp_socket();
+        let cx = self.iface.context();
+        self.sockets
+            .get_mut::<stcp::Socket>(h)
+            .connect(cx, (IpAddress::Ipv4(to), port), local_port)
+            .unwrap();
+        h
+    }
+
     fn connect_event(&mut self) -> (FlowId, Proto, SocketAddrV4) {
         let i = self
             .events
@@ -232,12 +243,7 @@ impl Net {
 #[test]
 fn tcp_egress_carries_bytes_both_ways_and_closes() {
     let mut n = Net::new(relay_cfg(FlowLimits::default(), false));
-    let h = n.tcp_socket();
-    let cx = n.iface.context();
-    n.sockets
-        .get_mut::<stcp::Socket>(h)
-        .connect(cx, (IpAddress::Ipv4(REMOTE), 80), 40000)
-        .unwrap();
+    let h = n.dial(REMOTE, 80, 40000);
     n.step(&mut []);
     let (id, proto, dst) = n.connect_event();
     assert_eq!((proto, dst), (Proto::Tcp, SocketAddrV4::new(REMOTE, 80)));
@@ -327,12 +333,7 @@ fn refused_connect_resets_and_limits_reset_too() {
 #[test]
 fn host_loopback_maps_the_gateway_address() {
     let mut n = Net::new(relay_cfg(FlowLimits::default(), true));
-    let h = n.tcp_socket();
-    let cx = n.iface.context();
-    n.sockets
-        .get_mut::<stcp::Socket>(h)
-        .connect(cx, (IpAddress::Ipv4(GW), 5201), 40001)
-        .unwrap();
+    n.dial(GW, 5201, 40001);
     n.step(&mut []);
     let (_, proto, dst) = n.connect_event();
     assert_eq!(
@@ -341,12 +342,7 @@ fn host_loopback_maps_the_gateway_address() {
     );
     // Without the option, nothing listens there: the connect is reset.
     let mut n = Net::new(relay_cfg(FlowLimits::default(), false));
-    let h = n.tcp_socket();
-    let cx = n.iface.context();
-    n.sockets
-        .get_mut::<stcp::Socket>(h)
-        .connect(cx, (IpAddress::Ipv4(GW), 5201), 40001)
-        .unwrap();
+    let h = n.dial(GW, 5201, 40001);
     n.step(&mut []);
     assert!(n.events.is_empty());
     assert_eq!(
@@ -554,12 +550,7 @@ fn other_networks_are_not_reached_through_the_host() {
     // Its own subnet is listed too, as the host lists every network's.
     iso.insert("own", GW, 24);
     let mut n = Net::new(cfg);
-    let h = n.tcp_socket();
-    let cx = n.iface.context();
-    n.sockets
-        .get_mut::<stcp::Socket>(h)
-        .connect(cx, (IpAddress::Ipv4(Ipv4Addr::new(10, 1, 2, 3)), 80), 40000)
-        .unwrap();
+    let h = n.dial(Ipv4Addr::new(10, 1, 2, 3), 80, 40000);
     n.step(&mut []);
     // Dropped, unanswered, as Docker's isolation rules drop it.
     assert!(n.events.is_empty());
@@ -569,12 +560,7 @@ fn other_networks_are_not_reached_through_the_host() {
     );
     assert_eq!(n.relay.counters().snapshot().drop_isolated, 1);
     // The gateway address itself (host loopback) is not another network.
-    let h2 = n.tcp_socket();
-    let cx = n.iface.context();
-    n.sockets
-        .get_mut::<stcp::Socket>(h2)
-        .connect(cx, (IpAddress::Ipv4(GW), 80), 40001)
-        .unwrap();
+    n.dial(GW, 80, 40001);
     n.step(&mut []);
     assert_eq!(n.relay.counters().snapshot().drop_isolated, 1);
     iso.remove("other");
@@ -608,12 +594,7 @@ fn loopback_and_reserved_destinations_are_never_routed() {
 #[test]
 fn data_sent_before_the_fin_waits_for_a_slow_host() {
     let mut n = Net::new(relay_cfg(FlowLimits::default(), false));
-    let h = n.tcp_socket();
-    let cx = n.iface.context();
-    n.sockets
-        .get_mut::<stcp::Socket>(h)
-        .connect(cx, (IpAddress::Ipv4(REMOTE), 80), 40100)
-        .unwrap();
+    let h = n.dial(REMOTE, 80, 40100);
     n.step(&mut []);
     let (id, _, _) = n.connect_event();
     n.relay.connected(n.now, id, Ok(()));
