@@ -920,6 +920,10 @@ impl Relay {
                             tcp::SocketBuffer::new(vec![0; self.cfg.tcp_buffer]),
                         );
                         sock.set_nagle_enabled(false);
+                        // Immediate ACKs: the container link is memory. They also keep
+                        // smoltcp 0.12 from judging its window against a stale ACK: it
+                        // panics when a peer sent past a rounded-down scaled window
+                        // while an ACK was delayed (smoltcp issue 1048).
                         sock.set_ack_delay(None);
                         let local = IpListenEndpoint {
                             addr: Some(IpAddress::Ipv4(*flow.key.1.ip())),
@@ -1084,6 +1088,7 @@ impl Relay {
             tcp::SocketBuffer::new(vec![0; self.cfg.tcp_buffer]),
         );
         sock.set_nagle_enabled(false);
+        // Immediate ACKs, as for egress flows (see `connected`).
         sock.set_ack_delay(None);
         let remote = IpEndpoint::new(IpAddress::Ipv4(*ctr.ip()), ctr.port());
         let local = IpListenEndpoint {

@@ -141,6 +141,8 @@ struct Net {
     relay: Relay,
     events: Vec<Event>,
     datagrams: Vec<(FlowId, Vec<u8>)>,
+    /// The last frame the relay sent toward the container.
+    last_from_relay: Vec<u8>,
 }
 
 impl Net {
@@ -163,6 +165,7 @@ impl Net {
             relay: Relay::new(cfg, Duration::ZERO),
             events: Vec::new(),
             datagrams: Vec::new(),
+            last_from_relay: Vec::new(),
         }
     }
 
@@ -194,6 +197,7 @@ impl Net {
             self.relay.poll(self.now);
             while let Some(f) = self.relay.next_frame(&mut out) {
                 moved = true;
+                self.last_from_relay = out[..f.len].to_vec();
                 self.wire.to_ctr.push_back(out[..f.len].to_vec());
             }
             while let Some(e) = self.relay.poll_event() {
@@ -647,4 +651,120 @@ fn a_tiny_mss_is_raised_before_it_sizes_superframes() {
         panic!("a connect")
     };
     assert_eq!(r.flows[&id].mss, MIN_MSS);
+}
+
+#[test]
+fn window_updates_after_the_containers_fin_are_honoured_at_once() {
+    // The container sends its request and closes its side first; the host answers
+    // with far more than the container's window, then ends. Every time the container
+    // frees its window the relay must go on at once, not after a zero-window probe.
+    // The relay buffers more than the container's window (256 KiB), so the window
+    // closes while the relay has the host's end and bytes still to send.
+    let mut n = Net::new(RelayConfig {
+        tcp_buffer: 1 << 20,
+        ..relay_cfg(FlowLimits::default(), false)
+    });
+    let h = n.dial(REMOTE, 80, 40300);
+    n.step(&mut []);
+    let (id, _, _) = n.connect_event();
+    n.relay.connected(n.now, id, Ok(()));
+    n.step(&mut []);
+    let down: Vec<u8> = (0..3_000_000u32).map(|i| (i * 11 % 249) as u8).collect();
+    let mut host = MemHost {
+        to_ctr: down.iter().copied().collect(),
+        eof: true,
+        ..Default::default()
+    };
+    let s = n.sockets.get_mut::<stcp::Socket>(h);
+    s.send_slice(b"GET").unwrap();
+    s.close();
+    let start = n.now;
+    let mut got = Vec::new();
+    for _ in 0..200 {
+        n.step(&mut [(id, &mut host)]);
+        let s = n.sockets.get_mut::<stcp::Socket>(h);
+        while s.can_recv() {
+            s.recv(|b| {
+                got.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+        if got.len() == down.len() && n.relay.flow_counts().0 == 0 {
+            break;
+        }
+    }
+    assert_eq!(got.len(), down.len());
+    assert!(got == down, "host → container bytes differ");
+    assert_eq!(host.got, b"GET");
+    assert_eq!(n.relay.flow_counts().0, 0, "the flow ended");
+    // Simulated time: a single zero-window probe would have cost a second.
+    let took = n.now - start;
+    assert!(took < Duration::from_millis(500), "took {took:?}");
+}
+
+/// Sequence, acknowledgement and window fields of the TCP segment in an Ethernet frame.
+fn tcp_fields(frame: &[u8]) -> (u32, u32, u16) {
+    let ip = &frame[14..];
+    let t = &ip[usize::from(ip[0] & 0x0f) * 4..];
+    let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    (
+        be32(&t[4..]),
+        be32(&t[8..]),
+        u16::from_be_bytes([t[14], t[15]]),
+    )
+}
+
+#[test]
+fn bytes_beyond_the_advertised_window_do_not_crash_the_relay() {
+    // The relay's window is scaled (64 KiB buffer: shift 1), so what it advertises is
+    // rounded down. A container may send past the advertised edge (a bad sender, or a
+    // good one using an earlier, larger advertisement). smoltcp 0.12 takes such bytes
+    // when they fit its buffer, and panics computing its next window if an ACK is
+    // still owed; the relay never delays its ACKs, so it goes on.
+    let mut n = Net::new(relay_cfg(FlowLimits::default(), false));
+    let h = n.dial(REMOTE, 80, 40400);
+    n.step(&mut []);
+    let (id, _, _) = n.connect_event();
+    n.relay.connected(n.now, id, Ok(()));
+    n.step(&mut []);
+    // The host takes nothing: everything stays in the relay's receive buffer.
+    let mut host = MemHost {
+        block_writes: true,
+        ..Default::default()
+    };
+    n.sockets
+        .get_mut::<stcp::Socket>(h)
+        .send_slice(b"x")
+        .unwrap();
+    n.step(&mut [(id, &mut host)]);
+    let segment = |seq: u32, ack: u32, len: usize| {
+        let mut t = vec![0u8; 20 + len];
+        t[0..2].copy_from_slice(&40400u16.to_be_bytes());
+        t[2..4].copy_from_slice(&80u16.to_be_bytes());
+        t[4..8].copy_from_slice(&seq.to_be_bytes());
+        t[8..12].copy_from_slice(&ack.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = 0x10;
+        t[14..16].copy_from_slice(&u16::MAX.to_be_bytes());
+        t[20..].fill(b'y');
+        eth_ip(CTR, REMOTE, PROTO_TCP, &t)
+    };
+    // 40,000 bytes: 40,001 buffered, 25,535 free, advertised as 12,767 << 1 = 25,534.
+    let (seq, ack, _) = tcp_fields(&n.last_from_relay);
+    n.wire.from_ctr.push_back(segment(ack, seq, 40_000));
+    n.step(&mut [(id, &mut host)]);
+    let (seq, ack, win) = tcp_fields(&n.last_from_relay);
+    let edge = usize::from(win) << 1;
+    assert_eq!(edge, 25_534, "the relay's window is rounded down");
+    // One byte past the advertised edge, and still inside the buffer.
+    n.wire.from_ctr.push_back(segment(ack, seq, edge + 1));
+    n.step(&mut [(id, &mut host)]);
+    // The host thread asks for the next timer after each round.
+    let _ = n.relay.poll_in(n.now);
+    host.block_writes = false;
+    let _ = n.relay.pump(n.now, id, &mut host);
+    n.step(&mut [(id, &mut host)]);
+    let _ = n.relay.poll_in(n.now);
+    assert_eq!(host.got.len(), 1 + 40_000 + edge + 1);
 }
