@@ -56,7 +56,7 @@ pub const OPT_HOST_LOOPBACK: &str = "tapnet.host_loopback";
 
 /// tapnet's own bridge option: connections from the host's loopback to a published TCP
 /// port are spliced into the sandbox's namespace (`true` or `false`, default `false`).
-/// Faster, but the sandbox then sees its own address as the peer, where by default it
+/// Faster, but the sandbox then sees its own 127.0.0.1 as the peer, where by default it
 /// sees the gateway address and the client's port, as Docker's proxy shows them.
 pub const OPT_LOOPBACK_SPLICE: &str = "tapnet.loopback_splice";
 

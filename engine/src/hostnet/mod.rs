@@ -325,7 +325,7 @@ impl HostNet {
     /// socket made inside `netns` (the container's network namespace, e.g.
     /// `/run/netns/NAME` opened) connects to `ctr`, and the bytes move between the two
     /// sockets with `splice(2)`. `netns` may be closed after the call. The container
-    /// sees such a client coming from its own address. When no such connection can be made (but the container did not refuse
+    /// sees such a client coming from its 127.0.0.1. When no such connection can be made (but the container did not refuse
     /// it) the client takes the relay path. Other clients, and UDP, always take the
     /// relay path. Fails when `netns` cannot be entered (not a network namespace, or no
     /// CAP_SYS_ADMIN over it); nothing is published then.

@@ -16,9 +16,15 @@
 //! The connection goes to the container's own address and port (`ctr`), not to
 //! 127.0.0.1 as pasta does: the same services are reachable as through the relay path
 //! (and Docker's proxy), whether the client is local or not, including services bound
-//! to the interface address only, and none bound to the container's loopback only. The
-//! container sees the connection coming from its own address (it is local to the
-//! namespace), where the relay path shows the gateway address.
+//! to the interface address only, and none bound to the container's loopback only. It
+//! comes from the namespace's 127.0.0.1, as pasta's does (the relay path shows the
+//! gateway address): this socket closes first, so its port stays in TIME-WAIT for a
+//! minute, and Linux reuses such ports after a second only for loopback addresses
+//! (`tcp_tw_reuse`'s default). From the container's own address, the ephemeral range
+//! would run out at about 28,000 connections a minute, each connect slower as it
+//! fills (a port search of milliseconds at 20,000). The address is bound with
+//! `IP_BIND_ADDRESS_NO_PORT`, so the port is chosen by `connect`, which may reuse
+//! such ports. A namespace whose loopback is down gets sockets from its own address.
 //!
 //! Each direction has a pipe: `splice` moves bytes from the source socket into the pipe
 //! and from the pipe into the destination socket, without copying them through user
@@ -172,7 +178,27 @@ fn tcp_socket() -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: `fd` is a fresh descriptor this function owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // From 127.0.0.1, the port left to connect (see the module docs); without it when
+    // the loopback is down.
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt on a socket owned here, with an int option of its size.
+    let set = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if set == 0 {
+        let lo = nix::sys::socket::SockaddrIn::new(127, 0, 0, 1, 0);
+        if let Err(e) = nix::sys::socket::bind(fd.as_raw_fd(), &lo) {
+            tracing::debug!(error = %e, "no loopback address for a spliced port's sockets");
+        }
+    }
+    Ok(fd)
 }
 
 /// Start a non-blocking connect of `fd` to `dst`: `Ok` when it completed or is in

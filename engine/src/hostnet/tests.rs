@@ -539,7 +539,9 @@ fn loopback_clients_of_a_spliced_port_are_spliced_into_the_namespace() {
     // The container saw its own address as the peer.
     let peers = server.join().unwrap();
     assert!(
-        peers.iter().all(|p| p.ip() == std::net::IpAddr::V4(CTR)),
+        peers
+            .iter()
+            .all(|p| p.ip() == std::net::IpAddr::V4(Ipv4Addr::LOCALHOST)),
         "{peers:?}"
     );
     let st = s.host.stats();
