@@ -7,10 +7,18 @@
 //! It enters a new user and network namespace, maps its own uid and gid (after `deny` to
 //! setgroups, as an unprivileged process must), brings `lo` up, asks the daemon which
 //! interfaces to make, creates and configures the TAPs (it holds every capability in its
-//! namespaces until it execs), sends their fds to the daemon over the API socket
-//! (`SCM_RIGHTS`), and execs the command, which keeps the user's identity and has no
-//! capability left. ICMP echo sockets are allowed for the user's group, so `ping` works
-//! without privilege.
+//! namespaces), sends their fds to the daemon over the API socket (`SCM_RIGHTS`), and
+//! starts the command as its child, which keeps the user's identity and has no
+//! capability left (and gets SIGKILL if this process dies). ICMP echo sockets are
+//! allowed for the user's group, so `ping` works without privilege.
+//!
+//! It then stays, as the sandbox's keeper, until the command ends: the command's status
+//! is its status, and the signals `tapnet run` relays are passed on. It keeps its own
+//! copies of the TAP fds, so the interfaces outlive a daemon that crashes or restarts,
+//! with their addresses and routes; once a second it looks at the daemon's socket file,
+//! and when a new daemon made it again it sends the fds again. The new daemon found the
+//! sandbox in its state with its owner (this process) alive and attaches them: the
+//! sandbox is back on its networks, published ports included.
 //!
 //! The two requests are written by hand on a blocking Unix stream: hyper cannot attach
 //! ancillary data to a request's bytes, and a tokio runtime is not wanted here.
@@ -23,8 +31,14 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use anyhow::{Context, anyhow, bail};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::CloneFlags;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus};
+use nix::unistd::ForkResult;
+use std::os::fd::AsFd;
 use tapnet_engine::daemon::rootless::{SandboxAdoptRequest, SandboxInterfaces};
 use tapnet_engine::daemon::sandbox::{IfaceConfig, configure};
 use tapnet_engine::daemon::types::ErrorResponse;
@@ -41,16 +55,66 @@ const EXIT_CANNOT_INVOKE: u8 = 126;
 /// The command was not found.
 const EXIT_NOT_FOUND: u8 = 127;
 
-/// Set up the sandbox, then exec the command; returns only on failure, with the status.
+/// Set up the sandbox, run the command and keep the sandbox until it ends; returns the
+/// command's status (Docker's: its code, or 128+N after signal N).
 pub(crate) fn init(a: RootlessInitArgs) -> u8 {
-    if let Err(e) = setup(&a.socket, &a.sandbox) {
-        eprintln!("tapnet: rootless sandbox: {e:#}");
-        return EXIT_RUN_FAILED;
+    let kept = match setup(&a.socket, &a.sandbox) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("tapnet: rootless sandbox: {e:#}");
+            return EXIT_RUN_FAILED;
+        }
+    };
+    match keep(&a.socket, kept, &a.cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tapnet: rootless sandbox: {e:#}");
+            EXIT_RUN_FAILED
+        }
     }
-    exec(&a.cmd)
 }
 
-fn setup(socket: &Path, sandbox: &str) -> anyhow::Result<()> {
+/// What the keeper needs to give a new daemon the sandbox's TAPs again.
+struct Kept {
+    /// `/sandboxes/{id}/interfaces`.
+    path: String,
+    /// The adopt request's body.
+    body: Vec<u8>,
+    taps: Vec<Tap>,
+    /// The daemon's socket file when the TAPs were last sent.
+    socket_id: Option<SocketId>,
+}
+
+impl Kept {
+    /// Send the TAPs to the daemon listening on `socket`. A daemon that answers, even
+    /// with an error (it removed the sandbox), is not asked again; one that cannot be
+    /// reached yet is.
+    fn send(&mut self, socket: &Path) -> anyhow::Result<()> {
+        let id = socket_id(socket);
+        UnixStream::connect(socket).with_context(|| {
+            format!(
+                "cannot connect to the tapnet daemon at unix://{}",
+                socket.display()
+            )
+        })?;
+        self.socket_id = id;
+        let fds: Vec<RawFd> = self.taps.iter().map(|t| t.fd(0).as_raw_fd()).collect();
+        call(socket, "POST", &self.path, &self.body, &fds).map(drop)
+    }
+}
+
+/// Which file is at `p`: device, inode and change time (a file made after another was
+/// removed may get its inode number).
+fn socket_id(p: &Path) -> Option<SocketId> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p)
+        .ok()
+        .map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
+}
+
+type SocketId = (u64, u64, i64, i64);
+
+fn setup(socket: &Path, sandbox: &str) -> anyhow::Result<Kept> {
     let uid = nix::unistd::geteuid();
     let gid = nix::unistd::getegid();
     nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET).map_err(|e| {
@@ -109,11 +173,90 @@ fn setup(socket: &Path, sandbox: &str) -> anyhow::Result<()> {
     let req = SandboxAdoptRequest {
         interfaces: taps.iter().map(|t| t.name().to_string()).collect(),
     };
-    let fds: Vec<RawFd> = taps.iter().map(|t| t.fd(0).as_raw_fd()).collect();
-    call(socket, "POST", &path, &serde_json::to_vec(&req)?, &fds)?;
-    // Our copies close here: only the daemon reads and writes the TAPs.
-    drop(taps);
-    Ok(())
+    let mut kept = Kept {
+        path,
+        body: serde_json::to_vec(&req)?,
+        taps,
+        socket_id: None,
+    };
+    // Our copies stay open, unused: only the daemon reads and writes the TAPs.
+    kept.send(socket)?;
+    Ok(kept)
+}
+
+/// Signals `tapnet run` relays, passed on to the command.
+const RELAYED: [Signal; 4] = [
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+];
+/// How often the keeper looks for a new daemon.
+const DAEMON_CHECK_MS: u16 = 1000;
+
+/// Run `cmd` as a child and wait for it, passing signals on and giving a restarted
+/// daemon the TAPs again.
+fn keep(socket: &Path, mut kept: Kept, cmd: &[String]) -> anyhow::Result<u8> {
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    for s in RELAYED {
+        mask.add(s);
+    }
+    // Blocked before the fork, so none is lost; the child unblocks them before exec.
+    let old = mask.thread_swap_mask(SigmaskHow::SIG_BLOCK)?;
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)?;
+    let parent = nix::unistd::getpid();
+    // SAFETY: this process is single-threaded (see the module docs), so the child may
+    // run any code; it only execs or exits.
+    let child = match unsafe { nix::unistd::fork() }? {
+        ForkResult::Child => {
+            let _ = old.thread_set_mask();
+            // SAFETY: prctl(2) with integer arguments only.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+            // The keeper died before the line above took effect.
+            if nix::unistd::getppid() != parent {
+                std::process::exit(i32::from(EXIT_RUN_FAILED));
+            }
+            std::process::exit(i32::from(exec(cmd)));
+        }
+        ForkResult::Parent { child } => child,
+    };
+    loop {
+        let ready = {
+            let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+            poll(&mut fds, PollTimeout::from(DAEMON_CHECK_MS))
+        };
+        match ready {
+            Ok(0) => {
+                let id = socket_id(socket);
+                if id.is_some() && id != kept.socket_id {
+                    // A new daemon; one still starting is tried again next time (the
+                    // keeper prints nothing: its output is the command's terminal).
+                    let _ = kept.send(socket);
+                }
+                continue;
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let Some(info) = sfd.read_signal()? else {
+            continue;
+        };
+        let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+            continue;
+        };
+        if sig == Signal::SIGCHLD {
+            match nix::sys::wait::waitpid(child, Some(WaitPidFlag::WNOHANG))? {
+                WaitStatus::Exited(_, code) => return Ok((code & 0xff) as u8),
+                WaitStatus::Signaled(_, s, _) => return Ok((128 + s as i32).min(255) as u8),
+                _ => continue,
+            }
+        }
+        if matches!(sig, Signal::SIGINT | Signal::SIGQUIT) && crate::run::terminal_reaches_child() {
+            continue;
+        }
+        let _ = nix::sys::signal::kill(child, sig);
+    }
 }
 
 fn write_proc(path: &str, v: &str) -> anyhow::Result<()> {

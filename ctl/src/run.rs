@@ -84,7 +84,7 @@ impl Signals {
 }
 
 /// True when the terminal sends its signals to our (and so the command's) process group.
-fn terminal_reaches_child() -> bool {
+pub(crate) fn terminal_reaches_child() -> bool {
     let stdin = std::io::stdin();
     // SAFETY: tcgetpgrp only reads the terminal's foreground group of a valid fd.
     let fg = unsafe { libc::tcgetpgrp(stdin.as_raw_fd()) };

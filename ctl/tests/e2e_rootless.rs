@@ -495,3 +495,79 @@ fn rootless_sandboxes_reach_the_host_and_publish_ports() {
     }
     assert_eq!(answer.trim(), "dog, 7 years, likes the beach");
 }
+
+/// Ask the demo's db server behind host port `port` on 127.0.0.1, for up to `limit`.
+fn ask_published(port: u16, limit: Duration) -> String {
+    use std::io::{Read, Write};
+    let mut answer = String::new();
+    let t0 = Instant::now();
+    while answer.is_empty() && t0.elapsed() < limit {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = s.write_all(b"max\n");
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            let _ = s.read_to_string(&mut answer);
+        }
+        if answer.is_empty() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    answer
+}
+
+#[test]
+fn a_restarted_daemon_gets_the_taps_of_live_rootless_sandboxes_again() {
+    let Some(user) =
+        user_or_skip("a_restarted_daemon_gets_the_taps_of_live_rootless_sandboxes_again")
+    else {
+        return;
+    };
+    let mut rig = Rig::new("again", &user);
+    rig.ok(&["network", "create", "--subnet", "10.249.2.0/24", "back"]);
+    let bin = rig.bin.display().to_string();
+    let db = rig.run_bg(
+        "db",
+        &[
+            "--network",
+            "back",
+            "-p",
+            "127.0.0.1::7000",
+            "--",
+            &bin,
+            "demo-server",
+            "db",
+            "--listen",
+            "0.0.0.0:7000",
+        ],
+    );
+    let mapping = rig.ok(&["port", "db", "7000"]);
+    let host_port: u16 = mapping
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("tapnet port: {mapping:?}"));
+    let want = "dog, 7 years, likes the beach";
+    assert_eq!(
+        ask_published(host_port, Duration::from_secs(10)).trim(),
+        want
+    );
+    // The daemon crashes, and the sandbox's process lives on: its keeper holds the
+    // TAPs, and gives them to the next daemon.
+    rig.crash_daemon();
+    rig.start_daemon();
+    assert_eq!(
+        rig.ok(&["port", "db", "7000"]),
+        mapping,
+        "the same host port"
+    );
+    assert_eq!(
+        ask_published(host_port, Duration::from_secs(20)).trim(),
+        want,
+        "the published port after the restart"
+    );
+    // Sandbox to sandbox too: a new rootless sandbox reaches db's address.
+    let o = ask_db(&rig, "back", &ip_on(&db, "back"));
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), want);
+}

@@ -496,6 +496,14 @@ impl Daemon {
                 self.restore_ports(&st, sb);
             }
         }
+        // A rootless sandbox whose process lives on gets its interfaces back when the
+        // process sends its TAPs again; its ports are bound now, as they were.
+        for sb in sbs
+            .iter()
+            .filter(|s| s.rootless.is_some() && st.sandboxes.contains_key(&s.id))
+        {
+            self.restore_ports(&st, sb);
+        }
         Ok(())
     }
 

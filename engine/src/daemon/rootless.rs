@@ -21,16 +21,19 @@
 //!    socket to secure and find.
 //! 4. The daemon checks each fd with `TUNGETIFF` (a TAP, named as the endpoint's
 //!    interface), attaches it to the network's bridge domain like a root sandbox's TAP,
-//!    and records the sender (the child) as the owner. The child then execs the command.
+//!    and records the sender (the child) as the owner. The child then starts the command
+//!    as its own child and stays as the sandbox's keeper until the command ends.
 //!
-//! The daemon holds the only other reference to each TAP: when the sandbox is removed
-//! the fds close and the interfaces disappear. A rootless sandbox has no path under
-//! `/run/netns`; its `NetnsPath` is `/proc/PID/ns/net` of its owner.
+//! The keeper and the daemon hold the TAPs: the interfaces disappear once the command
+//! has ended and the sandbox is removed. A rootless sandbox has no path under
+//! `/run/netns`; its `NetnsPath` is `/proc/PID/ns/net` of its owner (the keeper).
 //!
-//! On restart the TAP fds of the previous daemon are gone, and with them the interfaces:
-//! rootless sandboxes whose owner has exited are removed; one whose owner still runs
-//! keeps its records (its addresses stay reserved) until its `tapnet run` removes it.
-//! Dead owners are also swept whenever a new rootless sandbox is created.
+//! On restart the daemon's TAP fds are gone, but the keeper's are not: the interfaces
+//! live on, with their addresses and routes. Rootless sandboxes whose owner has exited
+//! are removed; one whose owner still runs keeps its records and its published ports
+//! are bound again, and its keeper, seeing a new socket file, sends the TAPs again
+//! (step 3), which the daemon attaches (step 4). Dead owners are also swept whenever a
+//! new rootless sandbox is created.
 
 use serde::{Deserialize, Serialize};
 
