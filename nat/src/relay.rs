@@ -340,6 +340,8 @@ enum TcpState {
     /// A smoltcp socket carries it.
     Open {
         handle: SocketHandle,
+        /// The socket's buffers (given back once the socket is removed).
+        lease: Lease,
         /// The container sent FIN and the host was told.
         shut_host: bool,
         /// The host sent EOF and smoltcp was told.
@@ -494,9 +496,13 @@ impl phy::Device for Dev {
 pub struct Relay {
     cfg: RelayConfig,
     iface: Interface,
+    /// Declared before `flows` and `pool`: its sockets borrow their buffers from the
+    /// flows' leases, so they are dropped first (see `bufpool`).
     sockets: SocketSet<'static>,
     dev: Dev,
     flows: HashMap<FlowId, Flow>,
+    /// Spare socket buffers.
+    pool: BufPool,
     tcp_keys: HashMap<Key, FlowId>,
     udp_keys: HashMap<Key, FlowId>,
     /// ICMP flows by (container address, identifier, remote address).
@@ -513,6 +519,20 @@ pub struct Relay {
     icmp_count: usize,
     last_sweep: Duration,
     counters: Arc<RelayCounters>,
+}
+
+/// Socket buffer pairs kept spare per network: enough for connections that come one
+/// after another, little memory when idle (the pages touched stay resident).
+const SPARE_LEASES: usize = 4;
+
+/// A TCP socket on the buffers of `lease`, which must outlive it (see `bufpool`).
+fn tcp_socket(lease: &mut Lease) -> tcp::Socket<'static> {
+    // SAFETY: the socket made here is the slices' only user; every caller keeps the
+    // lease until the socket is dropped (on failure before the lease is given back, or
+    // once removed from the socket set in `forget_quiet`, or with the relay, whose
+    // socket set is dropped before its flows).
+    let (rx, tx) = unsafe { lease.lend() };
+    tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx))
 }
 
 fn smol_now(now: Duration) -> smoltcp::time::Instant {
@@ -537,12 +557,14 @@ impl Relay {
         // any-IP mode accepts segments for every destination.
         let _ = iface.routes_mut().add_default_ipv4_route(gw);
         iface.set_any_ip(true);
+        let pool = BufPool::new(cfg.tcp_buffer, SPARE_LEASES);
         Relay {
             cfg,
             iface,
             sockets: SocketSet::new(Vec::new()),
             dev,
             flows: HashMap::new(),
+            pool,
             tcp_keys: HashMap::new(),
             udp_keys: HashMap::new(),
             icmp_keys: HashMap::new(),
@@ -915,10 +937,8 @@ impl Relay {
                 let syn = std::mem::take(syn);
                 match result {
                     Ok(()) => {
-                        let mut sock = tcp::Socket::new(
-                            tcp::SocketBuffer::new(vec![0; self.cfg.tcp_buffer]),
-                            tcp::SocketBuffer::new(vec![0; self.cfg.tcp_buffer]),
-                        );
+                        let mut lease = self.pool.take();
+                        let mut sock = tcp_socket(&mut lease);
                         sock.set_nagle_enabled(false);
                         // Immediate ACKs: the container link is memory. They also keep
                         // smoltcp 0.12 from judging its window against a stale ACK: it
@@ -930,6 +950,8 @@ impl Relay {
                             port: flow.key.1.port(),
                         };
                         if sock.listen(local).is_err() {
+                            drop(sock);
+                            self.pool.give(lease);
                             self.dev.rx.push_back(syn);
                             self.forget(id, false);
                             return;
@@ -946,6 +968,7 @@ impl Relay {
                         self.pending_tcp -= 1;
                         flow.kind = FlowKind::Tcp(TcpState::Open {
                             handle,
+                            lease,
                             shut_host: false,
                             host_eof: false,
                         });
@@ -1083,10 +1106,8 @@ impl Relay {
             return None;
         }
         let id = self.new_id();
-        let mut sock = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; self.cfg.tcp_buffer]),
-            tcp::SocketBuffer::new(vec![0; self.cfg.tcp_buffer]),
-        );
+        let mut lease = self.pool.take();
+        let mut sock = tcp_socket(&mut lease);
         sock.set_nagle_enabled(false);
         // Immediate ACKs, as for egress flows (see `connected`).
         sock.set_ack_delay(None);
@@ -1096,6 +1117,8 @@ impl Relay {
             port: seen.port(),
         };
         if sock.connect(self.iface.context(), remote, local).is_err() {
+            drop(sock);
+            self.pool.give(lease);
             return None;
         }
         let waker = Waker::from(Arc::new(FlowWake {
@@ -1113,6 +1136,7 @@ impl Relay {
                 proto: Proto::Tcp,
                 kind: FlowKind::Tcp(TcpState::Open {
                     handle,
+                    lease,
                     shut_host: false,
                     host_eof: false,
                 }),
@@ -1183,6 +1207,7 @@ impl Relay {
             handle,
             shut_host,
             host_eof,
+            ..
         }) = &mut flow.kind
         else {
             return Pumped::Open;
@@ -1312,9 +1337,11 @@ impl Relay {
                 self.tcp_count -= 1;
                 match flow.kind {
                     FlowKind::Tcp(TcpState::Connecting { .. }) => self.pending_tcp -= 1,
-                    FlowKind::Tcp(TcpState::Open { handle, .. }) => {
+                    FlowKind::Tcp(TcpState::Open { handle, lease, .. }) => {
                         self.handles.remove(&handle);
-                        self.sockets.remove(handle);
+                        // The socket is dropped here, before its buffers go back.
+                        drop(self.sockets.remove(handle));
+                        self.pool.give(lease);
                         self.counters.tcp_closed.inc();
                     }
                     FlowKind::Datagram { .. } => {}
@@ -1540,5 +1567,8 @@ fn raise_mss(tcp: &mut [u8]) -> Option<u16> {
     None
 }
 
+mod bufpool;
 #[cfg(test)]
 mod tests;
+
+use bufpool::{BufPool, Lease};
