@@ -459,6 +459,48 @@ impl phy::TxToken for TxTok<'_> {
     }
 }
 
+/// smoltcp's view of the container network for one packet read in place: that packet,
+/// and [`Dev`]'s transmit queue for anything smoltcp answers at once.
+struct OneRx<'p, 'd> {
+    pkt: Option<&'p [u8]>,
+    dev: &'d mut Dev,
+}
+
+struct InPlace<'p>(&'p [u8]);
+
+impl phy::RxToken for InPlace<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(self.0)
+    }
+}
+
+impl<'p> phy::Device for OneRx<'p, '_> {
+    type RxToken<'a>
+        = InPlace<'p>
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = TxTok<'a>
+    where
+        Self: 'a;
+
+    fn receive(
+        &mut self,
+        _: smoltcp::time::Instant,
+    ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let p = self.pkt.take()?;
+        Some((InPlace(p), TxTok(&mut self.dev.tx, &mut self.dev.tx_spare)))
+    }
+
+    fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
+        Some(TxTok(&mut self.dev.tx, &mut self.dev.tx_spare))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.dev.capabilities()
+    }
+}
+
 impl phy::Device for Dev {
     type RxToken<'a> = RxTok<'a>;
     type TxToken<'a> = TxTok<'a>;
@@ -709,6 +751,16 @@ impl Relay {
                 match &flow.kind {
                     FlowKind::Tcp(TcpState::Connecting { .. }) => {
                         self.counters.tcp_syn_pending.inc();
+                    }
+                    FlowKind::Tcp(TcpState::Open { .. }) if !syn && self.dev.rx.is_empty() => {
+                        // The common case, a segment of an open connection: smoltcp
+                        // reads it where it lies (nothing queued before it).
+                        let mut one = OneRx {
+                            pkt: Some(ip),
+                            dev: &mut self.dev,
+                        };
+                        self.iface
+                            .poll_ingress_single(smol_now(now), &mut one, &mut self.sockets);
                     }
                     FlowKind::Tcp(TcpState::Open { .. }) => {
                         self.dev.queue_rx(ip);
