@@ -9,9 +9,10 @@
 //!   (49153–65535 if it cannot be read), as libnetwork's `portallocator_unix.go`;
 //! - a host port range: the first free port of it;
 //! - no host address: both `0.0.0.0` and `::`, on the same port (one free on both is
-//!   chosen), each a binding of its own in `Ports`; on a host without IPv6 (binding
-//!   `::` fails with `EAFNOSUPPORT` or `EADDRNOTAVAIL`) `0.0.0.0` only, silently, as
-//!   libnetwork's bridge driver does;
+//!   chosen), each a binding of its own in `Ports`; on a host without IPv6 `0.0.0.0`
+//!   only, silently, as libnetwork's bridge driver does (it binds `::` only where
+//!   `[::1]` can be bound, `netutils.IsV6Listenable`; so does tapnet, which also takes
+//!   `EAFNOSUPPORT` or `EADDRNOTAVAIL` from binding `::` as "no IPv6");
 //! - a given address, IPv4 or IPv6, binds that address only.
 //!
 //! TCP listeners get `SO_REUSEADDR` (as Docker's proxy sockets do), so a port whose last
@@ -159,6 +160,17 @@ fn record(proto: Proto, container_port: u16, addr: SocketAddr) -> PortRecord {
     }
 }
 
+/// Whether IPv6 can be listened on here: `[::1]` can be bound (libnetwork's
+/// `IsV6Listenable`). False where IPv6 is off (`ipv6.disable=1`, or `disable_ipv6` on
+/// the loopback).
+fn ipv6_listenable() -> bool {
+    bind_one(
+        Proto::Tcp,
+        SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 0),
+    )
+    .is_ok()
+}
+
 /// The host has no IPv6 to bind (the protocol is off, or no interface has IPv6).
 fn no_ipv6(e: &io::Error) -> bool {
     matches!(
@@ -177,17 +189,19 @@ pub fn bind_all(maps: &[PortMapping], endpoint: &str) -> Result<Vec<BoundPort>, 
         ))
     };
     let mut out = Vec::with_capacity(maps.len());
+    let mut has_ipv6 = None;
     for m in maps {
         // No host address: 0.0.0.0 and ::, the latter only where the host has IPv6.
         let (mut ips, v6_optional) = match m.host_ip {
             Some(ip) => (vec![ip], false),
-            None => (
+            None if *has_ipv6.get_or_insert_with(ipv6_listenable) => (
                 vec![
                     IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                     IpAddr::V6(Ipv6Addr::UNSPECIFIED),
                 ],
                 true,
             ),
+            None => (vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)], false),
         };
         let (first, last, dynamic) = match m.host_ports {
             Some((a, b)) => (a, b, false),
@@ -600,6 +614,47 @@ mod tests {
                 .is_ok()
             );
         }
+    }
+
+    #[test]
+    fn without_ipv6_no_host_address_is_ipv4_only() {
+        if !crate::netns::test_support::privileged("without_ipv6_no_host_address_is_ipv4_only") {
+            return;
+        }
+        // A namespace whose IPv6 is off (`disable_ipv6`): `::` could still be bound
+        // there, `[::1]` not, and Docker binds IPv4 only.
+        let ns = crate::netns::test_support::scratch_ns("noip6");
+        let (bound, explicit) = ns
+            .run(|| {
+                for conf in ["all", "default", "lo"] {
+                    std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6"), "1")
+                        .unwrap();
+                }
+                let mut nl = crate::netlink::Netlink::open().unwrap();
+                let lo = nl.link_index("lo").unwrap();
+                nl.set_up(lo).unwrap();
+                assert!(!ipv6_listenable());
+                let b = bind_all(&[mapping(None, None, Proto::Tcp)], "web (e1)").unwrap();
+                let recs: Vec<_> = b.iter().map(|b| b.record.clone()).collect();
+                let e = bind_all(
+                    &[mapping(
+                        Some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+                        Some((8080, 8080)),
+                        Proto::Tcp,
+                    )],
+                    "web (e1)",
+                )
+                .unwrap_err();
+                (recs, e.message)
+            })
+            .unwrap();
+        assert_eq!(bound.len(), 1, "{bound:?}");
+        assert_eq!(bound[0].host_ip, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        // An IPv6 address asked for is an error, not dropped.
+        assert_eq!(
+            explicit,
+            "driver failed programming external connectivity on endpoint web (e1): Error starting userland proxy: listen tcp6 [::1]:8080: bind: cannot assign requested address"
+        );
     }
 
     #[test]
