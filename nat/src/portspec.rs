@@ -4,27 +4,36 @@
 //! same splitting on `:` and `/`, the same range rules and the same error texts where
 //! Docker has them. A container port range expands to one [`PortMapping`] per port; a
 //! host port range with a single container port stays a range, and means "one free
-//! port of it". tapnet carries TCP and UDP only (`sctp` is refused), and IPv4 only for
-//! now (a bracketed IPv6 host address is refused).
+//! port of it". tapnet carries TCP and UDP only (`sctp` is refused).
+//!
+//! The host address may be IPv6, in brackets (`[::1]:8080:80`) or, as Docker also
+//! takes it, bare (`::1:8080:80`: everything before the last two `:`-separated parts is
+//! the address). An IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) means its IPv4
+//! address, as in Docker's bridge driver.
 //!
 //! ```
-//! use std::net::Ipv4Addr;
+//! use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 //! use tapnet_nat::portspec::{parse, PortMapping, Proto};
 //!
 //! let m = parse("127.0.0.1:8000-8010:80/udp").unwrap();
 //! assert_eq!(m, vec![PortMapping {
-//!     host_ip: Some(Ipv4Addr::LOCALHOST),
+//!     host_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
 //!     host_ports: Some((8000, 8010)),
 //!     container_port: 80,
 //!     proto: Proto::Udp,
 //! }]);
 //! assert_eq!(m[0].to_string(), "127.0.0.1:8000-8010:80/udp");
+//! let m = parse("[::1]::80").unwrap();
+//! assert_eq!(m[0].host_ip, Some(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+//! assert_eq!(m[0].to_string(), "[::1]::80/tcp");
+//! assert_eq!(parse("[::1:80:80").unwrap_err().to_string(),
+//!            "invalid IP address [::1: address [::1:: missing ']' in address");
 //! assert_eq!(parse("80/sctp").unwrap_err().to_string(),
 //!            "invalid proto: sctp (tapnet publishes tcp and udp ports only)");
 //! ```
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::str::FromStr;
 
 /// A transport protocol a port can be published for.
@@ -77,10 +86,16 @@ pub enum PortSpecError {
     Proto(String),
     /// `sctp`, which Docker takes and tapnet does not carry.
     Sctp,
-    /// The host address is not an IPv4 address.
+    /// The host address is not an IP address.
     Ip(String),
-    /// A bracketed IPv6 host address.
-    Ipv6(String),
+    /// A host address in brackets that Go's `net.SplitHostPort` refuses (Docker strips
+    /// the brackets with it).
+    Brackets {
+        /// The address as given, brackets included.
+        ip: String,
+        /// `SplitHostPort`'s reason, e.g. `missing ']' in address`.
+        reason: &'static str,
+    },
     /// Container and host ranges of different lengths.
     RangeMismatch {
         /// The container port range as given.
@@ -100,11 +115,11 @@ impl fmt::Display for PortSpecError {
             PortSpecError::Sctp => {
                 f.write_str("invalid proto: sctp (tapnet publishes tcp and udp ports only)")
             }
-            PortSpecError::Ip(ip) => write!(f, "Invalid ip address: {ip}"),
-            PortSpecError::Ipv6(ip) => write!(
-                f,
-                "Invalid ip address: {ip} (IPv6 host addresses are not available in this version of tapnet)"
-            ),
+            PortSpecError::Ip(ip) => write!(f, "invalid IP address: {ip}"),
+            // Go's AddrError of `SplitHostPort(ip + ":")`, wrapped as Docker wraps it.
+            PortSpecError::Brackets { ip, reason } => {
+                write!(f, "invalid IP address {ip}: address {ip}:: {reason}")
+            }
             PortSpecError::RangeMismatch { container, host } => write!(
                 f,
                 "invalid ranges specified for container and host Ports: {container} and {host}"
@@ -118,8 +133,9 @@ impl std::error::Error for PortSpecError {}
 /// One container port published on the host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PortMapping {
-    /// The host address to bind; `None` = every address (0.0.0.0).
-    pub host_ip: Option<Ipv4Addr>,
+    /// The host address to bind; `None` = every address (0.0.0.0 and, where the host
+    /// has IPv6, `::`).
+    pub host_ip: Option<IpAddr>,
     /// The host port, or an inclusive range to take one free port from; `None` = a
     /// free port from the host's ephemeral range.
     pub host_ports: Option<(u16, u16)>,
@@ -150,6 +166,7 @@ impl fmt::Display for PortMapping {
     /// The spec that parses back to this mapping.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.host_ip, self.host_ports) {
+            (Some(IpAddr::V6(ip)), _) => write!(f, "[{ip}]:{}:", self.host_port_string())?,
             (Some(ip), _) => write!(f, "{ip}:{}:", self.host_port_string())?,
             (None, Some(_)) => write!(f, "{}:", self.host_port_string())?,
             (None, None) => {}
@@ -190,17 +207,44 @@ pub fn parse_port_key(key: &str) -> Result<(u16, Proto), PortSpecError> {
     }
 }
 
-/// Parse a host address as the API's `HostIp` holds it: empty = every address.
-pub fn parse_host_ip(ip: &str) -> Result<Option<Ipv4Addr>, PortSpecError> {
+/// Parse a host address as the API's `HostIp` holds it (no brackets): empty = every
+/// address. An IPv4-mapped IPv6 address is taken as its IPv4 address.
+pub fn parse_host_ip(ip: &str) -> Result<Option<IpAddr>, PortSpecError> {
     if ip.is_empty() {
         return Ok(None);
     }
-    if ip.starts_with('[') || ip.contains(':') {
-        return Err(PortSpecError::Ipv6(ip.to_string()));
+    match ip.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => Ok(Some(match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        })),
+        Ok(v4) => Ok(Some(v4)),
+        Err(_) => Err(PortSpecError::Ip(ip.to_string())),
     }
-    ip.parse()
-        .map(Some)
-        .map_err(|_| PortSpecError::Ip(ip.to_string()))
+}
+
+/// The address inside a bracketed host address (`[::1]` gives `::1`), with the checks
+/// of Go's `net.SplitHostPort(ip + ":")`, which Docker strips the brackets with.
+fn strip_brackets(ip: &str) -> Result<&str, PortSpecError> {
+    let fail = |reason| PortSpecError::Brackets {
+        ip: ip.to_string(),
+        reason,
+    };
+    let Some(end) = ip.find(']') else {
+        return Err(fail("missing ']' in address"));
+    };
+    // `]` must be last (so that the ':' SplitHostPort sees comes right after it).
+    if end + 1 != ip.len() {
+        return Err(fail(if ip.as_bytes()[end + 1] == b':' {
+            "too many colons in address"
+        } else {
+            "missing port in address"
+        }));
+    }
+    if ip[1..].contains('[') {
+        return Err(fail("unexpected '[' in address"));
+    }
+    Ok(&ip[1..end])
 }
 
 /// Parse one `-p` spec into the mappings it stands for (several for a container port
@@ -223,7 +267,13 @@ pub fn parse(raw: &str) -> Result<Vec<PortMapping>, PortSpecError> {
         Some((p, "")) => ("tcp", p),
         Some((p, proto)) => (proto.split('/').next().unwrap_or(""), p),
     };
-    let host_ip = parse_host_ip(&ip)?;
+    let ip = if ip.starts_with('[') {
+        strip_brackets(&ip)?
+    } else {
+        &ip
+    };
+    // `[]` strips to nothing: every address, as in Docker.
+    let host_ip = parse_host_ip(ip)?;
     if ctr.is_empty() {
         return Err(PortSpecError::NoPort(raw.to_string()));
     }
@@ -266,6 +316,7 @@ pub fn parse(raw: &str) -> Result<Vec<PortMapping>, PortSpecError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn one(spec: &str) -> PortMapping {
         let v = parse(spec).unwrap();
@@ -284,10 +335,11 @@ mod tests {
         assert_eq!(one("8080:80").host_ports, Some((8080, 8080)));
         assert_eq!(one("8080:80/UDP").proto, Proto::Udp);
         assert_eq!(one("80/").proto, Proto::Tcp);
+        let lo4 = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let m = one("127.0.0.1:8080:80/udp");
-        assert_eq!(m.host_ip, Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(m.host_ip, lo4);
         let m = one("127.0.0.1::80");
-        assert_eq!((m.host_ip, m.host_ports), (Some(Ipv4Addr::LOCALHOST), None));
+        assert_eq!((m.host_ip, m.host_ports), (lo4, None));
         assert_eq!(one("8000-8010:80").host_ports, Some((8000, 8010)));
         assert_eq!(one("0:80").host_ports, None);
         let v = parse("8000-8002:80-82/udp").unwrap();
@@ -317,14 +369,78 @@ mod tests {
         assert_eq!(err("-1:80"), "invalid hostPort: -1");
         assert_eq!(err("80/icmp"), "invalid proto: icmp");
         assert!(err("80/sctp").starts_with("invalid proto: sctp"));
-        assert_eq!(err("1.2.3:80:80"), "Invalid ip address: 1.2.3");
-        assert!(err("[::1]:80:80").starts_with("Invalid ip address: [::1]"));
-        assert!(err("[::1]:80:80").contains("IPv6"));
+        assert_eq!(err("1.2.3:80:80"), "invalid IP address: 1.2.3");
+        assert_eq!(err("localhost:80:80"), "invalid IP address: localhost");
         assert_eq!(err("8080:"), "no port specified: 8080:<empty>");
         assert_eq!(err(""), "no port specified: <empty>");
         assert_eq!(
             err("8000-8001:80-82"),
             "invalid ranges specified for container and host Ports: 80-82 and 8000-8001"
+        );
+    }
+
+    #[test]
+    fn ipv6_host_addresses() {
+        let lo6 = Some(IpAddr::V6(Ipv6Addr::LOCALHOST));
+        let any6 = Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+        // Bracketed, as Docker documents it.
+        let m = one("[::1]:8080:80");
+        assert_eq!((m.host_ip, m.host_ports), (lo6, Some((8080, 8080))));
+        assert_eq!(one("[::]:8080:80/udp").host_ip, any6);
+        let m = one("[2001:db8::68]::333");
+        assert_eq!(m.host_ip, Some("2001:db8::68".parse().unwrap()));
+        assert_eq!(m.host_ports, None);
+        assert_eq!(one("[::1]:8000-8010:80").host_ports, Some((8000, 8010)));
+        // Bare, as go-connections' tests take it: all but the last two parts.
+        assert_eq!(one("::1:80:80").host_ip, lo6);
+        assert_eq!(one("::::80").host_ip, any6);
+        assert_eq!(one("2001:db8::68::333").host_ports, None);
+        // A bracketed IPv4 address is an IPv4 address; a mapped one too; `[]` is none.
+        let lo4 = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(one("[127.0.0.1]:80:80").host_ip, lo4);
+        assert_eq!(one("[::ffff:127.0.0.1]:80:80").host_ip, lo4);
+        assert_eq!(one("[]:80:80").host_ip, None);
+        // Printed with brackets, which parse back.
+        assert_eq!(one("::1:80:80").to_string(), "[::1]:80:80/tcp");
+        assert_eq!(one("[::]::80/udp").to_string(), "[::]::80/udp");
+    }
+
+    #[test]
+    fn ipv6_error_texts() {
+        // Docker's texts: `net.SplitHostPort(ip + ":")` refusals wrapped in
+        // "invalid IP address <ip>: ...", then `net.ParseIP` refusals.
+        let err = |s: &str| parse(s).unwrap_err().to_string();
+        assert_eq!(
+            err("[::1:80:80"),
+            "invalid IP address [::1: address [::1:: missing ']' in address"
+        );
+        assert_eq!(
+            err("[::1]x:80:80"),
+            "invalid IP address [::1]x: address [::1]x:: missing port in address"
+        );
+        assert_eq!(
+            err("[::1]:1:80:80"),
+            "invalid IP address [::1]:1: address [::1]:1:: too many colons in address"
+        );
+        assert_eq!(
+            err("[[::1]:80:80"),
+            "invalid IP address [[::1]: address [[::1]:: unexpected '[' in address"
+        );
+        assert_eq!(err("[::g]:80:80"), "invalid IP address: ::g");
+        assert_eq!(
+            err("[fe80::1%eth0]:80:80"),
+            "invalid IP address: fe80::1%eth0"
+        );
+        assert_eq!(err("::1]:80:80"), "invalid IP address: ::1]");
+        // Too few parts to hold a bare IPv6 address: the address is what is left.
+        assert_eq!(err("::1:80"), "invalid IP address: :");
+        assert_eq!(
+            err("[::1]:80"),
+            "invalid IP address [:: address [::: missing ']' in address"
+        );
+        assert_eq!(
+            parse_host_ip("[::1]"),
+            Err(PortSpecError::Ip("[::1]".into()))
         );
     }
 
@@ -339,15 +455,32 @@ mod tests {
         );
         assert_eq!(parse_port_key("80/sctp"), Err(PortSpecError::Sctp));
         assert_eq!(parse_host_ip(""), Ok(None));
-        assert_eq!(parse_host_ip("0.0.0.0"), Ok(Some(Ipv4Addr::UNSPECIFIED)));
-        assert!(matches!(parse_host_ip("::"), Err(PortSpecError::Ipv6(_))));
+        assert_eq!(
+            parse_host_ip("0.0.0.0"),
+            Ok(Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)))
+        );
+        assert_eq!(
+            parse_host_ip("::"),
+            Ok(Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)))
+        );
+        assert_eq!(
+            parse_host_ip("::ffff:10.0.0.1"),
+            Ok(Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))))
+        );
         assert_eq!(parse_host_ip("nope"), Err(PortSpecError::Ip("nope".into())));
         assert_eq!(one("9:80").key(), "80/tcp");
     }
 
     fn mapping() -> impl Strategy<Value = PortMapping> {
         (
-            proptest::option::of(any::<[u8; 4]>().prop_map(Ipv4Addr::from)),
+            proptest::option::of(prop_oneof![
+                any::<[u8; 4]>().prop_map(|a| IpAddr::V4(Ipv4Addr::from(a))),
+                // Not IPv4-mapped: those parse as their IPv4 address.
+                any::<[u8; 16]>()
+                    .prop_map(Ipv6Addr::from)
+                    .prop_filter("IPv4-mapped", |a| a.to_ipv4_mapped().is_none())
+                    .prop_map(IpAddr::V6),
+            ]),
             proptest::option::of(
                 (1u16..=65535, 0u16..100).prop_map(|(a, n)| (a, a.saturating_add(n))),
             ),

@@ -11,8 +11,9 @@
 //! * **UDP** and **ICMP echo** are translated datagram by datagram: each flow is one
 //!   connected host socket (a ping socket for ICMP).
 //! * **Published ports** run the other way: a host connection or datagram is carried to
-//!   the container from the client's own address and port (a loopback client appears as
-//!   the gateway address, which the container can route back to).
+//!   the container from the client's own address and port (a loopback client, or an
+//!   IPv6 one, appears as the gateway address with its port: the container can route
+//!   back to it, and the network inside is IPv4).
 //!
 //! Why a terminating stack rather than translating segment by segment (as passt does):
 //! the host kernel already runs TCP toward the remote, and on the container side the
@@ -33,7 +34,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use std::task::{Wake, Waker};
 use std::time::Duration;
@@ -679,13 +680,20 @@ impl Relay {
         }
     }
 
-    /// How a host client appears to the container: itself, or the gateway address for a
-    /// loopback client (a container drops packets from 127.0.0.0/8).
-    fn seen_client(&self, client: SocketAddrV4) -> SocketAddrV4 {
-        if client.ip().is_loopback() || client.ip().is_unspecified() {
-            SocketAddrV4::new(self.cfg.gateway.ip, client.port())
-        } else {
-            client
+    /// How a host client appears to the container: itself, or the gateway address (with
+    /// the client's port) for a loopback client (a container drops packets from
+    /// 127.0.0.0/8) and for an IPv6 client (the network inside is IPv4; an
+    /// IPv4-mapped address counts as its IPv4 address).
+    fn seen_client(&self, client: SocketAddr) -> SocketAddrV4 {
+        let v4 = match client.ip() {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(a) => a.to_ipv4_mapped(),
+        };
+        match v4 {
+            Some(a) if !a.is_loopback() && !a.is_unspecified() => {
+                SocketAddrV4::new(a, client.port())
+            }
+            _ => SocketAddrV4::new(self.cfg.gateway.ip, client.port()),
         }
     }
 
@@ -1101,11 +1109,13 @@ impl Relay {
 
     /// A datagram reached a published UDP port from `client`, for `ctr`. Returns the
     /// flow carrying it (replies from the container come back on it, through
-    /// [`Relay::next_datagram`]), or `None` when the UDP bound is reached.
+    /// [`Relay::next_datagram`]), or `None` when the UDP bound is reached. The container
+    /// sees the client's own address, or the gateway address with the client's port for
+    /// a loopback or an IPv6 client.
     pub fn udp_inbound(
         &mut self,
         now: Duration,
-        client: SocketAddrV4,
+        client: SocketAddr,
         ctr: SocketAddrV4,
         data: &[u8],
     ) -> Option<FlowId> {
@@ -1141,11 +1151,12 @@ impl Relay {
     }
 
     /// A host client connected to a published TCP port for `ctr`: open a connection to
-    /// the container from the client's address. `None` when the TCP bound is reached.
+    /// the container from the client's address (see [`Relay::udp_inbound`] for how a
+    /// client appears). `None` when the TCP bound is reached.
     pub fn tcp_inbound(
         &mut self,
         now: Duration,
-        client: SocketAddrV4,
+        client: SocketAddr,
         ctr: SocketAddrV4,
     ) -> Option<FlowId> {
         if self.tcp_count >= self.cfg.limits.tcp {

@@ -2,7 +2,7 @@
 //! desired state; everything live (namespaces, TAPs, engine ports) is derived from them.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -115,8 +115,9 @@ pub struct PortRecord {
     pub proto: String,
     /// The port inside the sandbox.
     pub container_port: u16,
-    /// The host address bound (`0.0.0.0` = every address).
-    pub host_ip: Ipv4Addr,
+    /// The host address bound (`0.0.0.0` = every IPv4 address, `::` every IPv6 one).
+    /// Stored as its text, as an IPv4-only record was, so old records read back.
+    pub host_ip: IpAddr,
     /// The host port bound.
     pub host_port: u16,
 }

@@ -3,21 +3,31 @@
 //!
 //! The daemon binds every host socket itself, before it commits the sandbox, so that a
 //! taken port is refused at once with Docker's text ("Bind for 0.0.0.0:8080 failed:
-//! port is already allocated") and leaves nothing stored. Docker's rules:
+//! port is already allocated", or "Bind for :::8080 failed: …" for `::`, as Docker
+//! prints an IPv6 address there) and leaves nothing stored. Docker's rules:
 //! - no host port: a free port of `/proc/sys/net/ipv4/ip_local_port_range`
 //!   (49153–65535 if it cannot be read), as libnetwork's `portallocator_unix.go`;
 //! - a host port range: the first free port of it;
-//! - no host address: `0.0.0.0` (Docker also binds `::`; tapnet has no IPv6 yet).
+//! - no host address: both `0.0.0.0` and `::`, on the same port (one free on both is
+//!   chosen), each a binding of its own in `Ports`; on a host without IPv6 `0.0.0.0`
+//!   only, silently, as libnetwork's bridge driver does (it binds `::` only where
+//!   `[::1]` can be bound, `netutils.IsV6Listenable`; so does tapnet, which also takes
+//!   `EAFNOSUPPORT` or `EADDRNOTAVAIL` from binding `::` as "no IPv6");
+//! - a given address, IPv4 or IPv6, binds that address only.
 //!
-//! TCP listeners come from `std::net::TcpListener::bind`, which sets `SO_REUSEADDR`
-//! (as Docker's proxy does), so a port whose last connections linger in TIME_WAIT
-//! (after a daemon restart) can be bound again; a port another socket listens on
-//! cannot. The bound ports are recorded with the sandbox ([`PortRecord`]); a restarted
-//! daemon binds exactly those again ([`rebind`]).
+//! TCP listeners get `SO_REUSEADDR` (as Docker's proxy sockets do), so a port whose last
+//! connections linger in TIME_WAIT (after a daemon restart) can be bound again; a port
+//! another socket listens on cannot. IPv6 sockets are IPv6-only (`IPV6_V6ONLY`, as
+//! Docker's), so that `::` and `0.0.0.0` are two bindings of one port whatever
+//! `net.ipv6.bindv6only` says. The container side stays IPv4: IPv6 clients reach it
+//! through the relay from the network's gateway address (see `crate::hostnet`). The
+//! bound ports are recorded with the sandbox ([`PortRecord`]); a restarted daemon binds
+//! exactly those again ([`rebind`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Mutex;
 
 use tapnet_nat::portspec::{self, PortMapping, Proto};
@@ -103,21 +113,70 @@ pub struct BoundPort {
     listener: HostListener,
 }
 
-/// Bind one host socket.
-pub fn bind_one(proto: Proto, addr: SocketAddrV4) -> io::Result<HostListener> {
+/// Bind one host socket: a TCP listener (`SO_REUSEADDR`) or a UDP socket; on an IPv6
+/// address an IPv6-only one.
+pub fn bind_one(proto: Proto, addr: SocketAddr) -> io::Result<HostListener> {
+    let addr = match addr {
+        // `std` binds IPv4 just so.
+        SocketAddr::V4(a) => {
+            return Ok(match proto {
+                Proto::Tcp => HostListener::Tcp(TcpListener::bind(a)?),
+                Proto::Udp => HostListener::Udp(UdpSocket::bind(a)?),
+            });
+        }
+        SocketAddr::V6(a) => a,
+    };
+    use nix::sys::socket::{self as so, sockopt};
+    let ty = match proto {
+        Proto::Tcp => so::SockType::Stream,
+        Proto::Udp => so::SockType::Datagram,
+    };
+    let fd: OwnedFd = so::socket(
+        so::AddressFamily::Inet6,
+        ty,
+        so::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    so::setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    if proto == Proto::Tcp {
+        so::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    }
+    so::bind(fd.as_raw_fd(), &so::SockaddrIn6::from(addr))?;
     Ok(match proto {
-        Proto::Tcp => HostListener::Tcp(TcpListener::bind(addr)?),
-        Proto::Udp => HostListener::Udp(UdpSocket::bind(addr)?),
+        Proto::Tcp => {
+            so::listen(&fd, so::Backlog::MAXCONN)?;
+            HostListener::Tcp(TcpListener::from(fd))
+        }
+        Proto::Udp => HostListener::Udp(UdpSocket::from(fd)),
     })
 }
 
-fn record(proto: Proto, container_port: u16, addr: SocketAddrV4) -> PortRecord {
+fn record(proto: Proto, container_port: u16, addr: SocketAddr) -> PortRecord {
     PortRecord {
         proto: proto.as_str().to_string(),
         container_port,
-        host_ip: *addr.ip(),
+        host_ip: addr.ip(),
         host_port: addr.port(),
     }
+}
+
+/// Whether IPv6 can be listened on here: `[::1]` can be bound (libnetwork's
+/// `IsV6Listenable`). False where IPv6 is off (`ipv6.disable=1`, or `disable_ipv6` on
+/// the loopback).
+fn ipv6_listenable() -> bool {
+    bind_one(
+        Proto::Tcp,
+        SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 0),
+    )
+    .is_ok()
+}
+
+/// The host has no IPv6 to bind (the protocol is off, or no interface has IPv6).
+fn no_ipv6(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)
+    )
 }
 
 /// Bind the host side of every mapping, with Docker's allocation rules (see the module
@@ -130,11 +189,19 @@ pub fn bind_all(maps: &[PortMapping], endpoint: &str) -> Result<Vec<BoundPort>, 
         ))
     };
     let mut out = Vec::with_capacity(maps.len());
+    let mut has_ipv6 = None;
     for m in maps {
-        let ip = m.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
-        let net = match m.proto {
-            Proto::Tcp => "tcp4",
-            Proto::Udp => "udp4",
+        // No host address: 0.0.0.0 and ::, the latter only where the host has IPv6.
+        let (mut ips, v6_optional) = match m.host_ip {
+            Some(ip) => (vec![ip], false),
+            None if *has_ipv6.get_or_insert_with(ipv6_listenable) => (
+                vec![
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                ],
+                true,
+            ),
+            None => (vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)], false),
         };
         let (first, last, dynamic) = match m.host_ports {
             Some((a, b)) => (a, b, false),
@@ -152,39 +219,62 @@ pub fn bind_all(maps: &[PortMapping], endpoint: &str) -> Result<Vec<BoundPort>, 
             0
         };
         let mut bound = None;
-        let mut last_err = None;
-        for i in 0..len {
+        // The address the port was last refused on (taken), for Docker's text.
+        let mut taken_on = ips[0];
+        'ports: for i in 0..len {
             let port = (u32::from(first) + (start + i) % len) as u16;
-            let addr = SocketAddrV4::new(ip, port);
-            match bind_one(m.proto, addr) {
-                Ok(l) => {
-                    bound = Some((addr, l));
-                    break;
+            // One port on every address: what is bound on one is closed again when
+            // another refuses the port.
+            let mut here = Vec::with_capacity(ips.len());
+            let mut j = 0;
+            while j < ips.len() {
+                let addr = SocketAddr::new(ips[j], port);
+                match bind_one(m.proto, addr) {
+                    Ok(l) => here.push((addr, l)),
+                    Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                        taken_on = ips[j];
+                        continue 'ports;
+                    }
+                    Err(e) if v6_optional && ips[j].is_ipv6() && no_ipv6(&e) => {
+                        // No IPv6 on this host: IPv4 only, as Docker.
+                        ips.truncate(j);
+                        break;
+                    }
+                    Err(e) => {
+                        let net = match (m.proto, addr) {
+                            (Proto::Tcp, SocketAddr::V4(_)) => "tcp4",
+                            (Proto::Tcp, SocketAddr::V6(_)) => "tcp6",
+                            (Proto::Udp, SocketAddr::V4(_)) => "udp4",
+                            (Proto::Udp, SocketAddr::V6(_)) => "udp6",
+                        };
+                        return Err(fail(format!(
+                            "Error starting userland proxy: listen {net} {addr}: bind: {}",
+                            os_text(&e)
+                        )));
+                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::AddrInUse => last_err = Some(e),
-                Err(e) => {
-                    return Err(fail(format!(
-                        "Error starting userland proxy: listen {net} {addr}: bind: {}",
-                        os_text(&e)
-                    )));
-                }
+                j += 1;
             }
+            bound = Some(here);
+            break;
         }
-        let Some((addr, listener)) = bound else {
-            return Err(fail(match (m.host_ports, last_err) {
-                (Some((a, b)), _) if a == b => {
-                    format!("Bind for {ip}:{a} failed: port is already allocated")
+        let Some(here) = bound else {
+            // The address as Go's `netip.Addr.String()` gives it, then `:port`: `::`
+            // shows as `:::8080`, as in Docker's text.
+            return Err(fail(match m.host_ports {
+                Some((a, b)) if a == b => {
+                    format!("Bind for {taken_on}:{a} failed: port is already allocated")
                 }
                 _ => format!(
-                    "Bind for {ip}:{first}-{last} failed: all ports are allocated ({}/{})",
-                    m.container_port, m.proto
+                    "Bind for {}:{first}-{last} failed: all ports are allocated ({}/{})",
+                    ips[0], m.container_port, m.proto
                 ),
             }));
         };
-        out.push(BoundPort {
+        out.extend(here.into_iter().map(|(addr, listener)| BoundPort {
             record: record(m.proto, m.container_port, addr),
             listener,
-        });
+        }));
     }
     Ok(out)
 }
@@ -210,7 +300,7 @@ pub fn rebind(ports: &[PortRecord]) -> (Vec<BoundPort>, Vec<(PortRecord, io::Err
                 continue;
             }
         };
-        match bind_one(proto, SocketAddrV4::new(p.host_ip, p.host_port)) {
+        match bind_one(proto, SocketAddr::new(p.host_ip, p.host_port)) {
             Ok(listener) => ok.push(BoundPort {
                 record: p.clone(),
                 listener,
@@ -343,7 +433,7 @@ mod tests {
         assert_eq!(m[0].host_ports, None); // 53/udp sorts first
         assert_eq!(m[0].proto, Proto::Udp);
         assert_eq!(m[1].host_ports, Some((8080, 8080)));
-        assert_eq!(m[2].host_ip, Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(m[2].host_ip, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
         assert_eq!(m[3].host_ports, Some((9000, 9010)));
         let err = |e: &[(&str, &[(&str, &str)])]| mappings(&bindings(e)).unwrap_err();
         let e = err(&[("x/tcp", &[])]);
@@ -358,7 +448,14 @@ mod tests {
         );
         assert_eq!(
             err(&[("80/tcp", &[("a.b", "1")])]).message,
-            "Invalid ip address: a.b"
+            "invalid IP address: a.b"
+        );
+        // The API's HostIp holds an IPv6 address bare, as Docker's.
+        let m = mappings(&bindings(&[("80/tcp", &[("::1", "8080")])])).unwrap();
+        assert_eq!(m[0].host_ip, Some(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+        assert_eq!(
+            err(&[("80/tcp", &[("[::1]", "1")])]).message,
+            "invalid IP address: [::1]"
         );
     }
 
@@ -378,7 +475,7 @@ mod tests {
     fn allocation_on_loopback() {
         // A dynamic port is in the ephemeral range and really bound.
         let m = |ports, proto| PortMapping {
-            host_ip: Some(Ipv4Addr::LOCALHOST),
+            host_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             host_ports: ports,
             container_port: 80,
             proto,
@@ -415,7 +512,7 @@ mod tests {
         let rec = |c, p| PortRecord {
             proto: "tcp".into(),
             container_port: c,
-            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             host_port: p,
         };
         let m = port_map(&[rec(80, 8080), rec(80, 8081), rec(22, 2222)]);
@@ -423,5 +520,194 @@ mod tests {
         assert_eq!(m["80/tcp"].len(), 2);
         assert_eq!(m["22/tcp"][0].host_port, "2222");
         assert_eq!(m["22/tcp"][0].host_ip, "0.0.0.0");
+        let v6 = PortRecord {
+            host_ip: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            ..rec(80, 8080)
+        };
+        let m = port_map(&[rec(80, 8080), v6]);
+        assert_eq!(
+            m["80/tcp"]
+                .iter()
+                .map(|b| b.host_ip.as_str())
+                .collect::<Vec<_>>(),
+            ["0.0.0.0", "::"]
+        );
+    }
+
+    #[test]
+    fn port_records_round_trip_and_old_records_read() {
+        // Records stored before IPv6 held an Ipv4Addr: the same JSON text.
+        let old = r#"{"proto":"tcp","container_port":80,"host_ip":"0.0.0.0","host_port":8080}"#;
+        let r: PortRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(r.host_ip, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(serde_json::to_string(&r).unwrap(), old);
+        for ip in ["::", "::1", "2001:db8::5"] {
+            let r = PortRecord {
+                host_ip: ip.parse().unwrap(),
+                ..r.clone()
+            };
+            let back: PortRecord =
+                serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+            assert_eq!(back, r);
+        }
+    }
+
+    /// Whether this host can bind IPv6 loopback; says SKIP otherwise.
+    fn ipv6_or_skip(test: &str) -> bool {
+        match TcpListener::bind("[::1]:0") {
+            Ok(_) => true,
+            Err(e) => {
+                eprintln!("SKIP {test}: no IPv6 on this host ([::1]: {e})");
+                false
+            }
+        }
+    }
+
+    fn mapping(host_ip: Option<IpAddr>, ports: Option<(u16, u16)>, proto: Proto) -> PortMapping {
+        PortMapping {
+            host_ip,
+            host_ports: ports,
+            container_port: 80,
+            proto,
+        }
+    }
+
+    #[test]
+    fn no_host_address_binds_both_families_on_one_port() {
+        if !ipv6_or_skip("no_host_address_binds_both_families_on_one_port") {
+            return;
+        }
+        for proto in [Proto::Tcp, Proto::Udp] {
+            let b = bind_all(&[mapping(None, None, proto)], "web (e1)").unwrap();
+            let recs: Vec<_> = b
+                .iter()
+                .map(|b| (b.record.host_ip, b.record.host_port))
+                .collect();
+            assert_eq!(recs.len(), 2, "{recs:?}");
+            let port = recs[0].1;
+            assert_eq!(
+                recs,
+                [
+                    (IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+                    (IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)
+                ]
+            );
+            let (lo, hi) = ephemeral_range();
+            assert!((lo..=hi).contains(&port));
+            // Really bound, each family on its own (IPv6-only) socket.
+            for ip in [
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            ] {
+                let again = bind_one(proto, SocketAddr::new(ip, port));
+                assert!(
+                    matches!(&again, Err(e) if e.kind() == io::ErrorKind::AddrInUse),
+                    "{ip} {proto}: {again:?}"
+                );
+            }
+            drop(b);
+            assert!(
+                bind_one(
+                    proto,
+                    SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)
+                )
+                .is_ok()
+            );
+        }
+    }
+
+    #[test]
+    fn without_ipv6_no_host_address_is_ipv4_only() {
+        if !crate::netns::test_support::privileged("without_ipv6_no_host_address_is_ipv4_only") {
+            return;
+        }
+        // A namespace whose IPv6 is off (`disable_ipv6`): `::` could still be bound
+        // there, `[::1]` not, and Docker binds IPv4 only.
+        let ns = crate::netns::test_support::scratch_ns("noip6");
+        let (bound, explicit) = ns
+            .run(|| {
+                for conf in ["all", "default", "lo"] {
+                    std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6"), "1")
+                        .unwrap();
+                }
+                let mut nl = crate::netlink::Netlink::open().unwrap();
+                let lo = nl.link_index("lo").unwrap();
+                nl.set_up(lo).unwrap();
+                assert!(!ipv6_listenable());
+                let b = bind_all(&[mapping(None, None, Proto::Tcp)], "web (e1)").unwrap();
+                let recs: Vec<_> = b.iter().map(|b| b.record.clone()).collect();
+                let e = bind_all(
+                    &[mapping(
+                        Some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+                        Some((8080, 8080)),
+                        Proto::Tcp,
+                    )],
+                    "web (e1)",
+                )
+                .unwrap_err();
+                (recs, e.message)
+            })
+            .unwrap();
+        assert_eq!(bound.len(), 1, "{bound:?}");
+        assert_eq!(bound[0].host_ip, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        // An IPv6 address asked for is an error, not dropped.
+        assert_eq!(
+            explicit,
+            "driver failed programming external connectivity on endpoint web (e1): Error starting userland proxy: listen tcp6 [::1]:8080: bind: cannot assign requested address"
+        );
+    }
+
+    #[test]
+    fn ipv6_ports_taken_per_address_with_dockers_text() {
+        if !ipv6_or_skip("ipv6_ports_taken_per_address_with_dockers_text") {
+            return;
+        }
+        let lo6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
+        // A port taken on [::1] only: [::1] refuses it, 127.0.0.1 takes it.
+        let held = bind_all(&[mapping(Some(lo6), None, Proto::Tcp)], "x").unwrap();
+        assert_eq!(held.len(), 1, "a given address binds that address only");
+        let port = held[0].record.host_port;
+        let e = bind_all(
+            &[mapping(Some(lo6), Some((port, port)), Proto::Tcp)],
+            "db (e2)",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.message,
+            format!(
+                "driver failed programming external connectivity on endpoint db (e2): Bind for ::1:{port} failed: port is already allocated"
+            )
+        );
+        let lo4 = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let v4 = bind_all(&[mapping(Some(lo4), Some((port, port)), Proto::Tcp)], "x").unwrap();
+        assert_eq!(v4[0].record.host_ip, lo4);
+        drop((held, v4));
+        // [::] taken: a default binding of that port fails with Docker's text for ::
+        // and leaves 0.0.0.0 unbound.
+        let any6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
+        let squatter = bind_one(Proto::Tcp, any6).unwrap();
+        let e = bind_all(&[mapping(None, Some((port, port)), Proto::Tcp)], "db (e2)").unwrap_err();
+        assert!(
+            e.message.ends_with(&format!(
+                "Bind for :::{port} failed: port is already allocated"
+            )),
+            "{}",
+            e.message
+        );
+        assert!(TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok());
+        // A range skips a port taken on either family.
+        let r = bind_all(
+            &[mapping(
+                None,
+                Some((port, port.saturating_add(20))),
+                Proto::Tcp,
+            )],
+            "x",
+        )
+        .unwrap();
+        assert_eq!(r.len(), 2);
+        assert!(r[0].record.host_port > port);
+        assert_eq!(r[0].record.host_port, r[1].record.host_port);
+        drop(squatter);
     }
 }

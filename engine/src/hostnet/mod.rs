@@ -309,9 +309,10 @@ impl HostNet {
         }
     }
 
-    /// Publish `listener` to `ctr` on network `net`: connections (TCP) and datagrams
-    /// (UDP) reaching it are carried to the container, from the client's own address
-    /// (a loopback client appears as the gateway address).
+    /// Publish `listener` (IPv4 or IPv6) to `ctr` on network `net`: connections (TCP)
+    /// and datagrams (UDP) reaching it are carried to the container, from the client's
+    /// own address (a loopback or an IPv6 client appears as the gateway address, with
+    /// its port).
     pub fn publish(
         &self,
         net: &str,
@@ -321,7 +322,7 @@ impl HostNet {
         self.publish_with(net, listener, ctr, None)
     }
 
-    /// Like [`HostNet::publish`], and TCP clients from 127.0.0.0/8 are spliced: a
+    /// Like [`HostNet::publish`], and TCP clients from 127.0.0.0/8 or ::1 are spliced: a
     /// socket made inside `netns` (the container's network namespace, e.g.
     /// `/run/netns/NAME` opened) connects to `ctr`, and the bytes move between the two
     /// sockets with `splice(2)`. `netns` may be closed after the call. The container
@@ -447,7 +448,7 @@ struct Net {
     /// Host socket of each flow.
     flows: HashMap<FlowId, Token>,
     /// Inbound UDP flows: the listener and the client their replies go to.
-    udp_clients: HashMap<FlowId, (Token, SocketAddrV4)>,
+    udp_clients: HashMap<FlowId, (Token, SocketAddr)>,
     /// Spliced connections open (bounded like the relay's TCP flows).
     spliced: usize,
 }
@@ -964,9 +965,7 @@ impl Host {
                 let mut drained = false;
                 for _ in 0..BATCH {
                     match l.accept() {
-                        Ok((s, SocketAddr::V4(client))) => accepted.push((s, client)),
-                        // An IPv4 listener; anything else is dropped (closed).
-                        Ok(_) => {}
+                        Ok((s, client)) => accepted.push((s, client)),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             drained = true;
                             break;
@@ -1009,12 +1008,11 @@ impl Host {
                 let mut drained = false;
                 for _ in 0..BATCH {
                     match s.recv_from(&mut buf) {
-                        Ok((k, SocketAddr::V4(client))) => {
+                        Ok((k, client)) => {
                             if let Some(id) = n.relay.udp_inbound(now, client, ctr, &buf[..k]) {
                                 n.udp_clients.insert(id, (t, client));
                             }
                         }
-                        Ok(_) => {}
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             drained = true;
                             break;
@@ -1035,7 +1033,7 @@ impl Host {
         net: usize,
         now: Duration,
         s: mio::net::TcpStream,
-        client: SocketAddrV4,
+        client: SocketAddr,
         ctr: SocketAddrV4,
     ) {
         let Some(Some(n)) = self.nets.get_mut(net) else {
@@ -1072,7 +1070,7 @@ impl Host {
         &mut self,
         net: usize,
         s: mio::net::TcpStream,
-        client: SocketAddrV4,
+        client: SocketAddr,
         ctr: SocketAddrV4,
         conn: &NsConnector,
     ) -> Option<mio::net::TcpStream> {
@@ -1260,7 +1258,7 @@ impl Host {
         while let Some((id, data)) = n.relay.next_datagram() {
             if let Some(&(lt, client)) = n.udp_clients.get(&id) {
                 if let Some(Some(Sock::UdpListen { s, .. })) = self.socks.get(lt.0 - 1) {
-                    let _ = s.send_to(&data, SocketAddr::V4(client));
+                    let _ = s.send_to(&data, client);
                 }
             } else if let Some(&t) = n.flows.get(&id) {
                 if let Some(Some(Sock::Dgram { s, raw_ident, .. })) = self.socks.get(t.0 - 1) {

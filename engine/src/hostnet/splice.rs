@@ -34,7 +34,7 @@
 //! next pass of the host thread.
 
 use std::io;
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -355,7 +355,7 @@ pub(super) struct Spliced {
     pub(super) inner_token: mio::Token,
     /// The client's address and the container's, for the relay path if connecting
     /// fails.
-    pub(super) client_addr: SocketAddrV4,
+    pub(super) client_addr: SocketAddr,
     pub(super) ctr: SocketAddrV4,
     pub(super) connecting: bool,
     /// Client to container, container to client.

@@ -3,7 +3,7 @@
 //! on 127.0.0.1.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -286,10 +286,12 @@ fn udp_to_host_loopback_and_back() {
     assert_eq!(got, Some((b"ping over udp".to_vec(), dst)));
 }
 
-#[test]
-fn published_tcp_and_udp_reach_the_container_from_the_client_address() {
+/// A TCP exchange and a UDP one through ports published on `lo` (a loopback address),
+/// from clients on `lo`: the container sees them as the gateway address with their
+/// ports.
+fn published_round_trip_from(lo: IpAddr) {
     let mut s = Setup::new(false);
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let l = TcpListener::bind((lo, 0)).unwrap();
     let hport = l.local_addr().unwrap().port();
     s.host
         .publish("n1", HostListener::Tcp(l), SocketAddrV4::new(CTR, 8080))
@@ -297,7 +299,7 @@ fn published_tcp_and_udp_reach_the_container_from_the_client_address() {
     let h = s.tcp();
     s.sockets.get_mut::<tcp::Socket>(h).listen(8080).unwrap();
     let client = std::thread::spawn(move || {
-        let mut c = TcpStream::connect(("127.0.0.1", hport)).unwrap();
+        let mut c = TcpStream::connect((lo, hport)).unwrap();
         c.set_read_timeout(Some(LIMIT)).unwrap();
         let me = c.local_addr().unwrap().port();
         c.write_all(b"hello container").unwrap();
@@ -322,13 +324,13 @@ fn published_tcp_and_udp_reach_the_container_from_the_client_address() {
     }));
     let (client_port, reply) = client.join().unwrap();
     assert_eq!(reply, b"hello client");
-    // A loopback client is seen as the gateway address, with its own port.
+    // A loopback client (IPv4 or IPv6) is seen as the gateway address, with its port.
     assert_eq!(
         remote,
         Some(IpEndpoint::new(IpAddress::Ipv4(GW), client_port))
     );
     // UDP.
-    let us = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let us = UdpSocket::bind((lo, 0)).unwrap();
     let uport = us.local_addr().unwrap().port();
     s.host
         .publish("n1", HostListener::Udp(us), SocketAddrV4::new(CTR, 5353))
@@ -339,10 +341,10 @@ fn published_tcp_and_udp_reach_the_container_from_the_client_address() {
     );
     u.bind(5353).unwrap();
     let uh = s.sockets.add(u);
-    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let c = UdpSocket::bind((lo, 0)).unwrap();
     c.set_read_timeout(Some(LIMIT)).unwrap();
     let cport = c.local_addr().unwrap().port();
-    c.send_to(b"q", ("127.0.0.1", uport)).unwrap();
+    c.send_to(b"q", (lo, uport)).unwrap();
     let mut from = None;
     assert!(s.until(|s| {
         let sock = s.sockets.get_mut::<udp::Socket>(uh);
@@ -366,6 +368,23 @@ fn published_tcp_and_udp_reach_the_container_from_the_client_address() {
     }));
     assert_eq!(got.unwrap(), b"a");
     assert_eq!(s.host.stats().published, 2);
+}
+
+#[test]
+fn published_tcp_and_udp_reach_the_container_from_the_client_address() {
+    published_round_trip_from(IpAddr::V4(Ipv4Addr::LOCALHOST));
+}
+
+#[test]
+fn published_ipv6_ports_reach_the_container_from_the_gateway_address() {
+    let lo = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+    if let Err(e) = TcpListener::bind((lo, 0)) {
+        eprintln!(
+            "SKIP published_ipv6_ports_reach_the_container_from_the_gateway_address: no IPv6 on this host ([::1]: {e})"
+        );
+        return;
+    }
+    published_round_trip_from(lo);
 }
 
 #[test]

@@ -441,7 +441,7 @@ fn published_tcp_shows_the_client_address() {
         .relay
         .tcp_inbound(
             n.now,
-            SocketAddrV4::new(Ipv4Addr::LOCALHOST, 50000),
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, 50000).into(),
             SocketAddrV4::new(CTR, 8080),
         )
         .unwrap();
@@ -469,7 +469,7 @@ fn published_tcp_shows_the_client_address() {
     let client = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 9), 50001);
     let id2 = n
         .relay
-        .tcp_inbound(n.now, client, SocketAddrV4::new(CTR, 8080))
+        .tcp_inbound(n.now, client.into(), SocketAddrV4::new(CTR, 8080))
         .unwrap();
     let mut host2 = MemHost::default();
     n.step(&mut [(id2, &mut host2)]);
@@ -477,6 +477,81 @@ fn published_tcp_shows_the_client_address() {
         n.sockets.get::<stcp::Socket>(h2).remote_endpoint(),
         Some(IpEndpoint::new(IpAddress::Ipv4(*client.ip()), 50001))
     );
+}
+
+/// The container's view of a published TCP connection from `client`.
+fn tcp_inbound_seen_as(client: SocketAddr) -> Option<IpEndpoint> {
+    let mut n = Net::new(relay_cfg(FlowLimits::default(), false));
+    let h = n.tcp_socket();
+    n.sockets.get_mut::<stcp::Socket>(h).listen(8080).unwrap();
+    let id = n
+        .relay
+        .tcp_inbound(n.now, client, SocketAddrV4::new(CTR, 8080))
+        .unwrap();
+    let mut host = MemHost::default();
+    for _ in 0..5 {
+        n.step(&mut [(id, &mut host)]);
+    }
+    let s = n.sockets.get::<stcp::Socket>(h);
+    assert_eq!(s.state(), stcp::State::Established, "from {client}");
+    s.remote_endpoint()
+}
+
+#[test]
+fn ipv6_clients_appear_as_the_gateway_with_their_port() {
+    let gw = |port| Some(IpEndpoint::new(IpAddress::Ipv4(GW), port));
+    // The network inside is IPv4: an IPv6 client, loopback or not, is the gateway.
+    assert_eq!(
+        tcp_inbound_seen_as("[::1]:50010".parse().unwrap()),
+        gw(50010)
+    );
+    assert_eq!(
+        tcp_inbound_seen_as("[2001:db8::7]:50011".parse().unwrap()),
+        gw(50011)
+    );
+    // An IPv4-mapped client is its IPv4 address, with the IPv4 rules.
+    assert_eq!(
+        tcp_inbound_seen_as("[::ffff:192.0.2.9]:50012".parse().unwrap()),
+        Some(IpEndpoint::new(
+            IpAddress::Ipv4(Ipv4Addr::new(192, 0, 2, 9)),
+            50012
+        ))
+    );
+    assert_eq!(
+        tcp_inbound_seen_as("[::ffff:127.0.0.1]:50013".parse().unwrap()),
+        gw(50013)
+    );
+    // UDP: the datagram arrives from the gateway and the client's port; the reply goes
+    // back on the flow the caller holds for the IPv6 client.
+    let mut n = Net::new(relay_cfg(FlowLimits::default(), false));
+    let mut u = sudp::Socket::new(
+        sudp::PacketBuffer::new(vec![sudp::PacketMetadata::EMPTY; 8], vec![0; 8192]),
+        sudp::PacketBuffer::new(vec![sudp::PacketMetadata::EMPTY; 8], vec![0; 8192]),
+    );
+    u.bind(5353).unwrap();
+    let h = n.sockets.add(u);
+    let client: SocketAddr = "[::1]:50020".parse().unwrap();
+    let id = n
+        .relay
+        .udp_inbound(n.now, client, SocketAddrV4::new(CTR, 5353), b"q6")
+        .unwrap();
+    n.step(&mut []);
+    let mut buf = [0u8; 16];
+    let (len, meta) = n
+        .sockets
+        .get_mut::<sudp::Socket>(h)
+        .recv_slice(&mut buf)
+        .unwrap();
+    assert_eq!(
+        (&buf[..len], meta.endpoint),
+        (&b"q6"[..], gw(50020).unwrap())
+    );
+    n.sockets
+        .get_mut::<sudp::Socket>(h)
+        .send_slice(b"a6", meta.endpoint)
+        .unwrap();
+    n.step(&mut []);
+    assert_eq!(n.datagrams, vec![(id, b"a6".to_vec())]);
 }
 
 #[test]

@@ -524,7 +524,7 @@ fn fake_ports(
     for m in maps {
         let ip = m
             .host_ip
-            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED)
+            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into())
             .to_string();
         let proto = m.proto.as_str().to_string();
         let free = |p: u16, held: &[(String, String, String)]| {

@@ -608,7 +608,7 @@ fn port_bindings_in_and_ports_out() {
         ),
         (
             json!({"80/tcp": [{"HostIp": "1.2.3"}]}),
-            "Invalid ip address: 1.2.3",
+            "invalid IP address: 1.2.3",
         ),
     ] {
         let (status, v) = s.json(
