@@ -374,6 +374,8 @@ struct Flow {
     mss: u16,
     waker: Option<Waker>,
     queued: bool,
+    /// The real client of a UDP flow that came in through a published port.
+    client: Option<SocketAddr>,
 }
 
 /// Flows whose smoltcp socket changed, filled by wakers.
@@ -551,6 +553,10 @@ pub struct Relay {
     /// ICMP flows by (container address, identifier, remote address).
     icmp_keys: HashMap<(Ipv4Addr, u16, Ipv4Addr), FlowId>,
     handles: HashMap<SocketHandle, FlowId>,
+    /// UDP flows through published ports by (real client, container address).
+    inbound_udp: HashMap<(SocketAddr, SocketAddrV4), FlowId>,
+    /// Next port to try for a client shown as the gateway whose own port is taken.
+    next_seen_port: u16,
     macs: HashMap<Ipv4Addr, MacAddr>,
     events: VecDeque<Event>,
     to_host: VecDeque<(FlowId, Vec<u8>)>,
@@ -563,6 +569,10 @@ pub struct Relay {
     last_sweep: Duration,
     counters: Arc<RelayCounters>,
 }
+
+/// Ports for clients shown as the gateway address whose own port is taken: Linux's
+/// default ephemeral range.
+const SEEN_PORTS: (u16, u16) = (32768, 60999);
 
 /// Socket buffer pairs kept spare per network: enough for connections that come one
 /// after another, little memory when idle (the pages touched stay resident).
@@ -612,6 +622,8 @@ impl Relay {
             udp_keys: HashMap::new(),
             icmp_keys: HashMap::new(),
             handles: HashMap::new(),
+            inbound_udp: HashMap::new(),
+            next_seen_port: SEEN_PORTS.0,
             macs: HashMap::new(),
             events: VecDeque::new(),
             to_host: VecDeque::new(),
@@ -684,6 +696,42 @@ impl Relay {
     /// the client's port) for a loopback client (a container drops packets from
     /// 127.0.0.0/8) and for an IPv6 client (the network inside is IPv4; an
     /// IPv4-mapped address counts as its IPv4 address).
+    /// The address the container sees for a new flow of `client` toward `ctr`, unique
+    /// among the flows in `keys`: the client's own (IPv4, not loopback) address and
+    /// port; for the others the gateway address with the client's port, or, when that
+    /// is taken by another client's flow (two loopback addresses, IPv6 and IPv4 clients,
+    /// two published ports of one container port), with a free port of `SEEN_PORTS`.
+    /// `None` when nothing is free.
+    fn pick_seen(
+        &mut self,
+        client: SocketAddr,
+        ctr: SocketAddrV4,
+        proto: Proto,
+    ) -> Option<SocketAddrV4> {
+        let keys = if proto == Proto::Tcp {
+            &self.tcp_keys
+        } else {
+            &self.udp_keys
+        };
+        let seen = self.seen_client(client);
+        if !keys.contains_key(&(ctr, seen)) {
+            return Some(seen);
+        }
+        if *seen.ip() != self.cfg.gateway.ip {
+            return None;
+        }
+        let (lo, hi) = SEEN_PORTS;
+        for _ in lo..=hi {
+            let p = self.next_seen_port;
+            self.next_seen_port = if p >= hi { lo } else { p + 1 };
+            let cand = SocketAddrV4::new(self.cfg.gateway.ip, p);
+            if !keys.contains_key(&(ctr, cand)) {
+                return Some(cand);
+            }
+        }
+        None
+    }
+
     fn seen_client(&self, client: SocketAddr) -> SocketAddrV4 {
         let v4 = match client.ip() {
             IpAddr::V4(a) => Some(a),
@@ -820,6 +868,7 @@ impl Relay {
                         mss,
                         waker: None,
                         queued: false,
+                        client: None,
                     },
                 );
                 self.tcp_keys.insert(key, id);
@@ -949,6 +998,7 @@ impl Relay {
                 mss: 0,
                 waker: None,
                 queued: false,
+                client: None,
             },
         );
     }
@@ -1111,7 +1161,8 @@ impl Relay {
     /// flow carrying it (replies from the container come back on it, through
     /// [`Relay::next_datagram`]), or `None` when the UDP bound is reached. The container
     /// sees the client's own address, or the gateway address with the client's port for
-    /// a loopback or an IPv6 client.
+    /// a loopback or an IPv6 client (another port when a different client's flow shows
+    /// that one already: each flow has one real client).
     pub fn udp_inbound(
         &mut self,
         now: Duration,
@@ -1119,28 +1170,35 @@ impl Relay {
         ctr: SocketAddrV4,
         data: &[u8],
     ) -> Option<FlowId> {
-        let seen = self.seen_client(client);
-        let key = (ctr, seen);
-        let id = match self.udp_keys.get(&key) {
-            Some(&id) => id,
+        let known = self
+            .inbound_udp
+            .get(&(client, ctr))
+            .and_then(|id| Some((*id, self.flows.get(id)?.key.1)));
+        let (id, seen) = match known {
+            Some(k) => k,
             None => {
                 if self.udp_count >= self.cfg.limits.udp {
                     self.counters.udp_limit.inc();
                     return None;
                 }
+                let Some(seen) = self.pick_seen(client, ctr, Proto::Udp) else {
+                    self.counters.udp_limit.inc();
+                    return None;
+                };
+                let key = (ctr, seen);
                 let id = self.new_id();
                 self.open_datagram_flow(now, id, key, Proto::Udp, 0);
-                if let Some(Flow {
-                    kind: FlowKind::Datagram { ready, .. },
-                    ..
-                }) = self.flows.get_mut(&id)
-                {
-                    *ready = true;
+                if let Some(f) = self.flows.get_mut(&id) {
+                    f.client = Some(client);
+                    if let FlowKind::Datagram { ready, .. } = &mut f.kind {
+                        *ready = true;
+                    }
                 }
+                self.inbound_udp.insert((client, ctr), id);
                 self.udp_keys.insert(key, id);
                 self.udp_count += 1;
                 self.counters.udp_opened.inc();
-                id
+                (id, seen)
             }
         };
         if let Some(f) = self.flows.get_mut(&id) {
@@ -1152,7 +1210,9 @@ impl Relay {
 
     /// A host client connected to a published TCP port for `ctr`: open a connection to
     /// the container from the client's address (see [`Relay::udp_inbound`] for how a
-    /// client appears). `None` when the TCP bound is reached.
+    /// client appears). `None` when the TCP bound is reached, or when the client's
+    /// address is an open flow's already (a client the host gave the same address and
+    /// port before the relay saw the old connection end).
     pub fn tcp_inbound(
         &mut self,
         now: Duration,
@@ -1163,11 +1223,8 @@ impl Relay {
             self.counters.tcp_limit.inc();
             return None;
         }
-        let seen = self.seen_client(client);
+        let seen = self.pick_seen(client, ctr, Proto::Tcp)?;
         let key = (ctr, seen);
-        if self.tcp_keys.contains_key(&key) {
-            return None;
-        }
         let id = self.new_id();
         let mut lease = self.pool.take();
         let mut sock = tcp_socket(&mut lease);
@@ -1207,6 +1264,7 @@ impl Relay {
                 mss: (self.cfg.mtu.clamp(576, 65535) - 40) as u16,
                 waker: Some(waker),
                 queued: false,
+                client: None,
             },
         );
         self.tcp_keys.insert(key, id);
@@ -1229,7 +1287,10 @@ impl Relay {
     }
 
     /// When [`Relay::poll`] should run next at the latest, if anything waits for a
-    /// timer.
+    /// timer. Call it after [`Relay::poll`], as the host thread does: smoltcp 0.12's
+    /// `poll_at` judges each socket's window before it looks for an ACK owed, and that
+    /// panics if a peer sent past a rounded-down window and the ACK has not gone out yet
+    /// (smoltcp issue 1048); `poll` sends every ACK owed.
     pub fn poll_in(&mut self, now: Duration) -> Option<Duration> {
         let t = self.iface.poll_delay(smol_now(now), &self.sockets);
         let t = t.map(|d| Duration::from_micros(d.total_micros()));
@@ -1412,6 +1473,9 @@ impl Relay {
             }
             Proto::Udp => {
                 self.udp_keys.remove(&flow.key);
+                if let Some(c) = flow.client {
+                    self.inbound_udp.remove(&(c, flow.key.0));
+                }
                 self.udp_count -= 1;
             }
             Proto::Icmp => {

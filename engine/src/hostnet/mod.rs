@@ -1039,8 +1039,10 @@ impl Host {
         let Some(Some(n)) = self.nets.get_mut(net) else {
             return;
         };
-        // Refused by the flow bound: the stream is closed here.
+        // Refused (the flow bound, or no address to show the client): the client is
+        // reset, as by a full listener.
         let Some(id) = n.relay.tcp_inbound(now, client, ctr) else {
+            set_linger0(&s);
             return;
         };
         let sock = Sock::Stream {

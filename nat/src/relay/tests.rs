@@ -843,3 +843,89 @@ fn bytes_beyond_the_advertised_window_do_not_crash_the_relay() {
     let _ = n.relay.poll_in(n.now);
     assert_eq!(host.got.len(), 1 + 40_000 + edge + 1);
 }
+
+#[test]
+fn clients_shown_as_the_gateway_never_share_a_flow() {
+    // 127.0.0.1:5000, 127.0.0.2:5000 and [::1]:5000 all map to the gateway with port
+    // 5000: each gets a flow of its own, and replies go to the right one.
+    let mut n = Net::new(relay_cfg(FlowLimits::default(), false));
+    let mut u = sudp::Socket::new(
+        sudp::PacketBuffer::new(vec![sudp::PacketMetadata::EMPTY; 8], vec![0; 8192]),
+        sudp::PacketBuffer::new(vec![sudp::PacketMetadata::EMPTY; 8], vec![0; 8192]),
+    );
+    u.bind(5353).unwrap();
+    let h = n.sockets.add(u);
+    let ctr = SocketAddrV4::new(CTR, 5353);
+    let clients: [SocketAddr; 3] = [
+        "127.0.0.1:5000".parse().unwrap(),
+        "127.0.0.2:5000".parse().unwrap(),
+        "[::1]:5000".parse().unwrap(),
+    ];
+    let mut ids = Vec::new();
+    let mut seen = Vec::new();
+    for (i, c) in clients.iter().enumerate() {
+        let id = n
+            .relay
+            .udp_inbound(n.now, *c, ctr, &[b'0' + i as u8])
+            .unwrap();
+        // The same client again: the same flow.
+        assert_eq!(n.relay.udp_inbound(n.now, *c, ctr, b"+"), Some(id));
+        ids.push(id);
+        n.step(&mut []);
+        let mut buf = [0u8; 16];
+        let s = n.sockets.get_mut::<sudp::Socket>(h);
+        let (len, meta) = s.recv_slice(&mut buf).unwrap();
+        assert_eq!(&buf[..len], &[b'0' + i as u8]);
+        let (len2, meta2) = s.recv_slice(&mut buf).unwrap();
+        assert_eq!((&buf[..len2], meta2.endpoint), (&b"+"[..], meta.endpoint));
+        assert_eq!(meta.endpoint.addr, IpAddress::Ipv4(GW));
+        seen.push(meta.endpoint);
+    }
+    assert_eq!(seen[0].port, 5000, "the first keeps its own port");
+    assert!(seen[1] != seen[0] && seen[2] != seen[0] && seen[1] != seen[2]);
+    let mut uniq = ids.clone();
+    uniq.dedup();
+    assert_eq!(uniq.len(), 3);
+    // The container answers each: each answer comes out on its client's flow.
+    for (i, ep) in seen.iter().enumerate() {
+        n.sockets
+            .get_mut::<sudp::Socket>(h)
+            .send_slice(&[b'a' + i as u8], *ep)
+            .unwrap();
+    }
+    n.step(&mut []);
+    let mut got = n.datagrams.clone();
+    got.sort();
+    let mut want: Vec<(FlowId, Vec<u8>)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (*id, vec![b'a' + i as u8]))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+
+    // TCP: a second loopback client with the same port gets a connection too.
+    let mut n = Net::new(relay_cfg(FlowLimits::default(), false));
+    let h1 = n.tcp_socket();
+    n.sockets.get_mut::<stcp::Socket>(h1).listen(8080).unwrap();
+    let h2 = n.tcp_socket();
+    n.sockets.get_mut::<stcp::Socket>(h2).listen(8080).unwrap();
+    let ctr = SocketAddrV4::new(CTR, 8080);
+    let a = n.relay.tcp_inbound(n.now, clients[0], ctr).unwrap();
+    let b = n.relay.tcp_inbound(n.now, clients[2], ctr).unwrap();
+    let (mut ha, mut hb) = (MemHost::default(), MemHost::default());
+    for _ in 0..5 {
+        n.step(&mut [(a, &mut ha), (b, &mut hb)]);
+    }
+    let e1 = n.sockets.get::<stcp::Socket>(h1).remote_endpoint().unwrap();
+    let e2 = n.sockets.get::<stcp::Socket>(h2).remote_endpoint().unwrap();
+    assert_eq!(
+        n.sockets.get::<stcp::Socket>(h2).state(),
+        stcp::State::Established
+    );
+    assert_eq!(
+        (e1.addr, e2.addr),
+        (IpAddress::Ipv4(GW), IpAddress::Ipv4(GW))
+    );
+    assert_ne!(e1.port, e2.port);
+}
