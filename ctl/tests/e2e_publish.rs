@@ -466,6 +466,48 @@ fn disconnect_takes_the_ports_with_the_endpoint() {
     );
 }
 
+#[test]
+fn host_binding_ipv4_is_the_address_of_ports_published_without_one() {
+    if !root_or_skip("host_binding_ipv4_is_the_address_of_ports_published_without_one") {
+        return;
+    }
+    let d = Daemon::start("publish-binding");
+    let err = d.fails(
+        &[
+            "network",
+            "create",
+            "-o",
+            "com.docker.network.bridge.host_binding_ipv4=nowhere",
+            "bad",
+        ],
+        1,
+    );
+    assert!(
+        err.contains(
+            "failed to parse com.docker.network.bridge.host_binding_ipv4 value: nowhere (nil ip)"
+        ),
+        "{err}"
+    );
+    d.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.253.7.0/24",
+        "-o",
+        "com.docker.network.bridge.host_binding_ipv4=127.0.0.1",
+        "lo-only",
+    ]);
+    d.sandbox("web", &["lo-only"], &["-p", "80", "-p", "0.0.0.0::81"]);
+    let p = ports(&d, "web");
+    let lo: IpAddr = "127.0.0.1".parse().unwrap();
+    let any: IpAddr = "0.0.0.0".parse().unwrap();
+    // No address given: only the network's; an address given: that one.
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert_eq!((p[0].0.as_str(), p[0].1), ("80/tcp", lo), "{p:?}");
+    assert_eq!((p[1].0.as_str(), p[1].1), ("81/tcp", any), "{p:?}");
+    assert!(all_bound(&p));
+}
+
 // ----- the data path (host relay) -----
 
 /// Accept one connection within `limit`.

@@ -38,7 +38,7 @@ pub const BRIDGE_OPTIONS: &[&str] = &[
     "com.docker.network.bridge.name",
     "com.docker.network.bridge.enable_ip_masquerade",
     "com.docker.network.bridge.enable_icc",
-    "com.docker.network.bridge.host_binding_ipv4",
+    OPT_HOST_BINDING,
     "com.docker.network.bridge.gateway_mode_ipv4",
     "com.docker.network.bridge.gateway_mode_ipv6",
     "com.docker.network.bridge.inhibit_ipv4",
@@ -56,8 +56,9 @@ pub const OPT_HOST_LOOPBACK: &str = "tapnet.host_loopback";
 
 /// tapnet's own bridge option: connections from the host's loopback to a published TCP
 /// port are spliced into the sandbox's namespace (`true` or `false`, default `false`).
-/// Faster, but the sandbox then sees its own 127.0.0.1 as the peer, where by default it
-/// sees the gateway address and the client's port, as Docker's proxy shows them.
+/// Faster, but the sandbox then sees its own 127.0.0.1 as the peer (as pasta shows it),
+/// where by default it sees the gateway address and the client's port, as Docker's
+/// proxy shows them: services that trust loopback clients trust every local user then.
 pub const OPT_LOOPBACK_SPLICE: &str = "tapnet.loopback_splice";
 
 const OPT_ICC: &str = "com.docker.network.bridge.enable_icc";
@@ -166,7 +167,13 @@ struct BridgeOpts {
     mtu: u32,
     host_loopback: bool,
     loopback_splice: bool,
+    /// `host_binding_ipv4`: the host address of ports published without one (`None`:
+    /// 0.0.0.0 and ::).
+    host_binding: Option<std::net::IpAddr>,
 }
+
+/// Docker's option for the host address of ports published without one.
+const OPT_HOST_BINDING: &str = "com.docker.network.bridge.host_binding_ipv4";
 
 fn parse_bool(key: &str, v: &str) -> Res<bool> {
     match v.to_ascii_lowercase().as_str() {
@@ -216,11 +223,26 @@ fn bridge_opts(opts: &BTreeMap<String, String>) -> Res<BridgeOpts> {
         Some(v) => parse_bool(OPT_LOOPBACK_SPLICE, v)?,
         None => false,
     };
+    // Docker's parse: any IP address (IPv6 too, despite the name); 0.0.0.0 is the
+    // default, every address of both families.
+    let host_binding = match opts.get(OPT_HOST_BINDING) {
+        None => None,
+        Some(v) => match v.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(a)) if a.is_unspecified() => None,
+            Ok(a) => Some(a),
+            Err(_) => {
+                return Err(Fail::bad_request(format!(
+                    "failed to parse {OPT_HOST_BINDING} value: {v} (nil ip)"
+                )));
+            }
+        },
+    };
     Ok(BridgeOpts {
         icc,
         mtu,
         host_loopback,
         loopback_splice,
+        host_binding,
     })
 }
 
@@ -448,7 +470,7 @@ impl Daemon {
                     ("com.docker.network.bridge.default_bridge", "true"),
                     ("com.docker.network.bridge.enable_icc", "true"),
                     ("com.docker.network.bridge.enable_ip_masquerade", "true"),
-                    ("com.docker.network.bridge.host_binding_ipv4", "0.0.0.0"),
+                    (OPT_HOST_BINDING, "0.0.0.0"),
                     ("com.docker.network.bridge.name", "tapnet0"),
                     ("com.docker.network.driver.mtu", "1500"),
                 ] {
@@ -1384,7 +1406,20 @@ impl Daemon {
                 sb.name
             )));
         };
-        publish::bind_all(ports, &format!("{} ({})", sb.name, e.id))
+        // The network's host_binding_ipv4 stands for a host address not given.
+        let default_ip = st
+            .networks
+            .get(&e.network_id)
+            .and_then(|n| bridge_opts(&n.options).ok())
+            .and_then(|o| o.host_binding);
+        let ports: Vec<PortMapping> = ports
+            .iter()
+            .map(|m| PortMapping {
+                host_ip: m.host_ip.or(default_ip),
+                ..*m
+            })
+            .collect();
+        publish::bind_all(&ports, &format!("{} ({})", sb.name, e.id))
     }
 
     /// Hand the bound ports of `sb` (committed and plumbed) to host networking.
