@@ -191,6 +191,8 @@ const RELAYED: [Signal; 4] = [
     Signal::SIGTERM,
     Signal::SIGHUP,
 ];
+/// Longest wait for the daemon's answer to one request.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How often the keeper looks for a new daemon.
 const DAEMON_CHECK_MS: u16 = 1000;
 
@@ -202,9 +204,12 @@ fn keep(socket: &Path, mut kept: Kept, cmd: &[String]) -> anyhow::Result<u8> {
     for s in RELAYED {
         mask.add(s);
     }
+    // A SIGCHLD ignored by whoever started us would reap the command behind our back.
+    // SAFETY: restoring the default disposition installs no handler.
+    unsafe { nix::sys::signal::signal(Signal::SIGCHLD, nix::sys::signal::SigHandler::SigDfl) }?;
     // Blocked before the fork, so none is lost; the child unblocks them before exec.
     let old = mask.thread_swap_mask(SigmaskHow::SIG_BLOCK)?;
-    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)?;
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
     let parent = nix::unistd::getpid();
     // SAFETY: this process is single-threaded (see the module docs), so the child may
     // run any code; it only execs or exits.
@@ -239,6 +244,7 @@ fn keep(socket: &Path, mut kept: Kept, cmd: &[String]) -> anyhow::Result<u8> {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
+        // Non-blocking: nothing to read (an interrupted poll) means look again.
         let Some(info) = sfd.read_signal()? else {
             continue;
         };
@@ -290,6 +296,10 @@ fn call(
             socket.display()
         )
     })?;
+    // A daemon that accepts and never answers must not hold the keeper (it relays
+    // signals and reaps the command on the same thread).
+    s.set_read_timeout(Some(CALL_TIMEOUT))?;
+    s.set_write_timeout(Some(CALL_TIMEOUT))?;
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: tapnet\r\nUser-Agent: tapnet/{}\r\n\
          Connection: close\r\nContent-Length: {}\r\n",
