@@ -25,6 +25,9 @@
 //! fills (a port search of milliseconds at 20,000). The address is bound with
 //! `IP_BIND_ADDRESS_NO_PORT`, so the port is chosen by `connect`, which may reuse
 //! such ports. A namespace whose loopback is down gets sockets from its own address.
+//! The price, as with pasta: services in the container that trust loopback clients
+//! (a `trust` line for 127.0.0.1 in `pg_hba.conf`, Redis's protected mode) trust every
+//! local user of the host too, which is why splicing is a network's choice.
 //!
 //! Each direction has a pipe: `splice` moves bytes from the source socket into the pipe
 //! and from the pipe into the destination socket, without copying them through user
