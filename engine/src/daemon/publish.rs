@@ -552,6 +552,37 @@ mod tests {
         }
     }
 
+    /// A port outside the ephemeral range (the kernel never gives it to a connecting
+    /// socket), free now on both families for TCP and UDP, and a different one for each
+    /// call in this process: a test may bind it, drop it and bind it again without
+    /// another test's connection taking it in between.
+    fn quiet_port() -> u16 {
+        use std::sync::atomic::{AtomicU16, Ordering};
+        static NEXT: AtomicU16 = AtomicU16::new(0);
+        let (lo, hi) = ephemeral_range();
+        let (first, last) = if hi <= 64535 {
+            (hi + 1, 65535)
+        } else {
+            (1024, lo - 1)
+        };
+        let span = last - first + 1;
+        for _ in 0..span {
+            let p = first + NEXT.fetch_add(1, Ordering::Relaxed) % span;
+            let free = [Proto::Tcp, Proto::Udp].iter().all(|&proto| {
+                [
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                ]
+                .iter()
+                .all(|&ip| bind_one(proto, SocketAddr::new(ip, p)).is_ok())
+            });
+            if free {
+                return p;
+            }
+        }
+        panic!("no free port in {first}-{last}");
+    }
+
     /// Whether this host can bind IPv6 loopback; says SKIP otherwise.
     fn ipv6_or_skip(test: &str) -> bool {
         match TcpListener::bind("[::1]:0") {
@@ -606,13 +637,18 @@ mod tests {
                 );
             }
             drop(b);
-            assert!(
-                bind_one(
-                    proto,
-                    SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)
-                )
-                .is_ok()
-            );
+            // Dropped, both are free again (on a port no connection can take meanwhile).
+            let q = quiet_port();
+            let b = bind_all(&[mapping(None, Some((q, q)), proto)], "web (e1)").unwrap();
+            assert_eq!(b.len(), 2);
+            drop(b);
+            for ip in [
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            ] {
+                let again = bind_one(proto, SocketAddr::new(ip, q));
+                assert!(again.is_ok(), "{ip} {proto}: {again:?}");
+            }
         }
     }
 
@@ -663,10 +699,11 @@ mod tests {
             return;
         }
         let lo6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
-        // A port taken on [::1] only: [::1] refuses it, 127.0.0.1 takes it.
-        let held = bind_all(&[mapping(Some(lo6), None, Proto::Tcp)], "x").unwrap();
+        // A port taken on [::1] only: [::1] refuses it, 127.0.0.1 takes it. (A port no
+        // connection of another test can take while it is free between the steps.)
+        let port = quiet_port();
+        let held = bind_all(&[mapping(Some(lo6), Some((port, port)), Proto::Tcp)], "x").unwrap();
         assert_eq!(held.len(), 1, "a given address binds that address only");
-        let port = held[0].record.host_port;
         let e = bind_all(
             &[mapping(Some(lo6), Some((port, port)), Proto::Tcp)],
             "db (e2)",
