@@ -74,10 +74,23 @@ async fn serve_on(
     shutdown: impl Future,
 ) -> io::Result<()> {
     remove_stale_socket(socket)?;
-    let listener = fdpass::FdListener(tokio::net::UnixListener::bind(socket)?);
+    // Bound under a temporary name and moved into place with its mode set: whoever sees
+    // the socket file sees it finished (mode, listening), and only once.
+    let name = socket
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = socket.with_file_name(format!(".{name}.{}.new", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let listener = fdpass::FdListener(tokio::net::UnixListener::bind(&tmp)?);
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(SOCKET_MODE))
+        .and_then(|()| std::fs::rename(&tmp, socket));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     // From here on the socket file is ours: remove it however serving ends.
     let _guard = RemoveOnDrop(socket);
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(SOCKET_MODE))?;
     tracing::info!(socket = %socket.display(), "API listening");
     let state = AppState {
         backend,

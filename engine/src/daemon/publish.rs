@@ -482,8 +482,12 @@ mod tests {
         };
         let b = bind_all(&[m(None, Proto::Tcp)], "web (e1)").unwrap();
         let (lo, hi) = ephemeral_range();
-        let port = b[0].record.host_port;
-        assert!((lo..=hi).contains(&port));
+        assert!((lo..=hi).contains(&b[0].record.host_port));
+        assert!(TcpListener::bind((Ipv4Addr::LOCALHOST, b[0].record.host_port)).is_err());
+        drop(b);
+        // The rest on a port no other test's connection can take while it is free.
+        let port = quiet_port();
+        let b = eventually(|| bind_all(&[m(Some((port, port)), Proto::Tcp)], "web (e1)")).unwrap();
         let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
         assert!(TcpListener::bind(addr).is_err());
         // The same port again: Docker's error, and nothing of the request stays bound.
@@ -504,7 +508,7 @@ mod tests {
         let r = bind_all(&[m(Some(range), Proto::Tcp)], "x").unwrap();
         assert!(r[0].record.host_port > port && r[0].record.host_port <= range.1);
         drop(b);
-        assert!(TcpListener::bind(addr).is_ok());
+        assert!(eventually(|| TcpListener::bind(addr)).is_ok());
     }
 
     #[test]
@@ -555,7 +559,8 @@ mod tests {
     /// A port outside the ephemeral range (the kernel never gives it to a connecting
     /// socket), free now on both families for TCP and UDP, and a different one for each
     /// call in this process: a test may bind it, drop it and bind it again without
-    /// another test's connection taking it in between.
+    /// another test's connection taking it in between. Each call owns the 32 ports from
+    /// the one returned (a test may publish a range from it).
     fn quiet_port() -> u16 {
         use std::sync::atomic::{AtomicU16, Ordering};
         static NEXT: AtomicU16 = AtomicU16::new(0);
@@ -565,9 +570,10 @@ mod tests {
         } else {
             (1024, lo - 1)
         };
-        let span = last - first + 1;
-        for _ in 0..span {
-            let p = first + NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        const BLOCK: u16 = 32;
+        let blocks = (last - first + 1) / BLOCK;
+        for _ in 0..blocks {
+            let p = first + (NEXT.fetch_add(1, Ordering::Relaxed) % blocks) * BLOCK;
             let free = [Proto::Tcp, Proto::Udp].iter().all(|&proto| {
                 [
                     IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -581,6 +587,22 @@ mod tests {
             }
         }
         panic!("no free port in {first}-{last}");
+    }
+
+    /// `f` until it succeeds, for up to a second. Another test of this process that
+    /// starts a program (the docker CLI) copies every socket open at that moment into
+    /// the child until it execs: a port just closed can look taken for a moment. A
+    /// socket really left open stays taken, and fails the test.
+    fn eventually<T, E>(mut f: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        loop {
+            match f() {
+                Err(_) if std::time::Instant::now() < end => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                r => return r,
+            }
+        }
     }
 
     /// Whether this host can bind IPv6 loopback; says SKIP otherwise.
@@ -639,14 +661,15 @@ mod tests {
             drop(b);
             // Dropped, both are free again (on a port no connection can take meanwhile).
             let q = quiet_port();
-            let b = bind_all(&[mapping(None, Some((q, q)), proto)], "web (e1)").unwrap();
+            let b =
+                eventually(|| bind_all(&[mapping(None, Some((q, q)), proto)], "web (e1)")).unwrap();
             assert_eq!(b.len(), 2);
             drop(b);
             for ip in [
                 IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                 IpAddr::V6(Ipv6Addr::UNSPECIFIED),
             ] {
-                let again = bind_one(proto, SocketAddr::new(ip, q));
+                let again = eventually(|| bind_one(proto, SocketAddr::new(ip, q)));
                 assert!(again.is_ok(), "{ip} {proto}: {again:?}");
             }
         }
@@ -702,7 +725,9 @@ mod tests {
         // A port taken on [::1] only: [::1] refuses it, 127.0.0.1 takes it. (A port no
         // connection of another test can take while it is free between the steps.)
         let port = quiet_port();
-        let held = bind_all(&[mapping(Some(lo6), Some((port, port)), Proto::Tcp)], "x").unwrap();
+        let held =
+            eventually(|| bind_all(&[mapping(Some(lo6), Some((port, port)), Proto::Tcp)], "x"))
+                .unwrap();
         assert_eq!(held.len(), 1, "a given address binds that address only");
         let e = bind_all(
             &[mapping(Some(lo6), Some((port, port)), Proto::Tcp)],
@@ -716,13 +741,15 @@ mod tests {
             )
         );
         let lo4 = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let v4 = bind_all(&[mapping(Some(lo4), Some((port, port)), Proto::Tcp)], "x").unwrap();
+        let v4 =
+            eventually(|| bind_all(&[mapping(Some(lo4), Some((port, port)), Proto::Tcp)], "x"))
+                .unwrap();
         assert_eq!(v4[0].record.host_ip, lo4);
         drop((held, v4));
         // [::] taken: a default binding of that port fails with Docker's text for ::
         // and leaves 0.0.0.0 unbound.
         let any6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
-        let squatter = bind_one(Proto::Tcp, any6).unwrap();
+        let squatter = eventually(|| bind_one(Proto::Tcp, any6)).unwrap();
         let e = bind_all(&[mapping(None, Some((port, port)), Proto::Tcp)], "db (e2)").unwrap_err();
         assert!(
             e.message.ends_with(&format!(
@@ -731,7 +758,7 @@ mod tests {
             "{}",
             e.message
         );
-        assert!(TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok());
+        assert!(eventually(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))).is_ok());
         // A range skips a port taken on either family.
         let r = bind_all(
             &[mapping(

@@ -511,11 +511,24 @@ fn call_with_fds(c: &mut UnixStream, path: &str, body: &str, fds: &[RawFd]) -> (
 /// open anywhere makes the non-blocking read fail with EAGAIN instead).
 fn write_end_closed(r: &OwnedFd) -> bool {
     nix::fcntl::fcntl(r, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).unwrap();
-    match nix::unistd::read(r, &mut [0u8; 1]) {
-        Ok(0) => true,
-        Err(nix::errno::Errno::EAGAIN) => false,
-        other => panic!("unexpected read of the pipe: {other:?}"),
+    // A child another test forks holds every fd of this process until it execs (the
+    // pipe is close-on-exec): a leak keeps the write end open, a fork only for a moment.
+    let end = std::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        match nix::unistd::read(r, &mut [0u8; 1]) {
+            Ok(0) => return true,
+            Err(nix::errno::Errno::EAGAIN) if std::time::Instant::now() < end => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(nix::errno::Errno::EAGAIN) => return false,
+            other => panic!("unexpected read of the pipe: {other:?}"),
+        }
     }
+}
+
+/// A close-on-exec pipe (see [`write_end_closed`]).
+fn pipe() -> (OwnedFd, OwnedFd) {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap()
 }
 
 /// Fds belong to the request they came with: a request that fails (or does not want
@@ -530,14 +543,14 @@ fn fds_are_closed_with_their_request() {
     let good = r#"{"Interfaces": ["eth0"]}"#;
 
     // A body that is not JSON: 400, and the fds sent with it are closed.
-    let (r, w) = nix::unistd::pipe().unwrap();
+    let (r, w) = pipe();
     let (status, body) = call_with_fds(&mut c, adopt, "{", &[w.as_raw_fd(); 2]);
     assert_eq!(status, 400, "{body}");
     drop(w);
     assert!(write_end_closed(&r), "fds of a failed request stayed open");
 
     // Any other route: its fds are closed once it is answered.
-    let (r, w) = nix::unistd::pipe().unwrap();
+    let (r, w) = pipe();
     let (status, body) = call_with_fds(&mut c, "/networks/prune", "", &[w.as_raw_fd()]);
     assert_eq!(status, 200, "{body}");
     drop(w);
@@ -547,7 +560,7 @@ fn fds_are_closed_with_their_request() {
     );
 
     // More than the limit in one message: all closed, that request refused...
-    let (r, w) = nix::unistd::pipe().unwrap();
+    let (r, w) = pipe();
     let many = vec![w.as_raw_fd(); fdpass::MAX_FDS + 1];
     let (status, body) = call_with_fds(&mut c, adopt, good, &many);
     let v: Value = serde_json::from_str(&body).unwrap();
@@ -561,7 +574,7 @@ fn fds_are_closed_with_their_request() {
 
     // ...and the next request on the connection starts afresh: it reaches the backend
     // (which has no rootless sandboxes here), not the "lost" error.
-    let (r, w) = nix::unistd::pipe().unwrap();
+    let (r, w) = pipe();
     let (status, body) = call_with_fds(&mut c, adopt, good, &[w.as_raw_fd()]);
     assert_eq!(status, 501, "{body}");
     drop(w);
@@ -644,8 +657,14 @@ fn socket_is_0660_stale_socket_replaced_live_one_refused_and_removed_on_stop() {
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     assert!(socket.exists());
     let mut s = Server::start_in(dir.clone());
-    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o660);
+    // A program another test starts holds a copy of the stale socket until it execs,
+    // and answers a connect meanwhile: the server's own file comes moments later.
+    let mode = || std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    let end = Instant::now() + Duration::from_secs(1);
+    while mode() != 0o660 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(mode(), 0o660);
     // A second server on the same live socket must refuse, not steal it.
     let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
     let err = serve(&socket, Arc::new(FakeBackend::new()), rx).unwrap_err();
