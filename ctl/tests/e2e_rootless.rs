@@ -479,20 +479,7 @@ fn rootless_sandboxes_reach_the_host_and_publish_ports() {
         .next()
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("tapnet port: {mapping:?}"));
-    let mut answer = String::new();
-    let t0 = Instant::now();
-    while answer.is_empty() && t0.elapsed() < Duration::from_secs(10) {
-        use std::io::{Read, Write};
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", host_port)) {
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let _ = s.write_all(b"max\n");
-            let _ = s.shutdown(std::net::Shutdown::Write);
-            let _ = s.read_to_string(&mut answer);
-        }
-        if answer.is_empty() {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
+    let answer = ask_published(host_port, Duration::from_secs(10));
     assert_eq!(answer.trim(), "dog, 7 years, likes the beach");
 }
 
