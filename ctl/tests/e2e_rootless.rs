@@ -456,12 +456,20 @@ fn rootless_sandboxes_reach_the_host_and_publish_ports() {
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "host got hello");
 
     // A published port of a rootless sandbox, from the host's loopback.
+    let (_, _, host_port) = published_db(&mut rig, "out");
+    let answer = ask_published(host_port, Duration::from_secs(10));
+    assert_eq!(answer.trim(), "dog, 7 years, likes the beach");
+}
+
+/// Start the demo's db server as rootless sandbox `db` on `net`, its port 7000 published
+/// on a free port of 127.0.0.1: its inspect view, `tapnet port`'s line and the host port.
+fn published_db(rig: &mut Rig, net: &str) -> (Value, String, u16) {
     let bin = rig.bin.display().to_string();
-    rig.run_bg(
+    let db = rig.run_bg(
         "db",
         &[
             "--network",
-            "out",
+            net,
             "-p",
             "127.0.0.1::7000",
             "--",
@@ -479,8 +487,7 @@ fn rootless_sandboxes_reach_the_host_and_publish_ports() {
         .next()
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("tapnet port: {mapping:?}"));
-    let answer = ask_published(host_port, Duration::from_secs(10));
-    assert_eq!(answer.trim(), "dog, 7 years, likes the beach");
+    (db, mapping, host_port)
 }
 
 /// Ask the demo's db server behind host port `port` on 127.0.0.1, for up to `limit`.
@@ -511,29 +518,7 @@ fn a_restarted_daemon_gets_the_taps_of_live_rootless_sandboxes_again() {
     };
     let mut rig = Rig::new("again", &user);
     rig.ok(&["network", "create", "--subnet", "10.249.2.0/24", "back"]);
-    let bin = rig.bin.display().to_string();
-    let db = rig.run_bg(
-        "db",
-        &[
-            "--network",
-            "back",
-            "-p",
-            "127.0.0.1::7000",
-            "--",
-            &bin,
-            "demo-server",
-            "db",
-            "--listen",
-            "0.0.0.0:7000",
-        ],
-    );
-    let mapping = rig.ok(&["port", "db", "7000"]);
-    let host_port: u16 = mapping
-        .trim()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("tapnet port: {mapping:?}"));
+    let (db, mapping, host_port) = published_db(&mut rig, "back");
     let want = "dog, 7 years, likes the beach";
     assert_eq!(
         ask_published(host_port, Duration::from_secs(10)).trim(),
