@@ -429,7 +429,7 @@ fn netns_path(d: &Daemon, name: &str) -> anyhow::Result<String> {
     let (sb, _) = d.sandbox(name)?;
     Ok(match sb.rootless {
         Some(o) => format!("/proc/{}/ns/net", o.pid),
-        None => format!("{}/{}", tapnet_engine::netns::NETNS_RUN_DIR, sb.netns),
+        None => format!("{}/{}", tapnet_engine::sys::netns::NETNS_RUN_DIR, sb.netns),
     })
 }
 

@@ -42,8 +42,8 @@ use std::os::fd::AsFd;
 use tapnet_engine::daemon::rootless::{SandboxAdoptRequest, SandboxInterfaces};
 use tapnet_engine::daemon::sandbox::{IfaceConfig, configure};
 use tapnet_engine::daemon::types::ErrorResponse;
-use tapnet_engine::netlink::Netlink;
-use tapnet_engine::tap::{Tap, TapConfig};
+use tapnet_engine::sys::netlink::Netlink;
+use tapnet_engine::sys::tap::{Tap, TapConfig};
 
 use crate::cli::RootlessInitArgs;
 use crate::client::path_segment;

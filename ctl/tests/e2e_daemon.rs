@@ -22,7 +22,7 @@ use common::{
     output_within, root_or_skip, sb_from_json,
 };
 use serde_json::{Value, json};
-use tapnet_engine::netns::NetNs;
+use tapnet_engine::sys::netns::NetNs;
 
 /// Parse `network ls --format json` (one object a line), sorted by name.
 fn ls_json(d: &Daemon) -> Vec<Value> {

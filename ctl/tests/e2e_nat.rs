@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Daemon, Sb, assert_no_ping, assert_pings, root_or_skip};
-use tapnet_engine::netns::NetNs;
+use tapnet_engine::sys::netns::NetNs;
 
 const IO_LIMIT: Duration = Duration::from_secs(20);
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::{Daemon, root_or_skip};
 use serde_json::Value;
-use tapnet_engine::netns::NetNs;
+use tapnet_engine::sys::netns::NetNs;
 
 /// The host's ephemeral port range (where ports without a host port come from).
 fn ephemeral_range() -> (u16, u16) {

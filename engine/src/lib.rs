@@ -5,14 +5,13 @@
 pub mod daemon;
 pub mod gso;
 pub mod hostnet;
-pub mod netlink;
-pub mod netns;
 pub mod pool;
 pub mod port;
 pub mod rig;
 pub mod runtime;
-pub mod tap;
+pub mod sys;
 pub mod vnet;
+pub mod wake;
 
 pub use pool::{BufferPool, Handle, PoolConfig};
 pub use port::{MemPeer, MemPort, Port, PortInfo, TapPort};

@@ -29,9 +29,9 @@ use tapnet_engine::daemon::model::{EndpointRecord, SandboxRecord, new_id, now_rf
 use tapnet_engine::daemon::sandbox::{self, TXQUEUELEN};
 use tapnet_engine::daemon::store::{Change, Store};
 use tapnet_engine::daemon::types::SandboxInspect;
-use tapnet_engine::netlink::{Netlink, NetlinkError};
-use tapnet_engine::netns::NetNsGuard;
-use tapnet_engine::tap::{TapConfig, create_tap_in};
+use tapnet_engine::sys::netlink::{Netlink, NetlinkError};
+use tapnet_engine::sys::netns::NetNsGuard;
+use tapnet_engine::sys::tap::{TapConfig, create_tap_in};
 use tapnet_engine::{DomainConfig, Engine, MacAddr, TapPort};
 
 use crate::Opts;

@@ -35,7 +35,7 @@ use tapnet_engine::daemon::backend::DaemonBackend;
 use tapnet_engine::daemon::sandbox;
 use tapnet_engine::daemon::types::SandboxInspect;
 use tapnet_engine::daemon::{Daemon, DaemonConfig, SOCKET_NAME, api};
-use tapnet_engine::netns::{NETNS_RUN_DIR, NetNs};
+use tapnet_engine::sys::netns::{NETNS_RUN_DIR, NetNs};
 
 /// How long one API call may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tapnet_engine::netns::NetNs;
+use tapnet_engine::sys::netns::NetNs;
 
 use crate::Opts;
 use crate::daemon_rig::{DaemonRig, in_private_netns_dir};

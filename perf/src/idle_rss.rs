@@ -5,9 +5,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use tapnet_engine::netlink::Netlink;
-use tapnet_engine::netns::NetNsGuard;
-use tapnet_engine::tap::{Tap, TapConfig};
+use tapnet_engine::sys::netlink::Netlink;
+use tapnet_engine::sys::netns::NetNsGuard;
+use tapnet_engine::sys::tap::{Tap, TapConfig};
 use tapnet_engine::{DomainConfig, Engine, EngineConfig, TapPort, WorkerMapping};
 
 use crate::Opts;

@@ -8,7 +8,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use tapnet_engine::netns::NetNs;
+use tapnet_engine::sys::netns::NetNs;
 
 use crate::sys::interrupted;
 

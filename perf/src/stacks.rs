@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use tapnet_engine::daemon::types::SandboxInspect;
-use tapnet_engine::netlink::Netlink;
-use tapnet_engine::netns::{NetNs, NetNsGuard};
+use tapnet_engine::sys::netlink::Netlink;
+use tapnet_engine::sys::netns::{NetNs, NetNsGuard};
 
 use crate::daemon_rig::{DaemonRig, sandbox_netns};
 use crate::proc::{Proc, ensure_program, package_version, spawn_host_logged};

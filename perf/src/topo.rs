@@ -11,9 +11,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{Context, Result};
-use tapnet_engine::netlink::Netlink;
-use tapnet_engine::netns::{NetNs, NetNsGuard};
-use tapnet_engine::tap::{Offloads, Tap, TapConfig};
+use tapnet_engine::sys::netlink::Netlink;
+use tapnet_engine::sys::netns::{NetNs, NetNsGuard};
+use tapnet_engine::sys::tap::{Offloads, Tap, TapConfig};
 use tapnet_engine::{DomainConfig, Engine, EngineConfig, MacAddr, TapPort};
 
 /// Address of side A.

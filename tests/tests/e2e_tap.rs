@@ -6,9 +6,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
-use tapnet_engine::netlink::Netlink;
-use tapnet_engine::netns::NetNsGuard;
-use tapnet_engine::tap::{TapConfig, create_tap_in};
+use tapnet_engine::sys::netlink::Netlink;
+use tapnet_engine::sys::netns::NetNsGuard;
+use tapnet_engine::sys::tap::{TapConfig, create_tap_in};
 use tapnet_engine::{DomainConfig, DomainId, Engine, EngineConfig, PortId, TapPort, WorkerMapping};
 
 fn root_available() -> bool {

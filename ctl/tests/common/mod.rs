@@ -452,7 +452,7 @@ impl Drop for Daemon {
             }
         }
         for n in names {
-            match tapnet_engine::netns::NetNs::open(&n) {
+            match tapnet_engine::sys::netns::NetNs::open(&n) {
                 Ok(ns) => {
                     let _ = ns.delete();
                 }

@@ -106,7 +106,7 @@ fn sandbox_inspect(s: &SandboxRecord, eps: &[(EndpointRecord, NetworkRecord)]) -
         created: s.created.clone(),
         netns_path: match &s.rootless {
             Some(owner) => super::rootless::netns_path(owner),
-            None => format!("{}/{}", crate::netns::NETNS_RUN_DIR, s.netns),
+            None => format!("{}/{}", crate::sys::netns::NETNS_RUN_DIR, s.netns),
         },
         networks: eps
             .iter()

@@ -677,19 +677,20 @@ mod tests {
 
     #[test]
     fn without_ipv6_no_host_address_is_ipv4_only() {
-        if !crate::netns::test_support::privileged("without_ipv6_no_host_address_is_ipv4_only") {
+        if !crate::sys::netns::test_support::privileged("without_ipv6_no_host_address_is_ipv4_only")
+        {
             return;
         }
         // A namespace whose IPv6 is off (`disable_ipv6`): `::` could still be bound
         // there, `[::1]` not, and Docker binds IPv4 only.
-        let ns = crate::netns::test_support::scratch_ns("noip6");
+        let ns = crate::sys::netns::test_support::scratch_ns("noip6");
         let (bound, explicit) = ns
             .run(|| {
                 for conf in ["all", "default", "lo"] {
                     std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6"), "1")
                         .unwrap();
                 }
-                let mut nl = crate::netlink::Netlink::open().unwrap();
+                let mut nl = crate::sys::netlink::Netlink::open().unwrap();
                 let lo = nl.link_index("lo").unwrap();
                 nl.set_up(lo).unwrap();
                 assert!(!ipv6_listenable());

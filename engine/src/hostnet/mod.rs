@@ -48,8 +48,8 @@ use tapnet_nat::relay::{
 
 use crate::pool::{BufferPool, HEADROOM, Handle};
 use crate::port::gateway::{GatewayHandle, GatewayPort, Uplink};
-use crate::runtime::Notifier;
 use crate::vnet::VnetHdr;
+use crate::wake::Notifier;
 
 mod splice;
 

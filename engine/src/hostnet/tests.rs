@@ -429,9 +429,9 @@ fn ping_to_the_hosts_loopback_is_never_routed() {
 
 /// A namespace with `CTR` on its loopback interface (`with_addr`) or no address but
 /// 127.0.0.1, deleted on drop.
-fn splice_ns(tag: &str, with_addr: bool) -> crate::netns::NetNsGuard {
-    let ns = crate::netns::test_support::scratch_ns(tag);
-    let mut nl = crate::netlink::Netlink::open_in(&ns).unwrap();
+fn splice_ns(tag: &str, with_addr: bool) -> crate::sys::netns::NetNsGuard {
+    let ns = crate::sys::netns::test_support::scratch_ns(tag);
+    let mut nl = crate::sys::netlink::Netlink::open_in(&ns).unwrap();
     let lo = nl.link_index("lo").unwrap();
     nl.set_up(lo).unwrap();
     if with_addr {
@@ -441,7 +441,7 @@ fn splice_ns(tag: &str, with_addr: bool) -> crate::netns::NetNsGuard {
 }
 
 /// A published port on 127.0.0.1 spliced into `ns`, toward `CTR:8080`.
-fn publish_spliced_port(s: &Setup, ns: &crate::netns::NetNs) -> (u16, PublishId) {
+fn publish_spliced_port(s: &Setup, ns: &crate::sys::netns::NetNs) -> (u16, PublishId) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let hport = l.local_addr().unwrap().port();
     let id = s
@@ -464,7 +464,7 @@ fn pattern(len: usize, seed: u32) -> Vec<u8> {
 
 #[test]
 fn loopback_clients_of_a_spliced_port_are_spliced_into_the_namespace() {
-    if !crate::netns::test_support::privileged("spliced published port") {
+    if !crate::sys::netns::test_support::privileged("spliced published port") {
         return;
     }
     let ns = splice_ns("splice", true);
@@ -582,7 +582,7 @@ fn loopback_clients_of_a_spliced_port_are_spliced_into_the_namespace() {
 
 #[test]
 fn a_spliced_port_relays_when_the_namespace_cannot_connect_and_resets_when_refused() {
-    if !crate::netns::test_support::privileged("spliced published port fallback") {
+    if !crate::sys::netns::test_support::privileged("spliced published port fallback") {
         return;
     }
     // No route to the container's address in this namespace: the connect fails at

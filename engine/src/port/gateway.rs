@@ -58,7 +58,7 @@ pub(crate) struct Uplink {
     pub(crate) wake_host: Arc<mio::Waker>,
     /// Set by the engine when the port is attached; the host thread rings it after
     /// queuing frames.
-    pub(crate) notifier: Arc<OnceLock<crate::runtime::Notifier>>,
+    pub(crate) notifier: Arc<OnceLock<crate::wake::Notifier>>,
 }
 
 /// What the control plane keeps of a [`GatewayPort`] once the engine owns it: its
@@ -190,7 +190,7 @@ impl Port for GatewayPort {
 struct GatewayRx {
     replies: Consumer<Handle>,
     /// The relay's frames, and where the engine's notifier goes for the host thread.
-    from_host: Option<(Consumer<Handle>, Arc<OnceLock<crate::runtime::Notifier>>)>,
+    from_host: Option<(Consumer<Handle>, Arc<OnceLock<crate::wake::Notifier>>)>,
     /// To free replies nobody read when the port goes away.
     pool: Arc<BufferPool>,
 }
@@ -221,7 +221,7 @@ impl PortRx for GatewayRx {
         !self.replies.is_empty() || self.from_host.as_ref().is_some_and(|(c, _)| !c.is_empty())
     }
 
-    fn set_notifier(&mut self, notifier: crate::runtime::Notifier) {
+    fn set_notifier(&mut self, notifier: crate::wake::Notifier) {
         if let Some((_, slot)) = &self.from_host {
             let _ = slot.set(notifier);
         }

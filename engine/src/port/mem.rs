@@ -10,7 +10,7 @@ use rtrb::{Consumer, Producer, RingBuffer};
 
 use super::{Port, PortCounters, PortInfo, PortKind, PortRx, PortTx, RxSpare, RxStatus};
 use crate::pool::{BufferPool, Handle};
-use crate::runtime::Notifier;
+use crate::wake::Notifier;
 
 /// Engine end of a memory port pair.
 pub struct MemPort {

@@ -96,7 +96,7 @@ pub trait PortRx: Send {
         false
     }
     /// For ports without a file descriptor: how the peer wakes the worker after queuing.
-    fn set_notifier(&mut self, notifier: crate::runtime::Notifier) {
+    fn set_notifier(&mut self, notifier: crate::wake::Notifier) {
         let _ = notifier;
     }
     /// Receive up to `budget` frames, appending their handles to `out` with `meta.len`,

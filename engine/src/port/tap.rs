@@ -16,7 +16,7 @@ use mio::{Interest, Registry, Token};
 
 use super::{Port, PortCounters, PortInfo, PortKind, PortRx, PortTx, RxSpare, RxStatus};
 use crate::pool::{BufferPool, HEADROOM, Handle, SizeClass};
-use crate::tap::Tap;
+use crate::sys::tap::Tap;
 use crate::vnet::{VNET_HDR_LEN, VnetHdr};
 
 /// A TAP device as an engine port (queue 0 of the device).

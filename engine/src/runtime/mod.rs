@@ -22,10 +22,11 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use rtrb::RingBuffer;
 use tapnet_switch::{DomainConfig, DomainId, MacAddr, PortId, Switch, SwitchCounters};
 
+pub use crate::wake::Notifier;
+use crate::wake::WakeCell;
 use stages::{Ctl, DomainMap, RxCtl, RxStage, SwCtl, SwitchStage, TxCtl, TxStage};
 pub use stages::{StageCounters, StageKind, StageStats};
-pub use worker::Notifier;
-use worker::{Idle, Stage, WakeCell, Worker};
+use worker::{Idle, Stage, Worker};
 
 use crate::pool::{BufferPool, PoolConfig};
 use crate::port::{Port, PortCounters, PortInfo, PortStats};

@@ -9,10 +9,10 @@ use crossbeam_channel::{Receiver, Sender};
 use rtrb::{Consumer, Producer};
 use tapnet_switch::{Decision, DomainConfig, DomainCounters, DomainId, MacAddr, PortId, Switch};
 
-use super::worker::{Notifier, WakeCell};
 use crate::gso::{self, SegmentSink};
 use crate::pool::{BufferPool, HEADROOM, Handle};
 use crate::port::{PortCounters, PortInfo, PortRx, PortTx, RxSpare, RxStatus};
+use crate::wake::{Notifier, WakeCell};
 
 /// Which stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

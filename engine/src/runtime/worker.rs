@@ -1,60 +1,21 @@
 //! One worker thread: runs its stages in order, sleeps in `epoll` when idle.
 //!
-//! A worker that produced into another worker's ring wakes it only if it is asleep:
-//! the sleeper sets `sleeping`, re-checks its inputs, then waits; the producer pushes,
-//! then checks `sleeping`. Both sides fence, so a wake-up is never lost.
+//! A worker that produced into another worker's ring wakes it only if it is asleep (see
+//! [`crate::wake`]).
 
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::time::{Duration, Instant};
 
-use mio::{Events, Poll, Token, Waker};
+use mio::{Events, Poll, Token};
 
 use super::stages::{RxStage, SwitchStage, TxStage};
 use crate::pool::BufferPool;
+use crate::wake::WakeCell;
 
 /// Token of the waker; port tokens are port ids, which stay below this.
 pub(crate) const WAKE_TOKEN: Token = Token(usize::MAX);
-
-/// Lets other threads wake a sleeping worker.
-pub(crate) struct WakeCell {
-    sleeping: AtomicBool,
-    waker: Waker,
-}
-
-impl WakeCell {
-    /// Wake the worker if it sleeps.
-    pub(crate) fn notify(&self) {
-        fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::Relaxed) {
-            let _ = self.waker.wake();
-        }
-    }
-
-    /// Wake the worker unconditionally (control messages, shutdown).
-    pub(crate) fn kick(&self) {
-        let _ = self.waker.wake();
-    }
-}
-
-/// Wakes a worker from outside the engine: a memory port's peer calls it after queuing
-/// frames, so an idle worker sleeps instead of spinning on a ring.
-#[derive(Clone)]
-pub struct Notifier(pub(crate) Arc<WakeCell>);
-
-impl Notifier {
-    /// Wake the worker if it sleeps (a fence and a load when it does not).
-    pub fn notify(&self) {
-        self.0.notify();
-    }
-}
-
-impl std::fmt::Debug for Notifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Notifier")
-    }
-}
 
 pub(crate) enum Stage {
     Rx(RxStage),
@@ -83,15 +44,12 @@ pub(crate) struct Idle {
 impl Worker {
     pub(crate) fn new(pool: Arc<BufferPool>, batch: usize) -> io::Result<Worker> {
         let poll = Poll::new()?;
-        let waker = Waker::new(poll.registry(), WAKE_TOKEN)?;
+        let wake = WakeCell::new(poll.registry(), WAKE_TOKEN)?;
         Ok(Worker {
             stages: Vec::new(),
             poll,
             events: Events::with_capacity(256),
-            wake: Arc::new(WakeCell {
-                sleeping: AtomicBool::new(false),
-                waker,
-            }),
+            wake: Arc::new(wake),
             pool,
             batch,
         })
@@ -178,7 +136,7 @@ impl Worker {
                 }
                 continue;
             }
-            self.wake.sleeping.store(true, Ordering::Relaxed);
+            self.wake.set_sleeping(true);
             fence(Ordering::SeqCst);
             if !self.inputs_pending() {
                 for s in &self.stages {
@@ -190,7 +148,7 @@ impl Worker {
                 }
                 self.poll_events(Some(idle.max_sleep));
             }
-            self.wake.sleeping.store(false, Ordering::Relaxed);
+            self.wake.set_sleeping(false);
             idle_since = None;
         }
         self.control();

@@ -11,7 +11,7 @@ use crate::daemon::model::{EndpointRecord, SandboxRecord};
 use crate::daemon::rootless::{SandboxInterface, SandboxInterfaces, owner_alive, owner_of};
 use crate::daemon::store::Change;
 use crate::port::TapPort;
-use crate::tap::Tap;
+use crate::sys::tap::Tap;
 
 impl Daemon {
     /// Create a rootless sandbox owned by process `pid` (the caller of the API).

@@ -28,7 +28,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use nix::errno::Errno;
 
-use crate::netns::{NetNs, NetnsError};
+use crate::sys::netns::{NetNs, NetnsError};
 
 /// Receive buffer size: larger than any single rtnetlink datagram the kernel sends
 /// (dumps are cut into datagrams of at most 32 KiB).

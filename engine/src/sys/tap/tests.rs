@@ -7,8 +7,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::netlink::Netlink;
-use crate::netns::test_support::{privileged, scratch_ns};
+use crate::sys::netlink::Netlink;
+use crate::sys::netns::test_support::{privileged, scratch_ns};
 
 fn named(name: &str) -> TapConfig {
     TapConfig {
@@ -126,7 +126,7 @@ fn create_in_namespace_with_vnet_hdr_and_offloads() {
     assert!(
         matches!(
             gone,
-            crate::netlink::NetlinkError::Kernel {
+            crate::sys::netlink::NetlinkError::Kernel {
                 errno: nix::errno::Errno::ENODEV,
                 ..
             }

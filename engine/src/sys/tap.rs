@@ -18,7 +18,7 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
-use crate::netns::{NetNs, NetnsError};
+use crate::sys::netns::{NetNs, NetnsError};
 
 /// Length of the virtio-net header on our TAPs: `virtio_net_hdr_v1` (12 bytes), the
 /// layout with `num_buffers`, which TAP neither sets nor reads.
