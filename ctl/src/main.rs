@@ -2,23 +2,15 @@
 //! output where Docker has them, and `tapnet daemon`, which runs the engine.
 
 mod cli;
-mod client;
-mod demo;
-mod format;
-mod network;
-mod port;
-mod rootless;
-mod run;
-mod sandbox;
-mod stats;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command};
-use client::Client;
+use cli::args::{Cli, Command};
+use cli::client::Client;
+use cli::{demo, network, port, rootless_init, run, sandbox, stats};
 
 /// The state directory: `--state-dir`, `$TAPNET_STATE_DIR`, `/run/tapnet` as root,
 /// `$XDG_RUNTIME_DIR/tapnet` otherwise (`/tmp/tapnet-<uid>` without one).
@@ -56,11 +48,11 @@ fn socket_path(host: Option<String>, state_dir: PathBuf) -> anyhow::Result<PathB
 fn run(cli: Cli) -> anyhow::Result<u8> {
     // First, before anything could start a thread: it unshares a user namespace.
     if let Command::RootlessInit(a) = cli.command {
-        return Ok(rootless::init(a));
+        return Ok(rootless_init::init(a));
     }
     let state_dir = state_dir(cli.state_dir);
     if let Command::Daemon = cli.command {
-        tapnet_engine::daemon::run_daemon(state_dir)
+        tapnet_ctl::daemon::run_daemon(state_dir)
             .map_err(|e| anyhow::anyhow!("tapnet daemon: {e}"))?;
         return Ok(0);
     }

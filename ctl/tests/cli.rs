@@ -11,8 +11,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tapnet_engine::daemon::api::fake::FakeBackend;
-use tapnet_engine::daemon::api::serve;
+use tapnet_ctl::daemon::api::fake::FakeBackend;
+use tapnet_ctl::daemon::api::serve;
 
 struct Server {
     dir: PathBuf,

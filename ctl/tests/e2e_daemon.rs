@@ -1299,8 +1299,8 @@ fn docker_cli_drives_the_daemon() {
 /// endpoint whose TAP is missing; a sandbox whose namespace is missing.
 #[test]
 fn restart_repairs_interrupted_operations() {
-    use tapnet_engine::daemon::ipam::Ipam;
-    use tapnet_engine::daemon::store::{Change, Store};
+    use tapnet_ctl::daemon::ipam::Ipam;
+    use tapnet_ctl::daemon::store::{Change, Store};
 
     if !root_or_skip("restart_repairs_interrupted_operations") {
         return;

@@ -1,8 +1,9 @@
-//! tapnet-engine: everything with I/O. Ports (TAP, memory), the buffer pool, the pipeline
-//! runtime (workers, rings, stages), network namespaces and netlink configuration, software
-//! segmentation for egress ports without offloads, and the in-process rig.
+//! tapnet-engine: the datapath with its I/O. Ports (TAP, memory, gateway), the buffer
+//! pool, the pipeline runtime (workers, rings, stages), host networking (host sockets for
+//! egress and published ports), the OS plumbing (TAP, network namespaces, netlink) and the
+//! in-process rig. No HTTP, async runtime or database: the control plane (`tapnet-ctl`)
+//! drives the engine through its API.
 
-pub mod daemon;
 pub mod gso;
 pub mod hostnet;
 pub mod pool;

@@ -30,11 +30,11 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use tapnet_api::SandboxInspect;
+use tapnet_ctl::daemon::backend::DaemonBackend;
+use tapnet_ctl::daemon::sandbox;
+use tapnet_ctl::daemon::{Daemon, DaemonConfig, SOCKET_NAME, api};
 use tapnet_engine::EngineConfig;
-use tapnet_engine::daemon::backend::DaemonBackend;
-use tapnet_engine::daemon::sandbox;
-use tapnet_engine::daemon::types::SandboxInspect;
-use tapnet_engine::daemon::{Daemon, DaemonConfig, SOCKET_NAME, api};
 use tapnet_engine::sys::netns::{NETNS_RUN_DIR, NetNs};
 
 /// How long one API call may take.

@@ -104,7 +104,7 @@ pub(crate) fn run(opts: &Opts, rep: &mut Reporter) -> Result<()> {
             &tapnet,
             &|m: Measurement| {
                 m.detail("tap_offloads", offloads)
-                    .detail("tap_txqueuelen", tapnet_engine::daemon::sandbox::TXQUEUELEN)
+                    .detail("tap_txqueuelen", tapnet_ctl::daemon::sandbox::TXQUEUELEN)
                     .detail("subnet", SUBNET)
             },
         )

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use tapnet_engine::daemon::types::SandboxInspect;
+use tapnet_api::SandboxInspect;
 use tapnet_engine::sys::netlink::Netlink;
 use tapnet_engine::sys::netns::{NetNs, NetNsGuard};
 

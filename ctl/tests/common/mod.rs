@@ -444,7 +444,7 @@ impl Drop for Daemon {
         let mut names = self.seen_netns.lock().unwrap().clone();
         let db = self.dir.join("tapnet.db");
         if db.exists() {
-            if let Ok(store) = tapnet_engine::daemon::store::Store::open(&db) {
+            if let Ok(store) = tapnet_ctl::daemon::store::Store::open(&db) {
                 if let Ok(snap) = store.load() {
                     names.extend(snap.sandboxes.values().map(|s| s.netns.clone()));
                     names.extend(snap.gone_netns);

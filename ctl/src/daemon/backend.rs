@@ -2,19 +2,251 @@
 //! calls and records into Docker-shaped answers.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
+use super::api::filters::NetworkFilters;
 use super::core::{AttachSpec, Daemon, Fail, IpamSpec, NetworkSpec};
 use super::model::{EndpointRecord, NetworkRecord, SandboxRecord};
-use super::rootless::SandboxInterfaces;
-use super::types::{
-    ApiError, Backend, EndpointInfo, EndpointResource, ExternalStatsEntry, HostStatsEntry, Ipam,
-    IpamConfig, IpamStatus, NetworkConnectRequest, NetworkCreateRequest, NetworkCreateResponse,
-    NetworkDisconnectRequest, NetworkFilters, NetworkInspect, NetworkPruneResponse, NetworkStatus,
-    PortOwner, SandboxCreateRequest, SandboxInspect, SandboxNetworkRequest, StatsResponse,
-    SubnetStatus,
+use tapnet_api::{
+    EndpointInfo, EndpointResource, ExternalStatsEntry, HostStatsEntry, Ipam, IpamConfig,
+    IpamStatus, NetworkConnectRequest, NetworkCreateRequest, NetworkCreateResponse,
+    NetworkDisconnectRequest, NetworkInspect, NetworkPruneResponse, NetworkStatsEntry,
+    NetworkStatus, PoolStatsEntry, PortStatsEntry, SandboxCreateRequest, SandboxInspect,
+    SandboxInterfaces, SandboxNetworkRequest, StageStatsEntry, StatsResponse, SubnetStatus,
+    SwitchStatsEntry,
 };
+use tapnet_engine::EngineStats;
+use tapnet_switch::{DomainId, PortId};
+
+/// An error the API returns: an HTTP status and Docker's `{"message": …}` body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status code (400, 403, 404, 409, 500).
+    pub status: u16,
+    /// What went wrong, in words a user can act on.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with any status.
+    pub fn new(status: u16, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// 400: the request is malformed or asks for something invalid.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(400, message)
+    }
+
+    /// 403: the operation is not permitted (predefined networks, pool limits).
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(403, message)
+    }
+
+    /// 404: no such network, sandbox or endpoint.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(404, message)
+    }
+
+    /// 409: a name is taken, or the object is in use.
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError::new(409, message)
+    }
+
+    /// 500: the daemon failed.
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(500, message)
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// The daemon core, as the API server sees it. Every method is synchronous and runs on
+/// the server's single control thread; an `Err` becomes the response's status and
+/// message.
+pub trait Backend: Send + Sync + 'static {
+    /// Every network matching `f`, with `Containers` left empty (as Docker since API 1.28).
+    fn networks(&self, f: &NetworkFilters) -> Result<Vec<NetworkInspect>, ApiError>;
+    /// One network by full id, name, or unique id prefix (Docker's order of matching).
+    fn network_inspect(&self, id_or_name: &str) -> Result<NetworkInspect, ApiError>;
+    /// Create a network.
+    fn network_create(&self, req: NetworkCreateRequest) -> Result<NetworkCreateResponse, ApiError>;
+    /// Remove a network that no endpoint uses.
+    fn network_remove(&self, id_or_name: &str) -> Result<(), ApiError>;
+    /// Attach the sandbox named in `req.Container` to a network.
+    fn network_connect(&self, id_or_name: &str, req: NetworkConnectRequest)
+    -> Result<(), ApiError>;
+    /// Detach the sandbox named in `req.Container` from a network.
+    fn network_disconnect(
+        &self,
+        id_or_name: &str,
+        req: NetworkDisconnectRequest,
+    ) -> Result<(), ApiError>;
+    /// Remove every unused, user-defined network matching `f` (`label`, `label!`, `until`).
+    fn network_prune(&self, f: &NetworkFilters) -> Result<NetworkPruneResponse, ApiError>;
+    /// Create a sandbox with its endpoints.
+    fn sandbox_create(&self, req: SandboxCreateRequest) -> Result<SandboxInspect, ApiError>;
+    /// Every sandbox.
+    fn sandboxes(&self) -> Result<Vec<SandboxInspect>, ApiError>;
+    /// One sandbox by full id, name, or unique id prefix.
+    fn sandbox_inspect(&self, id_or_name: &str) -> Result<SandboxInspect, ApiError>;
+    /// Remove a sandbox and everything it holds.
+    fn sandbox_remove(&self, id_or_name: &str) -> Result<(), ApiError>;
+    /// Create a rootless sandbox for the process `peer_pid` (see
+    /// [`crate::daemon::rootless`]).
+    fn sandbox_create_rootless(
+        &self,
+        _req: SandboxCreateRequest,
+        _peer_pid: u32,
+    ) -> Result<SandboxInspect, ApiError> {
+        Err(ApiError::new(501, "this backend has no rootless sandboxes"))
+    }
+    /// The interfaces a rootless sandbox's process must create.
+    fn sandbox_interfaces(&self, _id_or_name: &str) -> Result<SandboxInterfaces, ApiError> {
+        Err(ApiError::new(501, "this backend has no rootless sandboxes"))
+    }
+    /// Attach the TAPs a rootless sandbox's process `peer_pid` created (`fds`, one per
+    /// name in `names`).
+    fn sandbox_adopt(
+        &self,
+        _id_or_name: &str,
+        _names: Vec<String>,
+        _fds: Vec<std::os::fd::OwnedFd>,
+        _peer_pid: u32,
+    ) -> Result<SandboxInspect, ApiError> {
+        Err(ApiError::new(501, "this backend has no rootless sandboxes"))
+    }
+    /// The engine's counters.
+    fn stats(&self) -> Result<StatsResponse, ApiError>;
+}
+
+/// Who owns an engine port, for [`stats_from_engine`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortOwner {
+    /// Network name.
+    pub network: String,
+    /// Sandbox name.
+    pub sandbox: String,
+}
+
+fn counters<const N: usize>(pairs: [(&str, u64); N]) -> BTreeMap<String, u64> {
+    pairs.iter().map(|&(k, v)| (k.to_string(), v)).collect()
+}
+
+/// Build the stats response from the engine's counters. `port_owner` names the network and
+/// sandbox of a port; `domain_owner` gives the (name, id) of the network a domain
+/// belongs to.
+pub fn stats_from_engine(
+    stats: &EngineStats,
+    port_owner: impl Fn(PortId) -> Option<PortOwner>,
+    domain_owner: impl Fn(DomainId) -> Option<(String, String)>,
+) -> StatsResponse {
+    let ports = stats
+        .ports
+        .iter()
+        .map(|p| {
+            let owner = port_owner(p.id).unwrap_or_default();
+            let s = &p.stats;
+            PortStatsEntry {
+                name: p.info.name.clone(),
+                // `Tap` → `tap`: new kinds need no change here.
+                kind: format!("{:?}", p.info.kind).to_lowercase(),
+                network: owner.network,
+                sandbox: owner.sandbox,
+                mtu: p.info.mtu,
+                offloads: p.info.offloads,
+                rx_packets: s.rx_packets,
+                rx_bytes: s.rx_bytes,
+                tx_packets: s.tx_packets,
+                tx_bytes: s.tx_bytes,
+                drops: counters([
+                    ("rx_errors", s.rx_errors),
+                    ("rx_no_buffer", s.rx_no_buffer),
+                    ("rx_ring_full", s.rx_ring_full),
+                    ("tx_errors", s.tx_errors),
+                    ("tx_queue_full", s.tx_queue_full),
+                    ("tx_too_big", s.tx_too_big),
+                    ("tx_offload_errors", s.tx_offload_errors),
+                ]),
+                counters: counters([("tx_segmented", s.tx_segmented)]),
+            }
+        })
+        .collect();
+    let stages = stats
+        .stages
+        .iter()
+        .map(|st| StageStatsEntry {
+            stage: st.kind.name().to_string(),
+            worker: st.worker,
+            batches: st.stats.batches,
+            packets: st.stats.packets,
+            drops: counters([
+                ("no_port", st.stats.drop_no_port),
+                ("no_buffer", st.stats.drop_no_buffer),
+                ("switch", st.stats.drop_switch),
+            ]),
+            sleeps: st.stats.sleeps,
+        })
+        .collect();
+    let networks = stats
+        .domains
+        .iter()
+        .map(|(id, d)| {
+            let (network, network_id) =
+                domain_owner(*id).unwrap_or_else(|| (format!("domain-{}", id.0), String::new()));
+            NetworkStatsEntry {
+                network,
+                network_id,
+                received: d.received,
+                forwarded: d.forwarded,
+                flooded: d.flooded,
+                drops: counters([
+                    ("hairpin", d.drop_hairpin),
+                    ("bad_source", d.drop_bad_source),
+                    ("isolated", d.drop_isolated),
+                ]),
+                counters: counters([
+                    ("flooded_unknown", d.flooded_unknown),
+                    ("learned", d.learned),
+                    ("moved", d.moved),
+                    ("aged", d.aged),
+                    ("flushed", d.flushed),
+                    ("table_full", d.table_full),
+                ]),
+            }
+        })
+        .collect();
+    StatsResponse {
+        ports,
+        stages,
+        networks,
+        switch: SwitchStatsEntry {
+            processed: stats.switch.processed,
+            drops: counters([
+                ("malformed", stats.switch.drop_malformed),
+                ("no_domain", stats.switch.drop_no_domain),
+            ]),
+        },
+        pool: PoolStatsEntry {
+            small_free: stats.pool_free.0,
+            large_free: stats.pool_free.1,
+        },
+        // Host networking is not the engine's: the daemon fills these in.
+        external: Vec::new(),
+        host: HostStatsEntry::default(),
+    }
+}
 
 impl From<Fail> for ApiError {
     fn from(f: Fail) -> ApiError {
@@ -106,7 +338,7 @@ fn sandbox_inspect(s: &SandboxRecord, eps: &[(EndpointRecord, NetworkRecord)]) -
         created: s.created.clone(),
         netns_path: match &s.rootless {
             Some(owner) => super::rootless::netns_path(owner),
-            None => format!("{}/{}", crate::sys::netns::NETNS_RUN_DIR, s.netns),
+            None => format!("{}/{}", tapnet_engine::sys::netns::NETNS_RUN_DIR, s.netns),
         },
         networks: eps
             .iter()
@@ -330,7 +562,7 @@ impl Backend for DaemonBackend {
             .collect();
         external.sort_by(|a, b| a.network.cmp(&b.network));
         let h = self.0.hostnet().stats();
-        let mut resp = StatsResponse::from_engine(
+        let mut resp = stats_from_engine(
             &st,
             |p| {
                 owners.get(&p).map(|(network, sandbox)| PortOwner {

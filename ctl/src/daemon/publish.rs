@@ -20,7 +20,7 @@
 //! another socket listens on cannot. IPv6 sockets are IPv6-only (`IPV6_V6ONLY`, as
 //! Docker's), so that `::` and `0.0.0.0` are two bindings of one port whatever
 //! `net.ipv6.bindv6only` says. The container side stays IPv4: IPv6 clients reach it
-//! through the relay from the network's gateway address (see `crate::hostnet`). The
+//! through the relay from the network's gateway address (see `tapnet_engine::hostnet`). The
 //! bound ports are recorded with the sandbox ([`PortRecord`]); a restarted daemon binds
 //! exactly those again ([`rebind`]).
 
@@ -34,8 +34,8 @@ use tapnet_nat::portspec::{self, PortMapping, Proto};
 
 use super::core::Fail;
 use super::model::PortRecord;
-use super::types::{PortBinding, PortMap};
-use crate::hostnet::{HostListener, HostNet, HostNetError, PublishId};
+use tapnet_api::{PortBinding, PortMap};
+use tapnet_engine::hostnet::{HostListener, HostNet, HostNetError, PublishId};
 
 /// Docker's ephemeral range when `ip_local_port_range` cannot be read.
 pub const FALLBACK_PORT_RANGE: (u16, u16) = (49153, 65535);
@@ -329,7 +329,7 @@ struct Published {
 impl PublishTable {
     /// Hand `ports` of sandbox `sandbox` to host networking, towards `ctr_ip` on network
     /// `net`. With the sandbox's `netns`, loopback clients of TCP ports are spliced into
-    /// it (see `crate::hostnet`); others go through the network's relay. All or
+    /// it (see `tapnet_engine::hostnet`); others go through the network's relay. All or
     /// nothing: on an error the ports already published are closed.
     pub fn publish(
         &self,
@@ -676,21 +676,22 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root"]
     fn without_ipv6_no_host_address_is_ipv4_only() {
-        if !crate::sys::netns::test_support::privileged("without_ipv6_no_host_address_is_ipv4_only")
-        {
-            return;
-        }
         // A namespace whose IPv6 is off (`disable_ipv6`): `::` could still be bound
         // there, `[::1]` not, and Docker binds IPv4 only.
-        let ns = crate::sys::netns::test_support::scratch_ns("noip6");
+        let ns = tapnet_engine::sys::netns::NetNsGuard::create(&format!(
+            "tapnet-test-{}-noip6",
+            std::process::id()
+        ))
+        .expect("create a scratch namespace");
         let (bound, explicit) = ns
             .run(|| {
                 for conf in ["all", "default", "lo"] {
                     std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6"), "1")
                         .unwrap();
                 }
-                let mut nl = crate::sys::netlink::Netlink::open().unwrap();
+                let mut nl = tapnet_engine::sys::netlink::Netlink::open().unwrap();
                 let lo = nl.link_index("lo").unwrap();
                 nl.set_up(lo).unwrap();
                 assert!(!ipv6_listenable());

@@ -8,10 +8,11 @@ use tapnet_switch::MacAddr;
 
 use super::{AttachSpec, Daemon, Fail, Res, State, bridge_opts, default_route, internal, mac_of};
 use crate::daemon::model::{EndpointRecord, SandboxRecord};
-use crate::daemon::rootless::{SandboxInterface, SandboxInterfaces, owner_alive, owner_of};
+use crate::daemon::rootless::{owner_alive, owner_of};
 use crate::daemon::store::Change;
-use crate::port::TapPort;
-use crate::sys::tap::Tap;
+use tapnet_api::{SandboxInterface, SandboxInterfaces};
+use tapnet_engine::port::TapPort;
+use tapnet_engine::sys::tap::Tap;
 
 impl Daemon {
     /// Create a rootless sandbox owned by process `pid` (the caller of the API).

@@ -29,10 +29,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tapnet_engine::daemon::backend::DaemonBackend;
-use tapnet_engine::daemon::core::NetworkSpec;
-use tapnet_engine::daemon::model::NetworkRecord;
-use tapnet_engine::daemon::{Daemon, DaemonConfig, SOCKET_NAME, api};
+use tapnet_ctl::daemon::backend::DaemonBackend;
+use tapnet_ctl::daemon::core::NetworkSpec;
+use tapnet_ctl::daemon::model::NetworkRecord;
+use tapnet_ctl::daemon::{Daemon, DaemonConfig, SOCKET_NAME, api};
 use tapnet_engine::runtime::EngineConfig;
 
 const DB_PORT: u16 = 7000;

@@ -3,15 +3,15 @@
 
 use anyhow::bail;
 use serde_json::{Value, json};
-use tapnet_engine::daemon::types::{
+use tapnet_api::{
     PortBinding, PortMap, SandboxCreateRequest, SandboxInspect, SandboxNetworkRequest,
 };
 use tapnet_nat::portspec;
 
-use crate::cli::{SandboxCmd, SandboxLsArgs, SandboxRmArgs, SandboxSpec};
-use crate::client::{Client, ClientError, path_segment};
-use crate::format::{self, go_time, natural_cmp, short_id};
-use crate::network::inspect_objects;
+use crate::cli::args::{SandboxCmd, SandboxLsArgs, SandboxRmArgs, SandboxSpec};
+use crate::cli::client::{Client, ClientError, path_segment};
+use crate::cli::format::{self, go_time, natural_cmp, short_id};
+use crate::cli::network::inspect_objects;
 
 pub(crate) fn run(client: &Client, cmd: SandboxCmd) -> anyhow::Result<u8> {
     match cmd {
@@ -133,7 +133,7 @@ fn rm(client: &Client, a: SandboxRmArgs) -> anyhow::Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tapnet_engine::daemon::types::EndpointInfo;
+    use tapnet_api::EndpointInfo;
 
     #[test]
     fn ip_and_aliases_go_to_the_first_network() {

@@ -12,7 +12,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tapnet_engine::daemon::types::ErrorResponse;
+use tapnet_api::ErrorResponse;
 
 /// How long one API call may take, connection included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);

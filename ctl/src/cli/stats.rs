@@ -1,10 +1,10 @@
 //! `tapnet stats`: the engine's counters, per port, network and stage.
 
-use tapnet_engine::daemon::types::StatsResponse;
+use tapnet_api::StatsResponse;
 
-use crate::cli::StatsArgs;
-use crate::client::Client;
-use crate::format::{human_size, natural_cmp, pretty_json, table};
+use crate::cli::args::StatsArgs;
+use crate::cli::client::Client;
+use crate::cli::format::{human_size, natural_cmp, pretty_json, table};
 
 pub(crate) fn run(client: &Client, a: StatsArgs) -> anyhow::Result<u8> {
     let stats: StatsResponse = client.block_on(client.get("/stats"))?;
@@ -169,7 +169,7 @@ fn or_dash(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tapnet_engine::daemon::types::{PortStatsEntry, StageStatsEntry};
+    use tapnet_api::{PortStatsEntry, StageStatsEntry};
 
     #[test]
     fn renders_ports_and_stages() {

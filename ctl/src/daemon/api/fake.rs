@@ -8,11 +8,12 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
 
-use crate::daemon::types::{
-    ApiError, Backend, EndpointInfo, EndpointResource, IpamConfig, NetworkConnectRequest,
-    NetworkCreateRequest, NetworkCreateResponse, NetworkDisconnectRequest, NetworkFilters,
-    NetworkInspect, NetworkPruneResponse, PREDEFINED_NETWORKS, PortStatsEntry,
-    SandboxCreateRequest, SandboxInspect, StatsResponse,
+use crate::daemon::api::filters::NetworkFilters;
+use crate::daemon::backend::{ApiError, Backend};
+use tapnet_api::{
+    EndpointInfo, EndpointResource, IpamConfig, NetworkConnectRequest, NetworkCreateRequest,
+    NetworkCreateResponse, NetworkDisconnectRequest, NetworkInspect, NetworkPruneResponse,
+    PREDEFINED_NETWORKS, PortStatsEntry, SandboxCreateRequest, SandboxInspect, StatsResponse,
 };
 
 /// The fake daemon core. Starts with the predefined `bridge`, `host` and `none` networks.
@@ -423,7 +424,7 @@ impl Backend for FakeBackend {
         }
         let mut nets = req.networks;
         if nets.is_empty() {
-            nets.push(crate::daemon::types::SandboxNetworkRequest {
+            nets.push(tapnet_api::SandboxNetworkRequest {
                 network: "bridge".into(),
                 ..Default::default()
             });
@@ -505,10 +506,10 @@ impl Backend for FakeBackend {
 /// sandbox holds it; a port left open is the first the others do not hold from 49153.
 fn fake_ports(
     others: &[SandboxInspect],
-    req: &crate::daemon::types::PortMap,
+    req: &tapnet_api::PortMap,
     name: &str,
-) -> Result<crate::daemon::types::PortMap, ApiError> {
-    use crate::daemon::types::PortBinding;
+) -> Result<tapnet_api::PortMap, ApiError> {
+    use tapnet_api::PortBinding;
     let maps = crate::daemon::publish::mappings(req)?;
     let mut held: Vec<(String, String, String)> = others
         .iter()
@@ -520,7 +521,7 @@ fn fake_ports(
             })
         })
         .collect();
-    let mut out = crate::daemon::types::PortMap::new();
+    let mut out = tapnet_api::PortMap::new();
     for m in maps {
         let ip = m
             .host_ip

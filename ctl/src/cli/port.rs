@@ -4,11 +4,11 @@
 
 use std::net::IpAddr;
 
-use tapnet_engine::daemon::types::{PortMap, SandboxInspect};
+use tapnet_api::{PortMap, SandboxInspect};
 
-use crate::cli::PortArgs;
-use crate::client::{Client, path_segment};
-use crate::format::{natural_cmp, pretty_json};
+use crate::cli::args::PortArgs;
+use crate::cli::client::{Client, path_segment};
+use crate::cli::format::{natural_cmp, pretty_json};
 
 pub(crate) fn run(client: &Client, a: PortArgs) -> anyhow::Result<u8> {
     let sb: SandboxInspect =
@@ -73,7 +73,7 @@ fn lines(ports: &PortMap, one: bool) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tapnet_engine::daemon::types::PortBinding;
+    use tapnet_api::PortBinding;
 
     fn map() -> PortMap {
         let b = |ip: &str, p: &str| PortBinding {

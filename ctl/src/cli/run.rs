@@ -14,12 +14,12 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
 use nix::sys::signal::Signal;
-use tapnet_engine::daemon::types::{SandboxCreateRequest, SandboxInspect};
+use tapnet_api::{SandboxCreateRequest, SandboxInspect};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::RunArgs;
-use crate::client::{Client, path_segment};
-use crate::sandbox;
+use crate::cli::args::RunArgs;
+use crate::cli::client::{Client, path_segment};
+use crate::cli::sandbox;
 
 /// Docker's status when the run could not start (the daemon or the CLI failed).
 const EXIT_RUN_FAILED: u8 = 125;

@@ -1,5 +1,5 @@
 //! `tapnet rootless-init` (hidden): the child of a rootless `tapnet run`, between fork
-//! and the user's command (see `tapnet_engine::daemon::rootless` for the whole design).
+//! and the user's command (see `tapnet_ctl::daemon::rootless` for the whole design).
 //!
 //! `tapnet run` starts it as a fresh process (a re-exec of the same binary) because
 //! `unshare(CLONE_NEWUSER)` fails in a multithreaded process, and `tapnet run` has its
@@ -39,14 +39,14 @@ use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::ForkResult;
 use std::os::fd::AsFd;
-use tapnet_engine::daemon::rootless::{SandboxAdoptRequest, SandboxInterfaces};
-use tapnet_engine::daemon::sandbox::{IfaceConfig, configure};
-use tapnet_engine::daemon::types::ErrorResponse;
+use tapnet_api::ErrorResponse;
+use tapnet_api::{SandboxAdoptRequest, SandboxInterfaces};
+use tapnet_ctl::daemon::sandbox::{IfaceConfig, configure};
 use tapnet_engine::sys::netlink::Netlink;
 use tapnet_engine::sys::tap::{Tap, TapConfig};
 
-use crate::cli::RootlessInitArgs;
-use crate::client::path_segment;
+use crate::cli::args::RootlessInitArgs;
+use crate::cli::client::path_segment;
 
 /// Docker's status when the run could not start.
 const EXIT_RUN_FAILED: u8 = 125;
@@ -258,7 +258,9 @@ fn keep(socket: &Path, mut kept: Kept, cmd: &[String]) -> anyhow::Result<u8> {
                 _ => continue,
             }
         }
-        if matches!(sig, Signal::SIGINT | Signal::SIGQUIT) && crate::run::terminal_reaches_child() {
+        if matches!(sig, Signal::SIGINT | Signal::SIGQUIT)
+            && crate::cli::run::terminal_reaches_child()
+        {
             continue;
         }
         let _ = nix::sys::signal::kill(child, sig);

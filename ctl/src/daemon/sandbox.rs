@@ -4,9 +4,9 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::sys::netlink::{Netlink, NetlinkError};
-use crate::sys::netns::{NetNs, NetnsError};
-use crate::sys::tap::{Tap, TapConfig, TapError, create_tap_in};
+use tapnet_engine::sys::netlink::{Netlink, NetlinkError};
+use tapnet_engine::sys::netns::{NetNs, NetnsError};
+use tapnet_engine::sys::tap::{Tap, TapConfig, TapError, create_tap_in};
 
 /// What can go wrong while plumbing a sandbox.
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +153,7 @@ pub fn remove_netns(name: &str) -> Result<(), SandboxError> {
 
 /// Remove `/run/netns/NAME` when it is not a namespace (an empty mount point).
 fn remove_stale_mount_point(name: &str) -> Result<(), SandboxError> {
-    let path = std::path::Path::new(crate::sys::netns::NETNS_RUN_DIR).join(name);
+    let path = std::path::Path::new(tapnet_engine::sys::netns::NETNS_RUN_DIR).join(name);
     let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
     match std::fs::remove_file(&path) {
         Ok(()) => Ok(()),
@@ -169,7 +169,7 @@ fn remove_stale_mount_point(name: &str) -> Result<(), SandboxError> {
 
 /// Names of existing namespaces that look like tapnet sandboxes (`tapnet-*`).
 pub fn list_sandbox_netns() -> Vec<String> {
-    let Ok(rd) = std::fs::read_dir(crate::sys::netns::NETNS_RUN_DIR) else {
+    let Ok(rd) = std::fs::read_dir(tapnet_engine::sys::netns::NETNS_RUN_DIR) else {
         return Vec::new();
     };
     rd.filter_map(|e| e.ok()?.file_name().into_string().ok())

@@ -27,9 +27,9 @@ use super::model::{
 use super::publish::{self, PublishTable};
 use super::sandbox::{self, IfaceConfig};
 use super::store::{Change, Store};
-use crate::hostnet::{HostNet, HostNetConfig, NetAttach};
-use crate::port::{GatewayHandle, GatewayPort, TapPort};
-use crate::runtime::{Engine, EngineConfig};
+use tapnet_engine::hostnet::{HostNet, HostNetConfig, NetAttach};
+use tapnet_engine::port::{GatewayHandle, GatewayPort, TapPort};
+use tapnet_engine::runtime::{Engine, EngineConfig};
 use tapnet_nat::GatewayConfig;
 use tapnet_nat::portspec::PortMapping;
 
@@ -611,7 +611,7 @@ impl Daemon {
     fn realize_endpoint(
         &self,
         st: &mut State,
-        ns: &crate::sys::netns::NetNs,
+        ns: &tapnet_engine::sys::netns::NetNs,
         e: &EndpointRecord,
     ) -> Res<()> {
         let Some(n) = st.networks.get(&e.network_id) else {
@@ -663,7 +663,7 @@ impl Daemon {
         if let Some(p) = st.ports.remove(&e.id) {
             let _ = self.engine.remove_port(p);
         }
-        if let Ok(ns) = crate::sys::netns::NetNs::open(netns) {
+        if let Ok(ns) = tapnet_engine::sys::netns::NetNs::open(netns) {
             let _ = sandbox::unplug(&ns, &e.ifname);
         }
     }
@@ -1082,7 +1082,7 @@ impl Daemon {
         );
         if let Err(err) = committed {
             // Not removed after all: put the interface back as it was.
-            if let Ok(ns) = crate::sys::netns::NetNs::open(&sb.netns) {
+            if let Ok(ns) = tapnet_engine::sys::netns::NetNs::open(&sb.netns) {
                 let _ = self.realize_endpoint(st, &ns, &e);
                 let route = default_route(&st.sandboxes[sb_id], &st.endpoints, &st.networks);
                 let _ =
@@ -1097,7 +1097,7 @@ impl Daemon {
         if ports_here {
             self.published.unpublish(&self.hostnet, sb_id);
         }
-        if let Ok(ns) = crate::sys::netns::NetNs::open(&sb.netns) {
+        if let Ok(ns) = tapnet_engine::sys::netns::NetNs::open(&sb.netns) {
             let route = default_route(&sb, &st.endpoints, &st.networks);
             let _ = sandbox::set_default_route(&ns, route.as_ref().map(|(g, i)| (*g, i.as_str())));
         }
@@ -1446,7 +1446,7 @@ impl Daemon {
             .and_then(|n| bridge_opts(&n.options).ok())
             .is_some_and(|o| o.loopback_splice);
         let ns = if splice && sb.rootless.is_none() && !sb.netns.is_empty() {
-            Some(crate::sys::netns::NetNs::open(&sb.netns).map_err(internal("sandbox"))?)
+            Some(tapnet_engine::sys::netns::NetNs::open(&sb.netns).map_err(internal("sandbox"))?)
         } else {
             None
         };

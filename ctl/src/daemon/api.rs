@@ -11,7 +11,7 @@
 pub mod fdpass;
 pub mod filters;
 
-#[cfg(any(test, feature = "fake-backend"))]
+#[doc(hidden)]
 pub mod fake;
 #[cfg(test)]
 mod tests;
@@ -36,12 +36,12 @@ use axum::routing::{get, post};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use self::filters::{LIST_FILTERS, PRUNE_FILTERS};
-use super::rootless::SandboxAdoptRequest;
-use super::types::{
-    API_VERSION, ApiError, Backend, ComponentVersion, ErrorResponse, MIN_API_VERSION,
-    NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest, NetworkFilters,
-    PlatformVersion, SandboxCreateRequest, VersionResponse,
+use self::filters::{LIST_FILTERS, NetworkFilters, PRUNE_FILTERS};
+use super::backend::{ApiError, Backend};
+use tapnet_api::{
+    API_VERSION, ComponentVersion, ErrorResponse, MIN_API_VERSION, NetworkConnectRequest,
+    NetworkCreateRequest, NetworkDisconnectRequest, PlatformVersion, SandboxAdoptRequest,
+    SandboxCreateRequest, VersionResponse,
 };
 
 /// Mode of the API socket: owner and group may drive the daemon.

@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-use crate::daemon::types::{ApiError, NetworkInspect, PREDEFINED_NETWORKS};
+use crate::daemon::backend::ApiError;
+use tapnet_api::{NetworkInspect, PREDEFINED_NETWORKS};
 
 /// Filter keys `GET /networks` accepts.
 pub const LIST_FILTERS: &[&str] = &["dangling", "driver", "id", "label", "name", "scope", "type"];

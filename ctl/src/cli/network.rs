@@ -6,18 +6,18 @@ use std::net::IpAddr;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use tapnet_engine::daemon::types::{
+use tapnet_api::{
     ConfigReference, EndpointIpamConfig, EndpointSettings, Ipam, IpamConfig, NetworkConnectRequest,
     NetworkCreateRequest, NetworkCreateResponse, NetworkDisconnectRequest, NetworkInspect,
     NetworkPruneResponse,
 };
 
-use crate::cli::{
+use crate::cli::args::{
     InspectArgs, NetConnectArgs, NetCreateArgs, NetDisconnectArgs, NetLsArgs, NetPruneArgs,
     NetRmArgs, NetworkCmd,
 };
-use crate::client::{Client, ClientError, path_segment, query_value};
-use crate::format::{self, go_time, natural_cmp, short_id};
+use crate::cli::client::{Client, ClientError, path_segment, query_value};
+use crate::cli::format::{self, go_time, natural_cmp, short_id};
 
 pub(crate) fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<u8> {
     match cmd {
@@ -395,7 +395,7 @@ fn prune(client: &Client, a: NetPruneArgs) -> anyhow::Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
+    use crate::cli::args::{Cli, Command};
     use clap::Parser;
 
     fn s(v: &[&str]) -> Vec<String> {

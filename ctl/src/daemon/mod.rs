@@ -14,7 +14,6 @@ pub mod publish;
 pub mod rootless;
 pub mod sandbox;
 pub mod store;
-pub mod types;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,7 +33,7 @@ pub fn run_daemon(state_dir: PathBuf) -> Result<(), Box<dyn std::error::Error + 
     }
     let cfg = DaemonConfig {
         state_dir,
-        engine: crate::runtime::EngineConfig::default(),
+        engine: tapnet_engine::runtime::EngineConfig::default(),
     };
     let daemon = Arc::new(Daemon::open(&cfg)?);
     let socket = cfg.state_dir.join(SOCKET_NAME);
