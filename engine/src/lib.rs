@@ -14,7 +14,7 @@ pub mod sys;
 pub mod vnet;
 pub mod wake;
 
-pub use pool::{BufferPool, Handle, PoolConfig};
+pub use pool::{BufferPool, Handle, PoolConfig, PoolFree};
 pub use port::{MemPeer, MemPort, Port, PortInfo, TapPort};
 pub use runtime::{Engine, EngineConfig, EngineError, EngineStats, StageKind, WorkerMapping};
 pub use tapnet_switch::{DomainConfig, DomainId, MacAddr, PortId};

@@ -297,10 +297,22 @@ impl BufferPool {
         }
     }
 
-    /// Free slots in each class (small, large).
-    pub fn available(&self) -> (usize, usize) {
-        (self.small.free.len(), self.large.free.len())
+    /// Free slots in each class.
+    pub fn available(&self) -> PoolFree {
+        PoolFree {
+            small: self.small.free.len(),
+            large: self.large.free.len(),
+        }
     }
+}
+
+/// Free slots of a [`BufferPool`], per size class.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolFree {
+    /// Free small slots.
+    pub small: usize,
+    /// Free large slots.
+    pub large: usize,
 }
 
 fn split(h: &Handle) -> (SizeClass, u32) {
@@ -325,11 +337,11 @@ mod tests {
         let p = tiny();
         let hs: Vec<_> = (0..4).map(|_| p.alloc(SizeClass::Small).unwrap()).collect();
         assert!(p.alloc(SizeClass::Small).is_none());
-        assert_eq!(p.available(), (0, 2));
+        assert_eq!(p.available(), PoolFree { small: 0, large: 2 });
         for h in hs {
             p.free(h);
         }
-        assert_eq!(p.available(), (4, 2));
+        assert_eq!(p.available(), PoolFree { small: 4, large: 2 });
     }
 
     #[test]

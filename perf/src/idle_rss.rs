@@ -58,7 +58,8 @@ pub(crate) fn run(_opts: &Opts, rep: &mut Reporter) -> Result<()> {
     let d = Snapshot::take(&engine).since(&s0);
     let rss = sys::rss_mib().context("cannot read VmRSS")?;
     let peak = sys::peak_rss_mib();
-    let (small_free, large_free) = engine.stats().pool_free;
+    let free = engine.stats().pool_free;
+    let (small_free, large_free) = (free.small, free.large);
     engine.shutdown();
     drop(engine);
     drop(ns);

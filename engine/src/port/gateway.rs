@@ -434,10 +434,16 @@ mod tests {
         assert_eq!((g.received, g.arp_replies, g.drop_not_for_us), (3, 2, 1));
         assert_eq!(handle.config().ip, GW);
         // One small slot is held as the spare; dropping the halves returns it.
-        assert_eq!(pool.available(), (7, 2));
+        assert_eq!(
+            pool.available(),
+            crate::pool::PoolFree { small: 7, large: 2 }
+        );
         drop(tx);
         drop(rx);
-        assert_eq!(pool.available(), (8, 2));
+        assert_eq!(
+            pool.available(),
+            crate::pool::PoolFree { small: 8, large: 2 }
+        );
     }
 
     #[test]
@@ -474,6 +480,6 @@ mod tests {
         assert_eq!(ctr.snapshot().tx_queue_full, 5);
         drop(rx);
         drop(tx);
-        assert_eq!(big.available().0, 4 * RING_CAPACITY);
+        assert_eq!(big.available().small, 4 * RING_CAPACITY);
     }
 }

@@ -218,7 +218,7 @@ pub struct StageReport {
 }
 
 /// Everything countable, read while the engine runs.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct EngineStats {
     /// Every port.
     pub ports: Vec<PortReport>,
@@ -228,8 +228,8 @@ pub struct EngineStats {
     pub switch: tapnet_switch::SwitchCountersSnapshot,
     /// Per bridge domain.
     pub domains: Vec<(DomainId, tapnet_switch::DomainCountersSnapshot)>,
-    /// Free pool slots (small, large).
-    pub pool_free: (usize, usize),
+    /// Free pool slots.
+    pub pool_free: crate::pool::PoolFree,
 }
 
 fn cpus() -> Vec<usize> {

@@ -121,7 +121,7 @@ fn unicast_and_flood(cfg: EngineConfig) {
     let c_stats = &st.ports.iter().find(|p| p.id == n.ports[2]).unwrap().stats;
     assert_eq!(c_stats.tx_packets, 1, "C saw only the broadcast");
     assert_eq!(
-        st.pool_free.0,
+        st.pool_free.small,
         n.engine.config().pool.small_slots as usize,
         "no slot leaked"
     );
