@@ -1,6 +1,7 @@
-//! The `tapnet` binary against the API server with an in-memory backend: every
-//! subcommand's output, exit status and error text, without a daemon or root (except
-//! `tapnet run` into a sandbox, which joins a network namespace and so needs root).
+//! The `tapnet` binary against the API server and the real daemon core on the in-memory
+//! plumbing: every subcommand's output, exit status and error text, without a kernel
+//! datapath or root (except `tapnet run` into a sandbox, which joins a network namespace
+//! and so needs root).
 
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -11,8 +12,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tapnet_ctl::daemon::api::fake::FakeBackend;
-use tapnet_ctl::daemon::api::serve;
+use tapnet_ctl::daemon::plumbing::MemoryPlumbing;
+use tapnet_ctl::daemon::server::serve;
+use tapnet_ctl::daemon::{Daemon, DaemonConfig};
 
 struct Server {
     dir: PathBuf,
@@ -34,7 +36,11 @@ impl Server {
         let socket = dir.join("tapnet.sock");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let sock = socket.clone();
-        let thread = std::thread::spawn(move || serve(&sock, Arc::new(FakeBackend::new()), rx));
+        let cfg = DaemonConfig {
+            state_dir: dir.join("state"),
+        };
+        let daemon = Arc::new(Daemon::open(&cfg, Arc::new(MemoryPlumbing::new())).unwrap());
+        let thread = std::thread::spawn(move || serve(&sock, daemon, rx));
         let deadline = Instant::now() + Duration::from_secs(10);
         while UnixStream::connect(&socket).is_err() {
             assert!(Instant::now() < deadline, "server did not come up");
@@ -280,7 +286,7 @@ fn sandbox_and_stats_commands() {
         "{out}"
     );
     assert!(
-        lines[2].contains("web       bridge,pets   172.17.0.2/16,172.18.0.3/16"),
+        lines[2].contains("web       bridge,pets   172.17.0.2/16,172.18.0.2/16"),
         "{out}"
     );
     assert_eq!(s.ok(&["sandbox", "ls", "-q"]).lines().count(), 2);
@@ -413,13 +419,17 @@ fn sandbox_create_publish_and_port() {
         "127.0.0.1:5353:53/udp",
     ]);
     assert_eq!(code, 0, "{err}");
+    // No host address: both families, as on a host with IPv6.
     let (code, out, _) = s.tapnet(&["port", "api"]);
     assert_eq!(
         (code, out.as_str()),
-        (0, "53/udp -> 127.0.0.1:5353\n80/tcp -> 0.0.0.0:8080\n")
+        (
+            0,
+            "53/udp -> 127.0.0.1:5353\n80/tcp -> 0.0.0.0:8080\n80/tcp -> [::]:8080\n"
+        )
     );
     let (code, out, _) = s.tapnet(&["port", "api", "80/tcp"]);
-    assert_eq!((code, out.as_str()), (0, "0.0.0.0:8080\n"));
+    assert_eq!((code, out.as_str()), (0, "0.0.0.0:8080\n[::]:8080\n"));
     let (code, _, err) = s.tapnet(&["port", "api", "7890/udp"]);
     assert_eq!(
         (code, err.trim()),

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use tapnet_api::SandboxInspect;
 use tapnet_ctl::daemon::ipam::{Ipam, PoolRequest};
 use tapnet_ctl::daemon::model::{EndpointRecord, SandboxRecord, new_id, now_rfc3339};
-use tapnet_ctl::daemon::sandbox::{self, TXQUEUELEN};
+use tapnet_ctl::daemon::plumbing::netns::{self as sandbox, TXQUEUELEN};
 use tapnet_ctl::daemon::store::{Change, Store};
 use tapnet_engine::sys::netlink::{Netlink, NetlinkError};
 use tapnet_engine::sys::netns::NetNsGuard;
@@ -336,10 +336,10 @@ fn daemon(opts: &Opts, n: usize) -> Result<DaemonRun> {
         bail!("GET /sandboxes lists {} sandboxes, not {n}", listed.len());
     }
     drop(listed);
-    let engine_ports = rig.daemon().engine().stats().ports.len();
-    let idle_now = Idle::measure(rig.daemon().engine())?;
+    let engine_ports = rig.engine().stats().ports.len();
+    let idle_now = Idle::measure(rig.engine())?;
     sys::sleep(SETTLE.saturating_sub(last_at.elapsed()))?;
-    let idle_settled = Idle::measure(rig.daemon().engine())?;
+    let idle_settled = Idle::measure(rig.engine())?;
     let netns_up = list_netns()
         .iter()
         .filter(|s| s.starts_with("tapnet-"))
@@ -500,7 +500,7 @@ fn breakdown(opts: &Opts, n: usize, state_parent: &Path) -> Result<(Steps, Steps
             let sb = SandboxRecord {
                 name: format!("steps-{i}"),
                 created: now_rfc3339(),
-                netns: sandbox::netns_name(&id),
+                netns: tapnet_ctl::daemon::core::netns_name(&id),
                 hostname: id[..12].to_string(),
                 endpoints: vec![ep.id.clone()],
                 ports: Vec::new(),

@@ -31,10 +31,13 @@ use nix::sched::{CloneFlags, unshare};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tapnet_api::SandboxInspect;
-use tapnet_ctl::daemon::backend::DaemonBackend;
-use tapnet_ctl::daemon::sandbox;
-use tapnet_ctl::daemon::{Daemon, DaemonConfig, SOCKET_NAME, api};
+use tapnet_ctl::daemon::chain;
+use tapnet_ctl::daemon::plumbing::{OsPlumbing, Plumbing, netns};
+use tapnet_ctl::daemon::server;
+use tapnet_ctl::daemon::{Daemon, DaemonConfig, SOCKET_NAME};
+use tapnet_engine::Engine;
 use tapnet_engine::EngineConfig;
+use tapnet_engine::hostnet::HostNetConfig;
 use tapnet_engine::sys::netns::{NETNS_RUN_DIR, NetNs};
 
 /// How long one API call may take.
@@ -200,6 +203,7 @@ impl Api {
 /// A daemon in this process on a throwaway state directory, serving its API.
 pub(crate) struct DaemonRig {
     daemon: Arc<Daemon>,
+    plumbing: Arc<OsPlumbing>,
     api: Api,
     state_dir: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -233,30 +237,41 @@ impl DaemonRig {
         }
         let cfg = DaemonConfig {
             state_dir: state_dir.clone(),
-            engine,
         };
-        let daemon = match Daemon::open(&cfg) {
-            Ok(d) => Arc::new(d),
+        let plumbing = match OsPlumbing::start(engine, HostNetConfig::default()) {
+            Ok(p) => Arc::new(p),
             Err(e) => {
                 let _ = fs::remove_dir_all(&state_dir);
-                bail!("opening the daemon on {}: {e}", state_dir.display());
+                bail!("starting the datapath: {}", chain(&e));
+            }
+        };
+        let daemon = match Daemon::open(&cfg, plumbing.clone()) {
+            Ok(d) => Arc::new(d),
+            Err(e) => {
+                plumbing.shutdown();
+                let _ = fs::remove_dir_all(&state_dir);
+                bail!(
+                    "opening the daemon on {}: {}",
+                    state_dir.display(),
+                    chain(&e)
+                );
             }
         };
         let socket = state_dir.join(SOCKET_NAME);
         let mut rig = DaemonRig {
             daemon: daemon.clone(),
+            plumbing,
             api: Api::new(&socket)?,
             state_dir,
             stop: None,
             server: None,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let backend = Arc::new(DaemonBackend(daemon));
         let sock = socket.clone();
         rig.server = Some(
             std::thread::Builder::new()
                 .name("perf-daemon-api".into())
-                .spawn(move || api::serve(&sock, backend, rx))
+                .spawn(move || server::serve(&sock, daemon, rx))
                 .context("starting the API thread")?,
         );
         rig.stop = Some(tx);
@@ -284,6 +299,11 @@ impl DaemonRig {
 
     pub(crate) fn daemon(&self) -> &Daemon {
         &self.daemon
+    }
+
+    /// The daemon's datapath.
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        self.plumbing.engine()
     }
 
     pub(crate) fn state_dir(&self) -> &Path {
@@ -319,12 +339,12 @@ impl DaemonRig {
                     "warning: the daemon could not remove sandbox {} ({e}); deleting namespace {}",
                     sb.name, sb.netns
                 );
-                let _ = sandbox::remove_netns(&sb.netns);
+                let _ = netns::remove_netns(&sb.netns);
             }
         }
         // Whatever the daemon still records (a removal that failed after its commit).
         for (sb, _) in self.daemon.sandboxes() {
-            let _ = sandbox::remove_netns(&sb.netns);
+            let _ = netns::remove_netns(&sb.netns);
         }
         for n in self.daemon.networks() {
             if !n.predefined {
@@ -349,7 +369,7 @@ impl Drop for DaemonRig {
                 Err(_) => eprintln!("warning: the API server thread panicked"),
             }
         }
-        self.daemon.engine().shutdown();
+        self.plumbing.shutdown();
         if let Err(e) = fs::remove_dir_all(&self.state_dir) {
             eprintln!(
                 "warning: could not remove the state directory {}: {e}",

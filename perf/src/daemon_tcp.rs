@@ -47,7 +47,7 @@ impl DaemonPair {
             .parse()
             .context("sandbox b's address")?;
         let (a, b) = (sandbox_netns(&sa)?, sandbox_netns(&sb)?);
-        let st = rig.daemon().engine().stats();
+        let st = rig.engine().stats();
         let offloads = st
             .ports
             .iter()
@@ -80,7 +80,7 @@ impl Datapath for DaemonPair {
         self.addr_b
     }
     fn engine(&self) -> Option<&Engine> {
-        Some(self.rig.daemon().engine())
+        Some(self.rig.engine())
     }
 }
 
@@ -104,7 +104,10 @@ pub(crate) fn run(opts: &Opts, rep: &mut Reporter) -> Result<()> {
             &tapnet,
             &|m: Measurement| {
                 m.detail("tap_offloads", offloads)
-                    .detail("tap_txqueuelen", tapnet_ctl::daemon::sandbox::TXQUEUELEN)
+                    .detail(
+                        "tap_txqueuelen",
+                        tapnet_ctl::daemon::plumbing::netns::TXQUEUELEN,
+                    )
                     .detail("subnet", SUBNET)
             },
         )

@@ -29,10 +29,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tapnet_ctl::daemon::backend::DaemonBackend;
 use tapnet_ctl::daemon::core::NetworkSpec;
 use tapnet_ctl::daemon::model::NetworkRecord;
-use tapnet_ctl::daemon::{Daemon, DaemonConfig, SOCKET_NAME, api};
+use tapnet_ctl::daemon::plumbing::{OsPlumbing, Plumbing};
+use tapnet_ctl::daemon::{Daemon, DaemonConfig, SOCKET_NAME, server};
+use tapnet_engine::hostnet::HostNetConfig;
 use tapnet_engine::runtime::EngineConfig;
 
 const DB_PORT: u16 = 7000;
@@ -204,6 +205,7 @@ struct Demo {
     dir: PathBuf,
     exe: PathBuf,
     daemon: Option<Arc<Daemon>>,
+    plumbing: Option<Arc<OsPlumbing>>,
     api: Option<(
         tokio::sync::oneshot::Sender<()>,
         JoinHandle<std::io::Result<()>>,
@@ -230,7 +232,9 @@ impl Drop for Demo {
                 let _ = stop.send(());
                 let _ = thread.join();
             }
-            d.engine().shutdown();
+        }
+        if let Some(p) = self.plumbing.take() {
+            p.shutdown();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -263,12 +267,12 @@ impl Demo {
     /// also turns SIGINT and SIGTERM into [`INTERRUPTED`].
     fn serve_api(&mut self) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let backend = Arc::new(DaemonBackend(self.daemon().clone()));
+        let daemon = self.daemon().clone();
         let socket = self.socket();
         let thread = std::thread::Builder::new()
             .name("tapnet-demo-api".into())
             .spawn(move || {
-                api::serve(&socket, backend, async move {
+                server::serve(&socket, daemon, async move {
                     use tokio::signal::unix::{SignalKind, signal};
                     let mut stop = stop_rx;
                     let (Ok(mut int), Ok(mut term)) = (
@@ -360,7 +364,7 @@ impl Demo {
             let d = self.daemon();
             if let Ok((_, eps)) = d.sandbox(name) {
                 if let Some((e, _)) = eps.first() {
-                    if eps.iter().all(|(e, _)| d.endpoint_port(&e.id).is_some()) {
+                    if eps.iter().all(|(e, _)| d.endpoint_attached(&e.id)) {
                         let ip = e.ipv4.ok_or_else(|| anyhow!("{name} has no address"))?;
                         return Ok((ip, e.mac.clone()));
                     }
@@ -427,10 +431,7 @@ fn subnet(n: &NetworkRecord) -> String {
 /// namespace of the process that holds them.
 fn netns_path(d: &Daemon, name: &str) -> anyhow::Result<String> {
     let (sb, _) = d.sandbox(name)?;
-    Ok(match sb.rootless {
-        Some(o) => format!("/proc/{}/ns/net", o.pid),
-        None => format!("{}/{}", tapnet_engine::sys::netns::NETNS_RUN_DIR, sb.netns),
-    })
+    Ok(d.netns_path(&sb))
 }
 
 fn answered_by_db(v: &str) -> bool {
@@ -444,14 +445,19 @@ pub(crate) fn run() -> anyhow::Result<u8> {
         dir: make_state_dir()?,
         exe: std::env::current_exe().context("finding the tapnet binary")?,
         daemon: None,
+        plumbing: None,
         api: None,
         runs: Vec::new(),
     };
     let cfg = DaemonConfig {
         state_dir: demo.dir.clone(),
-        engine: EngineConfig::default(),
     };
-    let d = Arc::new(Daemon::open(&cfg)?);
+    let plumbing = Arc::new(OsPlumbing::start(
+        EngineConfig::default(),
+        HostNetConfig::default(),
+    )?);
+    demo.plumbing = Some(plumbing.clone());
+    let d = Arc::new(Daemon::open(&cfg, plumbing.clone())?);
     demo.daemon = Some(d.clone());
     demo.serve_api()?;
     println!("tapnet demo: Docker's single-host bridge deployment, switched in user space");
@@ -566,7 +572,7 @@ pub(crate) fn run() -> anyhow::Result<u8> {
             format!("host -> {published} (web's {WEB_PORT}/tcp): {e:#}"),
         ),
     }
-    let st = d.engine().stats();
+    let st = plumbing.engine().stats();
     let frames: u64 = st.ports.iter().map(|p| p.stats.tx_packets).sum();
     let drops = st.switch.drop_malformed + st.switch.drop_no_domain;
     verdict(

@@ -1,5 +1,5 @@
 //! `tapnet rootless-init` (hidden): the child of a rootless `tapnet run`, between fork
-//! and the user's command (see `tapnet_ctl::daemon::rootless` for the whole design).
+//! and the user's command (see `tapnet_ctl::daemon::core::rootless` for the whole design).
 //!
 //! `tapnet run` starts it as a fresh process (a re-exec of the same binary) because
 //! `unshare(CLONE_NEWUSER)` fails in a multithreaded process, and `tapnet run` has its
@@ -41,7 +41,8 @@ use nix::unistd::ForkResult;
 use std::os::fd::AsFd;
 use tapnet_api::ErrorResponse;
 use tapnet_api::{SandboxAdoptRequest, SandboxInterfaces};
-use tapnet_ctl::daemon::sandbox::{IfaceConfig, configure};
+use tapnet_ctl::daemon::plumbing::IfaceConfig;
+use tapnet_ctl::daemon::plumbing::netns::configure;
 use tapnet_engine::sys::netlink::Netlink;
 use tapnet_engine::sys::tap::{Tap, TapConfig};
 

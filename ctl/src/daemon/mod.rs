@@ -4,21 +4,37 @@
 //! database and is committed before an API call returns; live state (namespaces, TAPs,
 //! engine ports) is then made to match it. On start the daemon reconciles the two, so a
 //! crash between the commit and the plumbing is repaired, not lost.
+//!
+//! ```text
+//!  server (HTTP API) ──▶ core (decisions, records) ──▶ plumbing ──▶ engine, netns, TAP, /proc
+//!                              │                        (OsPlumbing, or MemoryPlumbing in tests)
+//!                              └──▶ store (redb), ipam
+//! ```
 
-pub mod api;
-pub mod backend;
 pub mod core;
 pub mod ipam;
 pub mod model;
-pub mod publish;
-pub mod rootless;
-pub mod sandbox;
+pub mod plumbing;
+pub mod server;
 pub mod store;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use self::core::{Daemon, DaemonConfig, Fail};
+pub use self::core::{Daemon, DaemonConfig, DaemonError};
+use plumbing::OsPlumbing;
+
+/// An error with its causes, each once: `what failed: why: why that`.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
 
 /// Name of the API socket inside the state directory.
 pub const SOCKET_NAME: &str = "tapnet.sock";
@@ -26,18 +42,18 @@ pub const SOCKET_NAME: &str = "tapnet.sock";
 /// Run the daemon in `state_dir` until SIGINT or SIGTERM: restore state, start the
 /// datapath, serve the API on `<state_dir>/tapnet.sock`. Sandboxes outlive it: their
 /// namespaces and persistent TAPs stay, and the next start reattaches them.
-pub fn run_daemon(state_dir: PathBuf) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+pub fn run_daemon(state_dir: PathBuf) -> Result<(), RunError> {
     match raise_nofile_limit() {
         Ok(n) => tracing::info!(limit = n, "open file limit (RLIMIT_NOFILE)"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
     }
-    let cfg = DaemonConfig {
-        state_dir,
-        engine: tapnet_engine::runtime::EngineConfig::default(),
-    };
-    let daemon = Arc::new(Daemon::open(&cfg)?);
+    let cfg = DaemonConfig { state_dir };
+    let plumbing = Arc::new(OsPlumbing::start(
+        tapnet_engine::runtime::EngineConfig::default(),
+        tapnet_engine::hostnet::HostNetConfig::default(),
+    )?);
+    let daemon = Arc::new(Daemon::open(&cfg, plumbing.clone())?);
     let socket = cfg.state_dir.join(SOCKET_NAME);
-    let backend = Arc::new(backend::DaemonBackend(daemon.clone()));
     eprintln!(
         "tapnet daemon: state in {}, API on {}",
         cfg.state_dir.display(),
@@ -51,10 +67,24 @@ pub fn run_daemon(state_dir: PathBuf) -> Result<(), Box<dyn std::error::Error + 
             _ = term.recv() => {}
         }
     };
-    api::serve(&socket, backend, shutdown)?;
+    server::serve(&socket, daemon, shutdown).map_err(RunError::Serve)?;
     let _ = std::fs::remove_file(&socket);
-    daemon.engine().shutdown();
+    plumbing.engine().shutdown();
     Ok(())
+}
+
+/// Why `tapnet daemon` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The datapath did not start.
+    #[error(transparent)]
+    Start(#[from] plumbing::StartError),
+    /// The state could not be opened or restored.
+    #[error(transparent)]
+    Open(#[from] DaemonError),
+    /// The API could not be served (the socket is another daemon's, or cannot be made).
+    #[error(transparent)]
+    Serve(std::io::Error),
 }
 
 /// Raise this process's soft limit of open files to its hard limit; returns the limit

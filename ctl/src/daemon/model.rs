@@ -191,4 +191,22 @@ mod tests {
             "2026-11-28T02:35:38.000000123Z"
         );
     }
+
+    #[test]
+    fn port_records_round_trip_and_old_records_read() {
+        // Records stored before IPv6 held an Ipv4Addr: the same JSON text.
+        let old = r#"{"proto":"tcp","container_port":80,"host_ip":"0.0.0.0","host_port":8080}"#;
+        let r: PortRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(r.host_ip, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(serde_json::to_string(&r).unwrap(), old);
+        for ip in ["::", "::1", "2001:db8::5"] {
+            let r = PortRecord {
+                host_ip: ip.parse().unwrap(),
+                ..r.clone()
+            };
+            let back: PortRecord =
+                serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+            assert_eq!(back, r);
+        }
+    }
 }

@@ -1,11 +1,12 @@
-//! The IPAM's errors: Docker's texts, and the HTTP status its API gives each.
+//! The IPAM's errors, with Docker's texts (the API server gives each Docker's HTTP
+//! status).
 
 use std::net::Ipv4Addr;
 
 use super::Ipv4Net;
 
 /// Why an IPAM operation failed. `Display` is the text Docker returns for the same
-/// case; [`IpamError::http_status`] the status its API answers with.
+/// case; the API server answers it with Docker's status (`server::ipam_status`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum IpamError {
     /// The request's subnet, ip-range, gateway or auxiliary addresses are malformed or
@@ -99,54 +100,6 @@ pub enum IpamError {
         /// The subnet size asked for.
         size: u8,
     },
-}
-
-impl IpamError {
-    /// The HTTP status Docker's API returns for this error. libnetwork tags errors with
-    /// errdefs classes and `api/server/httpstatus/status.go` maps them
-    /// (InvalidParameter → 400, Forbidden → 403, NotFound → 404, Unavailable → 503,
-    /// untyped/Internal → 500):
-    ///
-    /// | variant | status | source |
-    /// |---|---|---|
-    /// | `InvalidConfig` | 400 | `daemon/network.go` `errdefs.InvalidParameter(validateIpamConfig(..))` |
-    /// | `MissingSubnet`, `AuxWithoutSubnet` | 400 | a client-side check in docker; a bad parameter |
-    /// | `SubPoolWithoutPool` | 500 | `defaultipam/allocator.go` `parseErr` is `types.InternalErrorf` |
-    /// | `InvalidPool` | 400 | `ipamapi.ErrInvalidPool` is InvalidParameter |
-    /// | `PoolOverlap` | 403 | `RequestPool` wraps in `types.ForbiddenErrorf("invalid pool request: %v")` |
-    /// | `NoMoreSubnets` | 400 | `ipamapi.ErrNoMoreSubnets` is InvalidParameter |
-    /// | `Gateway` | 500 | `network.go` `types.InternalErrorf("failed to allocate gateway ...")` |
-    /// | `AuxNotInPool` | 403 | `network.go` `types.ForbiddenErrorf("auxiliary address ...")` |
-    /// | `AuxAddress` | 500 | `network.go` `types.InternalErrorf("failed to allocate secondary ip address ...")` |
-    /// | `OutOfRange` | 400 | `ipamapi.ErrIPOutOfRange` is InvalidParameter |
-    /// | `AddressInUse` | 403 | `ipamapi.ErrIPAlreadyAllocated` is Forbidden |
-    /// | `NoAvailableAddresses` | 503 | `ipamapi.ErrNoAvailableIPs` is Unavailable (but see below) |
-    /// | `PoolNotFound` | 404 | `types.NotFoundErrorf("cannot find address pool ...")` |
-    /// | `BadPool` | 400 | `ipamapi.ErrBadPool` is InvalidParameter |
-    /// | `BadDefaultPool` | 500 | daemon configuration, not an API input |
-    ///
-    /// When a container's dynamic address fails because the pool is full, libnetwork
-    /// (`endpoint.go` `assignAddressVersion`) replaces the error with an untyped
-    /// "no available IPv4 addresses on this network's address pools: NAME (ID)", so the
-    /// API answers 500 with that text; that rewording is the daemon's to do.
-    pub fn http_status(&self) -> u16 {
-        match self {
-            Self::InvalidConfig(_)
-            | Self::MissingSubnet
-            | Self::AuxWithoutSubnet(_)
-            | Self::InvalidPool
-            | Self::NoMoreSubnets
-            | Self::OutOfRange { .. }
-            | Self::BadPool(_) => 400,
-            Self::PoolOverlap | Self::AuxNotInPool { .. } | Self::AddressInUse(_) => 403,
-            Self::PoolNotFound(_) => 404,
-            Self::NoAvailableAddresses => 503,
-            Self::SubPoolWithoutPool(_)
-            | Self::Gateway { .. }
-            | Self::AuxAddress { .. }
-            | Self::BadDefaultPool { .. } => 500,
-        }
-    }
 }
 
 /// `internal/multierror.Join`: one problem bare, several as a bullet list.

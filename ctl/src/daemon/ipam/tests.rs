@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 
 use super::addrset::AddrSet;
 use super::*;
+use crate::daemon::server::ipam_status;
 
 mod moby;
 mod props;
@@ -157,7 +158,7 @@ fn default_pools_come_in_dockers_order_then_run_out() {
                     e.to_string(),
                     "all predefined address pools have been fully subnetted"
                 );
-                assert_eq!(e.http_status(), 400);
+                assert_eq!(ipam_status(&e), 400);
                 break;
             }
         }
@@ -250,7 +251,7 @@ fn any_subnet_of_a_size() {
     // /12 is bigger than every predefined block.
     let e = ipam.request_pool(&subnet("0.0.0.0/12"), &[]).unwrap_err();
     assert_eq!(
-        (e.to_string().as_str(), e.http_status()),
+        (e.to_string().as_str(), ipam_status(&e)),
         ("invalid address pool", 400)
     );
     // /14 fits only the three /14 blocks.
@@ -269,7 +270,7 @@ fn any_subnet_of_a_size() {
         e.to_string(),
         "failed to parse pool request for address space \"LocalDefault\" pool \"\" subpool \"0.0.0.0/25\": invalid address subpool"
     );
-    assert_eq!(e.http_status(), 500);
+    assert_eq!(ipam_status(&e), 500);
 }
 
 #[test]
@@ -322,7 +323,7 @@ fn overlapping_user_subnet_is_refused() {
             e.to_string(),
             "invalid pool request: Pool overlaps with other one on this address space"
         );
-        assert_eq!(e.http_status(), 403);
+        assert_eq!(ipam_status(&e), 403);
     }
     ipam.request_pool(&subnet("172.30.0.0/16"), &[]).unwrap();
 }
@@ -422,7 +423,7 @@ fn subnet_with_host_bits_is_refused_with_the_fix() {
         e.to_string(),
         "invalid network config:\ninvalid subnet 172.30.0.1/16: it should be 172.30.0.0/16"
     );
-    assert_eq!(e.http_status(), 400);
+    assert_eq!(ipam_status(&e), 400);
     assert_eq!(ipam, Ipam::new());
 }
 
@@ -477,7 +478,7 @@ fn validation_texts_match_docker() {
         e.to_string(),
         "every ip-range or gateway must have a corresponding subnet"
     );
-    assert_eq!(e.http_status(), 400);
+    assert_eq!(ipam_status(&e), 400);
     let e = PoolRequest {
         aux_addresses: [("a".into(), ip("10.0.0.1"))].into(),
         ..PoolRequest::default()
@@ -586,7 +587,7 @@ fn user_gateway_is_reserved_and_must_be_free() {
         e.to_string(),
         "failed to allocate gateway (172.31.0.0): Address already in use"
     );
-    assert_eq!(e.http_status(), 500);
+    assert_eq!(ipam_status(&e), 500);
     // `0.0.0.0/n` validates the gateway against 0.0.0.0/n; the pool then refuses it.
     let e = ipam
         .request_pool(
@@ -647,7 +648,7 @@ fn aux_addresses_are_reserved_and_never_handed_out() {
         e.to_string(),
         "failed to allocate secondary ip address (gw:172.31.0.1): Address already in use"
     );
-    assert_eq!(e.http_status(), 500);
+    assert_eq!(ipam_status(&e), 500);
     let outside: BTreeMap<String, Ipv4Addr> = [("x".into(), ip("0.0.0.5"))].into();
     let e = ipam
         .request_pool(
@@ -662,7 +663,7 @@ fn aux_addresses_are_reserved_and_never_handed_out() {
         e.to_string(),
         "auxiliary address: (x:0.0.0.5) must belong to the master pool: 172.17.0.0/24"
     );
-    assert_eq!(e.http_status(), 403);
+    assert_eq!(ipam_status(&e), 403);
 }
 
 #[test]
@@ -679,7 +680,7 @@ fn slash_31_and_32_have_no_network_or_broadcast() {
     assert_eq!(q.gateway, ip("10.2.0.7"));
     let e = ipam.request_address(&q.id, None).unwrap_err();
     assert_eq!(
-        (e.to_string().as_str(), e.http_status()),
+        (e.to_string().as_str(), ipam_status(&e)),
         ("no available addresses on this pool", 503)
     );
     let r = ipam.request_pool(&subnet("10.3.0.0/30"), &[]).unwrap();
@@ -744,7 +745,7 @@ fn static_addresses() {
         .request_address(&p.id, Some(ip("172.17.3.4")))
         .unwrap_err();
     assert_eq!(
-        (e.to_string().as_str(), e.http_status()),
+        (e.to_string().as_str(), ipam_status(&e)),
         ("Address already in use", 403)
     );
     for reserved in ["172.17.0.0", "172.17.0.1", "172.17.255.255"] {
@@ -764,7 +765,7 @@ fn static_addresses() {
         }
     );
     assert_eq!(
-        (e.to_string().as_str(), e.http_status()),
+        (e.to_string().as_str(), ipam_status(&e)),
         ("requested address is out of range", 400)
     );
     // Dynamic allocation skips the static one.
@@ -801,14 +802,14 @@ fn release_rules() {
     );
     let e = ipam.release_address("10.9.0.0/16", a).unwrap_err();
     assert_eq!(
-        (e.to_string().as_str(), e.http_status()),
+        (e.to_string().as_str(), ipam_status(&e)),
         ("cannot find address pool for poolID:10.9.0.0/16", 404)
     );
     let e = ipam.request_address("nope", None).unwrap_err();
-    assert_eq!(e.http_status(), 404);
+    assert_eq!(ipam_status(&e), 404);
     let e = ipam.release_pool("nope").unwrap_err();
     assert_eq!(
-        (e.to_string().as_str(), e.http_status()),
+        (e.to_string().as_str(), ipam_status(&e)),
         ("address space does not contain specified address pool", 400)
     );
     ipam.release_pool(&p.id).unwrap();

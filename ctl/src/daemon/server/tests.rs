@@ -1,6 +1,6 @@
-//! The API server over a real Unix socket, against the in-memory [`FakeBackend`]: every
-//! route, its statuses, headers and error bodies, versioned paths and bad input; then the
-//! docker CLI itself, when it is installed.
+//! The API server over a real Unix socket, against the real core on the in-memory
+//! plumbing: every route, its statuses, headers and error bodies, versioned paths and bad
+//! input; then the docker CLI itself, when it is installed.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -16,8 +16,9 @@ use nix::fcntl::{FcntlArg, OFlag};
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use serde_json::{Value, json};
 
-use super::fake::FakeBackend;
 use super::{fdpass, serve};
+use crate::daemon::plumbing::MemoryPlumbing;
+use crate::daemon::{Daemon, DaemonConfig};
 
 /// A server on a fresh socket in its own directory, stopped and cleaned up on drop.
 struct Server {
@@ -39,6 +40,14 @@ fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// The real core over the in-memory plumbing, its state in `dir`.
+fn memory_daemon(dir: &Path) -> Arc<Daemon> {
+    let cfg = DaemonConfig {
+        state_dir: dir.join("state"),
+    };
+    Arc::new(Daemon::open(&cfg, Arc::new(MemoryPlumbing::new())).unwrap())
+}
+
 impl Server {
     fn start() -> Server {
         Server::start_in(temp_dir("srv"))
@@ -48,9 +57,10 @@ impl Server {
         let socket = dir.join("tapnet.sock");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let sock = socket.clone();
+        let daemon = memory_daemon(&dir);
         let thread = std::thread::Builder::new()
             .name("tapnet-api-test".into())
-            .spawn(move || serve(&sock, Arc::new(FakeBackend::new()), rx))
+            .spawn(move || serve(&sock, daemon, rx))
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while UnixStream::connect(&socket).is_err() {
@@ -210,12 +220,13 @@ fn network_lifecycle() {
     let s = Server::start();
     let (status, v) = s.json("GET", "/v1.47/networks", None);
     assert_eq!(status, 200);
-    let names: Vec<&str> = v
+    let mut names: Vec<&str> = v
         .as_array()
         .unwrap()
         .iter()
         .map(|n| n["Name"].as_str().unwrap())
         .collect();
+    names.sort();
     assert_eq!(names, ["bridge", "host", "none"]);
     assert_eq!(v[0]["Containers"], json!({}));
 
@@ -572,11 +583,11 @@ fn fds_are_closed_with_their_request() {
     drop(w);
     assert!(write_end_closed(&r), "fds past the limit leaked");
 
-    // ...and the next request on the connection starts afresh: it reaches the backend
-    // (which has no rootless sandboxes here), not the "lost" error.
+    // ...and the next request on the connection starts afresh: it reaches the core
+    // (which has no such sandbox), not the "lost" error.
     let (r, w) = pipe();
     let (status, body) = call_with_fds(&mut c, adopt, good, &[w.as_raw_fd()]);
-    assert_eq!(status, 501, "{body}");
+    assert_eq!(status, 404, "{body}");
     drop(w);
     assert!(write_end_closed(&r));
 }
@@ -596,7 +607,7 @@ fn port_bindings_in_and_ports_out() {
     assert_eq!(status, 201, "{v}");
     assert_eq!(
         v["Ports"]["80/tcp"],
-        json!([{"HostIp": "0.0.0.0", "HostPort": "8080"}])
+        json!([{"HostIp": "0.0.0.0", "HostPort": "8080"}, {"HostIp": "::", "HostPort": "8080"}])
     );
     assert_eq!(v["Ports"]["53/udp"][0]["HostIp"], "127.0.0.1");
     assert!(
@@ -667,7 +678,7 @@ fn socket_is_0660_stale_socket_replaced_live_one_refused_and_removed_on_stop() {
     assert_eq!(mode(), 0o660);
     // A second server on the same live socket must refuse, not steal it.
     let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let err = serve(&socket, Arc::new(FakeBackend::new()), rx).unwrap_err();
+    let err = serve(&socket, memory_daemon(&dir.join("second")), rx).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
     assert!(
         UnixStream::connect(&socket).is_ok(),
@@ -678,7 +689,7 @@ fn socket_is_0660_stale_socket_replaced_live_one_refused_and_removed_on_stop() {
     // A plain file in the way is not removed.
     std::fs::write(&socket, b"x").unwrap();
     let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let err = serve(&socket, Arc::new(FakeBackend::new()), rx).unwrap_err();
+    let err = serve(&socket, memory_daemon(&dir.join("third")), rx).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists, "{err}");
     let _ = std::fs::remove_file(&socket);
 }

@@ -3,18 +3,22 @@
 //! tapnet's `/sandboxes` and `/stats`.
 //!
 //! axum serves it on a current-thread tokio runtime confined to the calling thread: the
-//! [`Backend`] is called synchronously from the handlers, one request at a time. Every
+//! [`Daemon`] is called synchronously from the handlers ([`calls`]), one request at a
+//! time; its errors become Docker's statuses and bodies in [`error`]. Every
 //! route also answers under a version prefix (`/v1.47/networks`), which is checked against
 //! [`API_VERSION`] and [`MIN_API_VERSION`] as Docker checks it, then stripped before
 //! routing.
 
+mod calls;
+mod error;
 pub mod fdpass;
 pub mod filters;
-
-#[doc(hidden)]
-pub mod fake;
 #[cfg(test)]
 mod tests;
+
+pub use error::ApiError;
+#[cfg(test)]
+pub(crate) use error::ipam_status;
 
 use std::future::Future;
 use std::io;
@@ -37,7 +41,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use self::filters::{LIST_FILTERS, NetworkFilters, PRUNE_FILTERS};
-use super::backend::{ApiError, Backend};
+use super::core::Daemon;
 use tapnet_api::{
     API_VERSION, ComponentVersion, ErrorResponse, MIN_API_VERSION, NetworkConnectRequest,
     NetworkCreateRequest, NetworkDisconnectRequest, PlatformVersion, SandboxAdoptRequest,
@@ -52,7 +56,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 struct AppState {
-    backend: Arc<dyn Backend>,
+    daemon: Arc<Daemon>,
     version: Arc<VersionResponse>,
 }
 
@@ -60,19 +64,15 @@ struct AppState {
 /// built here (the calling thread is the control thread). A stale socket file left by a
 /// dead daemon is removed first; a live one is an error (`AddrInUse`). The socket gets
 /// mode [`SOCKET_MODE`] and is removed on return.
-pub fn serve(socket: &FsPath, backend: Arc<dyn Backend>, shutdown: impl Future) -> io::Result<()> {
+pub fn serve(socket: &FsPath, daemon: Arc<Daemon>, shutdown: impl Future) -> io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("tapnet-api")
         .build()?;
-    rt.block_on(serve_on(socket, backend, shutdown))
+    rt.block_on(serve_on(socket, daemon, shutdown))
 }
 
-async fn serve_on(
-    socket: &FsPath,
-    backend: Arc<dyn Backend>,
-    shutdown: impl Future,
-) -> io::Result<()> {
+async fn serve_on(socket: &FsPath, daemon: Arc<Daemon>, shutdown: impl Future) -> io::Result<()> {
     remove_stale_socket(socket)?;
     // Bound under a temporary name and moved into place with its mode set: whoever sees
     // the socket file sees it finished (mode, listening), and only once.
@@ -93,7 +93,7 @@ async fn serve_on(
     let _guard = RemoveOnDrop(socket);
     tracing::info!(socket = %socket.display(), "API listening");
     let state = AppState {
-        backend,
+        daemon,
         version: Arc::new(version_response()),
     };
     // The version prefix is stripped before routing, so the middleware wraps the router
@@ -348,7 +348,7 @@ fn json<T: Serialize>(status: StatusCode, v: &T) -> Response {
             body.push(b'\n');
             (status, [(CONTENT_TYPE, "application/json")], body).into_response()
         }
-        Err(e) => error_response(ApiError::internal(format!("encoding the response: {e}"))),
+        Err(e) => error_response(ApiError::new(500, format!("encoding the response: {e}"))),
     }
 }
 
@@ -464,7 +464,7 @@ async fn version(State(s): State<AppState>) -> Response {
 
 async fn network_list(State(s): State<AppState>, uri: Uri) -> ApiResult {
     let f = filters(&uri, LIST_FILTERS)?;
-    Ok(json(StatusCode::OK, &s.backend.networks(&f)?))
+    Ok(json(StatusCode::OK, &calls::networks(&s.daemon, &f)?))
 }
 
 /// `GET /networks/{id}`; `verbose` is accepted (tapnet has no swarm services to add) and
@@ -479,7 +479,7 @@ async fn network_inspect(
 
 async fn network_inspect_named(State(s): State<AppState>, id: &str, uri: Uri) -> ApiResult {
     let q = query(&uri)?;
-    let net = s.backend.network_inspect(id)?;
+    let net = calls::network_inspect(&s.daemon, id)?;
     if let Some(scope) = param(&q, "scope").filter(|v| !v.is_empty()) {
         if scope != net.scope {
             return Err(ApiError::not_found(format!("network {id} not found")));
@@ -497,7 +497,10 @@ async fn network_create(
     if req.name.trim().is_empty() {
         return Err(ApiError::bad_request("network name must not be empty"));
     }
-    Ok(json(StatusCode::CREATED, &s.backend.network_create(req)?))
+    Ok(json(
+        StatusCode::CREATED,
+        &calls::network_create(&s.daemon, req)?,
+    ))
 }
 
 async fn network_remove(s: State<AppState>, id: Result<Path<String>, PathRejection>) -> ApiResult {
@@ -505,7 +508,7 @@ async fn network_remove(s: State<AppState>, id: Result<Path<String>, PathRejecti
 }
 
 async fn network_remove_named(State(s): State<AppState>, id: &str) -> ApiResult {
-    s.backend.network_remove(id)?;
+    calls::network_remove(&s.daemon, id)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -517,7 +520,7 @@ async fn network_connect(
 ) -> ApiResult {
     let id = path_id(id)?;
     let req: NetworkConnectRequest = read_json(&headers, body)?;
-    s.backend.network_connect(&id, req)?;
+    calls::network_connect(&s.daemon, &id, req)?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -529,17 +532,17 @@ async fn network_disconnect(
 ) -> ApiResult {
     let id = path_id(id)?;
     let req: NetworkDisconnectRequest = read_json(&headers, body)?;
-    s.backend.network_disconnect(&id, req)?;
+    calls::network_disconnect(&s.daemon, &id, req)?;
     Ok(StatusCode::OK.into_response())
 }
 
 async fn network_prune(State(s): State<AppState>, uri: Uri) -> ApiResult {
     let f = filters(&uri, PRUNE_FILTERS)?;
-    Ok(json(StatusCode::OK, &s.backend.network_prune(&f)?))
+    Ok(json(StatusCode::OK, &calls::network_prune(&s.daemon, &f)?))
 }
 
 async fn sandbox_list(State(s): State<AppState>) -> ApiResult {
-    Ok(json(StatusCode::OK, &s.backend.sandboxes()?))
+    Ok(json(StatusCode::OK, &calls::sandboxes(&s.daemon)?))
 }
 
 async fn sandbox_create(
@@ -553,10 +556,13 @@ async fn sandbox_create(
         let pid = peer_pid(peer.as_ref())?;
         return Ok(json(
             StatusCode::CREATED,
-            &s.backend.sandbox_create_rootless(req, pid)?,
+            &calls::sandbox_create_rootless(&s.daemon, req, pid)?,
         ));
     }
-    Ok(json(StatusCode::CREATED, &s.backend.sandbox_create(req)?))
+    Ok(json(
+        StatusCode::CREATED,
+        &calls::sandbox_create(&s.daemon, req)?,
+    ))
 }
 
 /// The PID of the process on the other end, which a rootless sandbox is recorded with.
@@ -577,7 +583,7 @@ async fn sandbox_interfaces(
 ) -> ApiResult {
     Ok(json(
         StatusCode::OK,
-        &s.backend.sandbox_interfaces(&path_id(id)?)?,
+        &calls::sandbox_interfaces(&s.daemon, &path_id(id)?)?,
     ))
 }
 
@@ -600,7 +606,7 @@ async fn sandbox_adopt(
         .unwrap_or_default();
     Ok(json(
         StatusCode::OK,
-        &s.backend.sandbox_adopt(&id, req.interfaces, fds, pid)?,
+        &calls::sandbox_adopt(&s.daemon, &id, req.interfaces, fds, pid)?,
     ))
 }
 
@@ -610,7 +616,7 @@ async fn sandbox_inspect(
 ) -> ApiResult {
     Ok(json(
         StatusCode::OK,
-        &s.backend.sandbox_inspect(&path_id(id)?)?,
+        &calls::sandbox_inspect(&s.daemon, &path_id(id)?)?,
     ))
 }
 
@@ -618,10 +624,10 @@ async fn sandbox_remove(
     State(s): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    s.backend.sandbox_remove(&path_id(id)?)?;
+    calls::sandbox_remove(&s.daemon, &path_id(id)?)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn stats(State(s): State<AppState>) -> ApiResult {
-    Ok(json(StatusCode::OK, &s.backend.stats()?))
+    Ok(json(StatusCode::OK, &calls::stats(&s.daemon)))
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-use crate::daemon::backend::ApiError;
+use super::ApiError;
 use tapnet_api::{NetworkInspect, PREDEFINED_NETWORKS};
 
 /// Filter keys `GET /networks` accepts.

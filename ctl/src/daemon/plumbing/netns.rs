@@ -1,48 +1,35 @@
 //! A sandbox's plumbing as root: its named network namespace and one persistent TAP per
 //! endpoint inside it, configured over netlink (MAC, MTU, address, routes). Every step
 //! is idempotent so the daemon can replay it when it reconciles after a restart.
+//!
+//! [`configure`] is also what a rootless sandbox's process (`tapnet rootless-init`) runs
+//! inside its own namespace.
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use super::IfaceConfig;
 use tapnet_engine::sys::netlink::{Netlink, NetlinkError};
 use tapnet_engine::sys::netns::{NetNs, NetnsError};
 use tapnet_engine::sys::tap::{Tap, TapConfig, TapError, create_tap_in};
 
-/// What can go wrong while plumbing a sandbox.
+/// What can go wrong while plumbing a sandbox. The cause is the error's source (not
+/// part of its text).
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     /// Namespace creation, opening or removal failed.
-    #[error("sandbox namespace: {0}")]
+    #[error("sandbox namespace")]
     Netns(#[from] NetnsError),
     /// TAP creation or attachment failed.
-    #[error("sandbox interface: {0}")]
+    #[error("sandbox interface")]
     Tap(#[from] TapError),
     /// Interface configuration failed.
-    #[error("sandbox interface configuration: {0}")]
+    #[error("sandbox interface configuration")]
     Netlink(#[from] NetlinkError),
-}
-
-/// The interface of one endpoint, as configured inside the sandbox.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IfaceConfig {
-    /// `eth0`, `eth1`, …
-    pub ifname: String,
-    /// 02:42 + IPv4.
-    pub mac: [u8; 6],
-    /// Address and prefix length.
-    pub addr: Option<(Ipv4Addr, u8)>,
-    /// MTU.
-    pub mtu: u32,
 }
 
 /// Transmit queue length of sandbox TAPs: deep enough for the advertised TCP window
 /// (a 1,000-packet queue caps TCP throughput far below what the engine carries).
 pub const TXQUEUELEN: u32 = 10_000;
-
-/// Name of a sandbox's namespace (under /run/netns).
-pub fn netns_name(sandbox_id: &str) -> String {
-    format!("tapnet-{}", &sandbox_id[..12.min(sandbox_id.len())])
-}
 
 /// Open the sandbox's namespace, creating it (with `lo` up) if it is missing.
 pub fn ensure_netns(name: &str) -> Result<NetNs, SandboxError> {
@@ -165,14 +152,4 @@ fn remove_stale_mount_point(name: &str) -> Result<(), SandboxError> {
         }
         .into()),
     }
-}
-
-/// Names of existing namespaces that look like tapnet sandboxes (`tapnet-*`).
-pub fn list_sandbox_netns() -> Vec<String> {
-    let Ok(rd) = std::fs::read_dir(tapnet_engine::sys::netns::NETNS_RUN_DIR) else {
-        return Vec::new();
-    };
-    rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("tapnet-"))
-        .collect()
 }

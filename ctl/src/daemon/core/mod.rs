@@ -1,0 +1,290 @@
+//! The daemon's core: CNM objects (networks, endpoints, sandboxes) and the bridge, host
+//! and null drivers, over the store and the [`Plumbing`].
+//!
+//! Every operation takes the state lock, works out its changes on copies, commits them
+//! (records and IPAM state in one transaction), and only then touches live state through
+//! the plumbing (namespaces, TAPs, engine ports). If the plumbing fails, the records are
+//! rolled back in a second transaction; if the daemon dies in between, [`Daemon::open`]
+//! finishes the plumbing from the records (reconcile), so a committed change is never
+//! lost and an uncommitted one leaves nothing behind. Two removals make sure reconcile
+//! can see what a crash left: a removed sandbox's namespace is noted in the same
+//! transaction (and deleted on restart if still there), and a disconnect unplugs its
+//! interface before the commit (a crash in between keeps the record, and reconcile plugs
+//! it back).
+//!
+//! Where to read: [`network`] (create, remove, prune), [`endpoint`] (connect,
+//! disconnect), [`sandbox`] (create, remove), [`rootless`] (sandboxes whose process makes
+//! its own interfaces), [`ports`] (published ports), [`reconcile`] (start and restart).
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tapnet_switch::MacAddr;
+
+use super::ipam::Ipam;
+use super::model::{EndpointRecord, NetworkRecord, SandboxRecord};
+use super::plumbing::{IfaceConfig, Plumbing};
+use super::store::Store;
+
+mod endpoint;
+mod error;
+mod network;
+mod options;
+mod ports;
+mod reconcile;
+mod rootless;
+mod sandbox;
+mod stats;
+#[cfg(test)]
+mod tests;
+
+pub use error::DaemonError;
+pub use network::{IpamSpec, NetworkSpec, PoolUsage};
+pub use options::{BRIDGE_OPTIONS, OPT_HOST_LOOPBACK, OPT_LOOPBACK_SPLICE};
+pub use rootless::netns_path as rootless_netns_path;
+pub use sandbox::{AttachSpec, netns_name};
+pub use stats::{NamedStats, NetworkName, PortOwner};
+
+use options::bridge_opts;
+
+/// The result of a daemon operation.
+pub type Result<T, E = DaemonError> = std::result::Result<T, E>;
+
+/// How the daemon runs.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    /// Where the database and the API socket live.
+    pub state_dir: PathBuf,
+}
+
+impl DaemonConfig {
+    /// Defaults: `/run/tapnet` as root, `$XDG_RUNTIME_DIR/tapnet` otherwise.
+    pub fn default_state_dir() -> PathBuf {
+        if nix::unistd::geteuid().is_root() {
+            PathBuf::from("/run/tapnet")
+        } else if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
+            PathBuf::from(d).join("tapnet")
+        } else {
+            std::env::temp_dir().join(format!("tapnet-{}", nix::unistd::geteuid()))
+        }
+    }
+}
+
+/// Everything the daemon holds.
+struct State {
+    networks: BTreeMap<String, NetworkRecord>,
+    endpoints: BTreeMap<String, EndpointRecord>,
+    sandboxes: BTreeMap<String, SandboxRecord>,
+    ipam: Ipam,
+    /// Networks whose datapath is up.
+    live_nets: HashSet<String>,
+    /// Endpoints whose interface is in the datapath.
+    attached: HashSet<String>,
+    /// Where each sandbox's live published ports lead: network id and address.
+    published: BTreeMap<String, (String, Ipv4Addr)>,
+    /// Namespaces of removed sandboxes not yet deleted, as loaded (for reconcile).
+    gone_netns: Vec<String>,
+}
+
+/// The daemon: see the module docs.
+pub struct Daemon {
+    state: Mutex<State>,
+    store: Store,
+    plumbing: Arc<dyn Plumbing>,
+    state_dir: PathBuf,
+}
+
+impl State {
+    fn network_id(&self, id_or_name: &str) -> Result<String> {
+        if self.networks.contains_key(id_or_name) {
+            return Ok(id_or_name.to_string());
+        }
+        if let Some(n) = self.networks.values().find(|n| n.name == id_or_name) {
+            return Ok(n.id.clone());
+        }
+        let hits: Vec<&String> = self
+            .networks
+            .keys()
+            .filter(|id| !id_or_name.is_empty() && id.starts_with(id_or_name))
+            .collect();
+        match hits.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(DaemonError::NetworkNotFound(id_or_name.to_string())),
+            _ => Err(DaemonError::AmbiguousNetwork {
+                name: id_or_name.to_string(),
+                matches: hits.len(),
+            }),
+        }
+    }
+
+    fn sandbox_id(&self, id_or_name: &str) -> Result<String> {
+        if self.sandboxes.contains_key(id_or_name) {
+            return Ok(id_or_name.to_string());
+        }
+        let name = id_or_name.trim_start_matches('/');
+        if let Some(s) = self.sandboxes.values().find(|s| s.name == name) {
+            return Ok(s.id.clone());
+        }
+        let hits: Vec<&String> = self
+            .sandboxes
+            .keys()
+            .filter(|id| !name.is_empty() && id.starts_with(name))
+            .collect();
+        match hits.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(DaemonError::SandboxNotFound(id_or_name.to_string())),
+            _ => Err(DaemonError::AmbiguousSandbox(id_or_name.to_string())),
+        }
+    }
+
+    fn endpoints_of_network(&self, net: &str) -> impl Iterator<Item = &EndpointRecord> {
+        self.endpoints.values().filter(move |e| e.network_id == net)
+    }
+
+    fn ipam_bytes(ipam: &Ipam) -> Result<Vec<u8>> {
+        serde_json::to_vec(ipam).map_err(DaemonError::EncodeIpam)
+    }
+
+    /// The endpoints of `sb` with their networks.
+    fn sandbox_eps(&self, s: &SandboxRecord) -> Vec<(EndpointRecord, NetworkRecord)> {
+        s.endpoints
+            .iter()
+            .filter_map(|id| {
+                let e = self.endpoints.get(id)?;
+                Some((e.clone(), self.networks.get(&e.network_id)?.clone()))
+            })
+            .collect()
+    }
+
+    /// The interface of endpoint `e`, as its network configures it.
+    fn iface(&self, e: &EndpointRecord) -> Result<IfaceConfig> {
+        let mtu = match self.networks.get(&e.network_id) {
+            Some(n) => bridge_opts(&n.options)?.mtu,
+            None => return Err(super::plumbing::PlumbingError::NoDatapath.into()),
+        };
+        Ok(IfaceConfig {
+            ifname: e.ifname.clone(),
+            mac: mac_of(e),
+            addr: e.ipv4.map(|a| (a, e.prefix_len)),
+            mtu,
+        })
+    }
+}
+
+/// The winning default route of a sandbox: highest priority, ties to the network name
+/// that sorts first; internal networks and networks without a gateway take no part.
+fn default_route(
+    sb: &SandboxRecord,
+    endpoints: &BTreeMap<String, EndpointRecord>,
+    networks: &BTreeMap<String, NetworkRecord>,
+) -> Option<(Ipv4Addr, String)> {
+    default_endpoint(sb, endpoints, networks).map(|(e, gw)| (gw, e.ifname.clone()))
+}
+
+/// The endpoint holding a sandbox's default route (see [`default_route`]), with its
+/// gateway. Published ports lead to its address.
+fn default_endpoint<'a>(
+    sb: &SandboxRecord,
+    endpoints: &'a BTreeMap<String, EndpointRecord>,
+    networks: &BTreeMap<String, NetworkRecord>,
+) -> Option<(&'a EndpointRecord, Ipv4Addr)> {
+    sb.endpoints
+        .iter()
+        .filter_map(|id| endpoints.get(id))
+        .filter_map(|e| {
+            let n = networks.get(&e.network_id)?;
+            if n.internal {
+                return None;
+            }
+            let gw = n.ipam.first()?.gateway?;
+            Some((e.gw_priority, &n.name, gw, e))
+        })
+        .min_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)))
+        .map(|(_, _, gw, e)| (e, gw))
+}
+
+fn mac_of(e: &EndpointRecord) -> [u8; 6] {
+    e.mac
+        .parse::<MacAddr>()
+        .map(|m| m.0)
+        .unwrap_or([0x02, 0x42, 0, 0, 0, 0])
+}
+
+fn prefix_len(subnet: &str) -> Result<u8> {
+    subnet
+        .split_once('/')
+        .and_then(|(_, p)| p.parse().ok())
+        .ok_or_else(|| DaemonError::StoredSubnet(subnet.to_string()))
+}
+
+fn parse_ip(what: &'static str, s: &str) -> Result<Ipv4Addr> {
+    s.parse().map_err(|_| DaemonError::InvalidIpv4 {
+        what,
+        value: s.to_string(),
+    })
+}
+
+impl Daemon {
+    /// Open the state in `cfg.state_dir` over `plumbing`, create the predefined networks
+    /// on first start, and reconcile live state with the records.
+    pub fn open(cfg: &DaemonConfig, plumbing: Arc<dyn Plumbing>) -> Result<Daemon> {
+        std::fs::create_dir_all(&cfg.state_dir).map_err(|source| DaemonError::StateDir {
+            path: cfg.state_dir.clone(),
+            source,
+        })?;
+        let store = Store::open(&cfg.state_dir.join("tapnet.db"))?;
+        let snap = store.load()?;
+        let ipam = match &snap.ipam {
+            Some(b) => serde_json::from_slice(b).map_err(DaemonError::DecodeIpam)?,
+            None => Ipam::new(),
+        };
+        let d = Daemon {
+            state: Mutex::new(State {
+                networks: snap.networks,
+                endpoints: snap.endpoints,
+                sandboxes: snap.sandboxes,
+                ipam,
+                live_nets: HashSet::new(),
+                attached: HashSet::new(),
+                published: BTreeMap::new(),
+                gone_netns: snap.gone_netns,
+            }),
+            store,
+            plumbing,
+            state_dir: cfg.state_dir.clone(),
+        };
+        d.reconcile()?;
+        d.ensure_predefined()?;
+        Ok(d)
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The plumbing.
+    pub fn plumbing(&self) -> &Arc<dyn Plumbing> {
+        &self.plumbing
+    }
+
+    /// Whether endpoint `id`'s interface is in the datapath (a rootless sandbox's are
+    /// once its process has sent them).
+    pub fn endpoint_attached(&self, id: &str) -> bool {
+        self.lock().attached.contains(id)
+    }
+
+    /// The path other tools join sandbox `sb`'s namespace by.
+    pub fn netns_path(&self, sb: &SandboxRecord) -> String {
+        match &sb.rootless {
+            Some(owner) => rootless::netns_path(owner),
+            None => self.plumbing.namespace_path(&sb.netns),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

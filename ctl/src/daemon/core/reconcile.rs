@@ -1,0 +1,186 @@
+//! Making live state match the records: at start (reconcile) and after every committed
+//! change (realize), and taking it down again (unrealize).
+
+use std::collections::BTreeMap;
+
+use tapnet_nat::GatewayConfig;
+use tapnet_switch::MacAddr;
+
+use super::options::{DEFAULT_BRIDGE_OPTIONS, bridge_opts};
+use super::{Daemon, NetworkSpec, Result, State, default_route, prefix_len};
+use crate::daemon::model::{EndpointRecord, NetworkRecord, SandboxRecord};
+use crate::daemon::plumbing::{EndpointPlan, NetworkPlan};
+
+impl Daemon {
+    /// Create `bridge`, `host` and `none` if they do not exist yet (first start).
+    pub(super) fn ensure_predefined(&self) -> Result<()> {
+        let have: Vec<String> = self
+            .lock()
+            .networks
+            .values()
+            .map(|n| n.name.clone())
+            .collect();
+        for (name, driver) in [("bridge", "bridge"), ("host", "host"), ("none", "null")] {
+            if have.iter().any(|n| n == name) {
+                continue;
+            }
+            let mut options = BTreeMap::new();
+            if name == "bridge" {
+                for (k, v) in DEFAULT_BRIDGE_OPTIONS {
+                    options.insert(k.to_string(), v.to_string());
+                }
+            }
+            let spec = NetworkSpec {
+                name: name.into(),
+                driver: driver.into(),
+                options,
+                ..Default::default()
+            };
+            self.create_network(spec, true)?;
+        }
+        Ok(())
+    }
+
+    /// Bring up the datapath of every stored network and sandbox; remove the namespaces
+    /// of removed sandboxes that a crash left.
+    pub(super) fn reconcile(&self) -> Result<()> {
+        let mut st = self.lock();
+        let nets: Vec<NetworkRecord> = st.networks.values().cloned().collect();
+        for n in &nets {
+            self.realize_network(&mut st, n)?;
+        }
+        let sbs: Vec<SandboxRecord> = st.sandboxes.values().cloned().collect();
+        // Only namespaces this daemon recorded as gone are removed: every `tapnet-*`
+        // namespace without a record of ours may belong to another daemon (another state
+        // dir); sweeping them all here tore down other daemons' live sandboxes.
+        let gone = std::mem::take(&mut st.gone_netns);
+        let mut removed: Vec<&str> = Vec::new();
+        for ns in &gone {
+            if sbs.iter().any(|s| &s.netns == ns) || self.plumbing.remove_namespace(ns).is_ok() {
+                removed.push(ns);
+            }
+        }
+        if !removed.is_empty() {
+            let _ = self.store.forget_netns(&removed);
+        }
+        self.reap_rootless(&mut st);
+        for sb in sbs.iter().filter(|s| s.rootless.is_none()) {
+            if let Err(e) = self.realize_sandbox(&mut st, sb) {
+                tracing::warn!(sandbox = %sb.name, error = %super::super::chain(&e), "could not restore sandbox");
+            } else {
+                self.restore_ports(&mut st, sb);
+            }
+        }
+        // A rootless sandbox whose process lives on gets its interfaces back when the
+        // process sends its TAPs again; its ports are bound now, as they were.
+        let kept: Vec<&SandboxRecord> = sbs
+            .iter()
+            .filter(|s| s.rootless.is_some() && st.sandboxes.contains_key(&s.id))
+            .collect();
+        for sb in kept {
+            self.restore_ports(&mut st, sb);
+        }
+        Ok(())
+    }
+
+    /// Bring up network `n`'s datapath (bridge networks; host and null have none).
+    pub(super) fn realize_network(&self, st: &mut State, n: &NetworkRecord) -> Result<()> {
+        if n.driver != "bridge" || st.live_nets.contains(&n.id) {
+            return Ok(());
+        }
+        let opts = bridge_opts(&n.options)?;
+        let gateway = match n.ipam.first() {
+            Some(cfg) => match (cfg.gateway, prefix_len(&cfg.subnet)) {
+                (Some(gw), Ok(prefix)) => Some(GatewayConfig {
+                    mac: MacAddr::from_ipv4(gw),
+                    ip: gw,
+                    prefix_len: prefix,
+                    internal: n.internal,
+                }),
+                _ => None,
+            },
+            None => None,
+        };
+        self.plumbing.add_network(&NetworkPlan {
+            id: n.id.clone(),
+            icc: opts.icc,
+            mtu: opts.mtu,
+            gateway,
+            host_loopback: opts.host_loopback,
+        })?;
+        st.live_nets.insert(n.id.clone());
+        Ok(())
+    }
+
+    /// Take network `id`'s datapath down.
+    pub(super) fn unrealize_network(&self, st: &mut State, id: &str) {
+        if st.live_nets.remove(id) {
+            self.plumbing.remove_network(id);
+        }
+    }
+
+    /// Plumb one endpoint of a sandbox with a named namespace: TAP, engine port, MAC.
+    pub(super) fn realize_endpoint(
+        &self,
+        st: &mut State,
+        netns: &str,
+        e: &EndpointRecord,
+    ) -> Result<()> {
+        let Some(n) = st.networks.get(&e.network_id) else {
+            return Ok(());
+        };
+        if n.driver != "bridge" || st.attached.contains(&e.id) {
+            return Ok(());
+        }
+        let plan = EndpointPlan {
+            id: &e.id,
+            network: &e.network_id,
+            iface: st.iface(e)?,
+        };
+        self.plumbing.plug(netns, &plan)?;
+        st.attached.insert(e.id.clone());
+        Ok(())
+    }
+
+    /// Plumb a sandbox with a named namespace: the namespace, every endpoint, the
+    /// default route.
+    pub(super) fn realize_sandbox(&self, st: &mut State, sb: &SandboxRecord) -> Result<()> {
+        self.plumbing.ensure_namespace(&sb.netns)?;
+        for id in &sb.endpoints {
+            if let Some(e) = st.endpoints.get(id).cloned() {
+                self.realize_endpoint(st, &sb.netns, &e)?;
+            }
+        }
+        self.apply_default_route(st, sb)
+    }
+
+    /// Set `sb`'s default route as its endpoints decide it now.
+    pub(super) fn apply_default_route(&self, st: &State, sb: &SandboxRecord) -> Result<()> {
+        let route = default_route(sb, &st.endpoints, &st.networks);
+        self.plumbing
+            .set_default_route(&sb.netns, route.as_ref().map(|(g, i)| (*g, i.as_str())))?;
+        Ok(())
+    }
+
+    /// Take endpoint `e` out of the datapath and its interface out of namespace `netns`.
+    pub(super) fn unrealize_endpoint(&self, st: &mut State, netns: &str, e: &EndpointRecord) {
+        if st.attached.remove(&e.id) {
+            self.plumbing.detach(&e.id);
+        }
+        if !netns.is_empty() {
+            let _ = self.plumbing.unplug(netns, &e.ifname);
+        }
+    }
+
+    /// Take sandbox `sb` down; returns whether its namespace is gone.
+    pub(super) fn unrealize_sandbox(&self, st: &mut State, sb: &SandboxRecord) -> bool {
+        for id in &sb.endpoints {
+            if st.attached.remove(id) {
+                self.plumbing.detach(id);
+            }
+        }
+        // A rootless sandbox's namespace belongs to its process; closing the TAPs (above)
+        // removed its interfaces.
+        sb.rootless.is_some() || self.plumbing.remove_namespace(&sb.netns).is_ok()
+    }
+}

@@ -1,0 +1,229 @@
+//! Rootless sandboxes: a daemon and `tapnet run` with no privilege at all.
+//!
+//! A root daemon makes a sandbox's named namespace and persistent TAPs itself. A daemon
+//! without root cannot, so for a rootless sandbox the work is split:
+//!
+//! 1. `tapnet run` asks for the sandbox with `"Rootless": true` in `POST /sandboxes`.
+//!    The daemon allocates the endpoints (addresses, MACs, interface names) and commits
+//!    them as for any sandbox, but makes no namespace and no TAP. It records the caller's
+//!    PID (`SO_PEERCRED`) as the sandbox's owner.
+//! 2. `tapnet run` starts a child (`tapnet rootless-init`, a re-exec of the same binary,
+//!    so that `unshare(CLONE_NEWUSER)` runs in a fresh single-threaded process) that
+//!    enters a new user and network namespace, maps its own uid and gid, and fetches the
+//!    interfaces to make: `GET /sandboxes/{id}/interfaces` (`tapnet_api::SandboxInterfaces`).
+//! 3. Root in its namespaces, the child creates each TAP (`IFF_VNET_HDR`, not
+//!    persistent), sets MAC, MTU, address and default route over netlink, and sends the
+//!    TAP fds with `POST /sandboxes/{id}/interfaces` (`tapnet_api::SandboxAdoptRequest`) over the
+//!    API socket itself: the fds travel as `SCM_RIGHTS` on the request's bytes. The
+//!    server's listener (`server::fdpass`) receives with `recvmsg` and keeps the fds
+//!    with the connection, where the handler takes them. The same socket, the same
+//!    permission (its mode) and the same peer credentials as every other call: no second
+//!    socket to secure and find.
+//! 4. The daemon checks each fd with `TUNGETIFF` (a TAP, named as the endpoint's
+//!    interface), attaches it to the network's bridge domain like a root sandbox's TAP,
+//!    and records the sender (the child) as the owner. The child then starts the command
+//!    as its own child and stays as the sandbox's keeper until the command ends.
+//!
+//! The keeper and the daemon hold the TAPs: the interfaces disappear once the command
+//! has ended and the sandbox is removed. A rootless sandbox has no path under
+//! `/run/netns`; its `NetnsPath` is `/proc/PID/ns/net` of its owner (the keeper).
+//!
+//! On restart the daemon's TAP fds are gone, but the keeper's are not: the interfaces
+//! live on, with their addresses and routes. Rootless sandboxes whose owner has exited
+//! are removed; one whose owner still runs keeps its records and its published ports
+//! are bound again, and its keeper, seeing a new socket file, sends the TAPs again
+//! (step 3), which the daemon attaches (step 4). Dead owners are also swept whenever a
+//! new rootless sandbox is created.
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use tapnet_api::{SandboxInterface, SandboxInterfaces};
+use tapnet_nat::portspec::PortMapping;
+
+use super::options::bridge_opts;
+use super::sandbox::AttachSpec;
+use super::{Daemon, DaemonError, Result, State, default_route};
+use crate::daemon::chain;
+use crate::daemon::model::{EndpointRecord, RootlessOwner, SandboxRecord};
+use crate::daemon::plumbing::EndpointPlan;
+use crate::daemon::store::Change;
+
+/// The namespace path shown for a rootless sandbox: its owner's.
+pub fn netns_path(owner: &RootlessOwner) -> String {
+    format!("/proc/{}/ns/net", owner.pid)
+}
+
+impl Daemon {
+    /// Create a rootless sandbox owned by process `pid` (the caller of the API).
+    pub fn create_rootless_sandbox(
+        &self,
+        name: Option<String>,
+        hostname: Option<String>,
+        nets: Vec<AttachSpec>,
+        ports: &[PortMapping],
+        pid: u32,
+    ) -> Result<SandboxRecord> {
+        let owner = self
+            .plumbing
+            .process(pid)
+            .ok_or(DaemonError::ProcessNotRunning(pid))?;
+        self.create_sandbox_as(name, hostname, nets, ports, Some(owner))
+    }
+
+    /// The interfaces the process of rootless sandbox `id_or_name` must create, and its
+    /// default route.
+    pub fn rootless_interfaces(&self, id_or_name: &str) -> Result<SandboxInterfaces> {
+        let st = self.lock();
+        let id = st.sandbox_id(id_or_name)?;
+        let sb = &st.sandboxes[&id];
+        if sb.rootless.is_none() {
+            return Err(DaemonError::NotRootless(sb.name.clone()));
+        }
+        let mut out = SandboxInterfaces::default();
+        for e in bridge_endpoints(&st, sb) {
+            let n = &st.networks[&e.network_id];
+            out.interfaces.push(SandboxInterface {
+                name: e.ifname.clone(),
+                mac_address: e.mac.clone(),
+                ip_address: e.ipv4.map(|a| a.to_string()).unwrap_or_default(),
+                ip_prefix_len: e.prefix_len,
+                mtu: bridge_opts(&n.options)?.mtu,
+            });
+        }
+        if let Some((gw, ifname)) = default_route(sb, &st.endpoints, &st.networks) {
+            out.gateway = gw.to_string();
+            out.gateway_interface = ifname;
+        }
+        Ok(out)
+    }
+
+    /// Attach the TAPs that process `pid` created for rootless sandbox `id_or_name`: one
+    /// fd per interface the sandbox has, named in `names`. The sandbox is then owned by
+    /// `pid`. Nothing changes if any fd is wrong.
+    pub fn adopt_taps(
+        &self,
+        id_or_name: &str,
+        names: Vec<String>,
+        fds: Vec<OwnedFd>,
+        pid: u32,
+    ) -> Result<SandboxRecord> {
+        let mut st = self.lock();
+        let id = st.sandbox_id(id_or_name)?;
+        let mut sb = st.sandboxes[&id].clone();
+        if sb.rootless.is_none() {
+            return Err(DaemonError::NotRootless(sb.name));
+        }
+        let eps: Vec<EndpointRecord> = bridge_endpoints(&st, &sb).cloned().collect();
+        if eps.iter().any(|e| st.attached.contains(&e.id)) {
+            return Err(DaemonError::HasInterfaces(sb.name));
+        }
+        if names.len() != fds.len() {
+            return Err(DaemonError::FdCount {
+                names: names.len(),
+                fds: fds.len(),
+            });
+        }
+        let mut taps: Vec<Option<OwnedFd>> = Vec::with_capacity(eps.len());
+        let mut fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
+        for e in &eps {
+            let i =
+                names
+                    .iter()
+                    .position(|n| *n == e.ifname)
+                    .ok_or_else(|| DaemonError::NoTapFor {
+                        ifname: e.ifname.clone(),
+                        sandbox: sb.name.clone(),
+                    })?;
+            let fd = fds[i]
+                .take()
+                .ok_or_else(|| DaemonError::InterfaceGivenTwice(e.ifname.clone()))?;
+            let actual =
+                self.plumbing
+                    .tap_name(fd.as_fd())
+                    .map_err(|source| DaemonError::BadTap {
+                        ifname: e.ifname.clone(),
+                        source,
+                    })?;
+            if actual != e.ifname {
+                return Err(DaemonError::WrongTap {
+                    ifname: e.ifname.clone(),
+                    actual,
+                });
+            }
+            taps.push(Some(fd));
+        }
+        if let Some(i) = fds.iter().position(Option::is_some) {
+            return Err(DaemonError::NoSuchInterface {
+                sandbox: sb.name,
+                ifname: names[i].clone(),
+            });
+        }
+        let owner = self
+            .plumbing
+            .process(pid)
+            .ok_or(DaemonError::ProcessNotRunning(pid))?;
+        for (e, tap) in eps.iter().zip(taps.iter_mut()) {
+            let Some(tap) = tap.take() else { continue };
+            let plan = EndpointPlan {
+                id: &e.id,
+                network: &e.network_id,
+                iface: st.iface(e)?,
+            };
+            if let Err(err) = self.plumbing.adopt(&plan, tap) {
+                self.detach_all(&mut st, &eps);
+                return Err(err.into());
+            }
+            st.attached.insert(e.id.clone());
+        }
+        sb.rootless = Some(owner);
+        if let Err(err) = self.store.commit(&[Change::PutSandbox(&sb)], None) {
+            self.detach_all(&mut st, &eps);
+            return Err(err.into());
+        }
+        st.sandboxes.insert(sb.id.clone(), sb.clone());
+        Ok(sb)
+    }
+
+    fn detach_all(&self, st: &mut State, eps: &[EndpointRecord]) {
+        for e in eps {
+            if st.attached.remove(&e.id) {
+                self.plumbing.detach(&e.id);
+            }
+        }
+    }
+
+    /// Remove every rootless sandbox whose process has exited.
+    pub(super) fn reap_rootless(&self, st: &mut State) {
+        let dead: Vec<(String, String)> = st
+            .sandboxes
+            .values()
+            .filter(|s| {
+                s.rootless
+                    .as_ref()
+                    .is_some_and(|o| !self.plumbing.process_alive(o))
+            })
+            .map(|s| (s.id.clone(), s.name.clone()))
+            .collect();
+        for (id, name) in dead {
+            match self.drop_sandbox(st, &id) {
+                Ok(()) => {
+                    tracing::info!(sandbox = %name, "removed rootless sandbox: its process is gone")
+                }
+                Err(e) => {
+                    tracing::warn!(sandbox = %name, error = %chain(&e), "could not remove rootless sandbox")
+                }
+            }
+        }
+    }
+}
+
+/// Endpoints of `sb` on bridge networks (those that have an interface).
+fn bridge_endpoints<'a>(
+    st: &'a State,
+    sb: &'a SandboxRecord,
+) -> impl Iterator<Item = &'a EndpointRecord> + 'a {
+    sb.endpoints.iter().filter_map(|id| {
+        let e = st.endpoints.get(id)?;
+        (st.networks.get(&e.network_id)?.driver == "bridge").then_some(e)
+    })
+}

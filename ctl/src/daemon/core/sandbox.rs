@@ -1,0 +1,214 @@
+//! Sandboxes: create one with an endpoint on each network asked for, list, inspect,
+//! remove.
+
+use tapnet_nat::portspec::PortMapping;
+
+use super::{Daemon, DaemonError, Result, State};
+use crate::daemon::model::{
+    EndpointRecord, NetworkRecord, RootlessOwner, SandboxRecord, new_id, now_rfc3339,
+};
+use crate::daemon::store::Change;
+
+/// One network a new sandbox (or a connect) asks for.
+#[derive(Clone, Debug, Default)]
+pub struct AttachSpec {
+    /// Network name or id.
+    pub network: String,
+    /// Static IPv4 address.
+    pub ipv4: Option<String>,
+    /// Aliases.
+    pub aliases: Vec<String>,
+    /// Default-route priority.
+    pub gw_priority: i64,
+}
+
+/// Name of a sandbox's namespace (under /run/netns).
+pub fn netns_name(sandbox_id: &str) -> String {
+    format!("tapnet-{}", &sandbox_id[..12.min(sandbox_id.len())])
+}
+
+/// Docker's rule for container names.
+fn valid_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+impl Daemon {
+    /// Create a sandbox with an endpoint on each network asked for (the default
+    /// `bridge` when none is).
+    pub fn create_sandbox(
+        &self,
+        name: Option<String>,
+        hostname: Option<String>,
+        nets: Vec<AttachSpec>,
+        ports: &[PortMapping],
+    ) -> Result<SandboxRecord> {
+        self.create_sandbox_as(name, hostname, nets, ports, None)
+    }
+
+    /// [`Daemon::create_sandbox`]; with an `owner` the sandbox is rootless: endpoints
+    /// only, no namespace and no TAPs (see [`super::rootless`]).
+    pub(super) fn create_sandbox_as(
+        &self,
+        name: Option<String>,
+        hostname: Option<String>,
+        nets: Vec<AttachSpec>,
+        ports: &[PortMapping],
+        owner: Option<RootlessOwner>,
+    ) -> Result<SandboxRecord> {
+        if owner.is_none() && !self.plumbing.can_make_namespaces() {
+            return Err(DaemonError::NeedsRoot);
+        }
+        let mut st = self.lock();
+        if owner.is_some() {
+            self.reap_rootless(&mut st);
+        }
+        let id = new_id();
+        let name = name
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| format!("sandbox-{}", &id[..12]));
+        if !valid_name(&name) {
+            return Err(DaemonError::InvalidSandboxName(name));
+        }
+        if let Some(other) = st.sandboxes.values().find(|s| s.name == name) {
+            return Err(DaemonError::SandboxNameTaken {
+                name,
+                id: other.id.clone(),
+            });
+        }
+        let nets = if nets.is_empty() {
+            vec![AttachSpec {
+                network: "bridge".into(),
+                ..Default::default()
+            }]
+        } else {
+            nets
+        };
+        let mut sb = SandboxRecord {
+            id: id.clone(),
+            name: name.clone(),
+            created: now_rfc3339(),
+            netns: match owner {
+                Some(_) => String::new(),
+                None => netns_name(&id),
+            },
+            hostname: hostname.unwrap_or_else(|| id[..12].to_string()),
+            endpoints: Vec::new(),
+            ports: Vec::new(),
+            rootless: owner,
+        };
+        let mut ipam = st.ipam.clone();
+        let mut eps: Vec<EndpointRecord> = Vec::new();
+        let mut seen = Vec::new();
+        for a in &nets {
+            let net_id = st.network_id(&a.network)?;
+            let n = &st.networks[&net_id];
+            if seen.contains(&net_id) {
+                return Err(DaemonError::NetworkGivenTwice(n.name.clone()));
+            }
+            seen.push(net_id.clone());
+            match n.driver.as_str() {
+                "host" => return Err(DaemonError::HostNetworkSandbox),
+                "null" if nets.len() > 1 => return Err(DaemonError::NoneCombined),
+                _ => {}
+            }
+            let taken: Vec<String> = eps.iter().map(|e| e.ifname.clone()).collect();
+            let e = Self::plan_endpoint(&st, &mut ipam, &sb, &net_id, a, &taken)?;
+            sb.endpoints.push(e.id.clone());
+            eps.push(e);
+        }
+        // Host ports are bound before the commit: a taken one fails the call with
+        // nothing stored.
+        let bound = self.bind_ports(&st, &sb, &eps, ports)?;
+        sb.ports = bound.iter().map(|b| b.record.clone()).collect();
+        let mut changes: Vec<Change<'_>> = eps.iter().map(Change::PutEndpoint).collect();
+        changes.push(Change::PutSandbox(&sb));
+        self.store
+            .commit(&changes, Some(&State::ipam_bytes(&ipam)?))?;
+        st.ipam = ipam;
+        for e in &eps {
+            st.endpoints.insert(e.id.clone(), e.clone());
+        }
+        st.sandboxes.insert(sb.id.clone(), sb.clone());
+        // A rootless sandbox's interfaces come later from its process; its ports are
+        // published now (the relay reaches its address once they exist).
+        let realized = if sb.rootless.is_some() {
+            Ok(())
+        } else {
+            self.realize_sandbox(&mut st, &sb)
+        };
+        if let Err(err) = realized.and_then(|()| self.publish_ports(&mut st, &sb, bound)) {
+            let _ = self.drop_sandbox(&mut st, &sb.id);
+            return Err(err);
+        }
+        Ok(sb)
+    }
+
+    /// Remove sandbox `id`: records, addresses, published ports, plumbing.
+    pub(super) fn drop_sandbox(&self, st: &mut State, id: &str) -> Result<()> {
+        let sb = st.sandboxes[id].clone();
+        let mut ipam = st.ipam.clone();
+        let mut changes = Vec::new();
+        for ep in &sb.endpoints {
+            if let Some(e) = st.endpoints.get(ep) {
+                if let (Some(a), Some(cfg)) = (
+                    e.ipv4,
+                    st.networks.get(&e.network_id).and_then(|n| n.ipam.first()),
+                ) {
+                    let _ = ipam.release_address(&cfg.pool_id, a);
+                }
+            }
+            changes.push(Change::DelEndpoint(ep));
+        }
+        changes.push(Change::DelSandbox(id));
+        // With the record goes a note that the namespace is ours to delete, so a crash
+        // before it is deleted leaves nothing that reconcile cannot find.
+        if sb.rootless.is_none() {
+            changes.push(Change::NetnsGone(&sb.netns));
+        }
+        self.store
+            .commit(&changes, Some(&State::ipam_bytes(&ipam)?))?;
+        st.ipam = ipam;
+        self.unpublish(st, id);
+        if self.unrealize_sandbox(st, &sb) {
+            let _ = self.store.forget_netns(&[&sb.netns]);
+        }
+        for ep in &sb.endpoints {
+            st.endpoints.remove(ep);
+        }
+        st.sandboxes.remove(id);
+        Ok(())
+    }
+
+    /// Remove a sandbox and free everything it held.
+    pub fn remove_sandbox(&self, id_or_name: &str) -> Result<()> {
+        let mut st = self.lock();
+        let id = st.sandbox_id(id_or_name)?;
+        self.drop_sandbox(&mut st, &id)
+    }
+
+    /// All sandboxes with their endpoints.
+    pub fn sandboxes(&self) -> Vec<(SandboxRecord, Vec<(EndpointRecord, NetworkRecord)>)> {
+        let st = self.lock();
+        st.sandboxes
+            .values()
+            .map(|s| (s.clone(), st.sandbox_eps(s)))
+            .collect()
+    }
+
+    /// One sandbox with its endpoints.
+    pub fn sandbox(
+        &self,
+        id_or_name: &str,
+    ) -> Result<(SandboxRecord, Vec<(EndpointRecord, NetworkRecord)>)> {
+        let st = self.lock();
+        let id = st.sandbox_id(id_or_name)?;
+        let s = st.sandboxes[&id].clone();
+        let eps = st.sandbox_eps(&s);
+        Ok((s, eps))
+    }
+}

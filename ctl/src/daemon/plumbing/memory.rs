@@ -1,0 +1,536 @@
+//! The plumbing without a kernel: [`MemoryPlumbing`] records what the core asks for,
+//! answers from what it recorded, and fails an operation when a test tells it to.
+//!
+//! It keeps the rules the kernel would enforce where the core depends on them: an
+//! interface is plugged into a namespace that exists, on a network whose datapath
+//! exists, once; a host port is bound once per address family (a wildcard address
+//! conflicts with every address of its family); a TAP fd is one it handed out. It runs
+//! nothing: no frame moves, no socket is opened. A sandbox's namespace path is the
+//! process's own network namespace, so a command joined to a sandbox runs in the
+//! namespace of whoever holds the plumbing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tapnet_engine::hostnet::HostNetError;
+use tapnet_engine::sys::tap::TapError;
+use tapnet_nat::portspec::Proto;
+
+use tapnet_engine::port::{PortInfo, PortKind};
+use tapnet_engine::runtime::PortReport;
+use tapnet_switch::{DomainId, PortId};
+
+use super::{
+    DatapathStats, EndpointPlan, HostPorts, HostSocket, IfaceConfig, NetworkPlan, Plumbing,
+    PlumbingError, PortUser, PublishTarget, SocketKind,
+};
+use crate::daemon::model::RootlessOwner;
+
+/// An operation of the plumbing, for [`MemoryPlumbing::fail`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// [`Plumbing::add_network`].
+    AddNetwork,
+    /// [`Plumbing::ensure_namespace`].
+    EnsureNamespace,
+    /// [`Plumbing::remove_namespace`].
+    RemoveNamespace,
+    /// [`Plumbing::plug`].
+    Plug,
+    /// [`Plumbing::unplug`].
+    Unplug,
+    /// [`Plumbing::set_default_route`].
+    SetDefaultRoute,
+    /// [`Plumbing::adopt`].
+    Adopt,
+    /// [`HostPorts::bind`].
+    Bind,
+    /// [`Plumbing::publish`].
+    Publish,
+}
+
+/// A sandbox namespace as [`MemoryPlumbing`] holds it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NamespaceView {
+    /// Its interfaces, by name.
+    pub interfaces: BTreeMap<String, IfaceConfig>,
+    /// Its default route: gateway and interface.
+    pub default_route: Option<(Ipv4Addr, String)>,
+}
+
+/// One published port as [`MemoryPlumbing`] carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishedView {
+    /// The host address and port.
+    pub host: SocketAddr,
+    /// `tcp` or `udp`.
+    pub proto: Proto,
+    /// The network it leads into.
+    pub network: String,
+    /// The sandbox's address and port it leads to.
+    pub target: (Ipv4Addr, u16),
+    /// Loopback clients are spliced into this namespace.
+    pub splice_netns: Option<String>,
+}
+
+struct Published {
+    view: PublishedView,
+    _socket: HostSocket,
+}
+
+/// A bound (simulated) host port; frees its address when dropped.
+#[derive(Debug)]
+pub(in crate::daemon) struct Binding {
+    key: (Proto, SocketAddr),
+    mem: Arc<Mutex<Mem>>,
+}
+
+impl Drop for Binding {
+    fn drop(&mut self) {
+        lock(&self.mem).bound.retain(|k| *k != self.key);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Mem {
+    networks: BTreeMap<String, NetworkPlan>,
+    namespaces: BTreeMap<String, NamespaceView>,
+    /// Attached endpoints: endpoint id → network id and interface.
+    attached: BTreeMap<String, (String, IfaceConfig)>,
+    bound: Vec<(Proto, SocketAddr)>,
+    /// TAPs handed out: inode of the fd → interface name; the other ends stay here.
+    taps: HashMap<u64, String>,
+    tap_ends: Vec<OwnedFd>,
+    processes: HashMap<u32, u64>,
+    next_start_time: u64,
+    faults: HashMap<Op, usize>,
+}
+
+fn lock(m: &Mutex<Mem>) -> MutexGuard<'_, Mem> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The kernel-free plumbing: see the module docs.
+pub struct MemoryPlumbing {
+    mem: Arc<Mutex<Mem>>,
+    published: Mutex<BTreeMap<String, Vec<Published>>>,
+    root: bool,
+    port_range: (u16, u16),
+    ipv6: bool,
+}
+
+impl Default for MemoryPlumbing {
+    fn default() -> Self {
+        MemoryPlumbing::new()
+    }
+}
+
+impl MemoryPlumbing {
+    /// A plumbing as a root daemon has it: namespaces can be made, the port range is
+    /// Linux's default (32768–60999), IPv6 can be listened on.
+    pub fn new() -> MemoryPlumbing {
+        MemoryPlumbing {
+            mem: Arc::new(Mutex::new(Mem {
+                next_start_time: 1000,
+                ..Mem::default()
+            })),
+            published: Mutex::new(BTreeMap::new()),
+            root: true,
+            port_range: (32768, 60999),
+            ipv6: true,
+        }
+    }
+
+    /// As an unprivileged daemon has it: no namespaces can be made.
+    pub fn rootless(mut self) -> MemoryPlumbing {
+        self.root = false;
+        self
+    }
+
+    /// With this ephemeral port range.
+    pub fn with_port_range(mut self, first: u16, last: u16) -> MemoryPlumbing {
+        self.port_range = (first, last);
+        self
+    }
+
+    /// On a host without IPv6: `[::1]` cannot be bound, nor any IPv6 address.
+    pub fn without_ipv6(mut self) -> MemoryPlumbing {
+        self.ipv6 = false;
+        self
+    }
+
+    fn mem(&self) -> MutexGuard<'_, Mem> {
+        lock(&self.mem)
+    }
+
+    /// What a restarted daemon finds: the namespaces with their interfaces and routes,
+    /// and the processes, are still there; the datapath, the bound sockets and the
+    /// published ports went with the old daemon.
+    pub fn restarted(&self) -> io::Result<MemoryPlumbing> {
+        let m = self.mem();
+        let tap_ends = m
+            .tap_ends
+            .iter()
+            .map(|fd| fd.try_clone())
+            .collect::<io::Result<_>>()?;
+        Ok(MemoryPlumbing {
+            mem: Arc::new(Mutex::new(Mem {
+                namespaces: m.namespaces.clone(),
+                taps: m.taps.clone(),
+                tap_ends,
+                processes: m.processes.clone(),
+                next_start_time: m.next_start_time,
+                ..Mem::default()
+            })),
+            published: Mutex::new(BTreeMap::new()),
+            root: self.root,
+            port_range: self.port_range,
+            ipv6: self.ipv6,
+        })
+    }
+
+    /// Make the next call of `op` fail with [`PlumbingError::Injected`] (an
+    /// `io::Error` for [`Op::Bind`]).
+    pub fn fail(&self, op: Op) {
+        *self.mem().faults.entry(op).or_default() += 1;
+    }
+
+    fn fault(&self, op: Op) -> Result<(), PlumbingError> {
+        let mut m = self.mem();
+        match m.faults.get_mut(&op) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                Err(PlumbingError::Injected(op))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A process that runs (as a rootless sandbox's owner would), with a start time of
+    /// its own.
+    pub fn start_process(&self, pid: u32) -> RootlessOwner {
+        let mut m = self.mem();
+        m.next_start_time += 1;
+        let start_time = m.next_start_time;
+        m.processes.insert(pid, start_time);
+        RootlessOwner { pid, start_time }
+    }
+
+    /// Process `pid` has exited.
+    pub fn end_process(&self, pid: u32) {
+        self.mem().processes.remove(&pid);
+    }
+
+    /// A TAP fd for interface `name`, as a rootless sandbox's process would send it.
+    pub fn tap(&self, name: &str) -> io::Result<OwnedFd> {
+        let (read, write) = nix::unistd::pipe()?;
+        let ino = inode(read.as_fd())?;
+        let mut m = self.mem();
+        m.taps.insert(ino, name.to_string());
+        m.tap_ends.push(write);
+        Ok(read)
+    }
+
+    /// Hold host port `addr` as another program would: binding it fails until the
+    /// returned socket is dropped.
+    pub fn occupy(&self, proto: Proto, addr: SocketAddr) -> io::Result<HostSocket> {
+        self.bind(proto, addr)
+    }
+
+    /// The networks whose datapath is up.
+    pub fn networks(&self) -> Vec<NetworkPlan> {
+        self.mem().networks.values().cloned().collect()
+    }
+
+    /// The sandbox namespaces that exist.
+    pub fn namespaces(&self) -> Vec<String> {
+        self.mem().namespaces.keys().cloned().collect()
+    }
+
+    /// Namespace `name`, if it exists.
+    pub fn namespace(&self, name: &str) -> Option<NamespaceView> {
+        self.mem().namespaces.get(name).cloned()
+    }
+
+    /// The endpoints in the datapath (endpoint id → network id).
+    pub fn attached(&self) -> BTreeMap<String, String> {
+        self.mem()
+            .attached
+            .iter()
+            .map(|(ep, (net, _))| (ep.clone(), net.clone()))
+            .collect()
+    }
+
+    /// The host ports bound now (published or not yet).
+    pub fn bound(&self) -> Vec<(Proto, SocketAddr)> {
+        let mut b = self.mem().bound.clone();
+        b.sort();
+        b
+    }
+
+    /// The ports carried for sandbox `sandbox`.
+    pub fn published(&self, sandbox: &str) -> Vec<PublishedView> {
+        self.lock_published()
+            .get(sandbox)
+            .map(|ps| ps.iter().map(|p| p.view.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    fn lock_published(&self) -> MutexGuard<'_, BTreeMap<String, Vec<Published>>> {
+        self.published.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn attach(&self, ep: &EndpointPlan<'_>) -> Result<(), PlumbingError> {
+        let mut m = self.mem();
+        if m.attached.contains_key(ep.id) {
+            return Err(PlumbingError::EndpointExists(ep.id.to_string()));
+        }
+        if !m.networks.contains_key(ep.network) {
+            return Err(PlumbingError::NoDatapath);
+        }
+        m.attached.insert(
+            ep.id.to_string(),
+            (ep.network.to_string(), ep.iface.clone()),
+        );
+        Ok(())
+    }
+}
+
+fn inode(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    Ok(nix::sys::stat::fstat(fd)?.st_ino)
+}
+
+fn no_namespace(name: &str) -> PlumbingError {
+    PlumbingError::NoNamespace(name.to_string())
+}
+
+/// Two bindings of one port clash: same protocol, port and family, and the same address
+/// or a wildcard on either side.
+fn clash(a: &(Proto, SocketAddr), b: &(Proto, SocketAddr)) -> bool {
+    a.0 == b.0
+        && a.1.port() == b.1.port()
+        && a.1.is_ipv4() == b.1.is_ipv4()
+        && (a.1.ip() == b.1.ip() || a.1.ip().is_unspecified() || b.1.ip().is_unspecified())
+}
+
+impl HostPorts for MemoryPlumbing {
+    fn port_range(&self) -> (u16, u16) {
+        self.port_range
+    }
+
+    fn ipv6_listenable(&self) -> bool {
+        self.ipv6
+    }
+
+    fn bind(&self, proto: Proto, addr: SocketAddr) -> io::Result<HostSocket> {
+        if self.fault(Op::Bind).is_err() {
+            return Err(io::Error::other("bind failed (as the test asked)"));
+        }
+        if addr.is_ipv6() && !self.ipv6 {
+            return Err(io::Error::from_raw_os_error(libc::EADDRNOTAVAIL));
+        }
+        let key = (proto, addr);
+        let mut m = self.mem();
+        if m.bound.iter().any(|b| clash(b, &key)) {
+            return Err(io::Error::from_raw_os_error(libc::EADDRINUSE));
+        }
+        m.bound.push(key);
+        Ok(HostSocket {
+            addr,
+            proto,
+            inner: SocketKind::Memory(Binding {
+                key,
+                mem: Arc::clone(&self.mem),
+            }),
+        })
+    }
+}
+
+impl Plumbing for MemoryPlumbing {
+    fn can_make_namespaces(&self) -> bool {
+        self.root
+    }
+
+    fn add_network(&self, plan: &NetworkPlan) -> Result<(), PlumbingError> {
+        self.fault(Op::AddNetwork)?;
+        self.mem()
+            .networks
+            .entry(plan.id.clone())
+            .or_insert_with(|| plan.clone());
+        Ok(())
+    }
+
+    fn remove_network(&self, id: &str) {
+        self.mem().networks.remove(id);
+        // Its relay goes, and with it the ports published into it.
+        for ports in self.lock_published().values_mut() {
+            ports.retain(|p| p.view.network != id);
+        }
+    }
+
+    fn ensure_namespace(&self, name: &str) -> Result<(), PlumbingError> {
+        self.fault(Op::EnsureNamespace)?;
+        self.mem().namespaces.entry(name.to_string()).or_default();
+        Ok(())
+    }
+
+    fn remove_namespace(&self, name: &str) -> Result<(), PlumbingError> {
+        self.fault(Op::RemoveNamespace)?;
+        self.mem().namespaces.remove(name);
+        Ok(())
+    }
+
+    fn namespace_path(&self, _name: &str) -> String {
+        format!("/proc/{}/ns/net", std::process::id())
+    }
+
+    fn plug(&self, netns: &str, ep: &EndpointPlan<'_>) -> Result<(), PlumbingError> {
+        self.fault(Op::Plug)?;
+        if !self.mem().namespaces.contains_key(netns) {
+            return Err(no_namespace(netns));
+        }
+        self.attach(ep)?;
+        if let Some(ns) = self.mem().namespaces.get_mut(netns) {
+            ns.interfaces
+                .insert(ep.iface.ifname.clone(), ep.iface.clone());
+        }
+        Ok(())
+    }
+
+    fn unplug(&self, netns: &str, ifname: &str) -> Result<(), PlumbingError> {
+        self.fault(Op::Unplug)?;
+        let mut m = self.mem();
+        let ns = m
+            .namespaces
+            .get_mut(netns)
+            .ok_or_else(|| no_namespace(netns))?;
+        ns.interfaces.remove(ifname);
+        if ns.default_route.as_ref().is_some_and(|(_, i)| i == ifname) {
+            ns.default_route = None;
+        }
+        Ok(())
+    }
+
+    fn set_default_route(
+        &self,
+        netns: &str,
+        route: Option<(Ipv4Addr, &str)>,
+    ) -> Result<(), PlumbingError> {
+        self.fault(Op::SetDefaultRoute)?;
+        let mut m = self.mem();
+        let ns = m
+            .namespaces
+            .get_mut(netns)
+            .ok_or_else(|| no_namespace(netns))?;
+        if let Some((_, ifname)) = route {
+            if !ns.interfaces.contains_key(ifname) {
+                return Err(PlumbingError::NoInterface {
+                    netns: netns.to_string(),
+                    ifname: ifname.to_string(),
+                });
+            }
+        }
+        ns.default_route = route.map(|(gw, i)| (gw, i.to_string()));
+        Ok(())
+    }
+
+    fn tap_name(&self, fd: BorrowedFd<'_>) -> Result<String, PlumbingError> {
+        let not_tun = |source| PlumbingError::NotATap(TapError::NotTun { source });
+        let ino = inode(fd).map_err(not_tun)?;
+        self.mem()
+            .taps
+            .get(&ino)
+            .cloned()
+            .ok_or_else(|| not_tun(io::Error::from_raw_os_error(libc::EBADFD)))
+    }
+
+    fn adopt(&self, ep: &EndpointPlan<'_>, tap: OwnedFd) -> Result<(), PlumbingError> {
+        self.fault(Op::Adopt)?;
+        self.tap_name(tap.as_fd())?;
+        self.attach(ep)
+    }
+
+    fn detach(&self, id: &str) {
+        self.mem().attached.remove(id);
+    }
+
+    fn process(&self, pid: u32) -> Option<RootlessOwner> {
+        let start_time = *self.mem().processes.get(&pid)?;
+        Some(RootlessOwner { pid, start_time })
+    }
+
+    fn process_alive(&self, owner: &RootlessOwner) -> bool {
+        self.process(owner.pid).as_ref() == Some(owner)
+    }
+
+    fn publish(
+        &self,
+        sandbox: &str,
+        to: &PublishTarget<'_>,
+        ports: Vec<(u16, HostSocket)>,
+    ) -> Result<(), PlumbingError> {
+        self.fault(Op::Publish)?;
+        let has_relay = self
+            .mem()
+            .networks
+            .get(to.network)
+            .and_then(|n| n.gateway)
+            .is_some_and(|g| !g.internal);
+        if !has_relay {
+            return Err(PlumbingError::HostNet(HostNetError::UnknownNetwork(
+                to.network.to_string(),
+            )));
+        }
+        let mut published = self.lock_published();
+        let list = published.entry(sandbox.to_string()).or_default();
+        for (ctr_port, socket) in ports {
+            list.push(Published {
+                view: PublishedView {
+                    host: socket.addr,
+                    proto: socket.proto,
+                    network: to.network.to_string(),
+                    target: (to.address, ctr_port),
+                    splice_netns: to.splice_netns.map(str::to_string),
+                },
+                _socket: socket,
+            });
+        }
+        Ok(())
+    }
+
+    fn unpublish(&self, sandbox: &str) {
+        self.lock_published().remove(sandbox);
+    }
+
+    /// A port per attached endpoint and a bridge domain per network, every counter
+    /// zero (nothing moves here), numbered in the order of their ids.
+    fn stats(&self) -> DatapathStats {
+        let m = self.mem();
+        let mut out = DatapathStats::default();
+        for (i, (ep, (_, iface))) in m.attached.iter().enumerate() {
+            let id = PortId(i as u32);
+            out.engine.ports.push(PortReport {
+                id,
+                info: PortInfo {
+                    name: iface.ifname.clone(),
+                    kind: PortKind::Memory,
+                    offloads: false,
+                    mtu: iface.mtu,
+                },
+                stats: Default::default(),
+            });
+            out.ports.insert(id, PortUser::Endpoint(ep.clone()));
+        }
+        for (i, net) in m.networks.keys().enumerate() {
+            let id = DomainId(i as u32);
+            out.engine.domains.push((id, Default::default()));
+            out.domains.insert(id, net.clone());
+        }
+        out
+    }
+
+    fn shutdown(&self) {}
+}

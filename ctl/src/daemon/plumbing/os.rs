@@ -1,0 +1,378 @@
+//! The real plumbing: the engine's datapath and host networking, sandboxes in named
+//! network namespaces with persistent TAPs, host sockets for published ports, `/proc`.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tapnet_engine::hostnet::{HostNet, HostNetConfig, HostNetError, NetAttach};
+use tapnet_engine::port::{GatewayPort, TapPort};
+use tapnet_engine::runtime::{Engine, EngineConfig, EngineError};
+use tapnet_engine::sys::netns::{NETNS_RUN_DIR, NetNs};
+use tapnet_engine::sys::tap::Tap;
+use tapnet_nat::portspec::Proto;
+use tapnet_switch::{DomainConfig, DomainId, MacAddr, PortId};
+
+use super::netns::{self as sandbox_ns, SandboxError};
+use super::ports::{self, PublishTable};
+use super::process;
+use super::{
+    DatapathStats, EndpointPlan, HostPorts, HostSocket, NetworkPlan, Plumbing, PlumbingError,
+    PortUser, PublishTarget, SocketKind,
+};
+use crate::daemon::model::RootlessOwner;
+
+/// A network's live datapath objects.
+struct LiveNet {
+    domain: DomainId,
+    /// The gateway port; `None` for networks without an address pool.
+    gateway: Option<PortId>,
+}
+
+#[derive(Default)]
+struct Live {
+    nets: HashMap<String, LiveNet>,
+    /// Engine port of each attached endpoint, with its network.
+    ports: HashMap<String, (PortId, String)>,
+}
+
+/// The plumbing of a real daemon: see the module docs.
+pub struct OsPlumbing {
+    engine: Arc<Engine>,
+    hostnet: Arc<HostNet>,
+    live: Mutex<Live>,
+    published: PublishTable,
+}
+
+fn datapath(e: EngineError) -> PlumbingError {
+    PlumbingError::Datapath(e)
+}
+
+fn ns_err(e: impl Into<SandboxError>) -> PlumbingError {
+    PlumbingError::Sandbox(e.into())
+}
+
+impl OsPlumbing {
+    /// Start the datapath (the engine's workers and the host networking thread).
+    pub fn start(engine: EngineConfig, hostnet: HostNetConfig) -> Result<OsPlumbing, StartError> {
+        let engine = Engine::start(engine).map_err(StartError::Datapath)?;
+        let hostnet = HostNet::start(engine.pool().clone(), hostnet)
+            .map_err(|e| StartError::HostNet(HostNetError::Io(e)))?;
+        Ok(OsPlumbing {
+            engine: Arc::new(engine),
+            hostnet: Arc::new(hostnet),
+            live: Mutex::new(Live::default()),
+            published: PublishTable::default(),
+        })
+    }
+
+    /// The datapath.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Host networking (egress, published ports).
+    pub fn hostnet(&self) -> &Arc<HostNet> {
+        &self.hostnet
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Attach `port` (an endpoint's TAP) to its network's domain with the endpoint's MAC
+    /// as a static entry. Nothing stays in the datapath on an error.
+    fn attach(
+        &self,
+        ep: &EndpointPlan<'_>,
+        port: Box<dyn tapnet_engine::Port>,
+    ) -> Result<(), PlumbingError> {
+        let mut live = self.lock();
+        if live.ports.contains_key(ep.id) {
+            return Err(PlumbingError::EndpointExists(ep.id.to_string()));
+        }
+        let domain = live
+            .nets
+            .get(ep.network)
+            .ok_or(PlumbingError::NoDatapath)?
+            .domain;
+        let id = self.engine.add_port(port, domain).map_err(datapath)?;
+        if let Err(e) = self
+            .engine
+            .add_static_mac(domain, MacAddr(ep.iface.mac), id)
+        {
+            let _ = self.engine.remove_port(id);
+            return Err(datapath(e));
+        }
+        live.ports
+            .insert(ep.id.to_string(), (id, ep.network.to_string()));
+        Ok(())
+    }
+}
+
+/// Why the datapath did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The engine's workers.
+    #[error("datapath")]
+    Datapath(#[source] EngineError),
+    /// The host networking thread.
+    #[error("host networking")]
+    HostNet(#[source] HostNetError),
+}
+
+/// Host sockets as the kernel gives them; what [`OsPlumbing`] binds published ports
+/// with, and usable on its own (the allocation rules' tests use it without a datapath).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OsHostPorts;
+
+impl HostPorts for OsHostPorts {
+    fn port_range(&self) -> (u16, u16) {
+        ports::ephemeral_range()
+    }
+
+    fn ipv6_listenable(&self) -> bool {
+        ports::ipv6_listenable()
+    }
+
+    fn bind(&self, proto: Proto, addr: SocketAddr) -> io::Result<HostSocket> {
+        Ok(HostSocket {
+            addr,
+            proto,
+            inner: SocketKind::Os(ports::bind_one(proto, addr)?),
+        })
+    }
+}
+
+impl HostPorts for OsPlumbing {
+    fn port_range(&self) -> (u16, u16) {
+        OsHostPorts.port_range()
+    }
+
+    fn ipv6_listenable(&self) -> bool {
+        OsHostPorts.ipv6_listenable()
+    }
+
+    fn bind(&self, proto: Proto, addr: SocketAddr) -> io::Result<HostSocket> {
+        OsHostPorts.bind(proto, addr)
+    }
+}
+
+impl Plumbing for OsPlumbing {
+    fn can_make_namespaces(&self) -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    fn add_network(&self, plan: &NetworkPlan) -> Result<(), PlumbingError> {
+        let mut live = self.lock();
+        if live.nets.contains_key(&plan.id) {
+            return Ok(());
+        }
+        let domain = self
+            .engine
+            .add_domain(DomainConfig {
+                icc: plan.icc,
+                ..Default::default()
+            })
+            .map_err(datapath)?;
+        let Some(gw) = plan.gateway else {
+            live.nets.insert(
+                plan.id.clone(),
+                LiveNet {
+                    domain,
+                    gateway: None,
+                },
+            );
+            return Ok(());
+        };
+        // Internal networks have no external access: the gateway answers for its own
+        // address only. The others reach the host through host networking. Whatever
+        // fails, nothing of this network stays in the datapath.
+        let undo = |e: PlumbingError| {
+            self.hostnet.detach(&plan.id);
+            let _ = self.engine.remove_domain(domain);
+            e
+        };
+        let (port, _handle) = if gw.internal {
+            self.hostnet.isolate(&plan.id, gw.ip, gw.prefix_len);
+            GatewayPort::new(gw, self.engine.pool().clone(), plan.mtu)
+        } else {
+            let attach = NetAttach {
+                gateway: gw,
+                mtu: plan.mtu,
+                host_loopback: plan.host_loopback,
+            };
+            self.hostnet
+                .gateway_port(&plan.id, attach)
+                .map_err(|e| undo(PlumbingError::HostNet(e)))?
+        };
+        let id = self
+            .engine
+            .add_gateway_port(Box::new(port), domain)
+            .map_err(|e| undo(datapath(e)))?;
+        if let Err(e) = self.engine.add_static_mac(domain, gw.mac, id) {
+            let _ = self.engine.remove_port(id);
+            return Err(undo(datapath(e)));
+        }
+        live.nets.insert(
+            plan.id.clone(),
+            LiveNet {
+                domain,
+                gateway: Some(id),
+            },
+        );
+        Ok(())
+    }
+
+    fn remove_network(&self, id: &str) {
+        let Some(net) = self.lock().nets.remove(id) else {
+            return;
+        };
+        if let Some(p) = net.gateway {
+            let _ = self.engine.remove_port(p);
+        }
+        self.hostnet.detach(id);
+        let _ = self.engine.remove_domain(net.domain);
+    }
+
+    fn ensure_namespace(&self, name: &str) -> Result<(), PlumbingError> {
+        sandbox_ns::ensure_netns(name).map(drop).map_err(ns_err)
+    }
+
+    fn remove_namespace(&self, name: &str) -> Result<(), PlumbingError> {
+        sandbox_ns::remove_netns(name).map_err(ns_err)
+    }
+
+    fn namespace_path(&self, name: &str) -> String {
+        format!("{NETNS_RUN_DIR}/{name}")
+    }
+
+    fn plug(&self, netns: &str, ep: &EndpointPlan<'_>) -> Result<(), PlumbingError> {
+        let ns = NetNs::open(netns).map_err(ns_err)?;
+        let tap = sandbox_ns::plug(&ns, &ep.iface).map_err(ns_err)?;
+        self.attach(ep, Box::new(TapPort::new(tap, ep.iface.mtu)))
+    }
+
+    fn unplug(&self, netns: &str, ifname: &str) -> Result<(), PlumbingError> {
+        let ns = NetNs::open(netns).map_err(ns_err)?;
+        sandbox_ns::unplug(&ns, ifname).map_err(ns_err)
+    }
+
+    fn set_default_route(
+        &self,
+        netns: &str,
+        route: Option<(Ipv4Addr, &str)>,
+    ) -> Result<(), PlumbingError> {
+        let ns = NetNs::open(netns).map_err(ns_err)?;
+        sandbox_ns::set_default_route(&ns, route).map_err(ns_err)
+    }
+
+    fn tap_name(&self, fd: BorrowedFd<'_>) -> Result<String, PlumbingError> {
+        let own = fd.try_clone_to_owned().map_err(|source| {
+            PlumbingError::NotATap(tapnet_engine::sys::tap::TapError::NotTun { source })
+        })?;
+        Tap::adopt(own)
+            .map(|t| t.name().to_string())
+            .map_err(PlumbingError::NotATap)
+    }
+
+    fn adopt(&self, ep: &EndpointPlan<'_>, tap: OwnedFd) -> Result<(), PlumbingError> {
+        let tap = Tap::adopt(tap).map_err(PlumbingError::NotATap)?;
+        self.attach(ep, Box::new(TapPort::new(tap, ep.iface.mtu)))
+    }
+
+    fn detach(&self, id: &str) {
+        let port = self.lock().ports.remove(id);
+        if let Some((p, _)) = port {
+            let _ = self.engine.remove_port(p);
+        }
+    }
+
+    fn process(&self, pid: u32) -> Option<RootlessOwner> {
+        process::owner_of(pid)
+    }
+
+    fn process_alive(&self, owner: &RootlessOwner) -> bool {
+        process::owner_alive(owner)
+    }
+
+    fn publish(
+        &self,
+        sandbox: &str,
+        to: &PublishTarget<'_>,
+        ports: Vec<(u16, HostSocket)>,
+    ) -> Result<(), PlumbingError> {
+        let ns = match to.splice_netns {
+            Some(name) => Some(NetNs::open(name).map_err(ns_err)?),
+            None => None,
+        };
+        let mut ids = Vec::with_capacity(ports.len());
+        for (ctr_port, socket) in ports {
+            let SocketKind::Os(listener) = socket.inner else {
+                // A socket of another plumbing: nothing could carry it.
+                return Err(PlumbingError::HostNet(HostNetError::Io(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the socket was not bound by this daemon's plumbing",
+                ))));
+            };
+            let ctr = SocketAddrV4::new(to.address, ctr_port);
+            let published = match &ns {
+                Some(ns) => {
+                    self.hostnet
+                        .publish_spliced(to.network, listener, ctr, ns.fd().as_fd())
+                }
+                None => self.hostnet.publish(to.network, listener, ctr),
+            };
+            match published {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    for id in ids {
+                        self.hostnet.unpublish(id);
+                    }
+                    return Err(PlumbingError::HostNet(e));
+                }
+            }
+        }
+        self.published.add(sandbox, ids);
+        Ok(())
+    }
+
+    fn unpublish(&self, sandbox: &str) {
+        for id in self.published.take(sandbox) {
+            self.hostnet.unpublish(id);
+        }
+    }
+
+    fn stats(&self) -> DatapathStats {
+        let engine = self.engine.stats();
+        let live = self.lock();
+        let mut ports = HashMap::new();
+        for (ep, (p, _)) in &live.ports {
+            ports.insert(*p, PortUser::Endpoint(ep.clone()));
+        }
+        let mut domains = HashMap::new();
+        let mut relays = Vec::new();
+        for (id, net) in &live.nets {
+            domains.insert(net.domain, id.clone());
+            if let Some(p) = net.gateway {
+                ports.insert(p, PortUser::Gateway(id.clone()));
+            }
+            if let Some(r) = self.hostnet.relay_stats(id) {
+                relays.push((id.clone(), r));
+            }
+        }
+        DatapathStats {
+            engine,
+            ports,
+            domains,
+            relays,
+            host: self.hostnet.stats(),
+        }
+    }
+
+    fn shutdown(&self) {
+        self.engine.shutdown();
+    }
+}
