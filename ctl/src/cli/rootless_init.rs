@@ -24,9 +24,9 @@
 //! ancillary data to a request's bytes, and a tokio runtime is not wanted here.
 
 use std::ffi::CString;
-use std::io::{IoSlice, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -35,15 +35,14 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::ForkResult;
-use std::os::fd::AsFd;
 use tapnet_api::ErrorResponse;
 use tapnet_api::{SandboxAdoptRequest, SandboxInterfaces};
 use tapnet_ctl::daemon::plumbing::IfaceConfig;
 use tapnet_ctl::daemon::plumbing::netns::configure;
 use tapnet_engine::sys::netlink::Netlink;
+use tapnet_engine::sys::scm;
 use tapnet_engine::sys::tap::{Tap, TapConfig};
 
 use crate::cli::args::RootlessInitArgs;
@@ -99,7 +98,7 @@ impl Kept {
             )
         })?;
         self.socket_id = id;
-        let fds: Vec<RawFd> = self.taps.iter().map(|t| t.fd(0).as_raw_fd()).collect();
+        let fds: Vec<BorrowedFd<'_>> = self.taps.iter().map(|t| t.fd(0)).collect();
         call(socket, "POST", &self.path, &self.body, &fds).map(drop)
     }
 }
@@ -291,7 +290,7 @@ fn call(
     method: &str,
     path: &str,
     body: &[u8],
-    fds: &[RawFd],
+    fds: &[BorrowedFd<'_>],
 ) -> anyhow::Result<Vec<u8>> {
     let mut s = UnixStream::connect(socket).with_context(|| {
         format!(
@@ -315,16 +314,7 @@ fn call(
     }
     req.extend_from_slice(b"\r\n");
     req.extend_from_slice(body);
-    let cmsg = [ControlMessage::ScmRights(fds)];
-    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &cmsg };
-    let sent = sendmsg::<()>(
-        s.as_raw_fd(),
-        &[IoSlice::new(&req)],
-        cmsgs,
-        MsgFlags::empty(),
-        None,
-    )
-    .context("sending to the daemon")?;
+    let sent = scm::send_with_fds(s.as_fd(), &req, fds).context("sending to the daemon")?;
     s.write_all(&req[sent..]).context("sending to the daemon")?;
     let mut resp = Vec::new();
     s.read_to_end(&mut resp)

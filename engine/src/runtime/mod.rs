@@ -150,8 +150,8 @@ pub enum EngineError {
     /// The stage mapping is not valid.
     #[error("invalid worker mapping: {0}")]
     Mapping(String),
-    /// A worker thread could not be started.
-    #[error("cannot start worker {worker}: {source}")]
+    /// A worker thread could not be started (the cause is the source, not in the text).
+    #[error("cannot start worker {worker}")]
     Spawn {
         /// Worker index.
         worker: usize,

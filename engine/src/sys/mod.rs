@@ -1,5 +1,6 @@
-//! OS plumbing: TAP devices, network namespaces and netlink configuration, the only
-//! code in the engine that talks to the kernel about devices rather than moving frames.
+//! OS plumbing: TAP devices, network namespaces, netlink configuration and fd passing,
+//! the code in the engine that talks to the kernel about devices rather than moving
+//! frames.
 //!
 //! Written on `libc` and `nix` by hand: no maintained crate adopts a TAP fd with its
 //! virtio-net header (see [`tap`]), and netlink goes through `netlink-packet-route` and
@@ -8,4 +9,5 @@
 
 pub mod netlink;
 pub mod netns;
+pub mod scm;
 pub mod tap;

@@ -12,19 +12,20 @@
 //! handlers as axum's connect info, so the HTTP stack (hyper, axum) is unchanged.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
+use tapnet_engine::sys::scm;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 
 /// Most fds one connection may hold at a time; more are closed and the connection's
 /// fds marked unusable.
-pub const MAX_FDS: usize = 64;
+pub const MAX_FDS: usize = scm::MAX_FDS;
 
 /// Fds received on one connection.
 #[derive(Debug, Default)]
@@ -120,47 +121,18 @@ pub struct FdStream {
     peer: Peer,
 }
 
-/// Bytes of control data with room for [`MAX_FDS`] fds: one message may bring as many
-/// as a connection may hold; more are cut by the kernel (`MSG_CTRUNC`).
-// SAFETY: CMSG_SPACE is arithmetic on its argument, nothing more.
-const CMSG_BYTES: usize =
-    unsafe { libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<RawFd>()) as u32) } as usize;
-
-/// Control data of one `recvmsg`, aligned for `cmsghdr`.
-#[repr(C, align(8))]
-struct CmsgBuf([u8; CMSG_BYTES]);
-
-/// `recvmsg` into `buf`, keeping any `SCM_RIGHTS` fds in `into`.
-///
-/// Every fd the kernel installed is owned ([`OwnedFd`]) before anything else is looked
-/// at, also when it cut the control data (`MSG_CTRUNC`, more fds than fit): those are
-/// then closed and the connection's fds marked lost, and the bytes read are kept.
-/// (nix's `RecvMsg::cmsgs` refuses truncated control data with `ENOBUFS`, which left
-/// the installed fds with no owner; hence the walk over the raw control data here.)
+/// `recvmsg` into `buf`, keeping any `SCM_RIGHTS` fds in `into` (at most [`MAX_FDS`]
+/// per connection; past it, or when the kernel cut the control data, the connection's
+/// fds are marked lost and the extra ones closed). The bytes read are kept either way.
 fn recv_with_fds(fd: RawFd, buf: &mut [u8], into: &Mutex<Received>) -> io::Result<usize> {
-    let mut ctl = CmsgBuf([0; CMSG_BYTES]);
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths).
-    let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
-    mh.msg_iov = &mut iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = ctl.0.as_mut_ptr().cast();
-    mh.msg_controllen = CMSG_BYTES as _;
-    // SAFETY: `mh` points at `iov` (which covers `buf`, writable for its length) and at
-    // `ctl` (writable for CMSG_BYTES); all outlive the call.
-    let n = unsafe { libc::recvmsg(fd, &mut mh, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let got = take_rights(&mh);
-    let truncated = mh.msg_flags & libc::MSG_CTRUNC != 0;
-    if truncated || !got.is_empty() {
+    // SAFETY: `fd` is the connection's socket, open for the duration of this call (the
+    // stream that owns it is borrowed by the caller).
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let got = scm::recv_with_fds(fd, buf)?;
+    if got.truncated || !got.fds.is_empty() {
         let mut r = into.lock().unwrap_or_else(|e| e.into_inner());
-        r.lost |= truncated;
-        for fd in got {
+        r.lost |= got.truncated;
+        for fd in got.fds {
             if r.fds.len() < MAX_FDS {
                 r.fds.push(fd);
             } else {
@@ -168,45 +140,7 @@ fn recv_with_fds(fd: RawFd, buf: &mut [u8], into: &Mutex<Received>) -> io::Resul
             }
         }
     }
-    Ok(n as usize)
-}
-
-/// Own every fd of the `SCM_RIGHTS` messages in the control data `recvmsg` left in
-/// `mh`. When the kernel cut the data, the last message's `cmsg_len` counts the fds it
-/// installed; a length past the end of the data is clamped to it.
-// `msg_controllen` and `cmsg_len` are `size_t` in glibc but 32 bits in musl.
-#[allow(clippy::unnecessary_cast)]
-fn take_rights(mh: &libc::msghdr) -> Vec<OwnedFd> {
-    let mut out = Vec::new();
-    let end = mh.msg_control as usize + mh.msg_controllen as usize;
-    // SAFETY: `mh` is the msghdr `recvmsg` just filled: msg_control/msg_controllen
-    // describe the control data it wrote, which CMSG_FIRSTHDR/CMSG_NXTHDR only walk
-    // within (a header they return lies wholly inside it, aligned as the buffer is).
-    let mut c = unsafe { libc::CMSG_FIRSTHDR(mh) };
-    while !c.is_null() {
-        // SAFETY: `c` is a header inside the control data (see above).
-        let (level, kind, len) = unsafe { ((*c).cmsg_level, (*c).cmsg_type, (*c).cmsg_len) };
-        if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
-            // SAFETY: as above; CMSG_DATA and CMSG_LEN are pointer and size arithmetic.
-            let (data, head) = unsafe { (libc::CMSG_DATA(c), libc::CMSG_LEN(0) as usize) };
-            let bytes = (len as usize)
-                .saturating_sub(head)
-                .min(end.saturating_sub(data as usize));
-            for i in 0..bytes / std::mem::size_of::<RawFd>() {
-                // SAFETY: the `bytes` after `data` are inside the control data; the
-                // kernel wrote an fd it installed in our table there, owned by nothing
-                // else (read unaligned: cmsg data has no alignment promise for us).
-                let fd = unsafe {
-                    let raw = data.cast::<RawFd>().add(i).read_unaligned();
-                    OwnedFd::from_raw_fd(raw)
-                };
-                out.push(fd);
-            }
-        }
-        // SAFETY: `c` is a header inside the control data described by `mh`.
-        c = unsafe { libc::CMSG_NXTHDR(mh, c) };
-    }
-    out
+    Ok(got.len)
 }
 
 impl AsyncRead for FdStream {
