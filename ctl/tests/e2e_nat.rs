@@ -5,7 +5,7 @@
 //! Traffic stays on this host: servers listen on 127.0.0.1 (reached through the
 //! gateway address of networks made with `-o tapnet.host_loopback=true`) or inside a
 //! namespace the test makes itself, joined to the host by a veth pair
-//! ([`Outside`]). Root only; each test skips with a note otherwise. Subnets
+//! ([`Outside`]). Root only: each test is `#[ignore = "needs root"]`. Subnets
 //! 10.250.<n>.0/24.
 
 mod common;
@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Sb, assert_no_ping, assert_pings, root_or_skip};
+use common::{Daemon, Sb, assert_no_ping, assert_pings};
 use tapnet_engine::sys::netns::NetNs;
 
 const IO_LIMIT: Duration = Duration::from_secs(20);
@@ -152,10 +152,8 @@ fn try_connect(sb: &Sb, to: SocketAddrV4, limit: Duration) -> Result<(), ErrorKi
 }
 
 #[test]
+#[ignore = "needs root"]
 fn egress_tcp_udp_and_ping_leave_through_the_host() {
-    if !root_or_skip("egress_tcp_udp_and_ping_leave_through_the_host") {
-        return;
-    }
     let d = Daemon::start("egress");
     d.ok(&[
         "network",
@@ -253,10 +251,8 @@ fn egress_tcp_udp_and_ping_leave_through_the_host() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn access_table_of_the_seed() {
-    if !root_or_skip("access_table_of_the_seed") {
-        return;
-    }
     let d = Daemon::start("access");
     d.ok(&[
         "network",
@@ -375,10 +371,8 @@ fn fds(pid: u32) -> usize {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn flows_are_bounded_and_leave_no_descriptors() {
-    if !root_or_skip("flows_are_bounded_and_leave_no_descriptors") {
-        return;
-    }
     let d = Daemon::start("bounds");
     d.ok(&[
         "network",
@@ -588,10 +582,8 @@ fn socket2_connect_nonblocking(to: SocketAddrV4) -> TcpStream {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn loopback_splice_is_an_option_of_the_network() {
-    if !root_or_skip("loopback_splice_is_an_option_of_the_network") {
-        return;
-    }
     let d = Daemon::start("splice");
     d.ok(&["network", "create", "--subnet", "10.250.31.0/24", "relayed"]);
     d.ok(&[
