@@ -416,7 +416,17 @@ fn flows_are_bounded_and_leave_no_descriptors() {
         })
     };
     one(&a).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // The count starts once the warm-up flow's host socket is closed (bounded wait).
+    let host_sockets = || d.get("/stats").json()["Host"]["Sockets"].as_u64().unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while host_sockets() > 0 {
+        assert!(
+            Instant::now() < end,
+            "the warm-up flow's host socket is still open: {}",
+            d.get("/stats").body
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let before = fds(pid);
 
     // 100,000 short connections from 4 threads in the sandbox, within a time bound.
@@ -517,6 +527,7 @@ fn flows_are_bounded_and_leave_no_descriptors() {
         .status()
         .unwrap();
     assert!(st.success());
+    const RESET_AT_LEAST: usize = 500;
     let reset_at_once = inside(&a, move || {
         // Non-blocking connects: 1000 SYNs in flight at once.
         let mut socks = Vec::new();
@@ -524,15 +535,23 @@ fn flows_are_bounded_and_leave_no_descriptors() {
             let s = socket2_connect_nonblocking(SocketAddrV4::new(out_ns, 7));
             socks.push(s);
         }
-        std::thread::sleep(Duration::from_secs(2));
-        // Those the relay refused were reset: their connect failed already.
-        socks
-            .iter()
-            .filter(|s| matches!(s.take_error(), Ok(Some(_))))
-            .count()
+        // Those the relay refused are reset at once: their connect fails within 2 s
+        // (those it let through wait on the outside, which never answers).
+        let end = Instant::now() + Duration::from_secs(2);
+        let mut reset = vec![false; socks.len()];
+        loop {
+            for (s, r) in socks.iter().zip(&mut reset) {
+                *r = *r || matches!(s.take_error(), Ok(Some(_)));
+            }
+            let n = reset.iter().filter(|r| **r).count();
+            if n >= RESET_AT_LEAST || Instant::now() >= end {
+                break n;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     });
     assert!(
-        reset_at_once >= 500,
+        reset_at_once >= RESET_AT_LEAST,
         "only {reset_at_once} of 1000 connects beyond the bound were reset"
     );
     let open = fds(pid);
