@@ -1,6 +1,7 @@
 //! `tapnet demo` runs end to end and leaves nothing behind: as root (sandboxes in named
 //! namespaces) and as the unprivileged user `tapnet-test` (rootless sandboxes; `.ci/run`
-//! creates the user and makes `/dev/net/tun` mode 0666).
+//! creates the user and makes `/dev/net/tun` mode 0666). Both are started by root:
+//! `#[ignore = "needs root"]`.
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -157,13 +158,12 @@ fn run_demo(user: Option<&User>) -> String {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn demo_builds_checks_and_removes() {
-    if !nix::unistd::geteuid().is_root() || !Path::new("/dev/net/tun").exists() {
-        eprintln!(
-            "SKIP demo_builds_checks_and_removes: tapnet demo as root needs root and /dev/net/tun"
-        );
-        return;
-    }
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test runs the demo as root: run it as root"
+    );
     let text = run_demo(None);
     assert!(
         text.contains("sandboxes: named network namespaces"),
@@ -173,28 +173,20 @@ fn demo_builds_checks_and_removes() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn demo_runs_rootless_as_an_ordinary_user() {
-    let user = if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIP demo_runs_rootless_as_an_ordinary_user: needs root to start it as {USER}");
-        return;
-    } else if std::fs::metadata("/dev/net/tun")
-        .map_or(true, |m| m.permissions().mode() & 0o006 != 0o006)
-    {
-        eprintln!(
-            "SKIP demo_runs_rootless_as_an_ordinary_user: /dev/net/tun is missing or not mode 0666 (.ci/run sets it)"
-        );
-        return;
-    } else {
-        match User::from_name(USER) {
-            Ok(Some(u)) => u,
-            _ => {
-                eprintln!(
-                    "SKIP demo_runs_rootless_as_an_ordinary_user: no user {USER} (.ci/run creates it)"
-                );
-                return;
-            }
-        }
-    };
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root to start the demo as {USER}: run it as root"
+    );
+    assert!(
+        std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006),
+        "/dev/net/tun is missing or not mode 0666 (.ci/run sets it)"
+    );
+    let user = User::from_name(USER)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("no user {USER} (.ci/run creates it)"));
     let text = run_demo(Some(&user));
     assert!(text.contains("sandboxes: rootless"), "{text}");
     assert!(text.contains("/proc/"), "{text}");

@@ -2,7 +2,7 @@
 //! driven by the `tapnet` binary, by hand-written HTTP on its socket and by the docker
 //! CLI; traffic between real network namespaces through the engine's TAPs.
 //!
-//! Root only (namespaces, TAPs); each test skips with a note otherwise. Every test uses
+//! Root only (namespaces, TAPs): each test is `#[ignore = "needs root"]`. Every test uses
 //! its own subnets (10.251.<n>.0/24, the burst 10.252.<n>.0/24) so failures read
 //! clearly, and its [`common::Daemon`] guard removes the daemon, its namespaces and its
 //! state directory also when the test fails.
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     Daemon, addrs, assert_no_ping, assert_pings, in_ns_ok, links, mac_for, netns_exists,
-    output_within, root_or_skip, sb_from_json,
+    output_within, sb_from_json,
 };
 use serde_json::{Value, json};
 use tapnet_engine::sys::netns::NetNs;
@@ -110,10 +110,8 @@ fn tcp_both_ways(client_ns: &str, server_ns: &str, server_ip: &str, len: usize) 
 
 /// Checklist 1: the predefined networks, and the API's JSON as a Docker user knows it.
 #[test]
+#[ignore = "needs root"]
 fn predefined_networks_and_dockers_json() {
-    if !root_or_skip("predefined_networks_and_dockers_json") {
-        return;
-    }
     let d = Daemon::start("predef");
     // The table, as `docker network ls` prints it.
     let table = d.ok(&["network", "ls"]);
@@ -228,10 +226,8 @@ fn predefined_networks_and_dockers_json() {
 /// ping and TCP between sandboxes; and a second network that cannot reach it, not even
 /// with an address of the first network's subnet.
 #[test]
+#[ignore = "needs root"]
 fn user_bridge_traffic_and_isolation() {
-    if !root_or_skip("user_bridge_traffic_and_isolation") {
-        return;
-    }
     let d = Daemon::start("bridge");
     let id = d.ok(&[
         "network",
@@ -332,10 +328,8 @@ fn user_bridge_traffic_and_isolation() {
 
 /// Checklist 4: icc=false: the gateway only. --internal: no default route, gateway reachable.
 #[test]
+#[ignore = "needs root"]
 fn icc_false_and_internal() {
-    if !root_or_skip("icc_false_and_internal") {
-        return;
-    }
     let d = Daemon::start("icc");
     d.ok(&[
         "network",
@@ -407,10 +401,8 @@ fn icc_false_and_internal() {
 /// Checklist 5: connect and disconnect live; `rm` of a network in use; addresses freed
 /// by `rm`; `network prune`.
 #[test]
+#[ignore = "needs root"]
 fn live_connect_disconnect_and_removal() {
-    if !root_or_skip("live_connect_disconnect_and_removal") {
-        return;
-    }
     let d = Daemon::start("live");
     d.ok(&["network", "create", "--subnet", "10.251.6.0/24", "one"]);
     d.ok(&["network", "create", "--subnet", "10.251.7.0/24", "two"]);
@@ -507,10 +499,8 @@ fn live_connect_disconnect_and_removal() {
 
 /// Checklist 6: `tapnet run`: exit status, reachability, `none`, `host`.
 #[test]
+#[ignore = "needs root"]
 fn run_exit_status_and_modes() {
-    if !root_or_skip("run_exit_status_and_modes") {
-        return;
-    }
     let d = Daemon::start("run");
     d.ok(&["network", "create", "--subnet", "10.251.10.0/24", "runs"]);
     let r = d.tapnet(&["run", "--network", "runs", "--", "sh", "-c", "exit 7"]);
@@ -578,10 +568,8 @@ fn run_exit_status_and_modes() {
 /// Checklist 7: restart: everything kept, sandboxes reattached. Also: starting another
 /// daemon (another state dir) leaves this daemon's namespaces alone.
 #[test]
+#[ignore = "needs root"]
 fn restart_keeps_state_and_sandboxes_work() {
-    if !root_or_skip("restart_keeps_state_and_sandboxes_work") {
-        return;
-    }
     let mut d = Daemon::start("restart");
     d.ok(&["network", "create", "--subnet", "10.251.11.0/24", "keep"]);
     d.ok(&[
@@ -684,10 +672,8 @@ struct Call {
 /// Checklist 8: kill -9 in the middle of a burst of API calls: nothing committed is lost,
 /// nothing half-done remains, and the daemon goes on working.
 #[test]
+#[ignore = "needs root"]
 fn kill_9_during_a_burst_loses_nothing() {
-    if !root_or_skip("kill_9_during_a_burst_loses_nothing") {
-        return;
-    }
     let mut d = Daemon::start("kill9");
     d.ok(&["network", "create", "--subnet", "10.251.13.0/24", "base"]);
     let s0 = d.sandbox("s0", &["base"], &[]);
@@ -973,10 +959,8 @@ fn check_after_crash(d: &Daemon, calls: &[Call], old: &[&common::Sb]) {
 
 /// Checklist 9: bad input: Docker's status and message for each, and nothing changed.
 #[test]
+#[ignore = "needs root"]
 fn bad_input_gets_dockers_errors_and_changes_nothing() {
-    if !root_or_skip("bad_input_gets_dockers_errors_and_changes_nothing") {
-        return;
-    }
     let mut d = Daemon::start("bad");
     d.ok(&["network", "create", "--subnet", "10.251.9.0/24", "good"]);
     d.sandbox("s1", &["good"], &["--ip", "10.251.9.5"]);
@@ -1187,10 +1171,8 @@ fn bad_input_gets_dockers_errors_and_changes_nothing() {
 
 /// Checklist 10: the docker CLI against the daemon (`DOCKER_HOST=unix://…/tapnet.sock`).
 #[test]
+#[ignore = "needs root"]
 fn docker_cli_drives_the_daemon() {
-    if !root_or_skip("docker_cli_drives_the_daemon") {
-        return;
-    }
     let Some(docker) = std::env::var_os("PATH").and_then(|p| {
         std::env::split_paths(&p)
             .map(|d| d.join("docker"))
@@ -1298,13 +1280,11 @@ fn docker_cli_drives_the_daemon() {
 /// whose namespace is still there; a half-made namespace (its mount point only); an
 /// endpoint whose TAP is missing; a sandbox whose namespace is missing.
 #[test]
+#[ignore = "needs root"]
 fn restart_repairs_interrupted_operations() {
     use tapnet_ctl::daemon::ipam::Ipam;
     use tapnet_ctl::daemon::store::{Change, Store};
 
-    if !root_or_skip("restart_repairs_interrupted_operations") {
-        return;
-    }
     let mut d = Daemon::start("repair");
     d.ok(&["network", "create", "--subnet", "10.251.17.0/24", "rep"]);
     d.ok(&["network", "create", "--subnet", "10.251.18.0/24", "rep2"]);

@@ -5,10 +5,10 @@
 //! host addresses: `0.0.0.0` and `::` for a port without an address, `[::1]`-style
 //! specs, IPv6 clients seen as the gateway (or spliced, as loopback clients).
 //!
-//! Root only; each test skips with a note otherwise, and the IPv6 tests also on a host
-//! without IPv6 (a test without an address then expects IPv4 bindings only). Networks
-//! here use 10.253.<n>.0/24. Traffic goes only to loopback and to a veth pair the test
-//! creates (and removes).
+//! Root only: each test is `#[ignore = "needs root"]`; the IPv6 tests skip with a note
+//! on a host without IPv6 (a test without an address then expects IPv4 bindings only).
+//! Networks here use 10.253.<n>.0/24. Traffic goes only to loopback and to a veth pair
+//! the test creates (and removes).
 
 mod common;
 
@@ -21,7 +21,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, root_or_skip};
+use common::Daemon;
 use serde_json::Value;
 use tapnet_engine::sys::netns::NetNs;
 
@@ -37,11 +37,8 @@ fn host_has_ipv6() -> bool {
     TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).is_ok()
 }
 
-/// `root_or_skip`, and IPv6 on the host; says SKIP otherwise.
+/// Whether this host has IPv6; says SKIP otherwise.
 fn ipv6_or_skip(test: &str) -> bool {
-    if !root_or_skip(test) {
-        return false;
-    }
     if let Err(e) = TcpListener::bind((Ipv6Addr::LOCALHOST, 0)) {
         eprintln!("SKIP {test}: this host has no IPv6 (binding [::1]: {e})");
         return false;
@@ -199,10 +196,8 @@ fn proc_addr(ip: IpAddr, port: u16) -> String {
 /// Allocation (a random port in range, a range, a taken port), `tapnet port`, bad specs,
 /// and every port freed by `sandbox rm`.
 #[test]
+#[ignore = "needs root"]
 fn publish_allocates_like_docker_and_frees_on_rm() {
-    if !root_or_skip("publish_allocates_like_docker_and_frees_on_rm") {
-        return;
-    }
     let d = Daemon::start("publish");
     let err = d.fails(
         &[
@@ -381,10 +376,8 @@ fn publish_allocates_like_docker_and_frees_on_rm() {
 
 /// Ports survive a graceful restart and a SIGKILL: the same ports, bound again.
 #[test]
+#[ignore = "needs root"]
 fn published_ports_are_bound_again_after_restart_and_kill_9() {
-    if !root_or_skip("published_ports_are_bound_again_after_restart_and_kill_9") {
-        return;
-    }
     let mut d = Daemon::start("publish-restart");
     d.ok(&["network", "create", "--subnet", "10.253.2.0/24", "pub2"]);
     d.sandbox("keep", &["pub2"], &["-p", "80", "-p", "53/udp"]);
@@ -421,10 +414,8 @@ fn published_ports_are_bound_again_after_restart_and_kill_9() {
 /// port left open would lead to that one. A network the ports do not lead into leaves
 /// them alone.
 #[test]
+#[ignore = "needs root"]
 fn disconnect_takes_the_ports_with_the_endpoint() {
-    if !root_or_skip("disconnect_takes_the_ports_with_the_endpoint") {
-        return;
-    }
     let mut d = Daemon::start("publish-disconnect");
     d.ok(&["network", "create", "--subnet", "10.253.5.0/24", "pub5"]);
     d.ok(&["network", "create", "--subnet", "10.253.6.0/24", "pub6"]);
@@ -467,10 +458,8 @@ fn disconnect_takes_the_ports_with_the_endpoint() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn host_binding_ipv4_is_the_address_of_ports_published_without_one() {
-    if !root_or_skip("host_binding_ipv4_is_the_address_of_ports_published_without_one") {
-        return;
-    }
     let d = Daemon::start("publish-binding");
     let err = d.fails(
         &[
@@ -610,10 +599,8 @@ impl Drop for Veth {
 /// server sees the client's real address: 127.0.0.1 shows as the network's gateway, a
 /// client on another host address as itself.
 #[test]
+#[ignore = "needs root"]
 fn published_tcp_reaches_the_sandbox_from_the_clients_address() {
-    if !root_or_skip("published_tcp_reaches_the_sandbox_from_the_clients_address") {
-        return;
-    }
     let d = Daemon::start("publish-tcp");
     d.ok(&["network", "create", "--subnet", "10.253.3.0/24", "pub3"]);
     let sb = d.sandbox("srv", &["pub3"], &["-p", "8080"]);
@@ -655,10 +642,8 @@ fn published_tcp_reaches_the_sandbox_from_the_clients_address() {
 
 /// A UDP echo through a published UDP port, from 127.0.0.1.
 #[test]
+#[ignore = "needs root"]
 fn published_udp_echoes() {
-    if !root_or_skip("published_udp_echoes") {
-        return;
-    }
     let d = Daemon::start("publish-udp");
     d.ok(&["network", "create", "--subnet", "10.253.4.0/24", "pub4"]);
     let sb = d.sandbox("echo", &["pub4"], &["-p", "127.0.0.1::5353/udp"]);
@@ -699,6 +684,7 @@ fn published_udp_echoes() {
 /// `tapnet port` prints both; `[::1]` binds that address only; a port taken on ::
 /// fails with Docker's text and stores nothing; bad bracketed specs get Docker's texts.
 #[test]
+#[ignore = "needs root"]
 fn ipv6_host_addresses_bind_like_docker() {
     if !ipv6_or_skip("ipv6_host_addresses_bind_like_docker") {
         return;
@@ -856,6 +842,7 @@ fn ipv6_host_addresses_bind_like_docker() {
 /// port; on a network with loopback_splice a [::1] client is spliced (seen as the
 /// sandbox's own 127.0.0.1).
 #[test]
+#[ignore = "needs root"]
 fn ipv6_clients_reach_the_sandbox_from_the_gateway_address() {
     if !ipv6_or_skip("ipv6_clients_reach_the_sandbox_from_the_gateway_address") {
         return;
@@ -943,6 +930,7 @@ fn ipv6_clients_reach_the_sandbox_from_the_gateway_address() {
 /// IPv6 bindings are recorded and bound again, exactly, after a restart and a kill -9,
 /// and freed by `sandbox rm`.
 #[test]
+#[ignore = "needs root"]
 fn ipv6_bindings_are_bound_again_after_restart() {
     if !ipv6_or_skip("ipv6_bindings_are_bound_again_after_restart") {
         return;

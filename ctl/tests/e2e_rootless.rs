@@ -1,8 +1,8 @@
 //! End to end, rootless: `tapnet daemon` and `tapnet run` as the unprivileged user
 //! `tapnet-test` (which `.ci/run` creates), with `/dev/net/tun` world-accessible as
-//! distributions ship it. The test (root) copies the binary where that user can run it,
-//! starts every process with that user's uid and gid, and removes everything it started
-//! by PID, also when it fails.
+//! distributions ship it. The test (root: `#[ignore = "needs root"]`) copies the binary
+//! where that user can run it, starts every process with that user's uid and gid, and
+//! removes everything it started by PID, also when it fails.
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -56,22 +56,21 @@ fn start_time(pid: i32) -> Option<u64> {
         .ok()
 }
 
-/// The test user, or why the test cannot run.
-fn user_or_skip(test: &str) -> Option<User> {
-    let why = if !nix::unistd::geteuid().is_root() {
-        "needs root to start processes as the test user".to_string()
-    } else if std::fs::metadata("/dev/net/tun")
-        .map_or(true, |m| m.permissions().mode() & 0o006 != 0o006)
-    {
-        "/dev/net/tun is missing or not mode 0666 (.ci/run sets it)".to_string()
-    } else {
-        match User::from_name(USER) {
-            Ok(Some(u)) => return Some(u),
-            _ => format!("no user {USER} (.ci/run creates it)"),
-        }
-    };
-    eprintln!("SKIP {test}: {why}");
-    None
+/// The test user; fails the test, saying why, when this is not root or what the user
+/// needs is missing.
+fn test_user() -> User {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root to start processes as {USER}: run it as root"
+    );
+    assert!(
+        std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006),
+        "/dev/net/tun is missing or not mode 0666 (.ci/run sets it)"
+    );
+    User::from_name(USER)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("no user {USER} (.ci/run creates it)"))
 }
 
 impl Rig {
@@ -280,11 +279,9 @@ fn ask_db(rig: &Rig, net: &str, ip: &str) -> Output {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn rootless_runs_on_a_network_reach_each_other_and_no_one_else() {
-    let Some(user) = user_or_skip("rootless_runs_on_a_network_reach_each_other_and_no_one_else")
-    else {
-        return;
-    };
+    let user = test_user();
     let mut rig = Rig::new("reach", &user);
     // A daemon without root makes no namespaces itself.
     let o = rig.run(&["sandbox", "create", "--name", "x"]);
@@ -378,12 +375,9 @@ fn rootless_runs_on_a_network_reach_each_other_and_no_one_else() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_restarted_daemon_removes_rootless_sandboxes_whose_process_is_gone() {
-    let Some(user) =
-        user_or_skip("a_restarted_daemon_removes_rootless_sandboxes_whose_process_is_gone")
-    else {
-        return;
-    };
+    let user = test_user();
     let mut rig = Rig::new("restart", &user);
     let a = rig.run_bg("a", &["--", "sleep", "60"]);
     let b = rig.run_bg("b", &["--", "sleep", "60"]);
@@ -410,10 +404,9 @@ fn a_restarted_daemon_removes_rootless_sandboxes_whose_process_is_gone() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn rootless_sandboxes_reach_the_host_and_publish_ports() {
-    let Some(user) = user_or_skip("rootless_sandboxes_reach_the_host_and_publish_ports") else {
-        return;
-    };
+    let user = test_user();
     let mut rig = Rig::new("nat", &user);
     rig.ok(&[
         "network",
@@ -510,12 +503,9 @@ fn ask_published(port: u16, limit: Duration) -> String {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_restarted_daemon_gets_the_taps_of_live_rootless_sandboxes_again() {
-    let Some(user) =
-        user_or_skip("a_restarted_daemon_gets_the_taps_of_live_rootless_sandboxes_again")
-    else {
-        return;
-    };
+    let user = test_user();
     let mut rig = Rig::new("again", &user);
     rig.ok(&["network", "create", "--subnet", "10.249.2.0/24", "back"]);
     let (db, mapping, host_port) = published_db(&mut rig, "back");

@@ -1,5 +1,5 @@
 //! End to end through the engine's library API, on real TAPs in network namespaces this
-//! test creates (root only; skipped with a note otherwise). Kernel TCP on both sides.
+//! test creates (root only: `#[ignore = "needs root"]`). Kernel TCP on both sides.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -10,14 +10,6 @@ use tapnet_engine::sys::netlink::Netlink;
 use tapnet_engine::sys::netns::NetNsGuard;
 use tapnet_engine::sys::tap::{TapConfig, create_tap_in};
 use tapnet_engine::{DomainConfig, DomainId, Engine, EngineConfig, PortId, TapPort, WorkerMapping};
-
-fn root_available() -> bool {
-    let ok = nix::unistd::geteuid().is_root() && std::path::Path::new("/dev/net/tun").exists();
-    if !ok {
-        eprintln!("skipped: needs root and /dev/net/tun");
-    }
-    ok
-}
 
 /// One namespace with a TAP `eth0` attached to the engine.
 struct Host {
@@ -153,10 +145,8 @@ fn spec(tag: &'static str, last: u8) -> HostSpec {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn ping_tcp_256mib_and_isolation() {
-    if !root_available() {
-        return;
-    }
     let engine = engine();
     let d1 = engine.add_domain(DomainConfig::default()).unwrap();
     let d2 = engine.add_domain(DomainConfig::default()).unwrap();
@@ -204,10 +194,8 @@ fn ping_tcp_256mib_and_isolation() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn engine_segments_for_port_without_vnet_header() {
-    if !root_available() {
-        return;
-    }
     let engine = engine();
     let d = engine.add_domain(DomainConfig::default()).unwrap();
     let a = host(&engine, d, spec("s", 1));
@@ -235,10 +223,8 @@ fn engine_segments_for_port_without_vnet_header() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn engine_segments_for_smaller_mtu() {
-    if !root_available() {
-        return;
-    }
     let engine = engine();
     let d = engine.add_domain(DomainConfig::default()).unwrap();
     let a = host(&engine, d, spec("m", 1));

@@ -231,6 +231,42 @@ fn threaded(mapping: &WorkerMapping) -> (Engine, GatewayHandle, tapnet_engine::M
     (engine, gw, peer)
 }
 
+/// How often the rx and the tx stage have gone to sleep.
+fn sleeps(e: &Engine) -> Vec<u64> {
+    let stats = e.stats();
+    [StageKind::Rx, StageKind::Tx]
+        .iter()
+        .map(|k| {
+            stats
+                .stages
+                .iter()
+                .find(|s| s.kind == *k)
+                .map_or(0, |s| s.stats.sleeps)
+        })
+        .collect()
+}
+
+/// Waits until the rx and the tx stage have each gone to sleep more often than `than`
+/// says; returns their counts. Bounded: 5 s, polling every millisecond at most 5,000
+/// times.
+fn slept_since(e: &Engine, than: &[u64], what: &str) -> Vec<u64> {
+    let deadline = Instant::now() + 5 * SEC;
+    for _ in 0..5_000 {
+        let now = sleeps(e);
+        if now.iter().zip(than).all(|(n, t)| n > t) {
+            return now;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!(
+        "{what}: a worker did not sleep ({than:?} -> {:?})",
+        sleeps(e)
+    );
+}
+
 /// The gateway on a threaded engine, with every stage on one worker and with rx on its
 /// own: the reply made on the tx stage's thread reaches the rx stage.
 #[test]
@@ -259,8 +295,8 @@ fn threaded_engine_answers() {
             assert_eq!(&reply[..6], &host.0);
             assert_eq!(&reply[22..28], &gw.config().mac.0);
             assert_eq!(gw.snapshot().arp_replies, round + 1);
-            // Let the workers go idle between rounds: the next reply must wake them.
-            std::thread::sleep(Duration::from_millis(50));
+            // The workers go idle between rounds: the next reply must wake them.
+            slept_since(&engine, &sleeps(&engine), &format!("{mapping}"));
         }
         engine.shutdown();
     }
@@ -275,28 +311,11 @@ fn threaded_engine_idles_with_a_gateway() {
         WorkerMapping::pipeline(),
     ] {
         let (engine, _gw, _peer) = threaded(&mapping);
-        let sleeps = |e: &Engine| -> Vec<u64> {
-            let stats = e.stats();
-            [StageKind::Rx, StageKind::Tx]
-                .iter()
-                .map(|k| {
-                    stats
-                        .stages
-                        .iter()
-                        .find(|s| s.kind == *k)
-                        .map_or(0, |s| s.stats.sleeps)
-                })
-                .collect()
-        };
-        std::thread::sleep(Duration::from_millis(50));
-        let before = sleeps(&engine);
-        std::thread::sleep(Duration::from_millis(300));
-        let after = sleeps(&engine);
-        for (b, a) in before.iter().zip(&after) {
-            assert!(
-                a > b,
-                "{mapping}: a worker never slept ({before:?} -> {after:?})"
-            );
+        let what = format!("{mapping}");
+        // Gone idle, then asleep again and again: a worker spinning on the ring never is.
+        let mut seen = slept_since(&engine, &[0, 0], &what);
+        for _ in 0..3 {
+            seen = slept_since(&engine, &seen, &what);
         }
         engine.shutdown();
     }

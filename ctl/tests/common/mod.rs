@@ -20,17 +20,19 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-/// True when the test can run (root and a TUN device); otherwise prints why it skips.
-pub(crate) fn root_or_skip(test: &str) -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIP {test}: needs root (network namespaces and TAP devices)");
-        return false;
-    }
-    if !Path::new("/dev/net/tun").exists() {
-        eprintln!("SKIP {test}: /dev/net/tun is missing");
-        return false;
-    }
-    true
+/// Fails the test, saying why, unless it runs as root with a TUN device: the daemon
+/// makes network namespaces and TAP devices. The tests that start one are
+/// `#[ignore = "needs root"]`.
+fn require_root_and_tun() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (network namespaces and TAP devices): run it as root"
+    );
+    assert!(
+        Path::new("/dev/net/tun").exists(),
+        "/dev/net/tun is missing: load the tun module (modprobe tun) or create the node \
+         (mknod /dev/net/tun c 10 200)"
+    );
 }
 
 /// A `tapnet daemon` child with its own state directory.
@@ -94,9 +96,10 @@ impl Sb {
 }
 
 impl Daemon {
-    /// Start a daemon in a fresh state directory.
+    /// Start a daemon in a fresh state directory (as root, with a TUN device).
     pub(crate) fn start(tag: &str) -> Daemon {
         static N: AtomicU32 = AtomicU32::new(0);
+        require_root_and_tun();
         let dir = std::env::temp_dir().join(format!(
             "tapnet-e2e-{tag}-{}-{}",
             std::process::id(),

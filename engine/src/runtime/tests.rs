@@ -212,8 +212,8 @@ fn sleeping_worker_is_woken_by_a_memory_peer() {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(asleep(), "idle workers sleep instead of spinning");
-        // Let them settle into the long sleep.
-        std::thread::sleep(Duration::from_millis(20));
+        // A worker counts a sleep after it marked itself sleeping and found its inputs
+        // empty, just before it waits: from here, only a wake-up delivers in time.
         let t = Instant::now();
         assert!(n.peers[0].send(&frame(B, A, 9)));
         assert_eq!(collect(&mut n.peers[1], 1, None).len(), 1);

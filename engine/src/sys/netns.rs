@@ -422,14 +422,15 @@ fn open_ns_file(name: &str, path: &Path) -> Result<File, NetnsError> {
     Ok(file)
 }
 
-/// Helpers shared by the root-gated tests of `tap`, `netns` and `netlink`.
+/// Helpers shared by the root tests of `tap`, `netns`, `netlink` and `hostnet`.
 #[cfg(test)]
 pub(crate) mod test_support {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::NetNsGuard;
 
-    /// Whether root-only tests can run here; prints why not otherwise.
+    /// Whether root-only tests can run here; prints why not otherwise. For the tests
+    /// that still check at run time; the others are `#[ignore = "needs root"]`.
     pub(crate) fn privileged(test: &str) -> bool {
         if !nix::unistd::geteuid().is_root() {
             eprintln!("skipping {test}: needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)");
@@ -443,9 +444,14 @@ pub(crate) mod test_support {
     }
 
     /// A throwaway namespace with a name unique to this process and call, deleted on
-    /// drop.
+    /// drop. Fails the test, saying why, when not run as root.
     pub(crate) fn scratch_ns(tag: &str) -> NetNsGuard {
         static NEXT: AtomicU32 = AtomicU32::new(0);
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) to create a network \
+             namespace: run it as root"
+        );
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("tapnet-test-{}-{n}-{tag}", std::process::id());
         NetNsGuard::create(&name).expect("create scratch namespace")
@@ -457,7 +463,7 @@ mod tests {
     use std::net::UdpSocket;
     use std::os::fd::AsRawFd;
 
-    use super::test_support::{privileged, scratch_ns};
+    use super::test_support::scratch_ns;
     use super::*;
 
     fn inode_of(path: &str) -> u64 {
@@ -477,10 +483,8 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root"]
     fn create_run_open_delete() {
-        if !privileged("netns::create_run_open_delete") {
-            return;
-        }
         let host_ino = inode_of("/proc/thread-self/ns/net");
         let ns = scratch_ns("life");
         assert!(ns.path().starts_with(NETNS_RUN_DIR));
@@ -517,10 +521,8 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root"]
     fn run_propagates_panics_and_values() {
-        if !privileged("netns::run_propagates_panics_and_values") {
-            return;
-        }
         let ns = scratch_ns("panic");
         assert_eq!(ns.run(|| 7).unwrap(), 7);
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -531,16 +533,17 @@ mod tests {
     }
 
     #[test]
-    fn open_missing_and_stale() {
-        if !privileged("netns::open_missing_and_stale") {
-            return;
-        }
+    fn open_missing() {
         let name = format!("tapnet-test-{}-missing", std::process::id());
         assert!(matches!(
             NetNs::open(&name),
             Err(NetnsError::NotFound { .. })
         ));
+    }
 
+    #[test]
+    #[ignore = "needs root"]
+    fn open_stale() {
         // A plain file where a namespace should be mounted.
         prepare_run_dir().unwrap();
         let stale = format!("tapnet-test-{}-stale", std::process::id());
@@ -554,10 +557,8 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root"]
     fn delete_explicitly() {
-        if !privileged("netns::delete_explicitly") {
-            return;
-        }
         let name = format!("tapnet-test-{}-del", std::process::id());
         let ns = NetNs::create(&name).unwrap();
         let path = ns.path().to_owned();

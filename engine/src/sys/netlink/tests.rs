@@ -1,9 +1,10 @@
-//! Root-gated tests, each in throwaway namespaces; plus pure helpers.
+//! Tests of the pure helpers; and, as root (`#[ignore = "needs root"]` otherwise),
+//! tests each in throwaway namespaces.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::*;
-use crate::sys::netns::test_support::{privileged, scratch_ns};
+use crate::sys::netns::test_support::scratch_ns;
 
 const V4: fn(u8, u8, u8, u8) -> IpAddr = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
 
@@ -59,10 +60,8 @@ fn kernel_error_message_names_op_errno_and_hint() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn veth_up_mtu_mac_qlen_address_route() {
-    if !privileged("netlink::veth_up_mtu_mac_qlen_address_route") {
-        return;
-    }
     let ns = scratch_ns("nl-veth");
     let mut nl = Netlink::open_in(&ns).unwrap();
     nl.set_up(1).unwrap();
@@ -151,10 +150,8 @@ fn veth_up_mtu_mac_qlen_address_route() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn bridge_and_enslave() {
-    if !privileged("netlink::bridge_and_enslave") {
-        return;
-    }
     let ns = scratch_ns("nl-br");
     let mut nl = Netlink::open_in(&ns).unwrap();
     nl.add_bridge("br0").unwrap();
@@ -171,10 +168,8 @@ fn bridge_and_enslave() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn move_veth_end_to_other_namespace() {
-    if !privileged("netlink::move_veth_end_to_other_namespace") {
-        return;
-    }
     let a = scratch_ns("nl-mv-a");
     let b = scratch_ns("nl-mv-b");
     let mut nla = Netlink::open_in(&a).unwrap();
@@ -195,10 +190,8 @@ fn move_veth_end_to_other_namespace() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn kernel_errors_carry_errno() {
-    if !privileged("netlink::kernel_errors_carry_errno") {
-        return;
-    }
     let ns = scratch_ns("nl-err");
     let mut nl = Netlink::open_in(&ns).unwrap();
     let err = nl.set_mtu(9999, 1500).unwrap_err();
@@ -225,10 +218,8 @@ fn kernel_errors_carry_errno() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn multipart_dump_spans_datagrams() {
-    if !privileged("netlink::multipart_dump_spans_datagrams") {
-        return;
-    }
     let ns = scratch_ns("nl-dump");
     let mut nl = Netlink::open_in(&ns).unwrap();
     nl.set_up(1).unwrap();

@@ -1,4 +1,5 @@
-//! Root-gated tests, each in throwaway namespaces, and the end-to-end smoke test of
+//! Tests of configuration and adoption; and, as root (`#[ignore = "needs root"]`
+//! otherwise), tests each in throwaway namespaces and the end-to-end smoke test of
 //! `tap` + `netns` + `netlink`.
 
 use std::io::ErrorKind;
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::sys::netlink::Netlink;
-use crate::sys::netns::test_support::{privileged, scratch_ns};
+use crate::sys::netns::test_support::scratch_ns;
 
 fn named(name: &str) -> TapConfig {
     TapConfig {
@@ -91,10 +92,8 @@ fn defaults() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn create_in_namespace_with_vnet_hdr_and_offloads() {
-    if !privileged("tap::create_in_namespace_with_vnet_hdr_and_offloads") {
-        return;
-    }
     let ns = scratch_ns("tap");
     let tap = create_tap_in(&ns, &named("tnt0")).unwrap();
     assert_eq!(tap.name(), "tnt0");
@@ -136,10 +135,8 @@ fn create_in_namespace_with_vnet_hdr_and_offloads() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn kernel_picks_the_name_and_no_vnet_hdr_means_no_offloads() {
-    if !privileged("tap::kernel_picks_the_name_and_no_vnet_hdr_means_no_offloads") {
-        return;
-    }
     let ns = scratch_ns("tap-plain");
     let cfg = TapConfig {
         vnet_hdr: false,
@@ -153,10 +150,8 @@ fn kernel_picks_the_name_and_no_vnet_hdr_means_no_offloads() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn reduced_offloads_are_recorded() {
-    if !privileged("tap::reduced_offloads_are_recorded") {
-        return;
-    }
     let ns = scratch_ns("tap-off");
     let csum_only = Offloads {
         csum: true,
@@ -188,10 +183,8 @@ fn reduced_offloads_are_recorded() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn multi_queue() {
-    if !privileged("tap::multi_queue") {
-        return;
-    }
     let ns = scratch_ns("tap-mq");
     let tap = create_tap_in(
         &ns,
@@ -230,10 +223,8 @@ fn multi_queue() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn adopt_a_duplicated_fd() {
-    if !privileged("tap::adopt_a_duplicated_fd") {
-        return;
-    }
     let ns = scratch_ns("tap-adopt");
     let tap = create_tap_in(&ns, &named("tad0")).unwrap();
     let dup: OwnedFd = tap.fd(0).try_clone_to_owned().unwrap();
@@ -269,16 +260,16 @@ fn adopt_a_duplicated_fd() {
 }
 
 #[test]
-fn adopt_rejects_what_is_not_a_tap() {
-    if !privileged("tap::adopt_rejects_what_is_not_a_tap") {
-        return;
-    }
-    // A pipe.
+fn adopt_rejects_a_pipe() {
     let (r, _w) = nix::unistd::pipe().unwrap();
     let err = Tap::adopt(r).unwrap_err();
     assert!(matches!(err, TapError::NotTun { .. }), "{err:?}");
     assert!(err.to_string().contains("not a TUN/TAP device"), "{err}");
+}
 
+#[test]
+#[ignore = "needs root"]
+fn adopt_rejects_what_is_not_a_tap() {
     // /dev/net/tun never attached to an interface.
     let err = Tap::adopt(open_tun().unwrap()).unwrap_err();
     assert!(matches!(err, TapError::NotTun { .. }), "{err:?}");
@@ -303,10 +294,8 @@ fn adopt_rejects_what_is_not_a_tap() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn persistent_tap_outlives_its_fd() {
-    if !privileged("tap::persistent_tap_outlives_its_fd") {
-        return;
-    }
     let ns = scratch_ns("tap-persist");
     let mut nl = Netlink::open_in(&ns).unwrap();
     let cfg = TapConfig {
@@ -349,10 +338,8 @@ fn wait_readable(fd: BorrowedFd<'_>, deadline: Instant) -> bool {
 /// TAP A; then relaying frames between the TAPs in user space (header included, as the
 /// engine does) lets the datagram reach a socket in B.
 #[test]
+#[ignore = "needs root"]
 fn e2e_two_namespaces_arp_then_udp_through_user_space() {
-    if !privileged("tap::e2e_two_namespaces_arp_then_udp_through_user_space") {
-        return;
-    }
     let a = scratch_ns("e2e-a");
     let b = scratch_ns("e2e-b");
     let tap_a = create_tap_in(&a, &named("tapa")).unwrap();
