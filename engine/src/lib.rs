@@ -1,9 +1,9 @@
 //! tapnet-engine: everything with I/O. Ports (TAP, memory), the buffer pool, the pipeline
-//! runtime (workers, rings, stages), network namespaces and netlink configuration, software
-//! segmentation for egress ports without offloads, and the in-process rig.
+//! runtime (workers, rings, stages, software segmentation for egress ports without offloads
+//! through `tapnet_wire::gso`), network namespaces and netlink configuration, and the
+//! in-process rig.
 
 pub mod daemon;
-pub mod gso;
 pub mod hostnet;
 pub mod netlink;
 pub mod netns;
@@ -12,7 +12,6 @@ pub mod port;
 pub mod rig;
 pub mod runtime;
 pub mod tap;
-pub mod vnet;
 
 pub use pool::{BufferPool, Handle, PoolConfig};
 pub use port::{MemPeer, MemPort, Port, PortInfo, TapPort};

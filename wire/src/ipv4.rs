@@ -15,7 +15,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{Field, WireError, read_u16, write_u16};
+use crate::{Field, WireError, read_u16, write_u16};
 
 mod field {
     use super::Field;

@@ -4,8 +4,8 @@
 use criterion::{Criterion, Throughput, criterion_main};
 use etherparse::{IpNumber, Ipv4Header, TcpHeader, TcpOptionElement};
 use std::hint::black_box;
-use tapnet_engine::gso::{SegmentSink, complete_checksum, segment};
-use tapnet_engine::vnet::VnetHdr;
+use tapnet_wire::gso::{SegmentSink, complete_checksum, segment};
+use tapnet_wire::vnet::VnetHdr;
 
 /// Reuses a fixed set of buffers, as a pool would: no allocation inside the measurement.
 struct PoolSink {
