@@ -8,12 +8,12 @@
 //!
 //! Linux is the model: `net/ipv4/tcp_offload.c` `tcp_gso_segment` for segmentation and
 //! `net/core/dev.c` `skb_checksum_help` for checksum completion. Checksums are the Internet
-//! checksum of RFC 1071, summed in native-endian 32-bit words into 64-bit accumulators and
-//! folded once at the end (RFC 1071 §2(B): byte-order independence).
+//! checksum of RFC 1071, from [`crate::checksum`].
 //!
 //! A frame here starts at the Ethernet header (the virtio-net header already stripped), so
 //! `csum_start` counts from the first byte of the destination MAC.
 
+use crate::checksum::{self, combine, ones_complement_sum};
 use crate::vnet::VnetHdr;
 
 /// Where segments are written: the caller hands out one buffer per segment (from its pool).
@@ -159,45 +159,6 @@ fn put16(b: &mut [u8], r: core::ops::Range<usize>, v: u16) {
     b[r].copy_from_slice(&v.to_be_bytes());
 }
 
-/// One's-complement sum (RFC 1071) of `data` taken as big-endian 16-bit words, an odd last
-/// byte padded with zero; folded to 16 bits, not complemented.
-///
-/// Native-endian 32-bit words go into four 64-bit accumulators (no carry handling needed
-/// below 2^32 words, i.e. 16 GiB) which the compiler vectorises; one fold and, on
-/// little-endian hosts, one byte swap at the end.
-fn ones_sum(data: &[u8]) -> u16 {
-    let mut acc = [0u64; 4];
-    let mut chunks = data.chunks_exact(16);
-    for c in &mut chunks {
-        acc[0] += u64::from(u32::from_ne_bytes([c[0], c[1], c[2], c[3]]));
-        acc[1] += u64::from(u32::from_ne_bytes([c[4], c[5], c[6], c[7]]));
-        acc[2] += u64::from(u32::from_ne_bytes([c[8], c[9], c[10], c[11]]));
-        acc[3] += u64::from(u32::from_ne_bytes([c[12], c[13], c[14], c[15]]));
-    }
-    let rest = chunks.remainder();
-    let mut tail = [0u8; 16];
-    tail[..rest.len()].copy_from_slice(rest);
-    for w in tail.chunks_exact(4) {
-        acc[0] += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
-    }
-    let mut s = acc[0] + acc[1] + acc[2] + acc[3];
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    let s = s as u16;
-    if cfg!(target_endian = "little") {
-        s.swap_bytes()
-    } else {
-        s
-    }
-}
-
-/// One's-complement addition of two 16-bit sums.
-fn ones_add(a: u16, b: u16) -> u16 {
-    let s = u32::from(a) + u32::from(b);
-    ((s & 0xffff) + (s >> 16)) as u16
-}
-
 /// Offset of the L3 header and its ethertype, after up to [`MAX_VLAN_TAGS`] VLAN tags.
 fn l3_start(frame: &[u8]) -> Option<(usize, u16)> {
     let mut off = ETH_HDR_LEN - 2;
@@ -262,10 +223,7 @@ pub fn complete_checksum(hdr: &VnetHdr, frame: &mut [u8]) -> Result<(), GsoDrop>
     if at + 2 > frame.len() {
         return Err(GsoDrop::CsumOutOfRange);
     }
-    let csum = match !ones_sum(&frame[start..]) {
-        0 => 0xffff,
-        c => c,
-    };
+    let csum = checksum::non_zero(checksum::checksum(&frame[start..]));
     put16(frame, at..at + 2, csum);
     Ok(())
 }
@@ -427,14 +385,14 @@ pub fn segment(
     let pseudo = if hdr.needs_csum() {
         let partial = be16(frame, p.l4 + tcp::CHECKSUM.start..p.l4 + tcp::CHECKSUM.end);
         // The field holds the sum with the superframe's TCP length (< 2^16): take it out.
-        ones_add(partial, !((p.end - p.l4) as u16))
+        combine(partial, !((p.end - p.l4) as u16))
     } else {
         let addrs = if p.is_v4 {
             &frame[p.l3 + ipv4::ADDRS.start..p.l3 + ipv4::ADDRS.end]
         } else {
             &frame[p.l3 + ipv6::ADDRS.start..p.l3 + ipv6::ADDRS.end]
         };
-        ones_add(ones_sum(addrs), u16::from(IPPROTO_TCP))
+        combine(ones_complement_sum(addrs), u16::from(IPPROTO_TCP))
     };
     let ident = if p.is_v4 {
         be16(frame, p.l3 + ipv4::IDENT.start..p.l3 + ipv4::IDENT.end)
@@ -464,7 +422,7 @@ pub fn segment(
             put16(ip, ipv4::TOTAL_LEN, ip_len as u16);
             put16(ip, ipv4::IDENT, ident.wrapping_add(i as u16));
             put16(ip, ipv4::CHECKSUM, 0);
-            let csum = !ones_sum(ip);
+            let csum = checksum::checksum(ip);
             put16(ip, ipv4::CHECKSUM, csum);
         } else {
             put16(ip, ipv6::PAYLOAD_LEN, (ip_len - IPV6_HDR_LEN) as u16);
@@ -482,7 +440,7 @@ pub fn segment(
         }
         th[tcp::FLAGS] = f;
         put16(th, tcp::CHECKSUM, 0);
-        let sum = ones_add(ones_add(pseudo, th.len() as u16), ones_sum(th));
+        let sum = combine(combine(pseudo, th.len() as u16), ones_complement_sum(th));
         put16(th, tcp::CHECKSUM, !sum);
 
         offset += chunk.len();
@@ -529,7 +487,7 @@ mod tests {
         }
     }
 
-    /// RFC 1071 the slow way, independent of `ones_sum`.
+    /// RFC 1071 the slow way, independent of `checksum::ones_complement_sum`.
     fn naive_sum(parts: &[&[u8]]) -> u16 {
         let mut s: u64 = 0;
         for part in parts {
@@ -1243,18 +1201,6 @@ mod tests {
         verify(&s, &f, 1500, &untagged);
     }
 
-    #[test]
-    fn ones_sum_known_values() {
-        // RFC 1071 §3 example: 0001 f203 f4f5 f6f7 sums to ddf2.
-        assert_eq!(
-            ones_sum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
-            0xddf2
-        );
-        assert_eq!(ones_sum(&[]), 0);
-        assert_eq!(ones_sum(&[0xab]), 0xab00);
-        assert_eq!(ones_sum(&[0xff; 64]), 0xffff);
-    }
-
     fn spec_strategy() -> impl Strategy<Value = (Spec, usize)> {
         (
             any::<(bool, bool, bool, bool, bool, bool, bool, bool)>(),
@@ -1291,11 +1237,6 @@ mod tests {
     }
 
     proptest! {
-        #[test]
-        fn ones_sum_matches_naive(data in proptest::collection::vec(any::<u8>(), 0..3000)) {
-            prop_assert_eq!(ones_sum(&data), naive_sum(&[&data]));
-        }
-
         #[test]
         fn random_superframes_segment_right((spec, mtu) in spec_strategy()) {
             segment_and_verify(&spec, mtu);

@@ -12,7 +12,7 @@
 //! The view wraps exactly one ICMP message (the IPv4 payload, without the
 //! Ethernet padding): the checksum covers the whole buffer.
 
-use crate::ipv4::{checksum, ones_complement_sum};
+use crate::checksum::{checksum, ones_complement_sum};
 use crate::{WireError, read_u16, write_u16};
 
 mod field {

@@ -1,4 +1,4 @@
-//! IPv4 headers (RFC 791 §3.1) and the Internet checksum (RFC 1071).
+//! IPv4 headers (RFC 791 §3.1).
 //!
 //! ```text
 //!  0                   1                   2                   3
@@ -15,6 +15,7 @@
 
 use std::net::Ipv4Addr;
 
+use crate::checksum::{checksum, ones_complement_sum};
 use crate::{Field, WireError, read_u16, write_u16};
 
 mod field {
@@ -37,29 +38,6 @@ pub const HEADER_LEN: usize = field::DST_ADDR.end;
 const FLAG_DF: u16 = 0x4000;
 const FLAG_MF: u16 = 0x2000;
 const OFFSET_MASK: u16 = 0x1fff;
-
-/// The one's-complement sum of `data` as 16-bit big-endian words, folded to
-/// 16 bits (RFC 1071 §4.1); an odd trailing byte is padded with zero.
-pub fn ones_complement_sum(data: &[u8]) -> u16 {
-    let mut sum: u64 = 0;
-    let mut words = data.chunks_exact(2);
-    for w in &mut words {
-        sum += u64::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [last] = words.remainder() {
-        sum += u64::from(*last) << 8;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
-/// The Internet checksum of `data`: the complement of
-/// [`ones_complement_sum`], the value that goes in a checksum field.
-pub fn checksum(data: &[u8]) -> u16 {
-    !ones_complement_sum(data)
-}
 
 /// A view of an IPv4 packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,6 +19,7 @@
 //! errors for the caller to count, never panics.
 
 pub mod arp;
+pub mod checksum;
 pub mod ethernet;
 pub mod gso;
 pub mod icmpv4;

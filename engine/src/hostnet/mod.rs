@@ -1273,7 +1273,7 @@ impl Host {
                             if m.len() >= 8 {
                                 m[4..6].copy_from_slice(&ident.to_be_bytes());
                                 m[2..4].copy_from_slice(&[0, 0]);
-                                let c = tapnet_wire::ipv4::checksum(&m);
+                                let c = tapnet_wire::checksum::checksum(&m);
                                 m[2..4].copy_from_slice(&c.to_be_bytes());
                                 let _ = s.send(&m);
                             }
