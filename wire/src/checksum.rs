@@ -158,6 +158,20 @@ pub enum IpPair {
     },
 }
 
+impl From<(Ipv4Addr, Ipv4Addr)> for IpPair {
+    /// `(src, dst)`.
+    fn from((src, dst): (Ipv4Addr, Ipv4Addr)) -> IpPair {
+        IpPair::V4 { src, dst }
+    }
+}
+
+impl From<(Ipv6Addr, Ipv6Addr)> for IpPair {
+    /// `(src, dst)`.
+    fn from((src, dst): (Ipv6Addr, Ipv6Addr)) -> IpPair {
+        IpPair::V6 { src, dst }
+    }
+}
+
 impl IpPair {
     /// The pseudo-header sum for `protocol` (IANA protocol number / IPv6 next
     /// header) and an upper-layer length of `len` bytes: see
@@ -248,7 +262,8 @@ mod tests {
         ph.extend_from_slice(&d4.octets());
         ph.extend_from_slice(&[0, 6, 0x05, 0xdc]);
         assert_eq!(pseudo_header_v4(s4, d4, 6, 1500), naive_sum(&ph));
-        let pair = IpPair::V4 { src: s4, dst: d4 };
+        let pair = IpPair::from((s4, d4));
+        assert_eq!(pair, IpPair::V4 { src: s4, dst: d4 });
         assert_eq!(pair.pseudo_header(6, 1500), naive_sum(&ph));
 
         let s6: Ipv6Addr = "fd00::1".parse().unwrap();
@@ -259,7 +274,8 @@ mod tests {
         ph.extend_from_slice(&70_000u32.to_be_bytes());
         ph.extend_from_slice(&[0, 0, 0, 17]);
         assert_eq!(pseudo_header_v6(&s6, &d6, 17, 70_000), naive_sum(&ph));
-        let pair = IpPair::V6 { src: s6, dst: d6 };
+        let pair = IpPair::from((s6, d6));
+        assert_eq!(pair, IpPair::V6 { src: s6, dst: d6 });
         assert_eq!(pair.pseudo_header(17, 70_000), naive_sum(&ph));
         // Without the length, then with it: the same sum.
         assert_eq!(

@@ -309,7 +309,36 @@ pub struct Ipv4Repr {
     pub frag_offset: u16,
 }
 
+/// Time to Live of the packets tapnet originates (Linux's `ip_default_ttl`).
+pub const DEFAULT_TTL: u8 = 64;
+
 impl Ipv4Repr {
+    /// The header of a packet this host originates, as Linux sends one with
+    /// path MTU discovery on (RFC 1191): Don't Fragment set, not a fragment,
+    /// identification 0 (RFC 6864 §4.1: an atomic datagram needs none), TTL
+    /// [`DEFAULT_TTL`], DSCP and ECN 0. Fields are public: change any of them
+    /// before [`emit`](Self::emit).
+    pub const fn new(
+        src_addr: Ipv4Addr,
+        dst_addr: Ipv4Addr,
+        protocol: u8,
+        payload_len: usize,
+    ) -> Ipv4Repr {
+        Ipv4Repr {
+            src_addr,
+            dst_addr,
+            protocol,
+            payload_len,
+            ttl: DEFAULT_TTL,
+            dscp: 0,
+            ecn: 0,
+            ident: 0,
+            dont_frag: true,
+            more_frags: false,
+            frag_offset: 0,
+        }
+    }
+
     /// Validates and lifts a header: `Malformed` unless version is 4,
     /// `Checksum` if the header checksum does not verify.
     pub fn parse<T: AsRef<[u8]>>(packet: &Ipv4Packet<T>) -> Result<Ipv4Repr, WireError> {
@@ -340,8 +369,13 @@ impl Ipv4Repr {
         HEADER_LEN
     }
 
-    /// Writes a 20-byte header with a correct checksum. `payload_len` is
-    /// saturated to fit the 16-bit total length.
+    /// Writes a whole 20-byte header, every byte of it: version, IHL, total
+    /// length, flags and a correct checksum included. `payload_len` is
+    /// saturated to fit the 16-bit total length. The payload after the header
+    /// is left alone.
+    ///
+    /// # Panics
+    /// If the packet is shorter than 20 bytes.
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut Ipv4Packet<T>) {
         packet.set_version(4);
         packet.set_header_len(HEADER_LEN);

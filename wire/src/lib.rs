@@ -25,17 +25,22 @@ pub mod gso;
 pub mod icmpv4;
 pub mod ipv4;
 pub mod ipv6;
+pub mod tcp;
+pub mod udp;
 pub mod vlan;
 pub mod vnet;
 
 mod mac;
 
 pub use arp::{ArpOperation, ArpPacket, ArpRepr};
+pub use checksum::IpPair;
 pub use ethernet::{EtherType, EthernetFrame, EthernetRepr, ethertype, payload_ethertype};
 pub use icmpv4::{Icmpv4Message, Icmpv4Packet, Icmpv4Repr};
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
 pub use ipv6::{Ipv6Packet, Ipv6Repr};
 pub use mac::{MacAddr, MacParseError};
+pub use tcp::{TcpFlags, TcpOption, TcpPacket, TcpRepr};
+pub use udp::{UdpPacket, UdpRepr};
 pub use vlan::{VlanRepr, VlanTag};
 pub use vnet::{VNET_HDR_LEN, VnetHdr};
 
