@@ -45,6 +45,10 @@ pub const HEADER_LEN: usize = field::OPTIONS;
 /// Length of the longest header: data offset 15, 40 bytes of options.
 pub const MAX_HEADER_LEN: usize = 60;
 
+/// Offset of the checksum field in the header (`offsetof(struct tcphdr, check)`): the
+/// `csum_offset` of a partial TCP checksum.
+pub const CHECKSUM_OFFSET: usize = field::CHECKSUM;
+
 /// IANA protocol number of TCP, for the pseudo-header and IP headers.
 pub const PROTOCOL: u8 = 6;
 
