@@ -4,14 +4,12 @@
 //! in-process rig. No HTTP, async runtime or database: the control plane (`tapnet-ctl`)
 //! drives the engine through its API.
 
-pub mod gso;
 pub mod hostnet;
 pub mod pool;
 pub mod port;
 pub mod rig;
 pub mod runtime;
 pub mod sys;
-pub mod vnet;
 pub mod wake;
 
 pub use pool::{BufferPool, Handle, PoolConfig, PoolFree};

@@ -15,8 +15,7 @@ use std::cell::UnsafeCell;
 use std::fmt;
 
 use crossbeam_queue::ArrayQueue;
-
-use crate::vnet::VnetHdr;
+use tapnet_wire::VnetHdr;
 
 /// Bytes reserved in front of every frame for headers written in place.
 pub const HEADROOM: usize = 128;

@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use tapnet_switch::MacAddr;
-use tapnet_switch::wire::{
+use tapnet_wire::{
     ArpOperation, ArpPacket, ArpRepr, EtherType, EthernetFrame, EthernetRepr, Icmpv4Packet,
     Icmpv4Repr, Ipv4Packet, Ipv4Repr, WireError, arp, ethernet, ipv4,
 };

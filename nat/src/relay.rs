@@ -44,8 +44,8 @@ use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Med
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
 use tapnet_switch::MacAddr;
-use tapnet_switch::wire::ipv4::{checksum, ones_complement_sum};
-use tapnet_switch::wire::{EtherType, EthernetFrame, Ipv4Packet};
+use tapnet_wire::checksum::{checksum, ones_complement_sum};
+use tapnet_wire::{EtherType, EthernetFrame, Ipv4Packet};
 
 use crate::GatewayConfig;
 

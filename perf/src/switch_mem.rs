@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 use serde_json::json;
 use tapnet_engine::{DomainConfig, Engine, EngineConfig, MacAddr, MemPeer, MemPort, WorkerMapping};
+use tapnet_wire::checksum;
 
 use crate::Opts;
 use crate::counters::{Delta, Snapshot};
@@ -54,14 +55,8 @@ fn build_frame(size: usize) -> Vec<u8> {
     f[23] = 17;
     f[26..30].copy_from_slice(&[10, 200, 0, 1]);
     f[30..34].copy_from_slice(&[10, 200, 0, 2]);
-    let mut sum = 0u32;
-    for c in f[14..34].chunks(2) {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    f[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let csum = checksum::checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&csum.to_be_bytes());
     f[34..36].copy_from_slice(&40000u16.to_be_bytes());
     f[36..38].copy_from_slice(&9u16.to_be_bytes());
     f[38..40].copy_from_slice(&(ip_len - 20).to_be_bytes());
@@ -326,14 +321,11 @@ mod tests {
             assert_eq!(f.len(), size);
             assert_eq!(&f[0..6], &MAC_B.0);
             assert_eq!(&f[6..12], &MAC_A.0);
-            let mut sum = 0u32;
-            for c in f[14..34].chunks(2) {
-                sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-            }
-            while sum > 0xffff {
-                sum = (sum & 0xffff) + (sum >> 16);
-            }
-            assert_eq!(sum, 0xffff, "IPv4 header checksum of a {size}-byte frame");
+            assert_eq!(
+                checksum::ones_complement_sum(&f[14..34]),
+                0xffff,
+                "IPv4 header checksum of a {size}-byte frame"
+            );
             assert_eq!(u16::from_be_bytes([f[16], f[17]]) as usize, size - 14);
         }
     }

@@ -1,5 +1,6 @@
-//! Sans-IO layer-2 core of tapnet: typed packet views, MAC learning and the
-//! forwarding decision of a learning bridge.
+//! Sans-IO layer-2 core of tapnet: MAC learning and the forwarding decision of
+//! a learning bridge. The packet views it reads frames with live in
+//! `tapnet-wire`.
 //!
 //! Nothing in this crate does I/O, spawns threads or reads a clock. The engine
 //! passes a frame, the ingress port and `now`, and gets back a [`Decision`]
@@ -26,10 +27,7 @@
 //! assert_eq!(targets, [PortId(2)]);
 //! ```
 
-pub mod wire;
-
 mod counters;
-mod mac;
 mod switch;
 mod table;
 
@@ -38,9 +36,9 @@ use std::fmt;
 pub use counters::{
     Counter, DomainCounters, DomainCountersSnapshot, SwitchCounters, SwitchCountersSnapshot,
 };
-pub use mac::{MacAddr, MacParseError};
 pub use switch::{Decision, DomainConfig, DropReason, PortRole, Switch, SwitchError};
 pub use table::{LearnOutcome, MacTable, TableConfig, TableEntry};
+pub use tapnet_wire::{MacAddr, MacParseError};
 
 /// A port: a dense, engine-wide index (one per TAP device, veth, or tunnel).
 ///

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tapnet_wire::EthernetFrame;
+
 use crate::counters::{DomainCounters, SwitchCounters};
 use crate::table::{LearnOutcome, MacTable, TableConfig};
-use crate::wire::EthernetFrame;
 use crate::{DomainId, MacAddr, PortId};
 
 /// Settings of one bridge domain.

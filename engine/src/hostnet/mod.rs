@@ -45,10 +45,10 @@ use tapnet_nat::relay::{
     ConnectError, Event, FlowId, FlowLimits, HostStream, Isolation, Proto, Pumped, Relay,
     RelayConfig, RelayCounters, RelayStats,
 };
+use tapnet_wire::VnetHdr;
 
 use crate::pool::{BufferPool, HEADROOM, Handle};
 use crate::port::gateway::{GatewayHandle, GatewayPort, Uplink};
-use crate::vnet::VnetHdr;
 use crate::wake::Notifier;
 
 mod splice;
@@ -1273,7 +1273,7 @@ impl Host {
                             if m.len() >= 8 {
                                 m[4..6].copy_from_slice(&ident.to_be_bytes());
                                 m[2..4].copy_from_slice(&[0, 0]);
-                                let c = tapnet_switch::wire::ipv4::checksum(&m);
+                                let c = tapnet_wire::checksum::checksum(&m);
                                 m[2..4].copy_from_slice(&c.to_be_bytes());
                                 let _ = s.send(&m);
                             }

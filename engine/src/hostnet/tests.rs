@@ -396,7 +396,7 @@ fn ping_to_the_hosts_loopback_is_never_routed() {
     // a namespace the test makes (ctl/tests/e2e_nat.rs).
     let mut icmp = vec![8, 0, 0, 0, 0x42, 0x42, 0, 7];
     icmp.extend_from_slice(b"tapnet ping");
-    let c = tapnet_switch::wire::ipv4::checksum(&icmp);
+    let c = tapnet_wire::checksum::checksum(&icmp);
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
     let mut f = Vec::new();
     f.extend_from_slice(&MacAddr::from_ipv4(GW).0);
@@ -406,7 +406,7 @@ fn ping_to_the_hosts_loopback_is_never_routed() {
     ip[2..4].copy_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
     ip.extend_from_slice(&CTR.octets());
     ip.extend_from_slice(&Ipv4Addr::LOCALHOST.octets());
-    let c = tapnet_switch::wire::ipv4::checksum(&ip);
+    let c = tapnet_wire::checksum::checksum(&ip);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     f.extend_from_slice(&ip);
     f.extend_from_slice(&icmp);

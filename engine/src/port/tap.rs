@@ -13,11 +13,11 @@ use std::sync::Arc;
 
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
+use tapnet_wire::{VNET_HDR_LEN, VnetHdr};
 
 use super::{Port, PortCounters, PortInfo, PortKind, PortRx, PortTx, RxSpare, RxStatus};
 use crate::pool::{BufferPool, HEADROOM, Handle, SizeClass};
 use crate::sys::tap::Tap;
-use crate::vnet::{VNET_HDR_LEN, VnetHdr};
 
 /// A TAP device as an engine port (queue 0 of the device).
 pub struct TapPort {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use rtrb::{Consumer, Producer};
 use tapnet_switch::{Decision, DomainConfig, DomainCounters, DomainId, MacAddr, PortId, Switch};
+use tapnet_wire::gso::{self, SegmentSink};
 
-use crate::gso::{self, SegmentSink};
 use crate::pool::{BufferPool, HEADROOM, Handle};
 use crate::port::{PortCounters, PortInfo, PortRx, PortTx, RxSpare, RxStatus};
 use crate::wake::{Notifier, WakeCell};
@@ -636,8 +636,8 @@ impl TxStage {
 /// IP length of each segment a superframe would be cut into: L3 and L4 headers plus
 /// `gso_size`. `hdr_len` from the kernel is only a hint (it may cover payload), so the
 /// headers are measured from `csum_start` and the TCP data offset.
-fn segment_ip_len(vnet: &crate::vnet::VnetHdr, frame: &[u8]) -> Option<usize> {
-    let (_, l3) = tapnet_switch::wire::ethernet::payload_ethertype(frame)?;
+fn segment_ip_len(vnet: &tapnet_wire::VnetHdr, frame: &[u8]) -> Option<usize> {
+    let (_, l3) = tapnet_wire::ethernet::payload_ethertype(frame)?;
     let l4 = vnet.csum_start as usize;
     let doff = usize::from(*frame.get(l4 + 12)? >> 4) * 4;
     Some(l4.checked_sub(l3)? + doff + vnet.gso_size as usize)
@@ -645,8 +645,8 @@ fn segment_ip_len(vnet: &crate::vnet::VnetHdr, frame: &[u8]) -> Option<usize> {
 
 /// The GSO type a plain TCP frame would have, if it is IPv4 or IPv6 TCP.
 fn tcp_gso_kind(frame: &[u8]) -> Option<u8> {
-    use crate::vnet::VnetHdr;
-    let (et, l3) = tapnet_switch::wire::ethernet::payload_ethertype(frame)?;
+    use tapnet_wire::VnetHdr;
+    let (et, l3) = tapnet_wire::ethernet::payload_ethertype(frame)?;
     match et {
         0x0800 if *frame.get(l3 + 9)? == 6 => Some(VnetHdr::GSO_TCPV4),
         0x86dd if *frame.get(l3 + 6)? == 6 => Some(VnetHdr::GSO_TCPV6),

@@ -1,5 +1,5 @@
 use proptest::prelude::*;
-use tapnet_switch::wire::ipv4::checksum;
+use tapnet_wire::checksum::checksum;
 
 use super::*;
 use crate::GatewayCountersSnapshot;

@@ -1,4 +1,6 @@
-//! Typed zero-copy views over packet bytes, in the manner of `smoltcp::wire`.
+//! Sans-IO byte formats of tapnet: typed zero-copy views over packet bytes, in
+//! the manner of `smoltcp::wire`, for every header the engine, the switch and
+//! the NAT read or write.
 //!
 //! Every header comes in two layers:
 //!
@@ -12,20 +14,35 @@
 //!   many header bytes `emit` writes.
 //!
 //! All multi-byte fields are big-endian (network order).
+//!
+//! Nothing here does I/O, reads a clock or allocates per packet: bad bytes are
+//! errors for the caller to count, never panics.
 
 pub mod arp;
+pub mod checksum;
 pub mod ethernet;
+pub mod gso;
 pub mod icmpv4;
 pub mod ipv4;
 pub mod ipv6;
+pub mod tcp;
+pub mod udp;
 pub mod vlan;
+pub mod vnet;
+
+mod mac;
 
 pub use arp::{ArpOperation, ArpPacket, ArpRepr};
+pub use checksum::IpPair;
 pub use ethernet::{EtherType, EthernetFrame, EthernetRepr, ethertype, payload_ethertype};
 pub use icmpv4::{Icmpv4Message, Icmpv4Packet, Icmpv4Repr};
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
 pub use ipv6::{Ipv6Packet, Ipv6Repr};
+pub use mac::{MacAddr, MacParseError};
+pub use tcp::{TcpFlags, TcpOption, TcpPacket, TcpRepr};
+pub use udp::{UdpPacket, UdpRepr};
 pub use vlan::{VlanRepr, VlanTag};
+pub use vnet::{VNET_HDR_LEN, VnetHdr};
 
 /// Why bytes could not be viewed or parsed. Small and `Copy`: this is the
 /// hot-path error type.

@@ -7,8 +7,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{EtherType, Field, WireError, ethertype, read_u16, write_u16};
-use crate::MacAddr;
+use crate::{EtherType, Field, MacAddr, WireError, ethertype, read_u16, write_u16};
 
 mod field {
     use super::Field;

@@ -12,8 +12,8 @@
 //! The view wraps exactly one ICMP message (the IPv4 payload, without the
 //! Ethernet padding): the checksum covers the whole buffer.
 
-use super::ipv4::{checksum, ones_complement_sum};
-use super::{WireError, read_u16, write_u16};
+use crate::checksum::{checksum, ones_complement_sum};
+use crate::{WireError, read_u16, write_u16};
 
 mod field {
     pub(super) const TYPE: usize = 0;

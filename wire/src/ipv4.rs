@@ -1,4 +1,4 @@
-//! IPv4 headers (RFC 791 §3.1) and the Internet checksum (RFC 1071).
+//! IPv4 headers (RFC 791 §3.1).
 //!
 //! ```text
 //!  0                   1                   2                   3
@@ -15,7 +15,8 @@
 
 use std::net::Ipv4Addr;
 
-use super::{Field, WireError, read_u16, write_u16};
+use crate::checksum::{checksum, ones_complement_sum};
+use crate::{Field, WireError, read_u16, write_u16};
 
 mod field {
     use super::Field;
@@ -37,29 +38,6 @@ pub const HEADER_LEN: usize = field::DST_ADDR.end;
 const FLAG_DF: u16 = 0x4000;
 const FLAG_MF: u16 = 0x2000;
 const OFFSET_MASK: u16 = 0x1fff;
-
-/// The one's-complement sum of `data` as 16-bit big-endian words, folded to
-/// 16 bits (RFC 1071 §4.1); an odd trailing byte is padded with zero.
-pub fn ones_complement_sum(data: &[u8]) -> u16 {
-    let mut sum: u64 = 0;
-    let mut words = data.chunks_exact(2);
-    for w in &mut words {
-        sum += u64::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [last] = words.remainder() {
-        sum += u64::from(*last) << 8;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
-/// The Internet checksum of `data`: the complement of
-/// [`ones_complement_sum`], the value that goes in a checksum field.
-pub fn checksum(data: &[u8]) -> u16 {
-    !ones_complement_sum(data)
-}
 
 /// A view of an IPv4 packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -331,7 +309,36 @@ pub struct Ipv4Repr {
     pub frag_offset: u16,
 }
 
+/// Time to Live of the packets tapnet originates (Linux's `ip_default_ttl`).
+pub const DEFAULT_TTL: u8 = 64;
+
 impl Ipv4Repr {
+    /// The header of a packet this host originates, as Linux sends one with
+    /// path MTU discovery on (RFC 1191): Don't Fragment set, not a fragment,
+    /// identification 0 (RFC 6864 §4.1: an atomic datagram needs none), TTL
+    /// [`DEFAULT_TTL`], DSCP and ECN 0. Fields are public: change any of them
+    /// before [`emit`](Self::emit).
+    pub const fn new(
+        src_addr: Ipv4Addr,
+        dst_addr: Ipv4Addr,
+        protocol: u8,
+        payload_len: usize,
+    ) -> Ipv4Repr {
+        Ipv4Repr {
+            src_addr,
+            dst_addr,
+            protocol,
+            payload_len,
+            ttl: DEFAULT_TTL,
+            dscp: 0,
+            ecn: 0,
+            ident: 0,
+            dont_frag: true,
+            more_frags: false,
+            frag_offset: 0,
+        }
+    }
+
     /// Validates and lifts a header: `Malformed` unless version is 4,
     /// `Checksum` if the header checksum does not verify.
     pub fn parse<T: AsRef<[u8]>>(packet: &Ipv4Packet<T>) -> Result<Ipv4Repr, WireError> {
@@ -362,8 +369,13 @@ impl Ipv4Repr {
         HEADER_LEN
     }
 
-    /// Writes a 20-byte header with a correct checksum. `payload_len` is
-    /// saturated to fit the 16-bit total length.
+    /// Writes a whole 20-byte header, every byte of it: version, IHL, total
+    /// length, flags and a correct checksum included. `payload_len` is
+    /// saturated to fit the 16-bit total length. The payload after the header
+    /// is left alone.
+    ///
+    /// # Panics
+    /// If the packet is shorter than 20 bytes.
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut Ipv4Packet<T>) {
         packet.set_version(4);
         packet.set_header_len(HEADER_LEN);

@@ -13,7 +13,7 @@
 
 use std::net::Ipv6Addr;
 
-use super::{Field, WireError, read_u16, write_u16};
+use crate::{Field, WireError, read_u16, write_u16};
 
 mod field {
     use super::Field;

@@ -13,7 +13,7 @@
 //! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //! ```
 
-use super::{EtherType, Field, WireError, read_u16, write_u16};
+use crate::{EtherType, Field, WireError, read_u16, write_u16};
 
 mod field {
     use super::Field;
@@ -173,7 +173,7 @@ impl VlanRepr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{EthernetFrame, ethertype};
+    use crate::{EthernetFrame, ethertype};
 
     /// A C-tagged ARP request: VID 10, PCP 5, DEI clear (TCI 0xa00a).
     const TAGGED: [u8; 18] = [

@@ -188,3 +188,22 @@ fn payload_never_panics_after_bad_setter() {
     p.set_total_len(30);
     assert!(p.payload().is_empty());
 }
+
+#[test]
+fn new_builds_a_whole_originated_header() {
+    // The worked example is such a header: DF, TTL 64, ident 0.
+    let r = Ipv4Repr::new(
+        Ipv4Addr::new(192, 168, 0, 1),
+        Ipv4Addr::new(192, 168, 0, 199),
+        17,
+        95,
+    );
+    assert_eq!(r, repr());
+    // Every header byte is written, whatever the buffer held.
+    for fill in [0x00, 0xff, 0x5a] {
+        let mut b = [fill; 24];
+        r.emit(&mut Ipv4Packet::new_unchecked(&mut b[..]));
+        assert_eq!(b[..20], HEADER);
+        assert_eq!(b[20..], [fill; 4], "payload left alone");
+    }
+}

@@ -4,8 +4,9 @@
 use criterion::{Criterion, Throughput, criterion_main};
 use etherparse::{IpNumber, Ipv4Header, TcpHeader, TcpOptionElement};
 use std::hint::black_box;
-use tapnet_engine::gso::{SegmentSink, complete_checksum, segment};
-use tapnet_engine::vnet::VnetHdr;
+use tapnet_wire::checksum;
+use tapnet_wire::gso::{SegmentSink, complete_checksum, segment};
+use tapnet_wire::vnet::VnetHdr;
 
 /// Reuses a fixed set of buffers, as a pool would: no allocation inside the measurement.
 struct PoolSink {
@@ -38,17 +39,7 @@ fn superframe(payload_len: usize, gso_size: u16) -> (VnetHdr, Vec<u8>) {
         Ipv4Header::new(tcp_len as u16, 64, IpNumber::TCP, src, dst).expect("payload fits");
     ip.header_checksum = ip.calc_header_checksum();
     // Pseudo-header sum, folded and not complemented, as Linux leaves it for CHECKSUM_PARTIAL.
-    let mut sum: u32 = [src, dst]
-        .iter()
-        .flat_map(|a| a.chunks(2))
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum::<u32>()
-        + 6
-        + tcp_len as u32;
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    tcp.checksum = sum as u16;
+    tcp.checksum = checksum::pseudo_header_v4(src.into(), dst.into(), 6, tcp_len as u16);
     let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
     frame.extend_from_slice(&ip.to_bytes());
     frame.extend_from_slice(&tcp.to_bytes());

@@ -1,8 +1,7 @@
 //! Ethernet II frames (IEEE 802.3-2018 §3.1.1 with the DIX EtherType), and the
 //! EtherType registry subset tapnet needs.
 
-use super::{Field, WireError, read_u16, write_u16};
-use crate::MacAddr;
+use crate::{Field, MacAddr, WireError, read_u16, write_u16};
 
 /// Raw EtherType values (IEEE registry), for matching on a bare `u16`.
 pub mod ethertype {
@@ -190,7 +189,7 @@ impl<T: AsRef<[u8]>> AsRef<[u8]> for EthernetFrame<T> {
 /// `frame.len()`.
 ///
 /// ```
-/// use tapnet_switch::wire::{ethertype, payload_ethertype};
+/// use tapnet_wire::{ethertype, payload_ethertype};
 /// let mut f = [0u8; 22];
 /// f[12..14].copy_from_slice(&[0x81, 0x00]); // 802.1Q, VID 5
 /// f[14..16].copy_from_slice(&[0x00, 0x05]);
