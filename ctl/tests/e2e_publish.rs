@@ -5,8 +5,9 @@
 //! host addresses: `0.0.0.0` and `::` for a port without an address, `[::1]`-style
 //! specs, IPv6 clients seen as the gateway (or spliced, as loopback clients).
 //!
-//! Root only: each test is `#[ignore = "needs root"]`; the IPv6 tests skip with a note
-//! on a host without IPv6 (a test without an address then expects IPv4 bindings only).
+//! Root only: each test is `#[ignore = "needs root"]`; the IPv6 tests need IPv6 on the
+//! loopback and fail without it (a test without an address expects IPv4 bindings only
+//! on a host without IPv6).
 //! Networks here use 10.253.<n>.0/24. Traffic goes only to loopback and to a veth pair
 //! the test creates (and removes).
 
@@ -37,13 +38,11 @@ fn host_has_ipv6() -> bool {
     TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).is_ok()
 }
 
-/// Whether this host has IPv6; says SKIP otherwise.
-fn ipv6_or_skip(test: &str) -> bool {
+/// Fails the test on a host without IPv6: these tests are about IPv6.
+fn need_ipv6(test: &str) {
     if let Err(e) = TcpListener::bind((Ipv6Addr::LOCALHOST, 0)) {
-        eprintln!("SKIP {test}: this host has no IPv6 (binding [::1]: {e})");
-        return false;
+        panic!("{test} needs IPv6 on the loopback (binding [::1]: {e})");
     }
-    true
 }
 
 /// The local addresses (hex, as /proc/net/`table` shows them) of this namespace's
@@ -686,9 +685,7 @@ fn published_udp_echoes() {
 #[test]
 #[ignore = "needs root"]
 fn ipv6_host_addresses_bind_like_docker() {
-    if !ipv6_or_skip("ipv6_host_addresses_bind_like_docker") {
-        return;
-    }
+    need_ipv6("ipv6_host_addresses_bind_like_docker");
     let d = Daemon::start("publish-v6");
     d.ok(&["network", "create", "--subnet", "10.253.7.0/24", "pub7"]);
     let fixed = free_tcp_port(24000, 1);
@@ -844,9 +841,7 @@ fn ipv6_host_addresses_bind_like_docker() {
 #[test]
 #[ignore = "needs root"]
 fn ipv6_clients_reach_the_sandbox_from_the_gateway_address() {
-    if !ipv6_or_skip("ipv6_clients_reach_the_sandbox_from_the_gateway_address") {
-        return;
-    }
+    need_ipv6("ipv6_clients_reach_the_sandbox_from_the_gateway_address");
     let d = Daemon::start("publish-v6-data");
     d.ok(&["network", "create", "--subnet", "10.253.8.0/24", "pub8"]);
     let sb = d.sandbox("srv", &["pub8"], &["-p", "8080", "-p", "[::1]::5353/udp"]);
@@ -932,9 +927,7 @@ fn ipv6_clients_reach_the_sandbox_from_the_gateway_address() {
 #[test]
 #[ignore = "needs root"]
 fn ipv6_bindings_are_bound_again_after_restart() {
-    if !ipv6_or_skip("ipv6_bindings_are_bound_again_after_restart") {
-        return;
-    }
+    need_ipv6("ipv6_bindings_are_bound_again_after_restart");
     let mut d = Daemon::start("publish-v6-restart");
     d.ok(&["network", "create", "--subnet", "10.253.10.0/24", "pub10"]);
     d.sandbox(

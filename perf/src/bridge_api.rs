@@ -34,9 +34,9 @@ use tapnet_engine::sys::netns::NetNsGuard;
 use tapnet_engine::sys::tap::{TapConfig, create_tap_in};
 use tapnet_engine::{DomainConfig, Engine, MacAddr, TapPort};
 
-use crate::Opts;
 use crate::counters::Snapshot;
 use crate::daemon_rig::{self, DaemonRig, in_private_netns_dir, kernel_mem_mib, list_netns};
+use crate::opts::Opts;
 use crate::report::{Better, Measurement, Reporter};
 use crate::sys::{self, check_interrupt, cpu_percent, round, thread_cpu_ticks};
 use crate::topo::ns_name;

@@ -11,8 +11,8 @@ use anyhow::{Context, Result};
 use tapnet_engine::Engine;
 use tapnet_engine::sys::netns::NetNs;
 
-use crate::Opts;
 use crate::daemon_rig::{DaemonRig, in_private_netns_dir, sandbox_netns};
+use crate::opts::Opts;
 use crate::proc::ensure_iperf3;
 use crate::report::{Measurement, Reporter};
 use crate::sys;

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 
-use crate::Opts;
 use crate::daemon_rig::{DaemonRig, in_private_netns_dir};
 use crate::echo;
 use crate::latency::{Rtt, ping};
+use crate::opts::Opts;
 use crate::report::{Better, Reporter, Sample};
 use crate::stacks::{Sandbox, TapnetSandbox, err_text, installed_stacks, start_stacks};
 use crate::sys;

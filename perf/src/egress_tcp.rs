@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tapnet_engine::sys::netns::NetNs;
 
-use crate::Opts;
 use crate::daemon_rig::{DaemonRig, in_private_netns_dir};
+use crate::opts::Opts;
 use crate::proc::{ensure_iperf3, program_version, spawn_host, spawn_in, wait_listening};
 use crate::report::{Better, Reporter, Sample};
 use crate::stacks::{Sandbox, TapnetSandbox, err_text, free_port, installed_stacks, start_stacks};

@@ -10,8 +10,8 @@ use tapnet_engine::sys::netns::NetNsGuard;
 use tapnet_engine::sys::tap::{Tap, TapConfig};
 use tapnet_engine::{DomainConfig, Engine, EngineConfig, TapPort, WorkerMapping};
 
-use crate::Opts;
 use crate::counters::Snapshot;
+use crate::opts::Opts;
 use crate::report::{Better, Measurement, Reporter};
 use crate::sys::{self, cpu_percent, thread_cpu_ticks};
 use crate::topo::{MTU, ns_name};

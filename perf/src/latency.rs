@@ -10,8 +10,8 @@ use anyhow::{Context, Result, anyhow};
 use hdrhistogram::Histogram;
 use tapnet_engine::EngineConfig;
 
-use crate::Opts;
 use crate::counters::Snapshot;
+use crate::opts::Opts;
 use crate::report::{Better, Measurement, Reporter};
 use crate::sys::{self, cpu_percent, interrupted, thread_cpu_ticks};
 use crate::tap_udp::socket_pair;

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 
-use crate::Opts;
 use crate::daemon_rig::{DaemonRig, in_private_netns_dir};
 use crate::echo::{self, EchoServer};
 use crate::egress_tcp::{iperf_client, seconds, tcp_sample};
+use crate::opts::Opts;
 use crate::proc::{Proc, ensure_iperf3, program_version, spawn_in, wait_listening};
 use crate::report::{Better, Reporter, Sample};
 use crate::stacks::{Forward, Sandbox, TapnetSandbox, err_text, installed_stacks, start_stacks};

@@ -20,8 +20,8 @@ use serde_json::json;
 use tapnet_engine::{DomainConfig, Engine, EngineConfig, MacAddr, MemPeer, MemPort, WorkerMapping};
 use tapnet_wire::checksum;
 
-use crate::Opts;
 use crate::counters::{Delta, Snapshot};
+use crate::opts::Opts;
 use crate::report::{Better, Measurement, Reporter};
 use crate::sys::{
     self, allowed_cpus, cpu_percent, interrupted, pin_current_thread, thread_cpu_ticks,

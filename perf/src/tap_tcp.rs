@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::Opts;
 use crate::counters::Snapshot;
+use crate::opts::Opts;
 use crate::proc::{Proc, ensure_iperf3, spawn_in, wait_listening};
 use crate::report::{Better, Measurement, Reporter};
 use crate::sys::{self, cpu_percent, thread_cpu_ticks};

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 
-use crate::Opts;
 use crate::counters::Snapshot;
+use crate::opts::Opts;
 use crate::report::{Better, Measurement, Reporter};
 use crate::sys::{self, cpu_percent, interrupted, thread_cpu_ticks};
 use crate::topo::{ADDR_A, ADDR_B, Datapath, KernelBridge, KernelDrops, TapnetPair};

@@ -28,6 +28,7 @@
 //! ```
 
 mod counters;
+mod error;
 mod switch;
 mod table;
 
@@ -36,7 +37,8 @@ use std::fmt;
 pub use counters::{
     Counter, DomainCounters, DomainCountersSnapshot, SwitchCounters, SwitchCountersSnapshot,
 };
-pub use switch::{Decision, DomainConfig, DropReason, PortRole, Switch, SwitchError};
+pub use error::SwitchError;
+pub use switch::{Decision, DomainConfig, DropReason, PortRole, Switch};
 pub use table::{LearnOutcome, MacTable, TableConfig, TableEntry};
 pub use tapnet_wire::{MacAddr, MacParseError};
 

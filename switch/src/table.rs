@@ -15,7 +15,8 @@ use std::fmt;
 use std::hash::BuildHasher;
 use std::time::Duration;
 
-use crate::{MacAddr, PortId, SwitchError};
+use crate::error::SwitchError;
+use crate::{MacAddr, PortId};
 
 /// Sizing and timing of one [`MacTable`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,6 +11,7 @@
 //!                              └──▶ store (redb), ipam
 //! ```
 
+mod chain;
 pub mod core;
 pub mod ipam;
 pub mod model;
@@ -21,20 +22,9 @@ pub mod store;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use self::chain::chain;
 pub use self::core::{Daemon, DaemonConfig, DaemonError};
 use plumbing::OsPlumbing;
-
-/// An error with its causes, each once: `what failed: why: why that`.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
-}
 
 /// Name of the API socket inside the state directory.
 pub const SOCKET_NAME: &str = "tapnet.sock";

@@ -9,7 +9,7 @@ use std::time::Duration;
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
-use super::HostId;
+use super::host_id::HostId;
 
 /// Faults applied to every frame crossing a host's link, in each direction separately.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

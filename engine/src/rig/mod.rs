@@ -30,11 +30,12 @@
 mod apps;
 mod config;
 mod host;
+mod host_id;
 mod link;
 mod sim;
+mod time;
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
@@ -50,8 +51,9 @@ pub use host::HostInfo;
 pub use link::{DirStats, Direction, Fate, LinkEvent, LinkFaults, LinkStats};
 
 use host::{Host, HostDevice};
+pub use host_id::HostId;
 use link::{Digest, Wire};
-use sim::instant;
+use time::instant;
 
 use crate::port::MemPort;
 use crate::runtime::{Engine, EngineConfig};
@@ -60,17 +62,6 @@ use crate::runtime::{Engine, EngineConfig};
 const MIN_MTU: u32 = 68;
 /// Largest IP MTU: an Ethernet frame of it fits a small pool slot.
 const MAX_MTU: u32 = 1800;
-
-/// A host of a rig: an index into the rig that made it. Using it with another rig
-/// panics (or names another host).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct HostId(pub usize);
-
-impl fmt::Display for HostId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "host{}", self.0)
-    }
-}
 
 /// A simulated multi-host network around a real engine in manual mode.
 pub struct Rig {

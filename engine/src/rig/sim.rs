@@ -3,11 +3,12 @@
 use std::time::Duration;
 
 use smoltcp::iface::PollResult;
-use smoltcp::time::Instant;
 
 use super::host::Host;
+use super::host_id::HostId;
 use super::link::{Digest, Direction, Fate, LinkEvent};
-use super::{HostId, Rig, RigError};
+use super::time::{duration, instant};
+use super::{Rig, RigError};
 
 /// Most `Interface::poll` calls per host per step (each sends at most one segment per
 /// socket, so this bounds a host's burst per tick).
@@ -16,14 +17,6 @@ const POLL_BUDGET: usize = 512;
 const ENGINE_BUDGET: usize = 64;
 /// Bytes of each frame folded into the digest.
 const DIGEST_HEAD: usize = 64;
-
-pub(super) fn instant(t: Duration) -> Instant {
-    Instant::from_micros(t.as_micros() as i64)
-}
-
-fn duration(i: Instant) -> Duration {
-    Duration::from_micros(i.total_micros().max(0) as u64)
-}
 
 /// Where link events go: the digest always, the trace when it is on.
 struct Recorder<'a> {

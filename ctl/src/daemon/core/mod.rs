@@ -43,7 +43,6 @@ mod tests;
 pub use error::DaemonError;
 pub use network::{IpamSpec, NetworkSpec, PoolUsage};
 pub use options::{BRIDGE_OPTIONS, OPT_HOST_LOOPBACK, OPT_LOOPBACK_SPLICE};
-pub use rootless::netns_path as rootless_netns_path;
 pub use sandbox::{AttachSpec, netns_name};
 pub use stats::{NamedStats, NetworkName, PortOwner};
 
@@ -274,14 +273,6 @@ impl Daemon {
     /// once its process has sent them).
     pub fn endpoint_attached(&self, id: &str) -> bool {
         self.lock().attached.contains(id)
-    }
-
-    /// The path other tools join sandbox `sb`'s namespace by.
-    pub fn netns_path(&self, sb: &SandboxRecord) -> String {
-        match &sb.rootless {
-            Some(owner) => rootless::netns_path(owner),
-            None => self.plumbing.namespace_path(&sb.netns),
-        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

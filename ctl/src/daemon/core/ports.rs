@@ -29,7 +29,7 @@ use tapnet_nat::portspec::{PortMapping, Proto};
 
 use super::options::bridge_opts;
 use super::{Daemon, DaemonError, Result, State, default_endpoint};
-use crate::daemon::chain;
+use crate::daemon::chain::chain;
 use crate::daemon::model::{EndpointRecord, PortRecord, SandboxRecord};
 use crate::daemon::plumbing::{HostPorts, HostSocket, PublishTarget};
 

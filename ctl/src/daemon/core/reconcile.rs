@@ -8,6 +8,7 @@ use tapnet_switch::MacAddr;
 
 use super::options::{DEFAULT_BRIDGE_OPTIONS, bridge_opts};
 use super::{Daemon, NetworkSpec, Result, State, default_route, prefix_len};
+use crate::daemon::chain::chain;
 use crate::daemon::model::{EndpointRecord, NetworkRecord, SandboxRecord};
 use crate::daemon::plumbing::{EndpointPlan, NetworkPlan};
 
@@ -66,7 +67,7 @@ impl Daemon {
         self.reap_rootless(&mut st);
         for sb in sbs.iter().filter(|s| s.rootless.is_none()) {
             if let Err(e) = self.realize_sandbox(&mut st, sb) {
-                tracing::warn!(sandbox = %sb.name, error = %super::super::chain(&e), "could not restore sandbox");
+                tracing::warn!(sandbox = %sb.name, error = %chain(&e), "could not restore sandbox");
             } else {
                 self.restore_ports(&mut st, sb);
             }

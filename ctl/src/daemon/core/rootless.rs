@@ -43,17 +43,25 @@ use tapnet_nat::portspec::PortMapping;
 use super::options::bridge_opts;
 use super::sandbox::AttachSpec;
 use super::{Daemon, DaemonError, Result, State, default_route};
-use crate::daemon::chain;
+use crate::daemon::chain::chain;
 use crate::daemon::model::{EndpointRecord, RootlessOwner, SandboxRecord};
 use crate::daemon::plumbing::EndpointPlan;
 use crate::daemon::store::Change;
 
 /// The namespace path shown for a rootless sandbox: its owner's.
-pub fn netns_path(owner: &RootlessOwner) -> String {
+fn netns_path(owner: &RootlessOwner) -> String {
     format!("/proc/{}/ns/net", owner.pid)
 }
 
 impl Daemon {
+    /// The path other tools join sandbox `sb`'s namespace by.
+    pub fn netns_path(&self, sb: &SandboxRecord) -> String {
+        match &sb.rootless {
+            Some(owner) => netns_path(owner),
+            None => self.plumbing.namespace_path(&sb.netns),
+        }
+    }
+
     /// Create a rootless sandbox owned by process `pid` (the caller of the API).
     pub fn create_rootless_sandbox(
         &self,

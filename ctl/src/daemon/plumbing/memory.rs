@@ -25,7 +25,7 @@ use tapnet_switch::{DomainId, PortId};
 
 use super::{
     DatapathStats, EndpointPlan, HostPorts, HostSocket, IfaceConfig, NetworkPlan, Plumbing,
-    PlumbingError, PortUser, PublishTarget, SocketKind,
+    PlumbingError, PortUser, PublishTarget, ReleaseOnDrop, SocketKind,
 };
 use crate::daemon::model::RootlessOwner;
 
@@ -79,19 +79,6 @@ pub struct PublishedView {
 struct Published {
     view: PublishedView,
     _socket: HostSocket,
-}
-
-/// A bound (simulated) host port; frees its address when dropped.
-#[derive(Debug)]
-pub(in crate::daemon) struct Binding {
-    key: (Proto, SocketAddr),
-    mem: Arc<Mutex<Mem>>,
-}
-
-impl Drop for Binding {
-    fn drop(&mut self) {
-        lock(&self.mem).bound.retain(|k| *k != self.key);
-    }
 }
 
 #[derive(Debug, Default)]
@@ -341,9 +328,9 @@ impl HostPorts for MemoryPlumbing {
         Ok(HostSocket {
             addr,
             proto,
-            inner: SocketKind::Memory(Binding {
-                key,
-                mem: Arc::clone(&self.mem),
+            inner: SocketKind::Simulated({
+                let mem = Arc::clone(&self.mem);
+                ReleaseOnDrop::new(move || lock(&mem).bound.retain(|k| *k != key))
             }),
         })
     }

@@ -41,20 +41,8 @@ mod ports;
 mod process;
 
 pub use memory::{MemoryPlumbing, NamespaceView, Op, PublishedView};
+pub use netns::IfaceConfig;
 pub use os::{OsHostPorts, OsPlumbing, StartError};
-
-/// The interface of one endpoint, as configured inside its sandbox.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IfaceConfig {
-    /// `eth0`, `eth1`, …
-    pub ifname: String,
-    /// 02:42 + IPv4.
-    pub mac: [u8; 6],
-    /// Address and prefix length.
-    pub addr: Option<(Ipv4Addr, u8)>,
-    /// MTU.
-    pub mtu: u32,
-}
 
 /// A network's datapath as the core wants it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,13 +95,36 @@ pub struct HostSocket {
     pub(super) inner: SocketKind,
 }
 
-/// What backs a [`HostSocket`]: a real socket, or a [`MemoryPlumbing`] binding that
-/// frees its address when dropped.
+/// What backs a [`HostSocket`]: a real socket, or (for [`MemoryPlumbing`]) a simulated
+/// binding that frees its address when dropped.
 #[derive(Debug)]
 pub(super) enum SocketKind {
     Os(tapnet_engine::hostnet::HostListener),
     /// Held for its `Drop`, which frees the simulated port.
-    Memory(#[allow(dead_code)] memory::Binding),
+    Simulated(#[allow(dead_code)] ReleaseOnDrop),
+}
+
+/// Runs its closure once, when dropped.
+pub(super) struct ReleaseOnDrop(Option<Box<dyn FnOnce() + Send>>);
+
+impl ReleaseOnDrop {
+    pub(super) fn new(release: impl FnOnce() + Send + 'static) -> ReleaseOnDrop {
+        ReleaseOnDrop(Some(Box::new(release)))
+    }
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+impl std::fmt::Debug for ReleaseOnDrop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReleaseOnDrop")
+    }
 }
 
 /// Who uses an engine port, for the counters.

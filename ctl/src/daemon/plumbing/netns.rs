@@ -7,10 +7,22 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use super::IfaceConfig;
 use tapnet_engine::sys::netlink::{Netlink, NetlinkError};
 use tapnet_engine::sys::netns::{NetNs, NetnsError};
 use tapnet_engine::sys::tap::{Tap, TapConfig, TapError, create_tap_in};
+
+/// The interface of one endpoint, as configured inside its sandbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IfaceConfig {
+    /// `eth0`, `eth1`, …
+    pub ifname: String,
+    /// 02:42 + IPv4.
+    pub mac: [u8; 6],
+    /// Address and prefix length.
+    pub addr: Option<(Ipv4Addr, u8)>,
+    /// MTU.
+    pub mtu: u32,
+}
 
 /// What can go wrong while plumbing a sandbox. The cause is the error's source (not
 /// part of its text).

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::daemon::chain;
+use crate::daemon::chain::chain;
 use crate::daemon::core::DaemonError;
 use crate::daemon::ipam::IpamError;
 
