@@ -229,7 +229,7 @@ impl Netlink {
     }
 
     /// Sets the transmit queue length in packets (`ip link set txqueuelen`). A TAP's
-    /// queue must hold the advertised TCP window (DESIGN.md, "The datapath").
+    /// queue must hold the advertised TCP window (docs/architecture.md, "Why it is built this way").
     pub fn set_txqueuelen(&mut self, ifindex: u32, qlen: u32) -> Result<(), NetlinkError> {
         self.set_link("set_txqueuelen", ifindex, |m| {
             m.attributes.push(LinkAttribute::TxQueueLen(qlen))

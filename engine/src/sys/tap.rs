@@ -3,7 +3,7 @@
 //! A TAP is opened `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR` (plus `IFF_MULTI_QUEUE` for more
 //! than one queue) and told with `TUNSETOFFLOAD` that we accept partial checksums and TSO
 //! superframes, so a container's TCP hands the engine up to 64 KiB per read (see
-//! DESIGN.md, "The datapath"). Every frame read or written then starts with a 12-byte
+//! docs/architecture.md, "Why it is built this way"). Every frame read or written then starts with a 12-byte
 //! virtio-net header (`virtio_net_hdr_v1`, the mergeable-rx-buffer layout; `num_buffers`
 //! is ignored by TAP).
 //!
