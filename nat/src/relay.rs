@@ -167,6 +167,17 @@ impl Isolation {
     }
 }
 
+/// Flows a relay tracks now, by transport.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowCounts {
+    /// TCP connections, open or being opened.
+    pub tcp: usize,
+    /// UDP flows, outbound and through published ports.
+    pub udp: usize,
+    /// ICMP echo flows.
+    pub icmp: usize,
+}
+
 /// What one relay serves.
 #[derive(Clone, Debug)]
 pub struct RelayConfig {
@@ -563,9 +574,7 @@ pub struct Relay {
     ready: Arc<ReadyList>,
     next_id: u64,
     pending_tcp: usize,
-    tcp_count: usize,
-    udp_count: usize,
-    icmp_count: usize,
+    count: FlowCounts,
     last_sweep: Duration,
     counters: Arc<RelayCounters>,
 }
@@ -630,9 +639,7 @@ impl Relay {
             ready: Arc::default(),
             next_id: 1,
             pending_tcp: 0,
-            tcp_count: 0,
-            udp_count: 0,
-            icmp_count: 0,
+            count: FlowCounts::default(),
             last_sweep: now,
             counters: Arc::default(),
         }
@@ -648,9 +655,9 @@ impl Relay {
         Arc::clone(&self.counters)
     }
 
-    /// Flows tracked now: (TCP, UDP, ICMP).
-    pub fn flow_counts(&self) -> (usize, usize, usize) {
-        (self.tcp_count, self.udp_count, self.icmp_count)
+    /// Flows tracked now.
+    pub fn flow_counts(&self) -> FlowCounts {
+        self.count
     }
 
     fn new_id(&mut self) -> FlowId {
@@ -850,7 +857,7 @@ impl Relay {
                 let mut pkt = ip.to_vec();
                 let mss = self.clamp_mss(raise_mss(&mut pkt[ihl..]).unwrap_or(536));
                 let limits = self.cfg.limits;
-                if self.tcp_count >= limits.tcp || self.pending_tcp >= limits.tcp_pending {
+                if self.count.tcp >= limits.tcp || self.pending_tcp >= limits.tcp_pending {
                     // No listener: smoltcp answers with a reset.
                     self.counters.tcp_limit.inc();
                     self.dev.rx.push_back(pkt);
@@ -872,7 +879,7 @@ impl Relay {
                     },
                 );
                 self.tcp_keys.insert(key, id);
-                self.tcp_count += 1;
+                self.count.tcp += 1;
                 self.pending_tcp += 1;
                 self.events.push_back(Event::Connect {
                     id,
@@ -911,14 +918,14 @@ impl Relay {
                 return;
             }
             None => {
-                if self.udp_count >= self.cfg.limits.udp {
+                if self.count.udp >= self.cfg.limits.udp {
                     self.counters.udp_limit.inc();
                     return;
                 }
                 let id = self.new_id();
                 self.open_datagram_flow(now, id, key, Proto::Udp, 0);
                 self.udp_keys.insert(key, id);
-                self.udp_count += 1;
+                self.count.udp += 1;
                 self.counters.udp_opened.inc();
                 let dst = self.host_dst(key.1);
                 self.events.push_back(Event::Connect {
@@ -951,7 +958,7 @@ impl Relay {
                 return;
             }
             None => {
-                if self.icmp_count >= self.cfg.limits.icmp {
+                if self.count.icmp >= self.cfg.limits.icmp {
                     self.counters.icmp_limit.inc();
                     return;
                 }
@@ -962,7 +969,7 @@ impl Relay {
                 );
                 self.open_datagram_flow(now, id, key, Proto::Icmp, ident);
                 self.icmp_keys.insert(key3, id);
-                self.icmp_count += 1;
+                self.count.icmp += 1;
                 self.counters.icmp_opened.inc();
                 self.events.push_back(Event::Connect {
                     id,
@@ -1177,7 +1184,7 @@ impl Relay {
         let (id, seen) = match known {
             Some(k) => k,
             None => {
-                if self.udp_count >= self.cfg.limits.udp {
+                if self.count.udp >= self.cfg.limits.udp {
                     self.counters.udp_limit.inc();
                     return None;
                 }
@@ -1196,7 +1203,7 @@ impl Relay {
                 }
                 self.inbound_udp.insert((client, ctr), id);
                 self.udp_keys.insert(key, id);
-                self.udp_count += 1;
+                self.count.udp += 1;
                 self.counters.udp_opened.inc();
                 (id, seen)
             }
@@ -1219,7 +1226,7 @@ impl Relay {
         client: SocketAddr,
         ctr: SocketAddrV4,
     ) -> Option<FlowId> {
-        if self.tcp_count >= self.cfg.limits.tcp {
+        if self.count.tcp >= self.cfg.limits.tcp {
             self.counters.tcp_limit.inc();
             return None;
         }
@@ -1268,7 +1275,7 @@ impl Relay {
             },
         );
         self.tcp_keys.insert(key, id);
-        self.tcp_count += 1;
+        self.count.tcp += 1;
         self.counters.tcp_inbound.inc();
         self.poll(now);
         Some(id)
@@ -1458,7 +1465,7 @@ impl Relay {
         match flow.proto {
             Proto::Tcp => {
                 self.tcp_keys.remove(&flow.key);
-                self.tcp_count -= 1;
+                self.count.tcp -= 1;
                 match flow.kind {
                     FlowKind::Tcp(TcpState::Connecting { .. }) => self.pending_tcp -= 1,
                     FlowKind::Tcp(TcpState::Open { handle, lease, .. }) => {
@@ -1476,14 +1483,14 @@ impl Relay {
                 if let Some(c) = flow.client {
                     self.inbound_udp.remove(&(c, flow.key.0));
                 }
-                self.udp_count -= 1;
+                self.count.udp -= 1;
             }
             Proto::Icmp => {
                 if let FlowKind::Datagram { ident, .. } = flow.kind {
                     self.icmp_keys
                         .remove(&(*flow.key.0.ip(), ident, *flow.key.1.ip()));
                 }
-                self.icmp_count -= 1;
+                self.count.icmp -= 1;
             }
         }
     }

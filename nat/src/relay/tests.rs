@@ -287,7 +287,7 @@ fn tcp_egress_carries_bytes_both_ways_and_closes() {
             .unwrap();
         }
         n.step(&mut [(id, &mut host)]);
-        if got.len() == down.len() && host.got.len() == up.len() && n.relay.flow_counts().0 == 0 {
+        if got.len() == down.len() && host.got.len() == up.len() && n.relay.flow_counts().tcp == 0 {
             break;
         }
     }
@@ -295,7 +295,7 @@ fn tcp_egress_carries_bytes_both_ways_and_closes() {
     assert!(host.got == up, "container → host bytes differ");
     assert!(got == down, "host → container bytes differ");
     assert!(host.shut, "the container's FIN reached the host");
-    assert_eq!(n.relay.flow_counts(), (0, 0, 0));
+    assert_eq!(n.relay.flow_counts(), FlowCounts::default());
     let c = n.relay.counters().snapshot();
     assert_eq!((c.tcp_opened, c.tcp_closed), (1, 1));
 }
@@ -330,7 +330,7 @@ fn refused_connect_resets_and_limits_reset_too() {
         .filter(|&&h| n.sockets.get::<stcp::Socket>(h).state() == stcp::State::Closed)
         .count();
     assert_eq!(closed, 2, "the refused connect was reset");
-    assert_eq!(n.relay.flow_counts().0, 1);
+    assert_eq!(n.relay.flow_counts().tcp, 1);
     assert_eq!(n.relay.counters().snapshot().tcp_refused, 1);
 }
 
@@ -391,10 +391,10 @@ fn udp_round_trip_and_idle_timeout() {
     // A replied flow lives 120 s without traffic.
     n.now += Duration::from_secs(119);
     n.step(&mut []);
-    assert_eq!(n.relay.flow_counts().1, 1);
+    assert_eq!(n.relay.flow_counts().udp, 1);
     n.now += Duration::from_secs(2);
     n.step(&mut []);
-    assert_eq!(n.relay.flow_counts().1, 0);
+    assert_eq!(n.relay.flow_counts().udp, 0);
     assert!(n.events.contains(&Event::Close { id, reset: true }));
     assert!(!n.relay.datagram_from_host(n.now, id, b"late"));
 }
@@ -584,7 +584,7 @@ fn malformed_frames_are_counted_not_fatal() {
     r.input(Duration::ZERO, &bad, false);
     let c = r.counters().snapshot();
     assert!(c.drop_malformed >= 3, "{c:?}");
-    assert_eq!(r.flow_counts(), (0, 0, 0));
+    assert_eq!(r.flow_counts(), FlowCounts::default());
     r.poll(Duration::ZERO);
 }
 
@@ -692,7 +692,7 @@ fn data_sent_before_the_fin_waits_for_a_slow_host() {
     for _ in 0..20 {
         n.step(&mut [(id, &mut host)]);
     }
-    assert_eq!(n.relay.flow_counts().0, 1, "the flow waits for the host");
+    assert_eq!(n.relay.flow_counts().tcp, 1, "the flow waits for the host");
     assert!(host.got.is_empty());
     // The host socket turns writable: its event pumps the flow.
     host.block_writes = false;
@@ -707,7 +707,7 @@ fn data_sent_before_the_fin_waits_for_a_slow_host() {
     );
     assert!(host.got == data);
     assert!(host.shut);
-    assert_eq!(n.relay.flow_counts().0, 0);
+    assert_eq!(n.relay.flow_counts().tcp, 0);
 }
 
 #[test]
@@ -765,14 +765,14 @@ fn window_updates_after_the_containers_fin_are_honoured_at_once() {
             })
             .unwrap();
         }
-        if got.len() == down.len() && n.relay.flow_counts().0 == 0 {
+        if got.len() == down.len() && n.relay.flow_counts().tcp == 0 {
             break;
         }
     }
     assert_eq!(got.len(), down.len());
     assert!(got == down, "host → container bytes differ");
     assert_eq!(host.got, b"GET");
-    assert_eq!(n.relay.flow_counts().0, 0, "the flow ended");
+    assert_eq!(n.relay.flow_counts().tcp, 0, "the flow ended");
     // Simulated time: a single zero-window probe would have cost a second.
     let took = n.now - start;
     assert!(took < Duration::from_millis(500), "took {took:?}");
