@@ -118,27 +118,22 @@ impl Default for FlowLimits {
     }
 }
 
-/// The subnets of every network of a host, shared by their relays: traffic between
-/// networks is denied (Docker's isolation rule), so a flow toward another network's
-/// subnet is dropped rather than carried out through the host.
-#[derive(Debug, Default)]
-pub struct Isolation(std::sync::RwLock<HashMap<String, (Ipv4Addr, u8)>>);
+/// The subnets of every network of a host: traffic between networks is denied (Docker's
+/// isolation rule), so a flow toward another network's subnet is dropped rather than
+/// carried out through the host. A plain value: whoever runs the relays owns it, keeps it
+/// current, and hands it to [`Relay::input`].
+#[derive(Clone, Debug, Default)]
+pub struct Isolation(HashMap<String, (Ipv4Addr, u8)>);
 
 impl Isolation {
     /// Network `key` has subnet `addr/prefix`.
-    pub fn insert(&self, key: &str, addr: Ipv4Addr, prefix: u8) {
-        self.0
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.to_string(), (addr, prefix.min(32)));
+    pub fn insert(&mut self, key: &str, addr: Ipv4Addr, prefix: u8) {
+        self.0.insert(key.to_string(), (addr, prefix.min(32)));
     }
 
     /// Network `key` is gone.
-    pub fn remove(&self, key: &str) {
-        self.0
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+    pub fn remove(&mut self, key: &str) {
+        self.0.remove(key);
     }
 
     /// Whether `addr` is inside one of the subnets.
@@ -152,18 +147,14 @@ impl Isolation {
             return false;
         }
         let a = u32::from(addr);
-        self.0
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .any(|&(net, p)| {
-                let m = if p == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - u32::from(p))
-                };
-                a & m == u32::from(net) & m
-            })
+        self.0.values().any(|&(net, p)| {
+            let m = if p == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(p))
+            };
+            a & m == u32::from(net) & m
+        })
     }
 }
 
@@ -191,8 +182,6 @@ pub struct RelayConfig {
     pub limits: FlowLimits,
     /// Buffer per direction of one TCP connection, in bytes.
     pub tcp_buffer: usize,
-    /// Subnets no flow may reach (the host's other networks).
-    pub isolation: Arc<Isolation>,
 }
 
 /// A flow of a relay. Ids are not reused while the relay lives.
@@ -670,12 +659,8 @@ impl Relay {
     /// in this network's own subnet, is the host's when host loopback is on), or an
     /// address never routed (loopback, "this network", reserved: the host's loopback is
     /// reached only through the gateway address).
-    fn isolated(&self, dst: Ipv4Addr) -> bool {
-        crate::gateway::never_routed(dst)
-            || self
-                .cfg
-                .isolation
-                .contains_other(dst, Some(&self.cfg.gateway))
+    fn isolated(&self, dst: Ipv4Addr, isolation: &Isolation) -> bool {
+        crate::gateway::never_routed(dst) || isolation.contains_other(dst, Some(&self.cfg.gateway))
     }
 
     /// The largest MSS the network's MTU allows.
@@ -754,8 +739,9 @@ impl Relay {
 
     /// One Ethernet frame from the container network, routed through the gateway (the
     /// gateway port has checked the IPv4 header). `gso` tells that the frame is a TCP
-    /// or UDP superframe of the sender.
-    pub fn input(&mut self, now: Duration, frame: &[u8], gso: bool) {
+    /// or UDP superframe of the sender. A new flow toward a subnet of `isolation` (the
+    /// host's other networks) is refused.
+    pub fn input(&mut self, now: Duration, frame: &[u8], gso: bool, isolation: &Isolation) {
         self.counters.frames_in.inc();
         let Ok(eth) = EthernetFrame::new_checked(frame) else {
             self.counters.drop_malformed.inc();
@@ -782,14 +768,14 @@ impl Relay {
         // `new_checked` bounds the packet to its total length (trailing padding cut).
         let ip_bytes = &eth.payload()[..usize::from(ip.total_len())];
         match ip.protocol() {
-            PROTO_TCP => self.input_tcp(now, ip_bytes, ip.header_len()),
-            PROTO_UDP if !gso => self.input_udp(now, &ip, ip.payload()),
-            PROTO_ICMP => self.input_icmp(now, &ip, ip.payload()),
+            PROTO_TCP => self.input_tcp(now, ip_bytes, ip.header_len(), isolation),
+            PROTO_UDP if !gso => self.input_udp(now, &ip, ip.payload(), isolation),
+            PROTO_ICMP => self.input_icmp(now, &ip, ip.payload(), isolation),
             _ => self.counters.drop_unsupported.inc(),
         }
     }
 
-    fn input_tcp(&mut self, now: Duration, ip: &[u8], ihl: usize) {
+    fn input_tcp(&mut self, now: Duration, ip: &[u8], ihl: usize, isolation: &Isolation) {
         let tcp = &ip[ihl..];
         if tcp.len() < 20 || usize::from(tcp[12] >> 4) * 4 < 20 {
             self.counters.drop_malformed.inc();
@@ -850,7 +836,7 @@ impl Relay {
                 self.counters.tcp_refused.inc();
                 self.dev.queue_rx(ip);
             }
-            None if syn && !ack && !rst && self.isolated(dst_ip) => {
+            None if syn && !ack && !rst && self.isolated(dst_ip, isolation) => {
                 self.counters.drop_isolated.inc();
             }
             None if syn && !ack && !rst => {
@@ -892,7 +878,13 @@ impl Relay {
         }
     }
 
-    fn input_udp(&mut self, now: Duration, ip: &Ipv4Packet<&[u8]>, udp: &[u8]) {
+    fn input_udp(
+        &mut self,
+        now: Duration,
+        ip: &Ipv4Packet<&[u8]>,
+        udp: &[u8],
+        isolation: &Isolation,
+    ) {
         if udp.len() < 8 {
             self.counters.drop_malformed.inc();
             return;
@@ -913,7 +905,7 @@ impl Relay {
                 self.counters.drop_unsupported.inc();
                 return;
             }
-            None if self.isolated(*key.1.ip()) => {
+            None if self.isolated(*key.1.ip(), isolation) => {
                 self.counters.drop_isolated.inc();
                 return;
             }
@@ -939,7 +931,13 @@ impl Relay {
         self.datagram_out(now, id, payload.to_vec());
     }
 
-    fn input_icmp(&mut self, now: Duration, ip: &Ipv4Packet<&[u8]>, icmp: &[u8]) {
+    fn input_icmp(
+        &mut self,
+        now: Duration,
+        ip: &Ipv4Packet<&[u8]>,
+        icmp: &[u8],
+        isolation: &Isolation,
+    ) {
         if icmp.len() < 8 {
             self.counters.drop_malformed.inc();
             return;
@@ -953,7 +951,7 @@ impl Relay {
         let key3 = (ip.src_addr(), ident, ip.dst_addr());
         let id = match self.icmp_keys.get(&key3) {
             Some(&id) => id,
-            None if self.isolated(ip.dst_addr()) => {
+            None if self.isolated(ip.dst_addr(), isolation) => {
                 self.counters.drop_isolated.inc();
                 return;
             }

@@ -30,7 +30,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -148,15 +148,29 @@ pub struct HostNetStats {
     pub relay: RelayStats,
 }
 
+/// What the handle asks of the host thread. `done` is answered once the change is live.
 enum Ctl {
+    /// Carry network `key` through `relay`; its subnet joins the isolation table.
     Attach {
         key: String,
         relay: Box<Relay>,
         to_engine: Producer<Handle>,
         from_engine: Consumer<Handle>,
         notifier: Arc<OnceLock<Notifier>>,
+        done: Sender<()>,
     },
-    Detach(String),
+    /// Network `key` (one without a relay) has subnet `addr/prefix`.
+    Isolate {
+        key: String,
+        addr: Ipv4Addr,
+        prefix: u8,
+        done: Sender<()>,
+    },
+    /// Forget network `key`: its subnet, and its relay, flows and published ports.
+    Detach {
+        key: String,
+        done: Sender<()>,
+    },
     Publish {
         key: String,
         id: PublishId,
@@ -187,8 +201,6 @@ pub struct HostNet {
     sockets: Arc<AtomicU64>,
     splice: Arc<SpliceCounters>,
     next_id: AtomicU64,
-    /// Every attached network's subnet: no flow crosses from one network to another.
-    isolation: Arc<Isolation>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -220,6 +232,7 @@ impl HostNet {
             splice_again: Vec::new(),
             max_spliced: cfg.limits.tcp,
             pipe_size: cfg.tcp_buffer,
+            isolation: Isolation::default(),
         };
         let thread = std::thread::Builder::new()
             .name("tapnet-host".into())
@@ -234,7 +247,6 @@ impl HostNet {
             sockets,
             splice,
             next_id: AtomicU64::new(1),
-            isolation: Arc::default(),
             thread: Some(thread),
         })
     }
@@ -243,6 +255,14 @@ impl HostNet {
         self.ctl.send(c).map_err(|_| HostNetError::Stopped)?;
         self.waker.wake()?;
         Ok(())
+    }
+
+    /// Send the message `make` builds around a reply channel, and wait until the host
+    /// thread has made it live.
+    fn call(&self, make: impl FnOnce(Sender<()>) -> Ctl) -> Result<(), HostNetError> {
+        let (done, live) = crossbeam_channel::bounded(1);
+        self.send(make(done))?;
+        live.recv().map_err(|_| HostNetError::Stopped)
     }
 
     /// The gateway port of network `net` (any stable key, e.g. its id), with egress
@@ -260,22 +280,20 @@ impl HostNet {
                 host_loopback: attach.host_loopback,
                 limits: self.cfg.limits,
                 tcp_buffer: self.cfg.tcp_buffer,
-                isolation: Arc::clone(&self.isolation),
             },
             self.start.elapsed(),
         );
-        self.isolation
-            .insert(net, attach.gateway.ip, attach.gateway.prefix_len);
         let counters = relay.counters();
         let (to_host, from_engine) = RingBuffer::new(RING);
         let (to_engine, from_host) = RingBuffer::new(RING);
         let notifier = Arc::new(OnceLock::new());
-        self.send(Ctl::Attach {
+        self.call(|done| Ctl::Attach {
             key: net.to_string(),
             relay: Box::new(relay),
             to_engine,
             from_engine,
             notifier: Arc::clone(&notifier),
+            done,
         })?;
         self.lock().nets.insert(net.to_string(), counters);
         Ok(GatewayPort::with_uplink(
@@ -294,19 +312,26 @@ impl HostNet {
     /// Network `net` (one without external access, which takes no gateway port from
     /// here) has subnet `addr/prefix`: no other network's flow may reach it through
     /// the host. [`HostNet::detach`] forgets it.
-    pub fn isolate(&self, net: &str, addr: std::net::Ipv4Addr, prefix: u8) {
-        self.isolation.insert(net, addr, prefix);
+    pub fn isolate(&self, net: &str, addr: Ipv4Addr, prefix: u8) {
+        let _ = self.call(|done| Ctl::Isolate {
+            key: net.to_string(),
+            addr,
+            prefix,
+            done,
+        });
     }
 
     /// Forget network `net`: its flows end and its published ports close.
     pub fn detach(&self, net: &str) {
-        self.isolation.remove(net);
         let mut sh = self.lock();
         if sh.nets.remove(net).is_some() {
             sh.published.retain(|_, n| n != net);
-            drop(sh);
-            let _ = self.send(Ctl::Detach(net.to_string()));
         }
+        drop(sh);
+        let _ = self.call(|done| Ctl::Detach {
+            key: net.to_string(),
+            done,
+        });
     }
 
     /// Publish `listener` (IPv4 or IPv6) to `ctr` on network `net`: connections (TCP)
@@ -544,6 +569,8 @@ struct Host {
     max_spliced: usize,
     /// Pipe size asked for spliced connections.
     pipe_size: usize,
+    /// Every network's subnet: no flow crosses from one network to another.
+    isolation: Isolation,
 }
 
 impl Host {
@@ -620,8 +647,11 @@ impl Host {
                 to_engine,
                 from_engine,
                 notifier,
+                done,
             } => {
                 self.detach(&key);
+                let gw = relay.config().gateway;
+                self.isolation.insert(&key, gw.ip, gw.prefix_len);
                 let net = Net {
                     key,
                     relay,
@@ -636,8 +666,22 @@ impl Host {
                     Some(i) => self.nets[i] = Some(net),
                     None => self.nets.push(Some(net)),
                 }
+                let _ = done.send(());
             }
-            Ctl::Detach(key) => self.detach(&key),
+            Ctl::Isolate {
+                key,
+                addr,
+                prefix,
+                done,
+            } => {
+                self.isolation.insert(&key, addr, prefix);
+                let _ = done.send(());
+            }
+            Ctl::Detach { key, done } => {
+                self.isolation.remove(&key);
+                self.detach(&key);
+                let _ = done.send(());
+            }
             Ctl::Publish {
                 key,
                 id,
@@ -1206,7 +1250,8 @@ impl Host {
                 break;
             };
             let gso = self.pool.meta(&h).vnet.is_gso();
-            n.relay.input(now, self.pool.frame(&h), gso);
+            n.relay
+                .input(now, self.pool.frame(&h), gso, &self.isolation);
             self.pool.free(h);
         }
         if !n.from_engine.is_empty() {

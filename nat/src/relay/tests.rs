@@ -31,7 +31,6 @@ fn relay_cfg(limits: FlowLimits, host_loopback: bool) -> RelayConfig {
         host_loopback,
         limits,
         tcp_buffer: 64 * 1024,
-        isolation: Arc::default(),
     }
 }
 
@@ -139,6 +138,8 @@ struct Net {
     sockets: SocketSet<'static>,
     gateway: Gateway,
     relay: Relay,
+    /// The host's networks, as the host thread keeps them.
+    isolation: Isolation,
     events: Vec<Event>,
     datagrams: Vec<(FlowId, Vec<u8>)>,
     /// The last frame the relay sent toward the container.
@@ -163,6 +164,7 @@ impl Net {
             sockets: SocketSet::new(Vec::new()),
             gateway: Gateway::with_egress(cfg.gateway),
             relay: Relay::new(cfg, Duration::ZERO),
+            isolation: Isolation::default(),
             events: Vec::new(),
             datagrams: Vec::new(),
             last_from_relay: Vec::new(),
@@ -181,7 +183,9 @@ impl Net {
             while let Some(f) = self.wire.from_ctr.pop_front() {
                 moved = true;
                 match self.gateway.handle(&f, &mut reply) {
-                    crate::Outcome::Forward => self.relay.input(self.now, &f, false),
+                    crate::Outcome::Forward => {
+                        self.relay.input(self.now, &f, false, &self.isolation)
+                    }
                     crate::Outcome::Reply(n) => self.wire.to_ctr.push_back(reply[..n].to_vec()),
                     _ => {}
                 }
@@ -574,14 +578,14 @@ fn malformed_frames_are_counted_not_fatal() {
     let mut r = Relay::new(relay_cfg(FlowLimits::default(), false), Duration::ZERO);
     let good = eth_ip(CTR, REMOTE, PROTO_UDP, &[0, 1, 0, 2, 0, 8, 0, 0]);
     for cut in 0..good.len() {
-        r.input(Duration::ZERO, &good[..cut], false);
+        r.input(Duration::ZERO, &good[..cut], false, &Isolation::default());
     }
     // A UDP length past the packet.
     let bad = eth_ip(CTR, REMOTE, PROTO_UDP, &[0, 1, 0, 2, 0, 80, 0, 0]);
-    r.input(Duration::ZERO, &bad, false);
+    r.input(Duration::ZERO, &bad, false, &Isolation::default());
     // A TCP header shorter than 20 bytes.
     let bad = eth_ip(CTR, REMOTE, PROTO_TCP, &[0; 12]);
-    r.input(Duration::ZERO, &bad, false);
+    r.input(Duration::ZERO, &bad, false, &Isolation::default());
     let c = r.counters().snapshot();
     assert!(c.drop_malformed >= 3, "{c:?}");
     assert_eq!(r.flow_counts(), FlowCounts::default());
@@ -593,9 +597,9 @@ proptest::proptest! {
     fn arbitrary_frames_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
                                     proto in proptest::prop_oneof![proptest::strategy::Just(1u8), proptest::strategy::Just(6u8), proptest::strategy::Just(17u8)]) {
         let mut r = Relay::new(relay_cfg(FlowLimits::default(), true), Duration::ZERO);
-        r.input(Duration::ZERO, &bytes, false);
+        r.input(Duration::ZERO, &bytes, false, &Isolation::default());
         let f = eth_ip(CTR, REMOTE, proto, &bytes);
-        r.input(Duration::ZERO, &f, false);
+        r.input(Duration::ZERO, &f, false, &Isolation::default());
         r.poll(Duration::from_millis(1));
         let mut out = vec![0u8; 14 + 65535];
         while r.next_frame(&mut out).is_some() {}
@@ -623,12 +627,10 @@ fn eth_ip(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: &[u8]) -> Vec<u8> {
 
 #[test]
 fn other_networks_are_not_reached_through_the_host() {
-    let cfg = relay_cfg(FlowLimits::default(), false);
-    let iso = Arc::clone(&cfg.isolation);
-    iso.insert("other", Ipv4Addr::new(10, 1, 0, 0), 16);
+    let mut n = Net::new(relay_cfg(FlowLimits::default(), false));
+    n.isolation.insert("other", Ipv4Addr::new(10, 1, 0, 0), 16);
     // Its own subnet is listed too, as the host lists every network's.
-    iso.insert("own", GW, 24);
-    let mut n = Net::new(cfg);
+    n.isolation.insert("own", GW, 24);
     let h = n.dial(Ipv4Addr::new(10, 1, 2, 3), 80, 40000);
     n.step(&mut []);
     // Dropped, unanswered, as Docker's isolation rules drop it.
@@ -642,8 +644,8 @@ fn other_networks_are_not_reached_through_the_host() {
     n.dial(GW, 80, 40001);
     n.step(&mut []);
     assert_eq!(n.relay.counters().snapshot().drop_isolated, 1);
-    iso.remove("other");
-    assert!(!iso.contains(Ipv4Addr::new(10, 1, 2, 3)));
+    n.isolation.remove("other");
+    assert!(!n.isolation.contains(Ipv4Addr::new(10, 1, 2, 3)));
 }
 
 #[test]
@@ -663,7 +665,7 @@ fn loopback_and_reserved_destinations_are_never_routed() {
         );
         // The relay refuses them too, should a frame get there.
         let mut r = Relay::new(relay_cfg(FlowLimits::default(), true), Duration::ZERO);
-        r.input(Duration::ZERO, &f, false);
+        r.input(Duration::ZERO, &f, false, &Isolation::default());
         assert!(r.poll_event().is_none(), "{dst}");
         assert_eq!(r.counters().snapshot().drop_isolated, 1);
     }
@@ -721,7 +723,7 @@ fn a_tiny_mss_is_raised_before_it_sizes_superframes() {
     tcp[13] = 0x02;
     tcp[20..24].copy_from_slice(&[2, 4, 0, 1]);
     let f = eth_ip(CTR, REMOTE, PROTO_TCP, &tcp);
-    r.input(Duration::ZERO, &f, false);
+    r.input(Duration::ZERO, &f, false, &Isolation::default());
     let Some(Event::Connect { id, .. }) = r.poll_event() else {
         panic!("a connect")
     };
