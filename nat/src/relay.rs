@@ -35,8 +35,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::{Arc, Mutex};
-use std::task::{Wake, Waker};
+use std::sync::Arc;
 use std::time::Duration;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -372,32 +371,30 @@ struct Flow {
     last: Duration,
     /// The container's real MSS (TCP).
     mss: u16,
-    waker: Option<Waker>,
+    /// Listed in `Relay::ready` already.
     queued: bool,
     /// The real client of a UDP flow that came in through a published port.
     client: Option<SocketAddr>,
 }
 
-/// Flows whose smoltcp socket changed, filled by wakers.
-#[derive(Default)]
-struct ReadyList(Mutex<Vec<FlowId>>);
-
-struct FlowWake {
-    id: FlowId,
-    list: Arc<ReadyList>,
+/// What a TCP socket shows the host side: a change in any of these is work for
+/// [`Relay::pump`] (bytes to carry, room for more, a state to act on). Only segments from
+/// the container change them outside `pump`, so the relay compares them around each
+/// segment of a known flow instead of registering wakers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SockMark {
+    state: tcp::State,
+    recv_queue: usize,
+    send_queue: usize,
 }
 
-impl Wake for FlowWake {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.list
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(self.id);
+impl SockMark {
+    fn of(s: &tcp::Socket<'_>) -> SockMark {
+        SockMark {
+            state: s.state(),
+            recv_queue: s.recv_queue(),
+            send_queue: s.send_queue(),
+        }
     }
 }
 
@@ -560,7 +557,11 @@ pub struct Relay {
     macs: HashMap<Ipv4Addr, MacAddr>,
     events: VecDeque<Event>,
     to_host: VecDeque<(FlowId, Vec<u8>)>,
-    ready: Arc<ReadyList>,
+    /// TCP flows whose socket changed since the last [`Relay::take_ready`].
+    ready: Vec<FlowId>,
+    /// TCP flows with a segment queued for smoltcp, and their socket's mark before it:
+    /// compared once the interface has run.
+    touched: Vec<(FlowId, SockMark)>,
     next_id: u64,
     pending_tcp: usize,
     count: FlowCounts,
@@ -625,7 +626,8 @@ impl Relay {
             macs: HashMap::new(),
             events: VecDeque::new(),
             to_host: VecDeque::new(),
-            ready: Arc::default(),
+            ready: Vec::new(),
+            touched: Vec::new(),
             next_id: 1,
             pending_tcp: 0,
             count: FlowCounts::default(),
@@ -797,21 +799,30 @@ impl Relay {
                     return;
                 };
                 flow.last = now;
-                match &flow.kind {
+                match flow.kind {
                     FlowKind::Tcp(TcpState::Connecting { .. }) => {
                         self.counters.tcp_syn_pending.inc();
                     }
-                    FlowKind::Tcp(TcpState::Open { .. }) if !syn && self.dev.rx.is_empty() => {
+                    FlowKind::Tcp(TcpState::Open { handle, .. })
+                        if !syn && self.dev.rx.is_empty() =>
+                    {
                         // The common case, a segment of an open connection: smoltcp
                         // reads it where it lies (nothing queued before it).
+                        let before = SockMark::of(self.sockets.get(handle));
                         let mut one = OneRx {
                             pkt: Some(ip),
                             dev: &mut self.dev,
                         };
                         self.iface
                             .poll_ingress_single(smol_now(now), &mut one, &mut self.sockets);
+                        if SockMark::of(self.sockets.get(handle)) != before && !flow.queued {
+                            flow.queued = true;
+                            self.ready.push(id);
+                        }
                     }
-                    FlowKind::Tcp(TcpState::Open { .. }) => {
+                    FlowKind::Tcp(TcpState::Open { handle, .. }) => {
+                        let before = SockMark::of(self.sockets.get(handle));
+                        self.touched.push((id, before));
                         self.dev.queue_rx(ip);
                         if syn {
                             // The container's SYN-ACK to a published connection.
@@ -859,7 +870,6 @@ impl Relay {
                         kind: FlowKind::Tcp(TcpState::Connecting { syn: pkt }),
                         last: now,
                         mss,
-                        waker: None,
                         queued: false,
                         client: None,
                     },
@@ -1001,7 +1011,6 @@ impl Relay {
                 },
                 last: now,
                 mss: 0,
-                waker: None,
                 queued: false,
                 client: None,
             },
@@ -1040,8 +1049,7 @@ impl Relay {
         // Segments already queued (another container's SYN to the same address, say)
         // go through before this flow's listener exists, so it cannot take them.
         if !self.dev.rx.is_empty() {
-            self.iface
-                .poll(smol_now(now), &mut self.dev, &mut self.sockets);
+            self.run_iface(now);
         }
         let Some(flow) = self.flows.get_mut(&id) else {
             return;
@@ -1071,15 +1079,9 @@ impl Relay {
                             self.forget(id, false);
                             return;
                         }
-                        let waker = Waker::from(Arc::new(FlowWake {
-                            id,
-                            list: Arc::clone(&self.ready),
-                        }));
-                        sock.register_recv_waker(&waker);
-                        sock.register_send_waker(&waker);
+                        let before = SockMark::of(&sock);
                         let handle = self.sockets.add(sock);
                         self.handles.insert(handle, id);
-                        flow.waker = Some(waker);
                         self.pending_tcp -= 1;
                         flow.kind = FlowKind::Tcp(TcpState::Open {
                             handle,
@@ -1090,6 +1092,7 @@ impl Relay {
                         // The SYN goes in right after its listener, before any other
                         // SYN for the same address could take that listener.
                         self.dev.rx.push_back(syn);
+                        self.touched.push((id, before));
                         self.counters.tcp_opened.inc();
                         self.poll(now);
                     }
@@ -1246,12 +1249,6 @@ impl Relay {
             self.pool.give(lease);
             return None;
         }
-        let waker = Waker::from(Arc::new(FlowWake {
-            id,
-            list: Arc::clone(&self.ready),
-        }));
-        sock.register_recv_waker(&waker);
-        sock.register_send_waker(&waker);
         let handle = self.sockets.add(sock);
         self.handles.insert(handle, id);
         self.flows.insert(
@@ -1267,7 +1264,6 @@ impl Relay {
                 }),
                 last: now,
                 mss: (self.cfg.mtu.clamp(576, 65535) - 40) as u16,
-                waker: Some(waker),
                 queued: false,
                 client: None,
             },
@@ -1283,8 +1279,7 @@ impl Relay {
     /// flows. Call after [`Relay::input`]s and [`Relay::pump`]s, before
     /// [`Relay::next_frame`].
     pub fn poll(&mut self, now: Duration) {
-        self.iface
-            .poll(smol_now(now), &mut self.dev, &mut self.sockets);
+        self.run_iface(now);
         if now.saturating_sub(self.last_sweep) >= SWEEP_EVERY {
             self.last_sweep = now;
             self.sweep(now);
@@ -1309,19 +1304,29 @@ impl Relay {
     /// TCP flows whose container side moved (data, room, state) since the last call:
     /// [`Relay::pump`] each. Flows that ended are reported as [`Event::Close`] instead.
     pub fn take_ready(&mut self, out: &mut Vec<FlowId>) {
-        let ids: Vec<FlowId> =
-            std::mem::take(&mut *self.ready.0.lock().unwrap_or_else(|e| e.into_inner()));
-        for id in ids {
+        for id in self.ready.drain(..) {
             if let Some(f) = self.flows.get_mut(&id) {
-                if !f.queued {
-                    f.queued = true;
-                    out.push(id);
-                }
+                f.queued = false;
+                out.push(id);
             }
         }
-        for id in out.iter() {
-            if let Some(f) = self.flows.get_mut(id) {
-                f.queued = false;
+    }
+
+    /// Run the container-side stack over the segments queued for it, then list the TCP
+    /// flows they changed as ready.
+    fn run_iface(&mut self, now: Duration) {
+        self.iface
+            .poll(smol_now(now), &mut self.dev, &mut self.sockets);
+        for (id, before) in self.touched.drain(..) {
+            let Some(f) = self.flows.get_mut(&id) else {
+                continue;
+            };
+            let FlowKind::Tcp(TcpState::Open { handle, .. }) = f.kind else {
+                continue;
+            };
+            if SockMark::of(self.sockets.get(handle)) != before && !f.queued {
+                f.queued = true;
+                self.ready.push(id);
             }
         }
     }
@@ -1396,11 +1401,6 @@ impl Relay {
             sock.abort();
         }
         let state = sock.state();
-        // Re-arm: smoltcp wakers fire once.
-        if let Some(w) = &flow.waker {
-            sock.register_recv_waker(w);
-            sock.register_send_waker(w);
-        }
         if moved || failed {
             flow.last = now;
         }
@@ -1412,8 +1412,7 @@ impl Relay {
             // TIME-WAIT is not kept: the container is the side that may need it. A
             // connection that closed before the host finished was reset.
             let reset = failed || (state == tcp::State::Closed && !host_eof);
-            self.iface
-                .poll(smol_now(now), &mut self.dev, &mut self.sockets);
+            self.run_iface(now);
             self.forget_quiet(id);
             return Pumped::Closed { reset };
         }
@@ -1449,8 +1448,7 @@ impl Relay {
         }) = self.flows.get(&id)
         {
             self.sockets.get_mut::<tcp::Socket>(*handle).abort();
-            self.iface
-                .poll(smol_now(now), &mut self.dev, &mut self.sockets);
+            self.run_iface(now);
         }
         self.forget_quiet(id);
     }
@@ -1510,8 +1508,9 @@ impl Relay {
                 FlowKind::Tcp(TcpState::Connecting { .. }) => idle > timeouts::TCP_SYN_SENT,
                 FlowKind::Tcp(TcpState::Open { handle, .. }) => {
                     match self.sockets.get::<tcp::Socket>(*handle).state() {
-                        // Its waker reports the end to `pump`, which closes the host
-                        // side the right way; only a flow nobody pumps ends here.
+                        // The segment that ended it made it ready, and `pump` closes
+                        // the host side the right way; only a flow nobody pumps ends
+                        // here.
                         tcp::State::Closed | tcp::State::TimeWait => idle > timeouts::TCP_CLOSING,
                         tcp::State::Established => idle > timeouts::TCP_ESTABLISHED,
                         tcp::State::SynSent | tcp::State::SynReceived | tcp::State::Listen => {
@@ -1546,8 +1545,7 @@ impl Relay {
         }
         if aborted {
             // Let the resets leave before the sockets go.
-            self.iface
-                .poll(smol_now(now), &mut self.dev, &mut self.sockets);
+            self.run_iface(now);
         }
         for id in ended {
             self.counters.expired.inc();

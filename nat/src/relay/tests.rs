@@ -142,6 +142,8 @@ struct Net {
     isolation: Isolation,
     events: Vec<Event>,
     datagrams: Vec<(FlowId, Vec<u8>)>,
+    /// Every flow [`Relay::take_ready`] listed, in order.
+    ready: Vec<FlowId>,
     /// The last frame the relay sent toward the container.
     last_from_relay: Vec<u8>,
 }
@@ -167,6 +169,7 @@ impl Net {
             isolation: Isolation::default(),
             events: Vec::new(),
             datagrams: Vec::new(),
+            ready: Vec::new(),
             last_from_relay: Vec::new(),
         }
     }
@@ -198,6 +201,7 @@ impl Net {
                     let _ = self.relay.pump(self.now, *id, *h);
                 }
             }
+            self.ready.extend(ready);
             self.relay.poll(self.now);
             while let Some(f) = self.relay.next_frame(&mut out) {
                 moved = true;
@@ -930,4 +934,64 @@ fn clients_shown_as_the_gateway_never_share_a_flow() {
         (IpAddress::Ipv4(GW), IpAddress::Ipv4(GW))
     );
     assert_ne!(e1.port, e2.port);
+}
+
+#[test]
+fn flows_are_ready_when_a_segment_changed_their_socket() {
+    let mut n = Net::new(relay_cfg(FlowLimits::default(), false));
+    let h = n.dial(REMOTE, 80, 40500);
+    // Acknowledge at once, so that one step shows the relay each ACK.
+    n.sockets.get_mut::<stcp::Socket>(h).set_ack_delay(None);
+    n.step(&mut []);
+    let (id, _, _) = n.connect_event();
+    n.relay.connected(n.now, id, Ok(()));
+    n.step(&mut []);
+    assert!(n.ready.contains(&id), "the handshake changed the socket");
+    // Nothing moves: nothing to pump.
+    n.ready.clear();
+    n.step(&mut []);
+    assert_eq!(n.ready, vec![]);
+    // Bytes from the container, read where they lie.
+    n.sockets
+        .get_mut::<stcp::Socket>(h)
+        .send_slice(b"one")
+        .unwrap();
+    n.step(&mut []);
+    assert_eq!(n.ready, vec![id], "once, however many segments");
+    // Bytes behind a segment queued for smoltcp (an ACK for no connection): the same.
+    let mut stray = vec![0u8; 20];
+    stray[0..2].copy_from_slice(&40999u16.to_be_bytes());
+    stray[2..4].copy_from_slice(&80u16.to_be_bytes());
+    stray[12] = 5 << 4;
+    stray[13] = 0x10;
+    n.wire
+        .from_ctr
+        .push_back(eth_ip(CTR, REMOTE, PROTO_TCP, &stray));
+    n.sockets
+        .get_mut::<stcp::Socket>(h)
+        .send_slice(b"two")
+        .unwrap();
+    n.ready.clear();
+    n.step(&mut []);
+    assert_eq!(n.ready, vec![id]);
+    // Host bytes sent and acknowledged: room again, ready again.
+    let mut host = MemHost {
+        to_ctr: b"answer".iter().copied().collect(),
+        ..Default::default()
+    };
+    assert_eq!(n.relay.pump(n.now, id, &mut host), Pumped::Open);
+    assert_eq!(host.got, b"onetwo");
+    n.ready.clear();
+    n.step(&mut []);
+    assert_eq!(n.ready, vec![id]);
+    // A reset from the container: ready, and the pump ends the flow.
+    n.sockets.get_mut::<stcp::Socket>(h).abort();
+    n.ready.clear();
+    n.step(&mut []);
+    assert_eq!(n.ready, vec![id]);
+    assert_eq!(
+        n.relay.pump(n.now, id, &mut host),
+        Pumped::Closed { reset: true }
+    );
+    assert_eq!(n.relay.flow_counts(), FlowCounts::default());
 }
