@@ -36,6 +36,7 @@
 
 mod counters;
 mod gateway;
+pub mod icmp;
 pub mod portspec;
 pub mod relay;
 

@@ -40,11 +40,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use mio::{Events, Interest, Poll, Token, Waker};
 use rtrb::{Consumer, Producer, RingBuffer};
-use tapnet_nat::GatewayConfig;
 use tapnet_nat::relay::{
     ConnectError, Event, FlowId, FlowLimits, HostStream, Isolation, Proto, Pumped, Relay,
     RelayConfig, RelayCounters, RelayStats,
 };
+use tapnet_nat::{GatewayConfig, icmp};
 use tapnet_wire::VnetHdr;
 
 use crate::pool::{BufferPool, HEADROOM, Handle};
@@ -973,7 +973,7 @@ impl Host {
                                 None => &buf[..k],
                                 // A raw socket sees every echo reply to this host, IP
                                 // header included: keep this flow's.
-                                Some(ident) => match raw_echo_reply(&buf[..k], ident) {
+                                Some(ident) => match icmp::raw_echo_reply(&buf[..k], ident) {
                                     Some(m) => m,
                                     None => continue,
                                 },
@@ -1315,11 +1315,7 @@ impl Host {
                         }
                         Some(ident) => {
                             let mut m = data;
-                            if m.len() >= 8 {
-                                m[4..6].copy_from_slice(&ident.to_be_bytes());
-                                m[2..4].copy_from_slice(&[0, 0]);
-                                let c = tapnet_wire::checksum::checksum(&m);
-                                m[2..4].copy_from_slice(&c.to_be_bytes());
+                            if icmp::set_echo_ident(&mut m, *ident) {
                                 let _ = s.send(&m);
                             }
                         }
@@ -1484,19 +1480,11 @@ fn icmp_socket(dst: SocketAddrV4, id: FlowId) -> io::Result<(mio::net::UdpSocket
     match icmp_fd(dst, libc::SOCK_DGRAM) {
         Ok(s) => Ok((s, None)),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => {
-            let ident = 0x7000 ^ (id.raw() as u16);
+            let ident = icmp::raw_echo_ident(id);
             icmp_fd(dst, libc::SOCK_RAW).map(|s| (s, Some(ident)))
         }
         Err(e) => Err(e),
     }
-}
-
-/// The ICMP message of an IPv4 packet read from a raw socket, if it is an echo reply
-/// with identifier `ident`.
-fn raw_echo_reply(pkt: &[u8], ident: u16) -> Option<&[u8]> {
-    let ihl = usize::from(*pkt.first()? & 0x0f) * 4;
-    let icmp = pkt.get(ihl..)?;
-    (icmp.len() >= 8 && icmp[0] == 0 && icmp[4..6] == ident.to_be_bytes()).then_some(icmp)
 }
 
 fn icmp_fd(dst: SocketAddrV4, kind: libc::c_int) -> io::Result<mio::net::UdpSocket> {
