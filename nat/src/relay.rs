@@ -43,16 +43,15 @@ use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Med
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
 use tapnet_switch::MacAddr;
-use tapnet_wire::checksum::{checksum, ones_complement_sum};
-use tapnet_wire::{EtherType, EthernetFrame, Ipv4Packet};
+use tapnet_wire::checksum::pseudo_header_v4;
+use tapnet_wire::{
+    EtherType, EthernetFrame, Icmpv4Message, Icmpv4Packet, IpPair, Ipv4Packet, Ipv4Repr, TcpFlags,
+    TcpPacket, UdpPacket, UdpRepr, ethernet, icmpv4, ipv4, tcp as tcp_wire, udp as udp_wire,
+};
 
 use crate::GatewayConfig;
 
-const PROTO_ICMP: u8 = 1;
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
-const ETH_LEN: usize = 14;
-const IP_LEN: usize = 20;
+const ETH_LEN: usize = ethernet::HEADER_LEN;
 /// Largest IPv4 packet; the relay's smoltcp MTU, so that it emits superframes.
 const IP_MAX: usize = 65535;
 /// The MSS the relay shows smoltcp for a container (IP_MAX − 40).
@@ -422,6 +421,15 @@ struct Dev {
 }
 
 impl Dev {
+    /// A buffer of `len` bytes for a packet the relay writes itself, reused if one is
+    /// spare.
+    fn tx_buffer(&mut self, len: usize) -> Vec<u8> {
+        let mut v = self.tx_spare.pop().unwrap_or_default();
+        v.clear();
+        v.resize(len, 0);
+        v
+    }
+
     /// A copy of `pkt` for smoltcp's receive queue, in a reused buffer if one is spare.
     fn queue_rx(&mut self, pkt: &[u8]) {
         let mut v = self.rx_spare.pop().unwrap_or_default();
@@ -773,32 +781,35 @@ impl Relay {
         {
             self.macs.insert(src, eth.src_addr());
         }
-        // `new_checked` bounds the packet to its total length (trailing padding cut).
-        let ip_bytes = &eth.payload()[..usize::from(ip.total_len())];
+        // `new_checked` bounds the packet to its total length: the same view without
+        // the trailing padding.
+        let ip = Ipv4Packet::new_unchecked(&eth.payload()[..usize::from(ip.total_len())]);
         match ip.protocol() {
-            PROTO_TCP => self.input_tcp(now, ip_bytes, ip.header_len(), isolation),
-            PROTO_UDP if !gso => self.input_udp(now, &ip, ip.payload(), isolation),
-            PROTO_ICMP => self.input_icmp(now, &ip, ip.payload(), isolation),
+            tcp_wire::PROTOCOL => self.input_tcp(now, ip, isolation),
+            udp_wire::PROTOCOL if !gso => self.input_udp(now, &ip, isolation),
+            icmpv4::PROTOCOL => self.input_icmp(now, &ip, isolation),
             _ => self.counters.drop_unsupported.inc(),
         }
     }
 
-    fn input_tcp(&mut self, now: Duration, ip: &[u8], ihl: usize, isolation: &Isolation) {
-        let tcp = &ip[ihl..];
-        if tcp.len() < 20 || usize::from(tcp[12] >> 4) * 4 < 20 {
+    fn input_tcp(&mut self, now: Duration, ip: Ipv4Packet<&[u8]>, isolation: &Isolation) {
+        let Ok(seg) = TcpPacket::new_checked(ip.payload()) else {
             self.counters.drop_malformed.inc();
             return;
-        }
-        let src_ip = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-        let dst_ip = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-        let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
-        let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
-        let flags = tcp[13];
-        let (syn, ack, rst) = (flags & 0x02 != 0, flags & 0x10 != 0, flags & 0x04 != 0);
-        let key = (
-            SocketAddrV4::new(src_ip, sport),
-            SocketAddrV4::new(dst_ip, dport),
+        };
+        let (src_ip, dst_ip) = (ip.src_addr(), ip.dst_addr());
+        let flags = seg.flags();
+        let (syn, ack, rst) = (
+            flags.contains(TcpFlags::SYN),
+            flags.contains(TcpFlags::ACK),
+            flags.contains(TcpFlags::RST),
         );
+        let key = (
+            SocketAddrV4::new(src_ip, seg.src_port()),
+            SocketAddrV4::new(dst_ip, seg.dst_port()),
+        );
+        let ihl = ip.header_len();
+        let ip = ip.into_inner();
         match self.tcp_keys.get(&key).copied() {
             Some(id) => {
                 let Some(flow) = self.flows.get_mut(&id) else {
@@ -894,27 +905,16 @@ impl Relay {
         }
     }
 
-    fn input_udp(
-        &mut self,
-        now: Duration,
-        ip: &Ipv4Packet<&[u8]>,
-        udp: &[u8],
-        isolation: &Isolation,
-    ) {
-        if udp.len() < 8 {
+    fn input_udp(&mut self, now: Duration, ip: &Ipv4Packet<&[u8]>, isolation: &Isolation) {
+        let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
             self.counters.drop_malformed.inc();
             return;
-        }
-        let ulen = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
-        if ulen < 8 || ulen > udp.len() {
-            self.counters.drop_malformed.inc();
-            return;
-        }
+        };
         let key = (
-            SocketAddrV4::new(ip.src_addr(), u16::from_be_bytes([udp[0], udp[1]])),
-            SocketAddrV4::new(ip.dst_addr(), u16::from_be_bytes([udp[2], udp[3]])),
+            SocketAddrV4::new(ip.src_addr(), udp.src_port()),
+            SocketAddrV4::new(ip.dst_addr(), udp.dst_port()),
         );
-        let payload = &udp[8..ulen];
+        let payload = udp.payload();
         let id = match self.udp_keys.get(&key) {
             Some(&id) => id,
             None if *key.1.ip() == self.cfg.gateway.ip && !self.cfg.host_loopback => {
@@ -947,23 +947,17 @@ impl Relay {
         self.datagram_out(now, id, payload.to_vec());
     }
 
-    fn input_icmp(
-        &mut self,
-        now: Duration,
-        ip: &Ipv4Packet<&[u8]>,
-        icmp: &[u8],
-        isolation: &Isolation,
-    ) {
-        if icmp.len() < 8 {
+    fn input_icmp(&mut self, now: Duration, ip: &Ipv4Packet<&[u8]>, isolation: &Isolation) {
+        let Ok(icmp) = Icmpv4Packet::new_checked(ip.payload()) else {
             self.counters.drop_malformed.inc();
             return;
-        }
-        if icmp[0] != 8 || icmp[1] != 0 {
+        };
+        if icmp.msg_type() != Icmpv4Message::EchoRequest || icmp.msg_code() != 0 {
             // Only echo requests leave; errors and replies have nowhere to go.
             self.counters.drop_unsupported.inc();
             return;
         }
-        let ident = u16::from_be_bytes([icmp[4], icmp[5]]);
+        let ident = icmp.echo_ident();
         let key3 = (ip.src_addr(), ident, ip.dst_addr());
         let id = match self.icmp_keys.get(&key3) {
             Some(&id) => id,
@@ -993,7 +987,7 @@ impl Relay {
                 id
             }
         };
-        self.datagram_out(now, id, icmp.to_vec());
+        self.datagram_out(now, id, icmp.into_inner().to_vec());
     }
 
     fn open_datagram_flow(
@@ -1155,16 +1149,12 @@ impl Relay {
         match proto {
             Proto::Udp => self.emit_udp(remote, ctr, data),
             Proto::Icmp => {
-                if data.len() < 8 || data[0] != 0 {
+                let reply = Icmpv4Packet::new_checked(data);
+                if reply.map_or(true, |r| r.msg_type() != Icmpv4Message::EchoReply) {
                     self.counters.drop_unsupported.inc();
                     return true;
                 }
-                let mut msg = data.to_vec();
-                msg[4..6].copy_from_slice(&ident.to_be_bytes());
-                msg[2..4].copy_from_slice(&[0, 0]);
-                let c = checksum(&msg);
-                msg[2..4].copy_from_slice(&c.to_be_bytes());
-                self.emit_ip(*remote.ip(), *ctr.ip(), PROTO_ICMP, &msg);
+                self.emit_echo_reply(*remote.ip(), *ctr.ip(), data, ident);
             }
             Proto::Tcp => {}
         }
@@ -1579,46 +1569,43 @@ impl Relay {
     }
 
     fn frame(&self, pkt: &[u8], out: &mut [u8]) -> Option<FrameOut> {
-        if pkt.len() < IP_LEN || out.len() < ETH_LEN + pkt.len() {
+        if pkt.len() < ipv4::HEADER_LEN || out.len() < ETH_LEN + pkt.len() {
             return None;
         }
-        let dst = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
+        let ip = Ipv4Packet::new_unchecked(pkt);
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
         let mac = self
             .macs
             .get(&dst)
             .copied()
             .unwrap_or_else(|| MacAddr::from_ipv4(dst));
-        out[..6].copy_from_slice(&mac.0);
-        out[6..12].copy_from_slice(&self.cfg.gateway.mac.0);
-        out[12..14].copy_from_slice(&[0x08, 0x00]);
-        out[ETH_LEN..ETH_LEN + pkt.len()].copy_from_slice(pkt);
+        let mut eth = EthernetFrame::new_unchecked(&mut out[..ETH_LEN + pkt.len()]);
+        eth.set_dst_addr(mac);
+        eth.set_src_addr(self.cfg.gateway.mac);
+        eth.set_ethertype(EtherType::Ipv4);
+        eth.payload_mut().copy_from_slice(pkt);
+        let ihl = ip.header_len();
         let mut f = FrameOut {
             len: ETH_LEN + pkt.len(),
             csum_partial: false,
             gso_size: 0,
             hdr_len: 0,
-            l4_offset: 0,
+            l4_offset: (ETH_LEN + ihl) as u16,
         };
-        let ihl = usize::from(pkt[0] & 0x0f) * 4;
-        f.l4_offset = (ETH_LEN + ihl) as u16;
-        if pkt[9] == PROTO_TCP && pkt.len() >= ihl + 20 {
-            let thl = usize::from(pkt[ihl + 12] >> 4) * 4;
+        if ip.protocol() == tcp_wire::PROTOCOL && pkt.len() >= ihl + tcp_wire::HEADER_LEN {
+            let seg = TcpPacket::new_unchecked(&pkt[ihl..]);
+            let thl = seg.header_len();
             let tcp_len = pkt.len() - ihl;
             // Pseudo-header sum only; the receiver completes it.
-            let mut ph = [0u8; 12];
-            ph[..8].copy_from_slice(&pkt[12..20]);
-            ph[9] = PROTO_TCP;
-            ph[10..12].copy_from_slice(&(tcp_len as u16).to_be_bytes());
-            let sum = ones_complement_sum(&ph);
-            let at = ETH_LEN + ihl + 16;
-            out[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+            let sum = pseudo_header_v4(src, dst, tcp_wire::PROTOCOL, tcp_len as u16);
+            TcpPacket::new_unchecked(&mut out[ETH_LEN + ihl..]).set_checksum(sum);
             f.csum_partial = true;
             f.hdr_len = (ETH_LEN + ihl + thl) as u16;
             let payload = tcp_len.saturating_sub(thl);
-            let sport = u16::from_be_bytes([pkt[ihl], pkt[ihl + 1]]);
-            let dport = u16::from_be_bytes([pkt[ihl + 2], pkt[ihl + 3]]);
-            let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
-            let key = (SocketAddrV4::new(dst, dport), SocketAddrV4::new(src, sport));
+            let key = (
+                SocketAddrV4::new(dst, seg.dst_port()),
+                SocketAddrV4::new(src, seg.src_port()),
+            );
             let mss = self
                 .tcp_keys
                 .get(&key)
@@ -1633,76 +1620,49 @@ impl Relay {
         Some(f)
     }
 
+    /// A UDP datagram from `src` to the container at `dst`, carrying `data`.
     fn emit_udp(&mut self, src: SocketAddrV4, dst: SocketAddrV4, data: &[u8]) {
-        let ulen = 8 + data.len();
-        if IP_LEN + ulen > IP_MAX {
+        let udp = UdpRepr {
+            src_port: src.port(),
+            dst_port: dst.port(),
+            payload: data,
+        };
+        if ipv4::HEADER_LEN + udp.buffer_len() > IP_MAX {
             self.counters.drop_malformed.inc();
             return;
         }
-        let mut udp = Vec::with_capacity(ulen);
-        udp.extend_from_slice(&src.port().to_be_bytes());
-        udp.extend_from_slice(&dst.port().to_be_bytes());
-        udp.extend_from_slice(&(ulen as u16).to_be_bytes());
-        udp.extend_from_slice(&[0, 0]);
-        udp.extend_from_slice(data);
-        let mut ph = [0u8; 12];
-        ph[..4].copy_from_slice(&src.ip().octets());
-        ph[4..8].copy_from_slice(&dst.ip().octets());
-        ph[9] = PROTO_UDP;
-        ph[10..12].copy_from_slice(&(ulen as u16).to_be_bytes());
-        let s = u32::from(ones_complement_sum(&ph)) + u32::from(ones_complement_sum(&udp));
-        let s = ((s & 0xffff) + (s >> 16)) as u16;
-        let c = match !s {
-            0 => 0xffff,
-            c => c,
-        };
-        udp[6..8].copy_from_slice(&c.to_be_bytes());
-        self.emit_ip(*src.ip(), *dst.ip(), PROTO_UDP, &udp);
+        let ip = Ipv4Repr::new(*src.ip(), *dst.ip(), udp_wire::PROTOCOL, udp.buffer_len());
+        let mut p = self.dev.tx_buffer(ip.buffer_len() + udp.buffer_len());
+        ip.emit(&mut Ipv4Packet::new_unchecked(&mut p[..]));
+        let addrs = IpPair::from((*src.ip(), *dst.ip()));
+        udp.emit(
+            &mut UdpPacket::new_unchecked(&mut p[ipv4::HEADER_LEN..]),
+            &addrs,
+        );
+        self.dev.tx.push_back(p);
     }
 
-    fn emit_ip(&mut self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: &[u8]) {
-        let total = IP_LEN + payload.len();
-        let mut p = vec![0u8; total];
-        p[0] = 0x45;
-        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-        p[6] = 0x40; // DF
-        p[8] = 64;
-        p[9] = proto;
-        p[12..16].copy_from_slice(&src.octets());
-        p[16..20].copy_from_slice(&dst.octets());
-        let c = checksum(&p[..IP_LEN]);
-        p[10..12].copy_from_slice(&c.to_be_bytes());
-        p[IP_LEN..].copy_from_slice(payload);
+    /// The echo reply `msg` from `src` to the container at `dst`, under the container's
+    /// own identifier `ident`.
+    fn emit_echo_reply(&mut self, src: Ipv4Addr, dst: Ipv4Addr, msg: &[u8], ident: u16) {
+        let ip = Ipv4Repr::new(src, dst, icmpv4::PROTOCOL, msg.len());
+        let mut p = self.dev.tx_buffer(ip.buffer_len() + msg.len());
+        ip.emit(&mut Ipv4Packet::new_unchecked(&mut p[..]));
+        let icmp = &mut p[ipv4::HEADER_LEN..];
+        icmp.copy_from_slice(msg);
+        crate::icmp::set_echo_ident(icmp, ident);
         self.dev.tx.push_back(p);
     }
 }
 
 /// Raise the MSS option of a SYN's TCP header to [`BIG_MSS`]; returns the MSS the
 /// sender asked for, if it gave one.
-fn raise_mss(tcp: &mut [u8]) -> Option<u16> {
-    let thl = (usize::from(tcp.get(12)? >> 4) * 4).min(tcp.len());
-    let mut i = 20;
-    while i < thl {
-        match tcp[i] {
-            0 => return None,
-            1 => i += 1,
-            kind => {
-                let len = usize::from(*tcp.get(i + 1)?);
-                if len < 2 || i + len > thl {
-                    return None;
-                }
-                if kind == 2 && len == 4 {
-                    let mss = u16::from_be_bytes([tcp[i + 2], tcp[i + 3]]);
-                    tcp[i + 2..i + 4].copy_from_slice(&BIG_MSS.max(mss).to_be_bytes());
-                    return Some(mss);
-                }
-                i += len;
-            }
-        }
-    }
-    None
+fn raise_mss(seg: &mut [u8]) -> Option<u16> {
+    let mut seg = TcpPacket::new_unchecked(seg);
+    let mss = seg.mss()?;
+    seg.set_mss(BIG_MSS.max(mss));
+    Some(mss)
 }
-
 mod bufpool;
 #[cfg(test)]
 mod tests;

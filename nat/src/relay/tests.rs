@@ -8,8 +8,14 @@ use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::socket::{tcp as stcp, udp as sudp};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint};
 
+use tapnet_wire::checksum::checksum;
+
 use super::*;
 use crate::Gateway;
+
+const PROTO_ICMP: u8 = tapnet_wire::icmpv4::PROTOCOL;
+const PROTO_TCP: u8 = tapnet_wire::tcp::PROTOCOL;
+const PROTO_UDP: u8 = tapnet_wire::udp::PROTOCOL;
 
 const GW: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const CTR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -590,8 +596,17 @@ fn malformed_frames_are_counted_not_fatal() {
     // A TCP header shorter than 20 bytes.
     let bad = eth_ip(CTR, REMOTE, PROTO_TCP, &[0; 12]);
     r.input(Duration::ZERO, &bad, false, &Isolation::default());
+    // A SYN whose data offset runs past the segment.
+    let mut syn = [0u8; 20];
+    syn[12] = 15 << 4;
+    syn[13] = 0x02;
+    let bad = eth_ip(CTR, REMOTE, PROTO_TCP, &syn);
+    let before = r.counters().snapshot().drop_malformed;
+    r.input(Duration::ZERO, &bad, false, &Isolation::default());
+    assert_eq!(r.counters().snapshot().drop_malformed, before + 1);
+    assert!(r.poll_event().is_none(), "no flow for it");
     let c = r.counters().snapshot();
-    assert!(c.drop_malformed >= 3, "{c:?}");
+    assert!(c.drop_malformed >= 4, "{c:?}");
     assert_eq!(r.flow_counts(), FlowCounts::default());
     r.poll(Duration::ZERO);
 }
