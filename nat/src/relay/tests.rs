@@ -2,6 +2,9 @@
 //! in-memory host streams.
 
 use std::collections::VecDeque;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
 
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
@@ -746,7 +749,7 @@ fn a_tiny_mss_is_raised_before_it_sizes_superframes() {
     let Some(Event::Connect { id, .. }) = r.poll_event() else {
         panic!("a connect")
     };
-    assert_eq!(r.flows[&id].mss, MIN_MSS);
+    assert_eq!(r.flows.by_id[&id].mss, super::tcp::MIN_MSS);
 }
 
 #[test]
