@@ -10,6 +10,7 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint};
+use tapnet_nat::GatewayConfig;
 use tapnet_switch::{DomainConfig, MacAddr};
 
 use super::*;
