@@ -8,6 +8,8 @@ use std::time::Duration;
 use tapnet_nat::GatewayConfig;
 use tapnet_nat::relay::{FlowLimits, RelayStats};
 
+use super::clock::Clock;
+
 /// Bounds and buffer sizes of host networking.
 #[derive(Clone, Debug)]
 pub struct HostNetConfig {
@@ -18,6 +20,8 @@ pub struct HostNetConfig {
     pub tcp_buffer: usize,
     /// After an event, keep polling this long before sleeping (zero: sleep at once).
     pub busy_poll: Duration,
+    /// The time the host thread runs on: the system's, or a test's manual clock.
+    pub clock: Clock,
 }
 
 impl Default for HostNetConfig {
@@ -26,6 +30,7 @@ impl Default for HostNetConfig {
             limits: FlowLimits::default(),
             busy_poll: Duration::from_micros(50),
             tcp_buffer: 1024 * 1024,
+            clock: Clock::System,
         }
     }
 }

@@ -40,7 +40,6 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
-use std::time::Instant;
 
 use crossbeam_channel::Sender;
 use mio::{Poll, Waker};
@@ -51,6 +50,7 @@ use crate::pool::BufferPool;
 use crate::port::gateway::{GatewayHandle, GatewayPort, Uplink};
 
 mod api;
+mod clock;
 mod ctl;
 mod events;
 mod service;
@@ -59,7 +59,9 @@ mod splice;
 mod thread;
 
 pub use api::{HostListener, HostNetConfig, HostNetError, HostNetStats, NetAttach, PublishId};
+pub use clock::{Clock, ManualClock};
 
+use clock::Time;
 use ctl::Ctl;
 use splice::{NsConnector, SpliceCounters};
 use thread::{Host, WAKER};
@@ -82,7 +84,7 @@ struct Shared {
 pub struct HostNet {
     pool: Arc<BufferPool>,
     cfg: HostNetConfig,
-    start: Instant,
+    time: Time,
     ctl: Sender<Ctl>,
     waker: Arc<Waker>,
     shared: Mutex<Shared>,
@@ -98,7 +100,7 @@ impl HostNet {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (ctl, rx) = crossbeam_channel::unbounded();
-        let start = Instant::now();
+        let time = Time::new(cfg.clock.clone(), &waker);
         let sockets = Arc::new(AtomicU64::new(0));
         let splice = Arc::new(SpliceCounters::default());
         let mut host = Host::new(
@@ -106,7 +108,7 @@ impl HostNet {
             rx,
             pool.clone(),
             &cfg,
-            start,
+            time.clone(),
             Arc::clone(&sockets),
             Arc::clone(&splice),
         );
@@ -116,7 +118,7 @@ impl HostNet {
         Ok(HostNet {
             pool,
             cfg,
-            start,
+            time,
             ctl,
             waker,
             shared: Mutex::default(),
@@ -157,7 +159,7 @@ impl HostNet {
                 limits: self.cfg.limits,
                 tcp_buffer: self.cfg.tcp_buffer,
             },
-            self.start.elapsed(),
+            self.time.now(),
         );
         let counters = relay.counters();
         let (to_host, from_engine) = RingBuffer::new(RING);

@@ -15,6 +15,7 @@ use rtrb::{Consumer, Producer};
 use tapnet_nat::relay::{FlowId, Isolation, Relay};
 
 use super::api::{HostListener, HostNetConfig, PublishId};
+use super::clock::Time;
 use super::ctl::Ctl;
 use super::socks::{Removed, Sock, Socks};
 use super::splice::{SpliceCounters, Spliced};
@@ -51,7 +52,7 @@ pub(super) struct Host {
     pub(super) poll: Poll,
     ctl: Receiver<Ctl>,
     pub(super) pool: Arc<BufferPool>,
-    start: Instant,
+    time: Time,
     pub(super) nets: Vec<Option<Net>>,
     pub(super) socks: Socks,
     published: HashMap<PublishId, Token>,
@@ -85,7 +86,7 @@ impl Host {
         ctl: Receiver<Ctl>,
         pool: Arc<BufferPool>,
         cfg: &HostNetConfig,
-        start: Instant,
+        time: Time,
         open: Arc<AtomicU64>,
         splice: Arc<SpliceCounters>,
     ) -> Host {
@@ -93,7 +94,7 @@ impl Host {
             poll,
             ctl,
             pool,
-            start,
+            time,
             nets: Vec::new(),
             socks: Socks::new(open),
             published: HashMap::new(),
@@ -112,7 +113,7 @@ impl Host {
 
     /// The time the relays run on.
     pub(super) fn now(&self) -> Duration {
-        self.start.elapsed()
+        self.time.now()
     }
 
     /// The thread's loop, until [`Ctl::Stop`].
@@ -146,6 +147,7 @@ impl Host {
                     std::thread::sleep(BACKOFF);
                 }
             }
+            let pass = self.now();
             if !events.is_empty() {
                 last_event = Instant::now();
             } else if spinning {
@@ -174,6 +176,7 @@ impl Host {
             for i in 0..self.nets.len() {
                 self.service(i);
             }
+            self.time.passed(pass);
         }
     }
 
