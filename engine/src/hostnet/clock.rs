@@ -116,7 +116,16 @@ impl Time {
         }
     }
 
-    /// The host thread finished a pass that started at `at`.
+    /// The start of a host thread's pass, for [`Time::passed`]: the time on a manual
+    /// clock (the system's is not read for it).
+    pub(super) fn pass_start(&self) -> Duration {
+        match &self.clock {
+            Clock::System => Duration::ZERO,
+            Clock::Manual(m) => m.now(),
+        }
+    }
+
+    /// The host thread finished the pass that started at `at` ([`Time::pass_start`]).
     pub(super) fn passed(&self, at: Duration) {
         if let Clock::Manual(m) = &self.clock {
             let mut p = lock(&m.0.passed);

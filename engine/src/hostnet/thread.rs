@@ -147,7 +147,7 @@ impl Host {
                     std::thread::sleep(BACKOFF);
                 }
             }
-            let pass = self.now();
+            let pass = self.time.pass_start();
             if !events.is_empty() {
                 last_event = Instant::now();
             } else if spinning {
