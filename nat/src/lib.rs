@@ -1,9 +1,10 @@
-//! Sans-IO gateway services of a tapnet network: today the gateway's own
-//! address (ARP and ICMP echo); later connection tracking, egress NAT, port
-//! publishing and VIP load balancing.
+//! Sans-IO gateway services of a tapnet network: the gateway's own address
+//! (ARP and ICMP echo, [`Gateway`]), egress NAT and published ports
+//! ([`relay`]), ICMP echo over host sockets ([`icmp`]), and the `-p` parser
+//! ([`portspec`]); later VIP load balancing.
 //!
-//! Like `tapnet-switch`, nothing here does I/O, spawns threads or reads a
-//! clock. The engine hands [`Gateway::handle`] one frame and a buffer, and
+//! Like `tapnet-switch`, nothing here does I/O, spawns threads, takes locks or
+//! reads a clock. The engine hands [`Gateway::handle`] one frame and a buffer, and
 //! gets back an [`Outcome`]: a reply frame written into the buffer, nothing to
 //! send, or a named drop (each counted in [`GatewayCounters`]).
 //!
@@ -36,6 +37,7 @@
 
 mod counters;
 mod gateway;
+pub mod icmp;
 pub mod portspec;
 pub mod relay;
 

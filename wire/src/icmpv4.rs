@@ -28,6 +28,9 @@ mod field {
 /// type-specific word (identifier and sequence number for echo).
 pub const HEADER_LEN: usize = field::DATA;
 
+/// IANA protocol number of ICMP, for IP headers.
+pub const PROTOCOL: u8 = 1;
+
 /// ICMP message types (RFC 792, IANA "ICMP Type Numbers").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Icmpv4Message {

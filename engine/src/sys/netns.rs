@@ -429,20 +429,6 @@ pub(crate) mod test_support {
 
     use super::NetNsGuard;
 
-    /// Whether root-only tests can run here; prints why not otherwise. For the tests
-    /// that still check at run time; the others are `#[ignore = "needs root"]`.
-    pub(crate) fn privileged(test: &str) -> bool {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipping {test}: needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)");
-            return false;
-        }
-        if !std::path::Path::new("/dev/net/tun").exists() {
-            eprintln!("skipping {test}: /dev/net/tun is missing (modprobe tun)");
-            return false;
-        }
-        true
-    }
-
     /// A throwaway namespace with a name unique to this process and call, deleted on
     /// drop. Fails the test, saying why, when not run as root.
     pub(crate) fn scratch_ns(tag: &str) -> NetNsGuard {

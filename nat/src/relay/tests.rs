@@ -2,14 +2,23 @@
 //! in-memory host streams.
 
 use std::collections::VecDeque;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
 
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::socket::{tcp as stcp, udp as sudp};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint};
 
+use tapnet_wire::checksum::checksum;
+
 use super::*;
 use crate::Gateway;
+
+const PROTO_ICMP: u8 = tapnet_wire::icmpv4::PROTOCOL;
+const PROTO_TCP: u8 = tapnet_wire::tcp::PROTOCOL;
+const PROTO_UDP: u8 = tapnet_wire::udp::PROTOCOL;
 
 const GW: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const CTR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -31,7 +40,6 @@ fn relay_cfg(limits: FlowLimits, host_loopback: bool) -> RelayConfig {
         host_loopback,
         limits,
         tcp_buffer: 64 * 1024,
-        isolation: Arc::default(),
     }
 }
 
@@ -139,8 +147,12 @@ struct Net {
     sockets: SocketSet<'static>,
     gateway: Gateway,
     relay: Relay,
+    /// The host's networks, as the host thread keeps them.
+    isolation: Isolation,
     events: Vec<Event>,
     datagrams: Vec<(FlowId, Vec<u8>)>,
+    /// Every flow [`Relay::take_ready`] listed, in order.
+    ready: Vec<FlowId>,
     /// The last frame the relay sent toward the container.
     last_from_relay: Vec<u8>,
 }
@@ -163,8 +175,10 @@ impl Net {
             sockets: SocketSet::new(Vec::new()),
             gateway: Gateway::with_egress(cfg.gateway),
             relay: Relay::new(cfg, Duration::ZERO),
+            isolation: Isolation::default(),
             events: Vec::new(),
             datagrams: Vec::new(),
+            ready: Vec::new(),
             last_from_relay: Vec::new(),
         }
     }
@@ -181,7 +195,9 @@ impl Net {
             while let Some(f) = self.wire.from_ctr.pop_front() {
                 moved = true;
                 match self.gateway.handle(&f, &mut reply) {
-                    crate::Outcome::Forward => self.relay.input(self.now, &f, false),
+                    crate::Outcome::Forward => {
+                        self.relay.input(self.now, &f, false, &self.isolation)
+                    }
                     crate::Outcome::Reply(n) => self.wire.to_ctr.push_back(reply[..n].to_vec()),
                     _ => {}
                 }
@@ -194,6 +210,7 @@ impl Net {
                     let _ = self.relay.pump(self.now, *id, *h);
                 }
             }
+            self.ready.extend(ready);
             self.relay.poll(self.now);
             while let Some(f) = self.relay.next_frame(&mut out) {
                 moved = true;
@@ -287,7 +304,7 @@ fn tcp_egress_carries_bytes_both_ways_and_closes() {
             .unwrap();
         }
         n.step(&mut [(id, &mut host)]);
-        if got.len() == down.len() && host.got.len() == up.len() && n.relay.flow_counts().0 == 0 {
+        if got.len() == down.len() && host.got.len() == up.len() && n.relay.flow_counts().tcp == 0 {
             break;
         }
     }
@@ -295,7 +312,7 @@ fn tcp_egress_carries_bytes_both_ways_and_closes() {
     assert!(host.got == up, "container → host bytes differ");
     assert!(got == down, "host → container bytes differ");
     assert!(host.shut, "the container's FIN reached the host");
-    assert_eq!(n.relay.flow_counts(), (0, 0, 0));
+    assert_eq!(n.relay.flow_counts(), FlowCounts::default());
     let c = n.relay.counters().snapshot();
     assert_eq!((c.tcp_opened, c.tcp_closed), (1, 1));
 }
@@ -330,7 +347,7 @@ fn refused_connect_resets_and_limits_reset_too() {
         .filter(|&&h| n.sockets.get::<stcp::Socket>(h).state() == stcp::State::Closed)
         .count();
     assert_eq!(closed, 2, "the refused connect was reset");
-    assert_eq!(n.relay.flow_counts().0, 1);
+    assert_eq!(n.relay.flow_counts().tcp, 1);
     assert_eq!(n.relay.counters().snapshot().tcp_refused, 1);
 }
 
@@ -391,10 +408,10 @@ fn udp_round_trip_and_idle_timeout() {
     // A replied flow lives 120 s without traffic.
     n.now += Duration::from_secs(119);
     n.step(&mut []);
-    assert_eq!(n.relay.flow_counts().1, 1);
+    assert_eq!(n.relay.flow_counts().udp, 1);
     n.now += Duration::from_secs(2);
     n.step(&mut []);
-    assert_eq!(n.relay.flow_counts().1, 0);
+    assert_eq!(n.relay.flow_counts().udp, 0);
     assert!(n.events.contains(&Event::Close { id, reset: true }));
     assert!(!n.relay.datagram_from_host(n.now, id, b"late"));
 }
@@ -574,17 +591,26 @@ fn malformed_frames_are_counted_not_fatal() {
     let mut r = Relay::new(relay_cfg(FlowLimits::default(), false), Duration::ZERO);
     let good = eth_ip(CTR, REMOTE, PROTO_UDP, &[0, 1, 0, 2, 0, 8, 0, 0]);
     for cut in 0..good.len() {
-        r.input(Duration::ZERO, &good[..cut], false);
+        r.input(Duration::ZERO, &good[..cut], false, &Isolation::default());
     }
     // A UDP length past the packet.
     let bad = eth_ip(CTR, REMOTE, PROTO_UDP, &[0, 1, 0, 2, 0, 80, 0, 0]);
-    r.input(Duration::ZERO, &bad, false);
+    r.input(Duration::ZERO, &bad, false, &Isolation::default());
     // A TCP header shorter than 20 bytes.
     let bad = eth_ip(CTR, REMOTE, PROTO_TCP, &[0; 12]);
-    r.input(Duration::ZERO, &bad, false);
+    r.input(Duration::ZERO, &bad, false, &Isolation::default());
+    // A SYN whose data offset runs past the segment.
+    let mut syn = [0u8; 20];
+    syn[12] = 15 << 4;
+    syn[13] = 0x02;
+    let bad = eth_ip(CTR, REMOTE, PROTO_TCP, &syn);
+    let before = r.counters().snapshot().drop_malformed;
+    r.input(Duration::ZERO, &bad, false, &Isolation::default());
+    assert_eq!(r.counters().snapshot().drop_malformed, before + 1);
+    assert!(r.poll_event().is_none(), "no flow for it");
     let c = r.counters().snapshot();
-    assert!(c.drop_malformed >= 3, "{c:?}");
-    assert_eq!(r.flow_counts(), (0, 0, 0));
+    assert!(c.drop_malformed >= 4, "{c:?}");
+    assert_eq!(r.flow_counts(), FlowCounts::default());
     r.poll(Duration::ZERO);
 }
 
@@ -593,9 +619,9 @@ proptest::proptest! {
     fn arbitrary_frames_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
                                     proto in proptest::prop_oneof![proptest::strategy::Just(1u8), proptest::strategy::Just(6u8), proptest::strategy::Just(17u8)]) {
         let mut r = Relay::new(relay_cfg(FlowLimits::default(), true), Duration::ZERO);
-        r.input(Duration::ZERO, &bytes, false);
+        r.input(Duration::ZERO, &bytes, false, &Isolation::default());
         let f = eth_ip(CTR, REMOTE, proto, &bytes);
-        r.input(Duration::ZERO, &f, false);
+        r.input(Duration::ZERO, &f, false, &Isolation::default());
         r.poll(Duration::from_millis(1));
         let mut out = vec![0u8; 14 + 65535];
         while r.next_frame(&mut out).is_some() {}
@@ -623,12 +649,10 @@ fn eth_ip(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: &[u8]) -> Vec<u8> {
 
 #[test]
 fn other_networks_are_not_reached_through_the_host() {
-    let cfg = relay_cfg(FlowLimits::default(), false);
-    let iso = Arc::clone(&cfg.isolation);
-    iso.insert("other", Ipv4Addr::new(10, 1, 0, 0), 16);
+    let mut n = Net::new(relay_cfg(FlowLimits::default(), false));
+    n.isolation.insert("other", Ipv4Addr::new(10, 1, 0, 0), 16);
     // Its own subnet is listed too, as the host lists every network's.
-    iso.insert("own", GW, 24);
-    let mut n = Net::new(cfg);
+    n.isolation.insert("own", GW, 24);
     let h = n.dial(Ipv4Addr::new(10, 1, 2, 3), 80, 40000);
     n.step(&mut []);
     // Dropped, unanswered, as Docker's isolation rules drop it.
@@ -642,8 +666,8 @@ fn other_networks_are_not_reached_through_the_host() {
     n.dial(GW, 80, 40001);
     n.step(&mut []);
     assert_eq!(n.relay.counters().snapshot().drop_isolated, 1);
-    iso.remove("other");
-    assert!(!iso.contains(Ipv4Addr::new(10, 1, 2, 3)));
+    n.isolation.remove("other");
+    assert!(!n.isolation.contains(Ipv4Addr::new(10, 1, 2, 3)));
 }
 
 #[test]
@@ -663,7 +687,7 @@ fn loopback_and_reserved_destinations_are_never_routed() {
         );
         // The relay refuses them too, should a frame get there.
         let mut r = Relay::new(relay_cfg(FlowLimits::default(), true), Duration::ZERO);
-        r.input(Duration::ZERO, &f, false);
+        r.input(Duration::ZERO, &f, false, &Isolation::default());
         assert!(r.poll_event().is_none(), "{dst}");
         assert_eq!(r.counters().snapshot().drop_isolated, 1);
     }
@@ -692,7 +716,7 @@ fn data_sent_before_the_fin_waits_for_a_slow_host() {
     for _ in 0..20 {
         n.step(&mut [(id, &mut host)]);
     }
-    assert_eq!(n.relay.flow_counts().0, 1, "the flow waits for the host");
+    assert_eq!(n.relay.flow_counts().tcp, 1, "the flow waits for the host");
     assert!(host.got.is_empty());
     // The host socket turns writable: its event pumps the flow.
     host.block_writes = false;
@@ -707,7 +731,7 @@ fn data_sent_before_the_fin_waits_for_a_slow_host() {
     );
     assert!(host.got == data);
     assert!(host.shut);
-    assert_eq!(n.relay.flow_counts().0, 0);
+    assert_eq!(n.relay.flow_counts().tcp, 0);
 }
 
 #[test]
@@ -721,11 +745,11 @@ fn a_tiny_mss_is_raised_before_it_sizes_superframes() {
     tcp[13] = 0x02;
     tcp[20..24].copy_from_slice(&[2, 4, 0, 1]);
     let f = eth_ip(CTR, REMOTE, PROTO_TCP, &tcp);
-    r.input(Duration::ZERO, &f, false);
+    r.input(Duration::ZERO, &f, false, &Isolation::default());
     let Some(Event::Connect { id, .. }) = r.poll_event() else {
         panic!("a connect")
     };
-    assert_eq!(r.flows[&id].mss, MIN_MSS);
+    assert_eq!(r.flows.by_id[&id].mss, super::tcp::MIN_MSS);
 }
 
 #[test]
@@ -765,14 +789,14 @@ fn window_updates_after_the_containers_fin_are_honoured_at_once() {
             })
             .unwrap();
         }
-        if got.len() == down.len() && n.relay.flow_counts().0 == 0 {
+        if got.len() == down.len() && n.relay.flow_counts().tcp == 0 {
             break;
         }
     }
     assert_eq!(got.len(), down.len());
     assert!(got == down, "host → container bytes differ");
     assert_eq!(host.got, b"GET");
-    assert_eq!(n.relay.flow_counts().0, 0, "the flow ended");
+    assert_eq!(n.relay.flow_counts().tcp, 0, "the flow ended");
     // Simulated time: a single zero-window probe would have cost a second.
     let took = n.now - start;
     assert!(took < Duration::from_millis(500), "took {took:?}");
@@ -928,4 +952,64 @@ fn clients_shown_as_the_gateway_never_share_a_flow() {
         (IpAddress::Ipv4(GW), IpAddress::Ipv4(GW))
     );
     assert_ne!(e1.port, e2.port);
+}
+
+#[test]
+fn flows_are_ready_when_a_segment_changed_their_socket() {
+    let mut n = Net::new(relay_cfg(FlowLimits::default(), false));
+    let h = n.dial(REMOTE, 80, 40500);
+    // Acknowledge at once, so that one step shows the relay each ACK.
+    n.sockets.get_mut::<stcp::Socket>(h).set_ack_delay(None);
+    n.step(&mut []);
+    let (id, _, _) = n.connect_event();
+    n.relay.connected(n.now, id, Ok(()));
+    n.step(&mut []);
+    assert!(n.ready.contains(&id), "the handshake changed the socket");
+    // Nothing moves: nothing to pump.
+    n.ready.clear();
+    n.step(&mut []);
+    assert_eq!(n.ready, vec![]);
+    // Bytes from the container, read where they lie.
+    n.sockets
+        .get_mut::<stcp::Socket>(h)
+        .send_slice(b"one")
+        .unwrap();
+    n.step(&mut []);
+    assert_eq!(n.ready, vec![id], "once, however many segments");
+    // Bytes behind a segment queued for smoltcp (an ACK for no connection): the same.
+    let mut stray = vec![0u8; 20];
+    stray[0..2].copy_from_slice(&40999u16.to_be_bytes());
+    stray[2..4].copy_from_slice(&80u16.to_be_bytes());
+    stray[12] = 5 << 4;
+    stray[13] = 0x10;
+    n.wire
+        .from_ctr
+        .push_back(eth_ip(CTR, REMOTE, PROTO_TCP, &stray));
+    n.sockets
+        .get_mut::<stcp::Socket>(h)
+        .send_slice(b"two")
+        .unwrap();
+    n.ready.clear();
+    n.step(&mut []);
+    assert_eq!(n.ready, vec![id]);
+    // Host bytes sent and acknowledged: room again, ready again.
+    let mut host = MemHost {
+        to_ctr: b"answer".iter().copied().collect(),
+        ..Default::default()
+    };
+    assert_eq!(n.relay.pump(n.now, id, &mut host), Pumped::Open);
+    assert_eq!(host.got, b"onetwo");
+    n.ready.clear();
+    n.step(&mut []);
+    assert_eq!(n.ready, vec![id]);
+    // A reset from the container: ready, and the pump ends the flow.
+    n.sockets.get_mut::<stcp::Socket>(h).abort();
+    n.ready.clear();
+    n.step(&mut []);
+    assert_eq!(n.ready, vec![id]);
+    assert_eq!(
+        n.relay.pump(n.now, id, &mut host),
+        Pumped::Closed { reset: true }
+    );
+    assert_eq!(n.relay.flow_counts(), FlowCounts::default());
 }
