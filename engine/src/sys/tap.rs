@@ -8,7 +8,9 @@
 //! is ignored by TAP).
 //!
 //! A TAP can also be adopted from an fd another process opened (the rootless sandbox
-//! passes it over SCM_RIGHTS); `TUNGETIFF` then tells what it is.
+//! passes it over SCM_RIGHTS). Such an fd is checked to be the TUN/TAP character device
+//! (10:200) before any ioctl is issued on it (another driver could give the ioctl numbers
+//! another meaning), and `TUNGETIFF` then tells what it is.
 //!
 //! The ioctls and flags are those of `linux/if_tun.h`.
 
@@ -29,6 +31,10 @@ pub const MAX_QUEUES: usize = 256;
 
 /// The TUN/TAP character device.
 const TUN_PATH: &str = "/dev/net/tun";
+
+/// Major and minor number of the TUN/TAP character device (`MISC_MAJOR`, `TUN_MINOR` in
+/// Linux `include/linux/miscdevice.h`): the only device [`Tap::adopt`] issues ioctls on.
+pub const TUN_DEVICE: (u32, u32) = (10, 200);
 
 /// Offloads a TAP accepts from the kernel (`TUNSETOFFLOAD`): frames the kernel hands us
 /// may have a partial checksum (`csum`) or be TCP superframes (`tso4`, `tso6`).
@@ -189,13 +195,15 @@ pub enum TapError {
         #[source]
         source: io::Error,
     },
-    /// An adopted fd is not an attached `/dev/net/tun` fd (`TUNGETIFF` failed).
+    /// An adopted fd is not an attached `/dev/net/tun` fd: not the character device
+    /// 10:200 (the source, of kind `InvalidInput`, says what it is; no ioctl was issued),
+    /// or `TUNGETIFF` failed (the source is its OS error).
     #[error(
-        "fd is not a TUN/TAP device attached to an interface (TUNGETIFF failed): pass the fd \
-         of an open TAP, after TUNSETIFF"
+        "fd is not a TUN/TAP device attached to an interface: pass the fd of an open TAP, \
+         after TUNSETIFF"
     )]
     NotTun {
-        /// The error of the ioctl.
+        /// What the fd is, or the error of the ioctl.
         #[source]
         source: io::Error,
     },
@@ -317,14 +325,18 @@ impl Tap {
 
     /// Adopts the fd of a TAP opened elsewhere (received over SCM_RIGHTS, say).
     ///
-    /// Checks with `TUNGETIFF` that it is an attached TAP, learns its name and whether it
-    /// has `IFF_VNET_HDR`; if it has, sets the header size to 12 and asks for every
+    /// Checks first that the fd is the TUN/TAP character device ([`TUN_DEVICE`]), by its
+    /// file type alone: `statx` with `AT_STATX_DONT_SYNC`, which answers from the inode at
+    /// hand and never waits on a remote or FUSE file system, so the check takes bounded
+    /// time whatever the fd is. Only then checks with `TUNGETIFF` that it is an attached
+    /// TAP, learns its name and whether it has `IFF_VNET_HDR`; if it has, sets the header size to 12 and asks for every
     /// offload (falling back to fewer). Makes the fd non-blocking.
     ///
     /// The sender must have opened it with `IFF_NO_PI`: that cannot be checked, because
     /// `TUNGETIFF` reports the same bit (`0x1000`) as `IFF_NOFILTER` whenever no socket
     /// filter is attached.
     pub fn adopt(fd: OwnedFd) -> Result<Tap, TapError> {
+        check_tun_device(fd.as_fd()).map_err(|source| TapError::NotTun { source })?;
         let (name, flags) = get_iff(fd.as_fd()).map_err(|source| TapError::NotTun { source })?;
         if flags & (libc::IFF_TAP as u16) == 0 {
             return Err(TapError::NotTap { name, flags });
@@ -478,6 +490,51 @@ fn open_tun() -> Result<OwnedFd, TapError> {
             _ => TapError::OpenTun { source },
         })?;
     Ok(file.into())
+}
+
+/// Whether `fd` is the TUN/TAP character device; the error says what it is instead.
+///
+/// `statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE)`: the file type and the
+/// device number come from the inode the fd holds, with no round trip to a file server.
+fn check_tun_device(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: statx is plain old data; all-zero is a valid value.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: the path is a NUL-terminated empty string (AT_EMPTY_PATH: the fd itself)
+    // and `stx` is a `struct statx` that outlives the call.
+    let r = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
+            libc::STATX_TYPE,
+            &mut stx,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mode = libc::mode_t::from(stx.stx_mode) & libc::S_IFMT;
+    let rdev = (stx.stx_rdev_major, stx.stx_rdev_minor);
+    if mode == libc::S_IFCHR && rdev == TUN_DEVICE {
+        return Ok(());
+    }
+    let what = match mode {
+        libc::S_IFCHR => format!("the character device {}:{}", rdev.0, rdev.1),
+        libc::S_IFBLK => format!("the block device {}:{}", rdev.0, rdev.1),
+        libc::S_IFIFO => "a pipe".to_owned(),
+        libc::S_IFSOCK => "a socket".to_owned(),
+        libc::S_IFREG => "a regular file".to_owned(),
+        libc::S_IFDIR => "a directory".to_owned(),
+        libc::S_IFLNK => "a symbolic link".to_owned(),
+        _ => format!("a file of type {mode:#o}"),
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "the fd is {what}, not the TUN/TAP character device {}:{} ({TUN_PATH})",
+            TUN_DEVICE.0, TUN_DEVICE.1
+        ),
+    ))
 }
 
 /// An `ifreq` with `name` and `flags` set.

@@ -435,3 +435,55 @@ fn e2e_two_namespaces_arp_then_udp_through_user_space() {
     }
     panic!("the datagram never reached namespace B");
 }
+
+/// The error `adopt` gives for an fd that is not the TUN/TAP character device: decided by
+/// the file's type alone, so no ioctl reached it (an ioctl on these gives an OS error such
+/// as `ENOTTY`, not this).
+fn assert_refused_before_ioctl(fd: OwnedFd, what: &str) {
+    let err = Tap::adopt(fd).unwrap_err();
+    let TapError::NotTun { source } = &err else {
+        panic!("{what}: {err:?}");
+    };
+    assert_eq!(
+        source.raw_os_error(),
+        None,
+        "{what}: an ioctl was issued: {source}"
+    );
+    assert_eq!(source.kind(), ErrorKind::InvalidInput, "{what}: {source}");
+    assert!(
+        source.to_string().contains("10:200"),
+        "{what}: the error names what is expected: {source}"
+    );
+}
+
+#[test]
+fn adopt_checks_the_file_type_before_any_ioctl() {
+    let (r, _w) = nix::unistd::pipe().unwrap();
+    assert_refused_before_ioctl(r, "pipe");
+    let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    assert_refused_before_ioctl(OwnedFd::from(sock), "socket");
+    let file = File::open("/proc/self/status").unwrap();
+    assert_refused_before_ioctl(OwnedFd::from(file), "regular file");
+    let dir = File::open("/").unwrap();
+    assert_refused_before_ioctl(OwnedFd::from(dir), "directory");
+    let null = File::open("/dev/null").unwrap();
+    assert_refused_before_ioctl(OwnedFd::from(null), "/dev/null");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn adopt_accepts_the_tun_device() {
+    // The character device passes the type check; an unattached one then fails TUNGETIFF.
+    let err = Tap::adopt(open_tun().unwrap()).unwrap_err();
+    let TapError::NotTun { source } = &err else {
+        panic!("{err:?}");
+    };
+    assert!(
+        source.raw_os_error().is_some(),
+        "TUNGETIFF was issued: {source}"
+    );
+    let ns = scratch_ns("tap-fstat");
+    let tap = create_tap_in(&ns, &named("tfs0")).unwrap();
+    let adopted = Tap::adopt(tap.fd(0).try_clone_to_owned().unwrap()).unwrap();
+    assert_eq!(adopted.name(), "tfs0");
+}
