@@ -70,6 +70,10 @@ tapnet_switch::counters! {
         tx_segmented,
         /// Superframes or partial checksums that software offload could not handle.
         tx_offload_errors,
+        /// Frames dropped on receive because the TAP's virtio-net header size was not the
+        /// one the port set (another holder of the fd changed it): the frame would not
+        /// start where the port expects it.
+        rx_vnet_hdr_drops,
     }
 }
 

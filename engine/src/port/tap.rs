@@ -6,6 +6,25 @@
 //! is copied across to make it contiguous. So an MTU frame costs no copy and no 64 KiB
 //! slot, and a superframe costs one ~2 KiB copy. Transmit gathers the header and the
 //! frame straight from the slot.
+//!
+//! The virtio-net header size belongs to the device, and whoever else holds an fd of it
+//! (the process that handed an adopted TAP over shares its file description) may change
+//! it with `TUNSETVNETHDRSZ`. The kernel then writes a header of that size: the frame
+//! starts elsewhere than the port expects, and the bytes in between are not frame bytes
+//! (older kernels skip them without writing, so they would be whatever the slot held
+//! before: a frame of another network). Two checks keep such reads out of the switch:
+//!
+//! - before every read the bytes where the destination MAC lands are zeroed; a read that
+//!   leaves them all zero had a header at least [`DST_GUARD`] bytes too long (no frame is
+//!   sent to 00:00:00:00:00:00), and is dropped. Every byte a longer header could have
+//!   skipped lies in that guard or after it, so no unwritten slot byte is ever taken as
+//!   frame data;
+//! - after every call that read something, the device's header size is read back
+//!   (`TUNGETVNETHDRSZ`, one ioctl per batch); if it is not ours, every frame of the
+//!   batch is dropped (any of them may be shifted by a few bytes) and the size is set
+//!   back.
+//!
+//! Both count `rx_vnet_hdr_drops`.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::AsRawFd;
@@ -18,6 +37,10 @@ use tapnet_wire::{VNET_HDR_LEN, VnetHdr};
 use super::{Port, PortCounters, PortInfo, PortKind, PortRx, PortTx, RxSpare, RxStatus};
 use crate::pool::{BufferPool, HEADROOM, Handle, SizeClass};
 use crate::sys::tap::Tap;
+
+/// Bytes zeroed before every read where the frame's destination MAC lands (see the
+/// module documentation): a read that leaves them zero had a longer header than ours.
+const DST_GUARD: usize = 6;
 
 /// A TAP device as an engine port (queue 0 of the device).
 pub struct TapPort {
@@ -86,16 +109,20 @@ impl PortRx for TapRx {
         let large_cap = pool.frame_capacity(SizeClass::Large);
         const MAX_ERRORS_PER_CALL: usize = 8;
         let mut errors = 0;
+        let start = out.len();
+        let mut read = Batch::default();
+        let mut status = RxStatus::More;
         for _ in 0..budget {
             spare.fill(pool);
             let (Some(small), Some(large)) = (spare.small.as_mut(), spare.large.as_mut()) else {
                 // Leave the frame in the kernel's queue and try again next cycle.
                 ctr.rx_no_buffer.inc();
-                return RxStatus::More;
+                break;
             };
             let mut hdr = [0u8; VNET_HDR_LEN];
             let s = pool.get_mut(small);
             let l = pool.get_mut(large);
+            s.slot[HEADROOM..HEADROOM + DST_GUARD].fill(0);
             let res = {
                 let mut iov = [
                     IoSliceMut::new(&mut hdr[..vlen]),
@@ -106,7 +133,10 @@ impl PortRx for TapRx {
             };
             let n = match res {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return RxStatus::Drained,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    status = RxStatus::Drained;
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
                     // The kernel dropped that frame; others may be queued behind it, and
@@ -115,13 +145,25 @@ impl PortRx for TapRx {
                     ctr.rx_errors.inc();
                     errors += 1;
                     if errors >= MAX_ERRORS_PER_CALL {
-                        return RxStatus::Drained;
+                        status = RxStatus::Drained;
+                        break;
                     }
                     continue;
                 }
             };
+            read.reads += 1;
             if n < vlen + 14 {
                 ctr.rx_errors.inc();
+                continue;
+            }
+            if vlen > 0
+                && s.slot[HEADROOM..HEADROOM + DST_GUARD]
+                    .iter()
+                    .all(|&b| b == 0)
+            {
+                // The header was longer than ours: nothing of this read is a frame.
+                ctr.rx_vnet_hdr_drops.inc();
+                read.shifted = true;
                 continue;
             }
             let flen = n - vlen;
@@ -145,11 +187,54 @@ impl PortRx for TapRx {
             };
             if let Some(h) = h {
                 out.push(h);
+                read.bytes += flen as u64;
             }
-            ctr.rx_packets.inc();
-            ctr.rx_bytes.add(flen as u64);
         }
-        RxStatus::More
+        if vlen > 0 && read.reads > 0 && self.header_changed(read.shifted) {
+            // Any frame of this batch may have been read with another header size.
+            for h in out.drain(start..) {
+                ctr.rx_vnet_hdr_drops.inc();
+                pool.free(h);
+            }
+            read.bytes = 0;
+        }
+        ctr.rx_packets.add((out.len() - start) as u64);
+        ctr.rx_bytes.add(read.bytes);
+        status
+    }
+}
+
+/// What one receive call read.
+#[derive(Default)]
+struct Batch {
+    /// Successful reads, dropped frames included.
+    reads: usize,
+    /// Frame bytes taken.
+    bytes: u64,
+    /// A read had a longer header than ours.
+    shifted: bool,
+}
+
+impl TapRx {
+    /// Whether the device's header size is not ours (or `shifted` said a read showed
+    /// it); if so, sets it back.
+    fn header_changed(&self, shifted: bool) -> bool {
+        let ours = self.tap.vnet_hdr_len();
+        // A size that cannot be read counts as changed: the batch is dropped, not trusted.
+        let changed = shifted || self.tap.current_vnet_hdr_len().ok() != Some(ours);
+        if changed {
+            match self.tap.restore_vnet_hdr_len() {
+                Ok(()) => tracing::debug!(
+                    name = self.tap.name(),
+                    "TAP virtio-net header size changed by another holder of the fd; set back"
+                ),
+                Err(e) => tracing::warn!(
+                    name = self.tap.name(), error = %e,
+                    "could not set the TAP virtio-net header size back"
+                ),
+            }
+        }
+        changed
     }
 }
 
@@ -176,3 +261,6 @@ impl PortTx for TapTx {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -410,6 +410,33 @@ impl Tap {
         nix::sys::uio::writev(self.fds[queue].as_fd(), bufs).map_err(io::Error::from)
     }
 
+    /// The virtio-net header size the device uses now (`TUNGETVNETHDRSZ`).
+    ///
+    /// The size belongs to the device, not to our fd: whoever else holds an fd of it (the
+    /// process that handed an adopted TAP over keeps the same file description) can change
+    /// it at any time, and every later read then carries a header of that size. The port
+    /// compares this with [`Tap::vnet_hdr_len`] after reading.
+    pub fn current_vnet_hdr_len(&self) -> io::Result<usize> {
+        let mut size: libc::c_int = 0;
+        // SAFETY: TUNGETVNETHDRSZ writes one int through the pointer; `size` outlives the
+        // call.
+        let r = unsafe { libc::ioctl(self.fds[0].as_raw_fd(), libc::TUNGETVNETHDRSZ, &mut size) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(usize::try_from(size).unwrap_or(0))
+    }
+
+    /// Sets the device's virtio-net header size back to [`VNET_HDR_LEN`] after someone
+    /// else changed it (see [`Tap::current_vnet_hdr_len`]). Nothing to do for a TAP
+    /// without a header.
+    pub fn restore_vnet_hdr_len(&self) -> io::Result<()> {
+        if self.vnet_hdr_len == 0 {
+            return Ok(());
+        }
+        set_vnet_hdr_len(self.fds[0].as_fd())
+    }
+
     /// Makes the interface outlive its fds (`on`) or not (`TUNSETPERSIST`). A persistent
     /// TAP is removed with `Netlink::delete_link` or by turning persistence off again.
     pub fn set_persist(&self, on: bool) -> Result<(), TapError> {
