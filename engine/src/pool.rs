@@ -10,15 +10,33 @@
 //! can be written in place, and free slots live on a lock-free queue. A [`Handle`] is a
 //! `u32` index that is *not* `Clone`: whoever holds it owns the slot, which is what makes
 //! [`BufferPool::get_mut`] sound without locks.
+//!
+//! Large slots are few (256 by default) and every network's ports draw on them, so one
+//! port must not hold them all: a port that receives a superframe or a jumbo frame
+//! charges its slot to its [`ShareAccount`], and an account holds at most its share
+//! ([`BufferPool::large_share`]) at once. A frame beyond the share is dropped by the port
+//! (`rx_pool_share_drops`), and the other ports still find slots.
 
 use std::cell::UnsafeCell;
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crossbeam_queue::ArrayQueue;
 use tapnet_wire::VnetHdr;
 
 /// Bytes reserved in front of every frame for headers written in place.
 pub const HEADROOM: usize = 128;
+
+/// Default floor of a port's share of the large slots: however many ports share the
+/// pool, each may hold at least this many large slots at once (see
+/// [`BufferPool::large_share`]). Eight 64 KiB superframes in flight keep one TCP flow
+/// near line rate between two TAPs.
+pub const LARGE_SHARE_FLOOR: u32 = 8;
+
+/// Share accounts a pool tracks one by one ([`BufferPool::open_account`]); ports beyond
+/// that many share the last account, and so one share between them.
+pub const MAX_SHARE_ACCOUNTS: usize = 1024;
 
 /// Sizes and counts of the two slot classes.
 #[derive(Clone, Copy, Debug)]
@@ -131,10 +149,65 @@ impl Class {
     }
 }
 
+/// Large slots held per share account.
+struct Shares {
+    /// Large slots each account holds now.
+    held: Box<[AtomicU32]>,
+    /// Whether each account has an owner.
+    open: Box<[AtomicBool]>,
+    /// Owners of accounts now (the last account may have several).
+    owners: AtomicU32,
+}
+
+impl Shares {
+    fn new() -> Shares {
+        Shares {
+            held: (0..MAX_SHARE_ACCOUNTS).map(|_| AtomicU32::new(0)).collect(),
+            open: (0..MAX_SHARE_ACCOUNTS)
+                .map(|_| AtomicBool::new(false))
+                .collect(),
+            owners: AtomicU32::new(0),
+        }
+    }
+}
+
+/// A port's account of the large slots it holds (see [`BufferPool::charge`]). Closed
+/// when dropped; its index is reused once every slot charged to it is back.
+pub struct ShareAccount {
+    shares: Arc<Shares>,
+    index: usize,
+}
+
+impl fmt::Debug for ShareAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ShareAccount({})", self.index)
+    }
+}
+
+impl ShareAccount {
+    /// Large slots charged to this account and not yet freed.
+    pub fn held(&self) -> u32 {
+        self.shares.held[self.index].load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for ShareAccount {
+    fn drop(&mut self) {
+        self.shares.owners.fetch_sub(1, Ordering::Relaxed);
+        if self.index + 1 < MAX_SHARE_ACCOUNTS {
+            self.shares.open[self.index].store(false, Ordering::Release);
+        }
+    }
+}
+
 /// The packet buffer pool shared by every worker of an engine.
 pub struct BufferPool {
     small: Class,
     large: Class,
+    /// Per large slot: the account it is charged to, plus one (0: none).
+    charged: Box<[AtomicU32]>,
+    shares: Arc<Shares>,
+    large_share_floor: u32,
 }
 
 // SAFETY: slot memory and metadata are only reached through a `Handle`, which is unique
@@ -191,7 +264,77 @@ impl BufferPool {
         BufferPool {
             small: Class::new(cfg.small_slots, cfg.small_size),
             large: Class::new(cfg.large_slots, cfg.large_size),
+            charged: (0..cfg.large_slots).map(|_| AtomicU32::new(0)).collect(),
+            shares: Arc::new(Shares::new()),
+            large_share_floor: LARGE_SHARE_FLOOR,
         }
+    }
+
+    /// The same pool with another floor for the share of large slots (default
+    /// [`LARGE_SHARE_FLOOR`]; see [`BufferPool::large_share`]).
+    pub fn with_large_share_floor(mut self, floor: u32) -> BufferPool {
+        self.large_share_floor = floor.max(1);
+        self
+    }
+
+    /// Opens a share account for a port (see [`BufferPool::charge`]).
+    pub fn open_account(&self) -> ShareAccount {
+        let shares = &self.shares;
+        let last = MAX_SHARE_ACCOUNTS - 1;
+        let index = (0..last)
+            .find(|&i| {
+                if shares.held[i].load(Ordering::Acquire) != 0 {
+                    return false;
+                }
+                shares.open[i]
+                    .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            })
+            .unwrap_or(last);
+        shares.owners.fetch_add(1, Ordering::Relaxed);
+        ShareAccount {
+            shares: shares.clone(),
+            index,
+        }
+    }
+
+    /// Large slots one account may hold at once: `max(floor, large_slots / (owners + 1))`,
+    /// at most every large slot. Dividing by one more than the accounts open leaves a
+    /// share free for a port that opens one next, and for the receive stages' spares;
+    /// past `large_slots / floor` ports the floor wins and the shares may add up to more
+    /// than the pool.
+    pub fn large_share(&self) -> u32 {
+        let owners = self.shares.owners.load(Ordering::Relaxed);
+        (self.large.count / (owners + 1))
+            .max(self.large_share_floor)
+            .min(self.large.count)
+    }
+
+    /// Charges large slot `h` to `account`, unless the account holds its share already
+    /// (then false, and the caller drops the frame). A small slot is never charged (true).
+    /// The charge ends when the slot is freed, by whoever frees it.
+    pub fn charge(&self, h: &Handle, account: &ShareAccount) -> bool {
+        let (c, idx) = split(h);
+        if c == SizeClass::Small {
+            return true;
+        }
+        debug_assert!(Arc::ptr_eq(&account.shares, &self.shares));
+        let share = self.large_share();
+        let held = &self.shares.held[account.index];
+        if held
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < share).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return false;
+        }
+        let old = self.charged[idx as usize].swap(account.index as u32 + 1, Ordering::AcqRel);
+        if old != 0 {
+            // Charged twice: the earlier charge ends here.
+            self.shares.held[old as usize - 1].fetch_sub(1, Ordering::AcqRel);
+        }
+        true
     }
 
     fn class(&self, c: SizeClass) -> &Class {
@@ -249,6 +392,12 @@ impl BufferPool {
     /// Give a slot back.
     pub fn free(&self, h: Handle) {
         let (c, idx) = split(&h);
+        if c == SizeClass::Large {
+            let account = self.charged[idx as usize].swap(0, Ordering::AcqRel);
+            if account != 0 {
+                self.shares.held[account as usize - 1].fetch_sub(1, Ordering::AcqRel);
+            }
+        }
         // Cannot fail: the queue holds every slot of the class and this one is not on it.
         let _ = self.class(c).free.push(idx);
     }
@@ -355,6 +504,93 @@ mod tests {
         assert_eq!(p.frame(&h), &big[..]);
         assert_eq!(p.meta(&h).head as usize, HEADROOM);
         p.free(h);
+    }
+
+    fn larger() -> BufferPool {
+        BufferPool::new(PoolConfig {
+            small_slots: 4,
+            small_size: 256,
+            large_slots: 12,
+            large_size: 4096,
+        })
+        .with_large_share_floor(2)
+    }
+
+    /// Charges fresh large slots to `account` until refused; returns those it took.
+    fn fill(p: &BufferPool, account: &ShareAccount) -> Vec<Handle> {
+        let mut held = Vec::new();
+        while let Some(h) = p.alloc(SizeClass::Large) {
+            if !p.charge(&h, account) {
+                p.free(h);
+                break;
+            }
+            held.push(h);
+        }
+        held
+    }
+
+    #[test]
+    fn one_account_cannot_take_every_large_slot() {
+        let p = larger();
+        let a = p.open_account();
+        let held_a = fill(&p, &a);
+        // Alone, a port gets half (12 / (1 + 1)), never all.
+        assert_eq!(held_a.len(), 6);
+        assert_eq!(a.held(), 6);
+        assert_eq!(p.available().large, 6);
+
+        // A second port still finds slots: its share is 12 / 3 = 4, and `a` is over
+        // its new share until some of its frames are gone.
+        let b = p.open_account();
+        let held_b = fill(&p, &b);
+        assert_eq!(held_b.len(), 4);
+        let h = p.alloc(SizeClass::Large).unwrap();
+        assert!(!p.charge(&h, &a), "a is over its share");
+        p.free(h);
+
+        // Freeing ends the charge, wherever it happens.
+        for h in held_a {
+            p.free(h);
+        }
+        assert_eq!(a.held(), 0);
+        assert_eq!(b.held(), 4);
+        for h in held_b {
+            p.free(h);
+        }
+        assert_eq!(p.available().large, 12);
+    }
+
+    #[test]
+    fn share_floor_and_small_slots() {
+        let p = larger();
+        let accounts: Vec<_> = (0..20).map(|_| p.open_account()).collect();
+        // 12 / 21 rounds to 0: the floor wins.
+        assert_eq!(p.large_share(), 2);
+        assert_eq!(fill(&p, &accounts[0]).len(), 2);
+        // Small slots are not charged.
+        let s = p.alloc(SizeClass::Small).unwrap();
+        assert!(p.charge(&s, &accounts[0]));
+        p.free(s);
+        drop(accounts);
+        // No port left: no share to keep free.
+        assert_eq!(p.large_share(), 12);
+    }
+
+    #[test]
+    fn accounts_are_reused_once_their_slots_are_back() {
+        let p = larger();
+        let a = p.open_account();
+        let h = p.alloc(SizeClass::Large).unwrap();
+        assert!(p.charge(&h, &a));
+        let index = a.index;
+        drop(a);
+        // Its slot is still out: the index is not handed out again yet.
+        let b = p.open_account();
+        assert_ne!(b.index, index);
+        p.free(h);
+        let c = p.open_account();
+        assert_eq!(c.index, index);
+        assert_eq!(c.held(), 0);
     }
 
     #[test]

@@ -74,6 +74,10 @@ tapnet_switch::counters! {
         /// one the port set (another holder of the fd changed it): the frame would not
         /// start where the port expects it.
         rx_vnet_hdr_drops,
+        /// Frames dropped on receive because the port held its share of the pool's large
+        /// slots already (`BufferPool::large_share`): its earlier superframes or jumbo
+        /// frames were still on their way out.
+        rx_pool_share_drops,
     }
 }
 

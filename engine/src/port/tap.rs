@@ -35,7 +35,7 @@ use mio::{Interest, Registry, Token};
 use tapnet_wire::{VNET_HDR_LEN, VnetHdr};
 
 use super::{Port, PortCounters, PortInfo, PortKind, PortRx, PortTx, RxSpare, RxStatus};
-use crate::pool::{BufferPool, HEADROOM, Handle, SizeClass};
+use crate::pool::{BufferPool, HEADROOM, Handle, ShareAccount, SizeClass};
 use crate::sys::tap::Tap;
 
 /// Bytes zeroed before every read where the frame's destination MAC lands (see the
@@ -71,6 +71,7 @@ impl Port for TapPort {
     fn split(self: Box<Self>) -> (Box<dyn PortRx>, Box<dyn PortTx>) {
         let rx = TapRx {
             tap: self.tap.clone(),
+            account: None,
         };
         (Box::new(rx), Box::new(TapTx { tap: self.tap }))
     }
@@ -78,6 +79,8 @@ impl Port for TapPort {
 
 struct TapRx {
     tap: Arc<Tap>,
+    /// The large slots this port holds, opened at its first read.
+    account: Option<ShareAccount>,
 }
 
 struct TapTx {
@@ -112,6 +115,7 @@ impl PortRx for TapRx {
         let start = out.len();
         let mut read = Batch::default();
         let mut status = RxStatus::More;
+        let account = self.account.get_or_insert_with(|| pool.open_account());
         for _ in 0..budget {
             spare.fill(pool);
             let (Some(small), Some(large)) = (spare.small.as_mut(), spare.large.as_mut()) else {
@@ -183,6 +187,15 @@ impl PortRx for TapRx {
                 l.meta.head = HEADROOM as u32;
                 l.meta.len = flen as u32;
                 l.meta.vnet = vnet;
+                if !spare
+                    .large
+                    .as_ref()
+                    .is_some_and(|h| pool.charge(h, account))
+                {
+                    // Over this port's share: the slot stays the spare, for any port.
+                    ctr.rx_pool_share_drops.inc();
+                    continue;
+                }
                 spare.large.take()
             };
             if let Some(h) = h {

@@ -235,3 +235,71 @@ fn a_raised_vnet_header_size_never_exposes_stale_bytes() {
     assert_eq!(ctr.rx_vnet_hdr_drops.get(), before);
     spare.release(&pool);
 }
+
+#[test]
+#[ignore = "needs root"]
+fn one_port_cannot_hold_every_large_slot() {
+    let ns = scratch_ns("tap-share");
+    let cfg = |name: &str| TapConfig {
+        name: name.into(),
+        ..TapConfig::default()
+    };
+    let tap_a = create_tap_in(&ns, &cfg("tsa0")).unwrap();
+    let tap_b = create_tap_in(&ns, &cfg("tsb0")).unwrap();
+    let fd_a = tap_a.fd(0).try_clone_to_owned().unwrap();
+    let fd_b = tap_b.fd(0).try_clone_to_owned().unwrap();
+    // A jumbo-MTU network: every frame needs a large slot.
+    let kernel_a = KernelSide::with_mtu(&ns, "tsa0", 9000);
+    let kernel_b = KernelSide::with_mtu(&ns, "tsb0", 9000);
+    let pool = BufferPool::new(PoolConfig {
+        small_slots: 64,
+        small_size: 2048,
+        large_slots: 8,
+        large_size: HEADROOM + 65536 + 64,
+    })
+    .with_large_share_floor(2);
+    // One spare for both ports, as in the receive stage.
+    let mut spare = RxSpare::default();
+    let (ctr_a, ctr_b) = (PortCounters::default(), PortCounters::default());
+    let (mut rx_a, _tx_a) = Box::new(TapPort::new(tap_a, 9000)).split();
+    let (mut rx_b, _tx_b) = Box::new(TapPort::new(tap_b, 9000)).split();
+
+    // Port A's frames are all held downstream (a slow or stuck egress).
+    let mut held = Vec::new();
+    for tag in 0..12 {
+        kernel_a.send(&sized_frame(tag, 4000));
+    }
+    wait_readable(fd_a.as_fd());
+    for _ in 0..12 {
+        rx_a.recv(&pool, &mut spare, &mut held, 64, &ctr_a);
+    }
+    assert!(!held.is_empty());
+    assert!(
+        held.len() < 8,
+        "port A holds {} of 8 large slots",
+        held.len()
+    );
+
+    // Port B still receives its jumbo frame.
+    kernel_b.send(&sized_frame(0x42, 4000));
+    wait_readable(fd_b.as_fd());
+    let mut got = Vec::new();
+    rx_b.recv(&pool, &mut spare, &mut got, 64, &ctr_b);
+    assert_eq!(got.len(), 1, "{:?}", ctr_b.snapshot());
+    assert_eq!(pool.frame(&got[0]), &sized_frame(0x42, 4000)[..]);
+    pool_share_drops_counted(&ctr_a, 12 - held.len());
+
+    for h in held.into_iter().chain(got) {
+        pool.free(h);
+    }
+    spare.release(&pool);
+}
+
+fn pool_share_drops_counted(ctr: &PortCounters, dropped: usize) {
+    assert_eq!(
+        ctr.rx_pool_share_drops.get(),
+        dropped as u64,
+        "{:?}",
+        ctr.snapshot()
+    );
+}
