@@ -78,6 +78,10 @@ tapnet_switch::counters! {
         /// slots already (`BufferPool::large_share`): its earlier superframes or jumbo
         /// frames were still on their way out.
         rx_pool_share_drops,
+        /// Superframes software segmentation refused for a bound: a `gso_size` below
+        /// `tapnet_wire::gso::MIN_GSO_SIZE`, or more than `MAX_GSO_SEGMENTS` segments.
+        /// Also counted in `tx_offload_errors`.
+        tx_gso_refused,
     }
 }
 

@@ -576,11 +576,14 @@ impl TxStage {
         };
         match gso::segment(&vnet, pool.frame(&h), mtu, &mut sink) {
             Ok(_) => p.ctr.tx_segmented.inc(),
-            Err(_) => {
+            Err(e) => {
                 // All or nothing: a partial burst would only make the receiver ask
                 // for the rest again.
                 for s in p.queue.drain(queued..) {
                     pool.free(s);
+                }
+                if e.is_bound() {
+                    p.ctr.tx_gso_refused.inc();
                 }
                 p.ctr.tx_offload_errors.inc();
             }

@@ -23,6 +23,23 @@ mod tcp;
 
 pub use tcp::{segment, segment_count};
 
+/// Smallest `gso_size` (payload bytes per segment) [`segment`] accepts: a superframe
+/// asking for less is refused ([`GsoDrop::GsoSizeTooSmall`]) instead of being cut into
+/// thousands of frames (a `gso_size` of 1 would turn one 64 KiB superframe into 65,000).
+///
+/// RFC 9293 §3.7.1's 536 (IPv4) and 1220 (IPv6) bytes are only the MSS assumed when the
+/// peer sends no MSS option; a peer may ask for less, and Linux sends segments down to
+/// `tcp_min_snd_mss` (48) less its options. 64 is below any MSS seen on real paths (MSS
+/// clamping stops around 1200, RFC 879's 576-byte datagram gives 536) and keeps the
+/// fan-out of one superframe at [`MAX_GSO_SEGMENTS`]. Only software segmentation refuses
+/// it: between ports that take offloads the superframe passes intact.
+pub const MIN_GSO_SIZE: u16 = 64;
+
+/// Most segments [`segment`] cuts one superframe into: 64 KiB / [`MIN_GSO_SIZE`]. A
+/// superframe that would need more (an egress MTU leaving under 64 bytes of payload per
+/// segment) is refused ([`GsoDrop::TooManySegments`]) before any buffer is asked for.
+pub const MAX_GSO_SEGMENTS: usize = 65_536 / MIN_GSO_SIZE as usize;
+
 /// Where segments are written: the caller hands out one buffer per segment (from its pool).
 pub trait SegmentSink {
     /// A buffer of exactly `len` bytes for the next segment, or `None` when none can be had
@@ -70,11 +87,18 @@ pub enum GsoDrop {
     /// The sink had no buffer for a segment; the segments already handed out are complete.
     #[error("no buffer for a segment")]
     NoBuffer,
+    /// `gso_size` is below [`MIN_GSO_SIZE`]: segmenting would fan one superframe out to
+    /// thousands of frames.
+    #[error("GSO size below the floor of {MIN_GSO_SIZE} bytes")]
+    GsoSizeTooSmall,
+    /// The superframe would need more than [`MAX_GSO_SEGMENTS`] segments at this MTU.
+    #[error("superframe would need more than {MAX_GSO_SEGMENTS} segments")]
+    TooManySegments,
 }
 
 impl GsoDrop {
     /// Every reason, in declaration order (for counter tables).
-    pub const ALL: [GsoDrop; 10] = [
+    pub const ALL: [GsoDrop; 12] = [
         GsoDrop::Malformed,
         GsoDrop::NotGso,
         GsoDrop::UnsupportedGso,
@@ -85,6 +109,8 @@ impl GsoDrop {
         GsoDrop::CsumOutOfRange,
         GsoDrop::CsumMisplaced,
         GsoDrop::NoBuffer,
+        GsoDrop::GsoSizeTooSmall,
+        GsoDrop::TooManySegments,
     ];
 
     /// A stable snake_case name for counters and logs.
@@ -100,7 +126,15 @@ impl GsoDrop {
             GsoDrop::CsumOutOfRange => "csum_out_of_range",
             GsoDrop::CsumMisplaced => "csum_misplaced",
             GsoDrop::NoBuffer => "no_buffer",
+            GsoDrop::GsoSizeTooSmall => "gso_size_too_small",
+            GsoDrop::TooManySegments => "too_many_segments",
         }
+    }
+
+    /// Whether the frame was refused by a bound on segmentation ([`MIN_GSO_SIZE`],
+    /// [`MAX_GSO_SEGMENTS`]) rather than for being malformed or unsupported.
+    pub const fn is_bound(self) -> bool {
+        matches!(self, GsoDrop::GsoSizeTooSmall | GsoDrop::TooManySegments)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Segmentation of TCP superframes: validation and planning first, then the copies.
 
-use super::{GsoDrop, SegmentSink, l3_start};
+use super::{GsoDrop, MAX_GSO_SEGMENTS, MIN_GSO_SIZE, SegmentSink, l3_start};
 use crate::checksum::{self, combine};
 use crate::ethernet::ethertype;
 use crate::ipv4::Ipv4Packet;
@@ -43,6 +43,9 @@ fn plan(hdr: &VnetHdr, frame: &[u8], max_ip_len: usize) -> Result<Plan, GsoDrop>
     };
     if hdr.gso_size == 0 {
         return Err(GsoDrop::ZeroGsoSize);
+    }
+    if hdr.gso_size < MIN_GSO_SIZE {
+        return Err(GsoDrop::GsoSizeTooSmall);
     }
     let (l3, ethertype) = l3_start(frame).ok_or(GsoDrop::Malformed)?;
     let ip = frame.get(l3..).ok_or(GsoDrop::Malformed)?;
@@ -111,6 +114,9 @@ fn plan(hdr: &VnetHdr, frame: &[u8], max_ip_len: usize) -> Result<Plan, GsoDrop>
         (_, 0) => return Err(GsoDrop::MtuTooSmall),
         (n, mss) => n.div_ceil(mss),
     };
+    if count > MAX_GSO_SEGMENTS {
+        return Err(GsoDrop::TooManySegments);
+    }
     Ok(Plan {
         l3,
         l4,
@@ -147,6 +153,10 @@ pub fn segment_count(hdr: &VnetHdr, frame: &[u8], max_ip_len: usize) -> Result<u
 /// does), otherwise from the IP addresses. `hdr_len` is ignored. A superframe whose payload
 /// already fits gives one segment (its checksum completed); one without payload gives one
 /// header-only segment.
+///
+/// A `gso_size` below [`MIN_GSO_SIZE`](super::MIN_GSO_SIZE), or a split into more than
+/// [`MAX_GSO_SEGMENTS`](super::MAX_GSO_SEGMENTS) segments, is refused: those bound how many
+/// buffers one superframe can take.
 ///
 /// Every check happens before the first buffer is asked for, and every buffer handed out is
 /// completely written. Returns the number of segments written, or the reason for the drop;

@@ -511,7 +511,9 @@ fn drop_reasons() {
     }
     assert_eq!(run(hdr, &frame, 20 + 32), Err(GsoDrop::MtuTooSmall));
     assert_eq!(run(hdr, &frame, 0), Err(GsoDrop::MtuTooSmall));
-    assert!(run(hdr, &frame, 20 + 32 + 1).is_ok());
+    // One byte of payload per segment is enough, within the cap on segments.
+    let (small_hdr, small) = build(&Spec::new(false, MAX_GSO_SEGMENTS, 1448));
+    assert!(run(small_hdr, &small, 20 + 32 + 1).is_ok());
 
     let mut f = frame.clone();
     f[14 + 6] |= 0x20; // MF
@@ -543,6 +545,51 @@ fn drop_reasons() {
     f[14 + 40 + 1] = 0xff;
     assert_eq!(run(hh, &f, 1500), Err(GsoDrop::Malformed));
     assert_eq!(run(h6, &f6[..f6.len() - 1], 1500), Err(GsoDrop::Malformed));
+}
+
+#[test]
+fn gso_size_below_the_floor_is_refused() {
+    for v6 in [false, true] {
+        for gso in [1, 2, 63] {
+            let (hdr, frame) = build(&Spec::new(v6, 8192, gso));
+            let mut sink = VecSink::new();
+            assert_eq!(
+                segment(&hdr, &frame, 1500, &mut sink),
+                Err(GsoDrop::GsoSizeTooSmall),
+                "gso_size {gso}"
+            );
+            assert!(sink.segs.is_empty(), "no buffer is asked for");
+            assert_eq!(
+                segment_count(&hdr, &frame, 1500),
+                Err(GsoDrop::GsoSizeTooSmall)
+            );
+        }
+        // At the floor and above, as before.
+        let segs = segment_and_verify(&Spec::new(v6, 8192, 64), 1500);
+        assert_eq!(segs.len(), 8192 / 64);
+        let segs = segment_and_verify(&Spec::new(v6, 8192, 1448), 1500);
+        assert_eq!(segs.len(), 8192usize.div_ceil(1448));
+    }
+}
+
+#[test]
+fn segments_per_superframe_are_capped() {
+    // gso_size at the floor and the largest payload: exactly the cap.
+    let s = Spec::new(false, 65_535 - 20 - 32, MIN_GSO_SIZE);
+    assert_eq!(segment_and_verify(&s, 1500).len(), MAX_GSO_SEGMENTS);
+    // An egress MTU leaving 48 bytes of payload per segment would need 1355.
+    let (hdr, frame) = build(&Spec::new(false, 65_000, 1448));
+    let mut sink = VecSink::new();
+    assert_eq!(
+        segment(&hdr, &frame, 20 + 32 + 48, &mut sink),
+        Err(GsoDrop::TooManySegments)
+    );
+    assert!(sink.segs.is_empty(), "no buffer is asked for");
+    // The same frame at a usual MTU.
+    assert_eq!(
+        segment_count(&hdr, &frame, 1500),
+        Ok(65_000usize.div_ceil(1448))
+    );
 }
 
 #[test]
@@ -753,7 +800,7 @@ fn spec_strategy() -> impl Strategy<Value = (Spec, usize)> {
     (
         any::<(bool, bool, bool, bool, bool, bool, bool, bool)>(),
         0usize..20_000,
-        1u16..10_000,
+        MIN_GSO_SIZE..10_000,
         any::<(u32, u16)>(),
         100usize..10_000,
     )
