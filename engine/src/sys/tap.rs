@@ -415,7 +415,8 @@ impl Tap {
     /// The size belongs to the device, not to our fd: whoever else holds an fd of it (the
     /// process that handed an adopted TAP over keeps the same file description) can change
     /// it at any time, and every later read then carries a header of that size. The port
-    /// compares this with [`Tap::vnet_hdr_len`] after reading.
+    /// compares this with [`Tap::vnet_hdr_len`] after reading. `IFF_VNET_HDR` itself cannot
+    /// change while our fd is open: only the first queue to attach sets the flags.
     pub fn current_vnet_hdr_len(&self) -> io::Result<usize> {
         let mut size: libc::c_int = 0;
         // SAFETY: TUNGETVNETHDRSZ writes one int through the pointer; `size` outlives the

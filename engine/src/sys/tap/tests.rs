@@ -487,3 +487,47 @@ fn adopt_accepts_the_tun_device() {
     let adopted = Tap::adopt(tap.fd(0).try_clone_to_owned().unwrap()).unwrap();
     assert_eq!(adopted.name(), "tfs0");
 }
+
+#[test]
+#[ignore = "needs root"]
+fn current_header_length_follows_the_device() {
+    let ns = scratch_ns("tap-hdrlen");
+    let tap = create_tap_in(&ns, &named("thl0")).unwrap();
+    assert_eq!(tap.current_vnet_hdr_len().unwrap(), VNET_HDR_LEN);
+    let len = 24;
+    // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer; `len` outlives the call.
+    let r = unsafe { libc::ioctl(tap.fd(0).as_raw_fd(), libc::TUNSETVNETHDRSZ, &len) };
+    assert_eq!(r, 0);
+    assert_eq!(tap.current_vnet_hdr_len().unwrap(), 24);
+    tap.restore_vnet_hdr_len().unwrap();
+    assert_eq!(tap.current_vnet_hdr_len().unwrap(), VNET_HDR_LEN);
+
+    // IFF_VNET_HDR itself cannot change while a queue is open, attached or not: only the
+    // first queue to attach sets the device's flags. So the size is all there is to check.
+    let cfg = TapConfig {
+        queues: 2,
+        ..named("thl1")
+    };
+    let mq = create_tap_in(&ns, &cfg).unwrap();
+    assert_eq!(mq.current_vnet_hdr_len().unwrap(), VNET_HDR_LEN);
+    let set_queue = |fd: BorrowedFd<'_>, flags: libc::c_int| {
+        let mut ifr = ifreq("", flags as libc::c_short);
+        // SAFETY: TUNSETQUEUE reads a `struct ifreq`, which `ifr` is; it outlives the call.
+        let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETQUEUE, &mut ifr) };
+        assert_eq!(r, 0, "TUNSETQUEUE: {}", io::Error::last_os_error());
+    };
+    set_queue(mq.fd(0), libc::IFF_DETACH_QUEUE);
+    set_queue(mq.fd(1), libc::IFF_DETACH_QUEUE);
+    let other = ns
+        .run(|| {
+            let fd = open_tun().unwrap();
+            let flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE;
+            set_iff(fd.as_fd(), "thl1", flags as libc::c_short).unwrap();
+            fd
+        })
+        .unwrap();
+    set_queue(mq.fd(0), libc::IFF_ATTACH_QUEUE);
+    assert_ne!(flags_of(&mq, 0) & VNET, 0);
+    assert_eq!(mq.current_vnet_hdr_len().unwrap(), VNET_HDR_LEN);
+    drop(other);
+}
