@@ -278,6 +278,7 @@ impl Switch {
         d.ports.retain(|&p| p != port);
         d.gateways.retain(|&p| p != port);
         let flushed = d.table.flush_port(port) + d.table.remove_port_statics(port);
+        d.table.release_port(port);
         d.counters.flushed.add(flushed as u64);
         Ok(())
     }

@@ -10,6 +10,7 @@
 //! allocation. Backward-shift deletion leaves no tombstones.) Only
 //! [`MacTable::add_static`], a control-plane call, may grow the slot array.
 
+use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::BuildHasher;
@@ -159,10 +160,12 @@ pub struct MacTable {
     aging: Duration,
     aging_ns: u64,
     learned: usize,
-    /// Learned entries per port, indexed by `PortId`; grown by
-    /// [`MacTable::reserve_port`] (the control plane) so that learning does
-    /// not allocate.
-    per_port: Vec<u32>,
+    /// Learned entries per port (by `PortId`), for the ports of this table
+    /// only: an entry is made by [`MacTable::reserve_port`] (the control
+    /// plane, on attach) so that learning does not allocate, and dropped by
+    /// [`MacTable::release_port`] (on detach). Looked up only when an entry
+    /// is added, moved or removed, never on a refresh.
+    per_port: HashMap<u32, u32>,
     statics: usize,
     /// A lower bound on the expiry time of every learned entry (exact right
     /// after [`MacTable::age`]); `None` when nothing is learned.
@@ -201,7 +204,7 @@ impl MacTable {
             aging: config.aging,
             aging_ns: nanos(config.aging),
             learned: 0,
-            per_port: Vec::new(),
+            per_port: HashMap::new(),
             statics: 0,
             earliest_expiry: None,
         }
@@ -217,20 +220,22 @@ impl MacTable {
     }
 
     /// Makes room to count `port`'s learned entries, so that learning on it
-    /// never allocates. Control plane (attach); ports are dense and below
-    /// [`Switch::MAX_PORTS`](crate::Switch::MAX_PORTS).
+    /// never allocates. Control plane (attach).
     pub fn reserve_port(&mut self, port: PortId) {
-        let i = port.0 as usize;
-        if self.per_port.len() <= i {
-            self.per_port.resize(i + 1, 0);
+        self.per_port.entry(port.0).or_insert(0);
+    }
+
+    /// Forgets `port`'s count once it has no learned entries left (after
+    /// [`flush_port`](Self::flush_port)). Control plane (detach).
+    pub fn release_port(&mut self, port: PortId) {
+        if self.per_port.get(&port.0) == Some(&0) {
+            self.per_port.remove(&port.0);
         }
     }
 
     /// Learned entries pointing at `port`.
     pub fn port_len(&self, port: PortId) -> usize {
-        self.per_port
-            .get(port.0 as usize)
-            .map_or(0, |&n| n as usize)
+        self.per_port.get(&port.0).map_or(0, |&n| n as usize)
     }
 
     #[inline]
@@ -240,14 +245,13 @@ impl MacTable {
 
     #[inline]
     fn port_add(&mut self, port: PortId) {
-        // Only ports never reserved (a table used on its own) grow it here.
-        self.reserve_port(port);
-        self.per_port[port.0 as usize] += 1;
+        // Only a port never reserved (a table used on its own) allocates here.
+        *self.per_port.entry(port.0).or_insert(0) += 1;
     }
 
     #[inline]
     fn port_sub(&mut self, port: PortId) {
-        if let Some(n) = self.per_port.get_mut(port.0 as usize) {
+        if let Some(n) = self.per_port.get_mut(&port.0) {
             *n = n.saturating_sub(1);
         }
     }

@@ -48,12 +48,8 @@ fn assert_consistent(t: &MacTable) {
     for s in t.slots.iter().filter(|s| s.key != 0 && !s.is_static) {
         *per_port.entry(s.port.0).or_default() += 1;
     }
-    for (i, &n) in t.per_port.iter().enumerate() {
-        assert_eq!(
-            n,
-            per_port.get(&(i as u32)).copied().unwrap_or(0),
-            "port {i}"
-        );
+    for (&i, &n) in &t.per_port {
+        assert_eq!(n, per_port.get(&i).copied().unwrap_or(0), "port {i}");
     }
     for (&p, &n) in &per_port {
         assert!(n as usize <= t.port_capacity, "port {p} holds {n}");
@@ -474,6 +470,11 @@ fn port_capacity_bounds_what_one_port_learns() {
     assert_eq!(t.flush_port(PortId(1)), 1);
     assert_eq!(t.port_len(PortId(1)), 0);
     assert_consistent(&t);
+    // A detached port's count goes with it; one still holding entries stays.
+    t.release_port(PortId(1));
+    t.release_port(PortId(2));
+    assert_eq!(t.per_port.len(), 1);
+    assert_eq!(t.port_len(PortId(2)), 1);
 }
 
 #[test]
