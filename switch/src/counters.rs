@@ -128,6 +128,29 @@ counters! {
         /// communication is off (`enable_icc=false`), and floods from an
         /// endpoint in such a domain with no gateway port.
         drop_isolated,
+        /// Frames from a port with a [`PortBinding`](crate::PortBinding) whose
+        /// source MAC, IP source or ARP sender is not the port's own (dropped).
+        spoof_drops,
+        /// Frames to be flooded (broadcast, multicast, unknown unicast) from a
+        /// port over its [`FloodLimit`](crate::FloodLimit) (dropped).
+        flood_rate_drops,
+        /// New source MACs not learned because their port already had
+        /// [`TableConfig::port_capacity`](crate::TableConfig::port_capacity)
+        /// learned entries. Their frames are still switched.
+        learn_limit_drops,
+    }
+}
+
+counters! {
+    /// Counters of one port's ingress guards (the same events as the
+    /// domain's counters of the same names, for this port alone).
+    pub struct PortGuardCounters / PortGuardCountersSnapshot {
+        /// Frames dropped because a source address was not the port's own.
+        spoof_drops,
+        /// Frames to be flooded dropped over the port's flood rate.
+        flood_rate_drops,
+        /// Source MACs not learned over the port's learning limit.
+        learn_limit_drops,
     }
 }
 

@@ -78,4 +78,18 @@ pub enum SwitchError {
         /// [`MacTable::MAX_STATIC`].
         limit: usize,
     },
+    /// A port binding's MAC must be one a station can send from.
+    #[error(
+        "binding MAC {0} is not a usable unicast address (multicast, broadcast and \
+         00:00:00:00:00:00 cannot be sent from)"
+    )]
+    InvalidBindingMac(MacAddr),
+    /// A port binding with more addresses than [`PortBinding::MAX_ADDRS`](crate::PortBinding::MAX_ADDRS).
+    #[error("a port binding holds at most {max} addresses, not {count}")]
+    TooManyBoundAddresses {
+        /// The addresses given.
+        count: usize,
+        /// The most allowed.
+        max: usize,
+    },
 }

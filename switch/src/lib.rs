@@ -29,15 +29,18 @@
 
 mod counters;
 mod error;
+mod guard;
 mod switch;
 mod table;
 
 use std::fmt;
 
 pub use counters::{
-    Counter, DomainCounters, DomainCountersSnapshot, SwitchCounters, SwitchCountersSnapshot,
+    Counter, DomainCounters, DomainCountersSnapshot, PortGuardCounters, PortGuardCountersSnapshot,
+    SwitchCounters, SwitchCountersSnapshot,
 };
 pub use error::SwitchError;
+pub use guard::{FloodLimit, PortBinding};
 pub use switch::{Decision, DomainConfig, DropReason, PortRole, Switch};
 pub use table::{LearnOutcome, MacTable, TableConfig, TableEntry};
 pub use tapnet_wire::{MacAddr, MacParseError};

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use tapnet_wire::EthernetFrame;
 
-use crate::counters::{DomainCounters, SwitchCounters};
+use crate::counters::{DomainCounters, PortGuardCounters, SwitchCounters};
 use crate::error::SwitchError;
+use crate::guard::{FloodLimit, PortBinding, TokenBucket};
 use crate::table::{LearnOutcome, MacTable, TableConfig};
 use crate::{DomainId, MacAddr, PortId};
 
@@ -21,6 +22,10 @@ pub struct DomainConfig {
     /// [`PortRole::Gateway`] ports, as Docker's `-i br -o br -j DROP` rule
     /// lets containers reach the host but not each other.
     pub icc: bool,
+    /// How fast each [`PortRole::Endpoint`] port may make the domain flood
+    /// (default [`FloodLimit::default`]); `None`: no limit. Gateway ports,
+    /// the engine's own, are not limited.
+    pub flood_limit: Option<FloodLimit>,
 }
 
 impl Default for DomainConfig {
@@ -28,6 +33,7 @@ impl Default for DomainConfig {
         DomainConfig {
             table: TableConfig::default(),
             icc: true,
+            flood_limit: Some(FloodLimit::default()),
         }
     }
 }
@@ -79,12 +85,19 @@ pub enum DropReason {
     /// another (known unicast), or it would be flooded but the domain has no
     /// gateway port to receive it.
     Isolated,
+    /// The ingress port has a [`PortBinding`] and the frame's source MAC, IP
+    /// source or ARP sender is not the port's own.
+    Spoofed,
+    /// The frame would be flooded but its ingress port is over the domain's
+    /// [`FloodLimit`].
+    FloodRate,
 }
 
 struct Domain {
     table: MacTable,
     /// Inter-container communication allowed.
     icc: bool,
+    flood_limit: Option<FloodLimit>,
     /// Attached ports in attach order (the flood order).
     ports: Vec<PortId>,
     /// The part of `ports` with [`PortRole::Gateway`], in the same order: the
@@ -108,6 +121,14 @@ struct Attachment {
     role: PortRole,
 }
 
+/// A port's ingress guards: what it may send from, its flood budget, and
+/// what they dropped.
+struct PortGuard {
+    binding: Option<PortBinding>,
+    bucket: TokenBucket,
+    counters: Arc<PortGuardCounters>,
+}
+
 /// A set of isolated learning bridges sharing one port namespace.
 ///
 /// One `Switch` is owned by one worker thread; counters can be read from any
@@ -119,6 +140,8 @@ pub struct Switch {
     domains: Vec<Option<Domain>>,
     /// Indexed by `PortId`.
     port_domain: Vec<Option<Attachment>>,
+    /// Indexed by `PortId`; `Some` exactly for attached ports.
+    guards: Vec<Option<PortGuard>>,
     counters: Arc<SwitchCounters>,
 }
 
@@ -168,6 +191,7 @@ impl Switch {
         self.domains[idx] = Some(Domain {
             table: MacTable::new(config.table),
             icc: config.icc,
+            flood_limit: config.flood_limit,
             ports: Vec::new(),
             gateways: Vec::new(),
             counters: Arc::default(),
@@ -227,7 +251,16 @@ impl Switch {
             self.port_domain.resize(idx + 1, None);
         }
         self.port_domain[idx] = Some(Attachment { domain: id, role });
+        if self.guards.len() <= idx {
+            self.guards.resize_with(idx + 1, || None);
+        }
+        self.guards[idx] = Some(PortGuard {
+            binding: None,
+            bucket: TokenBucket::new(),
+            counters: Arc::default(),
+        });
         let d = self.domain_mut(id)?;
+        d.table.reserve_port(port);
         d.ports.push(port);
         if role == PortRole::Gateway {
             d.gateways.push(port);
@@ -240,10 +273,12 @@ impl Switch {
     pub fn detach(&mut self, port: PortId) -> Result<(), SwitchError> {
         let id = self.domain_of(port).ok_or(SwitchError::UnknownPort(port))?;
         self.port_domain[port.0 as usize] = None;
+        self.guards[port.0 as usize] = None;
         let d = self.domain_mut(id)?;
         d.ports.retain(|&p| p != port);
         d.gateways.retain(|&p| p != port);
         let flushed = d.table.flush_port(port) + d.table.remove_port_statics(port);
+        d.table.release_port(port);
         d.counters.flushed.add(flushed as u64);
         Ok(())
     }
@@ -280,6 +315,38 @@ impl Switch {
     pub fn remove_static(&mut self, id: DomainId, mac: MacAddr) -> Result<(), SwitchError> {
         self.domain_mut(id)?.table.remove_static(mac);
         Ok(())
+    }
+
+    /// Restricts what `port` may send from ([`PortBinding`]), or lifts the
+    /// restriction (`None`). A port starts without a binding; detaching it
+    /// drops its binding.
+    pub fn set_binding(
+        &mut self,
+        port: PortId,
+        binding: Option<PortBinding>,
+    ) -> Result<(), SwitchError> {
+        if let Some(b) = &binding {
+            b.validate()?;
+        }
+        let g = self
+            .guards
+            .get_mut(port.0 as usize)
+            .and_then(Option::as_mut)
+            .ok_or(SwitchError::UnknownPort(port))?;
+        g.binding = binding;
+        Ok(())
+    }
+
+    /// The binding of `port`, if it has one.
+    pub fn binding(&self, port: PortId) -> Option<&PortBinding> {
+        self.guards.get(port.0 as usize)?.as_ref()?.binding.as_ref()
+    }
+
+    /// The guard counters of `port` (while it stays attached), shareable
+    /// with other threads.
+    pub fn port_counters(&self, port: PortId) -> Option<Arc<PortGuardCounters>> {
+        let g = self.guards.get(port.0 as usize)?.as_ref()?;
+        Some(Arc::clone(&g.counters))
     }
 
     /// Where `port` is attached and as what.
@@ -375,13 +442,19 @@ impl Switch {
     /// 1. Shorter than 14 bytes → `Drop(Malformed)`.
     /// 2. `ingress` in no domain → `Drop(NoDomain)`.
     /// 3. Source multicast, broadcast or zero → `Drop(BadSource)`.
-    /// 4. Learn the source on `ingress`.
-    /// 5. Destination multicast or broadcast → `Flood`.
-    /// 6. Destination known on `ingress` → `Drop(Hairpin)`; known elsewhere →
+    /// 4. `ingress` has a [`PortBinding`] that does not allow the frame →
+    ///    `Drop(Spoofed)`.
+    /// 5. Learn the source on `ingress` (unless the port is at its learning
+    ///    limit, [`TableConfig::port_capacity`]).
+    /// 6. Destination multicast or broadcast → `Flood`.
+    /// 7. Destination known on `ingress` → `Drop(Hairpin)`; known elsewhere →
     ///    `Forward`; unknown → `Flood`.
     ///
+    /// A `Flood` from an endpoint port over the domain's [`FloodLimit`] becomes
+    /// `Drop(FloodRate)`.
+    ///
     /// With ICC off ([`DomainConfig::icc`] false) and an
-    /// [`Endpoint`](PortRole::Endpoint) ingress, step 6 turns a `Forward` to
+    /// [`Endpoint`](PortRole::Endpoint) ingress, step 7 turns a `Forward` to
     /// another endpoint into `Drop(Isolated)`, and a `Flood` (whose targets
     /// are then only the gateways) into `Drop(Isolated)` if the domain has no
     /// gateway.
@@ -402,6 +475,15 @@ impl Switch {
             self.counters.drop_no_domain.inc();
             return Decision::Drop(DropReason::NoDomain);
         };
+        let Some(guard) = self
+            .guards
+            .get_mut(ingress.0 as usize)
+            .and_then(Option::as_mut)
+        else {
+            // Unreachable: attach makes the guard, detach removes both.
+            self.counters.drop_no_domain.inc();
+            return Decision::Drop(DropReason::NoDomain);
+        };
         let c = &*d.counters;
         c.received.inc();
         let isolated = d.isolates(role);
@@ -411,21 +493,47 @@ impl Switch {
             c.drop_bad_source.inc();
             return Decision::Drop(DropReason::BadSource);
         }
+        if let Some(b) = &guard.binding {
+            if !b.allows(frame) {
+                c.spoof_drops.inc();
+                guard.counters.spoof_drops.inc();
+                return Decision::Drop(DropReason::Spoofed);
+            }
+        }
         match d.table.learn(src, ingress, now) {
             LearnOutcome::New => c.learned.inc(),
             LearnOutcome::Moved => c.moved.inc(),
             LearnOutcome::TableFull => c.table_full.inc(),
+            LearnOutcome::PortLimit => {
+                c.learn_limit_drops.inc();
+                guard.counters.learn_limit_drops.inc();
+            }
             LearnOutcome::Refreshed | LearnOutcome::StaticIgnored => {}
         }
-
-        let dst = eth.dst_addr();
-        if dst.is_multicast() {
+        // Floods from endpoints spend the port's budget; the gateway is ours.
+        let limit = d.flood_limit.filter(|_| role == PortRole::Endpoint);
+        let mut flood = |unknown: bool| {
             if isolated && d.gateways.is_empty() {
                 c.drop_isolated.inc();
                 return Decision::Drop(DropReason::Isolated);
             }
+            if let Some(l) = limit {
+                if !guard.bucket.take(l, now) {
+                    c.flood_rate_drops.inc();
+                    guard.counters.flood_rate_drops.inc();
+                    return Decision::Drop(DropReason::FloodRate);
+                }
+            }
             c.flooded.inc();
-            return Decision::Flood(id);
+            if unknown {
+                c.flooded_unknown.inc();
+            }
+            Decision::Flood(id)
+        };
+
+        let dst = eth.dst_addr();
+        if dst.is_multicast() {
+            return flood(false);
         }
         match d.table.lookup(dst, now) {
             Some(p) if p == ingress => {
@@ -441,15 +549,7 @@ impl Switch {
                 c.forwarded.inc();
                 Decision::Forward(p)
             }
-            None => {
-                if isolated && d.gateways.is_empty() {
-                    c.drop_isolated.inc();
-                    return Decision::Drop(DropReason::Isolated);
-                }
-                c.flooded.inc();
-                c.flooded_unknown.inc();
-                Decision::Flood(id)
-            }
+            None => flood(true),
         }
     }
 

@@ -10,6 +10,7 @@
 //! allocation. Backward-shift deletion leaves no tombstones.) Only
 //! [`MacTable::add_static`], a control-plane call, may grow the slot array.
 
+use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::BuildHasher;
@@ -30,6 +31,12 @@ pub struct TableConfig {
     /// (default 300 s, as a Linux bridge's `ageing_time`). Zero makes every
     /// entry expire at once: the domain behaves as a hub.
     pub aging: Duration,
+    /// Most learned entries pointing at one port (default
+    /// [`DEFAULT_PORT_CAPACITY`](Self::DEFAULT_PORT_CAPACITY)), so that one
+    /// port sending from many source MACs cannot fill the table for the
+    /// others. A MAC new to a port at its limit is not learned there (nor
+    /// moved there); its frames are still switched.
+    pub port_capacity: usize,
 }
 
 impl TableConfig {
@@ -40,6 +47,11 @@ impl TableConfig {
     /// Largest accepted capacity: 2^20 entries, which take 2^21 slots of 24
     /// bytes (48 MiB) per domain. The default 8192 takes 384 KiB.
     pub const MAX_CAPACITY: usize = 1 << 20;
+    /// Default learned entries per port: 256. A container's interface sends
+    /// from one MAC (with port bindings, the switch learns nothing else from
+    /// it); 256 leaves room for nested bridges while one port's MAC flood
+    /// takes at most 1/32 of the default table.
+    pub const DEFAULT_PORT_CAPACITY: usize = 256;
 }
 
 impl Default for TableConfig {
@@ -47,6 +59,7 @@ impl Default for TableConfig {
         TableConfig {
             capacity: Self::DEFAULT_CAPACITY,
             aging: Self::DEFAULT_AGING,
+            port_capacity: Self::DEFAULT_PORT_CAPACITY,
         }
     }
 }
@@ -65,6 +78,10 @@ pub enum LearnOutcome {
     StaticIgnored,
     /// The MAC is absent and the table holds `capacity` learned entries.
     TableFull,
+    /// The MAC is absent (or on another port) and this port already has
+    /// `port_capacity` learned entries: not learned (an entry on another port
+    /// stays there).
+    PortLimit,
 }
 
 /// One entry, as reported by [`MacTable::iter`].
@@ -139,9 +156,16 @@ pub struct MacTable {
     slots: Box<[Slot]>,
     hash: MacHash,
     capacity: usize,
+    port_capacity: usize,
     aging: Duration,
     aging_ns: u64,
     learned: usize,
+    /// Learned entries per port (by `PortId`), for the ports of this table
+    /// only: an entry is made by [`MacTable::reserve_port`] (the control
+    /// plane, on attach) so that learning does not allocate, and dropped by
+    /// [`MacTable::release_port`] (on detach). Looked up only when an entry
+    /// is added, moved or removed, never on a refresh.
+    per_port: HashMap<u32, u32>,
     statics: usize,
     /// A lower bound on the expiry time of every learned entry (exact right
     /// after [`MacTable::age`]); `None` when nothing is learned.
@@ -176,9 +200,11 @@ impl MacTable {
             slots: vec![EMPTY; slots_for(capacity)].into_boxed_slice(),
             hash,
             capacity,
+            port_capacity: config.port_capacity,
             aging: config.aging,
             aging_ns: nanos(config.aging),
             learned: 0,
+            per_port: HashMap::new(),
             statics: 0,
             earliest_expiry: None,
         }
@@ -189,6 +215,44 @@ impl MacTable {
         TableConfig {
             capacity: self.capacity,
             aging: self.aging,
+            port_capacity: self.port_capacity,
+        }
+    }
+
+    /// Makes room to count `port`'s learned entries, so that learning on it
+    /// never allocates. Control plane (attach).
+    pub fn reserve_port(&mut self, port: PortId) {
+        self.per_port.entry(port.0).or_insert(0);
+    }
+
+    /// Forgets `port`'s count once it has no learned entries left (after
+    /// [`flush_port`](Self::flush_port)). Control plane (detach).
+    pub fn release_port(&mut self, port: PortId) {
+        if self.per_port.get(&port.0) == Some(&0) {
+            self.per_port.remove(&port.0);
+        }
+    }
+
+    /// Learned entries pointing at `port`.
+    pub fn port_len(&self, port: PortId) -> usize {
+        self.per_port.get(&port.0).map_or(0, |&n| n as usize)
+    }
+
+    #[inline]
+    fn port_full(&self, port: PortId) -> bool {
+        self.port_len(port) >= self.port_capacity
+    }
+
+    #[inline]
+    fn port_add(&mut self, port: PortId) {
+        // Only a port never reserved (a table used on its own) allocates here.
+        *self.per_port.entry(port.0).or_insert(0) += 1;
+    }
+
+    #[inline]
+    fn port_sub(&mut self, port: PortId) {
+        if let Some(n) = self.per_port.get_mut(&port.0) {
+            *n = n.saturating_sub(1);
         }
     }
 
@@ -255,7 +319,9 @@ impl MacTable {
     ///
     /// Static entries are left alone. A new MAC is refused when `capacity`
     /// learned entries are held, even if some have expired and await
-    /// [`age`](Self::age); existing entries are always refreshed.
+    /// [`age`](Self::age); a MAC new to `port` (absent, or on another port) is
+    /// refused when `port` has `port_capacity` learned entries. Existing
+    /// entries on `port` are always refreshed.
     #[inline]
     pub fn learn(&mut self, mac: MacAddr, port: PortId, now: Duration) -> LearnOutcome {
         let key = Self::key(mac);
@@ -263,11 +329,19 @@ impl MacTable {
         match self.probe(key) {
             Ok(i) => {
                 let was_expired = self.expired(&self.slots[i], now_ns);
-                let s = &mut self.slots[i];
-                if s.is_static {
+                let (old, is_static) = (self.slots[i].port, self.slots[i].is_static);
+                if is_static {
                     return LearnOutcome::StaticIgnored;
                 }
-                let moved = s.port != port;
+                let moved = old != port;
+                if moved {
+                    if self.port_full(port) {
+                        return LearnOutcome::PortLimit;
+                    }
+                    self.port_sub(old);
+                    self.port_add(port);
+                }
+                let s = &mut self.slots[i];
                 s.port = port;
                 // Never move time backwards: keeps `earliest_expiry` a lower bound.
                 s.last_seen = s.last_seen.max(now_ns);
@@ -283,6 +357,10 @@ impl MacTable {
                 if self.learned >= self.capacity {
                     return LearnOutcome::TableFull;
                 }
+                if self.port_full(port) {
+                    return LearnOutcome::PortLimit;
+                }
+                self.port_add(port);
                 self.slots[i] = Slot {
                     key,
                     last_seen: now_ns,
@@ -338,6 +416,7 @@ impl MacTable {
         match self.probe(key) {
             Ok(i) => {
                 // A learned entry becomes static.
+                self.port_sub(self.slots[i].port);
                 self.slots[i] = slot;
                 self.learned -= 1;
             }
@@ -466,6 +545,7 @@ impl MacTable {
                     self.statics -= 1;
                 } else {
                     self.learned -= 1;
+                    self.port_sub(s.port);
                 }
                 self.remove_at(i);
                 removed += 1;

@@ -208,7 +208,7 @@ proptest! {
         let mut sw = Switch::new();
         let id = DomainId(2);
         let cfg = DomainConfig {
-            table: TableConfig { capacity, aging: Duration::from_secs(300) },
+            table: TableConfig { capacity, aging: Duration::from_secs(300), port_capacity: usize::MAX },
             ..DomainConfig::default()
         };
         sw.add_domain(id, cfg).unwrap();

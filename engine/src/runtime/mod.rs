@@ -544,6 +544,36 @@ impl Engine {
         )
     }
 
+    /// Restrict what `port` may send from to `binding` (its MAC, and its addresses if the
+    /// binding names them): the switch drops, and counts as `spoof_drops`, every other
+    /// frame from it. `None` lifts the restriction. A port starts unbound; removing it
+    /// drops its binding.
+    pub fn set_port_binding(
+        &self,
+        port: PortId,
+        binding: Option<tapnet_switch::PortBinding>,
+    ) -> Result<(), EngineError> {
+        self.call(
+            &self.sw_ctl,
+            self.w(StageKind::Switch),
+            SwCtl::Bind(port, binding),
+        )
+    }
+
+    /// The ingress-guard counters of every port (spoofed frames, floods over the rate,
+    /// MACs over the learning limit), read by the switch stage.
+    pub fn port_guard_stats(
+        &self,
+    ) -> Result<Vec<(PortId, tapnet_switch::PortGuardCountersSnapshot)>, EngineError> {
+        let (tx, rx) = bounded(1);
+        self.call(
+            &self.sw_ctl,
+            self.w(StageKind::Switch),
+            SwCtl::GuardStats(tx),
+        )?;
+        rx.try_recv().map_err(|_| EngineError::Stopped)
+    }
+
     /// Manual mode: run every stage once with the clock at `now`; returns frames moved.
     pub fn step(&self, now: Duration) -> usize {
         let mut ws = self.manual.lock().unwrap_or_else(|e| e.into_inner());

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use rtrb::{Consumer, Producer};
-use tapnet_switch::{Decision, DomainConfig, DomainCounters, DomainId, MacAddr, PortId, Switch};
+use tapnet_switch::{
+    Decision, DomainConfig, DomainCounters, DomainId, MacAddr, PortBinding,
+    PortGuardCountersSnapshot, PortId, Switch, SwitchError,
+};
 use tapnet_wire::gso::{self, SegmentSink};
 
 use crate::pool::{BufferPool, HEADROOM, Handle};
@@ -89,6 +92,10 @@ pub(crate) enum SwCtl {
     Detach(PortId),
     AddStatic(DomainId, MacAddr, PortId),
     RemoveStatic(DomainId, MacAddr),
+    /// Set or clear a port's source binding (anti-spoofing).
+    Bind(PortId, Option<PortBinding>),
+    /// Read every attached port's guard counters (by full port id).
+    GuardStats(Sender<Vec<(PortId, PortGuardCountersSnapshot)>>),
 }
 
 pub(crate) enum TxCtl {
@@ -324,6 +331,18 @@ impl SwitchStage {
                 SwCtl::Detach(p) => self.switch.detach(PortId(slot(p) as u32)),
                 SwCtl::AddStatic(d, m, p) => self.switch.add_static(d, m, PortId(slot(p) as u32)),
                 SwCtl::RemoveStatic(d, m) => self.switch.remove_static(d, m),
+                SwCtl::Bind(p, b) => {
+                    let at = PortId(slot(p) as u32);
+                    if full_id(&self.ids, at) == p.0 && self.switch.domain_of(at).is_some() {
+                        self.switch.set_binding(at, b)
+                    } else {
+                        Err(SwitchError::UnknownPort(p))
+                    }
+                }
+                SwCtl::GuardStats(out) => {
+                    let _ = out.send(self.guard_stats());
+                    Ok(())
+                }
             };
             let _ = done.send(r.map(|_| ()).map_err(|e| e.to_string()));
         }
@@ -341,6 +360,18 @@ impl SwitchStage {
         while let Ok(h) = self.input.pop() {
             pool.free(h);
         }
+    }
+
+    /// The guard counters of every attached port, by full port id.
+    fn guard_stats(&self) -> Vec<(PortId, PortGuardCountersSnapshot)> {
+        self.ids
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &full)| {
+                let c = self.switch.port_counters(PortId(i as u32))?;
+                Some((PortId(full), c.snapshot()))
+            })
+            .collect()
     }
 
     fn set_id(&mut self, full: PortId) {

@@ -296,3 +296,58 @@ fn a_memory_port_from_another_pool_is_refused() {
     let e = engine.add_port(Box::new(port), d).unwrap_err().to_string();
     assert!(e.contains("another pool"), "{e}");
 }
+
+/// An IPv4 frame `src_ip` → 10.0.0.99 (UDP, no checksum needed by the switch).
+fn ipv4_frame(dst: [u8; 6], src: [u8; 6], src_ip: [u8; 4], tag: u8) -> Vec<u8> {
+    let mut f = vec![0u8; 64];
+    f[..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&28u16.to_be_bytes());
+    f[22] = 64;
+    f[23] = 17;
+    f[26..30].copy_from_slice(&src_ip);
+    f[30..34].copy_from_slice(&[10, 0, 0, 99]);
+    f[42] = tag;
+    f
+}
+
+#[test]
+fn bound_port_frames_with_foreign_sources_are_dropped() {
+    let mut n = net(EngineConfig {
+        manual: true,
+        ..Default::default()
+    });
+    let e = &n.engine;
+    let a_ip = std::net::IpAddr::from([10, 0, 0, 1]);
+    e.set_port_binding(
+        n.ports[0],
+        Some(tapnet_switch::PortBinding::new(MacAddr(A), [a_ip])),
+    )
+    .unwrap();
+    // B's MAC, B's address, then A's own.
+    assert!(n.peers[0].send(&ipv4_frame(C, B, [10, 0, 0, 1], 1)));
+    assert!(n.peers[0].send(&ipv4_frame(C, A, [10, 0, 0, 2], 2)));
+    assert!(n.peers[0].send(&ipv4_frame(C, A, [10, 0, 0, 1], 3)));
+    let got = collect_for(&mut n.peers[2], 3, Some(e), Duration::from_millis(300));
+    let tags: Vec<u8> = got.iter().map(|f| f[42]).collect();
+    assert_eq!(tags, [3], "only the frame from A's own addresses reaches C");
+    let guard = e.port_guard_stats().unwrap();
+    let a = guard.iter().find(|(p, _)| *p == n.ports[0]).unwrap();
+    assert_eq!(a.1.spoof_drops, 2);
+    assert_eq!(e.stats().domains[0].1.spoof_drops, 2);
+    // Unbound, A may send from anything again.
+    e.set_port_binding(n.ports[0], None).unwrap();
+    assert!(n.peers[0].send(&ipv4_frame(C, A, [10, 0, 0, 2], 4)));
+    let got = collect(&mut n.peers[2], 1, Some(e));
+    assert_eq!(got.len(), 1);
+    // A removed port cannot be bound (nor can its slot's next tenant by the old id).
+    let old = n.ports[1];
+    e.remove_port(old).unwrap();
+    let err = e
+        .set_port_binding(old, Some(tapnet_switch::PortBinding::mac_only(MacAddr(B))))
+        .unwrap_err();
+    assert!(err.to_string().contains("not attached"), "{err}");
+    n.engine.shutdown();
+}

@@ -370,6 +370,7 @@ fn aging_through_timer_interface() {
         table: TableConfig {
             capacity: 16,
             aging: t(10),
+            port_capacity: usize::MAX,
         },
         ..DomainConfig::default()
     };
@@ -410,6 +411,7 @@ fn table_full_still_switches() {
         table: TableConfig {
             capacity: 2,
             aging: t(300),
+            port_capacity: usize::MAX,
         },
         ..DomainConfig::default()
     };

@@ -16,6 +16,7 @@ fn table(capacity: usize, aging_s: u64) -> MacTable {
     MacTable::new(TableConfig {
         capacity,
         aging: secs(aging_s),
+        port_capacity: usize::MAX,
     })
 }
 
@@ -24,6 +25,7 @@ fn colliding(capacity: usize) -> MacTable {
     let cfg = TableConfig {
         capacity,
         aging: secs(300),
+        port_capacity: usize::MAX,
     };
     MacTable::with_hash(cfg, MacHash { k0: 0, k1: 0 })
 }
@@ -42,6 +44,17 @@ fn assert_consistent(t: &MacTable) {
         }
     }
     assert_eq!((learned, statics), (t.learned, t.statics));
+    let mut per_port: HashMap<u32, u32> = HashMap::new();
+    for s in t.slots.iter().filter(|s| s.key != 0 && !s.is_static) {
+        *per_port.entry(s.port.0).or_default() += 1;
+    }
+    for (&i, &n) in &t.per_port {
+        assert_eq!(n, per_port.get(&i).copied().unwrap_or(0), "port {i}");
+    }
+    for (&p, &n) in &per_port {
+        assert!(n as usize <= t.port_capacity, "port {p} holds {n}");
+        assert_eq!(t.port_len(PortId(p)), n as usize);
+    }
     assert!(t.len() * 4 <= t.slots.len() * 3);
 }
 
@@ -72,6 +85,7 @@ fn capacity_is_clamped() {
     let t = MacTable::new(TableConfig {
         capacity: usize::MAX,
         aging: secs(1),
+        port_capacity: usize::MAX,
     });
     assert_eq!(t.config().capacity, TableConfig::MAX_CAPACITY);
 }
@@ -315,9 +329,31 @@ proptest! {
     /// random hash keys so probe runs wrap around the end of the array.
     #[test]
     fn matches_model(k0: u64, k1: u64, ops in proptest::collection::vec(op(), 1..300)) {
+        run_model(k0, k1, ops, usize::MAX)?;
+    }
+
+    /// The same with a learning limit of 4 entries per port (the 4 ports
+    /// could hold 16, the table 12): the model refuses a MAC new to a full
+    /// port, and the table's per-port counts match its entries.
+    #[test]
+    fn matches_model_with_port_capacity(
+        k0: u64,
+        k1: u64,
+        ops in proptest::collection::vec(op(), 1..300),
+    ) {
+        run_model(k0, k1, ops, 4)?;
+    }
+}
+
+fn run_model(k0: u64, k1: u64, ops: Vec<Op>, pcap: usize) -> Result<(), TestCaseError> {
+    {
         const CAP: usize = 12;
         const AGING: u64 = 10;
-        let cfg = TableConfig { capacity: CAP, aging: secs(AGING) };
+        let cfg = TableConfig {
+            capacity: CAP,
+            aging: secs(AGING),
+            port_capacity: pcap,
+        };
         let mut t = MacTable::with_hash(cfg, MacHash { k0, k1: k1 | 1 });
         let mut model = Model::new();
         let mut now = 0u64;
@@ -327,17 +363,24 @@ proptest! {
                 Op::Learn(m, p) => {
                     let got = t.learn(mac(m), PortId(p.into()), secs(now));
                     let learned = model.values().filter(|e| !e.2).count();
+                    let on_p = model.values().filter(|e| !e.2 && e.0 == p).count();
                     let want = match model.get_mut(&m) {
                         Some(e) if e.2 => LearnOutcome::StaticIgnored,
+                        Some(e) if e.0 != p && on_p >= pcap => LearnOutcome::PortLimit,
                         Some(e) => {
                             let was_live = live(e, now);
                             let moved = e.0 != p;
                             *e = (p, e.1.max(now), false);
-                            if !was_live { LearnOutcome::New }
-                            else if moved { LearnOutcome::Moved }
-                            else { LearnOutcome::Refreshed }
+                            if !was_live {
+                                LearnOutcome::New
+                            } else if moved {
+                                LearnOutcome::Moved
+                            } else {
+                                LearnOutcome::Refreshed
+                            }
                         }
                         None if learned >= CAP => LearnOutcome::TableFull,
+                        None if on_p >= pcap => LearnOutcome::PortLimit,
                         None => {
                             model.insert(m, (p, now, false));
                             LearnOutcome::New
@@ -346,7 +389,10 @@ proptest! {
                     prop_assert_eq!(got, want);
                 }
                 Op::Lookup(m) => {
-                    let want = model.get(&m).filter(|e| live(e, now)).map(|e| PortId(e.0.into()));
+                    let want = model
+                        .get(&m)
+                        .filter(|e| live(e, now))
+                        .map(|e| PortId(e.0.into()));
                     prop_assert_eq!(t.lookup(mac(m), secs(now)), want);
                 }
                 Op::AddStatic(m, p) => {
@@ -355,7 +401,9 @@ proptest! {
                 }
                 Op::RemoveStatic(m) => {
                     let want = matches!(model.get(&m), Some(e) if e.2);
-                    if want { model.remove(&m); }
+                    if want {
+                        model.remove(&m);
+                    }
                     prop_assert_eq!(t.remove_static(mac(m)), want);
                 }
                 Op::FlushPort(p) => {
@@ -366,7 +414,10 @@ proptest! {
                 Op::RemovePortStatics(p) => {
                     let before = model.len();
                     model.retain(|_, e| !e.2 || e.0 != p);
-                    prop_assert_eq!(t.remove_port_statics(PortId(p.into())), before - model.len());
+                    prop_assert_eq!(
+                        t.remove_port_statics(PortId(p.into())),
+                        before - model.len()
+                    );
                 }
                 Op::Age => {
                     let before = model.len();
@@ -384,4 +435,49 @@ proptest! {
         prop_assert_eq!(t.learned_len(), 0);
         prop_assert_eq!(t.next_expiry(), None);
     }
+    Ok(())
+}
+
+#[test]
+fn port_capacity_bounds_what_one_port_learns() {
+    let mut t = MacTable::new(TableConfig {
+        capacity: 64,
+        aging: secs(10),
+        port_capacity: 3,
+    });
+    t.reserve_port(PortId(1));
+    for n in 0..3 {
+        assert_eq!(t.learn(mac(n), PortId(1), secs(0)), LearnOutcome::New);
+    }
+    // A fourth MAC on port 1 is refused; port 2 still learns.
+    assert_eq!(t.learn(mac(3), PortId(1), secs(0)), LearnOutcome::PortLimit);
+    assert_eq!(t.lookup(mac(3), secs(0)), None);
+    assert_eq!(t.learn(mac(4), PortId(2), secs(0)), LearnOutcome::New);
+    // Nor may a MAC move onto the full port: it stays where it was.
+    assert_eq!(t.learn(mac(4), PortId(1), secs(1)), LearnOutcome::PortLimit);
+    assert_eq!(t.lookup(mac(4), secs(1)), Some(PortId(2)));
+    // Known MACs on the port are still refreshed.
+    assert_eq!(t.learn(mac(0), PortId(1), secs(1)), LearnOutcome::Refreshed);
+    assert_eq!((t.port_len(PortId(1)), t.port_len(PortId(2))), (3, 1));
+    // A MAC that moves away frees its place.
+    assert_eq!(t.learn(mac(1), PortId(2), secs(2)), LearnOutcome::Moved);
+    assert_eq!(t.learn(mac(3), PortId(1), secs(2)), LearnOutcome::New);
+    // As do aging, a static entry replacing a learned one, and a flush.
+    t.add_static(mac(3), PortId(1)).unwrap();
+    assert_eq!(t.port_len(PortId(1)), 2);
+    assert_eq!(t.age(secs(10)), 2);
+    assert_eq!(t.port_len(PortId(1)), 1);
+    assert_eq!(t.flush_port(PortId(1)), 1);
+    assert_eq!(t.port_len(PortId(1)), 0);
+    assert_consistent(&t);
+    // A detached port's count goes with it; one still holding entries stays.
+    t.release_port(PortId(1));
+    t.release_port(PortId(2));
+    assert_eq!(t.per_port.len(), 1);
+    assert_eq!(t.port_len(PortId(2)), 1);
+}
+
+#[test]
+fn default_port_capacity() {
+    assert_eq!(TableConfig::default().port_capacity, 256);
 }

@@ -21,7 +21,7 @@ use tapnet_nat::portspec::Proto;
 
 use tapnet_engine::port::{PortInfo, PortKind};
 use tapnet_engine::runtime::PortReport;
-use tapnet_switch::{DomainId, PortId};
+use tapnet_switch::{DomainId, PortBinding, PortId};
 
 use super::{
     DatapathStats, EndpointPlan, HostPorts, HostSocket, IfaceConfig, NetworkPlan, Plumbing,
@@ -87,6 +87,8 @@ struct Mem {
     namespaces: BTreeMap<String, NamespaceView>,
     /// Attached endpoints: endpoint id → network id and interface.
     attached: BTreeMap<String, (String, IfaceConfig)>,
+    /// The source binding of each attached endpoint's port.
+    bindings: BTreeMap<String, PortBinding>,
     bound: Vec<(Proto, SocketAddr)>,
     /// TAPs handed out: inode of the fd → interface name; the other ends stay here.
     taps: HashMap<u64, String>,
@@ -251,6 +253,12 @@ impl MemoryPlumbing {
             .collect()
     }
 
+    /// The source binding endpoint `id`'s port has in the datapath (what it may send
+    /// from), if it is attached.
+    pub fn binding(&self, id: &str) -> Option<PortBinding> {
+        self.mem().bindings.get(id).cloned()
+    }
+
     /// The host ports bound now (published or not yet).
     pub fn bound(&self) -> Vec<(Proto, SocketAddr)> {
         let mut b = self.mem().bound.clone();
@@ -282,6 +290,8 @@ impl MemoryPlumbing {
             ep.id.to_string(),
             (ep.network.to_string(), ep.iface.clone()),
         );
+        m.bindings
+            .insert(ep.id.to_string(), super::os::binding_of(&ep.iface));
         Ok(())
     }
 }
@@ -441,7 +451,9 @@ impl Plumbing for MemoryPlumbing {
     }
 
     fn detach(&self, id: &str) {
-        self.mem().attached.remove(id);
+        let mut m = self.mem();
+        m.attached.remove(id);
+        m.bindings.remove(id);
     }
 
     fn process(&self, pid: u32) -> Option<RootlessOwner> {

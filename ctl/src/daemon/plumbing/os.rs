@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -13,7 +13,7 @@ use tapnet_engine::runtime::{Engine, EngineConfig, EngineError};
 use tapnet_engine::sys::netns::{NETNS_RUN_DIR, NetNs};
 use tapnet_engine::sys::tap::Tap;
 use tapnet_nat::portspec::Proto;
-use tapnet_switch::{DomainConfig, DomainId, MacAddr, PortId};
+use tapnet_switch::{DomainConfig, DomainId, MacAddr, PortBinding, PortId};
 
 use super::netns::{self as sandbox_ns, SandboxError};
 use super::ports::{self, PublishTable};
@@ -83,7 +83,8 @@ impl OsPlumbing {
     }
 
     /// Attach `port` (an endpoint's TAP) to its network's domain with the endpoint's MAC
-    /// as a static entry. Nothing stays in the datapath on an error.
+    /// as a static entry, bound to the endpoint's MAC and address (anti-spoofing).
+    /// Nothing stays in the datapath on an error.
     fn attach(
         &self,
         ep: &EndpointPlan<'_>,
@@ -106,9 +107,26 @@ impl OsPlumbing {
             let _ = self.engine.remove_port(id);
             return Err(datapath(e));
         }
+        // The port may send from the endpoint's own MAC and address only.
+        if let Err(e) = self
+            .engine
+            .set_port_binding(id, Some(binding_of(&ep.iface)))
+        {
+            let _ = self.engine.remove_port(id);
+            return Err(datapath(e));
+        }
         live.ports
             .insert(ep.id.to_string(), (id, ep.network.to_string()));
         Ok(())
+    }
+}
+
+/// What an endpoint's port may send from: its MAC, and its IPv4 address when it has one
+/// (an endpoint without an address is held to its MAC only).
+pub(super) fn binding_of(iface: &super::IfaceConfig) -> PortBinding {
+    match iface.addr {
+        Some((a, _)) => PortBinding::new(MacAddr(iface.mac), [IpAddr::V4(a)]),
+        None => PortBinding::mac_only(MacAddr(iface.mac)),
     }
 }
 

@@ -248,3 +248,20 @@ fn sandboxes_whose_process_is_gone_are_reaped() {
         .unwrap();
     assert!(r.d().sandbox("a").is_err());
 }
+
+/// TAPs a rootless sandbox's process sends are bound like the daemon's own.
+#[test]
+fn adopted_taps_are_bound_to_their_mac_and_address() {
+    let r = rig();
+    r.p().start_process(100);
+    rootless(&r, "job", 100).unwrap();
+    let fds = vec![r.p().tap("eth0").unwrap(), r.p().tap("eth1").unwrap()];
+    r.d()
+        .adopt_taps("job", vec!["eth0".into(), "eth1".into()], fds, 100)
+        .unwrap();
+    for (e, _) in r.endpoints("job") {
+        let b = r.p().binding(&e.id).expect("bound");
+        assert_eq!(b.mac.to_string(), e.mac);
+        assert_eq!(b.addrs, Some(vec![std::net::IpAddr::V4(e.ipv4.unwrap())]));
+    }
+}

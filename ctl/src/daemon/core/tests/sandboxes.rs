@@ -382,3 +382,28 @@ fn plumbing_failures_roll_back_what_was_stored() {
     r.sandbox("other", &[]);
     assert_eq!(r.endpoints("other")[0].0.ipv4, Some(ip("172.17.0.2")));
 }
+
+/// Every endpoint's port is bound to the endpoint's MAC and address, so that a sandbox
+/// cannot send from a neighbour's; the binding goes with the endpoint.
+#[test]
+fn endpoint_ports_are_bound_to_their_mac_and_address() {
+    use std::net::IpAddr;
+    use tapnet_switch::{MacAddr, PortBinding};
+
+    let r = Rig::new();
+    r.create_net("pets", "10.1.0.0/24");
+    r.sandbox("web", &["pets", "bridge"]);
+    let eps = r.endpoints("web");
+    assert_eq!(eps.len(), 2);
+    for (e, _) in &eps {
+        let want = PortBinding::new(
+            e.mac.parse::<MacAddr>().unwrap(),
+            [IpAddr::V4(e.ipv4.unwrap())],
+        );
+        assert_eq!(r.p().binding(&e.id), Some(want), "{}", e.ifname);
+    }
+    r.d().remove_sandbox("web").unwrap();
+    for (e, _) in &eps {
+        assert_eq!(r.p().binding(&e.id), None);
+    }
+}
