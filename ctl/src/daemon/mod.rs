@@ -17,6 +17,7 @@ pub mod ipam;
 pub mod model;
 pub mod plumbing;
 pub mod server;
+pub mod statedir;
 pub mod store;
 
 use std::path::PathBuf;

@@ -26,7 +26,8 @@ use tapnet_switch::MacAddr;
 use super::ipam::Ipam;
 use super::model::{EndpointRecord, NetworkRecord, SandboxRecord};
 use super::plumbing::{IfaceConfig, Plumbing};
-use super::store::Store;
+use super::statedir::StateDirError;
+use super::store::{Store, StoreError};
 
 mod endpoint;
 mod error;
@@ -229,9 +230,9 @@ impl Daemon {
     /// Open the state in `cfg.state_dir` over `plumbing`, create the predefined networks
     /// on first start, and reconcile live state with the records.
     pub fn open(cfg: &DaemonConfig, plumbing: Arc<dyn Plumbing>) -> Result<Daemon> {
-        std::fs::create_dir_all(&cfg.state_dir).map_err(|source| DaemonError::StateDir {
-            path: cfg.state_dir.clone(),
-            source,
+        super::statedir::prepare(&cfg.state_dir).map_err(|e| match e {
+            StateDirError::Create { path, source } => DaemonError::StateDir { path, source },
+            unsafe_dir => StoreError::StateDir(unsafe_dir).into(),
         })?;
         let store = Store::open(&cfg.state_dir.join("tapnet.db"))?;
         let snap = store.load()?;

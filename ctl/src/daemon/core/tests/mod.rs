@@ -8,6 +8,7 @@ mod ports;
 mod restart;
 mod rootless;
 mod sandboxes;
+mod statedir;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
