@@ -19,6 +19,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tapnet_switch::MacAddr;
@@ -44,6 +45,7 @@ mod tests;
 pub use error::DaemonError;
 pub use network::{IpamSpec, NetworkSpec, PoolUsage};
 pub use options::{BRIDGE_OPTIONS, OPT_HOST_LOOPBACK, OPT_LOOPBACK_SPLICE};
+pub use rootless::{ROOTLESS_REAP_INTERVAL, RootlessReaper, start_rootless_reaper};
 pub use sandbox::{AttachSpec, netns_name};
 pub use stats::{NamedStats, NetworkName, PortOwner};
 
@@ -94,6 +96,8 @@ pub struct Daemon {
     store: Store,
     plumbing: Arc<dyn Plumbing>,
     state_dir: PathBuf,
+    /// Rootless sandboxes removed because their process had exited.
+    rootless_reaped: AtomicU64,
 }
 
 impl State {
@@ -254,6 +258,7 @@ impl Daemon {
             store,
             plumbing,
             state_dir: cfg.state_dir.clone(),
+            rootless_reaped: AtomicU64::new(0),
         };
         d.reconcile()?;
         d.ensure_predefined()?;
