@@ -30,11 +30,16 @@ fn state_dir(flag: Option<PathBuf>) -> PathBuf {
 }
 
 /// The daemon socket: `--host`/`$TAPNET_HOST` (`unix:///path` or a path), else
-/// `<state-dir>/tapnet.sock`.
+/// `<state-dir>/tapnet.sock`, once the state directory is found to be this user's or
+/// root's and writable by no one else (a socket another user stood up there would be
+/// handed a sandbox's TAPs).
 fn socket_path(host: Option<String>, state_dir: PathBuf) -> anyhow::Result<PathBuf> {
     let host = host.or_else(|| std::env::var("TAPNET_HOST").ok().filter(|h| !h.is_empty()));
     match host {
-        None => Ok(state_dir.join("tapnet.sock")),
+        None => {
+            tapnet_ctl::daemon::statedir::check_client(&state_dir)?;
+            Ok(state_dir.join("tapnet.sock"))
+        }
         Some(h) => match h.split_once("://") {
             Some(("unix", path)) if !path.is_empty() => Ok(PathBuf::from(path)),
             None if !h.is_empty() => Ok(PathBuf::from(h)),
@@ -109,6 +114,18 @@ mod tests {
             PathBuf::from("/x/z.sock")
         );
         assert!(socket_path(Some("tcp://1.2.3.4:2375".into()), sd).is_err());
+    }
+
+    #[test]
+    fn a_socket_in_a_dir_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("tapnet-main-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let got = socket_path(None, dir.clone());
+        std::fs::remove_dir_all(&dir).unwrap();
+        let e = got.unwrap_err().to_string();
+        assert!(e.contains("it is writable by others"), "{e}");
     }
 
     #[test]

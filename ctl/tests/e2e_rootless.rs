@@ -533,3 +533,41 @@ fn a_restarted_daemon_gets_the_taps_of_live_rootless_sandboxes_again() {
     assert!(o.status.success(), "{o:?}");
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), want);
 }
+
+#[test]
+#[ignore = "needs root"]
+fn a_rootless_sandbox_whose_process_is_killed_goes_with_its_port() {
+    let user = test_user();
+    let mut rig = Rig::new("reap", &user);
+    let (db, _, host_port) = published_db(&mut rig, "bridge");
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", host_port)).is_err(),
+        "the daemon holds the published port"
+    );
+    // `tapnet run` is killed first, so it cannot remove the sandbox itself; then the
+    // sandbox's process (its keeper, which the command dies with).
+    let mut run = rig.others.remove(0);
+    let _ = run.kill();
+    let _ = run.wait();
+    let keeper: i32 = db["NetnsPath"].as_str().unwrap()["/proc/".len()..]
+        .trim_end_matches("/ns/net")
+        .parse()
+        .unwrap();
+    kill(Pid::from_raw(keeper), Signal::SIGKILL).unwrap();
+    wait_gone(keeper);
+    // The daemon notices on its own (no restart, no other sandbox): within its reap
+    // interval the sandbox is gone and the host port is free again.
+    let t0 = Instant::now();
+    loop {
+        let names = sandbox_names(&rig);
+        let free = std::net::TcpListener::bind(("127.0.0.1", host_port)).is_ok();
+        if names.is_empty() && free {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "not reaped after 10 s: sandboxes {names:?}, port {host_port} free: {free}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -12,9 +12,16 @@
 //!   nameservers, `netutils.InferReservedNetworks`); a freed block is reused
 //!   (`address_space.go` `allocatePredefinedPool`).
 //! - **User subnets** must not overlap an allocated one ("Pool overlaps with other one on
-//!   this address space") — unless an ip-range is given: then the subnet is not checked
-//!   at all and, if it is already allocated, the new pool shares its addresses
-//!   (`allocateSubnetL`, moby#46756). Only the same subnet *and* range twice is refused.
+//!   this address space"), with or without an ip-range. One exception, moby#46756: with
+//!   an ip-range, the very same subnet as an allocated one is accepted and the new pool
+//!   shares its addresses (`allocateSubnetL`); the same subnet *and* range twice is
+//!   refused. (moby skips the check altogether when a range is given; tapnet does not:
+//!   a subnet such as `128.0.0.0/1` would enter the isolation table over every other
+//!   network's egress.)
+//! - **The host's networks** ([`HostNetwork`], from the plumbing): automatic subnets skip
+//!   the host's on-link routes, addresses and nameservers ([`avoid_list`]); a user
+//!   subnet that overlaps an on-link route or holds one of the host's addresses is
+//!   refused ([`check_host`]).
 //! - **Reserved addresses.** The network and broadcast addresses, except in a /31 or /32
 //!   (RFC 3021; `newPoolData`). The gateway: the user's, else the first free address of
 //!   the ip-range if there is one, else of the subnet (`network.go`
@@ -37,6 +44,7 @@
 
 mod addrset;
 mod error;
+mod host;
 mod net;
 mod request;
 #[cfg(test)]
@@ -49,6 +57,7 @@ use serde::{Deserialize, Serialize};
 
 use addrset::AddrSet;
 pub use error::IpamError;
+pub use host::{HostNetwork, avoid_list, check_host};
 pub use net::{Ipv4Net, Ipv4NetParseError};
 pub use request::PoolRequest;
 
@@ -257,18 +266,15 @@ impl Ipam {
         if self.pools.contains_key(&id) {
             return Err(IpamError::PoolOverlap);
         }
-        let mut state = match range {
-            None if self.subnets.keys().any(|s| s.overlaps(subnet)) => {
+        // With an ip-range the very same subnet may be shared (moby#46756); any other
+        // overlap is refused whatever the options: moby skips the check with a range,
+        // which let `--subnet 128.0.0.0/1 --ip-range 128.0.0.0/24` over 172.17/16 in.
+        let mut state = match (range, self.subnets.get(&subnet)) {
+            (Some(_), Some(shared)) => shared.clone(),
+            _ if self.subnets.keys().any(|s| s.overlaps(subnet)) => {
                 return Err(IpamError::PoolOverlap);
             }
-            None => SubnetState::new(subnet),
-            // moby#46756: with an ip-range the subnet is not checked; an allocated one is
-            // shared.
-            Some(_) => self
-                .subnets
-                .get(&subnet)
-                .cloned()
-                .unwrap_or_else(|| SubnetState::new(subnet)),
+            _ => SubnetState::new(subnet),
         };
         let gateway = match req.gateway {
             Some(g) => {

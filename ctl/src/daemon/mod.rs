@@ -17,6 +17,7 @@ pub mod ipam;
 pub mod model;
 pub mod plumbing;
 pub mod server;
+pub mod statedir;
 pub mod store;
 
 use std::path::PathBuf;
@@ -43,6 +44,10 @@ pub fn run_daemon(state_dir: PathBuf) -> Result<(), RunError> {
         tapnet_engine::hostnet::HostNetConfig::default(),
     )?);
     let daemon = Arc::new(Daemon::open(&cfg, plumbing.clone())?);
+    // Rootless sandboxes whose process exits go within this interval, not at the next
+    // restart.
+    let reaper = core::start_rootless_reaper(&daemon, core::ROOTLESS_REAP_INTERVAL)
+        .map_err(RunError::Reaper)?;
     let socket = cfg.state_dir.join(SOCKET_NAME);
     eprintln!(
         "tapnet daemon: state in {}, API on {}",
@@ -58,6 +63,7 @@ pub fn run_daemon(state_dir: PathBuf) -> Result<(), RunError> {
         }
     };
     server::serve(&socket, daemon, shutdown).map_err(RunError::Serve)?;
+    drop(reaper);
     let _ = std::fs::remove_file(&socket);
     plumbing.engine().shutdown();
     Ok(())
@@ -75,6 +81,9 @@ pub enum RunError {
     /// The API could not be served (the socket is another daemon's, or cannot be made).
     #[error(transparent)]
     Serve(std::io::Error),
+    /// The thread that removes rootless sandboxes whose process exited did not start.
+    #[error("cannot start the rootless sandbox reaper")]
+    Reaper(#[source] std::io::Error),
 }
 
 /// Raise this process's soft limit of open files to its hard limit; returns the limit

@@ -3,13 +3,15 @@
 //! before the call returns.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::model::{EndpointRecord, NetworkRecord, SandboxRecord};
+use super::statedir::{DB_MODE, StateDirError};
 
 const NETWORKS: TableDefinition<&str, &[u8]> = TableDefinition::new("networks");
 const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
@@ -43,6 +45,20 @@ pub enum StoreError {
         key: String,
         /// Decoder's message.
         detail: String,
+    },
+    /// The state directory cannot be used (another user could write it).
+    #[error(transparent)]
+    StateDir(#[from] StateDirError),
+    /// The database file belongs to another user, or is not a plain file.
+    #[error(
+        "refusing state database {}: {found}; remove it, or choose another state directory",
+        path.display()
+    )]
+    UnsafeFile {
+        /// The file.
+        path: PathBuf,
+        /// What was found.
+        found: String,
     },
 }
 
@@ -142,9 +158,46 @@ fn del(
     Ok(())
 }
 
+/// Make the database file `path` private: created with mode [`DB_MODE`] if missing; one
+/// found with a wider mode is narrowed to it. Refused if it is not this user's plain file.
+fn private_file(path: &Path) -> Result<(), StoreError> {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(DB_MODE)
+        .open(path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(dberr("create")(e)),
+    }
+    let meta = std::fs::symlink_metadata(path).map_err(dberr("inspect"))?;
+    let unsafe_file = |found: String| StoreError::UnsafeFile {
+        path: path.to_path_buf(),
+        found,
+    };
+    if !meta.file_type().is_file() {
+        return Err(unsafe_file("it is not a plain file".into()));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(unsafe_file(format!(
+            "it is owned by uid {}, not by this user (uid {me})",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o777 != DB_MODE {
+        tracing::info!(path = %path.display(), mode = format!("{:04o}", meta.mode() & 0o7777), "making the state database private (0600)");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(DB_MODE))
+            .map_err(dberr("set permissions"))?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Open (or create) the database at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        private_file(path)?;
         let db = Database::create(path).map_err(dberr("open"))?;
         let store = Store { db };
         let txn = store.db.begin_write().map_err(dberr("begin"))?;

@@ -19,6 +19,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tapnet_switch::MacAddr;
@@ -26,7 +27,8 @@ use tapnet_switch::MacAddr;
 use super::ipam::Ipam;
 use super::model::{EndpointRecord, NetworkRecord, SandboxRecord};
 use super::plumbing::{IfaceConfig, Plumbing};
-use super::store::Store;
+use super::statedir::StateDirError;
+use super::store::{Store, StoreError};
 
 mod endpoint;
 mod error;
@@ -43,6 +45,7 @@ mod tests;
 pub use error::DaemonError;
 pub use network::{IpamSpec, NetworkSpec, PoolUsage};
 pub use options::{BRIDGE_OPTIONS, OPT_HOST_LOOPBACK, OPT_LOOPBACK_SPLICE};
+pub use rootless::{ROOTLESS_REAP_INTERVAL, RootlessReaper, start_rootless_reaper};
 pub use sandbox::{AttachSpec, netns_name};
 pub use stats::{NamedStats, NetworkName, PortOwner};
 
@@ -93,6 +96,8 @@ pub struct Daemon {
     store: Store,
     plumbing: Arc<dyn Plumbing>,
     state_dir: PathBuf,
+    /// Rootless sandboxes removed because their process had exited.
+    rootless_reaped: AtomicU64,
 }
 
 impl State {
@@ -229,9 +234,9 @@ impl Daemon {
     /// Open the state in `cfg.state_dir` over `plumbing`, create the predefined networks
     /// on first start, and reconcile live state with the records.
     pub fn open(cfg: &DaemonConfig, plumbing: Arc<dyn Plumbing>) -> Result<Daemon> {
-        std::fs::create_dir_all(&cfg.state_dir).map_err(|source| DaemonError::StateDir {
-            path: cfg.state_dir.clone(),
-            source,
+        super::statedir::prepare(&cfg.state_dir).map_err(|e| match e {
+            StateDirError::Create { path, source } => DaemonError::StateDir { path, source },
+            unsafe_dir => StoreError::StateDir(unsafe_dir).into(),
         })?;
         let store = Store::open(&cfg.state_dir.join("tapnet.db"))?;
         let snap = store.load()?;
@@ -253,6 +258,7 @@ impl Daemon {
             store,
             plumbing,
             state_dir: cfg.state_dir.clone(),
+            rootless_reaped: AtomicU64::new(0),
         };
         d.reconcile()?;
         d.ensure_predefined()?;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::options::bridge_opts;
 use super::{Daemon, DaemonError, Result, State};
-use crate::daemon::ipam::PoolRequest;
+use crate::daemon::ipam::{PoolRequest, avoid_list, check_host};
 use crate::daemon::model::{
     EndpointRecord, IpamConfigRecord, NetworkRecord, SandboxRecord, new_id, now_rfc3339,
 };
@@ -107,7 +107,13 @@ impl Daemon {
             }
             let want = spec.ipam.first().cloned().unwrap_or_default();
             let req = PoolRequest::parse(&want.subnet, &want.ip_range, &want.gateway, &want.aux)?;
-            let pool = ipam.request_pool(&req, &[])?;
+            // The host's networks: automatic subnets skip them, a user's may not
+            // overlap its routes or hold its addresses.
+            let host = self.plumbing.host_networks();
+            let pool = ipam.request_pool(&req, &avoid_list(&host))?;
+            if req.subnet.is_some_and(|s| !s.addr().is_unspecified()) {
+                check_host(pool.subnet, &host)?;
+            }
             configs.push(IpamConfigRecord {
                 subnet: pool.subnet.to_string(),
                 ip_range: pool.ip_range.map(|r| r.to_string()),

@@ -32,10 +32,16 @@
 //! live on, with their addresses and routes. Rootless sandboxes whose owner has exited
 //! are removed; one whose owner still runs keeps its records and its published ports
 //! are bound again, and its keeper, seeing a new socket file, sends the TAPs again
-//! (step 3), which the daemon attaches (step 4). Dead owners are also swept whenever a
-//! new rootless sandbox is created.
+//! (step 3), which the daemon attaches (step 4). While the daemon runs, a reaper thread
+//! ([`start_rootless_reaper`]) removes a sandbox within [`ROOTLESS_REAP_INTERVAL`] of
+//! its owner's exit, as `tapnet rm` would, and counts it (`rootless_reaped`); dead
+//! owners are also swept whenever a new rootless sandbox is created.
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tapnet_api::{SandboxInterface, SandboxInterfaces};
 use tapnet_nat::portspec::PortMapping;
@@ -200,8 +206,17 @@ impl Daemon {
         }
     }
 
-    /// Remove every rootless sandbox whose process has exited.
-    pub(super) fn reap_rootless(&self, st: &mut State) {
+    /// Remove every rootless sandbox whose process has exited, as `tapnet rm` would
+    /// (records, addresses, published ports, interfaces); returns how many went. The
+    /// reaper thread ([`start_rootless_reaper`]) runs this every
+    /// [`ROOTLESS_REAP_INTERVAL`].
+    pub fn reap_rootless_now(&self) -> usize {
+        let mut st = self.lock();
+        self.reap_rootless(&mut st)
+    }
+
+    /// [`Daemon::reap_rootless_now`] under the state lock already taken.
+    pub(super) fn reap_rootless(&self, st: &mut State) -> usize {
         let dead: Vec<(String, String)> = st
             .sandboxes
             .values()
@@ -212,9 +227,12 @@ impl Daemon {
             })
             .map(|s| (s.id.clone(), s.name.clone()))
             .collect();
+        let mut reaped = 0;
         for (id, name) in dead {
             match self.drop_sandbox(st, &id) {
                 Ok(()) => {
+                    reaped += 1;
+                    self.rootless_reaped.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(sandbox = %name, "removed rootless sandbox: its process is gone")
                 }
                 Err(e) => {
@@ -222,7 +240,58 @@ impl Daemon {
                 }
             }
         }
+        reaped
     }
+}
+
+/// How often the reaper thread looks for rootless sandboxes whose process has exited:
+/// a dead sandbox's addresses and host ports are free again within this time (plus one
+/// pass). Each pass takes the state lock and reads `/proc/PID/stat` once per rootless
+/// sandbox; nothing else.
+pub const ROOTLESS_REAP_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The reaper thread ([`start_rootless_reaper`]); dropping it stops the thread and waits
+/// for it.
+pub struct RootlessReaper {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for RootlessReaper {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Start a thread (`tapnet-reaper`) that runs [`Daemon::reap_rootless_now`] every
+/// `every` ([`ROOTLESS_REAP_INTERVAL`] for the daemon) until the returned handle is
+/// dropped or the daemon is (it holds the daemon weakly). Rootless sandboxes whose
+/// process exited are otherwise only removed when another one is created or the daemon
+/// restarts.
+pub fn start_rootless_reaper(
+    daemon: &Arc<Daemon>,
+    every: Duration,
+) -> std::io::Result<RootlessReaper> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let daemon: Weak<Daemon> = Arc::downgrade(daemon);
+    let thread = std::thread::Builder::new()
+        .name("tapnet-reaper".into())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                let Some(d) = daemon.upgrade() else { break };
+                let has_rootless = d.lock().sandboxes.values().any(|s| s.rootless.is_some());
+                if has_rootless {
+                    d.reap_rootless_now();
+                }
+            }
+        })?;
+    Ok(RootlessReaper {
+        stop: Some(stop),
+        thread: Some(thread),
+    })
 }
 
 /// Endpoints of `sb` on bridge networks (those that have an interface).

@@ -2,6 +2,7 @@
 //! domain belongs to.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 
 use tapnet_nat::relay::RelayStats;
 use tapnet_switch::{DomainId, PortId};
@@ -38,6 +39,8 @@ pub struct NamedStats {
     pub domains: HashMap<DomainId, NetworkName>,
     /// Relay counters of each network with external access.
     pub relays: Vec<(NetworkName, RelayStats)>,
+    /// Rootless sandboxes removed because their process had exited (`rootless_reaped`).
+    pub rootless_reaped: u64,
 }
 
 impl Daemon {
@@ -94,6 +97,7 @@ impl Daemon {
             ports,
             domains,
             relays,
+            rootless_reaped: self.rootless_reaped.load(Ordering::Relaxed),
         }
     }
 }

@@ -329,7 +329,7 @@ fn overlapping_user_subnet_is_refused() {
 }
 
 #[test]
-fn ip_range_skips_the_subnet_overlap_check_and_shares_addresses() {
+fn ip_range_on_the_same_subnet_shares_its_addresses() {
     // moby#46756: the same subnet as docker0, with a range, is accepted.
     let mut ipam = Ipam::new();
     let bridge = default_pool(&mut ipam);
@@ -355,17 +355,12 @@ fn ip_range_skips_the_subnet_overlap_check_and_shares_addresses() {
         ipam.request_pool(&subnet("172.17.0.0/16"), &[]),
         Err(IpamError::PoolOverlap)
     );
-    // Another range on it is fine; and with a range an overlapping subnet is not checked.
+    // Another range on the same subnet is fine.
     let other = PoolRequest {
         ip_range: Some(net("172.17.6.0/24")),
         ..subnet("172.17.0.0/16")
     };
     let q = ipam.request_pool(&other, &[]).unwrap();
-    let wider = PoolRequest {
-        ip_range: Some(net("172.16.0.0/24")),
-        ..subnet("172.16.0.0/12")
-    };
-    ipam.request_pool(&wider, &[]).unwrap();
     // Releasing the master pool keeps the subnet while range pools use it.
     ipam.release_pool(&bridge.id).unwrap();
     assert!(ipam.is_allocated(&p.id, ip("172.17.5.9")));
@@ -377,6 +372,32 @@ fn ip_range_skips_the_subnet_overlap_check_and_shares_addresses() {
     ipam.release_pool(&p.id).unwrap();
     ipam.release_pool(&q.id).unwrap();
     assert!(!ipam.subnets.contains_key(&net("172.17.0.0/16")));
+}
+
+#[test]
+fn ip_range_does_not_skip_the_overlap_check() {
+    // A range made the subnet unchecked: `128.0.0.0/1` over docker0's 172.17/16 was
+    // accepted, and its isolation entry covered half the Internet.
+    let mut ipam = Ipam::new();
+    default_pool(&mut ipam);
+    for (s, r) in [
+        ("128.0.0.0/1", "128.0.0.0/24"),
+        ("172.16.0.0/12", "172.16.0.0/24"),
+        ("172.17.5.0/24", "172.17.5.0/25"),
+    ] {
+        let req = PoolRequest {
+            ip_range: Some(net(r)),
+            ..subnet(s)
+        };
+        assert_eq!(
+            ipam.request_pool(&req, &[]),
+            Err(IpamError::PoolOverlap),
+            "{s} {r}"
+        );
+    }
+    // Nothing was allocated by the refusals.
+    assert_eq!(ipam.pools().count(), 1);
+    ipam.request_pool(&subnet("172.16.0.0/16"), &[]).unwrap();
 }
 
 #[test]

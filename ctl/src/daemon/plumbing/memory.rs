@@ -27,6 +27,7 @@ use super::{
     DatapathStats, EndpointPlan, HostPorts, HostSocket, IfaceConfig, NetworkPlan, Plumbing,
     PlumbingError, PortUser, PublishTarget, ReleaseOnDrop, SocketKind,
 };
+use crate::daemon::ipam::HostNetwork;
 use crate::daemon::model::RootlessOwner;
 
 /// An operation of the plumbing, for [`MemoryPlumbing::fail`].
@@ -96,6 +97,8 @@ struct Mem {
     processes: HashMap<u32, u64>,
     next_start_time: u64,
     faults: HashMap<Op, usize>,
+    /// What [`Plumbing::host_networks`] answers: the host's routes and addresses.
+    host_networks: Vec<HostNetwork>,
 }
 
 fn lock(m: &Mutex<Mem>) -> MutexGuard<'_, Mem> {
@@ -172,6 +175,7 @@ impl MemoryPlumbing {
                 tap_ends,
                 processes: m.processes.clone(),
                 next_start_time: m.next_start_time,
+                host_networks: m.host_networks.clone(),
                 ..Mem::default()
             })),
             published: Mutex::new(BTreeMap::new()),
@@ -532,4 +536,15 @@ impl Plumbing for MemoryPlumbing {
     }
 
     fn shutdown(&self) {}
+
+    fn host_networks(&self) -> Vec<HostNetwork> {
+        self.mem().host_networks.clone()
+    }
+}
+
+impl MemoryPlumbing {
+    /// From now on the host has these networks (none at first).
+    pub fn set_host_networks(&self, nets: Vec<HostNetwork>) {
+        self.mem().host_networks = nets;
+    }
 }

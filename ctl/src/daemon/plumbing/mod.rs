@@ -32,8 +32,10 @@ use tapnet_nat::portspec::Proto;
 use tapnet_nat::relay::RelayStats;
 use tapnet_switch::{DomainId, PortId};
 
+use super::ipam::HostNetwork;
 use super::model::RootlessOwner;
 
+mod hostnets;
 mod memory;
 pub mod netns;
 mod os;
@@ -278,4 +280,10 @@ pub trait Plumbing: HostPorts + Send + Sync {
 
     /// Stop the datapath (the daemon is exiting).
     fn shutdown(&self);
+
+    /// The host's own networks, read now: its on-link IPv4 routes (main table), the
+    /// addresses of its interfaces (loopback's too) and its resolv.conf nameservers.
+    /// Automatic subnets skip them; a user's subnet may not overlap a route or hold an
+    /// address (`ipam::check_host`). Best effort: what cannot be read is left out.
+    fn host_networks(&self) -> Vec<HostNetwork>;
 }

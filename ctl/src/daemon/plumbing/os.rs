@@ -393,4 +393,8 @@ impl Plumbing for OsPlumbing {
     fn shutdown(&self) {
         self.engine.shutdown();
     }
+
+    fn host_networks(&self) -> Vec<crate::daemon::ipam::HostNetwork> {
+        super::hostnets::read()
+    }
 }

@@ -2,11 +2,13 @@
 //! what is stored and what the plumbing was asked for, rollback when the plumbing fails,
 //! and restarts. No root, no kernel: each test takes milliseconds.
 
+mod hostnets;
 mod networks;
 mod ports;
 mod restart;
 mod rootless;
 mod sandboxes;
+mod statedir;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;

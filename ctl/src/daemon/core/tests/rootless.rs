@@ -2,6 +2,7 @@
 //! reaped when their process is gone.
 
 use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
 
 use tapnet_nat::portspec::{PortMapping, Proto};
 
@@ -246,7 +247,74 @@ fn sandboxes_whose_process_is_gone_are_reaped() {
     r.d()
         .create_rootless_sandbox(Some("c".into()), None, attach(&["pets"]), &[], 300)
         .unwrap();
-    assert!(r.d().sandbox("a").is_err());
+    // By name: `sandbox("a")` would also find a sandbox whose id starts with `a`.
+    assert!(r.d().sandboxes().iter().all(|(s, _)| s.name != "a"));
+}
+
+/// A rootless sandbox `name` owned by `pid`, publishing `127.0.0.1:port` to port 80.
+fn rootless_publishing(r: &Rig, name: &str, pid: u32, port: u16) -> SandboxRecord {
+    let ports = [PortMapping {
+        host_ip: Some("127.0.0.1".parse().unwrap()),
+        host_ports: Some((port, port)),
+        container_port: 80,
+        proto: Proto::Tcp,
+    }];
+    r.d()
+        .create_rootless_sandbox(Some(name.into()), None, attach(&["pets"]), &ports, pid)
+        .unwrap()
+}
+
+#[test]
+fn a_reap_pass_removes_sandboxes_whose_process_exited() {
+    let r = rig();
+    r.p().start_process(100);
+    r.p().start_process(101);
+    let a = rootless_publishing(&r, "web", 100, 8080);
+    rootless_publishing(&r, "sql", 101, 8081);
+    assert_eq!(r.endpoints("web")[0].0.ipv4, Some(ip("10.1.0.2")));
+    // A pass with every process alive removes nothing.
+    assert_eq!(r.d().reap_rootless_now(), 0);
+    r.p().end_process(100);
+    // Without waiting for another rootless sandbox or a restart.
+    assert_eq!(r.d().reap_rootless_now(), 1);
+    assert!(r.d().sandbox("web").is_err());
+    assert!(r.p().published(&a.id).is_empty(), "its port is closed");
+    assert!(r.d().sandbox("sql").is_ok());
+    assert_eq!(r.d().stats().rootless_reaped, 1);
+    // Its address and host port are free again: the next sandbox takes both.
+    r.p().start_process(102);
+    rootless_publishing(&r, "new", 102, 8080);
+    assert_eq!(r.endpoints("new")[0].0.ipv4, Some(ip("10.1.0.2")));
+}
+
+#[test]
+fn the_reaper_thread_removes_them_within_its_interval() {
+    let dir = std::env::temp_dir().join(format!("tapnet-reaper-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    struct Cleanup(PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
+    let p = Arc::new(MemoryPlumbing::new().rootless());
+    let d = Arc::new(open(&dir, &p));
+    let reaper = crate::daemon::core::start_rootless_reaper(&d, Duration::from_millis(20))
+        .expect("reaper thread");
+    p.start_process(100);
+    d.create_rootless_sandbox(Some("web".into()), None, attach(&["bridge"]), &[], 100)
+        .unwrap();
+    p.end_process(100);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.stats().rootless_reaped == 0 {
+        assert!(Instant::now() < deadline, "not reaped within 10 s");
+        std::thread::yield_now();
+    }
+    assert!(d.sandbox("web").is_err());
+    // Dropping the reaper stops its thread; the daemon is then the test's alone.
+    drop(reaper);
+    assert_eq!(Arc::strong_count(&d), 1);
 }
 
 /// TAPs a rootless sandbox's process sends are bound like the daemon's own.
