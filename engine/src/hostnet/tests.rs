@@ -128,6 +128,7 @@ impl Setup {
             .unwrap();
         let gid = engine.add_gateway_port(Box::new(gp), d).unwrap();
         engine.add_static_mac(d, gateway.mac, gid).unwrap();
+        host.add_endpoint("n1", "ctr", CTR, MacAddr::from_ipv4(CTR));
         let (port, peer) = MemPort::pair("ctr", engine.pool().clone(), 1024, 1500, false);
         engine.add_port(Box::new(port), d).unwrap();
         let mut dev = PeerDev { peer, sent: 0 };
@@ -814,4 +815,38 @@ fn publishing_spliced_into_something_not_a_namespace_fails_and_publishes_nothing
         )
         .unwrap_err();
     assert!(matches!(e, HostNetError::UnknownNetwork(_)), "{e}");
+}
+
+#[test]
+fn only_the_daemons_endpoints_reach_the_host() {
+    let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = echo.local_addr().unwrap().port();
+    let mut s = Setup::new(true);
+    // The endpoint is unplugged: its address is nobody's.
+    s.host.remove_endpoint("ctr");
+    let mut u = udp::Socket::new(
+        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
+        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
+    );
+    u.bind(6002).unwrap();
+    let h = s.sockets.add(u);
+    let dst = IpEndpoint::new(IpAddress::Ipv4(GW), port);
+    s.sockets
+        .get_mut::<udp::Socket>(h)
+        .send_slice(b"anyone?", dst)
+        .unwrap();
+    assert!(s.until(|s| s.host.relay_stats("n1").unwrap().drop_unknown_source == 1));
+    assert_eq!(s.host.relay_stats("n1").unwrap().udp_opened, 0);
+    // Plugged again (a relay made again for the network keeps it too).
+    s.host
+        .add_endpoint("n1", "ctr", CTR, MacAddr::from_ipv4(CTR));
+    s.sockets
+        .get_mut::<udp::Socket>(h)
+        .send_slice(b"anyone?", dst)
+        .unwrap();
+    assert!(s.until(|s| s.host.relay_stats("n1").unwrap().udp_opened == 1));
+    echo.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut buf = [0u8; 64];
+    let (k, _) = echo.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..k], b"anyone?");
 }

@@ -256,6 +256,15 @@ impl Host {
                     Err(e) => tracing::warn!(error = %e, "cannot watch a published port"),
                 }
             }
+            Ctl::Endpoint { key, ip, mac, done } => {
+                if let Some(Some(n)) = self.net_index(&key).map(|i| &mut self.nets[i]) {
+                    match mac {
+                        Some(mac) => n.relay.set_endpoint(ip, mac),
+                        None => n.relay.remove_endpoint(ip),
+                    }
+                }
+                let _ = done.send(());
+            }
             Ctl::Unpublish(id) => {
                 if let Some(t) = self.published.remove(&id) {
                     // Inbound UDP flows answer through this listener: they end with it,

@@ -71,8 +71,6 @@ pub use flows::{FlowCounts, FlowId, FlowLimits, Proto, timeouts};
 pub use isolation::Isolation;
 pub use tcp::{HostStream, Pumped};
 
-/// Container MACs remembered (address → MAC from the frames seen).
-const MAC_CACHE: usize = 4096;
 /// How often idle flows are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Socket buffer pairs kept spare per network: enough for connections that come one
@@ -175,6 +173,16 @@ tapnet_switch::counters! {
         drop_unsupported,
         /// Datagrams from the host for a flow that no longer exists.
         drop_stale,
+        /// Frames from an address that is no endpoint of the network (see
+        /// [`Relay::set_endpoint`]): nothing is relayed for an address the daemon
+        /// did not give out.
+        drop_unknown_source,
+        /// Frames from an endpoint's address with another MAC than the endpoint's
+        /// (a neighbour spoofing its address).
+        drop_spoofed_source,
+        /// Frames toward the container network for an address that is no endpoint
+        /// (any more): there is no MAC to send them to.
+        drop_no_endpoint,
     }
 }
 
@@ -189,8 +197,10 @@ pub struct Relay {
     flows: Flows,
     /// Spare socket buffers.
     pool: BufPool,
-    /// Container MACs by address, from the frames seen.
-    macs: HashMap<Ipv4Addr, MacAddr>,
+    /// The network's endpoints, address → MAC, as the control plane set them: the only
+    /// source of the MACs frames are sent to, and of the addresses frames may come
+    /// from. Never learned from frames (a spoofed source would divert replies).
+    endpoints: HashMap<Ipv4Addr, MacAddr>,
     events: VecDeque<Event>,
     to_host: VecDeque<(FlowId, Vec<u8>)>,
     last_sweep: Duration,
@@ -223,7 +233,7 @@ impl Relay {
             dev,
             flows: Flows::new(),
             pool,
-            macs: HashMap::new(),
+            endpoints: HashMap::new(),
             events: VecDeque::new(),
             to_host: VecDeque::new(),
             last_sweep: now,
@@ -244,6 +254,19 @@ impl Relay {
     /// Flows tracked now.
     pub fn flow_counts(&self) -> FlowCounts {
         self.flows.count
+    }
+
+    /// Endpoint `ip` of the network has MAC `mac` (the control plane calls this when
+    /// it plugs or adopts an endpoint): frames to `ip` go to `mac`, and frames from
+    /// `ip` are relayed only when they come from `mac`.
+    pub fn set_endpoint(&mut self, ip: Ipv4Addr, mac: MacAddr) {
+        self.endpoints.insert(ip, mac);
+    }
+
+    /// Endpoint `ip` is gone: nothing is relayed from or to it any more (its flows end
+    /// at their idle timeout).
+    pub fn remove_endpoint(&mut self, ip: Ipv4Addr) {
+        self.endpoints.remove(&ip);
     }
 
     /// Whether no flow may go to `dst`: another network's subnet (the gateway address,
@@ -285,11 +308,16 @@ impl Relay {
             self.counters.drop_fragment.inc();
             return;
         }
-        let src = ip.src_addr();
-        if self.cfg.gateway.contains(src) && self.macs.len() < MAC_CACHE
-            || self.macs.contains_key(&src)
-        {
-            self.macs.insert(src, eth.src_addr());
+        match self.endpoints.get(&ip.src_addr()) {
+            None => {
+                self.counters.drop_unknown_source.inc();
+                return;
+            }
+            Some(mac) if *mac != eth.src_addr() => {
+                self.counters.drop_spoofed_source.inc();
+                return;
+            }
+            Some(_) => {}
         }
         // `new_checked` bounds the packet to its total length: the same view without
         // the trailing padding.

@@ -139,6 +139,12 @@ impl HostStream for MemHost {
     }
 }
 
+/// `r` with the test's container, 10.0.0.2, as an endpoint.
+fn with_ctr(mut r: Relay) -> Relay {
+    r.set_endpoint(CTR, MacAddr::from_ipv4(CTR));
+    r
+}
+
 /// A container (smoltcp on Ethernet), its gateway and the relay, stepped together.
 struct Net {
     now: Duration,
@@ -174,7 +180,7 @@ impl Net {
             iface,
             sockets: SocketSet::new(Vec::new()),
             gateway: Gateway::with_egress(cfg.gateway),
-            relay: Relay::new(cfg, Duration::ZERO),
+            relay: with_ctr(Relay::new(cfg, Duration::ZERO)),
             isolation: Isolation::default(),
             events: Vec::new(),
             datagrams: Vec::new(),
@@ -588,7 +594,10 @@ fn internal_networks_route_nothing() {
 
 #[test]
 fn malformed_frames_are_counted_not_fatal() {
-    let mut r = Relay::new(relay_cfg(FlowLimits::default(), false), Duration::ZERO);
+    let mut r = with_ctr(Relay::new(
+        relay_cfg(FlowLimits::default(), false),
+        Duration::ZERO,
+    ));
     let good = eth_ip(CTR, REMOTE, PROTO_UDP, &[0, 1, 0, 2, 0, 8, 0, 0]);
     for cut in 0..good.len() {
         r.input(Duration::ZERO, &good[..cut], false, &Isolation::default());
@@ -618,7 +627,7 @@ proptest::proptest! {
     #[test]
     fn arbitrary_frames_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
                                     proto in proptest::prop_oneof![proptest::strategy::Just(1u8), proptest::strategy::Just(6u8), proptest::strategy::Just(17u8)]) {
-        let mut r = Relay::new(relay_cfg(FlowLimits::default(), true), Duration::ZERO);
+        let mut r = with_ctr(Relay::new(relay_cfg(FlowLimits::default(), true), Duration::ZERO));
         r.input(Duration::ZERO, &bytes, false, &Isolation::default());
         let f = eth_ip(CTR, REMOTE, proto, &bytes);
         r.input(Duration::ZERO, &f, false, &Isolation::default());
@@ -686,7 +695,10 @@ fn loopback_and_reserved_destinations_are_never_routed() {
             "{dst}"
         );
         // The relay refuses them too, should a frame get there.
-        let mut r = Relay::new(relay_cfg(FlowLimits::default(), true), Duration::ZERO);
+        let mut r = with_ctr(Relay::new(
+            relay_cfg(FlowLimits::default(), true),
+            Duration::ZERO,
+        ));
         r.input(Duration::ZERO, &f, false, &Isolation::default());
         assert!(r.poll_event().is_none(), "{dst}");
         assert_eq!(r.counters().snapshot().drop_isolated, 1);
@@ -736,7 +748,10 @@ fn data_sent_before_the_fin_waits_for_a_slow_host() {
 
 #[test]
 fn a_tiny_mss_is_raised_before_it_sizes_superframes() {
-    let mut r = Relay::new(relay_cfg(FlowLimits::default(), false), Duration::ZERO);
+    let mut r = with_ctr(Relay::new(
+        relay_cfg(FlowLimits::default(), false),
+        Duration::ZERO,
+    ));
     // A SYN with MSS 1.
     let mut tcp = vec![0u8; 24];
     tcp[0..2].copy_from_slice(&40200u16.to_be_bytes());
@@ -1012,4 +1027,77 @@ fn flows_are_ready_when_a_segment_changed_their_socket() {
         Pumped::Closed { reset: true }
     );
     assert_eq!(n.relay.flow_counts(), FlowCounts::default());
+}
+
+/// A UDP datagram from `src_mac`/`src` port 5353 to `dst`:53, in an Ethernet frame.
+fn udp_frame(src_mac: MacAddr, src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    let mut udp = vec![0x14, 0xe9, 0, 53, 0, 0, 0, 0];
+    udp[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    udp.extend_from_slice(payload);
+    let mut f = eth_ip(src, dst, PROTO_UDP, &udp);
+    f[6..12].copy_from_slice(&src_mac.0);
+    f
+}
+
+#[test]
+fn a_spoofed_source_does_not_divert_replies_to_the_real_owner() {
+    let mut n = Net::new(relay_cfg(FlowLimits::default(), false));
+    let owner = MacAddr::from_ipv4(CTR);
+    let attacker = MacAddr::from_ipv4(Ipv4Addr::new(10, 0, 0, 9));
+    // The real owner of 10.0.0.2 opens a UDP flow.
+    n.relay.input(
+        n.now,
+        &udp_frame(owner, CTR, REMOTE, b"query"),
+        false,
+        &n.isolation,
+    );
+    let (id, _, _) = {
+        while let Some(e) = n.relay.poll_event() {
+            n.events.push(e);
+        }
+        n.connect_event()
+    };
+    n.relay.connected(n.now, id, Ok(()));
+    // A neighbour sends one frame with the owner's address and its own MAC.
+    n.relay.input(
+        n.now,
+        &udp_frame(attacker, CTR, REMOTE, b"spoof"),
+        false,
+        &n.isolation,
+    );
+    // The reply, and a published connection to the owner, go to the owner's MAC.
+    assert!(n.relay.datagram_from_host(n.now, id, b"answer"));
+    n.relay
+        .tcp_inbound(
+            n.now,
+            SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 9), 50001).into(),
+            SocketAddrV4::new(CTR, 8080),
+        )
+        .unwrap();
+    n.relay.poll(n.now);
+    let mut out = vec![0u8; 14 + 65535];
+    let mut frames = 0;
+    while let Some(f) = n.relay.next_frame(&mut out) {
+        frames += 1;
+        let to = MacAddr(out[..6].try_into().unwrap());
+        assert_eq!(to, owner, "frame of {} bytes to {to:?}", f.len);
+    }
+    assert_eq!(frames, 2, "the reply and the SYN");
+    // And a frame from an address no endpoint has is not relayed at all.
+    let stranger = Ipv4Addr::new(10, 0, 0, 77);
+    n.relay.input(
+        n.now,
+        &udp_frame(MacAddr::from_ipv4(stranger), stranger, REMOTE, b"who"),
+        false,
+        &n.isolation,
+    );
+    assert!(n.relay.poll_event().is_none(), "no flow for a stranger");
+    let c = n.relay.counters().snapshot();
+    assert_eq!((c.drop_spoofed_source, c.drop_unknown_source), (1, 1));
+    // An endpoint that is gone gets nothing more.
+    n.relay.remove_endpoint(CTR);
+    assert!(n.relay.datagram_from_host(n.now, id, b"late"));
+    n.relay.poll(n.now);
+    assert!(n.relay.next_frame(&mut out).is_none());
+    assert_eq!(n.relay.counters().snapshot().drop_no_endpoint, 1);
 }
