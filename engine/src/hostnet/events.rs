@@ -89,7 +89,14 @@ impl Host {
                                 // header included: keep this flow's.
                                 Some(ident) => match icmp::raw_echo_reply(&buf[..k], ident) {
                                     Some(m) => m,
-                                    None => continue,
+                                    None => {
+                                        // Another flow's (identifiers are unique across
+                                        // networks: never delivered here).
+                                        if icmp::raw_echo_reply_ident(&buf[..k]).is_some() {
+                                            n.relay.counters_ref().icmp_foreign.inc();
+                                        }
+                                        continue;
+                                    }
                                 },
                             };
                             if !n.relay.datagram_from_host(now, id, msg) {

@@ -850,3 +850,116 @@ fn only_the_daemons_endpoints_reach_the_host() {
     let (k, _) = echo.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..k], b"anyone?");
 }
+
+/// An echo request frame from the container at `src` to `dst`, identifier 0x4242.
+fn echo_request(src: Ipv4Addr, gw: Ipv4Addr, dst: Ipv4Addr, data: &[u8]) -> Vec<u8> {
+    let mut icmp = vec![8, 0, 0, 0, 0x42, 0x42, 0, 1];
+    icmp.extend_from_slice(data);
+    let c = tapnet_wire::checksum::checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut f = Vec::new();
+    f.extend_from_slice(&MacAddr::from_ipv4(gw).0);
+    f.extend_from_slice(&MacAddr::from_ipv4(src).0);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 1, 0, 0];
+    ip[2..4].copy_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let c = tapnet_wire::checksum::checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&icmp);
+    f
+}
+
+/// The data of an echo reply frame (Ethernet, IPv4 without options, ICMP).
+fn echo_data(frame: &[u8]) -> Option<&[u8]> {
+    (frame.len() >= 42 && frame[23] == 1 && frame[34] == 0).then(|| &frame[42..])
+}
+
+#[test]
+#[ignore = "needs root"]
+fn raw_echo_replies_reach_only_the_network_whose_flow_sent_the_request() {
+    // A namespace of its own, with an address on its loopback to ping: the host thread
+    // started inside it opens its raw ICMP sockets there (ping sockets are not allowed
+    // for root's group by default, `net.ipv4.ping_group_range` "1 0").
+    let target = Ipv4Addr::new(198, 51, 100, 1);
+    let ns = crate::sys::netns::test_support::scratch_ns("icmp");
+    let mut nl = crate::sys::netlink::Netlink::open_in(&ns).unwrap();
+    let lo = nl.link_index("lo").unwrap();
+    nl.set_up(lo).unwrap();
+    nl.add_address(lo, IpAddr::V4(target), 32).unwrap();
+    ns.run(|| {
+        let engine = Engine::start(EngineConfig {
+            pin: false,
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        let host = HostNet::start(engine.pool().clone(), HostNetConfig::default()).unwrap();
+        let mut peers = Vec::new();
+        for (k, third) in [("n1", 99u8), ("n2", 98u8)] {
+            let gw = Ipv4Addr::new(10, third, 0, 1);
+            let ctr = Ipv4Addr::new(10, third, 0, 2);
+            let d = engine.add_domain(DomainConfig::default()).unwrap();
+            let gateway = GatewayConfig {
+                mac: MacAddr::from_ipv4(gw),
+                ip: gw,
+                prefix_len: 24,
+                internal: false,
+            };
+            let attach = NetAttach {
+                gateway,
+                mtu: 1500,
+                host_loopback: false,
+            };
+            let (gp, _) = host.gateway_port(k, attach).unwrap();
+            let gid = engine.add_gateway_port(Box::new(gp), d).unwrap();
+            engine.add_static_mac(d, gateway.mac, gid).unwrap();
+            host.add_endpoint(k, k, ctr, MacAddr::from_ipv4(ctr));
+            let (port, peer) = MemPort::pair(k, engine.pool().clone(), 1024, 1500, false);
+            engine.add_port(Box::new(port), d).unwrap();
+            peers.push((k, gw, ctr, peer));
+        }
+        // Each network pings the same address with its first ICMP flow (flow id 1 in
+        // each relay), and waits for its reply.
+        let mut got: Vec<Vec<Vec<u8>>> = vec![Vec::new(), Vec::new()];
+        let mut buf = Vec::new();
+        for i in 0..2 {
+            let (k, gw, ctr, peer) = &mut peers[i];
+            assert!(peer.send(&echo_request(*ctr, *gw, target, k.as_bytes())));
+            let end = Instant::now() + LIMIT;
+            while got[i].is_empty() && Instant::now() < end {
+                if peers[i].3.recv(&mut buf) {
+                    if let Some(d) = echo_data(&buf) {
+                        got[i].push(d.to_vec());
+                    }
+                }
+            }
+            assert_eq!(
+                got[i],
+                vec![peers[i].0.as_bytes().to_vec()],
+                "{}",
+                peers[i].0
+            );
+        }
+        // The first network's raw socket saw the second's reply too: it must keep it
+        // from its container, and count it.
+        let end = Instant::now() + LIMIT;
+        while host.relay_stats("n1").unwrap().icmp_foreign == 0 && Instant::now() < end {
+            if peers[0].3.recv(&mut buf) {
+                if let Some(d) = echo_data(&buf) {
+                    got[0].push(d.to_vec());
+                }
+            }
+        }
+        assert_eq!(
+            got[0],
+            vec![b"n1".to_vec()],
+            "n1 got another network's reply"
+        );
+        assert_eq!(host.relay_stats("n1").unwrap().icmp_foreign, 1);
+        drop(host);
+        drop(engine);
+    })
+    .unwrap();
+}

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use mio::{Events, Poll, Token};
 use rtrb::{Consumer, Producer};
+use tapnet_nat::icmp::RawIdents;
 use tapnet_nat::relay::{FlowId, Isolation, Relay};
 
 use super::api::{HostListener, HostNetConfig, PublishId};
@@ -76,6 +77,8 @@ pub(super) struct Host {
     pub(super) pipe_size: usize,
     /// Every network's subnet: no flow crosses from one network to another.
     pub(super) isolation: Isolation,
+    /// Echo identifiers of raw ICMP sockets, unique across every network.
+    pub(super) raw_idents: RawIdents,
 }
 
 impl Host {
@@ -108,6 +111,7 @@ impl Host {
             max_spliced: cfg.limits.tcp,
             pipe_size: cfg.tcp_buffer,
             isolation: Isolation::default(),
+            raw_idents: RawIdents::default(),
         }
     }
 
@@ -342,7 +346,10 @@ impl Host {
     /// Close the socket of token `t` (abortively with `reset`) and forget it.
     pub(super) fn remove_sock(&mut self, t: Token, reset: bool) {
         match self.socks.remove(self.poll.registry(), t, reset) {
-            Some(Removed::Flow { net, id }) => {
+            Some(Removed::Flow { net, id, raw_ident }) => {
+                if let Some(i) = raw_ident {
+                    self.raw_idents.free(i);
+                }
                 if let Some(Some(n)) = self.nets.get_mut(net) {
                     n.flows.remove(&id);
                 }

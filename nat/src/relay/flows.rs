@@ -78,12 +78,6 @@ impl FlowId {
     pub fn raw(self) -> u64 {
         self.0
     }
-
-    /// The flow numbered `raw`.
-    #[cfg(test)]
-    pub(crate) fn from_raw(raw: u64) -> FlowId {
-        FlowId(raw)
-    }
 }
 
 /// Transport of a flow.

@@ -183,6 +183,12 @@ tapnet_switch::counters! {
         /// Frames toward the container network for an address that is no endpoint
         /// (any more): there is no MAC to send them to.
         drop_no_endpoint,
+        /// Echo replies a flow's raw ICMP socket read under another flow's identifier
+        /// (a raw socket sees every echo reply to the host), not delivered.
+        icmp_foreign,
+        /// ICMP echo flows that got no raw-socket identifier: all of the host's
+        /// ([`RAW_IDENTS`](crate::icmp::RAW_IDENTS)) were in use.
+        icmp_no_ident,
     }
 }
 
@@ -249,6 +255,12 @@ impl Relay {
     /// Its counters, shareable with other threads.
     pub fn counters(&self) -> Arc<RelayCounters> {
         Arc::clone(&self.counters)
+    }
+
+    /// Its counters, for the thread that owns the relay to count what it drops on the
+    /// relay's behalf.
+    pub fn counters_ref(&self) -> &RelayCounters {
+        &self.counters
     }
 
     /// Flows tracked now.
