@@ -71,7 +71,8 @@ pub(super) struct Host {
     pub(super) splice: Arc<SpliceCounters>,
     /// Spliced connections whose budget ran out, to pump again.
     pub(super) splice_again: Vec<Token>,
-    /// Spliced connections allowed per network.
+    /// Spliced connections allowed per network (published-port connections, like the
+    /// relay's inbound TCP budget).
     pub(super) max_spliced: usize,
     /// Pipe size asked for spliced connections.
     pub(super) pipe_size: usize,
@@ -108,7 +109,7 @@ impl Host {
             backoff: false,
             splice,
             splice_again: Vec::new(),
-            max_spliced: cfg.limits.tcp,
+            max_spliced: cfg.limits.tcp_inbound,
             pipe_size: cfg.tcp_buffer,
             isolation: Isolation::default(),
             raw_idents: RawIdents::default(),

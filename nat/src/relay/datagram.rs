@@ -42,7 +42,7 @@ impl Relay {
                 return;
             }
             None => {
-                if self.flows.count.udp >= self.cfg.limits.udp {
+                if self.flows.outbound(Proto::Udp) >= self.cfg.limits.udp {
                     self.counters.udp_limit.inc();
                     return;
                 }
@@ -189,7 +189,8 @@ impl Relay {
 
     /// A datagram reached a published UDP port from `client`, for `ctr`. Returns the
     /// flow carrying it (replies from the container come back on it, through
-    /// [`Relay::next_datagram`]), or `None` when the UDP bound is reached. The container
+    /// [`Relay::next_datagram`]), or `None` when a bound is reached (`limits.udp_inbound`,
+    /// `limits.inbound_per_client`). The container
     /// sees the client's own address, or the gateway address with the client's port for
     /// a loopback or an IPv6 client (another port when a different client's flow shows
     /// that one already: each flow has one real client).
@@ -208,8 +209,15 @@ impl Relay {
         let (id, seen) = match known {
             Some(k) => k,
             None => {
-                if self.flows.count.udp >= self.cfg.limits.udp {
-                    self.counters.udp_limit.inc();
+                if self.flows.inbound.udp >= self.cfg.limits.udp_inbound {
+                    self.counters.udp_inbound_limit.inc();
+                    return None;
+                }
+                if self
+                    .flows
+                    .client_capped(client, self.cfg.limits.inbound_per_client)
+                {
+                    self.counters.inbound_client_limit.inc();
                     return None;
                 }
                 let gw = self.cfg.gateway.ip;

@@ -189,6 +189,18 @@ tapnet_switch::counters! {
         /// ICMP echo flows that got no raw-socket identifier: all of the host's
         /// ([`RAW_IDENTS`](crate::icmp::RAW_IDENTS)) were in use.
         icmp_no_ident,
+        /// Published-port TCP connections refused because `limits.tcp_inbound` was
+        /// reached (the client is reset).
+        tcp_inbound_limit,
+        /// Published-port UDP datagrams of a new client flow dropped because
+        /// `limits.udp_inbound` was reached.
+        udp_inbound_limit,
+        /// Published-port connections and datagrams of a new flow refused because their
+        /// client address had `limits.inbound_per_client` flows already.
+        inbound_client_limit,
+        /// Published-port TCP connections ended by their idle timeout
+        /// ([`timeouts::TCP_INBOUND_ESTABLISHED`]); also counted in `expired`.
+        tcp_inbound_expired,
     }
 }
 
@@ -463,6 +475,14 @@ impl Relay {
         }
         for id in ended {
             self.counters.expired.inc();
+            if self
+                .flows
+                .by_id
+                .get(&id)
+                .is_some_and(|f| f.proto == Proto::Tcp && f.client.is_some())
+            {
+                self.counters.tcp_inbound_expired.inc();
+            }
             self.forget(id, true);
         }
     }

@@ -174,7 +174,7 @@ impl Relay {
                 let mut pkt = ip.to_vec();
                 let mss = self.clamp_mss(raise_mss(&mut pkt[ihl..]).unwrap_or(DEFAULT_MSS));
                 let limits = self.cfg.limits;
-                if self.flows.count.tcp >= limits.tcp
+                if self.flows.outbound(Proto::Tcp) >= limits.tcp
                     || self.flows.pending_tcp >= limits.tcp_pending
                 {
                     // No listener: smoltcp answers with a reset.
@@ -259,7 +259,8 @@ impl Relay {
 
     /// A host client connected to a published TCP port for `ctr`: open a connection to
     /// the container from the client's address (see [`Relay::udp_inbound`] for how a
-    /// client appears). `None` when the TCP bound is reached, or when the client's
+    /// client appears). `None` when a bound is reached (`limits.tcp_inbound`,
+    /// `limits.inbound_per_client`), or when the client's
     /// address is an open flow's already (a client the host gave the same address and
     /// port before the relay saw the old connection end).
     pub fn tcp_inbound(
@@ -268,8 +269,15 @@ impl Relay {
         client: SocketAddr,
         ctr: SocketAddrV4,
     ) -> Option<FlowId> {
-        if self.flows.count.tcp >= self.cfg.limits.tcp {
-            self.counters.tcp_limit.inc();
+        if self.flows.inbound.tcp >= self.cfg.limits.tcp_inbound {
+            self.counters.tcp_inbound_limit.inc();
+            return None;
+        }
+        if self
+            .flows
+            .client_capped(client, self.cfg.limits.inbound_per_client)
+        {
+            self.counters.inbound_client_limit.inc();
             return None;
         }
         let gw = self.cfg.gateway.ip;
@@ -295,6 +303,7 @@ impl Relay {
         });
         let mut flow = Flow::new((ctr, seen), Proto::Tcp, kind, now);
         flow.mss = self.max_mss();
+        flow.client = Some(client);
         let id = self.flows.add(flow);
         self.counters.tcp_inbound.inc();
         self.poll(now);

@@ -1101,3 +1101,154 @@ fn a_spoofed_source_does_not_divert_replies_to_the_real_owner() {
     assert!(n.relay.next_frame(&mut out).is_none());
     assert_eq!(n.relay.counters().snapshot().drop_no_endpoint, 1);
 }
+
+#[test]
+fn a_remote_client_flooding_a_published_udp_port_leaves_egress_working() {
+    let mut n = Net::new(relay_cfg(FlowLimits::default(), false));
+    // One remote client, a datagram from each of 2,048 source ports.
+    let client = Ipv4Addr::new(192, 0, 2, 50);
+    let mut taken = 0;
+    for port in 0..2048u16 {
+        let from = SocketAddrV4::new(client, 10000 + port);
+        if n.relay
+            .udp_inbound(n.now, from.into(), SocketAddrV4::new(CTR, 53), b"x")
+            .is_some()
+        {
+            taken += 1;
+        }
+    }
+    assert!(taken < 2048, "one client is bounded ({taken} flows)");
+    let limits = FlowLimits::default();
+    assert_eq!(taken, limits.inbound_per_client);
+    let c = n.relay.counters().snapshot();
+    assert_eq!(c.inbound_client_limit as usize, 2048 - taken);
+    assert_eq!(c.udp_limit, 0, "the containers' budget was not touched");
+    // Another client still gets in; so does the host itself, uncapped.
+    let other = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 51), 1000);
+    assert!(
+        n.relay
+            .udp_inbound(n.now, other.into(), SocketAddrV4::new(CTR, 53), b"x")
+            .is_some()
+    );
+    for port in 0..300u16 {
+        let lo = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 20000 + port);
+        assert!(
+            n.relay
+                .udp_inbound(n.now, lo.into(), SocketAddrV4::new(CTR, 53), b"x")
+                .is_some()
+        );
+    }
+    // The container's own DNS query still leaves.
+    let mut s = sudp::Socket::new(
+        sudp::PacketBuffer::new(vec![sudp::PacketMetadata::EMPTY; 8], vec![0; 8192]),
+        sudp::PacketBuffer::new(vec![sudp::PacketMetadata::EMPTY; 8], vec![0; 8192]),
+    );
+    s.bind(5300).unwrap();
+    let h = n.sockets.add(s);
+    n.sockets
+        .get_mut::<sudp::Socket>(h)
+        .send_slice(b"query", IpEndpoint::new(IpAddress::Ipv4(REMOTE), 53))
+        .unwrap();
+    n.step(&mut []);
+    let (_, proto, dst) = n.connect_event();
+    assert_eq!((proto, dst), (Proto::Udp, SocketAddrV4::new(REMOTE, 53)));
+}
+
+#[test]
+fn idle_published_tcp_connections_end_after_two_hours_four_minutes() {
+    let mut n = Net::new(relay_cfg(FlowLimits::default(), false));
+    let h = n.tcp_socket();
+    n.sockets.get_mut::<stcp::Socket>(h).listen(8080).unwrap();
+    let client = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 9), 50001);
+    let id = n
+        .relay
+        .tcp_inbound(n.now, client.into(), SocketAddrV4::new(CTR, 8080))
+        .unwrap();
+    let mut host = MemHost::default();
+    n.step(&mut [(id, &mut host)]);
+    assert_eq!(
+        n.sockets.get::<stcp::Socket>(h).state(),
+        stcp::State::Established
+    );
+    // RFC 5382 REQ-5: not less than 2 h 4 min.
+    n.now += Duration::from_secs(2 * 3600 + 4 * 60 - 1);
+    n.step(&mut []);
+    assert_eq!(n.relay.flow_counts().tcp, 1);
+    n.now += Duration::from_secs(2);
+    n.step(&mut []);
+    assert_eq!(n.relay.flow_counts().tcp, 0, "the idle inbound flow ended");
+    assert!(n.events.contains(&Event::Close { id, reset: true }));
+    let c = n.relay.counters().snapshot();
+    assert_eq!((c.expired, c.tcp_inbound_expired), (1, 1));
+}
+
+#[test]
+fn inbound_and_outbound_flows_have_budgets_of_their_own() {
+    let limits = FlowLimits {
+        tcp: 1,
+        udp: 1,
+        tcp_inbound: 2,
+        udp_inbound: 2,
+        inbound_per_client: 1,
+        ..FlowLimits::default()
+    };
+    let mut n = Net::new(relay_cfg(limits, false));
+    let ctr = SocketAddrV4::new(CTR, 8080);
+    let client =
+        |i: u8, port: u16| SocketAddr::from(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, i), port));
+    // Inbound UDP: one flow per client, two in all.
+    assert!(
+        n.relay
+            .udp_inbound(n.now, client(1, 1), ctr, b"a")
+            .is_some()
+    );
+    assert!(
+        n.relay
+            .udp_inbound(n.now, client(1, 2), ctr, b"a")
+            .is_none()
+    );
+    assert!(
+        n.relay
+            .udp_inbound(n.now, client(2, 1), ctr, b"a")
+            .is_some()
+    );
+    assert!(
+        n.relay
+            .udp_inbound(n.now, client(3, 1), ctr, b"a")
+            .is_none()
+    );
+    // Inbound TCP likewise, the UDP flows not counted.
+    assert!(n.relay.tcp_inbound(n.now, client(4, 1), ctr).is_some());
+    assert!(n.relay.tcp_inbound(n.now, client(4, 2), ctr).is_none());
+    assert!(n.relay.tcp_inbound(n.now, client(5, 1), ctr).is_some());
+    assert!(n.relay.tcp_inbound(n.now, client(6, 1), ctr).is_none());
+    let c = n.relay.counters().snapshot();
+    assert_eq!(
+        (
+            c.udp_inbound_limit,
+            c.tcp_inbound_limit,
+            c.inbound_client_limit
+        ),
+        (1, 1, 2)
+    );
+    // The container's own flows have their budget whole.
+    n.relay.input(
+        n.now,
+        &udp_frame(MacAddr::from_ipv4(CTR), CTR, REMOTE, b"query"),
+        false,
+        &n.isolation,
+    );
+    n.dial(REMOTE, 80, 40000);
+    n.step(&mut []);
+    let opened: Vec<Proto> = n
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Connect { proto, .. } => Some(*proto),
+            Event::Close { .. } => None,
+        })
+        .collect();
+    assert_eq!(opened.len(), 2, "{opened:?}");
+    let c = n.relay.counters().snapshot();
+    assert_eq!((c.udp_limit, c.tcp_limit), (0, 0));
+}
