@@ -150,6 +150,9 @@ impl Host {
         for (t, reset) in closed {
             self.remove_sock(t, reset);
         }
+        if let Some(Some(n)) = self.nets.get_mut(i) {
+            n.relay.settle(&mut self.budget);
+        }
     }
 
     /// Open the host socket of a new outbound flow.
@@ -208,13 +211,14 @@ impl Host {
                     };
                     n.flows.insert(id, t);
                     if ready_now {
-                        n.relay.connected(now, id, Ok(()));
+                        n.relay.connected(now, id, Ok(()), &mut self.budget);
                     }
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot watch a host socket");
                     if let Some(Some(n)) = self.nets.get_mut(net) {
-                        n.relay.connected(now, id, Err(ConnectError::Failed));
+                        n.relay
+                            .connected(now, id, Err(ConnectError::Failed), &mut self.budget);
                     }
                 }
             },
@@ -228,7 +232,7 @@ impl Host {
                     ConnectError::Failed
                 };
                 tracing::debug!(error = %e, %dst, ?proto, "cannot open a host socket");
-                n.relay.connected(now, id, Err(why));
+                n.relay.connected(now, id, Err(why), &mut self.budget);
             }
         }
     }

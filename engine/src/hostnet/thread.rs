@@ -13,7 +13,7 @@ use crossbeam_channel::Receiver;
 use mio::{Events, Poll, Token};
 use rtrb::{Consumer, Producer};
 use tapnet_nat::icmp::RawIdents;
-use tapnet_nat::relay::{FlowId, Isolation, Relay};
+use tapnet_nat::relay::{Budget, FlowId, Isolation, Relay};
 
 use super::api::{HostListener, HostNetConfig, PublishId};
 use super::clock::Time;
@@ -80,6 +80,8 @@ pub(super) struct Host {
     pub(super) isolation: Isolation,
     /// Echo identifiers of raw ICMP sockets, unique across every network.
     pub(super) raw_idents: RawIdents,
+    /// Memory for every relay's flow buffers.
+    pub(super) budget: Budget,
 }
 
 impl Host {
@@ -113,6 +115,7 @@ impl Host {
             pipe_size: cfg.tcp_buffer,
             isolation: Isolation::default(),
             raw_idents: RawIdents::default(),
+            budget: Budget::new(cfg.flow_memory),
         }
     }
 
@@ -312,6 +315,7 @@ impl Host {
         }
         self.published.retain(|_, t| self.socks.get(*t).is_some());
         if let Some(mut net) = self.nets[i].take() {
+            self.budget.give(net.relay.reserved());
             while let Ok(h) = net.from_engine.pop() {
                 self.pool.free(h);
             }

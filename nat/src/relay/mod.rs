@@ -52,6 +52,7 @@ use tapnet_wire::{EtherType, EthernetFrame, Ipv4Packet, icmpv4, tcp as tcp_wire,
 
 use crate::GatewayConfig;
 
+mod budget;
 mod bufpool;
 mod datagram;
 mod device;
@@ -66,6 +67,8 @@ use bufpool::BufPool;
 use device::{Dev, smol_now};
 use flows::{Flow, FlowKind, Flows, SockMark, TcpState};
 
+pub use budget::{Budget, DEFAULT_FLOW_MEMORY, MIN_TCP_BUFFER};
+pub use datagram::HOST_QUEUE_BYTES;
 pub use emit::FrameOut;
 pub use flows::{FlowCounts, FlowId, FlowLimits, Proto, timeouts};
 pub use isolation::Isolation;
@@ -201,6 +204,12 @@ tapnet_switch::counters! {
         /// Published-port TCP connections ended by their idle timeout
         /// ([`timeouts::TCP_INBOUND_ESTABLISHED`]); also counted in `expired`.
         tcp_inbound_expired,
+        /// TCP flows given smaller buffers than configured (a smaller window) because
+        /// the host's flow memory ([`Budget`]) ran low.
+        budget_backpressure,
+        /// TCP flows refused (reset) because not even the smallest buffers
+        /// ([`MIN_TCP_BUFFER`]) fitted in the host's flow memory.
+        budget_drop,
     }
 }
 
@@ -221,6 +230,13 @@ pub struct Relay {
     endpoints: HashMap<Ipv4Addr, MacAddr>,
     events: VecDeque<Event>,
     to_host: VecDeque<(FlowId, Vec<u8>)>,
+    /// Bytes of the datagrams queued toward host sockets (`to_host` and the flows'
+    /// pending ones), at most [`HOST_QUEUE_BYTES`].
+    queued_bytes: usize,
+    /// Bytes held from the host's [`Budget`] (given back ones included until settled).
+    reserved: usize,
+    /// Bytes freed since the last [`Relay::settle`].
+    released: usize,
     last_sweep: Duration,
     counters: Arc<RelayCounters>,
 }
@@ -254,6 +270,9 @@ impl Relay {
             endpoints: HashMap::new(),
             events: VecDeque::new(),
             to_host: VecDeque::new(),
+            queued_bytes: 0,
+            reserved: 0,
+            released: 0,
             last_sweep: now,
             counters: Arc::default(),
         }
@@ -273,6 +292,39 @@ impl Relay {
     /// relay's behalf.
     pub fn counters_ref(&self) -> &RelayCounters {
         &self.counters
+    }
+
+    /// Give `budget` back what the relay freed since the last call (the host thread
+    /// calls it once per pass; the calls that reserve memory do it first too).
+    pub fn settle(&mut self, budget: &mut Budget) {
+        budget.give(self.released);
+        self.reserved -= self.released;
+        self.released = 0;
+    }
+
+    /// Bytes it holds from the host's budget: give them back when the relay goes.
+    pub fn reserved(&self) -> usize {
+        self.reserved
+    }
+
+    /// Reserve buffers for a new TCP flow from `budget`: the configured size, or a
+    /// smaller one when memory runs low (counted), or `None` (counted).
+    fn reserve_tcp(&mut self, budget: &mut Budget) -> Option<usize> {
+        self.settle(budget);
+        let want = self.pool.size();
+        let Some(size) = budget.tcp_buffer(want) else {
+            self.counters.budget_drop.inc();
+            return None;
+        };
+        if !budget.take(2 * size) {
+            self.counters.budget_drop.inc();
+            return None;
+        }
+        self.reserved += 2 * size;
+        if size < want {
+            self.counters.budget_backpressure.inc();
+        }
+        Some(size)
     }
 
     /// Flows tracked now.
@@ -359,8 +411,15 @@ impl Relay {
         self.events.pop_front()
     }
 
-    /// The host socket of flow `id` is connected (`Ok`) or could not be.
-    pub fn connected(&mut self, now: Duration, id: FlowId, result: Result<(), ConnectError>) {
+    /// The host socket of flow `id` is connected (`Ok`) or could not be. A TCP flow's
+    /// buffers are reserved from `budget` now.
+    pub fn connected(
+        &mut self,
+        now: Duration,
+        id: FlowId,
+        result: Result<(), ConnectError>,
+        budget: &mut Budget,
+    ) {
         // Segments already queued (another container's SYN to the same address, say)
         // go through before this flow's listener exists, so it cannot take them.
         if !self.dev.rx.is_empty() {
@@ -371,7 +430,9 @@ impl Relay {
         };
         flow.last = now;
         match flow.kind {
-            FlowKind::Tcp(TcpState::Connecting { .. }) => self.tcp_connected(now, id, result),
+            FlowKind::Tcp(TcpState::Connecting { .. }) => {
+                self.tcp_connected(now, id, result, budget)
+            }
             FlowKind::Tcp(TcpState::Open { .. }) => {}
             FlowKind::Datagram { .. } => self.datagram_connected(id, result),
         }
@@ -430,11 +491,18 @@ impl Relay {
         let Some(flow) = self.flows.remove(id) else {
             return;
         };
-        if let FlowKind::Tcp(TcpState::Open { handle, lease, .. }) = flow.kind {
-            // The socket is dropped here, before its buffers go back.
-            drop(self.sockets.remove(handle));
-            self.pool.give(lease);
-            self.counters.tcp_closed.inc();
+        match flow.kind {
+            FlowKind::Tcp(TcpState::Open { handle, lease, .. }) => {
+                // The socket is dropped here, before its buffers go back.
+                drop(self.sockets.remove(handle));
+                self.released += lease.bytes();
+                self.pool.give(lease);
+                self.counters.tcp_closed.inc();
+            }
+            FlowKind::Datagram { pending, .. } => {
+                self.queued_bytes -= pending.iter().map(Vec::len).sum::<usize>();
+            }
+            FlowKind::Tcp(TcpState::Connecting { .. }) => {}
         }
     }
 

@@ -161,6 +161,8 @@ struct Net {
     ready: Vec<FlowId>,
     /// The last frame the relay sent toward the container.
     last_from_relay: Vec<u8>,
+    /// The host's memory for flow buffers.
+    budget: Budget,
 }
 
 impl Net {
@@ -186,6 +188,7 @@ impl Net {
             datagrams: Vec::new(),
             ready: Vec::new(),
             last_from_relay: Vec::new(),
+            budget: Budget::default(),
         }
     }
 
@@ -279,7 +282,7 @@ fn tcp_egress_carries_bytes_both_ways_and_closes() {
         n.sockets.get::<stcp::Socket>(h).state(),
         stcp::State::SynSent
     );
-    n.relay.connected(n.now, id, Ok(()));
+    n.relay.connected(n.now, id, Ok(()), &mut n.budget);
     n.step(&mut []);
     assert_eq!(
         n.sockets.get::<stcp::Socket>(h).state(),
@@ -346,7 +349,8 @@ fn refused_connect_resets_and_limits_reset_too() {
         stcp::State::Closed
     );
     let (id, _, _) = n.connect_event();
-    n.relay.connected(n.now, id, Err(ConnectError::Refused));
+    n.relay
+        .connected(n.now, id, Err(ConnectError::Refused), &mut n.budget);
     n.step(&mut []);
     let closed = hs
         .iter()
@@ -398,7 +402,7 @@ fn udp_round_trip_and_idle_timeout() {
     assert_eq!((proto, dst), (Proto::Udp, SocketAddrV4::new(REMOTE, 53)));
     // Queued until the host socket is connected.
     assert!(n.datagrams.is_empty());
-    n.relay.connected(n.now, id, Ok(()));
+    n.relay.connected(n.now, id, Ok(()), &mut n.budget);
     n.step(&mut []);
     assert_eq!(n.datagrams, vec![(id, b"query".to_vec())]);
     assert!(n.relay.datagram_from_host(n.now, id, b"answer"));
@@ -435,7 +439,7 @@ fn ping_keeps_the_containers_identifier() {
     n.step(&mut []);
     let (id, proto, dst) = n.connect_event();
     assert_eq!((proto, dst), (Proto::Icmp, SocketAddrV4::new(REMOTE, 0)));
-    n.relay.connected(n.now, id, Ok(()));
+    n.relay.connected(n.now, id, Ok(()), &mut n.budget);
     n.step(&mut []);
     assert_eq!(n.datagrams.len(), 1);
     // The host's ping socket answers with its own identifier.
@@ -466,6 +470,7 @@ fn published_tcp_shows_the_client_address() {
             n.now,
             SocketAddrV4::new(Ipv4Addr::LOCALHOST, 50000).into(),
             SocketAddrV4::new(CTR, 8080),
+            &mut n.budget,
         )
         .unwrap();
     let mut host = MemHost {
@@ -492,7 +497,12 @@ fn published_tcp_shows_the_client_address() {
     let client = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 9), 50001);
     let id2 = n
         .relay
-        .tcp_inbound(n.now, client.into(), SocketAddrV4::new(CTR, 8080))
+        .tcp_inbound(
+            n.now,
+            client.into(),
+            SocketAddrV4::new(CTR, 8080),
+            &mut n.budget,
+        )
         .unwrap();
     let mut host2 = MemHost::default();
     n.step(&mut [(id2, &mut host2)]);
@@ -509,7 +519,7 @@ fn tcp_inbound_seen_as(client: SocketAddr) -> Option<IpEndpoint> {
     n.sockets.get_mut::<stcp::Socket>(h).listen(8080).unwrap();
     let id = n
         .relay
-        .tcp_inbound(n.now, client, SocketAddrV4::new(CTR, 8080))
+        .tcp_inbound(n.now, client, SocketAddrV4::new(CTR, 8080), &mut n.budget)
         .unwrap();
     let mut host = MemHost::default();
     for _ in 0..5 {
@@ -712,7 +722,7 @@ fn data_sent_before_the_fin_waits_for_a_slow_host() {
     let h = n.dial(REMOTE, 80, 40100);
     n.step(&mut []);
     let (id, _, _) = n.connect_event();
-    n.relay.connected(n.now, id, Ok(()));
+    n.relay.connected(n.now, id, Ok(()), &mut n.budget);
     n.step(&mut []);
     // The host takes nothing for now (its socket buffer is full) and has already
     // closed its side.
@@ -781,7 +791,7 @@ fn window_updates_after_the_containers_fin_are_honoured_at_once() {
     let h = n.dial(REMOTE, 80, 40300);
     n.step(&mut []);
     let (id, _, _) = n.connect_event();
-    n.relay.connected(n.now, id, Ok(()));
+    n.relay.connected(n.now, id, Ok(()), &mut n.budget);
     n.step(&mut []);
     let down: Vec<u8> = (0..3_000_000u32).map(|i| (i * 11 % 249) as u8).collect();
     let mut host = MemHost {
@@ -840,7 +850,7 @@ fn bytes_beyond_the_advertised_window_do_not_crash_the_relay() {
     let h = n.dial(REMOTE, 80, 40400);
     n.step(&mut []);
     let (id, _, _) = n.connect_event();
-    n.relay.connected(n.now, id, Ok(()));
+    n.relay.connected(n.now, id, Ok(()), &mut n.budget);
     n.step(&mut []);
     // The host takes nothing: everything stays in the relay's receive buffer.
     let mut host = MemHost {
@@ -950,8 +960,14 @@ fn clients_shown_as_the_gateway_never_share_a_flow() {
     let h2 = n.tcp_socket();
     n.sockets.get_mut::<stcp::Socket>(h2).listen(8080).unwrap();
     let ctr = SocketAddrV4::new(CTR, 8080);
-    let a = n.relay.tcp_inbound(n.now, clients[0], ctr).unwrap();
-    let b = n.relay.tcp_inbound(n.now, clients[2], ctr).unwrap();
+    let a = n
+        .relay
+        .tcp_inbound(n.now, clients[0], ctr, &mut n.budget)
+        .unwrap();
+    let b = n
+        .relay
+        .tcp_inbound(n.now, clients[2], ctr, &mut n.budget)
+        .unwrap();
     let (mut ha, mut hb) = (MemHost::default(), MemHost::default());
     for _ in 0..5 {
         n.step(&mut [(a, &mut ha), (b, &mut hb)]);
@@ -977,7 +993,7 @@ fn flows_are_ready_when_a_segment_changed_their_socket() {
     n.sockets.get_mut::<stcp::Socket>(h).set_ack_delay(None);
     n.step(&mut []);
     let (id, _, _) = n.connect_event();
-    n.relay.connected(n.now, id, Ok(()));
+    n.relay.connected(n.now, id, Ok(()), &mut n.budget);
     n.step(&mut []);
     assert!(n.ready.contains(&id), "the handshake changed the socket");
     // Nothing moves: nothing to pump.
@@ -1057,7 +1073,7 @@ fn a_spoofed_source_does_not_divert_replies_to_the_real_owner() {
         }
         n.connect_event()
     };
-    n.relay.connected(n.now, id, Ok(()));
+    n.relay.connected(n.now, id, Ok(()), &mut n.budget);
     // A neighbour sends one frame with the owner's address and its own MAC.
     n.relay.input(
         n.now,
@@ -1072,6 +1088,7 @@ fn a_spoofed_source_does_not_divert_replies_to_the_real_owner() {
             n.now,
             SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 9), 50001).into(),
             SocketAddrV4::new(CTR, 8080),
+            &mut n.budget,
         )
         .unwrap();
     n.relay.poll(n.now);
@@ -1162,7 +1179,12 @@ fn idle_published_tcp_connections_end_after_two_hours_four_minutes() {
     let client = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 9), 50001);
     let id = n
         .relay
-        .tcp_inbound(n.now, client.into(), SocketAddrV4::new(CTR, 8080))
+        .tcp_inbound(
+            n.now,
+            client.into(),
+            SocketAddrV4::new(CTR, 8080),
+            &mut n.budget,
+        )
         .unwrap();
     let mut host = MemHost::default();
     n.step(&mut [(id, &mut host)]);
@@ -1218,10 +1240,26 @@ fn inbound_and_outbound_flows_have_budgets_of_their_own() {
             .is_none()
     );
     // Inbound TCP likewise, the UDP flows not counted.
-    assert!(n.relay.tcp_inbound(n.now, client(4, 1), ctr).is_some());
-    assert!(n.relay.tcp_inbound(n.now, client(4, 2), ctr).is_none());
-    assert!(n.relay.tcp_inbound(n.now, client(5, 1), ctr).is_some());
-    assert!(n.relay.tcp_inbound(n.now, client(6, 1), ctr).is_none());
+    assert!(
+        n.relay
+            .tcp_inbound(n.now, client(4, 1), ctr, &mut n.budget)
+            .is_some()
+    );
+    assert!(
+        n.relay
+            .tcp_inbound(n.now, client(4, 2), ctr, &mut n.budget)
+            .is_none()
+    );
+    assert!(
+        n.relay
+            .tcp_inbound(n.now, client(5, 1), ctr, &mut n.budget)
+            .is_some()
+    );
+    assert!(
+        n.relay
+            .tcp_inbound(n.now, client(6, 1), ctr, &mut n.budget)
+            .is_none()
+    );
     let c = n.relay.counters().snapshot();
     assert_eq!(
         (
@@ -1251,4 +1289,70 @@ fn inbound_and_outbound_flows_have_budgets_of_their_own() {
     assert_eq!(opened.len(), 2, "{opened:?}");
     let c = n.relay.counters().snapshot();
     assert_eq!((c.udp_limit, c.tcp_limit), (0, 0));
+}
+
+#[test]
+fn flow_buffers_stay_within_the_hosts_budget_windows_shrinking_first() {
+    // 64 KiB per direction configured; room for four such flows.
+    let mut n = Net::new(relay_cfg(FlowLimits::default(), false));
+    let limit = 8 * 64 * 1024;
+    n.budget = Budget::new(limit);
+    let h = n.tcp_socket();
+    n.sockets.get_mut::<stcp::Socket>(h).listen(8080).unwrap();
+    let ctr = SocketAddrV4::new(CTR, 8080);
+    let mut windows = Vec::new();
+    let mut ids = Vec::new();
+    let mut out = vec![0u8; 14 + 65535];
+    for port in 0..40u16 {
+        let client = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 9), 40000 + port);
+        let Some(id) = n
+            .relay
+            .tcp_inbound(n.now, client.into(), ctr, &mut n.budget)
+        else {
+            break;
+        };
+        ids.push(id);
+        assert!(n.budget.used() <= limit, "{} > {limit}", n.budget.used());
+        assert_eq!(n.relay.reserved(), n.budget.used());
+        // The SYN toward the container: its window (never scaled in a SYN) is the
+        // receive buffer the flow got.
+        n.relay.poll(n.now);
+        let f = n.relay.next_frame(&mut out).expect("a SYN");
+        windows.push(tcp_fields(&out[..f.len]).2);
+        while n.relay.next_frame(&mut out).is_some() {}
+    }
+    assert_eq!(
+        windows.first(),
+        Some(&65535),
+        "full size while there is room"
+    );
+    assert!(
+        windows.windows(2).all(|w| w[1] <= w[0]),
+        "windows only shrink: {windows:?}"
+    );
+    assert_eq!(
+        windows.last().copied(),
+        Some(MIN_TCP_BUFFER as u16),
+        "{windows:?}"
+    );
+    assert!(ids.len() < 40, "refused at last");
+    let c = n.relay.counters().snapshot();
+    assert!(c.budget_backpressure > 0);
+    assert_eq!(c.budget_drop, 1, "refused only once nothing fits");
+    // The flows end (their host side went away): after the host thread's settle, a new
+    // flow has its full window again.
+    for id in ids {
+        n.relay.end_flow(n.now, id);
+    }
+    n.relay.settle(&mut n.budget);
+    assert_eq!((n.budget.used(), n.relay.reserved()), (0, 0));
+    // (The resets toward the container.)
+    while n.relay.next_frame(&mut out).is_some() {}
+    let client = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 10), 40000);
+    n.relay
+        .tcp_inbound(n.now, client.into(), ctr, &mut n.budget)
+        .expect("room again");
+    n.relay.poll(n.now);
+    let f = n.relay.next_frame(&mut out).expect("a SYN");
+    assert_eq!(tcp_fields(&out[..f.len]).2, 65535);
 }
