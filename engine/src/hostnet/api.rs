@@ -100,4 +100,8 @@ pub struct HostNetStats {
     pub splice_fallback: u64,
     /// The relays' counters, all networks summed.
     pub relay: RelayStats,
+    /// Bytes the relays hold in flow buffers now (TCP socket buffers, reserved whole).
+    pub flow_memory: u64,
+    /// The bound on `flow_memory` ([`HostNetConfig::flow_memory`]).
+    pub flow_memory_limit: u64,
 }

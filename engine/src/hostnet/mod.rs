@@ -94,6 +94,8 @@ pub struct HostNet {
     shared: Mutex<Shared>,
     sockets: Arc<AtomicU64>,
     splice: Arc<SpliceCounters>,
+    /// Bytes the relays hold in flow buffers.
+    flow_memory: Arc<AtomicU64>,
     next_id: AtomicU64,
     thread: Option<JoinHandle<()>>,
 }
@@ -116,6 +118,7 @@ impl HostNet {
             Arc::clone(&sockets),
             Arc::clone(&splice),
         );
+        let flow_memory = Arc::clone(&host.flow_memory);
         let thread = std::thread::Builder::new()
             .name("tapnet-host".into())
             .spawn(move || host.run())?;
@@ -128,6 +131,7 @@ impl HostNet {
             shared: Mutex::default(),
             sockets,
             splice,
+            flow_memory,
             next_id: AtomicU64::new(1),
             thread: Some(thread),
         })
@@ -365,6 +369,8 @@ impl HostNet {
             spliced: self.splice.spliced.load(Ordering::Relaxed),
             splice_fallback: self.splice.fallback.load(Ordering::Relaxed),
             relay,
+            flow_memory: self.flow_memory.load(Ordering::Relaxed),
+            flow_memory_limit: self.cfg.flow_memory as u64,
         }
     }
 

@@ -5,6 +5,7 @@
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tapnet_nat::icmp::{self, RawIdents};
@@ -153,6 +154,8 @@ impl Host {
         if let Some(Some(n)) = self.nets.get_mut(i) {
             n.relay.settle(&mut self.budget);
         }
+        self.flow_memory
+            .store(self.budget.used() as u64, Ordering::Relaxed);
     }
 
     /// Open the host socket of a new outbound flow.
@@ -224,7 +227,7 @@ impl Host {
             },
             Err(e) => {
                 if e.kind() == io::ErrorKind::AddrNotAvailable && proto == Proto::Icmp {
-                    n.relay.counters_ref().icmp_no_ident.inc();
+                    n.relay.counters_ref().icmp_ident_limit.inc();
                 }
                 let why = if e.kind() == io::ErrorKind::ConnectionRefused {
                     ConnectError::Refused

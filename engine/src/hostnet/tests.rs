@@ -98,6 +98,11 @@ struct Setup {
 
 impl Setup {
     fn new(host_loopback: bool) -> Setup {
+        Setup::with(host_loopback, HostNetConfig::default())
+    }
+
+    /// Like [`Setup::new`], host networking configured as `cfg` (its clock aside).
+    fn with(host_loopback: bool, cfg: HostNetConfig) -> Setup {
         let engine = Engine::start(EngineConfig {
             pin: false,
             ..EngineConfig::default()
@@ -106,7 +111,7 @@ impl Setup {
         let clock = ManualClock::new();
         let cfg = HostNetConfig {
             clock: Clock::Manual(clock.clone()),
-            ..HostNetConfig::default()
+            ..cfg
         };
         let host = HostNet::start(engine.pool().clone(), cfg).unwrap();
         let d = engine.add_domain(DomainConfig::default()).unwrap();
@@ -962,4 +967,60 @@ fn raw_echo_replies_reach_only_the_network_whose_flow_sent_the_request() {
         drop(engine);
     })
     .unwrap();
+}
+
+#[test]
+fn tcp_flows_share_the_hosts_flow_memory() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    // Room for one flow with the smallest buffers, and no more.
+    let cfg = HostNetConfig {
+        flow_memory: 3 * tapnet_nat::relay::MIN_TCP_BUFFER,
+        ..HostNetConfig::default()
+    };
+    let mut s = Setup::with(true, cfg);
+    assert_eq!(
+        s.host.stats().flow_memory_limit,
+        3 * tapnet_nat::relay::MIN_TCP_BUFFER as u64
+    );
+    let (a, b) = (s.tcp(), s.tcp());
+    for (h, local) in [(a, 46000), (b, 46001)] {
+        let cx = s.iface.context();
+        s.sockets
+            .get_mut::<tcp::Socket>(h)
+            .connect(cx, (IpAddress::Ipv4(GW), port), local)
+            .unwrap();
+    }
+    // One is carried, with a small window; the other is reset for want of memory.
+    assert!(s.until(|s| {
+        let st = |h| s.sockets.get::<tcp::Socket>(h).state();
+        let states = [st(a), st(b)];
+        states.contains(&tcp::State::Established) && states.contains(&tcp::State::Closed)
+    }));
+    let r = s.host.relay_stats("n1").unwrap();
+    assert_eq!(
+        (r.tcp_opened, r.budget_backpressure, r.drop_budget),
+        (1, 1, 1)
+    );
+    assert_eq!(
+        s.host.stats().flow_memory,
+        2 * tapnet_nat::relay::MIN_TCP_BUFFER as u64
+    );
+    // Once the carried one is over, its memory serves a new flow.
+    let (_server, _) = l.accept().unwrap();
+    let open = if s.sockets.get::<tcp::Socket>(a).state() == tcp::State::Established {
+        a
+    } else {
+        b
+    };
+    s.sockets.get_mut::<tcp::Socket>(open).abort();
+    assert!(s.until(|s| s.host.stats().flow_memory == 0));
+    let c = s.tcp();
+    let cx = s.iface.context();
+    s.sockets
+        .get_mut::<tcp::Socket>(c)
+        .connect(cx, (IpAddress::Ipv4(GW), port), 46002)
+        .unwrap();
+    assert!(s.until(|s| s.sockets.get::<tcp::Socket>(c).state() == tcp::State::Established));
+    assert_eq!(s.host.relay_stats("n1").unwrap().tcp_opened, 2);
 }

@@ -82,6 +82,8 @@ pub(super) struct Host {
     pub(super) raw_idents: RawIdents,
     /// Memory for every relay's flow buffers.
     pub(super) budget: Budget,
+    /// What `budget` has given out, for the handle's statistics.
+    pub(super) flow_memory: Arc<AtomicU64>,
 }
 
 impl Host {
@@ -116,6 +118,7 @@ impl Host {
             isolation: Isolation::default(),
             raw_idents: RawIdents::default(),
             budget: Budget::new(cfg.flow_memory),
+            flow_memory: Arc::default(),
         }
     }
 

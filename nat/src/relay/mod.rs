@@ -191,7 +191,7 @@ tapnet_switch::counters! {
         icmp_foreign,
         /// ICMP echo flows that got no raw-socket identifier: all of the host's
         /// ([`RAW_IDENTS`](crate::icmp::RAW_IDENTS)) were in use.
-        icmp_no_ident,
+        icmp_ident_limit,
         /// Published-port TCP connections refused because `limits.tcp_inbound` was
         /// reached (the client is reset).
         tcp_inbound_limit,
@@ -209,7 +209,7 @@ tapnet_switch::counters! {
         budget_backpressure,
         /// TCP flows refused (reset) because not even the smallest buffers
         /// ([`MIN_TCP_BUFFER`]) fitted in the host's flow memory.
-        budget_drop,
+        drop_budget,
     }
 }
 
@@ -313,11 +313,11 @@ impl Relay {
         self.settle(budget);
         let want = self.pool.size();
         let Some(size) = budget.tcp_buffer(want) else {
-            self.counters.budget_drop.inc();
+            self.counters.drop_budget.inc();
             return None;
         };
         if !budget.take(2 * size) {
-            self.counters.budget_drop.inc();
+            self.counters.drop_budget.inc();
             return None;
         }
         self.reserved += 2 * size;

@@ -1338,7 +1338,7 @@ fn flow_buffers_stay_within_the_hosts_budget_windows_shrinking_first() {
     assert!(ids.len() < 40, "refused at last");
     let c = n.relay.counters().snapshot();
     assert!(c.budget_backpressure > 0);
-    assert_eq!(c.budget_drop, 1, "refused only once nothing fits");
+    assert_eq!(c.drop_budget, 1, "refused only once nothing fits");
     // The flows end (their host side went away): after the host thread's settle, a new
     // flow has its full window again.
     for id in ids {
