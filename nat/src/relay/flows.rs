@@ -65,8 +65,8 @@ impl Default for FlowLimits {
     fn default() -> Self {
         FlowLimits {
             // With 1 MiB buffers each way (the host thread's default), 1,024
-            // connections bound a network's TCP buffers to 2 GiB of address space;
-            // pages are touched only as data passes.
+            // connections would be 2 GiB of buffers: the host's flow memory
+            // (`Budget`) bounds them all together, smaller windows first.
             tcp: 1024,
             tcp_pending: 256,
             udp: 2048,

@@ -26,8 +26,15 @@
 //! Nothing here does I/O, reads a clock or takes a lock (the counters are atomics other
 //! threads may read): the caller passes `now`, frames in and out, the [`Isolation`]
 //! table it keeps, and a [`HostStream`] for each TCP flow it pumps. Flow state is bounded
-//! ([`FlowLimits`]); what a bound refuses is counted in [`RelayCounters`]. Idle
-//! timeouts follow Linux conntrack's defaults, which Docker's NAT inherits.
+//! ([`FlowLimits`]: the containers' flows and the published ports' flows each have a
+//! budget, and each client address a cap), and so is the memory of every relay of a
+//! host together ([`Budget`], lent by the host thread); what a bound refuses is counted
+//! in [`RelayCounters`]. Idle timeouts follow Linux conntrack's defaults, which Docker's
+//! NAT inherits, except for published-port connections (RFC 5382's 2 h 4 min).
+//!
+//! Frames are addressed from the network's endpoint table, which the control plane
+//! fills ([`Relay::set_endpoint`]): never from MACs seen in frames, and a frame from an
+//! address that is no endpoint (or with another MAC than the endpoint's) is dropped.
 //!
 //! Cost to know: smoltcp finds a segment's socket by scanning the network's sockets, so
 //! per-frame work grows with the number of open TCP flows (bounded by
@@ -37,7 +44,8 @@
 //! table (keys, ids, limits, idle timeouts, which flows are ready); `tcp` the TCP flows
 //! and their pumping; `datagram` the UDP and ICMP echo flows; `device` smoltcp's view of
 //! the container network; `emit` the frames that go to the container; `isolation`
-//! Docker's isolation between networks; `bufpool` the TCP sockets' buffers.
+//! Docker's isolation between networks; `bufpool` the TCP sockets' buffers; `budget` the
+//! host-wide memory bound on them.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
