@@ -6,7 +6,7 @@ use std::net::{TcpListener, UdpSocket};
 use std::time::Duration;
 
 use tapnet_nat::GatewayConfig;
-use tapnet_nat::relay::{FlowLimits, RelayStats};
+use tapnet_nat::relay::{DEFAULT_FLOW_MEMORY, FlowLimits, RelayStats};
 
 use super::clock::Clock;
 
@@ -22,6 +22,11 @@ pub struct HostNetConfig {
     pub busy_poll: Duration,
     /// The time the host thread runs on: the system's, or a test's manual clock.
     pub clock: Clock,
+    /// Bytes all networks' relays may hold in flow buffers (TCP socket buffers):
+    /// when it runs low new TCP flows get smaller windows, then are refused (see
+    /// `tapnet_nat::relay::Budget`). Default
+    /// [`DEFAULT_FLOW_MEMORY`](tapnet_nat::relay::DEFAULT_FLOW_MEMORY), 256 MiB.
+    pub flow_memory: usize,
 }
 
 impl Default for HostNetConfig {
@@ -31,6 +36,7 @@ impl Default for HostNetConfig {
             busy_poll: Duration::from_micros(50),
             tcp_buffer: 1024 * 1024,
             clock: Clock::System,
+            flow_memory: DEFAULT_FLOW_MEMORY,
         }
     }
 }
@@ -94,4 +100,8 @@ pub struct HostNetStats {
     pub splice_fallback: u64,
     /// The relays' counters, all networks summed.
     pub relay: RelayStats,
+    /// Bytes the relays hold in flow buffers now (TCP socket buffers, reserved whole).
+    pub flow_memory: u64,
+    /// The bound on `flow_memory` ([`HostNetConfig::flow_memory`]).
+    pub flow_memory_limit: u64,
 }

@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use crossbeam_channel::Sender;
 use rtrb::{Consumer, Producer};
 use tapnet_nat::relay::Relay;
+use tapnet_switch::MacAddr;
 
 use super::api::{HostListener, PublishId};
 use super::splice::NsConnector;
@@ -40,6 +41,13 @@ pub(super) enum Ctl {
         listener: HostListener,
         ctr: SocketAddrV4,
         splice: Option<Arc<NsConnector>>,
+    },
+    /// Network `key`'s endpoint `ip` has MAC `mac` (`None`: the endpoint is gone).
+    Endpoint {
+        key: String,
+        ip: Ipv4Addr,
+        mac: Option<MacAddr>,
+        done: Sender<()>,
     },
     /// Close a published port.
     Unpublish(PublishId),

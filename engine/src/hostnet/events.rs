@@ -42,7 +42,7 @@ impl Host {
                             } else {
                                 ConnectError::Failed
                             };
-                            n.relay.connected(now, id, Err(why));
+                            n.relay.connected(now, id, Err(why), &mut self.budget);
                             n.flows.remove(&id);
                             self.remove_sock(t, false);
                             return;
@@ -52,12 +52,13 @@ impl Host {
                     match s.peer_addr() {
                         Ok(_) => {
                             *connecting = false;
-                            n.relay.connected(now, id, Ok(()));
+                            n.relay.connected(now, id, Ok(()), &mut self.budget);
                         }
                         // Not connected yet (a spurious wake-up).
                         Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
                         Err(_) => {
-                            n.relay.connected(now, id, Err(ConnectError::Failed));
+                            n.relay
+                                .connected(now, id, Err(ConnectError::Failed), &mut self.budget);
                             n.flows.remove(&id);
                             self.remove_sock(t, false);
                             return;
@@ -89,7 +90,14 @@ impl Host {
                                 // header included: keep this flow's.
                                 Some(ident) => match icmp::raw_echo_reply(&buf[..k], ident) {
                                     Some(m) => m,
-                                    None => continue,
+                                    None => {
+                                        // Another flow's (identifiers are unique across
+                                        // networks: never delivered here).
+                                        if icmp::raw_echo_reply_ident(&buf[..k]).is_some() {
+                                            n.relay.counters_ref().icmp_foreign.inc();
+                                        }
+                                        continue;
+                                    }
                                 },
                             };
                             if !n.relay.datagram_from_host(now, id, msg) {
@@ -199,7 +207,7 @@ impl Host {
         };
         // Refused (the flow bound, or no address to show the client): the client is
         // reset, as by a full listener.
-        let Some(id) = n.relay.tcp_inbound(now, client, ctr) else {
+        let Some(id) = n.relay.tcp_inbound(now, client, ctr, &mut self.budget) else {
             set_linger0(&s);
             return;
         };

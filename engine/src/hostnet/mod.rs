@@ -45,6 +45,7 @@ use crossbeam_channel::Sender;
 use mio::{Poll, Waker};
 use rtrb::RingBuffer;
 use tapnet_nat::relay::{Relay, RelayConfig, RelayCounters, RelayStats};
+use tapnet_switch::MacAddr;
 
 use crate::pool::BufferPool;
 use crate::port::gateway::{GatewayHandle, GatewayPort, Uplink};
@@ -78,6 +79,9 @@ struct Shared {
     published: HashMap<PublishId, String>,
     /// The connector of each namespace with spliced ports, by device and inode.
     connectors: HashMap<(u64, u64), Weak<NsConnector>>,
+    /// Every endpoint by its key: its network, address and MAC (a relay made again for
+    /// a network starts with its endpoints).
+    endpoints: HashMap<String, (String, Ipv4Addr, MacAddr)>,
 }
 
 /// The engine's host networking (see the module docs).
@@ -90,6 +94,8 @@ pub struct HostNet {
     shared: Mutex<Shared>,
     sockets: Arc<AtomicU64>,
     splice: Arc<SpliceCounters>,
+    /// Bytes the relays hold in flow buffers.
+    flow_memory: Arc<AtomicU64>,
     next_id: AtomicU64,
     thread: Option<JoinHandle<()>>,
 }
@@ -112,6 +118,7 @@ impl HostNet {
             Arc::clone(&sockets),
             Arc::clone(&splice),
         );
+        let flow_memory = Arc::clone(&host.flow_memory);
         let thread = std::thread::Builder::new()
             .name("tapnet-host".into())
             .spawn(move || host.run())?;
@@ -124,6 +131,7 @@ impl HostNet {
             shared: Mutex::default(),
             sockets,
             splice,
+            flow_memory,
             next_id: AtomicU64::new(1),
             thread: Some(thread),
         })
@@ -151,7 +159,7 @@ impl HostNet {
         net: &str,
         attach: NetAttach,
     ) -> Result<(GatewayPort, GatewayHandle), HostNetError> {
-        let relay = Relay::new(
+        let mut relay = Relay::new(
             RelayConfig {
                 gateway: attach.gateway,
                 mtu: attach.mtu,
@@ -161,6 +169,11 @@ impl HostNet {
             },
             self.time.now(),
         );
+        for (n, ip, mac) in self.lock().endpoints.values() {
+            if n == net {
+                relay.set_endpoint(*ip, *mac);
+            }
+        }
         let counters = relay.counters();
         let (to_host, from_engine) = RingBuffer::new(RING);
         let (to_engine, from_host) = RingBuffer::new(RING);
@@ -199,12 +212,49 @@ impl HostNet {
         });
     }
 
+    /// Endpoint `endpoint` (any stable key, e.g. its id) of network `net` has address
+    /// `ip` and MAC `mac`. The relay sends frames for `ip` to `mac` only, and relays
+    /// frames from `ip` only when they come from `mac`: an address that is no endpoint
+    /// gets no egress and no published ports. Endpoint MACs are the daemon's to know,
+    /// never learned from frames (a spoofed source would divert a neighbour's replies).
+    pub fn add_endpoint(&self, net: &str, endpoint: &str, ip: Ipv4Addr, mac: MacAddr) {
+        self.lock()
+            .endpoints
+            .insert(endpoint.to_string(), (net.to_string(), ip, mac));
+        let _ = self.call(|done| Ctl::Endpoint {
+            key: net.to_string(),
+            ip,
+            mac: Some(mac),
+            done,
+        });
+    }
+
+    /// Endpoint `endpoint` is gone: nothing more is relayed from or to its address.
+    pub fn remove_endpoint(&self, endpoint: &str) {
+        let mut sh = self.lock();
+        let Some((net, ip, _)) = sh.endpoints.remove(endpoint) else {
+            return;
+        };
+        if sh.endpoints.values().any(|(n, a, _)| *n == net && *a == ip) {
+            // Another endpoint has the address now.
+            return;
+        }
+        drop(sh);
+        let _ = self.call(|done| Ctl::Endpoint {
+            key: net,
+            ip,
+            mac: None,
+            done,
+        });
+    }
+
     /// Forget network `net`: its flows end and its published ports close.
     pub fn detach(&self, net: &str) {
         let mut sh = self.lock();
         if sh.nets.remove(net).is_some() {
             sh.published.retain(|_, n| n != net);
         }
+        sh.endpoints.retain(|_, (n, _, _)| n != net);
         drop(sh);
         let _ = self.call(|done| Ctl::Detach {
             key: net.to_string(),
@@ -319,6 +369,8 @@ impl HostNet {
             spliced: self.splice.spliced.load(Ordering::Relaxed),
             splice_fallback: self.splice.fallback.load(Ordering::Relaxed),
             relay,
+            flow_memory: self.flow_memory.load(Ordering::Relaxed),
+            flow_memory_limit: self.cfg.flow_memory as u64,
         }
     }
 

@@ -5,9 +5,10 @@
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tapnet_nat::icmp;
+use tapnet_nat::icmp::{self, RawIdents};
 use tapnet_nat::relay::{ConnectError, Event, FlowId, FrameOut, Proto, Pumped};
 use tapnet_wire::{VnetHdr, tcp};
 
@@ -150,6 +151,11 @@ impl Host {
         for (t, reset) in closed {
             self.remove_sock(t, reset);
         }
+        if let Some(Some(n)) = self.nets.get_mut(i) {
+            n.relay.settle(&mut self.budget);
+        }
+        self.flow_memory
+            .store(self.budget.used() as u64, Ordering::Relaxed);
     }
 
     /// Open the host socket of a new outbound flow.
@@ -185,7 +191,7 @@ impl Host {
                     true,
                 )
             }),
-            Proto::Icmp => icmp_socket(dst, id).map(|(s, raw_ident)| {
+            Proto::Icmp => icmp_socket(dst, &mut self.raw_idents).map(|(s, raw_ident)| {
                 (
                     Sock::Dgram {
                         net,
@@ -201,33 +207,52 @@ impl Host {
             return;
         };
         match opened {
-            Ok((sock, ready_now)) => match self.socks.add(self.poll.registry(), sock) {
+            Ok((sock, ready_now)) => match self.watch_flow(sock) {
                 Ok(t) => {
                     let Some(Some(n)) = self.nets.get_mut(net) else {
                         return;
                     };
                     n.flows.insert(id, t);
                     if ready_now {
-                        n.relay.connected(now, id, Ok(()));
+                        n.relay.connected(now, id, Ok(()), &mut self.budget);
                     }
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot watch a host socket");
                     if let Some(Some(n)) = self.nets.get_mut(net) {
-                        n.relay.connected(now, id, Err(ConnectError::Failed));
+                        n.relay
+                            .connected(now, id, Err(ConnectError::Failed), &mut self.budget);
                     }
                 }
             },
             Err(e) => {
+                if e.kind() == io::ErrorKind::AddrNotAvailable && proto == Proto::Icmp {
+                    n.relay.counters_ref().icmp_ident_limit.inc();
+                }
                 let why = if e.kind() == io::ErrorKind::ConnectionRefused {
                     ConnectError::Refused
                 } else {
                     ConnectError::Failed
                 };
                 tracing::debug!(error = %e, %dst, ?proto, "cannot open a host socket");
-                n.relay.connected(now, id, Err(why));
+                n.relay.connected(now, id, Err(why), &mut self.budget);
             }
         }
+    }
+}
+
+impl Host {
+    /// Watch the new socket of a flow; on failure its raw echo identifier goes back.
+    fn watch_flow(&mut self, sock: Sock) -> io::Result<mio::Token> {
+        let raw_ident = match &sock {
+            Sock::Dgram { raw_ident, .. } => *raw_ident,
+            _ => None,
+        };
+        let added = self.socks.add(self.poll.registry(), sock);
+        if let (Err(_), Some(i)) = (&added, raw_ident) {
+            self.raw_idents.free(i);
+        }
+        added
     }
 }
 
@@ -240,13 +265,21 @@ fn udp_connected(dst: SocketAddrV4) -> io::Result<mio::net::UdpSocket> {
 /// A socket for ICMP echo to `dst`: an unprivileged ping socket where
 /// `net.ipv4.ping_group_range` admits the daemon's group (the kernel then picks the
 /// echo identifier), else a raw ICMP socket (needs CAP_NET_RAW) with an identifier of
-/// the flow's own.
-fn icmp_socket(dst: SocketAddrV4, id: FlowId) -> io::Result<(mio::net::UdpSocket, Option<u16>)> {
+/// the flow's own from `idents`, unique across every network (given back when the
+/// socket is removed). `AddrNotAvailable` when no identifier is free.
+fn icmp_socket(
+    dst: SocketAddrV4,
+    idents: &mut RawIdents,
+) -> io::Result<(mio::net::UdpSocket, Option<u16>)> {
     match icmp_fd(dst, libc::SOCK_DGRAM) {
         Ok(s) => Ok((s, None)),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => {
-            let ident = icmp::raw_echo_ident(id);
-            icmp_fd(dst, libc::SOCK_RAW).map(|s| (s, Some(ident)))
+            let Some(ident) = idents.alloc() else {
+                return Err(io::ErrorKind::AddrNotAvailable.into());
+            };
+            icmp_fd(dst, libc::SOCK_RAW)
+                .map(|s| (s, Some(ident)))
+                .inspect_err(|_| idents.free(ident))
         }
         Err(e) => Err(e),
     }

@@ -68,8 +68,13 @@ impl Sock {
 
 /// What [`Socks::remove`] took away, for the caller's bookkeeping.
 pub(super) enum Removed {
-    /// The socket of flow `id` of network `net`.
-    Flow { net: usize, id: FlowId },
+    /// The socket of flow `id` of network `net`, and the echo identifier it had on a
+    /// raw ICMP socket.
+    Flow {
+        net: usize,
+        id: FlowId,
+        raw_ident: Option<u16>,
+    },
     /// A spliced connection of network `net`.
     Splice { net: usize },
     /// A published port's listener.
@@ -231,7 +236,14 @@ impl Socks {
         self.free.push(slot);
         self.open.fetch_sub(1, Ordering::Relaxed);
         Some(match sock {
-            Sock::Stream { net, id, .. } | Sock::Dgram { net, id, .. } => Removed::Flow { net, id },
+            Sock::Stream { net, id, .. } => Removed::Flow {
+                net,
+                id,
+                raw_ident: None,
+            },
+            Sock::Dgram {
+                net, id, raw_ident, ..
+            } => Removed::Flow { net, id, raw_ident },
             _ => Removed::Listener,
         })
     }

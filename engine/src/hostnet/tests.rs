@@ -98,6 +98,11 @@ struct Setup {
 
 impl Setup {
     fn new(host_loopback: bool) -> Setup {
+        Setup::with(host_loopback, HostNetConfig::default())
+    }
+
+    /// Like [`Setup::new`], host networking configured as `cfg` (its clock aside).
+    fn with(host_loopback: bool, cfg: HostNetConfig) -> Setup {
         let engine = Engine::start(EngineConfig {
             pin: false,
             ..EngineConfig::default()
@@ -106,7 +111,7 @@ impl Setup {
         let clock = ManualClock::new();
         let cfg = HostNetConfig {
             clock: Clock::Manual(clock.clone()),
-            ..HostNetConfig::default()
+            ..cfg
         };
         let host = HostNet::start(engine.pool().clone(), cfg).unwrap();
         let d = engine.add_domain(DomainConfig::default()).unwrap();
@@ -128,6 +133,7 @@ impl Setup {
             .unwrap();
         let gid = engine.add_gateway_port(Box::new(gp), d).unwrap();
         engine.add_static_mac(d, gateway.mac, gid).unwrap();
+        host.add_endpoint("n1", "ctr", CTR, MacAddr::from_ipv4(CTR));
         let (port, peer) = MemPort::pair("ctr", engine.pool().clone(), 1024, 1500, false);
         engine.add_port(Box::new(port), d).unwrap();
         let mut dev = PeerDev { peer, sent: 0 };
@@ -814,4 +820,207 @@ fn publishing_spliced_into_something_not_a_namespace_fails_and_publishes_nothing
         )
         .unwrap_err();
     assert!(matches!(e, HostNetError::UnknownNetwork(_)), "{e}");
+}
+
+#[test]
+fn only_the_daemons_endpoints_reach_the_host() {
+    let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = echo.local_addr().unwrap().port();
+    let mut s = Setup::new(true);
+    // The endpoint is unplugged: its address is nobody's.
+    s.host.remove_endpoint("ctr");
+    let mut u = udp::Socket::new(
+        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
+        udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
+    );
+    u.bind(6002).unwrap();
+    let h = s.sockets.add(u);
+    let dst = IpEndpoint::new(IpAddress::Ipv4(GW), port);
+    s.sockets
+        .get_mut::<udp::Socket>(h)
+        .send_slice(b"anyone?", dst)
+        .unwrap();
+    assert!(s.until(|s| s.host.relay_stats("n1").unwrap().drop_unknown_source == 1));
+    assert_eq!(s.host.relay_stats("n1").unwrap().udp_opened, 0);
+    // Plugged again (a relay made again for the network keeps it too).
+    s.host
+        .add_endpoint("n1", "ctr", CTR, MacAddr::from_ipv4(CTR));
+    s.sockets
+        .get_mut::<udp::Socket>(h)
+        .send_slice(b"anyone?", dst)
+        .unwrap();
+    assert!(s.until(|s| s.host.relay_stats("n1").unwrap().udp_opened == 1));
+    echo.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut buf = [0u8; 64];
+    let (k, _) = echo.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..k], b"anyone?");
+}
+
+/// An echo request frame from the container at `src` to `dst`, identifier 0x4242.
+fn echo_request(src: Ipv4Addr, gw: Ipv4Addr, dst: Ipv4Addr, data: &[u8]) -> Vec<u8> {
+    let mut icmp = vec![8, 0, 0, 0, 0x42, 0x42, 0, 1];
+    icmp.extend_from_slice(data);
+    let c = tapnet_wire::checksum::checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut f = Vec::new();
+    f.extend_from_slice(&MacAddr::from_ipv4(gw).0);
+    f.extend_from_slice(&MacAddr::from_ipv4(src).0);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 1, 0, 0];
+    ip[2..4].copy_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let c = tapnet_wire::checksum::checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&icmp);
+    f
+}
+
+/// The data of an echo reply frame (Ethernet, IPv4 without options, ICMP).
+fn echo_data(frame: &[u8]) -> Option<&[u8]> {
+    (frame.len() >= 42 && frame[23] == 1 && frame[34] == 0).then(|| &frame[42..])
+}
+
+#[test]
+#[ignore = "needs root"]
+fn raw_echo_replies_reach_only_the_network_whose_flow_sent_the_request() {
+    // A namespace of its own, with an address on its loopback to ping: the host thread
+    // started inside it opens its raw ICMP sockets there (ping sockets are not allowed
+    // for root's group by default, `net.ipv4.ping_group_range` "1 0").
+    let target = Ipv4Addr::new(198, 51, 100, 1);
+    let ns = crate::sys::netns::test_support::scratch_ns("icmp");
+    let mut nl = crate::sys::netlink::Netlink::open_in(&ns).unwrap();
+    let lo = nl.link_index("lo").unwrap();
+    nl.set_up(lo).unwrap();
+    nl.add_address(lo, IpAddr::V4(target), 32).unwrap();
+    ns.run(|| {
+        let engine = Engine::start(EngineConfig {
+            pin: false,
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        let host = HostNet::start(engine.pool().clone(), HostNetConfig::default()).unwrap();
+        let mut peers = Vec::new();
+        for (k, third) in [("n1", 99u8), ("n2", 98u8)] {
+            let gw = Ipv4Addr::new(10, third, 0, 1);
+            let ctr = Ipv4Addr::new(10, third, 0, 2);
+            let d = engine.add_domain(DomainConfig::default()).unwrap();
+            let gateway = GatewayConfig {
+                mac: MacAddr::from_ipv4(gw),
+                ip: gw,
+                prefix_len: 24,
+                internal: false,
+            };
+            let attach = NetAttach {
+                gateway,
+                mtu: 1500,
+                host_loopback: false,
+            };
+            let (gp, _) = host.gateway_port(k, attach).unwrap();
+            let gid = engine.add_gateway_port(Box::new(gp), d).unwrap();
+            engine.add_static_mac(d, gateway.mac, gid).unwrap();
+            host.add_endpoint(k, k, ctr, MacAddr::from_ipv4(ctr));
+            let (port, peer) = MemPort::pair(k, engine.pool().clone(), 1024, 1500, false);
+            engine.add_port(Box::new(port), d).unwrap();
+            peers.push((k, gw, ctr, peer));
+        }
+        // Each network pings the same address with its first ICMP flow (flow id 1 in
+        // each relay), and waits for its reply.
+        let mut got: Vec<Vec<Vec<u8>>> = vec![Vec::new(), Vec::new()];
+        let mut buf = Vec::new();
+        for i in 0..2 {
+            let (k, gw, ctr, peer) = &mut peers[i];
+            assert!(peer.send(&echo_request(*ctr, *gw, target, k.as_bytes())));
+            let end = Instant::now() + LIMIT;
+            while got[i].is_empty() && Instant::now() < end {
+                if peers[i].3.recv(&mut buf) {
+                    if let Some(d) = echo_data(&buf) {
+                        got[i].push(d.to_vec());
+                    }
+                }
+            }
+            assert_eq!(
+                got[i],
+                vec![peers[i].0.as_bytes().to_vec()],
+                "{}",
+                peers[i].0
+            );
+        }
+        // The first network's raw socket saw the second's reply too: it must keep it
+        // from its container, and count it.
+        let end = Instant::now() + LIMIT;
+        while host.relay_stats("n1").unwrap().icmp_foreign == 0 && Instant::now() < end {
+            if peers[0].3.recv(&mut buf) {
+                if let Some(d) = echo_data(&buf) {
+                    got[0].push(d.to_vec());
+                }
+            }
+        }
+        assert_eq!(
+            got[0],
+            vec![b"n1".to_vec()],
+            "n1 got another network's reply"
+        );
+        assert_eq!(host.relay_stats("n1").unwrap().icmp_foreign, 1);
+        drop(host);
+        drop(engine);
+    })
+    .unwrap();
+}
+
+#[test]
+fn tcp_flows_share_the_hosts_flow_memory() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    // Room for one flow with the smallest buffers, and no more.
+    let cfg = HostNetConfig {
+        flow_memory: 3 * tapnet_nat::relay::MIN_TCP_BUFFER,
+        ..HostNetConfig::default()
+    };
+    let mut s = Setup::with(true, cfg);
+    assert_eq!(
+        s.host.stats().flow_memory_limit,
+        3 * tapnet_nat::relay::MIN_TCP_BUFFER as u64
+    );
+    let (a, b) = (s.tcp(), s.tcp());
+    for (h, local) in [(a, 46000), (b, 46001)] {
+        let cx = s.iface.context();
+        s.sockets
+            .get_mut::<tcp::Socket>(h)
+            .connect(cx, (IpAddress::Ipv4(GW), port), local)
+            .unwrap();
+    }
+    // One is carried, with a small window; the other is reset for want of memory.
+    assert!(s.until(|s| {
+        let st = |h| s.sockets.get::<tcp::Socket>(h).state();
+        let states = [st(a), st(b)];
+        states.contains(&tcp::State::Established) && states.contains(&tcp::State::Closed)
+    }));
+    let r = s.host.relay_stats("n1").unwrap();
+    assert_eq!(
+        (r.tcp_opened, r.budget_backpressure, r.drop_budget),
+        (1, 1, 1)
+    );
+    assert_eq!(
+        s.host.stats().flow_memory,
+        2 * tapnet_nat::relay::MIN_TCP_BUFFER as u64
+    );
+    // Once the carried one is over, its memory serves a new flow.
+    let (_server, _) = l.accept().unwrap();
+    let open = if s.sockets.get::<tcp::Socket>(a).state() == tcp::State::Established {
+        a
+    } else {
+        b
+    };
+    s.sockets.get_mut::<tcp::Socket>(open).abort();
+    assert!(s.until(|s| s.host.stats().flow_memory == 0));
+    let c = s.tcp();
+    let cx = s.iface.context();
+    s.sockets
+        .get_mut::<tcp::Socket>(c)
+        .connect(cx, (IpAddress::Ipv4(GW), port), 46002)
+        .unwrap();
+    assert!(s.until(|s| s.sockets.get::<tcp::Socket>(c).state() == tcp::State::Established));
+    assert_eq!(s.host.relay_stats("n1").unwrap().tcp_opened, 2);
 }

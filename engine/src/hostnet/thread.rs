@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use mio::{Events, Poll, Token};
 use rtrb::{Consumer, Producer};
-use tapnet_nat::relay::{FlowId, Isolation, Relay};
+use tapnet_nat::icmp::RawIdents;
+use tapnet_nat::relay::{Budget, FlowId, Isolation, Relay};
 
 use super::api::{HostListener, HostNetConfig, PublishId};
 use super::clock::Time;
@@ -70,12 +71,19 @@ pub(super) struct Host {
     pub(super) splice: Arc<SpliceCounters>,
     /// Spliced connections whose budget ran out, to pump again.
     pub(super) splice_again: Vec<Token>,
-    /// Spliced connections allowed per network.
+    /// Spliced connections allowed per network (published-port connections, like the
+    /// relay's inbound TCP budget).
     pub(super) max_spliced: usize,
     /// Pipe size asked for spliced connections.
     pub(super) pipe_size: usize,
     /// Every network's subnet: no flow crosses from one network to another.
     pub(super) isolation: Isolation,
+    /// Echo identifiers of raw ICMP sockets, unique across every network.
+    pub(super) raw_idents: RawIdents,
+    /// Memory for every relay's flow buffers.
+    pub(super) budget: Budget,
+    /// What `budget` has given out, for the handle's statistics.
+    pub(super) flow_memory: Arc<AtomicU64>,
 }
 
 impl Host {
@@ -105,9 +113,12 @@ impl Host {
             backoff: false,
             splice,
             splice_again: Vec::new(),
-            max_spliced: cfg.limits.tcp,
+            max_spliced: cfg.limits.tcp_inbound,
             pipe_size: cfg.tcp_buffer,
             isolation: Isolation::default(),
+            raw_idents: RawIdents::default(),
+            budget: Budget::new(cfg.flow_memory),
+            flow_memory: Arc::default(),
         }
     }
 
@@ -256,6 +267,15 @@ impl Host {
                     Err(e) => tracing::warn!(error = %e, "cannot watch a published port"),
                 }
             }
+            Ctl::Endpoint { key, ip, mac, done } => {
+                if let Some(Some(n)) = self.net_index(&key).map(|i| &mut self.nets[i]) {
+                    match mac {
+                        Some(mac) => n.relay.set_endpoint(ip, mac),
+                        None => n.relay.remove_endpoint(ip),
+                    }
+                }
+                let _ = done.send(());
+            }
             Ctl::Unpublish(id) => {
                 if let Some(t) = self.published.remove(&id) {
                     // Inbound UDP flows answer through this listener: they end with it,
@@ -298,6 +318,7 @@ impl Host {
         }
         self.published.retain(|_, t| self.socks.get(*t).is_some());
         if let Some(mut net) = self.nets[i].take() {
+            self.budget.give(net.relay.reserved());
             while let Ok(h) = net.from_engine.pop() {
                 self.pool.free(h);
             }
@@ -333,7 +354,10 @@ impl Host {
     /// Close the socket of token `t` (abortively with `reset`) and forget it.
     pub(super) fn remove_sock(&mut self, t: Token, reset: bool) {
         match self.socks.remove(self.poll.registry(), t, reset) {
-            Some(Removed::Flow { net, id }) => {
+            Some(Removed::Flow { net, id, raw_ident }) => {
+                if let Some(i) = raw_ident {
+                    self.raw_idents.free(i);
+                }
                 if let Some(Some(n)) = self.nets.get_mut(net) {
                     n.flows.remove(&id);
                 }

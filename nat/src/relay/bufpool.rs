@@ -59,6 +59,11 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Lease {
+    /// Bytes of its two buffers.
+    pub(super) fn bytes(&self) -> usize {
+        self.rx.0.len() + self.tx.0.len()
+    }
+
     /// The two buffers, for one new socket.
     ///
     /// # Safety
@@ -71,7 +76,8 @@ impl Lease {
     }
 }
 
-/// Spare slabs of one size.
+/// Spare slabs of one size (the configured one; smaller slabs, lent under memory
+/// pressure, are freed when given back).
 pub(super) struct BufPool {
     size: usize,
     keep: usize,
@@ -88,10 +94,20 @@ impl BufPool {
         }
     }
 
-    /// Two buffers, spare ones first.
-    pub(super) fn take(&mut self) -> Lease {
-        let size = self.size;
-        let mut one = || self.spare.pop().unwrap_or_else(|| Slab::new(size));
+    /// The size of the slabs it keeps.
+    pub(super) fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Two buffers of `size` bytes, spare ones first.
+    pub(super) fn take(&mut self, size: usize) -> Lease {
+        let reuse = size == self.size;
+        let mut one = || {
+            reuse
+                .then(|| self.spare.pop())
+                .flatten()
+                .unwrap_or_else(|| Slab::new(size))
+        };
         Lease {
             rx: one(),
             tx: one(),
@@ -101,7 +117,7 @@ impl BufPool {
     /// Take back the buffers of a socket that is gone (see [`Lease::lend`]).
     pub(super) fn give(&mut self, lease: Lease) {
         for s in [lease.rx, lease.tx] {
-            if self.spare.len() < self.keep {
+            if self.spare.len() < self.keep && s.0.len() == self.size {
                 self.spare.push(s);
             }
         }
@@ -130,19 +146,24 @@ mod tests {
     #[test]
     fn slabs_are_reused_up_to_the_bound() {
         let mut p = BufPool::new(4096, 1);
-        let mut a = p.take();
+        let mut a = p.take(4096);
         let mut first = addrs(&mut a);
         p.give(a);
         assert_eq!(p.spare(), 2);
-        let mut b = p.take();
+        let mut b = p.take(4096);
         let mut again = addrs(&mut b);
         first.sort_unstable();
         again.sort_unstable();
         assert_eq!(first, again, "the same buffers serve the next socket");
-        let c = p.take();
+        let c = p.take(4096);
         assert_eq!(p.spare(), 0);
         p.give(b);
         p.give(c);
         assert_eq!(p.spare(), 2, "one lease's worth kept, the rest freed");
+        // Smaller buffers are not kept.
+        let small = p.take(1024);
+        assert_eq!((small.bytes(), p.spare()), (2048, 2));
+        p.give(small);
+        assert_eq!(p.spare(), 2);
     }
 }

@@ -14,6 +14,11 @@ use super::{ConnectError, Event, Relay};
 const PENDING_DATAGRAMS: usize = 16;
 /// Datagrams queued toward host sockets, all flows together.
 const HOST_QUEUE: usize = 4096;
+/// Bytes of the datagrams queued toward host sockets per network, all flows together
+/// (queued ones and those waiting for their socket): 4,096 full-size datagrams would be
+/// 256 MiB. The host thread drains the queue every pass, so it fills only when the host
+/// sockets refuse for long.
+pub const HOST_QUEUE_BYTES: usize = 4 * 1024 * 1024;
 
 impl Relay {
     /// A UDP datagram from the container.
@@ -42,7 +47,7 @@ impl Relay {
                 return;
             }
             None => {
-                if self.flows.count.udp >= self.cfg.limits.udp {
+                if self.flows.outbound(Proto::Udp) >= self.cfg.limits.udp {
                     self.counters.udp_limit.inc();
                     return;
                 }
@@ -114,13 +119,17 @@ impl Relay {
         let FlowKind::Datagram { ready, pending, .. } = &mut flow.kind else {
             return;
         };
-        if !*ready {
+        if self.queued_bytes + data.len() > HOST_QUEUE_BYTES {
+            self.counters.host_queue_full.inc();
+        } else if !*ready {
             if pending.len() < PENDING_DATAGRAMS {
+                self.queued_bytes += data.len();
                 pending.push(data);
             } else {
                 self.counters.host_queue_full.inc();
             }
         } else if self.to_host.len() < HOST_QUEUE {
+            self.queued_bytes += data.len();
             self.to_host.push_back((id, data));
         } else {
             self.counters.host_queue_full.inc();
@@ -143,6 +152,7 @@ impl Relay {
                     if self.to_host.len() < HOST_QUEUE {
                         self.to_host.push_back((id, d));
                     } else {
+                        self.queued_bytes -= d.len();
                         self.counters.host_queue_full.inc();
                     }
                 }
@@ -154,7 +164,9 @@ impl Relay {
     /// The next datagram for a host socket: a UDP payload, or an ICMP echo request
     /// (header included; the host's ping socket sets its own identifier).
     pub fn next_datagram(&mut self) -> Option<(FlowId, Vec<u8>)> {
-        self.to_host.pop_front()
+        let d = self.to_host.pop_front()?;
+        self.queued_bytes -= d.1.len();
+        Some(d)
     }
 
     /// A datagram the host socket of flow `id` received: a UDP payload, or an ICMP
@@ -189,7 +201,8 @@ impl Relay {
 
     /// A datagram reached a published UDP port from `client`, for `ctr`. Returns the
     /// flow carrying it (replies from the container come back on it, through
-    /// [`Relay::next_datagram`]), or `None` when the UDP bound is reached. The container
+    /// [`Relay::next_datagram`]), or `None` when a bound is reached (`limits.udp_inbound`,
+    /// `limits.inbound_per_client`). The container
     /// sees the client's own address, or the gateway address with the client's port for
     /// a loopback or an IPv6 client (another port when a different client's flow shows
     /// that one already: each flow has one real client).
@@ -208,8 +221,15 @@ impl Relay {
         let (id, seen) = match known {
             Some(k) => k,
             None => {
-                if self.flows.count.udp >= self.cfg.limits.udp {
-                    self.counters.udp_limit.inc();
+                if self.flows.inbound.udp >= self.cfg.limits.udp_inbound {
+                    self.counters.udp_inbound_limit.inc();
+                    return None;
+                }
+                if self
+                    .flows
+                    .client_capped(client, self.cfg.limits.inbound_per_client)
+                {
+                    self.counters.inbound_client_limit.inc();
                     return None;
                 }
                 let gw = self.cfg.gateway.ip;

@@ -4,7 +4,6 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use tapnet_switch::MacAddr;
 use tapnet_wire::checksum::pseudo_header_v4;
 use tapnet_wire::{
     EtherType, EthernetFrame, IpPair, Ipv4Packet, Ipv4Repr, TcpPacket, UdpPacket, UdpRepr,
@@ -59,11 +58,10 @@ impl Relay {
         }
         let ip = Ipv4Packet::new_unchecked(pkt);
         let (src, dst) = (ip.src_addr(), ip.dst_addr());
-        let mac = self
-            .macs
-            .get(&dst)
-            .copied()
-            .unwrap_or_else(|| MacAddr::from_ipv4(dst));
+        let Some(&mac) = self.endpoints.get(&dst) else {
+            self.counters.drop_no_endpoint.inc();
+            return None;
+        };
         let mut eth = EthernetFrame::new_unchecked(&mut out[..ETH_LEN + pkt.len()]);
         eth.set_dst_addr(mac);
         eth.set_src_addr(self.cfg.gateway.mac);

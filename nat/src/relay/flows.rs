@@ -28,32 +28,54 @@ pub mod timeouts {
     pub const UDP_STREAM: Duration = Duration::from_secs(120);
     /// An ICMP echo flow (`icmp_timeout`).
     pub const ICMP: Duration = Duration::from_secs(30);
+    /// An established connection through a published port without traffic: 2 h 4 min,
+    /// the least RFC 5382 (REQ-5) allows a NAT, rather than conntrack's 5 days, since
+    /// here the relay holds a socket and its buffers for each. A container or client
+    /// that keeps an idle connection with TCP keepalives at Linux's defaults
+    /// (`tcp_keepalive_time` 2 h, then probes 75 s apart) is seen before it ends: the
+    /// container's probes reach the relay; a remote client's are answered by the host
+    /// kernel, so only data refreshes it from that side.
+    pub const TCP_INBOUND_ESTABLISHED: Duration = Duration::from_secs(2 * 3600 + 4 * 60);
 }
 
 /// Bounds on tracked flows, per network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowLimits {
-    /// TCP connections, open or being opened.
+    /// Outbound TCP connections (the containers'), open or being opened.
     pub tcp: usize,
     /// TCP connects not yet answered by the host (a SYN flood or a port scan fills
     /// this, not the room of established connections).
     pub tcp_pending: usize,
-    /// UDP flows.
+    /// Outbound UDP flows (the containers').
     pub udp: usize,
     /// ICMP echo flows.
     pub icmp: usize,
+    /// TCP connections through published ports (a budget of their own: clients of
+    /// published ports cannot take the room of the containers' own connections, nor
+    /// the other way round).
+    pub tcp_inbound: usize,
+    /// UDP flows through published ports (a budget of their own, likewise).
+    pub udp_inbound: usize,
+    /// TCP and UDP flows through published ports of one client address (IPv4, or
+    /// IPv6 as a whole address). Loopback clients, the host itself, are not capped.
+    pub inbound_per_client: usize,
 }
 
 impl Default for FlowLimits {
     fn default() -> Self {
         FlowLimits {
             // With 1 MiB buffers each way (the host thread's default), 1,024
-            // connections bound a network's TCP buffers to 2 GiB of address space;
-            // pages are touched only as data passes.
+            // connections would be 2 GiB of buffers: the host's flow memory
+            // (`Budget`) bounds them all together, smaller windows first.
             tcp: 1024,
             tcp_pending: 256,
             udp: 2048,
             icmp: 256,
+            tcp_inbound: 1024,
+            udp_inbound: 2048,
+            // Room for a busy client (a proxy, a load balancer) and still an eighth of
+            // the UDP budget at most.
+            inbound_per_client: 256,
         }
     }
 }
@@ -77,12 +99,6 @@ impl FlowId {
     /// The number, for logs and tokens.
     pub fn raw(self) -> u64 {
         self.0
-    }
-
-    /// The flow numbered `raw`.
-    #[cfg(test)]
-    pub(crate) fn from_raw(raw: u64) -> FlowId {
-        FlowId(raw)
     }
 }
 
@@ -147,7 +163,7 @@ pub(super) struct Flow {
     pub(super) mss: u16,
     /// Listed in `Flows::ready` already.
     pub(super) queued: bool,
-    /// The real client of a UDP flow that came in through a published port.
+    /// The real client of a flow that came in through a published port (TCP or UDP).
     pub(super) client: Option<SocketAddr>,
 }
 
@@ -227,6 +243,10 @@ pub(super) struct Flows {
     pub(super) inbound_udp: HashMap<(SocketAddr, SocketAddrV4), FlowId>,
     /// Flows now.
     pub(super) count: FlowCounts,
+    /// The part of `count` that came in through published ports.
+    pub(super) inbound: FlowCounts,
+    /// Flows through published ports, by client address (loopback ones not counted).
+    pub(super) per_client: HashMap<IpAddr, usize>,
     /// TCP flows whose host connect runs.
     pub(super) pending_tcp: usize,
     /// TCP flows whose socket changed since the relay's last `take_ready`.
@@ -249,6 +269,8 @@ impl Flows {
             icmp: HashMap::new(),
             inbound_udp: HashMap::new(),
             count: FlowCounts::default(),
+            inbound: FlowCounts::default(),
+            per_client: HashMap::new(),
             pending_tcp: 0,
             ready: Vec::new(),
             touched: Vec::new(),
@@ -262,6 +284,15 @@ impl Flows {
     pub(super) fn add(&mut self, flow: Flow) -> FlowId {
         let id = FlowId(self.next_id);
         self.next_id += 1;
+        if let Some(c) = flow.client {
+            match flow.proto {
+                Proto::Tcp => self.inbound.tcp += 1,
+                _ => self.inbound.udp += 1,
+            }
+            if let Some(a) = capped_client(c) {
+                *self.per_client.entry(a).or_default() += 1;
+            }
+        }
         match flow.proto {
             Proto::Tcp => {
                 self.tcp.insert(flow.key, id);
@@ -291,6 +322,20 @@ impl Flows {
     /// Stop tracking flow `id`; its socket, if any, is the caller's to drop.
     pub(super) fn remove(&mut self, id: FlowId) -> Option<Flow> {
         let flow = self.by_id.remove(&id)?;
+        if let Some(c) = flow.client {
+            match flow.proto {
+                Proto::Tcp => self.inbound.tcp -= 1,
+                _ => self.inbound.udp -= 1,
+            }
+            if let Some(a) = capped_client(c) {
+                if let Some(k) = self.per_client.get_mut(&a) {
+                    *k -= 1;
+                    if *k == 0 {
+                        self.per_client.remove(&a);
+                    }
+                }
+            }
+        }
         match flow.proto {
             Proto::Tcp => {
                 self.tcp.remove(&flow.key);
@@ -338,6 +383,9 @@ impl Flows {
                     // The segment that ended it made it ready, and `pump` closes the
                     // host side the right way; only a flow nobody pumps ends here.
                     tcp::State::Closed | tcp::State::TimeWait => idle > timeouts::TCP_CLOSING,
+                    tcp::State::Established if f.client.is_some() => {
+                        idle > timeouts::TCP_INBOUND_ESTABLISHED
+                    }
                     tcp::State::Established => idle > timeouts::TCP_ESTABLISHED,
                     tcp::State::SynSent | tcp::State::SynReceived | tcp::State::Listen => {
                         idle > timeouts::TCP_SYN_SENT
@@ -420,6 +468,29 @@ impl Flows {
         }
         None
     }
+}
+
+impl Flows {
+    /// Outbound flows of `proto` now.
+    pub(super) fn outbound(&self, proto: Proto) -> usize {
+        match proto {
+            Proto::Tcp => self.count.tcp - self.inbound.tcp,
+            Proto::Udp => self.count.udp - self.inbound.udp,
+            Proto::Icmp => self.count.icmp,
+        }
+    }
+
+    /// Whether `client` has `cap` flows through published ports already.
+    pub(super) fn client_capped(&self, client: SocketAddr, cap: usize) -> bool {
+        capped_client(client).is_some_and(|a| self.per_client.get(&a).copied().unwrap_or(0) >= cap)
+    }
+}
+
+/// The address `client` is counted under for the per-client cap: its IP (an
+/// IPv4-mapped IPv6 address as IPv4); `None` for a loopback client (the host itself).
+fn capped_client(client: SocketAddr) -> Option<IpAddr> {
+    let ip = client.ip().to_canonical();
+    (!ip.is_loopback()).then_some(ip)
 }
 
 /// How a host client appears to the container: itself, or the gateway address `gw`

@@ -26,8 +26,15 @@
 //! Nothing here does I/O, reads a clock or takes a lock (the counters are atomics other
 //! threads may read): the caller passes `now`, frames in and out, the [`Isolation`]
 //! table it keeps, and a [`HostStream`] for each TCP flow it pumps. Flow state is bounded
-//! ([`FlowLimits`]); what a bound refuses is counted in [`RelayCounters`]. Idle
-//! timeouts follow Linux conntrack's defaults, which Docker's NAT inherits.
+//! ([`FlowLimits`]: the containers' flows and the published ports' flows each have a
+//! budget, and each client address a cap), and so is the memory of every relay of a
+//! host together ([`Budget`], lent by the host thread); what a bound refuses is counted
+//! in [`RelayCounters`]. Idle timeouts follow Linux conntrack's defaults, which Docker's
+//! NAT inherits, except for published-port connections (RFC 5382's 2 h 4 min).
+//!
+//! Frames are addressed from the network's endpoint table, which the control plane
+//! fills ([`Relay::set_endpoint`]): never from MACs seen in frames, and a frame from an
+//! address that is no endpoint (or with another MAC than the endpoint's) is dropped.
 //!
 //! Cost to know: smoltcp finds a segment's socket by scanning the network's sockets, so
 //! per-frame work grows with the number of open TCP flows (bounded by
@@ -37,7 +44,8 @@
 //! table (keys, ids, limits, idle timeouts, which flows are ready); `tcp` the TCP flows
 //! and their pumping; `datagram` the UDP and ICMP echo flows; `device` smoltcp's view of
 //! the container network; `emit` the frames that go to the container; `isolation`
-//! Docker's isolation between networks; `bufpool` the TCP sockets' buffers.
+//! Docker's isolation between networks; `bufpool` the TCP sockets' buffers; `budget` the
+//! host-wide memory bound on them.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -52,6 +60,7 @@ use tapnet_wire::{EtherType, EthernetFrame, Ipv4Packet, icmpv4, tcp as tcp_wire,
 
 use crate::GatewayConfig;
 
+mod budget;
 mod bufpool;
 mod datagram;
 mod device;
@@ -66,13 +75,13 @@ use bufpool::BufPool;
 use device::{Dev, smol_now};
 use flows::{Flow, FlowKind, Flows, SockMark, TcpState};
 
+pub use budget::{Budget, DEFAULT_FLOW_MEMORY, MIN_TCP_BUFFER};
+pub use datagram::HOST_QUEUE_BYTES;
 pub use emit::FrameOut;
 pub use flows::{FlowCounts, FlowId, FlowLimits, Proto, timeouts};
 pub use isolation::Isolation;
 pub use tcp::{HostStream, Pumped};
 
-/// Container MACs remembered (address → MAC from the frames seen).
-const MAC_CACHE: usize = 4096;
 /// How often idle flows are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Socket buffer pairs kept spare per network: enough for connections that come one
@@ -175,6 +184,40 @@ tapnet_switch::counters! {
         drop_unsupported,
         /// Datagrams from the host for a flow that no longer exists.
         drop_stale,
+        /// Frames from an address that is no endpoint of the network (see
+        /// [`Relay::set_endpoint`]): nothing is relayed for an address the daemon
+        /// did not give out.
+        drop_unknown_source,
+        /// Frames from an endpoint's address with another MAC than the endpoint's
+        /// (a neighbour spoofing its address).
+        drop_spoofed_source,
+        /// Frames toward the container network for an address that is no endpoint
+        /// (any more): there is no MAC to send them to.
+        drop_no_endpoint,
+        /// Echo replies a flow's raw ICMP socket read under another flow's identifier
+        /// (a raw socket sees every echo reply to the host), not delivered.
+        icmp_foreign,
+        /// ICMP echo flows that got no raw-socket identifier: all of the host's
+        /// ([`RAW_IDENTS`](crate::icmp::RAW_IDENTS)) were in use.
+        icmp_ident_limit,
+        /// Published-port TCP connections refused because `limits.tcp_inbound` was
+        /// reached (the client is reset).
+        tcp_inbound_limit,
+        /// Published-port UDP datagrams of a new client flow dropped because
+        /// `limits.udp_inbound` was reached.
+        udp_inbound_limit,
+        /// Published-port connections and datagrams of a new flow refused because their
+        /// client address had `limits.inbound_per_client` flows already.
+        inbound_client_limit,
+        /// Published-port TCP connections ended by their idle timeout
+        /// ([`timeouts::TCP_INBOUND_ESTABLISHED`]); also counted in `expired`.
+        tcp_inbound_expired,
+        /// TCP flows given smaller buffers than configured (a smaller window) because
+        /// the host's flow memory ([`Budget`]) ran low.
+        budget_backpressure,
+        /// TCP flows refused (reset) because not even the smallest buffers
+        /// ([`MIN_TCP_BUFFER`]) fitted in the host's flow memory.
+        drop_budget,
     }
 }
 
@@ -189,10 +232,19 @@ pub struct Relay {
     flows: Flows,
     /// Spare socket buffers.
     pool: BufPool,
-    /// Container MACs by address, from the frames seen.
-    macs: HashMap<Ipv4Addr, MacAddr>,
+    /// The network's endpoints, address → MAC, as the control plane set them: the only
+    /// source of the MACs frames are sent to, and of the addresses frames may come
+    /// from. Never learned from frames (a spoofed source would divert replies).
+    endpoints: HashMap<Ipv4Addr, MacAddr>,
     events: VecDeque<Event>,
     to_host: VecDeque<(FlowId, Vec<u8>)>,
+    /// Bytes of the datagrams queued toward host sockets (`to_host` and the flows'
+    /// pending ones), at most [`HOST_QUEUE_BYTES`].
+    queued_bytes: usize,
+    /// Bytes held from the host's [`Budget`] (given back ones included until settled).
+    reserved: usize,
+    /// Bytes freed since the last [`Relay::settle`].
+    released: usize,
     last_sweep: Duration,
     counters: Arc<RelayCounters>,
 }
@@ -223,9 +275,12 @@ impl Relay {
             dev,
             flows: Flows::new(),
             pool,
-            macs: HashMap::new(),
+            endpoints: HashMap::new(),
             events: VecDeque::new(),
             to_host: VecDeque::new(),
+            queued_bytes: 0,
+            reserved: 0,
+            released: 0,
             last_sweep: now,
             counters: Arc::default(),
         }
@@ -241,9 +296,61 @@ impl Relay {
         Arc::clone(&self.counters)
     }
 
+    /// Its counters, for the thread that owns the relay to count what it drops on the
+    /// relay's behalf.
+    pub fn counters_ref(&self) -> &RelayCounters {
+        &self.counters
+    }
+
+    /// Give `budget` back what the relay freed since the last call (the host thread
+    /// calls it once per pass; the calls that reserve memory do it first too).
+    pub fn settle(&mut self, budget: &mut Budget) {
+        budget.give(self.released);
+        self.reserved -= self.released;
+        self.released = 0;
+    }
+
+    /// Bytes it holds from the host's budget: give them back when the relay goes.
+    pub fn reserved(&self) -> usize {
+        self.reserved
+    }
+
+    /// Reserve buffers for a new TCP flow from `budget`: the configured size, or a
+    /// smaller one when memory runs low (counted), or `None` (counted).
+    fn reserve_tcp(&mut self, budget: &mut Budget) -> Option<usize> {
+        self.settle(budget);
+        let want = self.pool.size();
+        let Some(size) = budget.tcp_buffer(want) else {
+            self.counters.drop_budget.inc();
+            return None;
+        };
+        if !budget.take(2 * size) {
+            self.counters.drop_budget.inc();
+            return None;
+        }
+        self.reserved += 2 * size;
+        if size < want {
+            self.counters.budget_backpressure.inc();
+        }
+        Some(size)
+    }
+
     /// Flows tracked now.
     pub fn flow_counts(&self) -> FlowCounts {
         self.flows.count
+    }
+
+    /// Endpoint `ip` of the network has MAC `mac` (the control plane calls this when
+    /// it plugs or adopts an endpoint): frames to `ip` go to `mac`, and frames from
+    /// `ip` are relayed only when they come from `mac`.
+    pub fn set_endpoint(&mut self, ip: Ipv4Addr, mac: MacAddr) {
+        self.endpoints.insert(ip, mac);
+    }
+
+    /// Endpoint `ip` is gone: nothing is relayed from or to it any more (its flows end
+    /// at their idle timeout).
+    pub fn remove_endpoint(&mut self, ip: Ipv4Addr) {
+        self.endpoints.remove(&ip);
     }
 
     /// Whether no flow may go to `dst`: another network's subnet (the gateway address,
@@ -285,11 +392,16 @@ impl Relay {
             self.counters.drop_fragment.inc();
             return;
         }
-        let src = ip.src_addr();
-        if self.cfg.gateway.contains(src) && self.macs.len() < MAC_CACHE
-            || self.macs.contains_key(&src)
-        {
-            self.macs.insert(src, eth.src_addr());
+        match self.endpoints.get(&ip.src_addr()) {
+            None => {
+                self.counters.drop_unknown_source.inc();
+                return;
+            }
+            Some(mac) if *mac != eth.src_addr() => {
+                self.counters.drop_spoofed_source.inc();
+                return;
+            }
+            Some(_) => {}
         }
         // `new_checked` bounds the packet to its total length: the same view without
         // the trailing padding.
@@ -307,8 +419,15 @@ impl Relay {
         self.events.pop_front()
     }
 
-    /// The host socket of flow `id` is connected (`Ok`) or could not be.
-    pub fn connected(&mut self, now: Duration, id: FlowId, result: Result<(), ConnectError>) {
+    /// The host socket of flow `id` is connected (`Ok`) or could not be. A TCP flow's
+    /// buffers are reserved from `budget` now.
+    pub fn connected(
+        &mut self,
+        now: Duration,
+        id: FlowId,
+        result: Result<(), ConnectError>,
+        budget: &mut Budget,
+    ) {
         // Segments already queued (another container's SYN to the same address, say)
         // go through before this flow's listener exists, so it cannot take them.
         if !self.dev.rx.is_empty() {
@@ -319,7 +438,9 @@ impl Relay {
         };
         flow.last = now;
         match flow.kind {
-            FlowKind::Tcp(TcpState::Connecting { .. }) => self.tcp_connected(now, id, result),
+            FlowKind::Tcp(TcpState::Connecting { .. }) => {
+                self.tcp_connected(now, id, result, budget)
+            }
             FlowKind::Tcp(TcpState::Open { .. }) => {}
             FlowKind::Datagram { .. } => self.datagram_connected(id, result),
         }
@@ -378,11 +499,18 @@ impl Relay {
         let Some(flow) = self.flows.remove(id) else {
             return;
         };
-        if let FlowKind::Tcp(TcpState::Open { handle, lease, .. }) = flow.kind {
-            // The socket is dropped here, before its buffers go back.
-            drop(self.sockets.remove(handle));
-            self.pool.give(lease);
-            self.counters.tcp_closed.inc();
+        match flow.kind {
+            FlowKind::Tcp(TcpState::Open { handle, lease, .. }) => {
+                // The socket is dropped here, before its buffers go back.
+                drop(self.sockets.remove(handle));
+                self.released += lease.bytes();
+                self.pool.give(lease);
+                self.counters.tcp_closed.inc();
+            }
+            FlowKind::Datagram { pending, .. } => {
+                self.queued_bytes -= pending.iter().map(Vec::len).sum::<usize>();
+            }
+            FlowKind::Tcp(TcpState::Connecting { .. }) => {}
         }
     }
 
@@ -423,6 +551,14 @@ impl Relay {
         }
         for id in ended {
             self.counters.expired.inc();
+            if self
+                .flows
+                .by_id
+                .get(&id)
+                .is_some_and(|f| f.proto == Proto::Tcp && f.client.is_some())
+            {
+                self.counters.tcp_inbound_expired.inc();
+            }
             self.forget(id, true);
         }
     }

@@ -11,6 +11,7 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
 use tapnet_wire::{Ipv4Packet, TcpFlags, TcpPacket};
 
+use super::budget::Budget;
 use super::bufpool::Lease;
 use super::device::{OneRx, smol_now};
 use super::flows::{Flow, FlowId, FlowKind, Proto, SockMark, TcpState};
@@ -174,7 +175,7 @@ impl Relay {
                 let mut pkt = ip.to_vec();
                 let mss = self.clamp_mss(raise_mss(&mut pkt[ihl..]).unwrap_or(DEFAULT_MSS));
                 let limits = self.cfg.limits;
-                if self.flows.count.tcp >= limits.tcp
+                if self.flows.outbound(Proto::Tcp) >= limits.tcp
                     || self.flows.pending_tcp >= limits.tcp_pending
                 {
                     // No listener: smoltcp answers with a reset.
@@ -205,7 +206,12 @@ impl Relay {
         now: Duration,
         id: FlowId,
         result: Result<(), ConnectError>,
+        budget: &mut Budget,
     ) {
+        let size = match result {
+            Ok(()) if self.flows.by_id.contains_key(&id) => self.reserve_tcp(budget),
+            _ => None,
+        };
         let Some(flow) = self.flows.by_id.get_mut(&id) else {
             return;
         };
@@ -215,7 +221,14 @@ impl Relay {
         let syn = std::mem::take(syn);
         match result {
             Ok(()) => {
-                let mut lease = self.pool.take();
+                let Some(size) = size else {
+                    // No memory for it: the container's SYN meets no listener (a reset),
+                    // and the host connection closes.
+                    self.dev.rx.push_back(syn);
+                    self.forget(id, true);
+                    return;
+                };
+                let mut lease = self.pool.take(size);
                 let mut sock = tcp_socket(&mut lease);
                 let local = IpListenEndpoint {
                     addr: Some(IpAddress::Ipv4(*flow.key.1.ip())),
@@ -223,6 +236,7 @@ impl Relay {
                 };
                 if sock.listen(local).is_err() {
                     drop(sock);
+                    self.released += lease.bytes();
                     self.pool.give(lease);
                     self.dev.rx.push_back(syn);
                     self.forget(id, false);
@@ -259,7 +273,8 @@ impl Relay {
 
     /// A host client connected to a published TCP port for `ctr`: open a connection to
     /// the container from the client's address (see [`Relay::udp_inbound`] for how a
-    /// client appears). `None` when the TCP bound is reached, or when the client's
+    /// client appears). `None` when a bound is reached (`limits.tcp_inbound`,
+    /// `limits.inbound_per_client`, the memory `budget`), or when the client's
     /// address is an open flow's already (a client the host gave the same address and
     /// port before the relay saw the old connection end).
     pub fn tcp_inbound(
@@ -267,14 +282,23 @@ impl Relay {
         now: Duration,
         client: SocketAddr,
         ctr: SocketAddrV4,
+        budget: &mut Budget,
     ) -> Option<FlowId> {
-        if self.flows.count.tcp >= self.cfg.limits.tcp {
-            self.counters.tcp_limit.inc();
+        if self.flows.inbound.tcp >= self.cfg.limits.tcp_inbound {
+            self.counters.tcp_inbound_limit.inc();
+            return None;
+        }
+        if self
+            .flows
+            .client_capped(client, self.cfg.limits.inbound_per_client)
+        {
+            self.counters.inbound_client_limit.inc();
             return None;
         }
         let gw = self.cfg.gateway.ip;
         let seen = self.flows.pick_seen(client, ctr, Proto::Tcp, gw)?;
-        let mut lease = self.pool.take();
+        let size = self.reserve_tcp(budget)?;
+        let mut lease = self.pool.take(size);
         let mut sock = tcp_socket(&mut lease);
         let remote = IpEndpoint::new(IpAddress::Ipv4(*ctr.ip()), ctr.port());
         let local = IpListenEndpoint {
@@ -283,6 +307,7 @@ impl Relay {
         };
         if sock.connect(self.iface.context(), remote, local).is_err() {
             drop(sock);
+            self.released += lease.bytes();
             self.pool.give(lease);
             return None;
         }
@@ -295,6 +320,7 @@ impl Relay {
         });
         let mut flow = Flow::new((ctr, seen), Proto::Tcp, kind, now);
         flow.mss = self.max_mss();
+        flow.client = Some(client);
         let id = self.flows.add(flow);
         self.counters.tcp_inbound.inc();
         self.poll(now);

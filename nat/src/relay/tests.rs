@@ -139,6 +139,12 @@ impl HostStream for MemHost {
     }
 }
 
+/// `r` with the test's container, 10.0.0.2, as an endpoint.
+fn with_ctr(mut r: Relay) -> Relay {
+    r.set_endpoint(CTR, MacAddr::from_ipv4(CTR));
+    r
+}
+
 /// A container (smoltcp on Ethernet), its gateway and the relay, stepped together.
 struct Net {
     now: Duration,
@@ -155,6 +161,8 @@ struct Net {
     ready: Vec<FlowId>,
     /// The last frame the relay sent toward the container.
     last_from_relay: Vec<u8>,
+    /// The host's memory for flow buffers.
+    budget: Budget,
 }
 
 impl Net {
@@ -174,12 +182,13 @@ impl Net {
             iface,
             sockets: SocketSet::new(Vec::new()),
             gateway: Gateway::with_egress(cfg.gateway),
-            relay: Relay::new(cfg, Duration::ZERO),
+            relay: with_ctr(Relay::new(cfg, Duration::ZERO)),
             isolation: Isolation::default(),
             events: Vec::new(),
             datagrams: Vec::new(),
             ready: Vec::new(),
             last_from_relay: Vec::new(),
+            budget: Budget::default(),
         }
     }
 
@@ -273,7 +282,7 @@ fn tcp_egress_carries_bytes_both_ways_and_closes() {
         n.sockets.get::<stcp::Socket>(h).state(),
         stcp::State::SynSent
     );
-    n.relay.connected(n.now, id, Ok(()));
+    n.relay.connected(n.now, id, Ok(()), &mut n.budget);
     n.step(&mut []);
     assert_eq!(
         n.sockets.get::<stcp::Socket>(h).state(),
@@ -340,7 +349,8 @@ fn refused_connect_resets_and_limits_reset_too() {
         stcp::State::Closed
     );
     let (id, _, _) = n.connect_event();
-    n.relay.connected(n.now, id, Err(ConnectError::Refused));
+    n.relay
+        .connected(n.now, id, Err(ConnectError::Refused), &mut n.budget);
     n.step(&mut []);
     let closed = hs
         .iter()
@@ -392,7 +402,7 @@ fn udp_round_trip_and_idle_timeout() {
     assert_eq!((proto, dst), (Proto::Udp, SocketAddrV4::new(REMOTE, 53)));
     // Queued until the host socket is connected.
     assert!(n.datagrams.is_empty());
-    n.relay.connected(n.now, id, Ok(()));
+    n.relay.connected(n.now, id, Ok(()), &mut n.budget);
     n.step(&mut []);
     assert_eq!(n.datagrams, vec![(id, b"query".to_vec())]);
     assert!(n.relay.datagram_from_host(n.now, id, b"answer"));
@@ -429,7 +439,7 @@ fn ping_keeps_the_containers_identifier() {
     n.step(&mut []);
     let (id, proto, dst) = n.connect_event();
     assert_eq!((proto, dst), (Proto::Icmp, SocketAddrV4::new(REMOTE, 0)));
-    n.relay.connected(n.now, id, Ok(()));
+    n.relay.connected(n.now, id, Ok(()), &mut n.budget);
     n.step(&mut []);
     assert_eq!(n.datagrams.len(), 1);
     // The host's ping socket answers with its own identifier.
@@ -460,6 +470,7 @@ fn published_tcp_shows_the_client_address() {
             n.now,
             SocketAddrV4::new(Ipv4Addr::LOCALHOST, 50000).into(),
             SocketAddrV4::new(CTR, 8080),
+            &mut n.budget,
         )
         .unwrap();
     let mut host = MemHost {
@@ -486,7 +497,12 @@ fn published_tcp_shows_the_client_address() {
     let client = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 9), 50001);
     let id2 = n
         .relay
-        .tcp_inbound(n.now, client.into(), SocketAddrV4::new(CTR, 8080))
+        .tcp_inbound(
+            n.now,
+            client.into(),
+            SocketAddrV4::new(CTR, 8080),
+            &mut n.budget,
+        )
         .unwrap();
     let mut host2 = MemHost::default();
     n.step(&mut [(id2, &mut host2)]);
@@ -503,7 +519,7 @@ fn tcp_inbound_seen_as(client: SocketAddr) -> Option<IpEndpoint> {
     n.sockets.get_mut::<stcp::Socket>(h).listen(8080).unwrap();
     let id = n
         .relay
-        .tcp_inbound(n.now, client, SocketAddrV4::new(CTR, 8080))
+        .tcp_inbound(n.now, client, SocketAddrV4::new(CTR, 8080), &mut n.budget)
         .unwrap();
     let mut host = MemHost::default();
     for _ in 0..5 {
@@ -588,7 +604,10 @@ fn internal_networks_route_nothing() {
 
 #[test]
 fn malformed_frames_are_counted_not_fatal() {
-    let mut r = Relay::new(relay_cfg(FlowLimits::default(), false), Duration::ZERO);
+    let mut r = with_ctr(Relay::new(
+        relay_cfg(FlowLimits::default(), false),
+        Duration::ZERO,
+    ));
     let good = eth_ip(CTR, REMOTE, PROTO_UDP, &[0, 1, 0, 2, 0, 8, 0, 0]);
     for cut in 0..good.len() {
         r.input(Duration::ZERO, &good[..cut], false, &Isolation::default());
@@ -618,7 +637,7 @@ proptest::proptest! {
     #[test]
     fn arbitrary_frames_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
                                     proto in proptest::prop_oneof![proptest::strategy::Just(1u8), proptest::strategy::Just(6u8), proptest::strategy::Just(17u8)]) {
-        let mut r = Relay::new(relay_cfg(FlowLimits::default(), true), Duration::ZERO);
+        let mut r = with_ctr(Relay::new(relay_cfg(FlowLimits::default(), true), Duration::ZERO));
         r.input(Duration::ZERO, &bytes, false, &Isolation::default());
         let f = eth_ip(CTR, REMOTE, proto, &bytes);
         r.input(Duration::ZERO, &f, false, &Isolation::default());
@@ -686,7 +705,10 @@ fn loopback_and_reserved_destinations_are_never_routed() {
             "{dst}"
         );
         // The relay refuses them too, should a frame get there.
-        let mut r = Relay::new(relay_cfg(FlowLimits::default(), true), Duration::ZERO);
+        let mut r = with_ctr(Relay::new(
+            relay_cfg(FlowLimits::default(), true),
+            Duration::ZERO,
+        ));
         r.input(Duration::ZERO, &f, false, &Isolation::default());
         assert!(r.poll_event().is_none(), "{dst}");
         assert_eq!(r.counters().snapshot().drop_isolated, 1);
@@ -700,7 +722,7 @@ fn data_sent_before_the_fin_waits_for_a_slow_host() {
     let h = n.dial(REMOTE, 80, 40100);
     n.step(&mut []);
     let (id, _, _) = n.connect_event();
-    n.relay.connected(n.now, id, Ok(()));
+    n.relay.connected(n.now, id, Ok(()), &mut n.budget);
     n.step(&mut []);
     // The host takes nothing for now (its socket buffer is full) and has already
     // closed its side.
@@ -736,7 +758,10 @@ fn data_sent_before_the_fin_waits_for_a_slow_host() {
 
 #[test]
 fn a_tiny_mss_is_raised_before_it_sizes_superframes() {
-    let mut r = Relay::new(relay_cfg(FlowLimits::default(), false), Duration::ZERO);
+    let mut r = with_ctr(Relay::new(
+        relay_cfg(FlowLimits::default(), false),
+        Duration::ZERO,
+    ));
     // A SYN with MSS 1.
     let mut tcp = vec![0u8; 24];
     tcp[0..2].copy_from_slice(&40200u16.to_be_bytes());
@@ -766,7 +791,7 @@ fn window_updates_after_the_containers_fin_are_honoured_at_once() {
     let h = n.dial(REMOTE, 80, 40300);
     n.step(&mut []);
     let (id, _, _) = n.connect_event();
-    n.relay.connected(n.now, id, Ok(()));
+    n.relay.connected(n.now, id, Ok(()), &mut n.budget);
     n.step(&mut []);
     let down: Vec<u8> = (0..3_000_000u32).map(|i| (i * 11 % 249) as u8).collect();
     let mut host = MemHost {
@@ -825,7 +850,7 @@ fn bytes_beyond_the_advertised_window_do_not_crash_the_relay() {
     let h = n.dial(REMOTE, 80, 40400);
     n.step(&mut []);
     let (id, _, _) = n.connect_event();
-    n.relay.connected(n.now, id, Ok(()));
+    n.relay.connected(n.now, id, Ok(()), &mut n.budget);
     n.step(&mut []);
     // The host takes nothing: everything stays in the relay's receive buffer.
     let mut host = MemHost {
@@ -935,8 +960,14 @@ fn clients_shown_as_the_gateway_never_share_a_flow() {
     let h2 = n.tcp_socket();
     n.sockets.get_mut::<stcp::Socket>(h2).listen(8080).unwrap();
     let ctr = SocketAddrV4::new(CTR, 8080);
-    let a = n.relay.tcp_inbound(n.now, clients[0], ctr).unwrap();
-    let b = n.relay.tcp_inbound(n.now, clients[2], ctr).unwrap();
+    let a = n
+        .relay
+        .tcp_inbound(n.now, clients[0], ctr, &mut n.budget)
+        .unwrap();
+    let b = n
+        .relay
+        .tcp_inbound(n.now, clients[2], ctr, &mut n.budget)
+        .unwrap();
     let (mut ha, mut hb) = (MemHost::default(), MemHost::default());
     for _ in 0..5 {
         n.step(&mut [(a, &mut ha), (b, &mut hb)]);
@@ -962,7 +993,7 @@ fn flows_are_ready_when_a_segment_changed_their_socket() {
     n.sockets.get_mut::<stcp::Socket>(h).set_ack_delay(None);
     n.step(&mut []);
     let (id, _, _) = n.connect_event();
-    n.relay.connected(n.now, id, Ok(()));
+    n.relay.connected(n.now, id, Ok(()), &mut n.budget);
     n.step(&mut []);
     assert!(n.ready.contains(&id), "the handshake changed the socket");
     // Nothing moves: nothing to pump.
@@ -1012,4 +1043,316 @@ fn flows_are_ready_when_a_segment_changed_their_socket() {
         Pumped::Closed { reset: true }
     );
     assert_eq!(n.relay.flow_counts(), FlowCounts::default());
+}
+
+/// A UDP datagram from `src_mac`/`src` port 5353 to `dst`:53, in an Ethernet frame.
+fn udp_frame(src_mac: MacAddr, src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    let mut udp = vec![0x14, 0xe9, 0, 53, 0, 0, 0, 0];
+    udp[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    udp.extend_from_slice(payload);
+    let mut f = eth_ip(src, dst, PROTO_UDP, &udp);
+    f[6..12].copy_from_slice(&src_mac.0);
+    f
+}
+
+#[test]
+fn a_spoofed_source_does_not_divert_replies_to_the_real_owner() {
+    let mut n = Net::new(relay_cfg(FlowLimits::default(), false));
+    let owner = MacAddr::from_ipv4(CTR);
+    let attacker = MacAddr::from_ipv4(Ipv4Addr::new(10, 0, 0, 9));
+    // The real owner of 10.0.0.2 opens a UDP flow.
+    n.relay.input(
+        n.now,
+        &udp_frame(owner, CTR, REMOTE, b"query"),
+        false,
+        &n.isolation,
+    );
+    let (id, _, _) = {
+        while let Some(e) = n.relay.poll_event() {
+            n.events.push(e);
+        }
+        n.connect_event()
+    };
+    n.relay.connected(n.now, id, Ok(()), &mut n.budget);
+    // A neighbour sends one frame with the owner's address and its own MAC.
+    n.relay.input(
+        n.now,
+        &udp_frame(attacker, CTR, REMOTE, b"spoof"),
+        false,
+        &n.isolation,
+    );
+    // The reply, and a published connection to the owner, go to the owner's MAC.
+    assert!(n.relay.datagram_from_host(n.now, id, b"answer"));
+    n.relay
+        .tcp_inbound(
+            n.now,
+            SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 9), 50001).into(),
+            SocketAddrV4::new(CTR, 8080),
+            &mut n.budget,
+        )
+        .unwrap();
+    n.relay.poll(n.now);
+    let mut out = vec![0u8; 14 + 65535];
+    let mut frames = 0;
+    while let Some(f) = n.relay.next_frame(&mut out) {
+        frames += 1;
+        let to = MacAddr(out[..6].try_into().unwrap());
+        assert_eq!(to, owner, "frame of {} bytes to {to:?}", f.len);
+    }
+    assert_eq!(frames, 2, "the reply and the SYN");
+    // And a frame from an address no endpoint has is not relayed at all.
+    let stranger = Ipv4Addr::new(10, 0, 0, 77);
+    n.relay.input(
+        n.now,
+        &udp_frame(MacAddr::from_ipv4(stranger), stranger, REMOTE, b"who"),
+        false,
+        &n.isolation,
+    );
+    assert!(n.relay.poll_event().is_none(), "no flow for a stranger");
+    let c = n.relay.counters().snapshot();
+    assert_eq!((c.drop_spoofed_source, c.drop_unknown_source), (1, 1));
+    // An endpoint that is gone gets nothing more.
+    n.relay.remove_endpoint(CTR);
+    assert!(n.relay.datagram_from_host(n.now, id, b"late"));
+    n.relay.poll(n.now);
+    assert!(n.relay.next_frame(&mut out).is_none());
+    assert_eq!(n.relay.counters().snapshot().drop_no_endpoint, 1);
+}
+
+#[test]
+fn a_remote_client_flooding_a_published_udp_port_leaves_egress_working() {
+    let mut n = Net::new(relay_cfg(FlowLimits::default(), false));
+    // One remote client, a datagram from each of 2,048 source ports.
+    let client = Ipv4Addr::new(192, 0, 2, 50);
+    let mut taken = 0;
+    for port in 0..2048u16 {
+        let from = SocketAddrV4::new(client, 10000 + port);
+        if n.relay
+            .udp_inbound(n.now, from.into(), SocketAddrV4::new(CTR, 53), b"x")
+            .is_some()
+        {
+            taken += 1;
+        }
+    }
+    assert!(taken < 2048, "one client is bounded ({taken} flows)");
+    let limits = FlowLimits::default();
+    assert_eq!(taken, limits.inbound_per_client);
+    let c = n.relay.counters().snapshot();
+    assert_eq!(c.inbound_client_limit as usize, 2048 - taken);
+    assert_eq!(c.udp_limit, 0, "the containers' budget was not touched");
+    // Another client still gets in; so does the host itself, uncapped.
+    let other = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 51), 1000);
+    assert!(
+        n.relay
+            .udp_inbound(n.now, other.into(), SocketAddrV4::new(CTR, 53), b"x")
+            .is_some()
+    );
+    for port in 0..300u16 {
+        let lo = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 20000 + port);
+        assert!(
+            n.relay
+                .udp_inbound(n.now, lo.into(), SocketAddrV4::new(CTR, 53), b"x")
+                .is_some()
+        );
+    }
+    // The container's own DNS query still leaves.
+    let mut s = sudp::Socket::new(
+        sudp::PacketBuffer::new(vec![sudp::PacketMetadata::EMPTY; 8], vec![0; 8192]),
+        sudp::PacketBuffer::new(vec![sudp::PacketMetadata::EMPTY; 8], vec![0; 8192]),
+    );
+    s.bind(5300).unwrap();
+    let h = n.sockets.add(s);
+    n.sockets
+        .get_mut::<sudp::Socket>(h)
+        .send_slice(b"query", IpEndpoint::new(IpAddress::Ipv4(REMOTE), 53))
+        .unwrap();
+    n.step(&mut []);
+    let (_, proto, dst) = n.connect_event();
+    assert_eq!((proto, dst), (Proto::Udp, SocketAddrV4::new(REMOTE, 53)));
+}
+
+#[test]
+fn idle_published_tcp_connections_end_after_two_hours_four_minutes() {
+    let mut n = Net::new(relay_cfg(FlowLimits::default(), false));
+    let h = n.tcp_socket();
+    n.sockets.get_mut::<stcp::Socket>(h).listen(8080).unwrap();
+    let client = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 9), 50001);
+    let id = n
+        .relay
+        .tcp_inbound(
+            n.now,
+            client.into(),
+            SocketAddrV4::new(CTR, 8080),
+            &mut n.budget,
+        )
+        .unwrap();
+    let mut host = MemHost::default();
+    n.step(&mut [(id, &mut host)]);
+    assert_eq!(
+        n.sockets.get::<stcp::Socket>(h).state(),
+        stcp::State::Established
+    );
+    // RFC 5382 REQ-5: not less than 2 h 4 min.
+    n.now += Duration::from_secs(2 * 3600 + 4 * 60 - 1);
+    n.step(&mut []);
+    assert_eq!(n.relay.flow_counts().tcp, 1);
+    n.now += Duration::from_secs(2);
+    n.step(&mut []);
+    assert_eq!(n.relay.flow_counts().tcp, 0, "the idle inbound flow ended");
+    assert!(n.events.contains(&Event::Close { id, reset: true }));
+    let c = n.relay.counters().snapshot();
+    assert_eq!((c.expired, c.tcp_inbound_expired), (1, 1));
+}
+
+#[test]
+fn inbound_and_outbound_flows_have_budgets_of_their_own() {
+    let limits = FlowLimits {
+        tcp: 1,
+        udp: 1,
+        tcp_inbound: 2,
+        udp_inbound: 2,
+        inbound_per_client: 1,
+        ..FlowLimits::default()
+    };
+    let mut n = Net::new(relay_cfg(limits, false));
+    let ctr = SocketAddrV4::new(CTR, 8080);
+    let client =
+        |i: u8, port: u16| SocketAddr::from(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, i), port));
+    // Inbound UDP: one flow per client, two in all.
+    assert!(
+        n.relay
+            .udp_inbound(n.now, client(1, 1), ctr, b"a")
+            .is_some()
+    );
+    assert!(
+        n.relay
+            .udp_inbound(n.now, client(1, 2), ctr, b"a")
+            .is_none()
+    );
+    assert!(
+        n.relay
+            .udp_inbound(n.now, client(2, 1), ctr, b"a")
+            .is_some()
+    );
+    assert!(
+        n.relay
+            .udp_inbound(n.now, client(3, 1), ctr, b"a")
+            .is_none()
+    );
+    // Inbound TCP likewise, the UDP flows not counted.
+    assert!(
+        n.relay
+            .tcp_inbound(n.now, client(4, 1), ctr, &mut n.budget)
+            .is_some()
+    );
+    assert!(
+        n.relay
+            .tcp_inbound(n.now, client(4, 2), ctr, &mut n.budget)
+            .is_none()
+    );
+    assert!(
+        n.relay
+            .tcp_inbound(n.now, client(5, 1), ctr, &mut n.budget)
+            .is_some()
+    );
+    assert!(
+        n.relay
+            .tcp_inbound(n.now, client(6, 1), ctr, &mut n.budget)
+            .is_none()
+    );
+    let c = n.relay.counters().snapshot();
+    assert_eq!(
+        (
+            c.udp_inbound_limit,
+            c.tcp_inbound_limit,
+            c.inbound_client_limit
+        ),
+        (1, 1, 2)
+    );
+    // The container's own flows have their budget whole.
+    n.relay.input(
+        n.now,
+        &udp_frame(MacAddr::from_ipv4(CTR), CTR, REMOTE, b"query"),
+        false,
+        &n.isolation,
+    );
+    n.dial(REMOTE, 80, 40000);
+    n.step(&mut []);
+    let opened: Vec<Proto> = n
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Connect { proto, .. } => Some(*proto),
+            Event::Close { .. } => None,
+        })
+        .collect();
+    assert_eq!(opened.len(), 2, "{opened:?}");
+    let c = n.relay.counters().snapshot();
+    assert_eq!((c.udp_limit, c.tcp_limit), (0, 0));
+}
+
+#[test]
+fn flow_buffers_stay_within_the_hosts_budget_windows_shrinking_first() {
+    // 64 KiB per direction configured; room for four such flows.
+    let mut n = Net::new(relay_cfg(FlowLimits::default(), false));
+    let limit = 8 * 64 * 1024;
+    n.budget = Budget::new(limit);
+    let h = n.tcp_socket();
+    n.sockets.get_mut::<stcp::Socket>(h).listen(8080).unwrap();
+    let ctr = SocketAddrV4::new(CTR, 8080);
+    let mut windows = Vec::new();
+    let mut ids = Vec::new();
+    let mut out = vec![0u8; 14 + 65535];
+    for port in 0..40u16 {
+        let client = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 9), 40000 + port);
+        let Some(id) = n
+            .relay
+            .tcp_inbound(n.now, client.into(), ctr, &mut n.budget)
+        else {
+            break;
+        };
+        ids.push(id);
+        assert!(n.budget.used() <= limit, "{} > {limit}", n.budget.used());
+        assert_eq!(n.relay.reserved(), n.budget.used());
+        // The SYN toward the container: its window (never scaled in a SYN) is the
+        // receive buffer the flow got.
+        n.relay.poll(n.now);
+        let f = n.relay.next_frame(&mut out).expect("a SYN");
+        windows.push(tcp_fields(&out[..f.len]).2);
+        while n.relay.next_frame(&mut out).is_some() {}
+    }
+    assert_eq!(
+        windows.first(),
+        Some(&65535),
+        "full size while there is room"
+    );
+    assert!(
+        windows.windows(2).all(|w| w[1] <= w[0]),
+        "windows only shrink: {windows:?}"
+    );
+    assert_eq!(
+        windows.last().copied(),
+        Some(MIN_TCP_BUFFER as u16),
+        "{windows:?}"
+    );
+    assert!(ids.len() < 40, "refused at last");
+    let c = n.relay.counters().snapshot();
+    assert!(c.budget_backpressure > 0);
+    assert_eq!(c.drop_budget, 1, "refused only once nothing fits");
+    // The flows end (their host side went away): after the host thread's settle, a new
+    // flow has its full window again.
+    for id in ids {
+        n.relay.end_flow(n.now, id);
+    }
+    n.relay.settle(&mut n.budget);
+    assert_eq!((n.budget.used(), n.relay.reserved()), (0, 0));
+    // (The resets toward the container.)
+    while n.relay.next_frame(&mut out).is_some() {}
+    let client = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 10), 40000);
+    n.relay
+        .tcp_inbound(n.now, client.into(), ctr, &mut n.budget)
+        .expect("room again");
+    n.relay.poll(n.now);
+    let f = n.relay.next_frame(&mut out).expect("a SYN");
+    assert_eq!(tcp_fields(&out[..f.len]).2, 65535);
 }

@@ -117,6 +117,11 @@ impl OsPlumbing {
         }
         live.ports
             .insert(ep.id.to_string(), (id, ep.network.to_string()));
+        // The relay addresses the endpoint by this MAC only (never learned from frames).
+        if let Some((ip, _)) = ep.iface.addr {
+            self.hostnet
+                .add_endpoint(ep.network, ep.id, ip, MacAddr(ep.iface.mac));
+        }
         Ok(())
     }
 }
@@ -306,6 +311,7 @@ impl Plumbing for OsPlumbing {
         if let Some((p, _)) = port {
             let _ = self.engine.remove_port(p);
         }
+        self.hostnet.remove_endpoint(id);
     }
 
     fn process(&self, pid: u32) -> Option<RootlessOwner> {
