@@ -13,7 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tapnet_engine::hostnet::HostNetError;
 use tapnet_engine::sys::tap::TapError;
@@ -94,6 +95,76 @@ struct Mem {
     processes: HashMap<u32, u64>,
     next_start_time: u64,
     faults: HashMap<Op, usize>,
+    /// Operations to hold on their next call (see [`MemoryPlumbing::hold`]).
+    holds: HashMap<Op, Hold>,
+}
+
+/// Longest a held operation waits to be released: a test that forgets to release it
+/// does not hang.
+const HOLD_LIMIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Default)]
+struct HoldState {
+    /// The held operation has been called and is waiting.
+    entered: bool,
+    /// The test let it go on.
+    released: bool,
+}
+
+/// An operation held on its next call, as a slow kernel or engine call would be: the
+/// call waits (holding whatever locks its caller holds) until [`Hold::release`], or
+/// 30 s at most.
+#[derive(Clone, Debug, Default)]
+pub struct Hold(Arc<(Mutex<HoldState>, Condvar)>);
+
+impl Hold {
+    fn state(&self) -> MutexGuard<'_, HoldState> {
+        lock_any(&self.0.0)
+    }
+
+    /// Wait until the held operation has been called; false if it was not by `deadline`.
+    pub fn wait_entered(&self, deadline: Instant) -> bool {
+        let mut st = self.state();
+        while !st.entered {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            st = self
+                .0
+                .1
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+
+    /// Let the held operation go on.
+    pub fn release(&self) {
+        self.state().released = true;
+        self.0.1.notify_all();
+    }
+
+    /// Called by the held operation: say so, and wait to be released.
+    fn enter(&self) {
+        let deadline = Instant::now() + HOLD_LIMIT;
+        let mut st = self.state();
+        st.entered = true;
+        self.0.1.notify_all();
+        while !st.released && Instant::now() < deadline {
+            st = self
+                .0
+                .1
+                .wait_timeout(st, deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+fn lock_any<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn lock(m: &Mutex<Mem>) -> MutexGuard<'_, Mem> {
@@ -185,7 +256,19 @@ impl MemoryPlumbing {
         *self.mem().faults.entry(op).or_default() += 1;
     }
 
+    /// Hold the next call of `op` until the returned [`Hold`] is released (a slow
+    /// operation, for tests of what else goes on meanwhile).
+    pub fn hold(&self, op: Op) -> Hold {
+        let h = Hold::default();
+        self.mem().holds.insert(op, h.clone());
+        h
+    }
+
     fn fault(&self, op: Op) -> Result<(), PlumbingError> {
+        let held = self.mem().holds.remove(&op);
+        if let Some(h) = held {
+            h.enter();
+        }
         let mut m = self.mem();
         match m.faults.get_mut(&op) {
             Some(n) if *n > 0 => {

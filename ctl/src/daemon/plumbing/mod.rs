@@ -40,7 +40,7 @@ mod os;
 mod ports;
 mod process;
 
-pub use memory::{MemoryPlumbing, NamespaceView, Op, PublishedView};
+pub use memory::{Hold, MemoryPlumbing, NamespaceView, Op, PublishedView};
 pub use netns::IfaceConfig;
 pub use os::{OsHostPorts, OsPlumbing, StartError};
 
