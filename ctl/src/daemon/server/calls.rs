@@ -479,6 +479,7 @@ pub(super) fn stats(d: &Daemon) -> StatsResponse {
             sockets: named.datapath.host.sockets,
             published: named.datapath.host.published,
         },
+        api: Default::default(),
     }
 }
 
