@@ -93,6 +93,8 @@ struct Mem {
     taps: HashMap<u64, String>,
     tap_ends: Vec<OwnedFd>,
     processes: HashMap<u32, u64>,
+    /// Users of processes that do not run as root (see [`MemoryPlumbing::start_process_as`]).
+    process_uids: HashMap<u32, u32>,
     next_start_time: u64,
     faults: HashMap<Op, usize>,
     /// Operations to hold on their next call (see [`MemoryPlumbing::hold`]).
@@ -240,6 +242,7 @@ impl MemoryPlumbing {
                 taps: m.taps.clone(),
                 tap_ends,
                 processes: m.processes.clone(),
+                process_uids: m.process_uids.clone(),
                 next_start_time: m.next_start_time,
                 ..Mem::default()
             })),
@@ -287,6 +290,14 @@ impl MemoryPlumbing {
         let start_time = m.next_start_time;
         m.processes.insert(pid, start_time);
         RootlessOwner { pid, start_time }
+    }
+
+    /// A process that runs as user `uid` ([`MemoryPlumbing::start_process`]'s run as
+    /// root).
+    pub fn start_process_as(&self, pid: u32, uid: u32) -> RootlessOwner {
+        let owner = self.start_process(pid);
+        self.mem().process_uids.insert(pid, uid);
+        owner
     }
 
     /// Process `pid` has exited.
@@ -534,6 +545,19 @@ impl Plumbing for MemoryPlumbing {
 
     fn process_alive(&self, owner: &RootlessOwner) -> bool {
         self.process(owner.pid).as_ref() == Some(owner)
+    }
+
+    fn process_uid(&self, owner: &RootlessOwner) -> Option<u32> {
+        if !self.process_alive(owner) {
+            return None;
+        }
+        Some(
+            self.mem()
+                .process_uids
+                .get(&owner.pid)
+                .copied()
+                .unwrap_or(0),
+        )
     }
 
     fn publish(

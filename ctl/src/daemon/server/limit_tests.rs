@@ -408,3 +408,79 @@ fn the_socket_is_made_with_its_mode_where_no_other_user_can_reach_it() {
     drop(listener);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_rootless_sandbox_takes_interfaces_from_its_owners_user_only() {
+    let dir = temp_dir("owner");
+    let plumbing = Arc::new(MemoryPlumbing::new());
+    let d = daemon_on(&dir, plumbing.clone());
+    plumbing.start_process_as(4242, 1000);
+    let sb = d
+        .create_rootless_sandbox(Some("rl".into()), None, Vec::new(), &[], 4242)
+        .unwrap();
+    let err = d.check_rootless_caller(&sb.id, 1001).unwrap_err();
+    assert_eq!(
+        super::ApiError::from(err),
+        super::ApiError::new(
+            403,
+            "sandbox rl belongs to uid 1000: uid 1001 may not hand over its interfaces"
+        )
+    );
+    d.check_rootless_caller("rl", 1000).unwrap();
+    d.check_rootless_caller("rl", 0).unwrap();
+    // Its owner gone, only root may.
+    plumbing.end_process(4242);
+    assert!(d.check_rootless_caller("rl", 1000).is_err());
+    d.check_rootless_caller("rl", 0).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn interfaces_sent_by_another_user_are_refused() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test connects as another user: run it as root"
+    );
+    // The daemon runs as uid 65534; a rootless sandbox made by root (this process)
+    // takes interfaces from root only, not from the daemon's user.
+    let limits = ApiLimits {
+        owner_uid: 65534,
+        ..ApiLimits::default()
+    };
+    let (s, plumbing) = server("adopt", limits);
+    plumbing.start_process(std::process::id());
+    let (status, v) = s.json(
+        "POST",
+        "/sandboxes",
+        Some(json!({"Name": "rl", "Rootless": true})),
+    );
+    assert_eq!(status, 201, "{v}");
+    let ifname = v["Networks"]["bridge"]["Interface"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::set_permissions(&s.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(&s.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let body = json!({ "Interfaces": [ifname] }).to_string();
+    let (r, w) = pipe();
+    let mut c = connect_as(65534, &s.socket).unwrap();
+    let (status, text) = call_with_fds(&mut c, "/sandboxes/rl/interfaces", &body, &[w.as_raw_fd()]);
+    assert_eq!(status, 403, "{text}");
+    assert!(
+        text.contains("sandbox rl belongs to uid 0: uid 65534 may not hand over its interfaces"),
+        "{text}"
+    );
+    drop(w);
+    assert!(write_end_closed(&r), "the refused fds stayed open");
+    // Root's own TAP is taken.
+    let tap = plumbing.tap(&ifname).unwrap();
+    let mut c = UnixStream::connect(&s.socket).unwrap();
+    let (status, text) = call_with_fds(
+        &mut c,
+        "/sandboxes/rl/interfaces",
+        &body,
+        &[tap.as_raw_fd()],
+    );
+    assert_eq!(status, 200, "{text}");
+}

@@ -702,12 +702,13 @@ async fn sandbox_adopt(
     let id = path_id(id)?;
     let req: SandboxAdoptRequest = read_json(&headers, body)?;
     let pid = peer_pid(peer.as_ref())?;
+    let uid = peer.as_ref().map_or(u32::MAX, |p| p.0.0.uid);
     let fds = fds
         .transpose()
         .map_err(ApiError::bad_request)?
         .unwrap_or_default();
     let adopted = s
-        .call(move |d| calls::sandbox_adopt(d, &id, req.interfaces, fds, pid))
+        .call(move |d| calls::sandbox_adopt(d, &id, req.interfaces, fds, pid, uid))
         .await?;
     Ok(json(StatusCode::OK, &adopted))
 }
