@@ -330,12 +330,13 @@ fn admit(s: &AppState, peer: Option<&fdpass::Peer>) -> Result<(), ApiError> {
     } else {
         format!("uid {uid}")
     };
+    let allowed = match s.owner_uid {
+        0 => "only root may".to_string(),
+        u => format!("only root and uid {u} may"),
+    };
     Err(ApiError::new(
         403,
-        format!(
-            "permission denied: {who} may not use this daemon (only root and uid {} may)",
-            s.owner_uid
-        ),
+        format!("permission denied: {who} may not use this daemon ({allowed})"),
     ))
 }
 
@@ -350,6 +351,11 @@ async fn read_body(s: &AppState, req: Request) -> Result<Request, Response> {
             parts,
             axum::body::Body::from(b.to_bytes()),
         )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(error_response(ApiError::bad_request(format!(
+                "reading request body: larger than {MAX_BODY} bytes"
+            ))))
+        }
         Ok(Err(e)) => Err(error_response(ApiError::bad_request(format!(
             "reading request body: {e}"
         )))),
