@@ -484,3 +484,23 @@ fn interfaces_sent_by_another_user_are_refused() {
     );
     assert_eq!(status, 200, "{text}");
 }
+
+#[test]
+fn fds_of_a_request_its_client_abandoned_are_closed() {
+    // Default (long) timeouts: the client leaving is what ends the request.
+    let (s, _) = server("left", ApiLimits::default());
+    let (r, w) = pipe();
+    let c = UnixStream::connect(&s.socket).unwrap();
+    let part = b"POST /sandboxes/sb/interfaces HTTP/1.1\r\nHost: t\r\n\
+                 Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{";
+    let fds = [w.as_raw_fd(); 2];
+    let cm = [ControlMessage::ScmRights(&fds)];
+    let iov = [std::io::IoSlice::new(part)];
+    sendmsg::<()>(c.as_raw_fd(), &iov, &cm, MsgFlags::empty(), None).unwrap();
+    drop(w);
+    drop(c);
+    assert!(
+        write_end_closed(&r),
+        "fds of an abandoned request stayed open"
+    );
+}
