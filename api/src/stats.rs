@@ -30,6 +30,22 @@ pub struct StatsResponse {
     /// Host sockets of host networking.
     #[serde(rename = "Host", default)]
     pub host: HostStatsEntry,
+    /// The API server itself: connections and what it refused.
+    #[serde(rename = "Api", default)]
+    pub api: ApiStatsEntry,
+}
+
+/// The API server's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiStatsEntry {
+    /// Connections being served now.
+    #[serde(rename = "Connections", default)]
+    pub connections: u64,
+    /// Every counter of the server by name, zeros too (`api_connections_refused`,
+    /// `api_header_timeouts`, `api_body_timeouts`, `api_forbidden`,
+    /// `api_port_limit`).
+    #[serde(rename = "Counters", default, deserialize_with = "nullable")]
+    pub counters: BTreeMap<String, u64>,
 }
 
 /// External access of one network: its relay's counters.

@@ -64,14 +64,19 @@ pub(crate) fn create_request(spec: &SandboxSpec) -> anyhow::Result<SandboxCreate
 
 /// `-p` specs as the API's `PortBindings` (Docker's `nat.ParsePortSpecs`).
 pub(crate) fn port_bindings(specs: &[String]) -> anyhow::Result<PortMap> {
-    let mut out = PortMap::new();
+    let mut maps = Vec::new();
     for spec in specs {
-        for m in portspec::parse(spec).map_err(anyhow::Error::msg)? {
-            out.entry(m.key()).or_default().push(PortBinding {
-                host_ip: m.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-                host_port: m.host_port_string(),
-            });
-        }
+        maps.extend(portspec::parse(spec).map_err(anyhow::Error::msg)?);
+    }
+    // The daemon's bounds, checked here too: a request for every port would not even
+    // fit in a request body the daemon reads.
+    tapnet_ctl::daemon::core::check_port_bounds(&maps)?;
+    let mut out = PortMap::new();
+    for m in maps {
+        out.entry(m.key()).or_default().push(PortBinding {
+            host_ip: m.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            host_port: m.host_port_string(),
+        });
     }
     Ok(out)
 }
@@ -174,6 +179,13 @@ mod tests {
         assert_eq!(b["53/udp"][0].host_ip, "127.0.0.1");
         assert_eq!(b["53/udp"][0].host_port, "");
         assert_eq!(b["91/tcp"][0].host_port, "9001");
+        let e = port_bindings(&["1-35000".into(), "1-35000/udp".into()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "too many published ports: 70000 asked for, at most 1024 per sandbox"
+        );
         let e = port_bindings(&["80/sctp".into()]).unwrap_err().to_string();
         assert!(e.starts_with("invalid proto: sctp"), "{e}");
     }

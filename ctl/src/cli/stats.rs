@@ -155,7 +155,25 @@ pub(crate) fn render(s: &StatsResponse) -> String {
         s.pool.small_free,
         s.pool.large_free
     ));
+    out.push_str(&api_line(&s.api));
     out
+}
+
+/// The API server's line: open connections and every counter, zeros too.
+fn api_line(api: &tapnet_api::ApiStatsEntry) -> String {
+    let counters: Vec<String> = api
+        .counters
+        .iter()
+        .map(|(k, v)| format!("{}={v}", k.strip_prefix("api_").unwrap_or(k)))
+        .collect();
+    if counters.is_empty() {
+        return format!("api: {} connections\n", api.connections);
+    }
+    format!(
+        "api: {} connections; {}\n",
+        api.connections,
+        counters.join(", ")
+    )
 }
 
 fn or_dash(s: &str) -> String {
@@ -210,5 +228,22 @@ mod tests {
             t.contains("\nSTAGE     WORKER    PACKETS   BATCHES   DROPS\nrx        0         7")
         );
         assert!(t.contains("switch: 0 frames, drops 0"));
+    }
+
+    #[test]
+    fn renders_the_api_counters() {
+        let mut s = StatsResponse::default();
+        s.api.connections = 2;
+        s.api.counters = [
+            ("api_connections_refused".to_string(), 3),
+            ("api_header_timeouts".to_string(), 0),
+        ]
+        .into_iter()
+        .collect();
+        assert!(
+            render(&s).ends_with("api: 2 connections; connections_refused=3, header_timeouts=0\n"),
+            "{}",
+            render(&s)
+        );
     }
 }

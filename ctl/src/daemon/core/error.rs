@@ -306,4 +306,38 @@ pub enum DaemonError {
     /// The plumbing failed (the datapath, host networking, a sandbox's namespace).
     #[error(transparent)]
     Plumbing(#[from] PlumbingError),
+
+    // ----- bounds of the daemon (400) and who may do what (403) -----
+    /// More published ports than one sandbox may have.
+    #[error("too many published ports: {count} asked for, at most {max} per sandbox")]
+    TooManyPorts {
+        /// Ports asked for (one per container port and host binding).
+        count: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// A host port range longer than the daemon searches.
+    #[error("host port range {range} of {key} is too long: {len} ports, at most {max}")]
+    HostRangeTooLong {
+        /// The range as given (`8000-9000`).
+        range: String,
+        /// The container port it is for (`80/tcp`).
+        key: String,
+        /// Ports in it.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// A rootless sandbox's interfaces sent by a user other than its owner's.
+    #[error(
+        "sandbox {sandbox} belongs to uid {owner}: uid {caller} may not hand over its interfaces"
+    )]
+    NotOwner {
+        /// The sandbox's name.
+        sandbox: String,
+        /// Its owner's uid.
+        owner: u32,
+        /// The caller's uid.
+        caller: u32,
+    },
 }

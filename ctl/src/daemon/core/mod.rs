@@ -45,6 +45,7 @@ mod tests;
 pub use error::DaemonError;
 pub use network::{IpamSpec, NetworkSpec, PoolUsage};
 pub use options::{BRIDGE_OPTIONS, OPT_HOST_LOOPBACK, OPT_LOOPBACK_SPLICE};
+pub use ports::{MAX_HOST_PORT_RANGE, MAX_PUBLISHED_PORTS, check_port_bounds};
 pub use rootless::{ROOTLESS_REAP_INTERVAL, RootlessReaper, start_rootless_reaper};
 pub use sandbox::{AttachSpec, netns_name};
 pub use stats::{NamedStats, NetworkName, PortOwner};

@@ -33,6 +33,40 @@ use crate::daemon::chain::chain;
 use crate::daemon::model::{EndpointRecord, PortRecord, SandboxRecord};
 use crate::daemon::plumbing::{HostPorts, HostSocket, PublishTarget};
 
+/// Most published ports one sandbox may ask for: one per container port and host
+/// binding (a wildcard binding's `0.0.0.0` and `::` count once). Each is a host socket
+/// bound while the core's state is locked, so a sandbox may not ask for every port.
+pub const MAX_PUBLISHED_PORTS: usize = 1024;
+
+/// Longest host port range one binding may give (`-p 8000-9023:80`): the daemon tries
+/// each port of it in turn until one binds.
+pub const MAX_HOST_PORT_RANGE: usize = 1024;
+
+/// Refuse published ports past [`MAX_PUBLISHED_PORTS`] or a host range longer than
+/// [`MAX_HOST_PORT_RANGE`], before anything is bound.
+pub fn check_port_bounds(maps: &[PortMapping]) -> Result<()> {
+    if maps.len() > MAX_PUBLISHED_PORTS {
+        return Err(DaemonError::TooManyPorts {
+            count: maps.len(),
+            max: MAX_PUBLISHED_PORTS,
+        });
+    }
+    for m in maps {
+        if let Some((a, b)) = m.host_ports {
+            let len = usize::from(b.saturating_sub(a)) + 1;
+            if len > MAX_HOST_PORT_RANGE {
+                return Err(DaemonError::HostRangeTooLong {
+                    range: m.host_port_string(),
+                    key: m.key(),
+                    len,
+                    max: MAX_HOST_PORT_RANGE,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A host socket bound for a published port, with what the sandbox's record keeps.
 #[derive(Debug)]
 pub(super) struct BoundPort {

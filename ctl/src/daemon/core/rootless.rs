@@ -198,6 +198,28 @@ impl Daemon {
         Ok(sb)
     }
 
+    /// Whether user `caller` may hand over rootless sandbox `id_or_name`'s interfaces:
+    /// root may, and the user its recorded owner runs as (for a sandbox being re-adopted
+    /// after a restart, its keeper's); no one else, not even the daemon's user.
+    pub fn check_rootless_caller(&self, id_or_name: &str, caller: u32) -> Result<()> {
+        let st = self.lock();
+        let id = st.sandbox_id(id_or_name)?;
+        let sb = &st.sandboxes[&id];
+        let Some(owner) = &sb.rootless else {
+            return Err(DaemonError::NotRootless(sb.name.clone()));
+        };
+        match self.plumbing.process_uid(owner) {
+            _ if caller == 0 => Ok(()),
+            Some(uid) if uid == caller => Ok(()),
+            Some(uid) => Err(DaemonError::NotOwner {
+                sandbox: sb.name.clone(),
+                owner: uid,
+                caller,
+            }),
+            None => Err(DaemonError::ProcessNotRunning(owner.pid)),
+        }
+    }
+
     fn detach_all(&self, st: &mut State, eps: &[EndpointRecord]) {
         for e in eps {
             if st.attached.remove(&e.id) {

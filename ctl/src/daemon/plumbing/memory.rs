@@ -13,7 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tapnet_engine::hostnet::HostNetError;
 use tapnet_engine::sys::tap::TapError;
@@ -95,10 +96,82 @@ struct Mem {
     taps: HashMap<u64, String>,
     tap_ends: Vec<OwnedFd>,
     processes: HashMap<u32, u64>,
+    /// Users of processes that do not run as root (see [`MemoryPlumbing::start_process_as`]).
+    process_uids: HashMap<u32, u32>,
     next_start_time: u64,
     faults: HashMap<Op, usize>,
     /// What [`Plumbing::host_networks`] answers: the host's routes and addresses.
     host_networks: Vec<HostNetwork>,
+    /// Operations to hold on their next call (see [`MemoryPlumbing::hold`]).
+    holds: HashMap<Op, Hold>,
+}
+
+/// Longest a held operation waits to be released: a test that forgets to release it
+/// does not hang.
+const HOLD_LIMIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Default)]
+struct HoldState {
+    /// The held operation has been called and is waiting.
+    entered: bool,
+    /// The test let it go on.
+    released: bool,
+}
+
+/// An operation held on its next call, as a slow kernel or engine call would be: the
+/// call waits (holding whatever locks its caller holds) until [`Hold::release`], or
+/// 30 s at most.
+#[derive(Clone, Debug, Default)]
+pub struct Hold(Arc<(Mutex<HoldState>, Condvar)>);
+
+impl Hold {
+    fn state(&self) -> MutexGuard<'_, HoldState> {
+        lock_any(&self.0.0)
+    }
+
+    /// Wait until the held operation has been called; false if it was not by `deadline`.
+    pub fn wait_entered(&self, deadline: Instant) -> bool {
+        let mut st = self.state();
+        while !st.entered {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            st = self
+                .0
+                .1
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+
+    /// Let the held operation go on.
+    pub fn release(&self) {
+        self.state().released = true;
+        self.0.1.notify_all();
+    }
+
+    /// Called by the held operation: say so, and wait to be released.
+    fn enter(&self) {
+        let deadline = Instant::now() + HOLD_LIMIT;
+        let mut st = self.state();
+        st.entered = true;
+        self.0.1.notify_all();
+        while !st.released && Instant::now() < deadline {
+            st = self
+                .0
+                .1
+                .wait_timeout(st, deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+fn lock_any<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn lock(m: &Mutex<Mem>) -> MutexGuard<'_, Mem> {
@@ -174,6 +247,7 @@ impl MemoryPlumbing {
                 taps: m.taps.clone(),
                 tap_ends,
                 processes: m.processes.clone(),
+                process_uids: m.process_uids.clone(),
                 next_start_time: m.next_start_time,
                 host_networks: m.host_networks.clone(),
                 ..Mem::default()
@@ -191,7 +265,19 @@ impl MemoryPlumbing {
         *self.mem().faults.entry(op).or_default() += 1;
     }
 
+    /// Hold the next call of `op` until the returned [`Hold`] is released (a slow
+    /// operation, for tests of what else goes on meanwhile).
+    pub fn hold(&self, op: Op) -> Hold {
+        let h = Hold::default();
+        self.mem().holds.insert(op, h.clone());
+        h
+    }
+
     fn fault(&self, op: Op) -> Result<(), PlumbingError> {
+        let held = self.mem().holds.remove(&op);
+        if let Some(h) = held {
+            h.enter();
+        }
         let mut m = self.mem();
         match m.faults.get_mut(&op) {
             Some(n) if *n > 0 => {
@@ -210,6 +296,14 @@ impl MemoryPlumbing {
         let start_time = m.next_start_time;
         m.processes.insert(pid, start_time);
         RootlessOwner { pid, start_time }
+    }
+
+    /// A process that runs as user `uid` ([`MemoryPlumbing::start_process`]'s run as
+    /// root).
+    pub fn start_process_as(&self, pid: u32, uid: u32) -> RootlessOwner {
+        let owner = self.start_process(pid);
+        self.mem().process_uids.insert(pid, uid);
+        owner
     }
 
     /// Process `pid` has exited.
@@ -467,6 +561,19 @@ impl Plumbing for MemoryPlumbing {
 
     fn process_alive(&self, owner: &RootlessOwner) -> bool {
         self.process(owner.pid).as_ref() == Some(owner)
+    }
+
+    fn process_uid(&self, owner: &RootlessOwner) -> Option<u32> {
+        if !self.process_alive(owner) {
+            return None;
+        }
+        Some(
+            self.mem()
+                .process_uids
+                .get(&owner.pid)
+                .copied()
+                .unwrap_or(0),
+        )
     }
 
     fn publish(

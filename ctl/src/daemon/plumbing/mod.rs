@@ -42,7 +42,7 @@ mod os;
 mod ports;
 mod process;
 
-pub use memory::{MemoryPlumbing, NamespaceView, Op, PublishedView};
+pub use memory::{Hold, MemoryPlumbing, NamespaceView, Op, PublishedView};
 pub use netns::IfaceConfig;
 pub use os::{OsHostPorts, OsPlumbing, StartError};
 
@@ -262,6 +262,11 @@ pub trait Plumbing: HostPorts + Send + Sync {
 
     /// Whether `owner` still runs (the same process, not a reused PID).
     fn process_alive(&self, owner: &RootlessOwner) -> bool;
+
+    /// The effective uid `owner` runs as, or `None` if it no longer runs.
+    fn process_uid(&self, owner: &RootlessOwner) -> Option<u32> {
+        process::uid_of(owner)
+    }
 
     /// Carry published ports of sandbox `sandbox` (container port, bound host socket) to
     /// `to`. All or nothing.

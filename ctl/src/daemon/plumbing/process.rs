@@ -19,6 +19,27 @@ pub(super) fn owner_alive(owner: &RootlessOwner) -> bool {
     owner_of(owner.pid).is_some_and(|now| now == *owner)
 }
 
+/// The effective uid process `owner` runs as (`Uid:` in `/proc/PID/status`, as this
+/// process's user namespace sees it: the uid `SO_PEERCRED` gives for its connections),
+/// or `None` if it no longer runs.
+pub(super) fn uid_of(owner: &RootlessOwner) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", owner.pid)).ok()?;
+    let uid = effective_uid(&status)?;
+    // Read after the status: the PID is still the recorded process's.
+    owner_alive(owner).then_some(uid)
+}
+
+/// The second field of the `Uid:` line of a `/proc/PID/status` text.
+fn effective_uid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// Fields 3 (`state`) and 22 (`starttime`) of a `/proc/PID/stat` line. The command name
 /// (field 2) may hold spaces and parentheses, so fields are counted after its last `)`.
 fn state_and_start_time(stat: &str) -> Option<(char, u64)> {
@@ -38,6 +59,17 @@ mod tests {
                     987654 1000 10 18446744073709551615";
         assert_eq!(state_and_start_time(line), Some(('S', 987_654)));
         assert_eq!(state_and_start_time("garbage"), None);
+    }
+
+    #[test]
+    fn the_effective_uid_is_the_second_of_status() {
+        assert_eq!(
+            effective_uid("Name:\tx\nUid:\t1000\t1001\t1002\t1003\nGid:\t0\t0\t0\t0\n"),
+            Some(1001)
+        );
+        assert_eq!(effective_uid("Name:\tx\n"), None);
+        let me = owner_of(std::process::id()).expect("own /proc entry");
+        assert_eq!(uid_of(&me), Some(nix::unistd::geteuid().as_raw()));
     }
 
     #[test]

@@ -337,7 +337,9 @@ pub(super) fn sandbox_adopt(
     names: Vec<String>,
     fds: Vec<OwnedFd>,
     peer_pid: u32,
+    peer_uid: u32,
 ) -> Result<SandboxInspect, ApiError> {
+    d.check_rootless_caller(id_or_name, peer_uid)?;
     let sb = d.adopt_taps(id_or_name, names, fds, peer_pid)?;
     sandbox_inspect(d, &sb.id)
 }
@@ -479,6 +481,7 @@ pub(super) fn stats(d: &Daemon) -> StatsResponse {
             sockets: named.datapath.host.sockets,
             published: named.datapath.host.published,
         },
+        api: Default::default(),
     }
 }
 

@@ -127,7 +127,9 @@ pub(super) fn status(e: &DaemonError) -> u16 {
         | E::InterfaceGivenTwice(_)
         | E::BadTap { .. }
         | E::WrongTap { .. }
-        | E::NoSuchInterface { .. } => 400,
+        | E::NoSuchInterface { .. }
+        | E::TooManyPorts { .. }
+        | E::HostRangeTooLong { .. } => 400,
         E::OnlyOneInstance(_)
         | E::IngressNeedsSwarm
         | E::PredefinedNetwork(_)
@@ -137,7 +139,8 @@ pub(super) fn status(e: &DaemonError) -> u16 {
         | E::ConnectAtCreationOnly { .. }
         | E::OnNoneNetwork(_)
         | E::NotConnected { .. }
-        | E::NeedsRoot => 403,
+        | E::NeedsRoot
+        | E::NotOwner { .. } => 403,
         E::NetworkNotFound(_) | E::SandboxNotFound(_) | E::PluginNotFound(_) => 404,
         E::NetworkNameTaken(_) | E::SandboxNameTaken { .. } | E::HasInterfaces(_) => 409,
         E::Ipam(i) => ipam_status(i),

@@ -7,9 +7,10 @@
 //! runs, the fds sent with a request are there when its handler looks. They belong to
 //! that request: its handler takes them first thing, and whatever no handler took is
 //! closed when the request ends ([`Peer::drop_fds`]), so a later request on the same
-//! connection never gets them. The peer's
-//! credentials (`SO_PEERCRED`) are taken when the connection is accepted. Both reach
-//! handlers as axum's connect info, so the HTTP stack (hyper, axum) is unchanged.
+//! connection never gets them; a connection closed before its request is complete (the
+//! client left, or was too slow) takes its fds with it. The peer's credentials
+//! (`SO_PEERCRED`) are taken when the connection is accepted. Both reach handlers as
+//! axum's connect info, so the HTTP stack (hyper, axum) is unchanged.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -17,11 +18,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
 use tapnet_engine::sys::scm;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
 
 /// Most fds one connection may hold at a time; more are closed and the connection's
 /// fds marked unusable.
@@ -70,55 +69,34 @@ impl Peer {
     }
 }
 
-/// The API listener.
-#[derive(Debug)]
-pub struct FdListener(pub UnixListener);
-
-impl Listener for FdListener {
-    type Io = FdStream;
-    type Addr = ();
-
-    async fn accept(&mut self) -> (FdStream, ()) {
-        loop {
-            match self.0.accept().await {
-                Ok((io, _)) => {
-                    let cred = io.peer_cred().ok();
-                    let peer = Peer {
-                        pid: cred
-                            .and_then(|c| c.pid())
-                            .and_then(|p| u32::try_from(p).ok())
-                            .unwrap_or(0),
-                        uid: cred.map(|c| c.uid()).unwrap_or(u32::MAX),
-                        received: Arc::default(),
-                    };
-                    return (FdStream { io, peer }, ());
-                }
-                // As axum's own listeners do: a failed accept (EMFILE, say) is retried
-                // after a pause instead of ending the server.
-                Err(e) => {
-                    tracing::warn!(error = %e, "API: accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Connected<IncomingStream<'_, FdListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, FdListener>) -> Peer {
-        stream.io().peer.clone()
-    }
-}
-
 /// One API connection.
 #[derive(Debug)]
 pub struct FdStream {
     io: UnixStream,
     peer: Peer,
+}
+
+impl FdStream {
+    /// An accepted connection, with its peer's credentials (`SO_PEERCRED`) as the
+    /// kernel recorded them when it connected. A peer the kernel cannot tell has uid
+    /// `u32::MAX`, which no check lets through.
+    pub fn new(io: UnixStream) -> FdStream {
+        let cred = io.peer_cred().ok();
+        let peer = Peer {
+            pid: cred
+                .and_then(|c| c.pid())
+                .and_then(|p| u32::try_from(p).ok())
+                .unwrap_or(0),
+            uid: cred.map(|c| c.uid()).unwrap_or(u32::MAX),
+            received: Arc::default(),
+        };
+        FdStream { io, peer }
+    }
+
+    /// Who is on the other end.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
 }
 
 /// `recvmsg` into `buf`, keeping any `SCM_RIGHTS` fds in `into` (at most [`MAX_FDS`]

@@ -2,10 +2,13 @@
 //! statuses, headers and error bodies, so the docker CLI and SDKs can drive tapnet, plus
 //! tapnet's `/sandboxes` and `/stats`.
 //!
-//! axum serves it on a current-thread tokio runtime confined to the calling thread: the
-//! [`Daemon`] is called synchronously from the handlers ([`calls`]), one request at a
-//! time; its errors become Docker's statuses and bodies in [`error`]. Every
-//! route also answers under a version prefix (`/v1.47/networks`), which is checked against
+//! axum serves it on a current-thread tokio runtime confined to the calling thread, under
+//! the bounds of [`ApiLimits`] (connections, header and body timeouts; see `listen`).
+//! Only root and the daemon's own user are served (`SO_PEERCRED`; others get 403). The
+//! handlers call the [`Daemon`] ([`calls`]) on blocking threads beside the runtime, so a
+//! slow call stalls neither `_ping` nor `version` nor other connections (calls into the
+//! core still wait for its state lock one after another); its errors become Docker's
+//! statuses and bodies in [`error`]. Every route also answers under a version prefix (`/v1.47/networks`), which is checked against
 //! [`API_VERSION`] and [`MIN_API_VERSION`] as Docker checks it, then stripped before
 //! routing.
 
@@ -14,15 +17,21 @@ mod error;
 pub mod fdpass;
 pub mod filters;
 #[cfg(test)]
+mod limit_tests;
+mod listen;
+#[cfg(test)]
 mod tests;
 
 pub use error::ApiError;
+pub use listen::{ApiLimits, BODY_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS, SOCKET_MODE};
+
 #[cfg(test)]
 pub(crate) use error::ipam_status;
+use listen::ApiCounters;
 
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path as FsPath;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -48,78 +57,98 @@ use tapnet_api::{
     SandboxCreateRequest, VersionResponse,
 };
 
-/// Mode of the API socket: owner and group may drive the daemon.
-pub const SOCKET_MODE: u32 = 0o660;
-
-/// How long a shutdown waits for requests in flight.
+/// How long a shutdown waits for calls still running in the core.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Largest request body read (axum's default limit).
+const MAX_BODY: usize = 2 << 20;
 
 #[derive(Clone)]
 struct AppState {
     daemon: Arc<Daemon>,
     version: Arc<VersionResponse>,
+    counters: Arc<ApiCounters>,
+    /// The daemon's user: served besides root.
+    owner_uid: u32,
+    body_timeout: Duration,
 }
 
-/// Serve the API on `socket` until `shutdown` completes, on a current-thread runtime
-/// built here (the calling thread is the control thread). A stale socket file left by a
-/// dead daemon is removed first; a live one is an error (`AddrInUse`). The socket gets
-/// mode [`SOCKET_MODE`] and is removed on return.
+impl AppState {
+    /// Run `f` on the core on a blocking thread: it may wait on the state lock, the
+    /// engine or the kernel without stalling the server.
+    async fn call<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Daemon) -> Result<T, ApiError> + Send + 'static,
+    {
+        let d = self.daemon.clone();
+        tokio::task::spawn_blocking(move || f(&d))
+            .await
+            .unwrap_or_else(|e| Err(ApiError::new(500, format!("the call failed: {e}"))))
+    }
+}
+
+/// Serve the API on `socket` until `shutdown` completes, with the default
+/// [`ApiLimits`]; see [`serve_with`].
 pub fn serve(socket: &FsPath, daemon: Arc<Daemon>, shutdown: impl Future) -> io::Result<()> {
+    serve_with(socket, daemon, ApiLimits::default(), shutdown)
+}
+
+/// Most threads running calls into the core at once; more calls wait for one.
+const MAX_CALL_THREADS: usize = 64;
+
+/// Serve the API on `socket` until `shutdown` completes, on a current-thread runtime
+/// built here (the calling thread is the control thread), under `limits`. Calls into
+/// the core run on a pool of blocking threads beside it, so a slow one stalls no other
+/// client. A stale socket file left by a dead daemon is removed first; a live one is
+/// an error (`AddrInUse`). The socket gets mode [`SOCKET_MODE`] before it appears (see
+/// `listen::bind_socket`) and is removed on return.
+pub fn serve_with(
+    socket: &FsPath,
+    daemon: Arc<Daemon>,
+    limits: ApiLimits,
+    shutdown: impl Future,
+) -> io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("tapnet-api")
+        .max_blocking_threads(MAX_CALL_THREADS)
         .build()?;
-    rt.block_on(serve_on(socket, daemon, shutdown))
+    let r = rt.block_on(serve_on(socket, daemon, limits, shutdown));
+    // A call still running in the core is not waited for past the grace period.
+    rt.shutdown_timeout(SHUTDOWN_GRACE);
+    r
 }
 
-async fn serve_on(socket: &FsPath, daemon: Arc<Daemon>, shutdown: impl Future) -> io::Result<()> {
+async fn serve_on(
+    socket: &FsPath,
+    daemon: Arc<Daemon>,
+    limits: ApiLimits,
+    shutdown: impl Future,
+) -> io::Result<()> {
     remove_stale_socket(socket)?;
-    // Bound under a temporary name and moved into place with its mode set: whoever sees
-    // the socket file sees it finished (mode, listening), and only once.
-    let name = socket
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = socket.with_file_name(format!(".{name}.{}.new", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let listener = fdpass::FdListener(tokio::net::UnixListener::bind(&tmp)?);
-    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(SOCKET_MODE))
-        .and_then(|()| std::fs::rename(&tmp, socket));
-    if let Err(e) = placed {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+    let listener = listen::bind_socket(socket, |_| {})?;
     // From here on the socket file is ours: remove it however serving ends.
     let _guard = RemoveOnDrop(socket);
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::UnixListener::from_std(listener)?;
     tracing::info!(socket = %socket.display(), "API listening");
+    let counters = Arc::new(ApiCounters::default());
     let state = AppState {
         daemon,
         version: Arc::new(version_response()),
+        counters: counters.clone(),
+        owner_uid: limits.owner_uid,
+        body_timeout: limits.body_timeout,
     };
     // The version prefix is stripped before routing, so the middleware wraps the router
     // as a service rather than being added with `Router::layer` (which runs after it).
-    let app = tower::Layer::layer(&axum::middleware::from_fn(api_version), router(state));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(
-        listener,
-        axum::ServiceExt::<Request>::into_make_service_with_connect_info::<fdpass::Peer>(app),
-    )
-    .with_graceful_shutdown(async {
-        let _ = stop_rx.await;
-    });
-    let mut server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        r = &mut server => return r,
-        _ = shutdown => {}
-    }
-    let _ = stop_tx.send(());
-    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
-        Ok(r) => r,
-        Err(_) => {
-            tracing::warn!("API: connections still open after the shutdown grace period");
-            Ok(())
-        }
-    }
+    let app = tower::Layer::layer(
+        &axum::middleware::from_fn_with_state(state.clone(), api_version),
+        router(state),
+    );
+    listen::accept_loop(listener, app, &limits, counters, shutdown).await;
+    Ok(())
 }
 
 struct RemoveOnDrop<'a>(&'a FsPath);
@@ -246,18 +275,24 @@ fn version_response() -> VersionResponse {
 
 // ---- middleware ---------------------------------------------------------------------
 
-/// Strip and check a `/v{major}.{minor}` prefix, log, and add the headers Docker puts on
-/// every response.
-async fn api_version(mut req: Request, next: Next) -> Response {
+/// Check the caller, read the body in time, strip and check a `/v{major}.{minor}`
+/// prefix, log, and add the headers Docker puts on every response.
+async fn api_version(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let peer = req
         .extensions()
         .get::<ConnectInfo<fdpass::Peer>>()
         .map(|p| p.0.clone());
-    let mut resp = match strip_version(&mut req) {
-        Ok(()) => next.run(req).await,
+    let mut resp = match admit(&s, peer.as_ref()) {
         Err(e) => error_response(e),
+        Ok(()) => match read_body(&s, req).await {
+            Err(resp) => resp,
+            Ok(mut req) => match strip_version(&mut req) {
+                Ok(()) => next.run(req).await,
+                Err(e) => error_response(e),
+            },
+        },
     };
     // Fds ride with one request: what its handler did not take is closed now, not left
     // for the next request on this connection.
@@ -279,6 +314,67 @@ async fn api_version(mut req: Request, next: Next) -> Response {
         HeaderValue::from_static(concat!("tapnet/", env!("CARGO_PKG_VERSION"), " (linux)")),
     );
     resp
+}
+
+/// Docker's socket model: whoever may use the socket may drive the daemon, so only root
+/// and the daemon's own user may (the socket's mode already keeps others out; this
+/// holds when a group or a changed mode lets them connect).
+fn admit(s: &AppState, peer: Option<&fdpass::Peer>) -> Result<(), ApiError> {
+    let uid = peer.map_or(u32::MAX, |p| p.uid);
+    if uid == 0 || uid == s.owner_uid {
+        return Ok(());
+    }
+    listen::ApiCounters::bump(&s.counters.forbidden);
+    let who = if uid == u32::MAX {
+        "a caller whose uid is unknown".to_string()
+    } else {
+        format!("uid {uid}")
+    };
+    let allowed = match s.owner_uid {
+        0 => "only root may".to_string(),
+        u => format!("only root and uid {u} may"),
+    };
+    Err(ApiError::new(
+        403,
+        format!("permission denied: {who} may not use this daemon ({allowed})"),
+    ))
+}
+
+/// Read the whole body within the body timeout: a request not completed in time is
+/// answered 408 and its connection closed (with the fds it sent).
+async fn read_body(s: &AppState, req: Request) -> Result<Request, Response> {
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    let limited = http_body_util::Limited::new(body, MAX_BODY);
+    match tokio::time::timeout(s.body_timeout, limited.collect()).await {
+        Ok(Ok(b)) => Ok(Request::from_parts(
+            parts,
+            axum::body::Body::from(b.to_bytes()),
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(error_response(ApiError::bad_request(format!(
+                "reading request body: larger than {MAX_BODY} bytes"
+            ))))
+        }
+        Ok(Err(e)) => Err(error_response(ApiError::bad_request(format!(
+            "reading request body: {e}"
+        )))),
+        Err(_) => {
+            listen::ApiCounters::bump(&s.counters.body_timeouts);
+            let mut resp = error_response(ApiError::new(
+                408,
+                format!(
+                    "the request body did not arrive within {:?}",
+                    s.body_timeout
+                ),
+            ));
+            resp.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                HeaderValue::from_static("close"),
+            );
+            Err(resp)
+        }
+    }
 }
 
 /// `/v1.47/networks?x` becomes `/networks?x`. A prefix that is not a version (`/vx/…`)
@@ -464,7 +560,8 @@ async fn version(State(s): State<AppState>) -> Response {
 
 async fn network_list(State(s): State<AppState>, uri: Uri) -> ApiResult {
     let f = filters(&uri, LIST_FILTERS)?;
-    Ok(json(StatusCode::OK, &calls::networks(&s.daemon, &f)?))
+    let nets = s.call(move |d| calls::networks(d, &f)).await?;
+    Ok(json(StatusCode::OK, &nets))
 }
 
 /// `GET /networks/{id}`; `verbose` is accepted (tapnet has no swarm services to add) and
@@ -479,7 +576,10 @@ async fn network_inspect(
 
 async fn network_inspect_named(State(s): State<AppState>, id: &str, uri: Uri) -> ApiResult {
     let q = query(&uri)?;
-    let net = calls::network_inspect(&s.daemon, id)?;
+    let net = {
+        let id = id.to_string();
+        s.call(move |d| calls::network_inspect(d, &id)).await?
+    };
     if let Some(scope) = param(&q, "scope").filter(|v| !v.is_empty()) {
         if scope != net.scope {
             return Err(ApiError::not_found(format!("network {id} not found")));
@@ -497,10 +597,8 @@ async fn network_create(
     if req.name.trim().is_empty() {
         return Err(ApiError::bad_request("network name must not be empty"));
     }
-    Ok(json(
-        StatusCode::CREATED,
-        &calls::network_create(&s.daemon, req)?,
-    ))
+    let created = s.call(move |d| calls::network_create(d, req)).await?;
+    Ok(json(StatusCode::CREATED, &created))
 }
 
 async fn network_remove(s: State<AppState>, id: Result<Path<String>, PathRejection>) -> ApiResult {
@@ -508,7 +606,8 @@ async fn network_remove(s: State<AppState>, id: Result<Path<String>, PathRejecti
 }
 
 async fn network_remove_named(State(s): State<AppState>, id: &str) -> ApiResult {
-    calls::network_remove(&s.daemon, id)?;
+    let id = id.to_string();
+    s.call(move |d| calls::network_remove(d, &id)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -520,7 +619,7 @@ async fn network_connect(
 ) -> ApiResult {
     let id = path_id(id)?;
     let req: NetworkConnectRequest = read_json(&headers, body)?;
-    calls::network_connect(&s.daemon, &id, req)?;
+    s.call(move |d| calls::network_connect(d, &id, req)).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -532,17 +631,20 @@ async fn network_disconnect(
 ) -> ApiResult {
     let id = path_id(id)?;
     let req: NetworkDisconnectRequest = read_json(&headers, body)?;
-    calls::network_disconnect(&s.daemon, &id, req)?;
+    s.call(move |d| calls::network_disconnect(d, &id, req))
+        .await?;
     Ok(StatusCode::OK.into_response())
 }
 
 async fn network_prune(State(s): State<AppState>, uri: Uri) -> ApiResult {
     let f = filters(&uri, PRUNE_FILTERS)?;
-    Ok(json(StatusCode::OK, &calls::network_prune(&s.daemon, &f)?))
+    let pruned = s.call(move |d| calls::network_prune(d, &f)).await?;
+    Ok(json(StatusCode::OK, &pruned))
 }
 
 async fn sandbox_list(State(s): State<AppState>) -> ApiResult {
-    Ok(json(StatusCode::OK, &calls::sandboxes(&s.daemon)?))
+    let all = s.call(calls::sandboxes).await?;
+    Ok(json(StatusCode::OK, &all))
 }
 
 async fn sandbox_create(
@@ -552,17 +654,24 @@ async fn sandbox_create(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let req: SandboxCreateRequest = read_json(&headers, body)?;
-    if req.rootless {
+    check_ports(&s, &req)?;
+    let created = if req.rootless {
         let pid = peer_pid(peer.as_ref())?;
-        return Ok(json(
-            StatusCode::CREATED,
-            &calls::sandbox_create_rootless(&s.daemon, req, pid)?,
-        ));
-    }
-    Ok(json(
-        StatusCode::CREATED,
-        &calls::sandbox_create(&s.daemon, req)?,
-    ))
+        s.call(move |d| calls::sandbox_create_rootless(d, req, pid))
+            .await?
+    } else {
+        s.call(move |d| calls::sandbox_create(d, req)).await?
+    };
+    Ok(json(StatusCode::CREATED, &created))
+}
+
+/// Refuse published ports past the daemon's bounds (400), before any work is done.
+fn check_ports(s: &AppState, req: &SandboxCreateRequest) -> Result<(), ApiError> {
+    let ports = calls::mappings(&req.port_bindings)?;
+    crate::daemon::core::check_port_bounds(&ports).map_err(|e| {
+        listen::ApiCounters::bump(&s.counters.port_limit);
+        ApiError::from(e)
+    })
 }
 
 /// The PID of the process on the other end, which a rootless sandbox is recorded with.
@@ -581,10 +690,9 @@ async fn sandbox_interfaces(
     State(s): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    Ok(json(
-        StatusCode::OK,
-        &calls::sandbox_interfaces(&s.daemon, &path_id(id)?)?,
-    ))
+    let id = path_id(id)?;
+    let ifaces = s.call(move |d| calls::sandbox_interfaces(d, &id)).await?;
+    Ok(json(StatusCode::OK, &ifaces))
 }
 
 /// `POST /sandboxes/{id}/interfaces`: the TAP fds ride on the request (`SCM_RIGHTS`).
@@ -600,34 +708,48 @@ async fn sandbox_adopt(
     let id = path_id(id)?;
     let req: SandboxAdoptRequest = read_json(&headers, body)?;
     let pid = peer_pid(peer.as_ref())?;
+    let uid = peer.as_ref().map_or(u32::MAX, |p| p.0.0.uid);
     let fds = fds
         .transpose()
         .map_err(ApiError::bad_request)?
         .unwrap_or_default();
-    Ok(json(
-        StatusCode::OK,
-        &calls::sandbox_adopt(&s.daemon, &id, req.interfaces, fds, pid)?,
-    ))
+    let adopted = s
+        .call(move |d| calls::sandbox_adopt(d, &id, req.interfaces, fds, pid, uid))
+        .await?;
+    Ok(json(StatusCode::OK, &adopted))
 }
 
 async fn sandbox_inspect(
     State(s): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    Ok(json(
-        StatusCode::OK,
-        &calls::sandbox_inspect(&s.daemon, &path_id(id)?)?,
-    ))
+    let id = path_id(id)?;
+    let sb = s.call(move |d| calls::sandbox_inspect(d, &id)).await?;
+    Ok(json(StatusCode::OK, &sb))
 }
 
 async fn sandbox_remove(
     State(s): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    calls::sandbox_remove(&s.daemon, &path_id(id)?)?;
+    let id = path_id(id)?;
+    s.call(move |d| calls::sandbox_remove(d, &id)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn stats(State(s): State<AppState>) -> ApiResult {
-    Ok(json(StatusCode::OK, &calls::stats(&s.daemon)))
+    let mut stats = s.call(|d| Ok(calls::stats(d))).await?;
+    stats.api = tapnet_api::ApiStatsEntry {
+        connections: s
+            .counters
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed),
+        counters: s
+            .counters
+            .named()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    };
+    Ok(json(StatusCode::OK, &stats))
 }

@@ -16,19 +16,19 @@ use nix::fcntl::{FcntlArg, OFlag};
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use serde_json::{Value, json};
 
-use super::{fdpass, serve};
+use super::{ApiLimits, fdpass, serve, serve_with};
 use crate::daemon::plumbing::MemoryPlumbing;
 use crate::daemon::{Daemon, DaemonConfig};
 
 /// A server on a fresh socket in its own directory, stopped and cleaned up on drop.
-struct Server {
-    dir: PathBuf,
-    socket: PathBuf,
+pub(super) struct Server {
+    pub(super) dir: PathBuf,
+    pub(super) socket: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<std::io::Result<()>>>,
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
+pub(super) fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
         "tapnet-api-{tag}-{}-{}",
@@ -54,13 +54,18 @@ impl Server {
     }
 
     fn start_in(dir: PathBuf) -> Server {
+        let daemon = memory_daemon(&dir);
+        Server::start_with(dir, daemon, ApiLimits::default())
+    }
+
+    /// A server of `daemon` with `limits`, in `dir`.
+    pub(super) fn start_with(dir: PathBuf, daemon: Arc<Daemon>, limits: ApiLimits) -> Server {
         let socket = dir.join("tapnet.sock");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let sock = socket.clone();
-        let daemon = memory_daemon(&dir);
         let thread = std::thread::Builder::new()
             .name("tapnet-api-test".into())
-            .spawn(move || serve(&sock, daemon, rx))
+            .spawn(move || serve_with(&sock, daemon, limits, rx))
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while UnixStream::connect(&socket).is_err() {
@@ -87,7 +92,7 @@ impl Server {
     }
 
     /// One request on a fresh connection; returns (status, lower-cased headers, body).
-    fn raw(&self, req: &str) -> (u16, Vec<(String, String)>, String) {
+    pub(super) fn raw(&self, req: &str) -> (u16, Vec<(String, String)>, String) {
         let mut s = UnixStream::connect(&self.socket).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.write_all(req.as_bytes()).unwrap();
@@ -111,7 +116,7 @@ impl Server {
         (status, headers, body.to_string())
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    pub(super) fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
         self.call_ct(method, path, body, "application/json")
     }
 
@@ -128,7 +133,7 @@ impl Server {
         (status, body)
     }
 
-    fn json(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(super) fn json(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let b = body.map(|b| b.to_string());
         let (status, text) = self.call(method, path, b.as_deref());
         let v = if text.is_empty() {
@@ -151,7 +156,7 @@ fn header<'a>(h: &'a [(String, String)], k: &str) -> Option<&'a str> {
     h.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
 }
 
-fn msg(status: u16, v: &Value) -> (u16, &str) {
+pub(super) fn msg(status: u16, v: &Value) -> (u16, &str) {
     (status, v["message"].as_str().unwrap_or("<no message>"))
 }
 
@@ -490,7 +495,12 @@ fn sandbox_lifecycle_and_stats() {
 
 /// One request with `fds` attached to its bytes, on a kept-alive connection; returns
 /// (status, body) of the answer, read by its Content-Length.
-fn call_with_fds(c: &mut UnixStream, path: &str, body: &str, fds: &[RawFd]) -> (u16, String) {
+pub(super) fn call_with_fds(
+    c: &mut UnixStream,
+    path: &str,
+    body: &str,
+    fds: &[RawFd],
+) -> (u16, String) {
     let req = format!(
         "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n{body}",
@@ -520,7 +530,7 @@ fn call_with_fds(c: &mut UnixStream, path: &str, body: &str, fds: &[RawFd]) -> (
 
 /// Whether every copy of a pipe's write end is closed: its read end is at EOF (a copy
 /// open anywhere makes the non-blocking read fail with EAGAIN instead).
-fn write_end_closed(r: &OwnedFd) -> bool {
+pub(super) fn write_end_closed(r: &OwnedFd) -> bool {
     nix::fcntl::fcntl(r, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).unwrap();
     // A child another test forks holds every fd of this process until it execs (the
     // pipe is close-on-exec): a leak keeps the write end open, a fork only for a moment.
@@ -538,7 +548,7 @@ fn write_end_closed(r: &OwnedFd) -> bool {
 }
 
 /// A close-on-exec pipe (see [`write_end_closed`]).
-fn pipe() -> (OwnedFd, OwnedFd) {
+pub(super) fn pipe() -> (OwnedFd, OwnedFd) {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap()
 }
 
