@@ -72,6 +72,15 @@ pub struct HostStatsEntry {
     /// Published ports.
     #[serde(rename = "Published", default)]
     pub published: u64,
+    /// Bytes of relay flow buffers held now, for every network together.
+    #[serde(rename = "FlowMemory", default)]
+    pub flow_memory: u64,
+    /// The daemon-wide budget for relay flow buffers.
+    #[serde(rename = "FlowMemoryLimit", default)]
+    pub flow_memory_limit: u64,
+    /// Rootless sandboxes removed because their process exited.
+    #[serde(rename = "RootlessReaped", default)]
+    pub rootless_reaped: u64,
 }
 
 /// Counters of one port.
@@ -110,7 +119,7 @@ pub struct PortStatsEntry {
     /// Frames lost on this port, by reason (`rx_no_buffer`, `tx_queue_full`, …).
     #[serde(rename = "Drops", default, deserialize_with = "nullable")]
     pub drops: BTreeMap<String, u64>,
-    /// Other counters (`tx_segmented`, …).
+    /// Other counters (`tx_segmented`, `tx_gso_refused`, …).
     #[serde(rename = "Counters", default, deserialize_with = "nullable")]
     pub counters: BTreeMap<String, u64>,
 }
@@ -163,11 +172,13 @@ pub struct NetworkStatsEntry {
     /// Frames flooded (broadcast, multicast, unknown unicast).
     #[serde(rename = "Flooded", default)]
     pub flooded: u64,
-    /// Frames dropped, by reason (`hairpin`, `bad_source`, `isolated`).
+    /// Frames dropped, by reason (`hairpin`, `bad_source`, `isolated`, `spoof`,
+    /// `flood_rate`).
     #[serde(rename = "Drops", default, deserialize_with = "nullable")]
     pub drops: BTreeMap<String, u64>,
     /// MAC-table counters (`learned`, `moved`, `aged`, `flushed`, `table_full`,
-    /// `flooded_unknown`).
+    /// `flooded_unknown`, `learn_limit`: frames not learned because their port had
+    /// learned its share of MACs).
     #[serde(rename = "Counters", default, deserialize_with = "nullable")]
     pub counters: BTreeMap<String, u64>,
 }

@@ -144,8 +144,11 @@ pub(crate) fn render(s: &StatsResponse) -> String {
             &rows,
         ));
         out.push_str(&format!(
-            "host sockets: {} open, {} published ports\n",
-            s.host.sockets, s.host.published
+            "host sockets: {} open, {} published ports; flow buffers {} of {} KiB\n",
+            s.host.sockets,
+            s.host.published,
+            s.host.flow_memory / 1024,
+            s.host.flow_memory_limit / 1024
         ));
     }
     out.push_str(&format!(
@@ -155,6 +158,12 @@ pub(crate) fn render(s: &StatsResponse) -> String {
         s.pool.small_free,
         s.pool.large_free
     ));
+    if s.host.rootless_reaped > 0 {
+        out.push_str(&format!(
+            "rootless sandboxes reaped after their process exited: {}\n",
+            s.host.rootless_reaped
+        ));
+    }
     out.push_str(&api_line(&s.api));
     out
 }

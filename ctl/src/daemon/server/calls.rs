@@ -395,8 +395,13 @@ pub(super) fn stats(d: &Daemon) -> StatsResponse {
                     ("tx_queue_full", s.tx_queue_full),
                     ("tx_too_big", s.tx_too_big),
                     ("tx_offload_errors", s.tx_offload_errors),
+                    ("rx_vnet_hdr_drops", s.rx_vnet_hdr_drops),
+                    ("rx_pool_share_drops", s.rx_pool_share_drops),
                 ]),
-                counters: counters([("tx_segmented", s.tx_segmented)]),
+                counters: counters([
+                    ("tx_segmented", s.tx_segmented),
+                    ("tx_gso_refused", s.tx_gso_refused),
+                ]),
             }
         })
         .collect();
@@ -434,6 +439,8 @@ pub(super) fn stats(d: &Daemon) -> StatsResponse {
                     ("hairpin", d.drop_hairpin),
                     ("bad_source", d.drop_bad_source),
                     ("isolated", d.drop_isolated),
+                    ("spoof", d.spoof_drops),
+                    ("flood_rate", d.flood_rate_drops),
                 ]),
                 counters: counters([
                     ("flooded_unknown", d.flooded_unknown),
@@ -442,6 +449,7 @@ pub(super) fn stats(d: &Daemon) -> StatsResponse {
                     ("aged", d.aged),
                     ("flushed", d.flushed),
                     ("table_full", d.table_full),
+                    ("learn_limit", d.learn_limit_drops),
                 ]),
             }
         })
@@ -480,6 +488,9 @@ pub(super) fn stats(d: &Daemon) -> StatsResponse {
         host: HostStatsEntry {
             sockets: named.datapath.host.sockets,
             published: named.datapath.host.published,
+            flow_memory: named.datapath.host.flow_memory as u64,
+            flow_memory_limit: named.datapath.host.flow_memory_limit as u64,
+            rootless_reaped: named.rootless_reaped,
         },
         api: Default::default(),
     }
