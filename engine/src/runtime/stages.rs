@@ -10,6 +10,7 @@ use rtrb::{Consumer, Producer};
 use tapnet_switch::{Decision, DomainConfig, DomainCounters, DomainId, MacAddr, PortId, Switch};
 use tapnet_wire::gso::{self, SegmentSink};
 
+use super::health::Fault;
 use crate::pool::{BufferPool, HEADROOM, Handle};
 use crate::port::{PortCounters, PortInfo, PortRx, PortTx, RxSpare, RxStatus};
 use crate::wake::{Notifier, WakeCell};
@@ -79,6 +80,7 @@ pub(crate) struct Ctl<T> {
 pub(crate) enum RxCtl {
     Add(PortId, Box<dyn PortRx>, Arc<PortCounters>),
     Remove(PortId),
+    Fault(Fault),
 }
 
 pub(crate) enum SwCtl {
@@ -89,11 +91,13 @@ pub(crate) enum SwCtl {
     Detach(PortId),
     AddStatic(DomainId, MacAddr, PortId),
     RemoveStatic(DomainId, MacAddr),
+    Fault(Fault),
 }
 
 pub(crate) enum TxCtl {
     Add(PortId, Box<dyn PortTx>, PortInfo, Arc<PortCounters>),
     Remove(PortId),
+    Fault(Fault),
 }
 
 /// Push as many of `items` as fit into `ring`; returns how many went.
@@ -183,6 +187,10 @@ impl RxStage {
                         let mut p = self.ports.swap_remove(i);
                         let _ = p.rx.deregister(registry);
                     }
+                    Ok(())
+                }
+                RxCtl::Fault(f) => {
+                    f.fire();
                     Ok(())
                 }
             };
@@ -324,6 +332,10 @@ impl SwitchStage {
                 SwCtl::Detach(p) => self.switch.detach(PortId(slot(p) as u32)),
                 SwCtl::AddStatic(d, m, p) => self.switch.add_static(d, m, PortId(slot(p) as u32)),
                 SwCtl::RemoveStatic(d, m) => self.switch.remove_static(d, m),
+                SwCtl::Fault(f) => {
+                    f.fire();
+                    Ok(())
+                }
             };
             let _ = done.send(r.map(|_| ()).map_err(|e| e.to_string()));
         }
@@ -503,6 +515,7 @@ impl TxStage {
                         }
                     }
                 }
+                TxCtl::Fault(f) => f.fire(),
             }
             let _ = done.send(Ok(()));
         }
