@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -76,6 +76,8 @@ pub(super) struct Host {
     pub(super) pipe_size: usize,
     /// Every network's subnet: no flow crosses from one network to another.
     pub(super) isolation: Isolation,
+    /// Test hook ([`super::HostNet::inject_panic`]): panic at the next pass when set.
+    pub(super) fault: Arc<AtomicBool>,
 }
 
 impl Host {
@@ -108,6 +110,7 @@ impl Host {
             max_spliced: cfg.limits.tcp,
             pipe_size: cfg.tcp_buffer,
             isolation: Isolation::default(),
+            fault: Arc::default(),
         }
     }
 
@@ -146,6 +149,9 @@ impl Host {
                     tracing::error!(error = %e, "host networking: poll failed");
                     std::thread::sleep(BACKOFF);
                 }
+            }
+            if self.fault.load(Ordering::Relaxed) {
+                panic!("fault injected by a test");
             }
             let pass = self.time.pass_start();
             if !events.is_empty() {
