@@ -57,8 +57,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     }
     let state_dir = state_dir(cli.state_dir);
     if let Command::Daemon = cli.command {
-        tapnet_ctl::daemon::run_daemon(state_dir)
-            .map_err(|e| anyhow::anyhow!("tapnet daemon: {}", tapnet_ctl::daemon::chain(&e)))?;
+        if let Err(e) = tapnet_ctl::daemon::run_daemon(state_dir) {
+            eprintln!("tapnet daemon: {}", tapnet_ctl::daemon::chain(&e));
+            return Ok(e.exit_status());
+        }
         return Ok(0);
     }
     match &cli.command {

@@ -22,6 +22,9 @@ pub mod store;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tapnet_engine::runtime::StageKind;
 
 pub use self::chain::chain;
 pub use self::core::{Daemon, DaemonConfig, DaemonError};
@@ -30,9 +33,28 @@ use plumbing::OsPlumbing;
 /// Name of the API socket inside the state directory.
 pub const SOCKET_NAME: &str = "tapnet.sock";
 
+/// How often the daemon looks whether a datapath thread has failed.
+const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The exit status of a daemon whose datapath failed (`EX_SOFTWARE`): a supervisor
+/// (systemd's `Restart=on-failure`, a container runtime's restart policy) starts it
+/// again, and the new daemon restores every network and sandbox from its store.
+pub const EXIT_DATAPATH_FAILED: u8 = 70;
+
+/// The environment variable of the fault-injection **test hook**: `panic-worker:STAGE`
+/// (`rx`, `switch` or `tx`) or `panic-hostnet` makes that datapath thread panic once
+/// the daemon has restored its state, so a test can watch the daemon contain it. Not a
+/// setting: nothing else reads it, and a daemon never needs it.
+pub const FAULT_ENV: &str = "TAPNET_FAULT";
+
 /// Run the daemon in `state_dir` until SIGINT or SIGTERM: restore state, start the
 /// datapath, serve the API on `<state_dir>/tapnet.sock`. Sandboxes outlive it: their
 /// namespaces and persistent TAPs stay, and the next start reattaches them.
+///
+/// When a datapath thread fails (a worker or the host networking thread panicked), the
+/// datapath of every network is gone while the API would go on answering: the daemon
+/// notices within [`WATCH_INTERVAL`], stops serving, removes its socket and returns
+/// [`RunError::DatapathFailed`] (exit status [`EXIT_DATAPATH_FAILED`]).
 pub fn run_daemon(state_dir: PathBuf) -> Result<(), RunError> {
     match raise_nofile_limit() {
         Ok(n) => tracing::info!(limit = n, "open file limit (RLIMIT_NOFILE)"),
@@ -54,19 +76,71 @@ pub fn run_daemon(state_dir: PathBuf) -> Result<(), RunError> {
         cfg.state_dir.display(),
         socket.display()
     );
+    if let Ok(fault) = std::env::var(FAULT_ENV) {
+        inject_fault(&plumbing, &fault);
+    }
+    let failure = std::sync::OnceLock::new();
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
+            why = datapath_failure(&plumbing) => {
+                let _ = failure.set(why);
+            }
         }
     };
     server::serve(&socket, daemon, shutdown).map_err(RunError::Serve)?;
     drop(reaper);
     let _ = std::fs::remove_file(&socket);
     plumbing.engine().shutdown();
-    Ok(())
+    match failure.into_inner() {
+        Some(why) => Err(RunError::DatapathFailed(why)),
+        None => Ok(()),
+    }
+}
+
+/// Wait until a datapath thread has failed; why.
+async fn datapath_failure(plumbing: &OsPlumbing) -> String {
+    loop {
+        if let Some(why) = plumbing
+            .engine()
+            .failed()
+            .or_else(|| plumbing.hostnet().failed())
+        {
+            return why;
+        }
+        tokio::time::sleep(WATCH_INTERVAL).await;
+    }
+}
+
+/// The fault of [`FAULT_ENV`]'s value `spec`, if it names one.
+fn parse_fault(spec: &str) -> Option<Option<StageKind>> {
+    match spec.trim() {
+        "panic-hostnet" => Some(None),
+        "panic-worker:rx" => Some(Some(StageKind::Rx)),
+        "panic-worker:switch" => Some(Some(StageKind::Switch)),
+        "panic-worker:tx" => Some(Some(StageKind::Tx)),
+        _ => None,
+    }
+}
+
+/// The test hook of [`FAULT_ENV`]: make the datapath thread it names panic.
+fn inject_fault(plumbing: &OsPlumbing, spec: &str) {
+    eprintln!("tapnet daemon: {FAULT_ENV}={spec}: injecting a fault (a test hook)");
+    match parse_fault(spec) {
+        Some(Some(stage)) => {
+            let _ = plumbing
+                .engine()
+                .inject_fault(stage, tapnet_engine::runtime::Fault::Panic);
+        }
+        Some(None) => plumbing.hostnet().inject_panic(),
+        None => eprintln!(
+            "tapnet daemon: {FAULT_ENV}={spec} names no fault (panic-worker:rx, \
+             panic-worker:switch, panic-worker:tx, panic-hostnet): ignored"
+        ),
+    }
 }
 
 /// Why `tapnet daemon` stopped with an error.
@@ -84,6 +158,20 @@ pub enum RunError {
     /// The thread that removes rootless sandboxes whose process exited did not start.
     #[error("cannot start the rootless sandbox reaper")]
     Reaper(#[source] std::io::Error),
+    /// A datapath thread failed (the text says which, and why): every network's traffic
+    /// stopped with it. The state is intact in the store; a new daemon restores it.
+    #[error("{0}; exiting with status {EXIT_DATAPATH_FAILED} so a supervisor restarts it")]
+    DatapathFailed(String),
+}
+
+impl RunError {
+    /// The daemon's exit status for this error.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            RunError::DatapathFailed(_) => EXIT_DATAPATH_FAILED,
+            _ => 1,
+        }
+    }
 }
 
 /// Raise this process's soft limit of open files to its hard limit; returns the limit
@@ -116,6 +204,25 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_specs() {
+        assert_eq!(parse_fault("panic-hostnet"), Some(None));
+        assert_eq!(
+            parse_fault("panic-worker:switch"),
+            Some(Some(StageKind::Switch))
+        );
+        assert_eq!(parse_fault("panic-worker:nat"), None);
+        let e = RunError::DatapathFailed("datapath worker tapnet-w0 panicked: boom".into());
+        assert_eq!(e.exit_status(), 70);
+        assert_eq!(
+            e.to_string(),
+            "datapath worker tapnet-w0 panicked: boom; exiting with status 70 so a \
+             supervisor restarts it"
+        );
+    }
+
     #[test]
     fn nofile_soft_limit_is_raised_to_the_hard_limit() {
         // Start from a lower soft limit, as a login session usually gives.

@@ -37,7 +37,8 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 
@@ -49,6 +50,7 @@ use tapnet_switch::MacAddr;
 
 use crate::pool::BufferPool;
 use crate::port::gateway::{GatewayHandle, GatewayPort, Uplink};
+use crate::runtime::panic_message;
 
 mod api;
 mod clock;
@@ -98,6 +100,10 @@ pub struct HostNet {
     flow_memory: Arc<AtomicU64>,
     next_id: AtomicU64,
     thread: Option<JoinHandle<()>>,
+    /// Why the host thread failed, if it did.
+    failure: Arc<OnceLock<String>>,
+    /// Test hook: the host thread panics when it sees this set.
+    fault: Arc<AtomicBool>,
 }
 
 impl HostNet {
@@ -119,9 +125,23 @@ impl HostNet {
             Arc::clone(&splice),
         );
         let flow_memory = Arc::clone(&host.flow_memory);
+        let failure = Arc::new(OnceLock::new());
+        let fault = Arc::new(AtomicBool::new(false));
+        host.fault = Arc::clone(&fault);
+        let failed = Arc::clone(&failure);
         let thread = std::thread::Builder::new()
             .name("tapnet-host".into())
-            .spawn(move || host.run())?;
+            .spawn(move || {
+                // A panic ends host networking: it is recorded before the thread's
+                // control queue drops, so a caller woken by its end can read why.
+                if let Err(p) = catch_unwind(AssertUnwindSafe(|| host.run())) {
+                    let _ = failed.set(format!(
+                        "host networking thread tapnet-host panicked: {}",
+                        panic_message(&*p)
+                    ));
+                }
+                drop(host);
+            })?;
         Ok(HostNet {
             pool,
             cfg,
@@ -134,6 +154,8 @@ impl HostNet {
             flow_memory,
             next_id: AtomicU64::new(1),
             thread: Some(thread),
+            failure,
+            fault,
         })
     }
 
@@ -377,6 +399,20 @@ impl HostNet {
     /// The relay counters of network `net`.
     pub fn relay_stats(&self, net: &str) -> Option<RelayStats> {
         self.lock().nets.get(net).map(|c| c.snapshot())
+    }
+
+    /// Why the host thread failed (it panicked, with this message), if it did. Host
+    /// networking then carries nothing more and refuses every change.
+    pub fn failed(&self) -> Option<String> {
+        self.failure.get().cloned()
+    }
+
+    /// **Test hook**, not an API: make the host thread panic at its next pass, to show
+    /// what its owner does then.
+    #[doc(hidden)]
+    pub fn inject_panic(&self) {
+        self.fault.store(true, Ordering::Relaxed);
+        let _ = self.waker.wake();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {

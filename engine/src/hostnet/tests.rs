@@ -1024,3 +1024,39 @@ fn tcp_flows_share_the_hosts_flow_memory() {
     assert!(s.until(|s| s.sockets.get::<tcp::Socket>(c).state() == tcp::State::Established));
     assert_eq!(s.host.relay_stats("n1").unwrap().tcp_opened, 2);
 }
+
+#[test]
+fn a_panic_on_the_host_thread_is_reported_and_calls_fail() {
+    let engine = Engine::start(EngineConfig {
+        manual: true,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let host = HostNet::start(engine.pool().clone(), HostNetConfig::default()).unwrap();
+    assert_eq!(host.failed(), None);
+    host.inject_panic();
+    let deadline = Instant::now() + LIMIT;
+    while host.failed().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let why = host.failed().expect("the failure is reported");
+    assert!(
+        why.contains("tapnet-host panicked") && why.contains("fault injected"),
+        "{why}"
+    );
+    // Calls fail at once instead of waiting for a thread that is gone.
+    let attach = NetAttach {
+        gateway: GatewayConfig {
+            mac: MacAddr::from_ipv4(GW),
+            ip: GW,
+            prefix_len: 24,
+            internal: false,
+        },
+        mtu: 1500,
+        host_loopback: false,
+    };
+    let t = Instant::now();
+    let e = host.gateway_port("n1", attach).err().expect("an error");
+    assert!(matches!(e, HostNetError::Stopped), "{e:?}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+}

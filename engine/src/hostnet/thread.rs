@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -84,6 +84,8 @@ pub(super) struct Host {
     pub(super) budget: Budget,
     /// What `budget` has given out, for the handle's statistics.
     pub(super) flow_memory: Arc<AtomicU64>,
+    /// Test hook ([`super::HostNet::inject_panic`]): panic at the next pass when set.
+    pub(super) fault: Arc<AtomicBool>,
 }
 
 impl Host {
@@ -119,6 +121,7 @@ impl Host {
             raw_idents: RawIdents::default(),
             budget: Budget::new(cfg.flow_memory),
             flow_memory: Arc::default(),
+            fault: Arc::default(),
         }
     }
 
@@ -157,6 +160,9 @@ impl Host {
                     tracing::error!(error = %e, "host networking: poll failed");
                     std::thread::sleep(BACKOFF);
                 }
+            }
+            if self.fault.load(Ordering::Relaxed) {
+                panic!("fault injected by a test");
             }
             let pass = self.time.pass_start();
             if !events.is_empty() {

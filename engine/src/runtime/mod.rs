@@ -9,10 +9,13 @@
 //! that owns the table and wait for its answer, so when a call returns the change is
 //! live and no per-packet path ever takes a lock.
 
+mod health;
 mod stages;
 mod worker;
 
+use std::collections::BTreeSet;
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -24,6 +27,10 @@ use tapnet_switch::{DomainConfig, DomainId, MacAddr, PortId, Switch, SwitchCount
 
 pub use crate::wake::Notifier;
 use crate::wake::WakeCell;
+#[doc(hidden)]
+pub use health::Fault;
+use health::Health;
+pub use health::panic_message;
 use stages::{Ctl, DomainMap, RxCtl, RxStage, SwCtl, SwitchStage, TxCtl, TxStage};
 pub use stages::{StageCounters, StageKind, StageStats};
 use worker::{Idle, Stage, Worker};
@@ -164,6 +171,10 @@ pub enum EngineError {
     /// The engine has stopped.
     #[error("the engine has stopped")]
     Stopped,
+    /// A datapath thread failed (it panicked): the engine cannot carry on, and a change
+    /// asked of it was not made. The text says which thread and why.
+    #[error("the datapath failed: {0}")]
+    Failed(String),
 }
 
 struct PortEntry {
@@ -175,7 +186,10 @@ struct ControlState {
     ports: Vec<Option<PortEntry>>,
     /// Generation of each port slot (see `stages::INDEX_BITS`).
     gens: Vec<u32>,
+    /// The lowest domain id never given out.
     next_domain: u32,
+    /// Ids below `next_domain` of domains removed since, to give out again.
+    free_domains: BTreeSet<u32>,
 }
 
 /// A running engine.
@@ -193,6 +207,7 @@ pub struct Engine {
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     manual: Mutex<Vec<Worker>>,
+    health: Arc<Health>,
 }
 
 /// A port as the engine reports it.
@@ -313,6 +328,7 @@ impl Engine {
             (StageKind::Tx, w_tx, counters[2].clone()),
         ];
         let stop = Arc::new(AtomicBool::new(false));
+        let health = Arc::new(Health::default());
         let mut threads = Vec::new();
         let mut manual = Vec::new();
         if cfg.manual {
@@ -328,16 +344,28 @@ impl Engine {
                 busy_poll: cfg.busy_poll,
                 max_sleep: cfg.max_sleep,
             };
-            for (i, w) in workers.into_iter().enumerate() {
+            for (i, mut w) in workers.into_iter().enumerate() {
                 let stop = stop.clone();
+                let health = health.clone();
                 let pin = cfg.pin.then(|| cpus[i % cpus.len()]);
+                let name = format!("tapnet-w{i}");
                 let t = std::thread::Builder::new()
-                    .name(format!("tapnet-w{i}"))
+                    .name(name.clone())
                     .spawn(move || {
                         if let Some(c) = pin {
                             pin_to(c);
                         }
-                        w.run(start, &stop, idle)
+                        // A panic ends this worker only: it is recorded before the
+                        // worker's queues drop, so a caller woken by their end reads
+                        // why (see `health`).
+                        let ran = catch_unwind(AssertUnwindSafe(|| w.run(start, &stop, idle)));
+                        if let Err(p) = ran {
+                            health.fail(format!(
+                                "datapath worker {name} panicked: {}",
+                                panic_message(&*p)
+                            ));
+                        }
+                        drop(w);
                     })
                     .map_err(|source| EngineError::Spawn { worker: i, source })?;
                 threads.push(t);
@@ -357,10 +385,12 @@ impl Engine {
                 ports: Vec::new(),
                 gens: Vec::new(),
                 next_domain: 0,
+                free_domains: BTreeSet::new(),
             }),
             stop,
             threads: Mutex::new(threads),
             manual: Mutex::new(manual),
+            health,
         })
     }
 
@@ -374,13 +404,17 @@ impl Engine {
         &self.cfg
     }
 
+    /// Send `msg` to a stage and wait for its answer, with no deadline: a stage that is
+    /// slow (a loaded machine, a long table operation) is waited for, because a caller
+    /// that gave up would leave its message queued, to be applied later behind its back
+    /// (a domain id taken, a port slot filled, a port left in a stage). The wait ends
+    /// with an error only when the message can never be applied: the worker that owns
+    /// the stage has ended (shutdown, or a panic), which drops its queue and with it
+    /// the message's reply channel.
     fn call<T>(&self, tx: &Sender<Ctl<T>>, worker: usize, msg: T) -> Result<(), EngineError> {
-        if self.stop.load(Ordering::Relaxed) {
-            return Err(EngineError::Stopped);
-        }
+        self.check()?;
         let (done, answer) = bounded(1);
-        tx.send(Ctl { msg, done })
-            .map_err(|_| EngineError::Stopped)?;
+        tx.send(Ctl { msg, done }).map_err(|_| self.ended())?;
         if self.cfg.manual {
             for w in self
                 .manual
@@ -393,9 +427,28 @@ impl Engine {
         } else {
             self.wakes[worker].kick();
         }
-        match answer.recv_timeout(Duration::from_secs(10)) {
+        match answer.recv() {
             Ok(r) => r.map_err(EngineError::Rejected),
-            Err(_) => Err(EngineError::Stopped),
+            Err(_) => Err(self.ended()),
+        }
+    }
+
+    /// Refuse changes to an engine that has stopped or failed.
+    fn check(&self) -> Result<(), EngineError> {
+        if let Some(why) = self.health.failed() {
+            return Err(EngineError::Failed(why.to_string()));
+        }
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(EngineError::Stopped);
+        }
+        Ok(())
+    }
+
+    /// Why a stage's queue is gone: its worker failed, or the engine stopped.
+    fn ended(&self) -> EngineError {
+        match self.health.failed() {
+            Some(why) => EngineError::Failed(why.to_string()),
+            None => EngineError::Stopped,
         }
     }
 
@@ -403,27 +456,34 @@ impl Engine {
         self.cfg.mapping.worker_of(k)
     }
 
-    /// Create a bridge domain (one per network).
+    /// Create a bridge domain (one per network). Ids of removed domains are reused,
+    /// lowest first, so a daemon may create and remove networks without end; a reused
+    /// id starts with an empty MAC table and zeroed counters.
     pub fn add_domain(&self, cfg: DomainConfig) -> Result<DomainId, EngineError> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let id = DomainId(st.next_domain);
+        let id = DomainId(st.free_domains.first().copied().unwrap_or(st.next_domain));
         self.call(
             &self.sw_ctl,
             self.w(StageKind::Switch),
             SwCtl::AddDomain(id, cfg),
         )?;
-        st.next_domain += 1;
+        if !st.free_domains.remove(&id.0) {
+            st.next_domain += 1;
+        }
         Ok(id)
     }
 
-    /// Remove a bridge domain; its ports must have been removed first.
+    /// Remove a bridge domain; its ports must have been removed first. Its id may be
+    /// given to the next domain created.
     pub fn remove_domain(&self, id: DomainId) -> Result<(), EngineError> {
-        let _st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         self.call(
             &self.sw_ctl,
             self.w(StageKind::Switch),
             SwCtl::RemoveDomain(id),
-        )
+        )?;
+        st.free_domains.insert(id.0);
+        Ok(())
     }
 
     /// Hand a port to the engine, attached to `domain`. When this returns, frames flow.
@@ -514,10 +574,22 @@ impl Engine {
         if !current {
             return Err(EngineError::Rejected(format!("no port {}", id.0)));
         }
-        self.call(&self.rx_ctl, self.w(StageKind::Rx), RxCtl::Remove(id))?;
-        self.call(&self.sw_ctl, self.w(StageKind::Switch), SwCtl::Detach(id))?;
-        self.call(&self.tx_ctl, self.w(StageKind::Tx), TxCtl::Remove(id))?;
-        st.ports[idx] = None;
+        // Every stage is asked, whatever another answered: a port left in one stage
+        // (the switch with its static MACs, say) would outlive its removal.
+        let results = [
+            self.call(&self.rx_ctl, self.w(StageKind::Rx), RxCtl::Remove(id)),
+            self.call(&self.sw_ctl, self.w(StageKind::Switch), SwCtl::Detach(id)),
+            self.call(&self.tx_ctl, self.w(StageKind::Tx), TxCtl::Remove(id)),
+        ];
+        // A stage that refused has no such port: it is out of that stage all the same.
+        // A stage whose worker ended may still hold it: the slot stays taken.
+        if results
+            .iter()
+            .all(|r| matches!(r, Ok(()) | Err(EngineError::Rejected(_))))
+        {
+            st.ports[idx] = None;
+        }
+        results.into_iter().collect::<Result<Vec<()>, _>>()?;
         Ok(())
     }
 
@@ -622,6 +694,48 @@ impl Engine {
             domains,
             pool_free: self.pool.available(),
         }
+    }
+
+    /// Why the datapath failed (which worker panicked, and its message), if it did. A
+    /// failed engine switches nothing more and refuses every change.
+    pub fn failed(&self) -> Option<String> {
+        self.health.failed().map(str::to_string)
+    }
+
+    /// **Test hook**, not an API: have the thread running `stage` take `fault` (panic,
+    /// or stall a while) when it next drains its control messages. Returns at once.
+    /// Threaded engines only (in manual mode the fault would hit the caller).
+    #[doc(hidden)]
+    pub fn inject_fault(&self, stage: StageKind, fault: Fault) -> Result<(), EngineError> {
+        let (done, _) = bounded(1);
+        let sent = match stage {
+            StageKind::Rx => self
+                .rx_ctl
+                .send(Ctl {
+                    msg: RxCtl::Fault(fault),
+                    done,
+                })
+                .is_ok(),
+            StageKind::Switch => self
+                .sw_ctl
+                .send(Ctl {
+                    msg: SwCtl::Fault(fault),
+                    done,
+                })
+                .is_ok(),
+            StageKind::Tx => self
+                .tx_ctl
+                .send(Ctl {
+                    msg: TxCtl::Fault(fault),
+                    done,
+                })
+                .is_ok(),
+        };
+        if !sent {
+            return Err(EngineError::Stopped);
+        }
+        self.wakes[self.w(stage)].kick();
+        Ok(())
     }
 
     /// Stop the workers and wait for them.

@@ -13,6 +13,7 @@ use tapnet_switch::{
 };
 use tapnet_wire::gso::{self, SegmentSink};
 
+use super::health::Fault;
 use crate::pool::{BufferPool, HEADROOM, Handle};
 use crate::port::{PortCounters, PortInfo, PortRx, PortTx, RxSpare, RxStatus};
 use crate::wake::{Notifier, WakeCell};
@@ -82,6 +83,7 @@ pub(crate) struct Ctl<T> {
 pub(crate) enum RxCtl {
     Add(PortId, Box<dyn PortRx>, Arc<PortCounters>),
     Remove(PortId),
+    Fault(Fault),
 }
 
 pub(crate) enum SwCtl {
@@ -96,11 +98,14 @@ pub(crate) enum SwCtl {
     Bind(PortId, Option<PortBinding>),
     /// Read every attached port's guard counters (by full port id).
     GuardStats(Sender<Vec<(PortId, PortGuardCountersSnapshot)>>),
+    /// Test hook: make the stage fail (see `Engine::inject_fault`).
+    Fault(Fault),
 }
 
 pub(crate) enum TxCtl {
     Add(PortId, Box<dyn PortTx>, PortInfo, Arc<PortCounters>),
     Remove(PortId),
+    Fault(Fault),
 }
 
 /// Push as many of `items` as fit into `ring`; returns how many went.
@@ -190,6 +195,10 @@ impl RxStage {
                         let mut p = self.ports.swap_remove(i);
                         let _ = p.rx.deregister(registry);
                     }
+                    Ok(())
+                }
+                RxCtl::Fault(f) => {
+                    f.fire();
                     Ok(())
                 }
             };
@@ -341,6 +350,10 @@ impl SwitchStage {
                 }
                 SwCtl::GuardStats(out) => {
                     let _ = out.send(self.guard_stats());
+                    Ok(())
+                }
+                SwCtl::Fault(f) => {
+                    f.fire();
                     Ok(())
                 }
             };
@@ -534,6 +547,7 @@ impl TxStage {
                         }
                     }
                 }
+                TxCtl::Fault(f) => f.fire(),
             }
             let _ = done.send(Ok(()));
         }

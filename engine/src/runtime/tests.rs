@@ -351,3 +351,141 @@ fn bound_port_frames_with_foreign_sources_are_dropped() {
     assert!(err.to_string().contains("not attached"), "{err}");
     n.engine.shutdown();
 }
+
+fn threaded(mapping: WorkerMapping) -> Engine {
+    Engine::start(EngineConfig {
+        pin: false,
+        mapping,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// Longer than any deadline a control call ever had (10 s): a call to a stage this slow
+/// must wait for it, not return while its message stays queued.
+const SLOW: Duration = Duration::from_millis(10_500);
+
+#[test]
+fn a_call_to_a_slow_stage_is_applied_once_and_answered() {
+    let engine = threaded(WorkerMapping::run_to_completion());
+    engine
+        .inject_fault(StageKind::Switch, Fault::Stall(SLOW))
+        .unwrap();
+    let t = Instant::now();
+    let first = engine.add_domain(DomainConfig::default());
+    assert!(
+        first.is_ok(),
+        "a slow stage is no failure: {first:?} after {:?}",
+        t.elapsed()
+    );
+    // Had the first call given up while its message stayed queued, the stage would have
+    // taken that id later, and this create would fail with "domain exists".
+    let second = engine.add_domain(DomainConfig::default());
+    assert!(second.is_ok(), "{second:?}");
+    assert_ne!(first.unwrap(), second.unwrap());
+    engine.shutdown();
+}
+
+#[test]
+fn removing_a_port_behind_a_slow_stage_removes_it_everywhere() {
+    // rx on one worker, switch and tx on the other: only the rx worker is slow.
+    let engine = threaded(WorkerMapping::pipeline());
+    let d = engine.add_domain(DomainConfig::default()).unwrap();
+    let mem = |name: &str| MemPort::pair(name, engine.pool().clone(), 64, 1500, false);
+    let (pa, _a) = mem("a");
+    let a = engine.add_port(Box::new(pa), d).unwrap();
+    engine.add_static_mac(d, MacAddr(A), a).unwrap();
+    engine
+        .inject_fault(StageKind::Rx, Fault::Stall(SLOW))
+        .unwrap();
+    let removed = engine.remove_port(a);
+    assert!(removed.is_ok(), "{removed:?}");
+    // The port, and its static MAC, left the switch: the MAC can go to a new port (an
+    // endpoint that reuses the address, so the MAC).
+    let (pb, _b) = mem("b");
+    let b = engine.add_port(Box::new(pb), d).unwrap();
+    let again = engine.add_static_mac(d, MacAddr(A), b);
+    assert!(again.is_ok(), "{again:?}");
+    assert_eq!(engine.stats().ports.len(), 1, "only b is left");
+    engine.shutdown();
+}
+
+#[test]
+fn domain_ids_are_reused_after_removal() {
+    let engine = Engine::start(EngineConfig {
+        manual: true,
+        ..Default::default()
+    })
+    .unwrap();
+    for i in 0..5_000 {
+        let d = engine
+            .add_domain(DomainConfig::default())
+            .unwrap_or_else(|e| panic!("create {i}: {e}"));
+        engine.remove_domain(d).unwrap();
+    }
+    let d = engine.add_domain(DomainConfig::default()).unwrap();
+    // A reused id starts afresh: no counters, no learned MACs of the domain before.
+    let mem = |name: &str| MemPort::pair(name, engine.pool().clone(), 64, 1500, false);
+    let (pa, mut a) = mem("a");
+    let (pb, mut b) = mem("b");
+    let ia = engine.add_port(Box::new(pa), d).unwrap();
+    let ib = engine.add_port(Box::new(pb), d).unwrap();
+    assert!(a.send(&frame(BCAST, A, 1)));
+    assert_eq!(collect(&mut b, 1, Some(&engine)).len(), 1);
+    let counters = |d| {
+        engine
+            .stats()
+            .domains
+            .iter()
+            .find(|(x, _)| *x == d)
+            .map(|(_, c)| c.clone())
+    };
+    assert_eq!(counters(d).unwrap().learned, 1);
+    engine.remove_port(ia).unwrap();
+    engine.remove_port(ib).unwrap();
+    engine.remove_domain(d).unwrap();
+    assert!(counters(d).is_none(), "a removed domain has no counters");
+    let again = engine.add_domain(DomainConfig::default()).unwrap();
+    assert_eq!(again, d, "the lowest free id is reused");
+    let c = counters(again).unwrap();
+    assert_eq!((c.received, c.learned, c.flooded), (0, 0, 0), "{c:?}");
+    // A's MAC is unknown in the new domain: a frame to it is flooded, not forwarded.
+    let (pc, mut pc_peer) = mem("c");
+    let (pd, mut pd_peer) = mem("d");
+    engine.add_port(Box::new(pc), again).unwrap();
+    engine.add_port(Box::new(pd), again).unwrap();
+    assert!(pc_peer.send(&frame(A, B, 2)));
+    assert_eq!(collect(&mut pd_peer, 1, Some(&engine)).len(), 1);
+    let c = counters(again).unwrap();
+    assert_eq!((c.forwarded, c.flooded_unknown), (0, 1), "{c:?}");
+}
+
+#[test]
+fn a_panicking_worker_is_reported_and_calls_fail() {
+    for stage in [StageKind::Rx, StageKind::Switch, StageKind::Tx] {
+        let engine = threaded(WorkerMapping::pipeline());
+        let d = engine.add_domain(DomainConfig::default()).unwrap();
+        engine.inject_fault(stage, Fault::Panic).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while engine.failed().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let why = engine.failed().expect("the failure is reported");
+        let worker = engine.config().mapping.worker_of(stage);
+        assert!(
+            why.contains(&format!("tapnet-w{worker}")) && why.contains("fault injected"),
+            "{why}"
+        );
+        // A call to the dead worker fails at once (it could never be applied), as does
+        // any call once the engine has failed: none waits.
+        let t = Instant::now();
+        let (p, _peer) = MemPort::pair("late", engine.pool().clone(), 8, 1500, false);
+        let e = engine.add_port(Box::new(p), d).unwrap_err();
+        assert!(matches!(e, EngineError::Failed(_)), "{stage:?}: {e:?}");
+        assert!(e.to_string().contains("panicked"), "{e}");
+        let e = engine.add_domain(DomainConfig::default()).unwrap_err();
+        assert!(matches!(e, EngineError::Failed(_)), "{e:?}");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        engine.shutdown();
+    }
+}

@@ -115,7 +115,7 @@ impl Worker {
     }
 
     /// The thread body: run until `stop` is set.
-    pub(crate) fn run(mut self, start: Instant, stop: &AtomicBool, idle: Idle) {
+    pub(crate) fn run(&mut self, start: Instant, stop: &AtomicBool, idle: Idle) {
         let mut idle_since: Option<Instant> = None;
         while !stop.load(Ordering::Relaxed) {
             let work = self.run_once(start.elapsed());

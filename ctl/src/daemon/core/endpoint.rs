@@ -168,7 +168,9 @@ impl Daemon {
         // never returned). The other order left a persistent TAP, address and all, in
         // the sandbox with no record, which nothing removed and which a later connect
         // reused (as `eth1` again) with two addresses.
-        self.unrealize_endpoint(st, &sb.netns, &e);
+        // So does the datapath's port: one the datapath cannot let go of keeps the
+        // endpoint, its address and its MAC (no one else may be given them).
+        self.unrealize_endpoint(st, &sb.netns, &e)?;
         let bytes = State::ipam_bytes(&ipam)?;
         let committed = self.store.commit(
             &[Change::DelEndpoint(ep), Change::PutSandbox(&sb)],

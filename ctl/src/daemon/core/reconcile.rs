@@ -164,23 +164,47 @@ impl Daemon {
     }
 
     /// Take endpoint `e` out of the datapath and its interface out of namespace `netns`.
-    pub(super) fn unrealize_endpoint(&self, st: &mut State, netns: &str, e: &EndpointRecord) {
-        if st.attached.remove(&e.id) {
-            self.plumbing.detach(&e.id);
+    /// When the datapath cannot let go of it, nothing is changed and the error returned:
+    /// the endpoint's address, and the MAC made from it, are still in use.
+    pub(super) fn unrealize_endpoint(
+        &self,
+        st: &mut State,
+        netns: &str,
+        e: &EndpointRecord,
+    ) -> Result<()> {
+        if st.attached.contains(&e.id) {
+            self.plumbing.detach(&e.id)?;
+            st.attached.remove(&e.id);
         }
         if !netns.is_empty() {
             let _ = self.plumbing.unplug(netns, &e.ifname);
         }
+        Ok(())
     }
 
-    /// Take sandbox `sb` down; returns whether its namespace is gone.
-    pub(super) fn unrealize_sandbox(&self, st: &mut State, sb: &SandboxRecord) -> bool {
+    /// Take every endpoint of sandbox `sb` out of the datapath. When one cannot be, the
+    /// ones taken out already are put back (a sandbox with a namespace of its own) and
+    /// the error returned: the sandbox keeps its addresses.
+    pub(super) fn detach_sandbox(&self, st: &mut State, sb: &SandboxRecord) -> Result<()> {
         for id in &sb.endpoints {
-            if st.attached.remove(id) {
-                self.plumbing.detach(id);
+            if !st.attached.contains(id) {
+                continue;
             }
+            if let Err(e) = self.plumbing.detach(id) {
+                if sb.rootless.is_none() {
+                    let _ = self.realize_sandbox(st, sb);
+                }
+                return Err(e.into());
+            }
+            st.attached.remove(id);
         }
-        // A rootless sandbox's namespace belongs to its process; closing the TAPs (above)
+        Ok(())
+    }
+
+    /// Take sandbox `sb` down once [`Daemon::detach_sandbox`] has taken its endpoints
+    /// out of the datapath; returns whether its namespace is gone.
+    pub(super) fn unrealize_sandbox(&self, sb: &SandboxRecord) -> bool {
+        // A rootless sandbox's namespace belongs to its process; closing the TAPs
         // removed its interfaces.
         sb.rootless.is_some() || self.plumbing.remove_namespace(&sb.netns).is_ok()
     }

@@ -220,10 +220,20 @@ impl Daemon {
         }
     }
 
+    /// Undo the attachments of a refused adoption (best effort: an endpoint the
+    /// datapath keeps stays attached, and so in use).
     fn detach_all(&self, st: &mut State, eps: &[EndpointRecord]) {
         for e in eps {
-            if st.attached.remove(&e.id) {
-                self.plumbing.detach(&e.id);
+            if !st.attached.contains(&e.id) {
+                continue;
+            }
+            match self.plumbing.detach(&e.id) {
+                Ok(()) => {
+                    st.attached.remove(&e.id);
+                }
+                Err(err) => {
+                    tracing::warn!(endpoint = %e.id, error = %chain(&err), "could not detach");
+                }
             }
         }
     }

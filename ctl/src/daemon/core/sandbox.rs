@@ -151,6 +151,9 @@ impl Daemon {
     /// Remove sandbox `id`: records, addresses, published ports, plumbing.
     pub(super) fn drop_sandbox(&self, st: &mut State, id: &str) -> Result<()> {
         let sb = st.sandboxes[id].clone();
+        // Out of the datapath first: an endpoint the datapath cannot let go of keeps
+        // the sandbox, with its addresses (and the MACs made from them).
+        self.detach_sandbox(st, &sb)?;
         let mut ipam = st.ipam.clone();
         let mut changes = Vec::new();
         for ep in &sb.endpoints {
@@ -170,11 +173,18 @@ impl Daemon {
         if sb.rootless.is_none() {
             changes.push(Change::NetnsGone(&sb.netns));
         }
-        self.store
-            .commit(&changes, Some(&State::ipam_bytes(&ipam)?))?;
+        let committed = State::ipam_bytes(&ipam)
+            .and_then(|bytes| Ok(self.store.commit(&changes, Some(&bytes))?));
+        if let Err(err) = committed {
+            // Not removed after all: its interfaces go back into the datapath.
+            if sb.rootless.is_none() {
+                let _ = self.realize_sandbox(st, &sb);
+            }
+            return Err(err);
+        }
         st.ipam = ipam;
         self.unpublish(st, id);
-        if self.unrealize_sandbox(st, &sb) {
+        if self.unrealize_sandbox(&sb) {
             let _ = self.store.forget_netns(&[&sb.netns]);
         }
         for ep in &sb.endpoints {

@@ -52,6 +52,8 @@ pub enum Op {
     Bind,
     /// [`Plumbing::publish`].
     Publish,
+    /// [`Plumbing::detach`] (the endpoint stays attached).
+    Detach,
 }
 
 /// A sandbox namespace as [`MemoryPlumbing`] holds it.
@@ -548,10 +550,14 @@ impl Plumbing for MemoryPlumbing {
         self.attach(ep)
     }
 
-    fn detach(&self, id: &str) {
+    fn detach(&self, id: &str) -> Result<(), PlumbingError> {
+        if self.mem().attached.contains_key(id) {
+            self.fault(Op::Detach)?;
+        }
         let mut m = self.mem();
         m.attached.remove(id);
         m.bindings.remove(id);
+        Ok(())
     }
 
     fn process(&self, pid: u32) -> Option<RootlessOwner> {

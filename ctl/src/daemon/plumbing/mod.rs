@@ -253,8 +253,10 @@ pub trait Plumbing: HostPorts + Send + Sync {
     fn adopt(&self, ep: &EndpointPlan<'_>, tap: OwnedFd) -> Result<(), PlumbingError>;
 
     /// Take endpoint `id`'s interface out of the datapath (its TAP closes, and with it
-    /// the interface of a rootless sandbox).
-    fn detach(&self, id: &str);
+    /// the interface of a rootless sandbox). An endpoint not attached is no error. On an
+    /// error the endpoint may still be attached (its port and static MAC live on), so
+    /// the caller must not give its address (and with it its MAC) to anyone else.
+    fn detach(&self, id: &str) -> Result<(), PlumbingError>;
 
     /// Process `pid` as it runs now (its start time tells a reused PID apart), or
     /// `None` if it does not run.

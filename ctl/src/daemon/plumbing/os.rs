@@ -254,10 +254,14 @@ impl Plumbing for OsPlumbing {
             return;
         };
         if let Some(p) = net.gateway {
-            let _ = self.engine.remove_port(p);
+            if let Err(e) = self.engine.remove_port(p) {
+                tracing::warn!(network = %id, error = %e, "could not remove the gateway port");
+            }
         }
         self.hostnet.detach(id);
-        let _ = self.engine.remove_domain(net.domain);
+        if let Err(e) = self.engine.remove_domain(net.domain) {
+            tracing::warn!(network = %id, error = %e, "could not remove the bridge domain");
+        }
     }
 
     fn ensure_namespace(&self, name: &str) -> Result<(), PlumbingError> {
@@ -306,12 +310,26 @@ impl Plumbing for OsPlumbing {
         self.attach(ep, Box::new(TapPort::new(tap, ep.iface.mtu)))
     }
 
-    fn detach(&self, id: &str) {
-        let port = self.lock().ports.remove(id);
-        if let Some((p, _)) = port {
-            let _ = self.engine.remove_port(p);
+    fn detach(&self, id: &str) -> Result<(), PlumbingError> {
+        let mut live = self.lock();
+        let Some(p) = live.ports.get(id).map(|(p, _)| *p) else {
+            self.hostnet.remove_endpoint(id);
+            return Ok(());
+        };
+        match self.engine.remove_port(p) {
+            Ok(()) => {}
+            // A stage that refused had no such port: it is out of the engine all the
+            // same, but the engine and this table disagreed.
+            Err(EngineError::Rejected(e)) => {
+                tracing::warn!(endpoint = %id, error = %e, "detach: the engine had no such port");
+            }
+            // The port may still be in a stage: it stays ours to remove, and its address
+            // stays the endpoint's in the relay's table.
+            Err(e) => return Err(datapath(e)),
         }
+        live.ports.remove(id);
         self.hostnet.remove_endpoint(id);
+        Ok(())
     }
 
     fn process(&self, pid: u32) -> Option<RootlessOwner> {

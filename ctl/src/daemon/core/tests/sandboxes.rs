@@ -407,3 +407,45 @@ fn endpoint_ports_are_bound_to_their_mac_and_address() {
         assert_eq!(r.p().binding(&e.id), None);
     }
 }
+
+#[test]
+fn an_endpoint_the_datapath_cannot_detach_keeps_its_address() {
+    let r = Rig::new();
+    r.create_net("pets", "10.1.0.0/24");
+    let web = r.sandbox("web", &["pets"]);
+    assert_eq!(r.endpoints("web")[0].0.ipv4, Some(ip("10.1.0.2")));
+    // Disconnecting: the datapath keeps the port (and the static MAC of the address),
+    // so the endpoint stays, with its address and its interface.
+    r.p().fail(Op::Detach);
+    assert_eq!(
+        api(r.d().disconnect("pets", "web").unwrap_err()),
+        (500, "Detach failed (as the test asked)".into())
+    );
+    assert_eq!(r.endpoints("web").len(), 1);
+    assert_eq!(r.p().attached().len(), 1);
+    let ns = r.p().namespace(&web.netns).unwrap();
+    assert_eq!(ns.interfaces.keys().collect::<Vec<_>>(), ["eth0"]);
+    // Its address is not given to another sandbox.
+    r.sandbox("db", &["pets"]);
+    assert_eq!(r.endpoints("db")[0].0.ipv4, Some(ip("10.1.0.3")));
+    // Once the datapath lets go, the disconnect goes through and frees the address.
+    r.d().disconnect("pets", "web").unwrap();
+    assert!(r.endpoints("web").is_empty());
+    // Removing a sandbox: the same.
+    r.p().fail(Op::Detach);
+    assert_eq!(
+        api(r.d().remove_sandbox("db").unwrap_err()),
+        (500, "Detach failed (as the test asked)".into())
+    );
+    assert_eq!(r.endpoints("db")[0].0.ipv4, Some(ip("10.1.0.3")));
+    assert_eq!(r.p().attached().len(), 1);
+    r.sandbox("cache", &["pets"]);
+    assert_eq!(r.endpoints("cache")[0].0.ipv4, Some(ip("10.1.0.2")));
+    r.d().remove_sandbox("db").unwrap();
+    r.sandbox("queue", &["pets"]);
+    assert_eq!(r.endpoints("queue")[0].0.ipv4, Some(ip("10.1.0.3")));
+    // After a restart the records and the datapath agree.
+    let mut r = r;
+    r.restart();
+    assert_eq!(r.p().attached().len(), 2);
+}
