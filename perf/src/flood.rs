@@ -181,6 +181,8 @@ struct FloodSent {
     refused: u64,
     /// Distinct random source MACs among the frames written.
     random_sources: u64,
+    /// CPU seconds the writer thread used (it shares the machine with the measurement).
+    cpu_seconds: f64,
 }
 
 impl FloodSent {
@@ -267,7 +269,20 @@ fn flood(fd: &OwnedFd, stop: &AtomicBool, limit: Duration) -> FloodSent {
             }
         }
     }
+    sent.cpu_seconds = thread_cpu_seconds();
     sent
+}
+
+/// User and system CPU time of the calling thread, in seconds.
+fn thread_cpu_seconds() -> f64 {
+    // SAFETY: rusage is plain data; zero is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid rusage to fill.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    sys::round(s(ru.ru_utime) + s(ru.ru_stime), 2)
 }
 
 /// What network B's sandbox received.
@@ -421,10 +436,11 @@ pub(crate) fn run(opts: &Opts, rep: &mut Reporter) -> Result<()> {
     let drops = Snapshot::take(&topo.engine).since(&drops_before);
     let rss = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.1} MiB"));
     eprintln!(
-        "flood: {} frames written ({} random source MACs, {} refused by the TAP), {} read by the engine; network A's server received {} of the flood; network B received {} frames, {} of the flood; RSS {} before, {} after; switch counters {:?}",
+        "flood: {} frames written ({} random source MACs, {} refused by the TAP, {} CPU s), {} read by the engine; network A's server received {} of the flood; network B received {} frames, {} of the flood; RSS {} before, {} after; switch counters {:?}",
         sent.total(),
         sent.random_sources,
         sent.refused,
+        sent.cpu_seconds,
         read,
         on_a.flood,
         received.frames,
