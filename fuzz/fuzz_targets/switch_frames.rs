@@ -52,15 +52,22 @@ fn mac(input: &mut Input<'_>) -> MacAddr {
     }
 }
 
+// Settings added to the switch later keep their defaults.
+#[allow(clippy::needless_update)]
 fn setup() -> Switch {
     let mut sw = Switch::new();
     for (d, icc) in [(0, true), (1, false), (2, false)] {
         let table = TableConfig {
             capacity: CAPACITY,
             aging: Duration::from_secs(300),
+            ..TableConfig::default()
         };
-        sw.add_domain(DomainId(d), DomainConfig { table, icc })
-            .unwrap();
+        let cfg = DomainConfig {
+            table,
+            icc,
+            ..DomainConfig::default()
+        };
+        sw.add_domain(DomainId(d), cfg).unwrap();
     }
     for (p, d, role) in PORTS {
         sw.attach_as(PortId(p), DomainId(d), role).unwrap();
