@@ -349,9 +349,10 @@ fn count(fd: &OwnedFd, stop: &AtomicBool) -> Received {
     got
 }
 
-/// Every switch and domain counter of the engine, by name (`switch.x`, `domainN.x`),
-/// whatever counters the engine has.
-fn switch_counters(engine: &Engine) -> BTreeMap<String, u64> {
+/// Every switch and domain counter of the engine, and every counter of the flooder's
+/// port, by name (`switch.x`, `domainN.x`, `flood_port.x`), whatever counters the
+/// engine has.
+fn switch_counters(engine: &Engine, flood_port: PortId) -> BTreeMap<String, u64> {
     let s = engine.stats();
     let mut m: BTreeMap<String, u64> = s
         .switch
@@ -364,6 +365,14 @@ fn switch_counters(engine: &Engine) -> BTreeMap<String, u64> {
             c.pairs()
                 .into_iter()
                 .map(|(k, v)| (format!("domain{}.{k}", d.0), v)),
+        );
+    }
+    for p in s.ports.iter().filter(|p| p.id == flood_port) {
+        m.extend(
+            p.stats
+                .pairs()
+                .into_iter()
+                .map(|(k, v)| (format!("flood_port.{k}"), v)),
         );
     }
     m
@@ -401,7 +410,7 @@ pub(crate) fn run(opts: &Opts, rep: &mut Reporter) -> Result<()> {
         packet_socket(&topo.b, libc::ETH_P_ALL as u16).context("network A's packet socket")?;
     let rss_before = sys::rss_mib();
     sys::reset_peak_rss();
-    let counters_before = switch_counters(&topo.engine);
+    let counters_before = switch_counters(&topo.engine, topo.flood_port);
     let drops_before = Snapshot::take(&topo.engine);
     let rx_before = port_rx(&topo.engine, topo.flood_port);
     let stop = Arc::new(AtomicBool::new(false));
@@ -425,7 +434,7 @@ pub(crate) fn run(opts: &Opts, rep: &mut Reporter) -> Result<()> {
     let rss_after = sys::rss_mib();
     let peak = sys::peak_rss_mib();
     let read = port_rx(&topo.engine, topo.flood_port).saturating_sub(rx_before);
-    let moved: BTreeMap<String, u64> = switch_counters(&topo.engine)
+    let moved: BTreeMap<String, u64> = switch_counters(&topo.engine, topo.flood_port)
         .into_iter()
         .map(|(k, v)| {
             let d = v.saturating_sub(counters_before.get(&k).copied().unwrap_or(0));
