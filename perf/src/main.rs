@@ -14,6 +14,7 @@ mod daemon_tcp;
 mod echo;
 mod egress_latency;
 mod egress_tcp;
+mod flood;
 mod idle_rss;
 mod latency;
 mod opts;
@@ -133,6 +134,11 @@ const SCENARIOS: &[(&str, &str, ScenarioFn)] = &[
         "publish-tcp",
         "a sandbox's published port from the host's 127.0.0.1: iperf3 TCP both ways and connections/s: tapnet vs slirp4netns, pasta",
         publish_tcp::run,
+    ),
+    (
+        "flood",
+        "iperf3 TCP on a network while a sandbox floods it (1M random source MACs, broadcast, multicast, ARP): throughput vs the same network unflooded, frames reaching another network, RSS",
+        flood::run,
     ),
 ];
 

@@ -26,7 +26,7 @@ pub(crate) struct Tcp {
     pub(crate) receiver_cpu: f64,
 }
 
-fn server(iperf: &Path, dp: &dyn Datapath, cpus: &[usize]) -> Result<Proc> {
+pub(crate) fn server(iperf: &Path, dp: &dyn Datapath, cpus: &[usize]) -> Result<Proc> {
     let args = [
         "-s",
         "-B",
@@ -40,7 +40,13 @@ fn server(iperf: &Path, dp: &dyn Datapath, cpus: &[usize]) -> Result<Proc> {
     Ok(p)
 }
 
-fn client(iperf: &Path, dp: &dyn Datapath, streams: u32, secs: u64, cpus: &[usize]) -> Result<Tcp> {
+pub(crate) fn client(
+    iperf: &Path,
+    dp: &dyn Datapath,
+    streams: u32,
+    secs: u64,
+    cpus: &[usize],
+) -> Result<Tcp> {
     let args: Vec<String> = [
         "-c",
         &dp.addr_b().to_string(),

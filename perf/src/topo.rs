@@ -42,7 +42,12 @@ pub(crate) fn create_ns(tag: &str) -> Result<NetNsGuard> {
 }
 
 /// Address, MTU, MAC, queue length, up: one end inside its namespace.
-fn configure(ns: &NetNs, ifname: &str, addr: Ipv4Addr, txqueuelen: Option<u32>) -> Result<()> {
+pub(crate) fn configure(
+    ns: &NetNs,
+    ifname: &str,
+    addr: Ipv4Addr,
+    txqueuelen: Option<u32>,
+) -> Result<()> {
     let mut nl = Netlink::open_in(ns)?;
     let i = nl.link_index(ifname)?;
     nl.set_mac(i, MacAddr::from_ipv4(addr).0)?;

@@ -1,0 +1,520 @@
+//! `flood`: a sandbox on a real TAP floods its network (1,000,000 random source MACs,
+//! broadcast, multicast and ARP storms) while iperf3 TCP runs between two other
+//! sandboxes of the same network; a sandbox on a second network counts what reaches it.
+//!
+//! One engine, two bridge domains: network A has namespaces `a` (iperf3 client,
+//! 10.200.1.1), `b` (server, 10.200.1.2) and `f` (the flooder, 10.200.1.3); network B
+//! has `c` (10.200.2.1), which counts every frame its interface receives. The iperf3
+//! measurement runs once on A alone (the baseline) and once while `f` floods: a
+//! packet-socket writer in `f`'s namespace, paced at [`FLOOD_PPS`] and bounded by
+//! [`FLOOD_BUDGET`] frames and the measurement's time. Reported: the throughput ratio
+//! with both absolute numbers, the frames of the flood that reached network B (must be
+//! 0), the RSS of this process (engine included) before and after the flood, the frames
+//! the flooder wrote and the engine read, and every switch and domain counter that
+//! moved (drop, learning and flood counters included, whatever the engine exposes).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tapnet_engine::sys::netns::{NetNs, NetNsGuard};
+use tapnet_engine::sys::tap::{Tap, TapConfig};
+use tapnet_engine::{DomainConfig, Engine, MacAddr, PortId, TapPort};
+
+use crate::counters::Snapshot;
+use crate::opts::Opts;
+use crate::proc::ensure_iperf3;
+use crate::report::{Better, Measurement, Reporter};
+use crate::sys;
+use crate::tap_tcp::{client, server};
+use crate::topo::{ADDR_A, ADDR_B, Datapath, MTU, TAP_TXQUEUELEN, configure, create_ns};
+
+const SCENARIO: &str = "flood";
+/// The flooder's address on network A.
+const ADDR_F: Ipv4Addr = Ipv4Addr::new(10, 200, 1, 3);
+/// The counting sandbox's address on network B.
+const ADDR_C: Ipv4Addr = Ipv4Addr::new(10, 200, 2, 1);
+/// Distinct random source MACs the flood uses.
+const RANDOM_MACS: u32 = 1_000_000;
+/// Frames per second the flooder writes at most.
+const FLOOD_PPS: u64 = 300_000;
+/// Frames the flooder writes at most.
+const FLOOD_BUDGET: u64 = 3_000_000;
+/// The ethertype of the flood's non-ARP frames (IEEE local experimental).
+const FLOOD_ETHERTYPE: u16 = 0x88b5;
+/// The flood's frame size (the Ethernet minimum without FCS).
+const FRAME_LEN: usize = 60;
+
+/// Network A (a, b, f) and network B (c) on one engine.
+struct Topo {
+    // Dropped first: the workers stop and the TAP fds close before the namespaces go.
+    engine: Engine,
+    a: NetNsGuard,
+    b: NetNsGuard,
+    f: NetNsGuard,
+    c: NetNsGuard,
+    flood_port: PortId,
+}
+
+impl Topo {
+    fn create(opts: &Opts) -> Result<Topo> {
+        let a = create_ns("fl-a")?;
+        let b = create_ns("fl-b")?;
+        let f = create_ns("fl-f")?;
+        let c = create_ns("fl-c")?;
+        let engine = Engine::start(opts.engine_config()?)?;
+        let net_a = engine.add_domain(DomainConfig::default())?;
+        let net_b = engine.add_domain(DomainConfig::default())?;
+        let mut flood_port = PortId(0);
+        for (ns, addr, dom) in [
+            (&a, ADDR_A, net_a),
+            (&b, ADDR_B, net_a),
+            (&f, ADDR_F, net_a),
+            (&c, ADDR_C, net_b),
+        ] {
+            let cfg = TapConfig {
+                name: "eth0".into(),
+                ..TapConfig::default()
+            };
+            let tap = ns.run(|| Tap::create(&cfg))??;
+            configure(ns, "eth0", addr, Some(TAP_TXQUEUELEN))?;
+            let port = engine.add_port(Box::new(TapPort::new(tap, MTU)), dom)?;
+            engine.add_static_mac(dom, MacAddr::from_ipv4(addr), port)?;
+            if addr == ADDR_F {
+                flood_port = port;
+            }
+        }
+        Ok(Topo {
+            engine,
+            a,
+            b,
+            f,
+            c,
+            flood_port,
+        })
+    }
+}
+
+impl Datapath for Topo {
+    fn label(&self) -> &'static str {
+        "tapnet"
+    }
+    fn a(&self) -> &NetNs {
+        &self.a
+    }
+    fn b(&self) -> &NetNs {
+        &self.b
+    }
+    fn ifnames(&self) -> (&'static str, &'static str) {
+        ("eth0", "eth0")
+    }
+    fn engine(&self) -> Option<&Engine> {
+        Some(&self.engine)
+    }
+}
+
+/// A packet socket bound to `eth0` of `ns`, receiving `protocol` (0: nothing, for a
+/// writer; `ETH_P_ALL`: every frame).
+fn packet_socket(ns: &NetNs, protocol: u16) -> Result<OwnedFd> {
+    let fd = ns.run(|| -> io::Result<OwnedFd> {
+        let proto_be = i32::from(protocol.to_be());
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                proto_be,
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a new descriptor nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: a NUL-terminated name.
+        let ifindex = unsafe { libc::if_nametoindex(c"eth0".as_ptr()) };
+        if ifindex == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: sockaddr_ll is plain data; zero is a valid value of each field.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = protocol.to_be();
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: `sll` is a valid sockaddr_ll of the length passed.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(fd)
+    })??;
+    Ok(fd)
+}
+
+/// The `i`-th of [`RANDOM_MACS`] distinct locally administered unicast MACs (an odd
+/// multiplier is a bijection of u32, so distinct `i` give distinct MACs).
+fn random_mac(i: u32, salt: u8) -> [u8; 6] {
+    let x = (i % RANDOM_MACS).wrapping_mul(0x9e37_79b1).to_be_bytes();
+    [0x06, salt, x[0], x[1], x[2], x[3]]
+}
+
+/// What the flooder wrote, by kind.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+struct FloodSent {
+    random_src_unicast: u64,
+    random_src_broadcast: u64,
+    multicast: u64,
+    arp: u64,
+    /// Writes the kernel refused (the TAP's queue full).
+    refused: u64,
+    /// Distinct random source MACs among the frames written.
+    random_sources: u64,
+    /// CPU seconds the writer thread used (it shares the machine with the measurement).
+    cpu_seconds: f64,
+}
+
+impl FloodSent {
+    fn total(&self) -> u64 {
+        self.random_src_unicast + self.random_src_broadcast + self.multicast + self.arp
+    }
+}
+
+/// Frame `n` of the flood into `buf`; which kind it is.
+fn flood_frame(n: u64, buf: &mut [u8; FRAME_LEN]) -> usize {
+    let own = MacAddr::from_ipv4(ADDR_F).0;
+    buf.fill(0);
+    let kind = (n % 6) as usize;
+    // Random sources advance on the frames that carry them: 1,000,000 distinct ones
+    // after 1.5 million frames.
+    let r = ((n / 6) * 4 + (n % 6).min(3)) as u32;
+    match kind {
+        0..=2 => {
+            buf[..6].copy_from_slice(&random_mac(r.wrapping_add(7_777), 0xdd));
+            buf[6..12].copy_from_slice(&random_mac(r, 0x5e));
+        }
+        3 => {
+            buf[..6].fill(0xff);
+            buf[6..12].copy_from_slice(&random_mac(r, 0x5e));
+        }
+        4 => {
+            buf[..6].copy_from_slice(&[0x01, 0x00, 0x5e, 0x00, 0x00, (n & 0x7f) as u8]);
+            buf[6..12].copy_from_slice(&own);
+        }
+        _ => {
+            // ARP who-has 10.200.1.x tell 10.200.1.3, broadcast.
+            buf[..6].fill(0xff);
+            buf[6..12].copy_from_slice(&own);
+            buf[12..14].copy_from_slice(&[0x08, 0x06]);
+            buf[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+            buf[22..28].copy_from_slice(&own);
+            buf[28..32].copy_from_slice(&ADDR_F.octets());
+            buf[38..42].copy_from_slice(&[10, 200, 1, 10 + (n % 240) as u8]);
+            return kind;
+        }
+    }
+    buf[12..14].copy_from_slice(&FLOOD_ETHERTYPE.to_be_bytes());
+    buf[14..26].copy_from_slice(b"tapnet-flood");
+    kind
+}
+
+/// Writes the flood into `fd` until `stop`, [`FLOOD_BUDGET`] frames or `limit`, paced at
+/// [`FLOOD_PPS`].
+fn flood(fd: &OwnedFd, stop: &AtomicBool, limit: Duration) -> FloodSent {
+    let mut sent = FloodSent::default();
+    let mut buf = [0u8; FRAME_LEN];
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    while n < FLOOD_BUDGET && !stop.load(Ordering::Relaxed) && t0.elapsed() < limit {
+        // Pace per batch of 64.
+        let due = Duration::from_secs_f64(n as f64 / FLOOD_PPS as f64);
+        if let Some(ahead) = due.checked_sub(t0.elapsed()) {
+            thread::sleep(ahead);
+        }
+        for _ in 0..64 {
+            let kind = flood_frame(n, &mut buf);
+            n += 1;
+            // SAFETY: `buf` is valid for FRAME_LEN bytes; `fd` is an open socket.
+            let r = unsafe {
+                libc::send(
+                    fd.as_raw_fd(),
+                    buf.as_ptr().cast(),
+                    FRAME_LEN,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if r < 0 {
+                sent.refused += 1;
+                continue;
+            }
+            if kind <= 3 {
+                sent.random_sources = (sent.random_sources + 1).min(u64::from(RANDOM_MACS));
+            }
+            match kind {
+                0..=2 => sent.random_src_unicast += 1,
+                3 => sent.random_src_broadcast += 1,
+                4 => sent.multicast += 1,
+                _ => sent.arp += 1,
+            }
+        }
+    }
+    sent.cpu_seconds = thread_cpu_seconds();
+    sent
+}
+
+/// User and system CPU time of the calling thread, in seconds.
+fn thread_cpu_seconds() -> f64 {
+    // SAFETY: rusage is plain data; zero is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid rusage to fill.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    sys::round(s(ru.ru_utime) + s(ru.ru_stime), 2)
+}
+
+/// What network B's sandbox received.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+struct Received {
+    /// Every frame its interface received.
+    frames: u64,
+    /// Those that are the flood's (its source MACs, ethertype or ARP sender).
+    flood: u64,
+}
+
+fn is_flood(f: &[u8]) -> bool {
+    if f.len() < 14 {
+        return false;
+    }
+    let own = MacAddr::from_ipv4(ADDR_F).0;
+    f[6] == 0x06
+        || f[6..12] == own
+        || f[12..14] == FLOOD_ETHERTYPE.to_be_bytes()
+        || (f[12..14] == [0x08, 0x06] && f.get(28..32) == Some(&ADDR_F.octets()[..]))
+}
+
+/// Counts the frames `fd` receives (not its own) until `stop`.
+fn count(fd: &OwnedFd, stop: &AtomicBool) -> Received {
+    let mut got = Received::default();
+    let mut buf = [0u8; 2048];
+    while !stop.load(Ordering::Relaxed) {
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; 50 ms bounds the wait.
+        if unsafe { libc::poll(&mut pfd, 1, 50) } <= 0 {
+            continue;
+        }
+        loop {
+            // SAFETY: sockaddr_ll is plain data.
+            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            // SAFETY: `buf` and `sll` are valid for the lengths passed.
+            let n = unsafe {
+                libc::recvfrom(
+                    fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                    (&mut sll as *mut libc::sockaddr_ll).cast(),
+                    &mut len,
+                )
+            };
+            if n < 0 {
+                break;
+            }
+            if sll.sll_pkttype == libc::PACKET_OUTGOING {
+                continue;
+            }
+            got.frames += 1;
+            if is_flood(&buf[..n as usize]) {
+                got.flood += 1;
+            }
+        }
+    }
+    got
+}
+
+/// Every switch and domain counter of the engine, and every counter of the flooder's
+/// port, by name (`switch.x`, `domainN.x`, `flood_port.x`), whatever counters the
+/// engine has.
+fn switch_counters(engine: &Engine, flood_port: PortId) -> BTreeMap<String, u64> {
+    let s = engine.stats();
+    let mut m: BTreeMap<String, u64> = s
+        .switch
+        .pairs()
+        .into_iter()
+        .map(|(k, v)| (format!("switch.{k}"), v))
+        .collect();
+    for (d, c) in &s.domains {
+        m.extend(
+            c.pairs()
+                .into_iter()
+                .map(|(k, v)| (format!("domain{}.{k}", d.0), v)),
+        );
+    }
+    for p in s.ports.iter().filter(|p| p.id == flood_port) {
+        m.extend(
+            p.stats
+                .pairs()
+                .into_iter()
+                .map(|(k, v)| (format!("flood_port.{k}"), v)),
+        );
+    }
+    m
+}
+
+/// Frames the engine read from `port`.
+fn port_rx(engine: &Engine, port: PortId) -> u64 {
+    engine
+        .stats()
+        .ports
+        .iter()
+        .find(|p| p.id == port)
+        .map_or(0, |p| p.stats.rx_packets)
+}
+
+pub(crate) fn run(opts: &Opts, rep: &mut Reporter) -> Result<()> {
+    let iperf = ensure_iperf3()?;
+    let secs = opts.seconds.unwrap_or(5.0).round().clamp(1.0, 10.0) as u64;
+    eprintln!(
+        "flood: setting up networks A (3 sandboxes) and B (1), mapping {}",
+        opts.mapping
+    );
+    let topo = Topo::create(opts)?;
+    let cpus = opts.app_cpus()?;
+    let _server = server(&iperf, &topo, &cpus)?;
+    eprintln!("flood: iperf3 TCP on network A alone, {secs} s");
+    let alone = client(&iperf, &topo, 1, secs, &cpus)?;
+
+    let writer = packet_socket(&topo.f, 0).context("the flooder's packet socket")?;
+    let listener =
+        packet_socket(&topo.c, libc::ETH_P_ALL as u16).context("network B's packet socket")?;
+    // The same count on network A's iperf3 server: shows that the counting sees a flood
+    // where there is one.
+    let control =
+        packet_socket(&topo.b, libc::ETH_P_ALL as u16).context("network A's packet socket")?;
+    let rss_before = sys::rss_mib();
+    sys::reset_peak_rss();
+    let counters_before = switch_counters(&topo.engine, topo.flood_port);
+    let drops_before = Snapshot::take(&topo.engine);
+    let rx_before = port_rx(&topo.engine, topo.flood_port);
+    let stop = Arc::new(AtomicBool::new(false));
+    eprintln!(
+        "flood: iperf3 TCP on network A while 10.200.1.3 floods (at most {FLOOD_PPS} frames/s), {secs} s"
+    );
+    let (under, sent, received, on_a) = thread::scope(|s| {
+        let counter = s.spawn(|| count(&listener, &stop));
+        let control = s.spawn(|| count(&control, &stop));
+        let flooder = s.spawn(|| flood(&writer, &stop, Duration::from_secs(secs + 2)));
+        let under = client(&iperf, &topo, 1, secs, &cpus);
+        stop.store(true, Ordering::Relaxed);
+        let sent = flooder.join().unwrap_or_default();
+        let received = counter.join().unwrap_or_default();
+        let on_a = control.join().unwrap_or_default();
+        (under, sent, received, on_a)
+    });
+    let under = under?;
+    // Let the engine drain what the TAP still holds before reading its counters.
+    thread::sleep(Duration::from_millis(200));
+    let rss_after = sys::rss_mib();
+    let peak = sys::peak_rss_mib();
+    let read = port_rx(&topo.engine, topo.flood_port).saturating_sub(rx_before);
+    let moved: BTreeMap<String, u64> = switch_counters(&topo.engine, topo.flood_port)
+        .into_iter()
+        .map(|(k, v)| {
+            let d = v.saturating_sub(counters_before.get(&k).copied().unwrap_or(0));
+            (k, d)
+        })
+        .filter(|(_, v)| *v > 0)
+        .collect();
+    let drops = Snapshot::take(&topo.engine).since(&drops_before);
+    let rss = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.1} MiB"));
+    eprintln!(
+        "flood: {} frames written ({} random source MACs, {} refused by the TAP, {} CPU s), {} read by the engine; network A's server received {} of the flood; network B received {} frames, {} of the flood; RSS {} before, {} after; switch counters {:?}",
+        sent.total(),
+        sent.random_sources,
+        sent.refused,
+        sent.cpu_seconds,
+        read,
+        on_a.flood,
+        received.frames,
+        received.flood,
+        rss(rss_before),
+        rss(rss_after),
+        moved
+    );
+    let m = Measurement::new(
+        SCENARIO,
+        "TCP 1 stream, same network flooded",
+        "Gbit/s",
+        Better::Higher,
+        under.gbit,
+        "same network, no flood",
+        alone.gbit,
+        rep.machine(),
+    )
+    .rss(peak)
+    .target(
+        ">= 0.9x without flood, 0 flood frames on network B",
+        under.gbit >= 0.9 * alone.gbit && received.flood == 0,
+    )
+    .note(format!(
+        "flood {} frames ({} read by the engine), {} reached network B; RSS {} -> {}",
+        sent.total(),
+        read,
+        received.flood,
+        rss(rss_before),
+        rss(rss_after)
+    ))
+    .note(drops.drops_note())
+    .detail("flood_sent", sent)
+    .detail("flood_frames_read_by_engine", read)
+    .detail("network_b_received", received)
+    .detail("network_a_server_received", on_a)
+    .detail("rss_before_mib", rss_before.map(|v| sys::round(v, 1)))
+    .detail("rss_after_mib", rss_after.map(|v| sys::round(v, 1)))
+    .detail("switch_counters", &moved)
+    .detail("drops", drops.drops())
+    .detail("flood_pps_max", FLOOD_PPS)
+    .detail("random_source_macs", RANDOM_MACS)
+    .detail("retransmits", [alone.retransmits, under.retransmits])
+    .detail("mapping", opts.mapping.clone())
+    .detail("seconds", secs);
+    rep.push(m);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flood_frames_are_recognised_and_sources_distinct() {
+        let mut buf = [0u8; FRAME_LEN];
+        for n in 0..600 {
+            flood_frame(n, &mut buf);
+            assert!(is_flood(&buf), "frame {n}");
+            assert_eq!(buf[6] & 1, 0, "unicast source");
+        }
+        let legit = [0u8; 60];
+        assert!(!is_flood(&legit));
+        let macs: std::collections::HashSet<[u8; 6]> =
+            (0..RANDOM_MACS).map(|i| random_mac(i, 0x5e)).collect();
+        assert_eq!(macs.len(), RANDOM_MACS as usize);
+    }
+}
