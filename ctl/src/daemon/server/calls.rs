@@ -488,8 +488,8 @@ pub(super) fn stats(d: &Daemon) -> StatsResponse {
         host: HostStatsEntry {
             sockets: named.datapath.host.sockets,
             published: named.datapath.host.published,
-            flow_memory: named.datapath.host.flow_memory as u64,
-            flow_memory_limit: named.datapath.host.flow_memory_limit as u64,
+            flow_memory: named.datapath.host.flow_memory,
+            flow_memory_limit: named.datapath.host.flow_memory_limit,
             rootless_reaped: named.rootless_reaped,
         },
         api: Default::default(),
