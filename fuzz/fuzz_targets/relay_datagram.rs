@@ -77,7 +77,7 @@ fuzz_target!(|data: &[u8]| {
                 };
                 if !rig.pending.is_empty() {
                     let id = rig.pending.remove(0);
-                    rig.relay.connected(rig.now, id, result);
+                    rig.relay.connected(rig.now, id, result, &mut rig.budget);
                     if result.is_ok() {
                         flows.push(id);
                     }

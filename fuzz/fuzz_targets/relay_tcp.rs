@@ -173,7 +173,7 @@ fuzz_target!(|data: &[u8]| {
                 let client =
                     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(input.u32()), input.u16()));
                 let ctr = SocketAddrV4::new(CTR, input.u16());
-                if let Some(f) = rig.relay.tcp_inbound(rig.now, client, ctr) {
+                if let Some(f) = rig.relay.tcp_inbound(rig.now, client, ctr, &mut rig.budget) {
                     rig.hosts.push((f, Default::default()));
                 }
             }

@@ -16,7 +16,7 @@ use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp as stcp;
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
 use tapnet_nat::relay::{
-    ConnectError, Event, FlowId, FlowLimits, HostStream, Isolation, Relay, RelayConfig,
+    Budget, ConnectError, Event, FlowId, FlowLimits, HostStream, Isolation, Relay, RelayConfig,
 };
 use tapnet_nat::{Gateway, GatewayConfig, Outcome};
 use tapnet_wire::{EthernetFrame, Ipv4Packet, MacAddr};
@@ -32,9 +32,15 @@ pub fn limits() -> FlowLimits {
         tcp_pending: 2,
         udp: 4,
         icmp: 2,
+        tcp_inbound: 4,
+        udp_inbound: 4,
+        inbound_per_client: 2,
         ..FlowLimits::default()
     }
 }
+
+/// The rig's flow memory: three TCP flows with 16 KiB each way.
+const RIG_FLOW_MEMORY: usize = 3 * 2 * 16 * 1024;
 
 /// Rounds of [`Rig::step`] at most: frames between the container and the relay.
 const STEP_ROUNDS: usize = 16;
@@ -170,6 +176,9 @@ pub struct Rig {
     pub gateway: Gateway,
     /// The relay under test.
     pub relay: Relay,
+    /// Memory for the relay's TCP buffers: room for three flows of 16 KiB each way,
+    /// so the fuzzer reaches the refusal when it is spent.
+    pub budget: Budget,
     /// The host's other networks.
     pub isolation: Isolation,
     /// Connects the relay asked for and nobody answered yet.
@@ -204,7 +213,13 @@ impl Rig {
             iface,
             sockets: SocketSet::new(Vec::new()),
             gateway: Gateway::with_egress(cfg.gateway),
-            relay: Relay::new(cfg, Duration::ZERO),
+            relay: {
+                let mut relay = Relay::new(cfg, Duration::ZERO);
+                // The daemon's endpoint table: the container is the network's endpoint.
+                relay.set_endpoint(CTR, MacAddr::from_ipv4(CTR));
+                relay
+            },
+            budget: Budget::new(RIG_FLOW_MEMORY),
             isolation: Isolation::default(),
             pending: Vec::new(),
             hosts: Vec::new(),
@@ -222,7 +237,7 @@ impl Rig {
         let h = rig.dial(to, 80, 40000);
         rig.step();
         let id = rig.pending.pop().expect("the SYN asks for a host connect");
-        rig.relay.connected(rig.now, id, Ok(()));
+        rig.relay.connected(rig.now, id, Ok(()), &mut rig.budget);
         rig.hosts.push((id, MemHost::default()));
         rig.step();
         assert_eq!(
@@ -260,7 +275,7 @@ impl Rig {
             return;
         }
         let id = self.pending.remove(0);
-        self.relay.connected(self.now, id, result);
+        self.relay.connected(self.now, id, result, &mut self.budget);
         if result.is_ok() {
             self.hosts.push((id, MemHost::default()));
         }
@@ -304,6 +319,11 @@ impl Rig {
     /// Runs the relay's stack, pumps the TCP flows and collects what the relay sends.
     pub fn pump(&mut self) {
         self.relay.poll(self.now);
+        self.relay.settle(&mut self.budget);
+        assert!(
+            self.budget.used() <= self.budget.limit(),
+            "the relay holds more flow memory than its budget"
+        );
         let mut ready = Vec::new();
         self.relay.take_ready(&mut ready);
         for (id, host) in &mut self.hosts {
@@ -312,6 +332,11 @@ impl Rig {
             }
         }
         self.relay.poll(self.now);
+        self.relay.settle(&mut self.budget);
+        assert!(
+            self.budget.used() <= self.budget.limit(),
+            "the relay holds more flow memory than its budget"
+        );
         // As the host thread does after each round (see `Relay::poll_in`).
         let _ = self.relay.poll_in(self.now);
     }
@@ -344,11 +369,12 @@ impl Rig {
         moved
     }
 
-    /// The relay's flow bounds hold.
+    /// The relay's flow bounds hold: the containers' flows and the published ports'
+    /// each have a budget of their own.
     pub fn check(&self) {
         let (c, l) = (self.relay.flow_counts(), limits());
-        assert!(c.tcp <= l.tcp, "{c:?}");
-        assert!(c.udp <= l.udp, "{c:?}");
+        assert!(c.tcp <= l.tcp + l.tcp_inbound, "{c:?}");
+        assert!(c.udp <= l.udp + l.udp_inbound, "{c:?}");
         assert!(c.icmp <= l.icmp, "{c:?}");
     }
 }
