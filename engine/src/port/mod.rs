@@ -82,6 +82,13 @@ tapnet_switch::counters! {
         /// `tapnet_wire::gso::MIN_GSO_SIZE`, or more than `MAX_GSO_SEGMENTS` segments.
         /// Also counted in `tx_offload_errors`.
         tx_gso_refused,
+        /// Receive passes in which the port was read at most [`FLOOD_READ_BATCH`]
+        /// frames because it had just been over its network's flood rate: a flooding
+        /// sandbox's frames wait in its TAP's queue (and the kernel drops them when it
+        /// is full) instead of costing the datapath a read each.
+        ///
+        /// [`FLOOD_READ_BATCH`]: crate::runtime::FLOOD_READ_BATCH
+        rx_flood_throttled,
     }
 }
 

@@ -32,7 +32,9 @@ pub use health::Fault;
 use health::Health;
 pub use health::panic_message;
 use stages::{Ctl, DomainMap, RxCtl, RxStage, SwCtl, SwitchStage, TxCtl, TxStage};
-pub use stages::{StageCounters, StageKind, StageStats};
+pub use stages::{
+    FLOOD_READ_BATCH, FLOOD_READ_PERIOD, FLOOD_THROTTLE, StageCounters, StageKind, StageStats,
+};
 use worker::{Idle, Stage, Worker};
 
 use crate::pool::{BufferPool, PoolConfig};
@@ -291,12 +293,14 @@ impl Engine {
         let counters: Vec<Arc<StageCounters>> = (0..3).map(|_| Arc::default()).collect();
         let switch = Switch::new();
         let switch_counters = switch.counters();
+        let throttle = Arc::new(stages::FloodThrottle::default());
         let rx = RxStage::new(
             p1,
             cross(w_rx, w_sw),
             Notifier(wakes[w_rx].clone()),
             rx_rcv,
             counters[0].clone(),
+            throttle.clone(),
         );
         let domain_counters = DomainMap::default();
         let sw = SwitchStage::new(
@@ -307,7 +311,8 @@ impl Engine {
             sw_rcv,
             counters[1].clone(),
             domain_counters.clone(),
-        );
+        )
+        .throttling(throttle);
         let tx = TxStage::new(c2, cross(w_tx, w_rx), tx_rcv, counters[2].clone());
         let mut rx = Some(rx);
         let mut sw = Some(sw);

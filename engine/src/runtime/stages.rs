@@ -2,13 +2,14 @@
 //! path) and is changed only through control messages it drains between batches.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use rtrb::{Consumer, Producer};
 use tapnet_switch::{
-    Decision, DomainConfig, DomainCounters, DomainId, MacAddr, PortBinding,
+    Decision, DomainConfig, DomainCounters, DomainId, DropReason, MacAddr, PortBinding,
     PortGuardCountersSnapshot, PortId, Switch, SwitchError,
 };
 use tapnet_wire::gso::{self, SegmentSink};
@@ -131,6 +132,54 @@ struct RxPort {
     ctr: Arc<PortCounters>,
     ready: bool,
     has_fd: bool,
+    /// While the port is throttled: when it may be read again.
+    next_read: Duration,
+    /// Ready but left unread this pass because it is throttled.
+    deferred: bool,
+}
+
+/// How long a port stays throttled after a frame of it was dropped for its flood rate:
+/// several read periods, so that the few frames a throttled port is still read keep it
+/// throttled while it floods, and a port that stopped is read in full within 10 ms.
+pub const FLOOD_THROTTLE: Duration = Duration::from_millis(10);
+
+/// How often a throttled port is read.
+pub const FLOOD_READ_PERIOD: Duration = Duration::from_millis(1);
+
+/// Frames read from a throttled port per [`FLOOD_READ_PERIOD`] at most: 8,000 frames/s,
+/// twice the default flood rate (`FloodLimit::DEFAULT_RATE`), so a port that floods is
+/// still read faster than its floods may pass, and its other traffic goes on, slowed.
+pub const FLOOD_READ_BATCH: usize = 8;
+
+/// Per port slot, until when (nanoseconds on the workers' clock) the port is throttled:
+/// written by the switch stage when it drops a frame for the port's flood rate, read by
+/// the rx stage (they may run on different workers).
+pub(crate) struct FloodThrottle(Box<[AtomicU64]>);
+
+impl Default for FloodThrottle {
+    fn default() -> FloodThrottle {
+        FloodThrottle(
+            (0..1usize << INDEX_BITS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        )
+    }
+}
+
+impl FloodThrottle {
+    fn until(&self, port: PortId) -> Duration {
+        Duration::from_nanos(self.0[slot(port)].load(Ordering::Relaxed))
+    }
+
+    fn throttle(&self, port: PortId, now: Duration) {
+        let until = (now + FLOOD_THROTTLE).as_nanos() as u64;
+        let cell = &self.0[slot(port)];
+        // Written at most once per read period: a flood of drops does not keep the cache
+        // line bouncing between the workers.
+        if cell.load(Ordering::Relaxed) + FLOOD_READ_PERIOD.as_nanos() as u64 <= until {
+            cell.store(until, Ordering::Relaxed);
+        }
+    }
 }
 
 pub(crate) struct RxStage {
@@ -143,6 +192,7 @@ pub(crate) struct RxStage {
     pub(crate) ctl: Receiver<Ctl<RxCtl>>,
     pub(crate) counters: Arc<StageCounters>,
     cursor: usize,
+    throttle: Arc<FloodThrottle>,
 }
 
 impl RxStage {
@@ -152,6 +202,7 @@ impl RxStage {
         own_wake: Notifier,
         ctl: Receiver<Ctl<RxCtl>>,
         counters: Arc<StageCounters>,
+        throttle: Arc<FloodThrottle>,
     ) -> RxStage {
         RxStage {
             ports: Vec::new(),
@@ -163,6 +214,7 @@ impl RxStage {
             ctl,
             counters,
             cursor: 0,
+            throttle,
         }
     }
 
@@ -184,6 +236,8 @@ impl RxStage {
                                 // through `PortRx::pending`.
                                 ready: has_fd,
                                 has_fd,
+                                next_read: Duration::ZERO,
+                                deferred: false,
                             });
                             Ok(())
                         }
@@ -221,21 +275,32 @@ impl RxStage {
     pub(crate) fn pending(&self) -> bool {
         self.ports
             .iter()
-            .any(|p| p.ready || (!p.has_fd && p.rx.pending()))
+            .any(|p| !p.deferred && (p.ready || (!p.has_fd && p.rx.pending())))
     }
 
-    pub(crate) fn run(&mut self, pool: &BufferPool, budget: usize) -> usize {
+    pub(crate) fn run(&mut self, pool: &BufferPool, now: Duration, budget: usize) -> usize {
         let n = self.ports.len();
         let mut total = 0;
         for k in 0..n {
             let i = (self.cursor + k) % n;
             let p = &mut self.ports[i];
+            p.deferred = false;
             if !p.ready && p.has_fd {
                 continue;
             }
-            let room = self.out.slots().min(budget);
+            let mut room = self.out.slots().min(budget);
             if room == 0 {
                 break;
+            }
+            if now < self.throttle.until(p.id) {
+                // Over its flood rate a moment ago: a few frames per period.
+                if now < p.next_read {
+                    p.deferred = true;
+                    continue;
+                }
+                p.next_read = now + FLOOD_READ_PERIOD;
+                room = room.min(FLOOD_READ_BATCH);
+                p.ctr.rx_flood_throttled.inc();
             }
             let start = self.scratch.len();
             let st =
@@ -283,6 +348,7 @@ pub(crate) struct SwitchStage {
     domains: DomainMap,
     /// Full (generation-carrying) id of the port attached at each slot.
     ids: Vec<u32>,
+    throttle: Option<Arc<FloodThrottle>>,
 }
 
 /// Counters of every domain, published by the switch stage for readers.
@@ -309,7 +375,14 @@ impl SwitchStage {
             targets: Vec::new(),
             domains,
             ids: Vec::new(),
+            throttle: None,
         }
+    }
+
+    /// Tell the rx stage, through `throttle`, which ports are over their flood rate.
+    pub(crate) fn throttling(mut self, throttle: Arc<FloodThrottle>) -> SwitchStage {
+        self.throttle = Some(throttle);
+        self
     }
 
     pub(crate) fn control(&mut self) {
@@ -451,7 +524,10 @@ impl SwitchStage {
                     pool.get_mut(&mut h).meta.out_port = full_id(&self.ids, last);
                     self.pending.push(h);
                 }
-                Decision::Drop(_) => {
+                Decision::Drop(reason) => {
+                    if let (DropReason::FloodRate, Some(t)) = (reason, &self.throttle) {
+                        t.throttle(ingress, now);
+                    }
                     self.counters.drop_switch.inc();
                     pool.free(h);
                 }

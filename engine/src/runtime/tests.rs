@@ -489,3 +489,69 @@ fn a_panicking_worker_is_reported_and_calls_fail() {
         engine.shutdown();
     }
 }
+
+#[test]
+fn a_port_over_its_flood_rate_is_read_a_few_frames_per_period() {
+    let engine = Engine::start(EngineConfig {
+        manual: true,
+        batch: 32,
+        ..Default::default()
+    })
+    .unwrap();
+    let d = engine
+        .add_domain(DomainConfig {
+            flood_limit: Some(tapnet_switch::FloodLimit { rate: 1, burst: 4 }),
+            ..DomainConfig::default()
+        })
+        .unwrap();
+    let mut peers = Vec::new();
+    let mut ids = Vec::new();
+    for (i, mac) in [A, B].into_iter().enumerate() {
+        let (port, peer) = MemPort::pair(&format!("f{i}"), engine.pool().clone(), 256, 1500, false);
+        let id = engine.add_port(Box::new(port), d).unwrap();
+        engine.add_static_mac(d, MacAddr(mac), id).unwrap();
+        peers.push(peer);
+        ids.push(id);
+    }
+    // A storm of 200 broadcasts from A.
+    for tag in 0..200u8 {
+        assert!(peers[0].send(&frame(BCAST, A, tag)));
+    }
+    let read = |e: &Engine| {
+        let s = e.stats();
+        let p = s.ports.iter().find(|p| p.id == ids[0]).unwrap();
+        (p.stats.rx_packets, p.stats.rx_flood_throttled)
+    };
+    let now = Duration::from_secs(1);
+    // The first pass reads a whole batch; the switch passes the burst and drops the
+    // rest for the flood rate, which throttles A.
+    engine.step(now);
+    assert_eq!(read(&engine), (32, 0));
+    // Within the period A gets one read of a few frames, however often the stages run.
+    for _ in 0..10 {
+        engine.step(now);
+    }
+    assert_eq!(read(&engine), (32 + FLOOD_READ_BATCH as u64, 1));
+    // B is not throttled: its frame reaches A in the same period.
+    let mut buf = Vec::new();
+    while peers[0].recv(&mut buf) {}
+    assert!(peers[1].send(&frame(A, B, 1)));
+    engine.step(now);
+    assert!(peers[0].recv(&mut buf), "B's frame was held back with A's");
+    assert_eq!(buf[6..12], B);
+    // Each read period, a few frames more; they are floods too, so A stays throttled.
+    for k in 1..=3u32 {
+        engine.step(now + FLOOD_READ_PERIOD * k);
+        assert_eq!(
+            read(&engine),
+            (
+                32 + FLOOD_READ_BATCH as u64 * u64::from(k + 1),
+                u64::from(k + 1)
+            )
+        );
+    }
+    // Once the throttle has run out, A is read in whole batches again.
+    let read_so_far = read(&engine).0;
+    engine.step(now + FLOOD_THROTTLE * 5);
+    assert_eq!(read(&engine).0, read_so_far + 32);
+}

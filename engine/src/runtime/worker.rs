@@ -73,7 +73,7 @@ impl Worker {
         let mut work = 0;
         for s in &mut self.stages {
             work += match s {
-                Stage::Rx(r) => r.run(&self.pool, self.batch),
+                Stage::Rx(r) => r.run(&self.pool, now, self.batch),
                 Stage::Switch(sw) => sw.run(&self.pool, now, self.batch),
                 Stage::Tx(t) => t.run(&self.pool, self.batch),
             };

@@ -401,6 +401,7 @@ pub(super) fn stats(d: &Daemon) -> StatsResponse {
                 counters: counters([
                     ("tx_segmented", s.tx_segmented),
                     ("tx_gso_refused", s.tx_gso_refused),
+                    ("rx_flood_throttled", s.rx_flood_throttled),
                 ]),
             }
         })
