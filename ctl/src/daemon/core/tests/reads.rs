@@ -5,7 +5,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::{Rig, attach};
-use crate::daemon::core::{Daemon, PoolUsage};
+use crate::daemon::core::{Daemon, PoolUsage, View, netns_name};
+use crate::daemon::model::{EndpointRecord, PortRecord, SandboxRecord};
 use crate::daemon::plumbing::{Hold, Op};
 
 /// Releases a held plumbing call however the test ends.
@@ -103,4 +104,71 @@ fn a_read_sees_a_sandbox_create_whole_or_not_at_all() {
         );
         assert_eq!(sb.endpoints.len(), 2);
     });
+}
+
+/// What publishing a view costs with 1,000 sandboxes (one endpoint and one published
+/// port each): the copy each change makes under the state lock as it ends, and freeing
+/// the view it replaces. Printed (run with `--nocapture`), not asserted: timings on a
+/// shared machine vary too much to bound.
+#[test]
+fn a_view_of_a_thousand_sandboxes() {
+    const SANDBOXES: u32 = 1000;
+    let rig = Rig::new();
+    let proto = rig.sandbox("sb0", &[]);
+    let d = rig.d();
+    let mut st = d.lock();
+    let ep = st.endpoints[&proto.endpoints[0]].clone();
+    for i in 1..SANDBOXES {
+        let id = format!("{i:064x}");
+        let ep_id = format!("{:064x}", i + SANDBOXES);
+        st.endpoints.insert(
+            ep_id.clone(),
+            EndpointRecord {
+                id: ep_id.clone(),
+                sandbox_id: id.clone(),
+                ipv4: Some(std::net::Ipv4Addr::from(0xac11_0000 + 2 + i)),
+                ..ep.clone()
+            },
+        );
+        st.attached.insert(ep_id.clone());
+        st.sandboxes.insert(
+            id.clone(),
+            SandboxRecord {
+                id: id.clone(),
+                name: format!("sb{i}"),
+                netns: netns_name(&id),
+                hostname: id[..12].to_string(),
+                endpoints: vec![ep_id],
+                ports: vec![PortRecord {
+                    proto: "tcp".into(),
+                    container_port: 80,
+                    host_ip: "0.0.0.0".parse().unwrap(),
+                    host_port: 20_000 + i as u16,
+                }],
+                ..proto.clone()
+            },
+        );
+    }
+    let mut made = Vec::new();
+    let mut freed = Vec::new();
+    for _ in 0..21 {
+        let t = Instant::now();
+        let v = View::of(&st);
+        made.push(t.elapsed());
+        assert_eq!(v.sandboxes.len(), SANDBOXES as usize);
+        let t = Instant::now();
+        drop(v);
+        freed.push(t.elapsed());
+    }
+    made.sort_unstable();
+    freed.sort_unstable();
+    println!(
+        "view of {SANDBOXES} sandboxes: made in {:?} (median of 21, fastest {:?}), \
+         freed in {:?}",
+        made[10], made[0], freed[10]
+    );
+    // The change ends: readers see all of it.
+    drop(st);
+    assert_eq!(d.sandboxes().len(), SANDBOXES as usize);
+    assert_eq!(d.sandbox("sb999").unwrap().1.len(), 1);
 }
