@@ -4,7 +4,7 @@
 use tapnet_switch::MacAddr;
 
 use super::sandbox::AttachSpec;
-use super::{Daemon, DaemonError, Result, State, default_endpoint, parse_ip, prefix_len};
+use super::{Daemon, DaemonError, Records, Result, State, default_endpoint, parse_ip, prefix_len};
 use crate::daemon::ipam::{Ipam, IpamError};
 use crate::daemon::model::{EndpointRecord, SandboxRecord, new_id};
 use crate::daemon::store::Change;

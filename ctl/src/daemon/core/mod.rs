@@ -1,7 +1,7 @@
 //! The daemon's core: CNM objects (networks, endpoints, sandboxes) and the bridge, host
 //! and null drivers, over the store and the [`Plumbing`].
 //!
-//! Every operation takes the state lock, works out its changes on copies, commits them
+//! Every change takes the state lock, works out its changes on copies, commits them
 //! (records and IPAM state in one transaction), and only then touches live state through
 //! the plumbing (namespaces, TAPs, engine ports). If the plumbing fails, the records are
 //! rolled back in a second transaction; if the daemon dies in between, [`Daemon::open`]
@@ -12,14 +12,20 @@
 //! interface before the commit (a crash in between keeps the record, and reconcile plugs
 //! it back).
 //!
+//! Reads (lists, inspects, stats) never take the state lock: they are answered from a
+//! [`View`], an immutable copy of the records that a change publishes when it ends (when
+//! its [`StateGuard`] is dropped). A read sees the state before a change or after it,
+//! never part of one, and a change that waits on the plumbing (a slow engine or kernel
+//! call) holds up only other changes.
+//!
 //! Where to read: [`network`] (create, remove, prune), [`endpoint`] (connect,
 //! disconnect), [`sandbox`] (create, remove), [`rootless`] (sandboxes whose process makes
 //! its own interfaces), [`ports`] (published ports), [`reconcile`] (start and restart).
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tapnet_switch::MacAddr;
@@ -89,28 +95,124 @@ struct State {
     published: BTreeMap<String, (String, Ipv4Addr)>,
     /// Namespaces of removed sandboxes not yet deleted, as loaded (for reconcile).
     gone_netns: Vec<String>,
+    /// Rootless sandboxes removed because their process had exited.
+    rootless_reaped: u64,
+}
+
+/// What reads are answered from: the records as the last finished change left them,
+/// and what of the live state reads show. Never changed once published.
+struct View {
+    networks: BTreeMap<String, NetworkRecord>,
+    endpoints: BTreeMap<String, EndpointRecord>,
+    sandboxes: BTreeMap<String, SandboxRecord>,
+    /// Endpoints whose interface is in the datapath.
+    attached: HashSet<String>,
+    /// Use of each IPAM pool, by pool id.
+    pools: BTreeMap<String, PoolUsage>,
+    /// Rootless sandboxes removed because their process had exited (counted with the
+    /// removal, so a read sees both or neither).
+    rootless_reaped: u64,
+}
+
+impl View {
+    /// A copy of what `st` holds now.
+    fn of(st: &State) -> View {
+        View {
+            networks: st.networks.clone(),
+            endpoints: st.endpoints.clone(),
+            sandboxes: st.sandboxes.clone(),
+            attached: st.attached.clone(),
+            pools: st
+                .ipam
+                .pools()
+                .map(|p| {
+                    let usage = PoolUsage {
+                        in_use: st.ipam.in_use(&p.id) as u64,
+                        available: st.ipam.available(&p.id),
+                    };
+                    (p.id.clone(), usage)
+                })
+                .collect(),
+            rootless_reaped: st.rootless_reaped,
+        }
+    }
+
+    /// Addresses in use and dynamically available in pool `pool_id` (none for an
+    /// unknown pool).
+    fn pool_usage(&self, pool_id: &str) -> PoolUsage {
+        self.pools.get(pool_id).copied().unwrap_or_default()
+    }
+}
+
+/// The state lock as a change holds it. Dropping it releases the lock; if the state
+/// was changed (borrowed mutably), a fresh [`View`] of it is published first, so reads
+/// see the change whole. A change that panics publishes nothing: reads keep the view
+/// from before it.
+struct StateGuard<'a> {
+    state: MutexGuard<'a, State>,
+    view: &'a Mutex<Arc<View>>,
+    changed: bool,
+}
+
+impl Deref for StateGuard<'_> {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+impl DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        self.changed = true;
+        &mut self.state
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        if !self.changed || std::thread::panicking() {
+            return;
+        }
+        // Made and swapped in under the state lock: views are published in the order
+        // the changes were made. Readers wait only for the swap of one `Arc`.
+        let fresh = Arc::new(View::of(&self.state));
+        let old = std::mem::replace(&mut *lock_any(self.view), fresh);
+        drop(old);
+    }
+}
+
+fn lock_any<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The daemon: see the module docs.
 pub struct Daemon {
     state: Mutex<State>,
+    /// What reads are answered from (see [`View`]).
+    view: Mutex<Arc<View>>,
     store: Store,
     plumbing: Arc<dyn Plumbing>,
     state_dir: PathBuf,
-    /// Rootless sandboxes removed because their process had exited.
-    rootless_reaped: AtomicU64,
 }
 
-impl State {
+/// The records, as the state holds them and as a [`View`] shows them, and the lookups
+/// over them: a change and a read resolve names alike.
+trait Records {
+    fn network_records(&self) -> &BTreeMap<String, NetworkRecord>;
+    fn endpoint_records(&self) -> &BTreeMap<String, EndpointRecord>;
+    fn sandbox_records(&self) -> &BTreeMap<String, SandboxRecord>;
+
+    /// The id of network `id_or_name`: an id, a name, or an unambiguous id prefix.
     fn network_id(&self, id_or_name: &str) -> Result<String> {
-        if self.networks.contains_key(id_or_name) {
+        let networks = self.network_records();
+        if networks.contains_key(id_or_name) {
             return Ok(id_or_name.to_string());
         }
-        if let Some(n) = self.networks.values().find(|n| n.name == id_or_name) {
+        if let Some(n) = networks.values().find(|n| n.name == id_or_name) {
             return Ok(n.id.clone());
         }
-        let hits: Vec<&String> = self
-            .networks
+        let hits: Vec<&String> = networks
             .keys()
             .filter(|id| !id_or_name.is_empty() && id.starts_with(id_or_name))
             .collect();
@@ -124,16 +226,18 @@ impl State {
         }
     }
 
+    /// The id of sandbox `id_or_name`: an id, a name (with or without a leading `/`),
+    /// or an unambiguous id prefix.
     fn sandbox_id(&self, id_or_name: &str) -> Result<String> {
-        if self.sandboxes.contains_key(id_or_name) {
+        let sandboxes = self.sandbox_records();
+        if sandboxes.contains_key(id_or_name) {
             return Ok(id_or_name.to_string());
         }
         let name = id_or_name.trim_start_matches('/');
-        if let Some(s) = self.sandboxes.values().find(|s| s.name == name) {
+        if let Some(s) = sandboxes.values().find(|s| s.name == name) {
             return Ok(s.id.clone());
         }
-        let hits: Vec<&String> = self
-            .sandboxes
+        let hits: Vec<&String> = sandboxes
             .keys()
             .filter(|id| !name.is_empty() && id.starts_with(name))
             .collect();
@@ -144,12 +248,11 @@ impl State {
         }
     }
 
+    /// The endpoints on network `net`.
     fn endpoints_of_network(&self, net: &str) -> impl Iterator<Item = &EndpointRecord> {
-        self.endpoints.values().filter(move |e| e.network_id == net)
-    }
-
-    fn ipam_bytes(ipam: &Ipam) -> Result<Vec<u8>> {
-        serde_json::to_vec(ipam).map_err(DaemonError::EncodeIpam)
+        self.endpoint_records()
+            .values()
+            .filter(move |e| e.network_id == net)
     }
 
     /// The endpoints of `sb` with their networks.
@@ -157,10 +260,43 @@ impl State {
         s.endpoints
             .iter()
             .filter_map(|id| {
-                let e = self.endpoints.get(id)?;
-                Some((e.clone(), self.networks.get(&e.network_id)?.clone()))
+                let e = self.endpoint_records().get(id)?;
+                Some((
+                    e.clone(),
+                    self.network_records().get(&e.network_id)?.clone(),
+                ))
             })
             .collect()
+    }
+}
+
+impl Records for State {
+    fn network_records(&self) -> &BTreeMap<String, NetworkRecord> {
+        &self.networks
+    }
+    fn endpoint_records(&self) -> &BTreeMap<String, EndpointRecord> {
+        &self.endpoints
+    }
+    fn sandbox_records(&self) -> &BTreeMap<String, SandboxRecord> {
+        &self.sandboxes
+    }
+}
+
+impl Records for View {
+    fn network_records(&self) -> &BTreeMap<String, NetworkRecord> {
+        &self.networks
+    }
+    fn endpoint_records(&self) -> &BTreeMap<String, EndpointRecord> {
+        &self.endpoints
+    }
+    fn sandbox_records(&self) -> &BTreeMap<String, SandboxRecord> {
+        &self.sandboxes
+    }
+}
+
+impl State {
+    fn ipam_bytes(ipam: &Ipam) -> Result<Vec<u8>> {
+        serde_json::to_vec(ipam).map_err(DaemonError::EncodeIpam)
     }
 
     /// The interface of endpoint `e`, as its network configures it.
@@ -245,21 +381,23 @@ impl Daemon {
             Some(b) => serde_json::from_slice(b).map_err(DaemonError::DecodeIpam)?,
             None => Ipam::new(),
         };
+        let state = State {
+            networks: snap.networks,
+            endpoints: snap.endpoints,
+            sandboxes: snap.sandboxes,
+            ipam,
+            live_nets: HashSet::new(),
+            attached: HashSet::new(),
+            published: BTreeMap::new(),
+            gone_netns: snap.gone_netns,
+            rootless_reaped: 0,
+        };
         let d = Daemon {
-            state: Mutex::new(State {
-                networks: snap.networks,
-                endpoints: snap.endpoints,
-                sandboxes: snap.sandboxes,
-                ipam,
-                live_nets: HashSet::new(),
-                attached: HashSet::new(),
-                published: BTreeMap::new(),
-                gone_netns: snap.gone_netns,
-            }),
+            view: Mutex::new(Arc::new(View::of(&state))),
+            state: Mutex::new(state),
             store,
             plumbing,
             state_dir: cfg.state_dir.clone(),
-            rootless_reaped: AtomicU64::new(0),
         };
         d.reconcile()?;
         d.ensure_predefined()?;
@@ -279,10 +417,20 @@ impl Daemon {
     /// Whether endpoint `id`'s interface is in the datapath (a rootless sandbox's are
     /// once its process has sent them).
     pub fn endpoint_attached(&self, id: &str) -> bool {
-        self.lock().attached.contains(id)
+        self.view().attached.contains(id)
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// The state lock, for a change (see [`StateGuard`]). Reads use [`Daemon::view`].
+    fn lock(&self) -> StateGuard<'_> {
+        StateGuard {
+            state: lock_any(&self.state),
+            view: &self.view,
+            changed: false,
+        }
+    }
+
+    /// The records as the last finished change left them; never waits on a change.
+    fn view(&self) -> Arc<View> {
+        lock_any(&self.view).clone()
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::options::bridge_opts;
-use super::{Daemon, DaemonError, Result, State};
+use super::{Daemon, DaemonError, Records, Result, State};
 use crate::daemon::ipam::{PoolRequest, avoid_list, check_host};
 use crate::daemon::model::{
     EndpointRecord, IpamConfigRecord, NetworkRecord, SandboxRecord, new_id, now_rfc3339,
@@ -177,7 +177,7 @@ impl Daemon {
 
     /// All networks.
     pub fn networks(&self) -> Vec<NetworkRecord> {
-        self.lock().networks.values().cloned().collect()
+        self.view().networks.values().cloned().collect()
     }
 
     /// One network with the endpoints on it (and their sandboxes).
@@ -185,23 +185,19 @@ impl Daemon {
         &self,
         id_or_name: &str,
     ) -> Result<(NetworkRecord, Vec<(EndpointRecord, SandboxRecord)>)> {
-        let st = self.lock();
-        let id = st.network_id(id_or_name)?;
-        let n = st.networks[&id].clone();
-        let eps = st
+        let v = self.view();
+        let id = v.network_id(id_or_name)?;
+        let n = v.networks[&id].clone();
+        let eps = v
             .endpoints_of_network(&id)
-            .filter_map(|e| Some((e.clone(), st.sandboxes.get(&e.sandbox_id)?.clone())))
+            .filter_map(|e| Some((e.clone(), v.sandboxes.get(&e.sandbox_id)?.clone())))
             .collect();
         Ok((n, eps))
     }
 
     /// Addresses in use and dynamically available in a network's pool.
     pub fn pool_usage(&self, pool_id: &str) -> PoolUsage {
-        let st = self.lock();
-        PoolUsage {
-            in_use: st.ipam.in_use(pool_id) as u64,
-            available: st.ipam.available(pool_id),
-        }
+        self.view().pool_usage(pool_id)
     }
 
     /// Remove a network that has no endpoints.
@@ -240,16 +236,16 @@ impl Daemon {
     /// Remove every unused user network that `select` picks; returns their names.
     pub fn prune_networks(&self, select: impl Fn(&NetworkRecord) -> bool) -> Result<Vec<String>> {
         let unused: Vec<NetworkRecord> = {
-            let st = self.lock();
-            st.networks
+            let v = self.view();
+            v.networks
                 .values()
-                .filter(|n| !n.predefined && st.endpoints_of_network(&n.id).next().is_none())
+                .filter(|n| !n.predefined && v.endpoints_of_network(&n.id).next().is_none())
                 .cloned()
                 .collect()
         };
-        // `select` runs with the state lock released: the API's filter builds the
-        // network's inspect view, which takes the lock again (pool usage), and the
-        // lock is not reentrant (calling it under the lock hung the daemon).
+        // `select` runs with no lock held: the API's filter builds the network's
+        // inspect view (pool usage), and `remove_network` takes the state lock, which
+        // is not reentrant (calling `select` under it once hung the daemon).
         let mut removed = Vec::new();
         for n in unused.into_iter().filter(|n| select(n)) {
             if self.remove_network(&n.id).is_ok() {

@@ -38,7 +38,6 @@
 //! owners are also swept whenever a new rootless sandbox is created.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -48,7 +47,7 @@ use tapnet_nat::portspec::PortMapping;
 
 use super::options::bridge_opts;
 use super::sandbox::AttachSpec;
-use super::{Daemon, DaemonError, Result, State, default_route};
+use super::{Daemon, DaemonError, Records, Result, State, default_route};
 use crate::daemon::chain::chain;
 use crate::daemon::model::{EndpointRecord, RootlessOwner, SandboxRecord};
 use crate::daemon::plumbing::EndpointPlan;
@@ -87,14 +86,14 @@ impl Daemon {
     /// The interfaces the process of rootless sandbox `id_or_name` must create, and its
     /// default route.
     pub fn rootless_interfaces(&self, id_or_name: &str) -> Result<SandboxInterfaces> {
-        let st = self.lock();
+        let st = self.view();
         let id = st.sandbox_id(id_or_name)?;
         let sb = &st.sandboxes[&id];
         if sb.rootless.is_none() {
             return Err(DaemonError::NotRootless(sb.name.clone()));
         }
         let mut out = SandboxInterfaces::default();
-        for e in bridge_endpoints(&st, sb) {
+        for e in bridge_endpoints(&*st, sb) {
             let n = &st.networks[&e.network_id];
             out.interfaces.push(SandboxInterface {
                 name: e.ifname.clone(),
@@ -127,7 +126,7 @@ impl Daemon {
         if sb.rootless.is_none() {
             return Err(DaemonError::NotRootless(sb.name));
         }
-        let eps: Vec<EndpointRecord> = bridge_endpoints(&st, &sb).cloned().collect();
+        let eps: Vec<EndpointRecord> = bridge_endpoints(&*st, &sb).cloned().collect();
         if eps.iter().any(|e| st.attached.contains(&e.id)) {
             return Err(DaemonError::HasInterfaces(sb.name));
         }
@@ -202,7 +201,7 @@ impl Daemon {
     /// root may, and the user its recorded owner runs as (for a sandbox being re-adopted
     /// after a restart, its keeper's); no one else, not even the daemon's user.
     pub fn check_rootless_caller(&self, id_or_name: &str, caller: u32) -> Result<()> {
-        let st = self.lock();
+        let st = self.view();
         let id = st.sandbox_id(id_or_name)?;
         let sb = &st.sandboxes[&id];
         let Some(owner) = &sb.rootless else {
@@ -244,13 +243,23 @@ impl Daemon {
     /// [`ROOTLESS_REAP_INTERVAL`].
     pub fn reap_rootless_now(&self) -> usize {
         let mut st = self.lock();
-        self.reap_rootless(&mut st)
+        let dead = self.dead_rootless(&st);
+        if dead.is_empty() {
+            // Nothing changes (and no view is published).
+            return 0;
+        }
+        self.reap(&mut st, dead)
     }
 
     /// [`Daemon::reap_rootless_now`] under the state lock already taken.
     pub(super) fn reap_rootless(&self, st: &mut State) -> usize {
-        let dead: Vec<(String, String)> = st
-            .sandboxes
+        let dead = self.dead_rootless(st);
+        self.reap(st, dead)
+    }
+
+    /// Rootless sandboxes whose process has exited: ids and names.
+    fn dead_rootless(&self, st: &State) -> Vec<(String, String)> {
+        st.sandboxes
             .values()
             .filter(|s| {
                 s.rootless
@@ -258,13 +267,17 @@ impl Daemon {
                     .is_some_and(|o| !self.plumbing.process_alive(o))
             })
             .map(|s| (s.id.clone(), s.name.clone()))
-            .collect();
+            .collect()
+    }
+
+    /// Remove the `dead` rootless sandboxes; returns how many went.
+    fn reap(&self, st: &mut State, dead: Vec<(String, String)>) -> usize {
         let mut reaped = 0;
         for (id, name) in dead {
             match self.drop_sandbox(st, &id) {
                 Ok(()) => {
                     reaped += 1;
-                    self.rootless_reaped.fetch_add(1, Ordering::Relaxed);
+                    st.rootless_reaped += 1;
                     tracing::info!(sandbox = %name, "removed rootless sandbox: its process is gone")
                 }
                 Err(e) => {
@@ -314,7 +327,7 @@ pub fn start_rootless_reaper(
         .spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
                 let Some(d) = daemon.upgrade() else { break };
-                let has_rootless = d.lock().sandboxes.values().any(|s| s.rootless.is_some());
+                let has_rootless = d.view().sandboxes.values().any(|s| s.rootless.is_some());
                 if has_rootless {
                     d.reap_rootless_now();
                 }
@@ -328,11 +341,11 @@ pub fn start_rootless_reaper(
 
 /// Endpoints of `sb` on bridge networks (those that have an interface).
 fn bridge_endpoints<'a>(
-    st: &'a State,
+    st: &'a impl Records,
     sb: &'a SandboxRecord,
 ) -> impl Iterator<Item = &'a EndpointRecord> + 'a {
     sb.endpoints.iter().filter_map(|id| {
-        let e = st.endpoints.get(id)?;
-        (st.networks.get(&e.network_id)?.driver == "bridge").then_some(e)
+        let e = st.endpoint_records().get(id)?;
+        (st.network_records().get(&e.network_id)?.driver == "bridge").then_some(e)
     })
 }

@@ -3,7 +3,7 @@
 
 use tapnet_nat::portspec::PortMapping;
 
-use super::{Daemon, DaemonError, Result, State};
+use super::{Daemon, DaemonError, Records, Result, State};
 use crate::daemon::model::{
     EndpointRecord, NetworkRecord, RootlessOwner, SandboxRecord, new_id, now_rfc3339,
 };
@@ -203,10 +203,10 @@ impl Daemon {
 
     /// All sandboxes with their endpoints.
     pub fn sandboxes(&self) -> Vec<(SandboxRecord, Vec<(EndpointRecord, NetworkRecord)>)> {
-        let st = self.lock();
-        st.sandboxes
+        let v = self.view();
+        v.sandboxes
             .values()
-            .map(|s| (s.clone(), st.sandbox_eps(s)))
+            .map(|s| (s.clone(), v.sandbox_eps(s)))
             .collect()
     }
 
@@ -215,10 +215,10 @@ impl Daemon {
         &self,
         id_or_name: &str,
     ) -> Result<(SandboxRecord, Vec<(EndpointRecord, NetworkRecord)>)> {
-        let st = self.lock();
-        let id = st.sandbox_id(id_or_name)?;
-        let s = st.sandboxes[&id].clone();
-        let eps = st.sandbox_eps(&s);
+        let v = self.view();
+        let id = v.sandbox_id(id_or_name)?;
+        let s = v.sandboxes[&id].clone();
+        let eps = v.sandbox_eps(&s);
         Ok((s, eps))
     }
 }

@@ -2,7 +2,6 @@
 //! domain belongs to.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 
 use tapnet_nat::relay::RelayStats;
 use tapnet_switch::{DomainId, PortId};
@@ -47,7 +46,7 @@ impl Daemon {
     /// The datapath's counters, named.
     pub fn stats(&self) -> NamedStats {
         let datapath = self.plumbing.stats();
-        let st = self.lock();
+        let st = self.view();
         let net = |id: &str| NetworkName {
             name: st
                 .networks
@@ -91,13 +90,12 @@ impl Daemon {
             .filter(|(id, _)| st.networks.contains_key(id))
             .map(|(id, r)| (net(id), r.clone()))
             .collect();
-        drop(st);
         NamedStats {
             datapath,
             ports,
             domains,
             relays,
-            rootless_reaped: self.rootless_reaped.load(Ordering::Relaxed),
+            rootless_reaped: st.rootless_reaped,
         }
     }
 }

@@ -128,6 +128,139 @@ fn ping_and_version_answer_while_a_slow_call_is_in_flight() {
     assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
 }
 
+/// How long a read may take while a write is held in the plumbing: far less than the
+/// hold (30 s), far more than a read takes.
+const READ_WITHIN: Duration = Duration::from_secs(3);
+
+/// `POST path` with JSON `body` on a connection of its own, on a thread: the answer.
+fn post_in_background(
+    s: &Server,
+    path: &'static str,
+    body: &'static str,
+) -> std::thread::JoinHandle<Option<String>> {
+    let socket = s.socket.clone();
+    std::thread::spawn(move || {
+        let mut c = UnixStream::connect(&socket).unwrap();
+        c.write_all(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        read_to_close(&mut c, Duration::from_secs(30)).map(|b| String::from_utf8(b).unwrap())
+    })
+}
+
+/// `GET path`, which must be answered within [`READ_WITHIN`]: status and JSON body.
+fn get_soon(s: &Server, path: &str) -> (u16, Value) {
+    let mut c = UnixStream::connect(&s.socket).unwrap();
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let got = read_to_close(&mut c, READ_WITHIN)
+        .unwrap_or_else(|| panic!("GET {path} was not answered while a write was held"));
+    let text = String::from_utf8(got).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// The names in a list answer, sorted.
+fn names(v: &Value) -> Vec<&str> {
+    let mut out: Vec<&str> = v
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|x| x["Name"].as_str().unwrap())
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// What a bridge network's inspect shows of its use: its sandboxes and addresses held.
+fn bridge_use(v: &Value) -> (usize, u64) {
+    let subnets = v["Status"]["IPAM"]["Subnets"].as_object().unwrap();
+    let in_use = subnets
+        .values()
+        .map(|s| s["IPsInUse"].as_u64().unwrap())
+        .sum();
+    (v["Containers"].as_object().unwrap().len(), in_use)
+}
+
+#[test]
+fn reads_answer_from_the_last_finished_write_while_a_network_create_is_held() {
+    let (s, plumbing) = server("reads-net", ApiLimits::default());
+    let (status, v) = s.json("POST", "/sandboxes", Some(json!({"Name": "web"})));
+    assert_eq!(status, 201, "{v}");
+    let hold = Release(plumbing.hold(Op::AddNetwork));
+    let slow = post_in_background(&s, "/networks/create", r#"{"Name": "slow"}"#);
+    assert!(
+        hold.0
+            .wait_entered(Instant::now() + Duration::from_secs(10)),
+        "the network create never reached the plumbing"
+    );
+    // The create holds the plumbing (its record is stored by now): every read is
+    // answered, from the state before it.
+    let (status, v) = get_soon(&s, "/networks");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(names(&v), ["bridge", "host", "none"]);
+    let (status, v) = get_soon(&s, "/networks/bridge");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(bridge_use(&v).0, 1, "{v}");
+    assert_eq!(get_soon(&s, "/networks/slow").0, 404);
+    let (status, v) = get_soon(&s, "/sandboxes");
+    assert_eq!((status, names(&v)), (200, vec!["web"]));
+    assert_eq!(get_soon(&s, "/sandboxes/web").0, 200);
+    let (status, v) = get_soon(&s, "/stats");
+    assert_eq!(status, 200, "{v}");
+    hold.0.release();
+    let answer = slow.join().unwrap().expect("the slow call was answered");
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    // Its write finished: now it is there.
+    let (status, v) = s.json("GET", "/networks/slow", None);
+    assert_eq!(status, 200, "{v}");
+    let (_, v) = s.json("GET", "/networks", None);
+    assert_eq!(names(&v), ["bridge", "host", "none", "slow"]);
+}
+
+#[test]
+fn reads_answer_from_the_last_finished_write_while_a_sandbox_create_is_held() {
+    let (s, plumbing) = server("reads-sb", ApiLimits::default());
+    let (status, v) = s.json("POST", "/sandboxes", Some(json!({"Name": "web"})));
+    assert_eq!(status, 201, "{v}");
+    let (_, before) = s.json("GET", "/networks/bridge", None);
+    let before = bridge_use(&before);
+    let hold = Release(plumbing.hold(Op::Plug));
+    let slow = post_in_background(&s, "/sandboxes", r#"{"Name": "slow"}"#);
+    assert!(
+        hold.0
+            .wait_entered(Instant::now() + Duration::from_secs(10)),
+        "the sandbox create never reached the plumbing"
+    );
+    // Its records and address are stored, its namespace made: none of it shows yet.
+    let (status, v) = get_soon(&s, "/sandboxes");
+    assert_eq!((status, names(&v)), (200, vec!["web"]));
+    assert_eq!(get_soon(&s, "/sandboxes/slow").0, 404);
+    let (status, v) = get_soon(&s, "/networks/bridge");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(bridge_use(&v), before, "{v}");
+    let (status, v) = get_soon(&s, "/networks");
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = get_soon(&s, "/stats");
+    assert_eq!(status, 200, "{v}");
+    hold.0.release();
+    let answer = slow.join().unwrap().expect("the slow call was answered");
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    // All of it at once.
+    let (_, v) = s.json("GET", "/sandboxes", None);
+    assert_eq!(names(&v), ["slow", "web"]);
+    assert_eq!(s.json("GET", "/sandboxes/slow", None).0, 200);
+    let (_, v) = s.json("GET", "/networks/bridge", None);
+    assert_eq!(bridge_use(&v), (before.0 + 1, before.1 + 1), "{v}");
+}
+
 #[test]
 fn published_ports_past_the_limit_are_400() {
     let (s, _) = server("ports", ApiLimits::default());

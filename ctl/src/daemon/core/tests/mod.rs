@@ -5,6 +5,7 @@
 mod hostnets;
 mod networks;
 mod ports;
+mod reads;
 mod restart;
 mod rootless;
 mod sandboxes;
