@@ -193,7 +193,10 @@ pub(super) fn port_map(ports: &[PortRecord]) -> PortMap {
 pub(super) fn networks(d: &Daemon, f: &NetworkFilters) -> Result<Vec<NetworkInspect>, ApiError> {
     let mut out = Vec::new();
     for n in d.networks() {
-        let (_, eps) = d.network(&n.id)?;
+        // A network removed since the list was read is no longer listed.
+        let Ok((_, eps)) = d.network(&n.id) else {
+            continue;
+        };
         let mut i = inspect(d, &n, &[]);
         if f.matches(&i, !eps.is_empty()) {
             i.containers.clear();
