@@ -303,6 +303,8 @@ pub fn parse(raw: &str) -> Result<Vec<PortMapping>, PortSpecError> {
                 // Host port 0 means "any", as in Docker.
                 Some((0, 0)) => None,
                 Some((hs, he)) if start == end => Some((hs, he)),
+                // A range's host port 0 is "any" too (`0-54:1-55` maps 1 to any port).
+                Some((hs, _)) if hs + i == 0 => None,
                 Some((hs, _)) => Some((hs + i, hs + i)),
                 None => None,
             },
@@ -322,6 +324,19 @@ mod tests {
         let v = parse(spec).unwrap();
         assert_eq!(v.len(), 1, "{spec}");
         v[0]
+    }
+
+    /// Found by the `portspec` fuzz target: the first port of a host range starting at 0
+    /// was kept as "host port 0", which prints as `0:1/tcp` and parses back as "any".
+    #[test]
+    fn host_port_zero_in_a_range_means_any() {
+        let v = parse(":0-54:1-55").unwrap();
+        assert_eq!(v.len(), 55);
+        assert_eq!((v[0].host_ports, v[0].container_port), (None, 1));
+        assert_eq!((v[1].host_ports, v[1].container_port), (Some((1, 1)), 2));
+        for m in &v {
+            assert_eq!(parse(&m.to_string()).unwrap(), vec![*m], "{m}");
+        }
     }
 
     #[test]
