@@ -60,6 +60,9 @@ impl Daemon {
         ports: &[PortMapping],
         owner: Option<RootlessOwner>,
     ) -> Result<SandboxRecord> {
+        // Every caller of the core is bounded, not only the API (which checks first, to
+        // count the refusal before queueing the call).
+        super::check_port_bounds(ports)?;
         if owner.is_none() && !self.plumbing.can_make_namespaces() {
             return Err(DaemonError::NeedsRoot);
         }
