@@ -17,25 +17,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Sb, assert_pings, in_ns_ok};
+use common::{Daemon, assert_pings, in_ns_ok};
 use serde_json::Value;
 use tapnet_engine::sys::netns::NetNs;
 
 const IO_LIMIT: Duration = Duration::from_secs(10);
-
-fn ip(sb: &Sb, net: &str) -> Ipv4Addr {
-    sb.ip(net).parse().unwrap()
-}
-
-fn gateway(sb: &Sb, net: &str) -> Ipv4Addr {
-    sb.nets
-        .iter()
-        .find(|n| n.0 == net)
-        .unwrap_or_else(|| panic!("{} is not on {net}", sb.name))
-        .3
-        .parse()
-        .unwrap()
-}
 
 /// The host port published for `sb`'s first port.
 fn host_port(d: &Daemon, sb: &str) -> u16 {
@@ -144,11 +130,7 @@ fn spoof_and_check(d: &Daemon, net: &str, subnet: u8, icc: bool) {
     d.ok(&create.iter().map(String::as_str).collect::<Vec<_>>());
     let victim = d.sandbox(&format!("{net}-victim"), &[net], &["-p", "127.0.0.1::8080"]);
     let attacker = d.sandbox(&format!("{net}-attacker"), &[net], &[]);
-    let (v_ip, a_ip, gw) = (
-        ip(&victim, net),
-        ip(&attacker, net),
-        gateway(&attacker, net),
-    );
+    let (v_ip, a_ip, gw) = (victim.ipv4(net), attacker.ipv4(net), attacker.gateway(net));
     let port = host_port(d, &victim.name);
     let mut servers = Servers::default();
     servers.answer_with(&victim.netns, SocketAddrV4::new(v_ip, 8080), b"victim");

@@ -22,21 +22,6 @@ use tapnet_engine::sys::netns::NetNs;
 
 const IO_LIMIT: Duration = Duration::from_secs(20);
 
-/// The gateway address of a sandbox's endpoint on `net`.
-fn gateway(sb: &Sb, net: &str) -> Ipv4Addr {
-    sb.nets
-        .iter()
-        .find(|n| n.0 == net)
-        .unwrap_or_else(|| panic!("{} is not on {net}", sb.name))
-        .3
-        .parse()
-        .unwrap()
-}
-
-fn ip(sb: &Sb, net: &str) -> Ipv4Addr {
-    sb.ip(net).parse().unwrap()
-}
-
 /// Run `f` inside the sandbox's network namespace.
 fn inside<T: Send>(sb: &Sb, f: impl FnOnce() -> T + Send) -> T {
     NetNs::open(&sb.netns).unwrap().run(f).unwrap()
@@ -178,7 +163,7 @@ fn egress_tcp_udp_and_ping_leave_through_the_host() {
     let c = d.sandbox("c", &["inner"], &[]);
     let outside = Outside::new(1);
     let (out_ns, out_host) = (outside.addr, outside.host);
-    let gw = gateway(&a, "out");
+    let gw = a.gateway("out");
 
     // TCP to the host's loopback through the gateway address: 8 MiB each way.
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -239,7 +224,7 @@ fn egress_tcp_udp_and_ping_leave_through_the_host() {
     // Without host loopback, the gateway address serves nothing: refused at once.
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
-    let r = try_connect(&b, SocketAddrV4::new(gateway(&b, "plain"), port), IO_LIMIT);
+    let r = try_connect(&b, SocketAddrV4::new(b.gateway("plain"), port), IO_LIMIT);
     assert_eq!(r, Err(ErrorKind::ConnectionRefused));
     drop(l);
     // ...but the outside is reachable.
@@ -308,25 +293,25 @@ fn access_table_of_the_seed() {
     // Within a network: every port open.
     for port in [8080, 9090] {
         assert!(
-            cell(&f2, SocketAddrV4::new(ip(&f1, "front"), port)),
+            cell(&f2, SocketAddrV4::new(f1.ipv4("front"), port)),
             "front, port {port}"
         );
     }
     // Within an icc=false network: nothing.
     for port in [8080, 9090] {
         assert!(
-            !cell(&q1, SocketAddrV4::new(ip(&q2, "quiet"), port)),
+            !cell(&q1, SocketAddrV4::new(q2.ipv4("quiet"), port)),
             "quiet, port {port}"
         );
     }
     // Between networks: denied both ways, all ports.
     for port in [8080, 9090] {
         assert!(
-            !cell(&f1, SocketAddrV4::new(ip(&b1, "back"), port)),
+            !cell(&f1, SocketAddrV4::new(b1.ipv4("back"), port)),
             "front to back"
         );
         assert!(
-            !cell(&b1, SocketAddrV4::new(ip(&f1, "front"), port)),
+            !cell(&b1, SocketAddrV4::new(f1.ipv4("front"), port)),
             "back to front"
         );
     }
@@ -351,11 +336,11 @@ fn access_table_of_the_seed() {
     assert_eq!(&buf, b"ok", "a published port reaches the sandbox");
     // The outside has no way in: the sandbox addresses are not routed on the host.
     let r = outside.run(move || {
-        TcpStream::connect_timeout(&SocketAddrV4::new(ip(&f1, "front"), 9090).into(), short).is_ok()
+        TcpStream::connect_timeout(&SocketAddrV4::new(f1.ipv4("front"), 9090).into(), short).is_ok()
     });
     assert!(!r, "an unpublished port is reachable from outside");
     // A published port is reachable from another network through the host.
-    let via_host = SocketAddrV4::new(gateway(&f2, "front"), host_port);
+    let via_host = SocketAddrV4::new(f2.gateway("front"), host_port);
     assert!(cell(&f2, via_host), "hairpin through the published port");
     stop.store(true, Ordering::Relaxed);
     for s in servers {
@@ -384,7 +369,7 @@ fn flows_are_bounded_and_leave_no_descriptors() {
         "n",
     ]);
     let a = d.sandbox("a", &["n"], &[]);
-    let gw = gateway(&a, "n");
+    let gw = a.gateway("n");
     let pid = d.pid().unwrap().as_raw() as u32;
 
     // A server on the host's loopback that accepts and closes, many times over.
@@ -628,7 +613,7 @@ fn loopback_splice_is_an_option_of_the_network() {
     assert!(err.contains("tapnet.loopback_splice"), "{err}");
     for (net, spliced) in [("relayed", false), ("spliced", true)] {
         let sb = d.sandbox(&format!("s-{net}"), &[net], &["-p", "127.0.0.1::7000"]);
-        let me = ip(&sb, net);
+        let me = sb.ipv4(net);
         let l = inside(&sb, move || TcpListener::bind((me, 7000)).unwrap());
         let server = reverse_once(l);
         let out = d.ok(&["port", &sb.name, "7000"]);
@@ -649,7 +634,7 @@ fn loopback_splice_is_an_option_of_the_network() {
         let expect = if spliced {
             Ipv4Addr::LOCALHOST
         } else {
-            gateway(&sb, net)
+            sb.gateway(net)
         };
         assert_eq!(*peer.ip(), expect, "{net}: the peer the sandbox sees");
         if !spliced {

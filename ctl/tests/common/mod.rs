@@ -93,6 +93,22 @@ impl Sb {
             .1
             .clone()
     }
+
+    /// Its IPv4 address on `net`.
+    pub(crate) fn ipv4(&self, net: &str) -> std::net::Ipv4Addr {
+        self.ip(net).parse().unwrap()
+    }
+
+    /// The gateway address of its endpoint on `net`.
+    pub(crate) fn gateway(&self, net: &str) -> std::net::Ipv4Addr {
+        self.nets
+            .iter()
+            .find(|n| n.0 == net)
+            .unwrap_or_else(|| panic!("{} is not on {net}", self.name))
+            .3
+            .parse()
+            .unwrap()
+    }
 }
 
 impl Daemon {
