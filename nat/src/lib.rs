@@ -1,7 +1,7 @@
 //! Sans-IO gateway services of a tapnet network: the gateway's own address
 //! (ARP and ICMP echo, [`Gateway`]), egress NAT and published ports
-//! ([`relay`]), ICMP echo over host sockets ([`icmp`]), and the `-p` parser
-//! ([`portspec`]); later VIP load balancing.
+//! ([`relay`]), ICMP echo over host sockets ([`icmp`]), the embedded DNS server
+//! ([`dns`]), and the `-p` parser ([`portspec`]); later VIP load balancing.
 //!
 //! Like `tapnet-switch`, nothing here does I/O, spawns threads, takes locks or
 //! reads a clock. The engine hands [`Gateway::handle`] one frame and a buffer, and
@@ -36,6 +36,7 @@
 //! ```
 
 mod counters;
+pub mod dns;
 mod gateway;
 pub mod icmp;
 pub mod portspec;
