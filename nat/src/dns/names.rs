@@ -1,6 +1,6 @@
 //! The names a network's DNS server answers, built whole by the control plane.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
 /// One network of a [`Names`].
@@ -37,6 +37,9 @@ pub struct Names {
     /// Address → (network, `name.network`) of the endpoints with that address, on
     /// serving networks only.
     by_addr: HashMap<Ipv4Addr, Vec<(usize, String)>>,
+    /// The names of serving networks: `X.network` for an X no sandbox has there is
+    /// still a name of tapnet's, NXDOMAIN.
+    net_names: HashSet<String>,
     /// Endpoints added.
     endpoints: usize,
 }
@@ -46,7 +49,8 @@ pub struct Names {
 pub(crate) enum Found {
     /// Held on the asker's networks (the records were pushed).
     Local,
-    /// Held only on networks the asker is not on: NXDOMAIN.
+    /// Held only on networks the asker is not on, or `X.network` that no sandbox
+    /// holds: NXDOMAIN.
     Elsewhere,
     /// No sandbox's: forward it.
     Unknown,
@@ -64,9 +68,12 @@ impl Names {
     /// Adding a key again renames it (endpoints already added keep their names).
     pub fn add_network(&mut self, key: &str, name: &str, serve: bool) {
         let net = Network {
-            name: name.to_ascii_lowercase(),
+            name: normalize(name),
             serve,
         };
+        if serve {
+            self.net_names.insert(net.name.clone());
+        }
         match self.keys.get(key) {
             Some(&i) => self.nets[i] = net,
             None => {
@@ -155,7 +162,14 @@ impl Names {
     /// pushed onto `out`.
     pub(crate) fn lookup(&self, nets: &[usize], name: &str, out: &mut Vec<Ipv4Addr>) -> Found {
         let Some(holders) = self.by_name.get(name) else {
-            return Found::Unknown;
+            let in_network = name
+                .match_indices('.')
+                .any(|(i, _)| self.net_names.contains(&name[i + 1..]));
+            return if in_network {
+                Found::Elsewhere
+            } else {
+                Found::Unknown
+            };
         };
         let before = out.len();
         for (net, ip) in holders {
