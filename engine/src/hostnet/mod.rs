@@ -188,6 +188,7 @@ impl HostNet {
                 host_loopback: attach.host_loopback,
                 limits: self.cfg.limits,
                 tcp_buffer: self.cfg.tcp_buffer,
+                dns: tapnet_nat::relay::dns_config(net, !attach.gateway.internal),
             },
             self.time.now(),
         );

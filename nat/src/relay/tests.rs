@@ -40,6 +40,7 @@ fn relay_cfg(limits: FlowLimits, host_loopback: bool) -> RelayConfig {
         host_loopback,
         limits,
         tcp_buffer: 64 * 1024,
+        dns: dns_config("n1", true),
     }
 }
 
