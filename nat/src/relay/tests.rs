@@ -1728,6 +1728,7 @@ mod dns {
         let h = udp_sock(&mut n, 5356);
         let mut later = Names::new();
         later.add_network("n1", "pets", true);
+        later.add_endpoint("n1", "ctr-id", CTR, &["web"]);
         later.add_endpoint("n1", "cache-id", Ipv4Addr::new(10, 0, 0, 9), &["cache"]);
         n.relay.set_dns_names(Arc::new(later));
         ask_udp(&mut n, h, &query(3, "cache"));
