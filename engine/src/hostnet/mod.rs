@@ -9,8 +9,9 @@
 //!  container ◀ TAP ◀─ engine ◀─────┴──────── relay frames (rtrb) ◀──────────────┤ host sockets (mio)
 //! ```
 //!
-//! Each network with external access gets its gateway port from
-//! [`HostNet::gateway_port`]: the port answers ARP and ping for the gateway address on
+//! Each network gets its gateway port from [`HostNet::gateway_port`] (an internal one
+//! gets a relay that answers DNS and nothing else): the port answers ARP and ping for
+//! the gateway address on
 //! the engine's thread, like [`GatewayPort::new`], and hands every routed frame, without
 //! copying it, to the host thread. There the network's [`Relay`] terminates it and says
 //! which host socket to open; the thread moves the bytes and hands the relay's frames
@@ -28,10 +29,15 @@
 //! between the two sockets (see the `splice` module). Other clients keep the relay path
 //! and so their own address.
 //!
+//! Every network's relay answers DNS at the gateway address (UDP and TCP port 53) from
+//! the names given to [`HostNet::set_names`]; what it forwards leaves from one
+//! unconnected UDP socket per network and address family, to the resolvers of the
+//! host's `resolv.conf` ([`HostNetConfig::resolv_conf`], followed as it changes).
+//!
 //! The files: this one holds the handle; `api` its public types; `ctl` the messages it
 //! sends the host thread; `thread` the thread's state and loop; `socks` its socket
 //! table; `events` what it does when a socket is ready; `service` its pass over each
-//! network; `splice` the spliced connections.
+//! network; `splice` the spliced connections; `resolv` the host's resolvers.
 
 use std::collections::HashMap;
 use std::io;

@@ -148,6 +148,8 @@ impl Host {
         // VM, waking a halted vCPU costs tens of microseconds, and a request/response
         // or a connection setup crosses this thread several times in a row.
         let mut last_event = Instant::now();
+        // The host's resolvers, before any network asks.
+        self.check_resolv();
         loop {
             let spinning = self.busy_poll > Duration::ZERO && last_event.elapsed() < self.busy_poll;
             let timeout =
