@@ -569,9 +569,15 @@ pub(crate) fn run() -> anyhow::Result<u8> {
     let resolved = answers
         .iter()
         .any(|a| a.result.as_ref().is_ok_and(|v| v.contains(&by_name)));
+    let dns_at = pets
+        .ipam
+        .first()
+        .and_then(|c| c.gateway)
+        .map(|g| g.to_string())
+        .unwrap_or_default();
     verdict(
         resolved,
-        format!("web -> db by name: {db_name} resolved to {db_addr} (pets' DNS at its gateway)"),
+        format!("web -> db by name: {db_name} resolved to {db_addr} (pets' DNS at {dns_at}:53)"),
     );
     let answers = demo.check("stranger", "other", &["--web", &web_s, "max"])?;
     for a in &answers {
