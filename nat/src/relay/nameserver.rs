@@ -23,10 +23,7 @@ use smoltcp::wire::{IpAddress, IpListenEndpoint};
 
 use super::Relay;
 use super::flows::{Key, Proto};
-use crate::dns::{
-    Asker, DEFAULT_BURST, DEFAULT_RATE, DnsConfig, DnsCounters, DnsServer, FORWARD_TIMEOUT,
-    MAX_IN_FLIGHT, Names, Outgoing,
-};
+use crate::dns::{Asker, DnsConfig, DnsCounters, DnsServer, MAX_IN_FLIGHT, Names, Outgoing};
 
 /// The DNS port (RFC 1035 §4.2).
 pub(super) const DNS_PORT: u16 = 53;
@@ -46,16 +43,10 @@ const OUT_MAX: usize = 2 * MESSAGE_MAX;
 const FORWARD_QUEUE: usize = 2 * MAX_IN_FLIGHT;
 
 /// The DNS settings of a network with the defaults of [`crate::dns`]: `network` is the
-/// key the network's names are found under; `forward` false on internal networks.
+/// key the network's names are found under; `forward` false on internal networks
+/// ([`DnsConfig::new`]).
 pub fn dns_config(network: &str, forward: bool) -> DnsConfig {
-    DnsConfig {
-        network: network.to_string(),
-        forward,
-        rate: DEFAULT_RATE,
-        burst: DEFAULT_BURST,
-        max_in_flight: MAX_IN_FLIGHT,
-        timeout: FORWARD_TIMEOUT,
-    }
+    DnsConfig::new(network, forward)
 }
 
 /// One DNS connection over TCP.
