@@ -299,49 +299,11 @@ impl Relay {
     /// Read the queries of DNS connection `id`, answer them, write what waits, notice
     /// its end.
     fn dns_conn(&mut self, now: Duration, id: u64) {
-        let Some(c) = self.dns.conns.get_mut(&id) else {
-            return;
-        };
-        let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
         let mut moved = false;
-        while sock.can_recv() && c.inbuf.len() < MESSAGE_MAX {
-            let room = MESSAGE_MAX - c.inbuf.len();
-            let inbuf = &mut c.inbuf;
-            let n = sock
-                .recv(|b| {
-                    let k = b.len().min(room);
-                    inbuf.extend_from_slice(&b[..k]);
-                    (k, k)
-                })
-                .unwrap_or(0);
-            if n == 0 {
-                break;
-            }
+        // Until the socket has nothing more: a message that completes the gathered
+        // bytes may leave queries behind it in the socket, with no segment to come.
+        while self.dns_read(now, id) {
             moved = true;
-        }
-        // Whole messages, each with its length in front (RFC 1035 §4.2.2).
-        let src = *c.key.0.ip();
-        let inbuf = std::mem::take(&mut c.inbuf);
-        let mut at = 0;
-        let mut answers = Vec::new();
-        while let Some(len) = inbuf.get(at..at + 2) {
-            let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
-            let Some(msg) = inbuf.get(at + 2..at + 2 + len) else {
-                break;
-            };
-            let asker = Asker::Tcp { conn: id, src };
-            if let Some(o) = self.dns.server.query(now, asker, msg) {
-                answers.push(o);
-            }
-            at += 2 + len;
-        }
-        let mut inbuf = inbuf;
-        inbuf.drain(..at);
-        if let Some(c) = self.dns.conns.get_mut(&id) {
-            c.inbuf = inbuf;
-        }
-        for o in answers {
-            self.dns_out(o);
         }
         let Some(c) = self.dns.conns.get_mut(&id) else {
             return;
@@ -365,6 +327,55 @@ impl Relay {
         if matches!(sock.state(), tcp::State::Closed | tcp::State::TimeWait) {
             self.dns_forget(id);
         }
+    }
+
+    /// Read what DNS connection `id` has, as far as a message's room goes, and ask the
+    /// server each whole message; whether anything was read.
+    fn dns_read(&mut self, now: Duration, id: u64) -> bool {
+        let Some(c) = self.dns.conns.get_mut(&id) else {
+            return false;
+        };
+        let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
+        let mut read = false;
+        while sock.can_recv() && c.inbuf.len() < MESSAGE_MAX {
+            let room = MESSAGE_MAX - c.inbuf.len();
+            let inbuf = &mut c.inbuf;
+            let n = sock
+                .recv(|b| {
+                    let k = b.len().min(room);
+                    inbuf.extend_from_slice(&b[..k]);
+                    (k, k)
+                })
+                .unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            read = true;
+        }
+        // Whole messages, each with its length in front (RFC 1035 §4.2.2).
+        let src = *c.key.0.ip();
+        let mut inbuf = std::mem::take(&mut c.inbuf);
+        let mut at = 0;
+        let mut answers = Vec::new();
+        while let Some(len) = inbuf.get(at..at + 2) {
+            let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+            let Some(msg) = inbuf.get(at + 2..at + 2 + len) else {
+                break;
+            };
+            let asker = Asker::Tcp { conn: id, src };
+            if let Some(o) = self.dns.server.query(now, asker, msg) {
+                answers.push(o);
+            }
+            at += 2 + len;
+        }
+        inbuf.drain(..at);
+        if let Some(c) = self.dns.conns.get_mut(&id) {
+            c.inbuf = inbuf;
+        }
+        for o in answers {
+            self.dns_out(o);
+        }
+        read
     }
 
     /// Drop DNS connection `id` and its socket.
