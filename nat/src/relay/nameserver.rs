@@ -12,18 +12,17 @@
 //! and are closed after [`DNS_TCP_IDLE`] without traffic (RFC 7766 §6.2.3 leaves the
 //! timeout to the server; a few seconds is the usual choice).
 
-use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
-use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpListenEndpoint};
 
 use super::Relay;
+use super::dnsstate::Conn;
 use super::flows::{Key, Proto};
-use crate::dns::{Asker, DnsConfig, DnsCounters, DnsServer, MAX_IN_FLIGHT, Names, Outgoing};
+use crate::dns::{Asker, DnsConfig, DnsCounters, MAX_IN_FLIGHT, Names, Outgoing};
 
 /// The DNS port (RFC 1035 §4.2).
 pub(super) const DNS_PORT: u16 = 53;
@@ -47,66 +46,6 @@ const FORWARD_QUEUE: usize = 2 * MAX_IN_FLIGHT;
 /// ([`DnsConfig::new`]).
 pub fn dns_config(network: &str, forward: bool) -> DnsConfig {
     DnsConfig::new(network, forward)
-}
-
-/// One DNS connection over TCP.
-struct Conn {
-    /// The container's address and the gateway's port 53.
-    key: Key,
-    handle: SocketHandle,
-    /// Bytes read and not yet a whole message.
-    inbuf: Vec<u8>,
-    /// Answers (length in front) not yet in the socket.
-    out: Vec<u8>,
-    /// When it last carried a byte.
-    last: Duration,
-    /// The relay closed it for idleness.
-    closing: bool,
-}
-
-/// The relay's DNS state.
-pub(super) struct Dns {
-    server: DnsServer,
-    conns: HashMap<u64, Conn>,
-    by_key: HashMap<Key, u64>,
-    /// Connections with segments or answers since the last pass.
-    touched: Vec<u64>,
-    forwards: VecDeque<(SocketAddr, Vec<u8>)>,
-    next_conn: u64,
-    /// A query may be in flight upstream: the server's timers are looked at.
-    maybe_in_flight: bool,
-    /// Scratch for the server's timers.
-    due: Vec<Outgoing>,
-}
-
-impl Dns {
-    /// The state of a relay whose server is `server`.
-    pub(super) fn new(server: DnsServer) -> Dns {
-        Dns {
-            server,
-            conns: HashMap::new(),
-            by_key: HashMap::new(),
-            touched: Vec::new(),
-            forwards: VecDeque::new(),
-            next_conn: 1,
-            maybe_in_flight: false,
-            due: Vec::new(),
-        }
-    }
-
-    /// DNS connections over TCP open now.
-    pub(super) fn conns(&self) -> usize {
-        self.conns.len()
-    }
-
-    /// When the server's timers are due, if a query is in flight.
-    pub(super) fn poll_at(&self) -> Option<Duration> {
-        if self.maybe_in_flight {
-            self.server.poll_at()
-        } else {
-            None
-        }
-    }
 }
 
 impl Relay {
