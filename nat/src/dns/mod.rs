@@ -40,13 +40,14 @@
 //! what it cannot do (find a message's end, answer one it cannot parse) is done on the
 //! header's bytes (`message.rs`).
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use simple_dns::rdata::{OPT, PTR, RData};
 use simple_dns::{CLASS, Name, Packet, PacketFlag, RCODE, ResourceRecord};
 
+mod asker;
 mod forward;
 mod limit;
 mod message;
@@ -55,6 +56,7 @@ mod resolv;
 #[cfg(test)]
 mod tests;
 
+pub use asker::Asker;
 use forward::{InFlight, Pending, Rng};
 use limit::Limiter;
 use message::{HEADER_LEN, Shape};
@@ -108,30 +110,6 @@ impl DnsConfig {
             burst: DEFAULT_BURST,
             max_in_flight: MAX_IN_FLIGHT,
             timeout: FORWARD_TIMEOUT,
-        }
-    }
-}
-
-/// Who asked, and so where the answer goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Asker {
-    /// A UDP query from this address and port.
-    Udp(SocketAddrV4),
-    /// A query on TCP connection `conn` (the caller's id of it) from address `src`.
-    Tcp {
-        /// The caller's id of the connection.
-        conn: u64,
-        /// The asker's address.
-        src: Ipv4Addr,
-    },
-}
-
-impl Asker {
-    /// The asker's address.
-    pub fn addr(&self) -> Ipv4Addr {
-        match self {
-            Asker::Udp(a) => *a.ip(),
-            Asker::Tcp { src, .. } => *src,
         }
     }
 }
