@@ -1361,4 +1361,95 @@ mod dns {
         server.join().unwrap();
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
+
+    /// An Ethernet frame carrying a UDP datagram from `src`:`sport` (MAC from its
+    /// address) to `gw`:53, with a right IPv4 checksum and no UDP checksum.
+    fn dns_frame(src: Ipv4Addr, gw: Ipv4Addr, sport: u16, msg: &[u8]) -> Vec<u8> {
+        let mut f = MacAddr::from_ipv4(gw).0.to_vec();
+        f.extend_from_slice(&MacAddr::from_ipv4(src).0);
+        f.extend_from_slice(&[0x08, 0x00]);
+        let total = (20 + 8 + msg.len()) as u16;
+        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        ip.extend_from_slice(&src.octets());
+        ip.extend_from_slice(&gw.octets());
+        let c = tapnet_wire::checksum::checksum(&ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&sport.to_be_bytes());
+        f.extend_from_slice(&53u16.to_be_bytes());
+        f.extend_from_slice(&((8 + msg.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(msg);
+        f
+    }
+
+    #[test]
+    fn a_sandbox_flooding_dns_does_not_starve_another_networks_answers() {
+        let path = resolv_conf("flood", "");
+        let mut s = Setup::with(false, cfg(path.clone(), 53));
+        // A second network, its sandbox speaking raw frames.
+        let gw2 = Ipv4Addr::new(10, 98, 0, 1);
+        let ctr2 = Ipv4Addr::new(10, 98, 0, 2);
+        let d2 = s._engine.add_domain(DomainConfig::default()).unwrap();
+        let gateway = GatewayConfig {
+            mac: MacAddr::from_ipv4(gw2),
+            ip: gw2,
+            prefix_len: 24,
+            internal: false,
+        };
+        let attach = NetAttach {
+            gateway,
+            mtu: 1500,
+            host_loopback: false,
+        };
+        let (gp, _) = s.host.gateway_port("n2", attach).unwrap();
+        let gid = s._engine.add_gateway_port(Box::new(gp), d2).unwrap();
+        s._engine.add_static_mac(d2, gateway.mac, gid).unwrap();
+        s.host
+            .add_endpoint("n2", "ctr2", ctr2, MacAddr::from_ipv4(ctr2));
+        let pool = s._engine.pool().clone();
+        let (port, mut peer2) = MemPort::pair("ctr2", pool, 1024, 1500, false);
+        s._engine.add_port(Box::new(port), d2).unwrap();
+        let mut n = Names::new();
+        n.add_network("n1", "pets", true);
+        n.add_endpoint("n1", "ctr-id", CTR, &["web"]);
+        n.add_network("n2", "other", true);
+        n.add_endpoint("n2", "ctr2-id", ctr2, &["two"]);
+        s.host.set_names(Arc::new(n));
+        // The first network's sandbox floods its gateway with queries, far past its
+        // rate (the time does not move meanwhile: 2,000 queries of burst at most).
+        let flood = dns_frame(CTR, GW, 7000, &query(1, "web"));
+        let ask = dns_frame(ctr2, gw2, 7001, &query(2, "two"));
+        let end = Instant::now() + LIMIT;
+        let mut sent = 0u64;
+        let mut answered = false;
+        let mut buf = Vec::new();
+        while Instant::now() < end && !(answered && sent >= 20_000) {
+            for _ in 0..512 {
+                if s.dev.peer.send(&flood) {
+                    sent += 1;
+                }
+                // Whatever the flood's answers, the container does not read them.
+                s.dev.peer.recv(&mut buf);
+            }
+            if !answered {
+                peer2.send(&ask);
+            }
+            while peer2.recv(&mut buf) {
+                if buf.len() > 42 + 12 && buf[23] == 17 && buf[34..36] == 53u16.to_be_bytes() {
+                    let (id, rcode, a) = answer(&buf[42..]);
+                    assert_eq!((id, rcode, a), (2, 0, Some(ctr2)));
+                    answered = true;
+                }
+            }
+            std::thread::yield_now();
+        }
+        assert!(answered, "the second network's query got no answer");
+        let d1 = s.host.dns_stats("n1").unwrap();
+        assert!(d1.rate_limited > 0, "{d1:?}");
+        assert!(d1.answered <= 2_000, "{d1:?}");
+        assert!(s.host.dns_stats("n2").unwrap().answered >= 1);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
 }

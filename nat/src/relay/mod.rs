@@ -48,7 +48,8 @@
 //! table (keys, ids, limits, idle timeouts, which flows are ready); `tcp` the TCP flows
 //! and their pumping; `datagram` the UDP and ICMP echo flows; `device` smoltcp's view of
 //! the container network; `emit` the frames that go to the container; `nameserver` the
-//! network's DNS server at the gateway address (UDP and TCP port 53); `isolation`
+//! network's DNS server at the gateway address (UDP and TCP port 53), `dnsstate` what
+//! it keeps; `isolation`
 //! Docker's isolation between networks; `bufpool` the TCP sockets' buffers; `budget` the
 //! host-wide memory bound on them.
 
@@ -70,6 +71,7 @@ mod budget;
 mod bufpool;
 mod datagram;
 mod device;
+mod dnsstate;
 mod emit;
 mod flows;
 mod isolation;
@@ -80,8 +82,8 @@ mod tests;
 
 use bufpool::BufPool;
 use device::{Dev, smol_now};
+use dnsstate::Dns;
 use flows::{Flow, FlowKind, Flows, SockMark, TcpState};
-use nameserver::Dns;
 
 pub use budget::{Budget, DEFAULT_FLOW_MEMORY, MIN_TCP_BUFFER};
 pub use datagram::HOST_QUEUE_BYTES;
