@@ -306,11 +306,30 @@ fn other_names_are_forwarded_to_the_hosts_resolver() {
     assert!(s["Forwarded"].as_u64().unwrap() >= 3, "{s}");
     // The default bridge forwards too (it serves no names of its own).
     let plain = d.sandbox("plain", &[], &[]);
-    let gw = format!("@{}", plain.gateway("bridge"));
+    let bridge_gw = format!("@{}", plain.gateway("bridge"));
     assert_eq!(
-        dig(&plain, &["+short", &gw, FIXED]).trim(),
+        dig(&plain, &["+short", &bridge_gw, FIXED]).trim(),
         FIXED_ADDR.to_string()
     );
+
+    // The host's resolv.conf changes: forwarding follows it (looked at once a second).
+    let next = Resolver::start(Ipv4Addr::new(127, 53, 0, 4), false);
+    std::fs::write(&resolv.0, format!("nameserver {}\n", next.addr)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert_eq!(
+            dig(&web, &["+short", &gw, FIXED]).trim(),
+            FIXED_ADDR.to_string()
+        );
+        if next.queries() > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "forwarding did not follow the new resolv.conf"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 #[test]
