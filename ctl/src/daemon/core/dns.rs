@@ -20,9 +20,15 @@ use crate::daemon::model::{EndpointRecord, NetworkRecord, SandboxRecord};
 /// The predefined network whose names are not served (Docker's default bridge).
 const DEFAULT_BRIDGE: &str = "bridge";
 
-/// Every network's names as the records say now. Networks are keyed by id, as the
-/// plumbing keys their datapath.
-pub(super) fn names_of(st: &State) -> Names {
+impl State {
+    /// Every network's names as the records say now. Networks are keyed by id, as the
+    /// plumbing keys their datapath.
+    pub(super) fn dns_names(&self) -> Names {
+        names_of(self)
+    }
+}
+
+fn names_of(st: &State) -> Names {
     let mut names = Names::new();
     for n in st.networks.values().filter(|n| n.driver == "bridge") {
         let serve = !(n.predefined && n.name == DEFAULT_BRIDGE);

@@ -149,7 +149,7 @@ impl View {
 /// The state lock as a change holds it. Dropping it releases the lock; if the state
 /// was changed (borrowed mutably), a fresh [`View`] of it is published first, so reads
 /// see the change whole, and the DNS servers get names built from it
-/// ([`dns::names_of`]), so queries see it too. A change that panics publishes nothing:
+/// (`State::dns_names`), so queries see it too. A change that panics publishes nothing:
 /// reads keep the view from before it.
 struct StateGuard<'a> {
     state: MutexGuard<'a, State>,
@@ -184,8 +184,7 @@ impl Drop for StateGuard<'_> {
         let fresh = Arc::new(View::of(&self.state));
         let old = std::mem::replace(&mut *lock_any(self.view), fresh);
         drop(old);
-        self.plumbing
-            .set_names(Arc::new(dns::names_of(&self.state)));
+        self.plumbing.set_names(Arc::new(self.state.dns_names()));
     }
 }
 
