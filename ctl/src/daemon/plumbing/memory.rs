@@ -657,8 +657,9 @@ impl Plumbing for MemoryPlumbing {
         self.lock_published().remove(sandbox);
     }
 
-    /// A port per attached endpoint and a bridge domain per network, every counter
-    /// zero (nothing moves here), numbered in the order of their ids.
+    /// A port per attached endpoint, a bridge domain per network and a DNS server per
+    /// gateway, every counter zero (nothing moves here), numbered in the order of their
+    /// ids.
     fn stats(&self) -> DatapathStats {
         let m = self.mem();
         let mut out = DatapathStats::default();
@@ -676,10 +677,14 @@ impl Plumbing for MemoryPlumbing {
             });
             out.ports.insert(id, PortUser::Endpoint(ep.clone()));
         }
-        for (i, net) in m.networks.keys().enumerate() {
+        for (i, (net, plan)) in m.networks.iter().enumerate() {
             let id = DomainId(i as u32);
             out.engine.domains.push((id, Default::default()));
             out.domains.insert(id, net.clone());
+            // Every gateway answers DNS.
+            if plan.gateway.is_some() {
+                out.dns.push((net.clone(), Default::default()));
+            }
         }
         out
     }
