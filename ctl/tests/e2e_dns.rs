@@ -203,6 +203,7 @@ fn dns_stats(d: &Daemon, net: &str) -> Value {
 #[ignore = "needs root"]
 fn sandboxes_find_each_other_by_name_alias_and_address() {
     let resolv = ResolvFile::new("names", &[Ipv4Addr::new(127, 53, 0, 9)]);
+    let host_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap();
     let d = daemon("dns-names", &resolv);
     d.ok(&["network", "create", "pets"]);
     let db = sandbox(&d, "db", "pets", &["database"]);
@@ -253,6 +254,14 @@ fn sandboxes_find_each_other_by_name_alias_and_address() {
     let s = dns_stats(&d, "pets");
     assert!(s["Queries"].as_u64().unwrap() >= 6, "{s}");
     assert!(s["Answered"].as_u64().unwrap() >= 6, "{s}");
+    // The runs' mounts stayed theirs: the host's resolv.conf is as it was.
+    assert_eq!(
+        std::fs::read_to_string("/etc/resolv.conf").unwrap(),
+        host_conf
+    );
+    // The sandbox's file goes with it.
+    d.ok(&["sandbox", "rm", "web"]);
+    assert!(!std::path::Path::new(&format!("/etc/netns/{}", web.netns)).exists());
 }
 
 #[test]
