@@ -268,7 +268,7 @@ fn sandboxes_find_each_other_by_name_alias_and_address() {
 #[ignore = "needs root"]
 fn names_of_other_networks_resolve_only_while_connected() {
     let resolv = ResolvFile::new("scope", &[Ipv4Addr::new(127, 53, 0, 9)]);
-    let d = daemon("dns-scope", &resolv);
+    let mut d = daemon("dns-scope", &resolv);
     d.ok(&["network", "create", "pets"]);
     d.ok(&["network", "create", "other"]);
     let web = sandbox(&d, "web", "pets", &[]);
@@ -292,6 +292,15 @@ fn names_of_other_networks_resolve_only_while_connected() {
     assert!(getent(&web, "store").is_empty());
     // Such names are never forwarded.
     assert_eq!(dns_stats(&d, "pets")["Forwarded"], 0);
+
+    // A restarted daemon answers the same names.
+    d.ok(&["network", "connect", "other", "web"]);
+    d.restart();
+    assert_eq!(dig(&web, &["+short", &gw, "store"]).trim(), cache_ip);
+    // Its own name: an address on each of its networks.
+    let own = getent(&web, "web");
+    assert!(own.split(' ').any(|a| a == web.ip("pets")), "{own}");
+    assert_eq!(own.split(' ').count(), 2, "{own}");
 }
 
 #[test]
