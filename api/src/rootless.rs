@@ -36,6 +36,11 @@ pub struct SandboxInterfaces {
     /// The interface the default route leaves by.
     #[serde(rename = "GatewayInterface", default, deserialize_with = "nullable")]
     pub gateway_interface: String,
+    /// The sandbox's `resolv.conf` (its first network's gateway as nameserver, the
+    /// host's search domains and options), or empty for a sandbox without a network:
+    /// the process mounts it on `/etc/resolv.conf` in a mount namespace of its own.
+    #[serde(rename = "ResolvConf", default, deserialize_with = "nullable")]
+    pub resolv_conf: String,
 }
 
 /// `POST /sandboxes/{id}/interfaces`: the TAP fds ride on the request as `SCM_RIGHTS`,

@@ -33,6 +33,51 @@ pub struct StatsResponse {
     /// The API server itself: connections and what it refused.
     #[serde(rename = "Api", default)]
     pub api: ApiStatsEntry,
+    /// The embedded DNS server of each network with a gateway.
+    #[serde(rename = "Dns", default, deserialize_with = "nullable")]
+    pub dns: Vec<DnsStatsEntry>,
+}
+
+/// The embedded DNS server of one network: what its gateway address answered on port 53.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsStatsEntry {
+    /// The network's name.
+    #[serde(rename = "Network", default, deserialize_with = "nullable")]
+    pub network: String,
+    /// The network's id.
+    #[serde(rename = "NetworkID", default, deserialize_with = "nullable")]
+    pub network_id: String,
+    /// Query messages received (well formed or not).
+    #[serde(rename = "Queries", default)]
+    pub queries: u64,
+    /// Queries answered from the network's names.
+    #[serde(rename = "Answered", default)]
+    pub answered: u64,
+    /// Queries answered NXDOMAIN.
+    #[serde(rename = "Nxdomain", default)]
+    pub nxdomain: u64,
+    /// Queries forwarded to the host's resolvers.
+    #[serde(rename = "Forwarded", default)]
+    pub forwarded: u64,
+    /// Forwarded queries no resolver answered in time (SERVFAIL).
+    #[serde(rename = "Timeouts", default)]
+    pub timeouts: u64,
+    /// Queries refused (too many in flight, or no resolver to forward to).
+    #[serde(rename = "Refused", default)]
+    pub refused: u64,
+    /// Queries dropped because their sandbox was over its rate.
+    #[serde(rename = "RateLimited", default)]
+    pub rate_limited: u64,
+    /// Malformed queries answered FORMERR.
+    #[serde(rename = "Formerr", default)]
+    pub formerr: u64,
+    /// Answers over UDP cut short with the TC flag.
+    #[serde(rename = "Truncated", default)]
+    pub truncated: u64,
+    /// Every counter of the server by name, zeros too (`dropped`, `forward_answers`,
+    /// `stray` besides the ones above).
+    #[serde(rename = "Counters", default, deserialize_with = "nullable")]
+    pub counters: BTreeMap<String, u64>,
 }
 
 /// The API server's counters.

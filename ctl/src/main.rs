@@ -56,8 +56,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         return Ok(rootless_init::init(a));
     }
     let state_dir = state_dir(cli.state_dir);
-    if let Command::Daemon = cli.command {
-        if let Err(e) = tapnet_ctl::daemon::run_daemon(state_dir) {
+    if let Command::Daemon(a) = cli.command {
+        if let Err(e) = tapnet_ctl::daemon::run_daemon(state_dir, a.resolv_conf) {
             eprintln!("tapnet daemon: {}", tapnet_ctl::daemon::chain(&e));
             return Ok(e.exit_status());
         }
@@ -65,7 +65,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     }
     match &cli.command {
         Command::Demo => return demo::run(),
-        Command::DemoServer(a) => return demo::server(&a.role, a.listen, a.db),
+        Command::DemoServer(a) => return demo::server(&a.role, a.listen, a.db.as_deref()),
         Command::DemoClient(a) => return demo::client(a.web, a.wait, &a.keys),
         _ => {}
     }
@@ -76,7 +76,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => run::run(&client, args),
         Command::Port(args) => port::run(&client, args),
         Command::Stats(args) => stats::run(&client, args),
-        Command::Daemon
+        Command::Daemon(_)
         | Command::Demo
         | Command::DemoServer(_)
         | Command::DemoClient(_)

@@ -306,8 +306,14 @@ fn sandbox_and_stats_commands() {
     let out = s.ok(&["stats"]);
     assert!(out.starts_with("PORT "), "{out}");
     assert!(out.contains(" db "), "{out}");
+    // Each gateway's DNS server has a row.
+    assert!(
+        out.contains("\nDNS       QUERIES   ANSWERED   NXDOMAIN"),
+        "{out}"
+    );
     let v: Value = serde_json::from_str(&s.ok(&["stats", "--format", "json"])).unwrap();
     assert_eq!(v["Ports"].as_array().unwrap().len(), 3);
+    assert!(v["Dns"].as_array().is_some_and(|d| !d.is_empty()), "{v}");
 
     let (code, out, err) = s.tapnet(&["sandbox", "rm", "db", "nosuch", "web"]);
     assert_eq!((code, out.as_str()), (1, "db\nweb\n"));

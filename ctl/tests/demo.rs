@@ -24,6 +24,12 @@ fn check_output(text: &str) -> PathBuf {
         "{text}"
     );
     assert!(text.contains("  ok    host -> 127.0.0.1:"), "{text}");
+    // web reads db by name, through the network's embedded DNS.
+    assert!(text.contains("reads db at db:7000 (by name)"), "{text}");
+    assert!(
+        text.contains("  ok    web -> db by name: db:7000"),
+        "{text}"
+    );
     assert!(
         text.contains("removed: servers, sandboxes, networks and state"),
         "{text}"

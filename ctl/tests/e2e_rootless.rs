@@ -257,7 +257,7 @@ fn sandbox_names(rig: &Rig) -> Vec<String> {
 }
 
 /// A TCP request from a new rootless sandbox on `net` to the demo's db server at `ip`
-/// (bash's /dev/tcp; a few tries while the server starts listening).
+/// (by address or name: bash's /dev/tcp; a few tries while the server starts listening).
 fn ask_db(rig: &Rig, net: &str, ip: &str) -> Output {
     let script = format!(
         "for i in 1 2 3 4 5 6 7 8 9 10; do \
@@ -570,4 +570,57 @@ fn a_rootless_sandbox_whose_process_is_killed_goes_with_its_port() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn rootless_sandboxes_find_each_other_by_name() {
+    let user = test_user();
+    let mut rig = Rig::new("dns", &user);
+    rig.ok(&["network", "create", "pets"]);
+    let bin = rig.bin.display().to_string();
+    let db = rig.run_bg(
+        "db",
+        &[
+            "--network",
+            "pets",
+            "--network-alias",
+            "database",
+            "--",
+            &bin,
+            "demo-server",
+            "db",
+            "--listen",
+            "0.0.0.0:7000",
+        ],
+    );
+    let ip = ip_on(&db, "pets");
+    let gw = db["Networks"]["pets"]["Gateway"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The command's /etc/resolv.conf is the sandbox's: its gateway answers.
+    let conf = rig.ok(&["run", "--network", "pets", "--", "cat", "/etc/resolv.conf"]);
+    assert!(conf.contains(&format!("nameserver {gw}")), "{conf}");
+    for name in ["db", "database", "db.pets"] {
+        let out = rig.ok(&["run", "--network", "pets", "--", "getent", "hosts", name]);
+        assert_eq!(
+            out.split_whitespace().next(),
+            Some(ip.as_str()),
+            "{name}: {out}"
+        );
+    }
+    // A TCP client connecting by name.
+    let o = ask_db(&rig, "pets", "db");
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "dog, 7 years, likes the beach"
+    );
+    // The host's /etc/resolv.conf is untouched.
+    assert!(
+        !std::fs::read_to_string("/etc/resolv.conf")
+            .unwrap()
+            .contains(&format!("nameserver {gw}"))
+    );
 }

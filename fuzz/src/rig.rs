@@ -64,6 +64,7 @@ pub fn relay_cfg(host_loopback: bool) -> RelayConfig {
         host_loopback,
         limits: limits(),
         tcp_buffer: 16 * 1024,
+        dns: tapnet_nat::relay::dns_config("fuzz", true),
     }
 }
 

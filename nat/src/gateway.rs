@@ -17,6 +17,8 @@ const PROTO_ICMP: u8 = 1;
 const PROTO_TCP: u8 = 6;
 /// IANA protocol number of UDP.
 const PROTO_UDP: u8 = 17;
+/// The DNS port (RFC 1035 §4.2), served by the relay at the gateway address.
+const DNS_PORT: u16 = 53;
 /// TTL of the gateway's own packets (Linux's `ip_default_ttl`).
 const TTL: u8 = 64;
 /// IPv4 option types (IANA "IP Option Numbers", copied flag included).
@@ -122,6 +124,9 @@ pub struct Gateway {
     counters: Arc<GatewayCounters>,
     /// `Some` when the network has egress.
     egress: Option<()>,
+    /// UDP and TCP to the gateway address's port 53 go to the relay (its DNS server),
+    /// on an internal network too.
+    dns: bool,
 }
 
 impl Gateway {
@@ -134,6 +139,7 @@ impl Gateway {
             },
             counters: Arc::default(),
             egress: None,
+            dns: false,
         }
     }
 
@@ -147,6 +153,16 @@ impl Gateway {
         if !cfg.internal {
             g.egress = Some(());
         }
+        g
+    }
+
+    /// A gateway whose network has a relay: like [`Gateway::with_egress`], and UDP and
+    /// TCP to the gateway address's port 53 are [`Outcome::Forward`]ed to the relay's
+    /// DNS server on an internal network as well (everything else an internal network
+    /// sends is dropped as by [`Gateway::new`], with the same counters).
+    pub fn with_relay(cfg: GatewayConfig) -> Gateway {
+        let mut g = Gateway::with_egress(cfg);
+        g.dns = true;
         g
     }
 
@@ -343,6 +359,14 @@ impl Gateway {
             // carries in from published ports come from this address, and with
             // host_loopback the host's loopback answers for it.
             if self.egress.is_some() && matches!(ip.protocol(), PROTO_TCP | PROTO_UDP) {
+                return Outcome::Forward;
+            }
+            // The network's DNS server, on an internal network too (RFC 1035 §4.2:
+            // port 53 over UDP and TCP).
+            if self.dns
+                && matches!(ip.protocol(), PROTO_TCP | PROTO_UDP)
+                && ip.payload().get(2..4) == Some(&DNS_PORT.to_be_bytes()[..])
+            {
                 return Outcome::Forward;
             }
             return Outcome::Drop(GatewayDrop::Unsupported);

@@ -34,7 +34,7 @@ pub(crate) enum Command {
     /// Show the engine's counters
     Stats(StatsArgs),
     /// Run the daemon
-    Daemon,
+    Daemon(DaemonArgs),
     /// Build Docker's single-host demo (network pets, sandboxes db and web), check it, remove it
     Demo,
     /// A server the demo runs inside a sandbox
@@ -49,6 +49,15 @@ pub(crate) enum Command {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct DaemonArgs {
+    /// The host's resolv.conf: where names the embedded DNS does not own are forwarded
+    /// (its nameservers, re-read when it changes), and the search domains and options
+    /// of every sandbox's resolv.conf
+    #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
+    pub(crate) resolv_conf: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct DemoServerArgs {
     /// `db` or `web`
     #[arg(value_parser = ["db", "web"])]
@@ -56,9 +65,9 @@ pub(crate) struct DemoServerArgs {
     /// Address to listen on
     #[arg(long)]
     pub(crate) listen: std::net::SocketAddr,
-    /// Where web finds db
+    /// Where web finds db: HOST:PORT, a name looked up on every request (`db:7000`)
     #[arg(long)]
-    pub(crate) db: Option<std::net::SocketAddr>,
+    pub(crate) db: Option<String>,
 }
 
 #[derive(Debug, Args)]

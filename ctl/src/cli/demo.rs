@@ -2,7 +2,8 @@
 //!
 //! A user-defined bridge `pets` with a `db` sandbox and a `web` sandbox, each running a
 //! small server that tapnet ships (`tapnet demo-server`); `web` answers lookups by
-//! reading from `db` by address, and publishes its port on the host's loopback. A
+//! reading from `db`, which it finds by name (`db:7000`, through the network's embedded
+//! DNS, on every request), and publishes its port on the host's loopback. A
 //! `client` sandbox on `pets` asks `web` (`tapnet demo-client`); a `stranger` sandbox on
 //! another network shows it cannot; the host asks `web` through its published port.
 //!
@@ -16,7 +17,7 @@
 //! exited in time, then what is left in the daemon is removed and the directory with it.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -46,8 +47,9 @@ const PETS: &[(&str, &str)] = &[
     ("kiwi", "parrot, 12 years, says hello"),
 ];
 
-/// `tapnet demo-server db|web`: the demo's workloads.
-pub(crate) fn server(role: &str, listen: SocketAddr, db: Option<SocketAddr>) -> anyhow::Result<u8> {
+/// `tapnet demo-server db|web`: the demo's workloads. `db` is where web finds db
+/// (`HOST:PORT`, a name looked up on every request, as a Docker user's app does).
+pub(crate) fn server(role: &str, listen: SocketAddr, db: Option<&str>) -> anyhow::Result<u8> {
     let listener = TcpListener::bind(listen).with_context(|| format!("listen on {listen}"))?;
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
@@ -57,7 +59,7 @@ pub(crate) fn server(role: &str, listen: SocketAddr, db: Option<SocketAddr>) -> 
     Ok(0)
 }
 
-fn serve_one(role: &str, conn: TcpStream, db: Option<SocketAddr>) -> anyhow::Result<()> {
+fn serve_one(role: &str, conn: TcpStream, db: Option<&str>) -> anyhow::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut conn = conn;
     let mut line = String::new();
@@ -71,12 +73,27 @@ fn serve_one(role: &str, conn: TcpStream, db: Option<SocketAddr>) -> anyhow::Res
             .unwrap_or_else(|| "unknown".into()),
         _ => {
             let db = db.ok_or_else(|| anyhow!("web needs --db"))?;
-            let from_db = ask(db, key)?;
-            format!("{key}: {from_db} (from db at {db})")
+            let addr = resolve(db)?;
+            let from_db = ask(addr, key)?;
+            if db == addr.to_string() {
+                format!("{key}: {from_db} (from db at {db})")
+            } else {
+                format!("{key}: {from_db} (from db at {db} = {addr})")
+            }
         }
     };
     writeln!(conn, "{answer}")?;
     Ok(())
+}
+
+/// The IPv4 address `host_port` names now (the system's resolver: in a sandbox, its
+/// network's embedded DNS).
+fn resolve(host_port: &str) -> anyhow::Result<SocketAddr> {
+    host_port
+        .to_socket_addrs()
+        .with_context(|| format!("resolve {host_port}"))?
+        .find(SocketAddr::is_ipv4)
+        .ok_or_else(|| anyhow!("{host_port} has no IPv4 address"))
 }
 
 /// One request: send `key`, read one line.
@@ -482,6 +499,8 @@ pub(crate) fn run() -> anyhow::Result<u8> {
     let idx = demo.start("db", "pets", None, &db_cmd, false)?;
     let (db_ip, db_mac) = demo.wait_up("db", idx)?;
     let db_addr = SocketAddr::from((db_ip, DB_PORT));
+    // By name, as the seed's example connects: the network's DNS answers it.
+    let db_name = format!("db:{DB_PORT}");
     let web_cmd = [
         &exe,
         "demo-server",
@@ -489,7 +508,7 @@ pub(crate) fn run() -> anyhow::Result<u8> {
         "--listen",
         &format!("0.0.0.0:{WEB_PORT}"),
         "--db",
-        &db_addr.to_string(),
+        &db_name,
     ]
     .map(String::from);
     let publish = format!("127.0.0.1::{WEB_PORT}");
@@ -512,7 +531,7 @@ pub(crate) fn run() -> anyhow::Result<u8> {
         "  sandbox  db        {db_ip:<12} {db_mac}  runs: tapnet demo-server db (port {DB_PORT})"
     );
     println!(
-        "  sandbox  web       {web_ip:<12} {web_mac}  runs: tapnet demo-server web (port {WEB_PORT}), reads db at {db_addr}"
+        "  sandbox  web       {web_ip:<12} {web_mac}  runs: tapnet demo-server web (port {WEB_PORT}), reads db at {db_name} (by name)"
     );
     println!("  port     web       {WEB_PORT}/tcp -> {published}");
     for name in ["db", "web"] {
@@ -545,6 +564,21 @@ pub(crate) fn run() -> anyhow::Result<u8> {
             Err(e) => verdict(false, format!("client -> web {web_addr} {:?}: {e}", a.key)),
         }
     }
+    // web found db by its name: the embedded DNS answered db's address.
+    let by_name = format!("from db at {db_name} = {db_addr}");
+    let resolved = answers
+        .iter()
+        .any(|a| a.result.as_ref().is_ok_and(|v| v.contains(&by_name)));
+    let dns_at = pets
+        .ipam
+        .first()
+        .and_then(|c| c.gateway)
+        .map(|g| g.to_string())
+        .unwrap_or_default();
+    verdict(
+        resolved,
+        format!("web -> db by name: {db_name} resolved to {db_addr} (pets' DNS at {dns_at}:53)"),
+    );
     let answers = demo.check("stranger", "other", &["--web", &web_s, "max"])?;
     for a in &answers {
         println!(

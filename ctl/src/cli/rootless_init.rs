@@ -10,7 +10,10 @@
 //! namespaces), sends their fds to the daemon over the API socket (`SCM_RIGHTS`), and
 //! starts the command as its child, which keeps the user's identity and has no
 //! capability left (and gets SIGKILL if this process dies). ICMP echo sockets are
-//! allowed for the user's group, so `ping` works without privilege.
+//! allowed for the user's group, so `ping` works without privilege. It also makes a
+//! mount namespace (owned by its user namespace) where the sandbox's `resolv.conf`,
+//! which names its network's gateway as the nameserver, is bind-mounted on
+//! `/etc/resolv.conf`, as `ip netns exec` does for a named namespace.
 //!
 //! It then stays, as the sandbox's keeper, until the command ends: the command's status
 //! is its status, and the signals `tapnet run` relays are passed on. It keeps its own
@@ -117,9 +120,10 @@ type SocketId = (u64, u64, i64, i64);
 fn setup(socket: &Path, sandbox: &str) -> anyhow::Result<Kept> {
     let uid = nix::unistd::geteuid();
     let gid = nix::unistd::getegid();
-    nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET).map_err(|e| {
+    let flags = CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS;
+    nix::sched::unshare(flags).map_err(|e| {
         anyhow!(
-            "cannot create a user and network namespace ({e}): check that unprivileged \
+            "cannot create a user, network and mount namespace ({e}): check that unprivileged \
              user namespaces are allowed (sysctl user.max_user_namespaces > 0; \
              kernel.unprivileged_userns_clone=1 where it exists; AppArmor's \
              kernel.apparmor_restrict_unprivileged_userns=0 or a profile for tapnet)"
@@ -144,6 +148,13 @@ fn setup(socket: &Path, sandbox: &str) -> anyhow::Result<Kept> {
     let path = format!("/sandboxes/{}/interfaces", path_segment(sandbox));
     let plan: SandboxInterfaces =
         serde_json::from_slice(&call(socket, "GET", &path, b"", &[])?).context("the plan")?;
+    if !plan.resolv_conf.is_empty() {
+        // Names still resolve by the host's resolvers without it: a warning, not a
+        // failure (the command's terminal is the only place to say it).
+        if let Err(e) = mount_resolv_conf(&plan.resolv_conf) {
+            eprintln!("tapnet: rootless sandbox: warning: no resolv.conf of its own: {e:#}");
+        }
+    }
     let mut taps = Vec::new();
     for i in &plan.interfaces {
         let tap = Tap::create(&TapConfig {
@@ -265,6 +276,71 @@ fn keep(socket: &Path, mut kept: Kept, cmd: &[String]) -> anyhow::Result<u8> {
         }
         let _ = nix::sys::signal::kill(child, sig);
     }
+}
+
+/// Where `resolv.conf` is mounted (`mount(2)` follows it if it is a symlink, as
+/// systemd-resolved's is).
+const ETC_RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// Mount `text` on `/etc/resolv.conf` in this process's mount namespace: `/` made a
+/// recursive slave first (nothing mounted here reaches the host), then a file of our own
+/// bind-mounted and unlinked (a memfd or an unlinked file cannot be bind-mounted).
+fn mount_resolv_conf(text: &str) -> anyhow::Result<()> {
+    use nix::mount::{MsFlags, mount};
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .context("making / a slave mount")?;
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from)
+        .filter(|d| d.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let (path, mut file) = private_file(&dir)?;
+    let mounted = file
+        .write_all(text.as_bytes())
+        .context("writing it")
+        .and_then(|()| {
+            mount(
+                Some(&path),
+                ETC_RESOLV_CONF,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .with_context(|| format!("mounting it on {ETC_RESOLV_CONF}"))
+        });
+    // The mount holds the file; its name goes either way.
+    let _ = std::fs::remove_file(&path);
+    mounted
+}
+
+/// A new file in `dir` that no one else had (mode 0644, as resolv.conf's).
+fn private_file(dir: &Path) -> anyhow::Result<(std::path::PathBuf, std::fs::File)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut last = None;
+    for _ in 0..16 {
+        let path = dir.join(format!(
+            "tapnet-resolv-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&path)
+        {
+            Ok(f) => return Ok((path, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+        }
+    }
+    Err(anyhow!("no free file name in {}: {last:?}", dir.display()))
 }
 
 fn write_proc(path: &str, v: &str) -> anyhow::Result<()> {

@@ -1,7 +1,9 @@
 //! `tapnet run`: create a sandbox, run a command inside its network namespace, remove the
 //! sandbox, and exit with the command's status (128+N if signal N killed it), as
 //! `docker run` does. `--network host` runs the command where tapnet runs, without the
-//! daemon.
+//! daemon. The command also gets a mount namespace of its own where the sandbox's
+//! `/etc/netns/NAME/resolv.conf` (its network's embedded DNS) is bind-mounted on
+//! `/etc/resolv.conf`, as `ip netns exec` does.
 //!
 //! Signals: the command stays in tapnet's process group, so a terminal's Ctrl-C or Ctrl-\
 //! reaches it directly; tapnet then only waits (as `system(3)` does) and cleans up.
@@ -9,6 +11,7 @@
 //! relayed to the command. A signal that arrives while the sandbox is being created
 //! removes it again and exits 128+N without running anything.
 
+use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -162,16 +165,22 @@ async fn spawn_and_wait(
     };
     if let Some(ns) = &netns {
         let fd = ns.as_raw_fd();
+        // Prepared before the fork: the child allocates nothing.
+        let resolv = sb.and_then(|sb| ResolvMount::of(&sb.netns_path));
         // SAFETY: the closure runs in the forked child before exec and calls only
-        // setns(2), which is async-signal-safe and allocates nothing; `fd` stays open
-        // until exec because `netns` outlives the spawn.
+        // setns(2), unshare(2), mount(2) and write(2), which are async-signal-safe, on
+        // pointers prepared before the fork (`resolv` is moved in and lives until exec);
+        // it allocates nothing. `fd` stays open until exec because `netns` outlives the
+        // spawn.
         unsafe {
             command.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
                 }
+                if let Some(r) = &resolv {
+                    r.apply()?;
+                }
+                Ok(())
             });
         }
     }
@@ -204,6 +213,90 @@ async fn spawn_and_wait(
             st = child.wait() => return Ok(exit_code(st?)),
             sig = sigs.next() => relay(pid, sig),
         }
+    }
+}
+
+/// Where `ip netns exec` finds a named namespace's own files.
+const NETNS_RUN_DIR: &str = "/run/netns";
+/// The same, for `/etc` files.
+const NETNS_ETC_DIR: &str = "/etc/netns";
+
+/// The bind mount of a named namespace's `resolv.conf` on `/etc/resolv.conf`, prepared
+/// for a child between fork and exec.
+struct ResolvMount {
+    source: CString,
+    target: CString,
+    root: CString,
+}
+
+/// What the child writes to stderr when the mount fails (no allocation there).
+const RESOLV_WARNING: &[u8] =
+    b"tapnet: warning: cannot mount the sandbox's resolv.conf on /etc/resolv.conf\n";
+
+impl ResolvMount {
+    /// For the namespace at `netns_path` (`/run/netns/NAME`), if the daemon wrote it a
+    /// `resolv.conf` (a sandbox without a network has none).
+    fn of(netns_path: &str) -> Option<ResolvMount> {
+        let name = std::path::Path::new(netns_path)
+            .strip_prefix(NETNS_RUN_DIR)
+            .ok()?
+            .to_str()?;
+        let source = std::path::Path::new(NETNS_ETC_DIR)
+            .join(name)
+            .join("resolv.conf");
+        if name.contains('/') || !source.is_file() {
+            return None;
+        }
+        Some(ResolvMount {
+            source: CString::new(source.into_os_string().into_encoded_bytes()).ok()?,
+            target: CString::new("/etc/resolv.conf").ok()?,
+            root: CString::new("/").ok()?,
+        })
+    }
+
+    /// In the child: a mount namespace of its own, `/` a recursive slave (nothing
+    /// mounted here reaches the host), the file bind-mounted on `/etc/resolv.conf`
+    /// (followed if a symlink). A failed bind mount is a warning, as in `ip netns exec`.
+    fn apply(&self) -> std::io::Result<()> {
+        // SAFETY: unshare(2) with a flag only.
+        if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: mount(2) on NUL-terminated strings that live as long as `self`;
+        // null type and data are allowed for a propagation change.
+        let slave = unsafe {
+            libc::mount(
+                std::ptr::null(),
+                self.root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_SLAVE,
+                std::ptr::null(),
+            )
+        };
+        if slave != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: as above, for a bind mount.
+        let bound = unsafe {
+            libc::mount(
+                self.source.as_ptr(),
+                self.target.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            )
+        };
+        if bound != 0 {
+            // SAFETY: write(2) of a static buffer to stderr.
+            unsafe {
+                libc::write(
+                    libc::STDERR_FILENO,
+                    RESOLV_WARNING.as_ptr().cast(),
+                    RESOLV_WARNING.len(),
+                )
+            };
+        }
+        Ok(())
     }
 }
 

@@ -1,4 +1,5 @@
-//! `tapnet stats`: the engine's counters, per port, network and stage.
+//! `tapnet stats`: the engine's counters, per port, network and stage, and each
+//! network's embedded DNS server's.
 
 use tapnet_api::StatsResponse;
 
@@ -151,6 +152,47 @@ pub(crate) fn render(s: &StatsResponse) -> String {
             s.host.flow_memory_limit / 1024
         ));
     }
+    if !s.dns.is_empty() {
+        let rows: Vec<Vec<String>> = s
+            .dns
+            .iter()
+            .map(|d| {
+                [
+                    d.queries,
+                    d.answered,
+                    d.nxdomain,
+                    d.forwarded,
+                    d.timeouts,
+                    d.refused,
+                    d.rate_limited,
+                    d.formerr,
+                    d.truncated,
+                ]
+                .iter()
+                .map(u64::to_string)
+                .fold(vec![d.network.clone()], |mut row, v| {
+                    row.push(v);
+                    row
+                })
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&table(
+            &[
+                "DNS",
+                "QUERIES",
+                "ANSWERED",
+                "NXDOMAIN",
+                "FORWARDED",
+                "TIMEOUTS",
+                "REFUSED",
+                "RATE LIMITED",
+                "FORMERR",
+                "TRUNCATED",
+            ],
+            &rows,
+        ));
+    }
     out.push_str(&format!(
         "\nswitch: {} frames, drops {}; pool: {} small and {} large slots free\n",
         s.switch.processed,
@@ -237,6 +279,44 @@ mod tests {
             t.contains("\nSTAGE     WORKER    PACKETS   BATCHES   DROPS\nrx        0         7")
         );
         assert!(t.contains("switch: 0 frames, drops 0"));
+    }
+
+    #[test]
+    fn renders_the_dns_counters_per_network() {
+        let mut s = StatsResponse::default();
+        s.dns.push(tapnet_api::DnsStatsEntry {
+            network: "pets".into(),
+            queries: 12,
+            answered: 7,
+            nxdomain: 2,
+            forwarded: 3,
+            timeouts: 1,
+            ..Default::default()
+        });
+        let t = render(&s);
+        let head = t.lines().find(|l| l.starts_with("DNS")).unwrap();
+        assert_eq!(
+            head.split_whitespace().collect::<Vec<_>>(),
+            [
+                "DNS",
+                "QUERIES",
+                "ANSWERED",
+                "NXDOMAIN",
+                "FORWARDED",
+                "TIMEOUTS",
+                "REFUSED",
+                "RATE",
+                "LIMITED",
+                "FORMERR",
+                "TRUNCATED"
+            ]
+        );
+        let row = t.lines().find(|l| l.starts_with("pets")).unwrap();
+        assert_eq!(
+            row.split_whitespace().collect::<Vec<_>>(),
+            ["pets", "12", "7", "2", "3", "1", "0", "0", "0", "0"]
+        );
+        assert!(!render(&StatsResponse::default()).contains("NXDOMAIN"));
     }
 
     #[test]

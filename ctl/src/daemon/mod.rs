@@ -48,14 +48,15 @@ pub const EXIT_DATAPATH_FAILED: u8 = 70;
 pub const FAULT_ENV: &str = "TAPNET_FAULT";
 
 /// Run the daemon in `state_dir` until SIGINT or SIGTERM: restore state, start the
-/// datapath, serve the API on `<state_dir>/tapnet.sock`. Sandboxes outlive it: their
+/// datapath (forwarding DNS to the resolvers of the host's `resolv_conf`), serve the API
+/// on `<state_dir>/tapnet.sock`. Sandboxes outlive it: their
 /// namespaces and persistent TAPs stay, and the next start reattaches them.
 ///
 /// When a datapath thread fails (a worker or the host networking thread panicked), the
 /// datapath of every network is gone while the API would go on answering: the daemon
 /// notices within [`WATCH_INTERVAL`], stops serving, removes its socket and returns
 /// [`RunError::DatapathFailed`] (exit status [`EXIT_DATAPATH_FAILED`]).
-pub fn run_daemon(state_dir: PathBuf) -> Result<(), RunError> {
+pub fn run_daemon(state_dir: PathBuf, resolv_conf: PathBuf) -> Result<(), RunError> {
     match raise_nofile_limit() {
         Ok(n) => tracing::info!(limit = n, "open file limit (RLIMIT_NOFILE)"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
@@ -63,7 +64,10 @@ pub fn run_daemon(state_dir: PathBuf) -> Result<(), RunError> {
     let cfg = DaemonConfig { state_dir };
     let plumbing = Arc::new(OsPlumbing::start(
         tapnet_engine::runtime::EngineConfig::default(),
-        tapnet_engine::hostnet::HostNetConfig::default(),
+        tapnet_engine::hostnet::HostNetConfig {
+            resolv_conf,
+            ..Default::default()
+        },
     )?);
     let daemon = Arc::new(Daemon::open(&cfg, plumbing.clone())?);
     // Rootless sandboxes whose process exits go within this interval, not at the next

@@ -43,6 +43,8 @@ pub(crate) struct Daemon {
     /// Every namespace name this test has seen the daemon use.
     seen_netns: Mutex<BTreeSet<String>>,
     starts: u32,
+    /// Options of `tapnet daemon` (every start).
+    daemon_args: Vec<String>,
 }
 
 /// The result of one `tapnet` invocation.
@@ -114,6 +116,11 @@ impl Sb {
 impl Daemon {
     /// Start a daemon in a fresh state directory (as root, with a TUN device).
     pub(crate) fn start(tag: &str) -> Daemon {
+        Daemon::start_with(tag, &[])
+    }
+
+    /// [`Daemon::start`] with options of `tapnet daemon` (`--resolv-conf PATH`).
+    pub(crate) fn start_with(tag: &str, daemon_args: &[&str]) -> Daemon {
         static N: AtomicU32 = AtomicU32::new(0);
         require_root_and_tun();
         let dir = std::env::temp_dir().join(format!(
@@ -130,6 +137,7 @@ impl Daemon {
             child: None,
             seen_netns: Mutex::new(BTreeSet::new()),
             starts: 0,
+            daemon_args: daemon_args.iter().map(|a| a.to_string()).collect(),
         };
         d.spawn();
         d
@@ -145,6 +153,7 @@ impl Daemon {
             .arg("--state-dir")
             .arg(&self.dir)
             .arg("daemon")
+            .args(&self.daemon_args)
             .env_remove("TAPNET_HOST")
             .env_remove("TAPNET_STATE_DIR")
             .stdin(Stdio::null())

@@ -620,3 +620,79 @@ proptest! {
         }
     }
 }
+
+/// A UDP (17) or TCP (6) packet from `src` to `dst`:`port`, in a frame to the gateway.
+fn transport(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, port: u16) -> Vec<u8> {
+    let l4_len = if proto == 6 { 20 } else { 8 };
+    let mut f = echo(src, dst, &[], &[]);
+    f.truncate(14 + 20);
+    f.resize(14 + 20 + l4_len, 0);
+    {
+        let ip = &mut f[14..34];
+        ip[9] = proto;
+        ip[2..4].copy_from_slice(&((20 + l4_len) as u16).to_be_bytes());
+        ip[10..12].copy_from_slice(&[0, 0]);
+        let c = checksum(ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+    f[36..38].copy_from_slice(&port.to_be_bytes());
+    f
+}
+
+#[test]
+fn a_gateway_with_a_relay_hands_dns_to_it_on_internal_networks_and_nothing_else() {
+    let mut internal = Gateway::with_relay(config(true));
+    for proto in [6u8, 17] {
+        assert_eq!(
+            handle(&mut internal, &transport(proto, host(), GW_IP, 53)).0,
+            Outcome::Forward,
+            "{proto}"
+        );
+        // Any other port of the gateway, as without a relay.
+        assert_eq!(
+            handle(&mut internal, &transport(proto, host(), GW_IP, 54)).0,
+            Outcome::Drop(GatewayDrop::Unsupported)
+        );
+        // Port 53 of anything beyond the subnet: still nothing leaves.
+        assert_eq!(
+            handle(
+                &mut internal,
+                &transport(proto, host(), Ipv4Addr::new(8, 8, 8, 8), 53)
+            )
+            .0,
+            Outcome::Drop(GatewayDrop::Internal)
+        );
+    }
+    // A source outside the subnet gets no DNS either.
+    assert_eq!(
+        handle(
+            &mut internal,
+            &transport(17, Ipv4Addr::new(8, 8, 8, 8), GW_IP, 53)
+        )
+        .0,
+        Outcome::Drop(GatewayDrop::Internal)
+    );
+    let c = internal.snapshot();
+    assert_eq!(
+        (c.forwarded, c.drop_unsupported, c.drop_internal),
+        (2, 2, 3)
+    );
+    // Without a relay (`Gateway::new`, `with_egress`) an internal gateway keeps
+    // dropping DNS, as before.
+    for mut g in [
+        Gateway::new(config(true)),
+        Gateway::with_egress(config(true)),
+    ] {
+        assert_eq!(
+            handle(&mut g, &transport(17, host(), GW_IP, 53)).0,
+            Outcome::Drop(GatewayDrop::Unsupported)
+        );
+    }
+    // With egress, the relay has every TCP and UDP port of the gateway address.
+    let mut egress = Gateway::with_relay(config(false));
+    assert_eq!(
+        handle(&mut egress, &transport(6, host(), GW_IP, 80)).0,
+        Outcome::Forward
+    );
+}

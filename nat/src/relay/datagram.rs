@@ -8,6 +8,7 @@ use tapnet_wire::{Icmpv4Message, Icmpv4Packet, Ipv4Packet, UdpPacket};
 
 use super::flows::{Flow, FlowId, FlowKind, Proto};
 use super::isolation::Isolation;
+use super::nameserver::DNS_PORT;
 use super::{ConnectError, Event, Relay};
 
 /// Datagrams queued for one flow whose host socket is still being opened.
@@ -38,6 +39,11 @@ impl Relay {
         );
         let id = match self.flows.udp.get(&key) {
             Some(&id) => id,
+            // The network's DNS server, never the host's loopback.
+            None if key.1 == SocketAddrV4::new(self.cfg.gateway.ip, DNS_PORT) => {
+                self.dns_udp(now, key.0, udp.payload());
+                return;
+            }
             None if *key.1.ip() == self.cfg.gateway.ip && !self.cfg.host_loopback => {
                 self.counters.drop_unsupported.inc();
                 return;
@@ -213,6 +219,10 @@ impl Relay {
         ctr: SocketAddrV4,
         data: &[u8],
     ) -> Option<FlowId> {
+        if self.cfg.gateway.internal {
+            self.counters.drop_internal.inc();
+            return None;
+        }
         let known = self
             .flows
             .inbound_udp

@@ -14,6 +14,10 @@
 //!   the container from the client's own address and port (a loopback client, or an
 //!   IPv6 one, appears as the gateway address with its port: the container can route
 //!   back to it, and the network inside is IPv4).
+//! * **DNS** to the gateway address (UDP and TCP port 53) is answered by the network's
+//!   [`DnsServer`] inside the relay, never carried to a host socket; what it forwards
+//!   the caller sends ([`Relay::next_dns_forward`], [`Relay::dns_upstream`]). On an
+//!   internal network this is all the relay does.
 //!
 //! Why a terminating stack rather than translating segment by segment (as passt does):
 //! the host kernel already runs TCP toward the remote, and on the container side the
@@ -43,12 +47,14 @@
 //! The files: this one holds the relay's state and its entry points; `flows` the flow
 //! table (keys, ids, limits, idle timeouts, which flows are ready); `tcp` the TCP flows
 //! and their pumping; `datagram` the UDP and ICMP echo flows; `device` smoltcp's view of
-//! the container network; `emit` the frames that go to the container; `isolation`
+//! the container network; `emit` the frames that go to the container; `nameserver` the
+//! network's DNS server at the gateway address (UDP and TCP port 53), `dnsstate` what
+//! it keeps; `isolation`
 //! Docker's isolation between networks; `bufpool` the TCP sockets' buffers; `budget` the
 //! host-wide memory bound on them.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,20 +65,24 @@ use tapnet_switch::MacAddr;
 use tapnet_wire::{EtherType, EthernetFrame, Ipv4Packet, icmpv4, tcp as tcp_wire, udp};
 
 use crate::GatewayConfig;
+use crate::dns::{DnsConfig, DnsServer, Names};
 
 mod budget;
 mod bufpool;
 mod datagram;
 mod device;
+mod dnsstate;
 mod emit;
 mod flows;
 mod isolation;
+mod nameserver;
 mod tcp;
 #[cfg(test)]
 mod tests;
 
 use bufpool::BufPool;
 use device::{Dev, smol_now};
+use dnsstate::Dns;
 use flows::{Flow, FlowKind, Flows, SockMark, TcpState};
 
 pub use budget::{Budget, DEFAULT_FLOW_MEMORY, MIN_TCP_BUFFER};
@@ -80,6 +90,7 @@ pub use datagram::HOST_QUEUE_BYTES;
 pub use emit::FrameOut;
 pub use flows::{FlowCounts, FlowId, FlowLimits, Proto, timeouts};
 pub use isolation::Isolation;
+pub use nameserver::{DNS_TCP_IDLE, dns_config};
 pub use tcp::{HostStream, Pumped};
 
 /// How often idle flows are looked for.
@@ -101,6 +112,10 @@ pub struct RelayConfig {
     pub limits: FlowLimits,
     /// Buffer per direction of one TCP connection, in bytes.
     pub tcp_buffer: usize,
+    /// The network's DNS server at the gateway address ([`dns_config`] gives the
+    /// defaults). On an internal network (`gateway.internal`) the relay answers DNS and
+    /// nothing else: set `forward` false there.
+    pub dns: DnsConfig,
 }
 
 /// What the relay asks of the caller.
@@ -218,6 +233,16 @@ tapnet_switch::counters! {
         /// TCP flows refused (reset) because not even the smallest buffers
         /// ([`MIN_TCP_BUFFER`]) fitted in the host's flow memory.
         drop_budget,
+        /// DNS connections over TCP accepted at the gateway address's port 53 (they
+        /// count against `limits.tcp`).
+        dns_tcp_opened,
+        /// DNS connections over TCP that ended (closed by the client, or idle for
+        /// [`DNS_TCP_IDLE`]).
+        dns_tcp_closed,
+        /// Frames of an internal network other than DNS to the gateway address, and
+        /// published-port traffic on one: an internal network's relay carries nothing
+        /// to or from the host.
+        drop_internal,
     }
 }
 
@@ -247,11 +272,30 @@ pub struct Relay {
     released: usize,
     last_sweep: Duration,
     counters: Arc<RelayCounters>,
+    /// The network's DNS server and its connections.
+    dns: Dns,
 }
 
 impl Relay {
-    /// A relay for one network, at time `now`.
+    /// A relay for one network, at time `now`; its DNS server has no names and no
+    /// resolvers yet (see [`Relay::with_dns`]).
     pub fn new(cfg: RelayConfig, now: Duration) -> Relay {
+        let seed = u64::from(u32::from(cfg.gateway.ip)) ^ now.as_nanos() as u64;
+        Relay::with_dns(cfg, now, Arc::new(Names::new()), Vec::new(), seed)
+    }
+
+    /// A relay for one network, at time `now`, whose DNS server answers from `names`
+    /// and forwards to `upstreams` (both can be changed later:
+    /// [`Relay::set_dns_names`], [`Relay::set_dns_upstreams`]); `seed`, random, seeds
+    /// the ids of forwarded queries.
+    pub fn with_dns(
+        cfg: RelayConfig,
+        now: Duration,
+        names: Arc<Names>,
+        upstreams: Vec<SocketAddr>,
+        seed: u64,
+    ) -> Relay {
+        let server = DnsServer::new(cfg.dns.clone(), names, upstreams, seed);
         let mut dev = Dev::default();
         let mut icfg = Config::new(HardwareAddress::Ip);
         icfg.random_seed = u64::from(u32::from(cfg.gateway.ip)) ^ now.as_nanos() as u64;
@@ -283,6 +327,7 @@ impl Relay {
             released: 0,
             last_sweep: now,
             counters: Arc::default(),
+            dns: Dns::new(server),
         }
     }
 
@@ -406,6 +451,12 @@ impl Relay {
         // `new_checked` bounds the packet to its total length: the same view without
         // the trailing padding.
         let ip = Ipv4Packet::new_unchecked(&eth.payload()[..usize::from(ip.total_len())]);
+        if self.cfg.gateway.internal && !self.is_dns(&ip) {
+            // The gateway lets nothing else through; should anything get here, no
+            // host flow opens for it.
+            self.counters.drop_internal.inc();
+            return;
+        }
         match ip.protocol() {
             tcp_wire::PROTOCOL => self.input_tcp(now, ip, isolation),
             udp::PROTOCOL if !gso => self.input_udp(now, &ip, isolation),
@@ -451,6 +502,7 @@ impl Relay {
     /// [`Relay::next_frame`].
     pub fn poll(&mut self, now: Duration) {
         self.run_iface(now);
+        self.dns_poll(now);
         if now.saturating_sub(self.last_sweep) >= SWEEP_EVERY {
             self.last_sweep = now;
             self.sweep(now);
@@ -465,7 +517,11 @@ impl Relay {
     pub fn poll_in(&mut self, now: Duration) -> Option<Duration> {
         let t = self.iface.poll_delay(smol_now(now), &self.sockets);
         let t = t.map(|d| Duration::from_micros(d.total_micros()));
-        if self.flows.by_id.is_empty() {
+        let t = match (t, self.dns.poll_at().map(|at| at.saturating_sub(now))) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if self.flows.by_id.is_empty() && self.dns.conns() == 0 {
             t
         } else {
             Some(t.map_or(SWEEP_EVERY, |t| t.min(SWEEP_EVERY)))
@@ -522,8 +578,10 @@ impl Relay {
         }
     }
 
-    /// End idle flows (Linux conntrack's timeouts) and TCP flows smoltcp closed.
+    /// End idle flows (Linux conntrack's timeouts) and TCP flows smoltcp closed, and
+    /// idle DNS connections.
     fn sweep(&mut self, now: Duration) {
+        self.dns_sweep(now);
         let sockets = &self.sockets;
         let ended = self
             .flows

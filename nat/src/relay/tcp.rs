@@ -16,6 +16,7 @@ use super::bufpool::Lease;
 use super::device::{OneRx, smol_now};
 use super::flows::{Flow, FlowId, FlowKind, Proto, SockMark, TcpState};
 use super::isolation::Isolation;
+use super::nameserver::DNS_PORT;
 use super::{ConnectError, Event, Relay};
 
 /// The MSS the relay shows smoltcp for a container (the largest IPv4 packet less 40).
@@ -114,6 +115,13 @@ impl Relay {
         );
         let ihl = ip.header_len();
         let ip = ip.into_inner();
+        if key.1 == SocketAddrV4::new(self.cfg.gateway.ip, DNS_PORT)
+            && !self.flows.tcp.contains_key(&key)
+        {
+            // The network's DNS server, never the host's loopback.
+            self.dns_tcp_input(now, key, syn && !ack && !rst, ip);
+            return;
+        }
         match self.flows.tcp.get(&key).copied() {
             Some(id) => {
                 let max_mss = self.max_mss();
@@ -175,7 +183,7 @@ impl Relay {
                 let mut pkt = ip.to_vec();
                 let mss = self.clamp_mss(raise_mss(&mut pkt[ihl..]).unwrap_or(DEFAULT_MSS));
                 let limits = self.cfg.limits;
-                if self.flows.outbound(Proto::Tcp) >= limits.tcp
+                if self.flows.outbound(Proto::Tcp) + self.dns_tcp_conns() >= limits.tcp
                     || self.flows.pending_tcp >= limits.tcp_pending
                 {
                     // No listener: smoltcp answers with a reset.
@@ -284,6 +292,10 @@ impl Relay {
         ctr: SocketAddrV4,
         budget: &mut Budget,
     ) -> Option<FlowId> {
+        if self.cfg.gateway.internal {
+            self.counters.drop_internal.inc();
+            return None;
+        }
         if self.flows.inbound.tcp >= self.cfg.limits.tcp_inbound {
             self.counters.tcp_inbound_limit.inc();
             return None;

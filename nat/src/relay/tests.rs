@@ -40,6 +40,7 @@ fn relay_cfg(limits: FlowLimits, host_loopback: bool) -> RelayConfig {
         host_loopback,
         limits,
         tcp_buffer: 64 * 1024,
+        dns: dns_config("n1", true),
     }
 }
 
@@ -1355,4 +1356,427 @@ fn flow_buffers_stay_within_the_hosts_budget_windows_shrinking_first() {
     n.relay.poll(n.now);
     let f = n.relay.next_frame(&mut out).expect("a SYN");
     assert_eq!(tcp_fields(&out[..f.len]).2, 65535);
+}
+
+mod dns {
+    //! The network's DNS server at the gateway address, as the container reaches it.
+
+    use std::sync::Arc;
+
+    use simple_dns::rdata::RData;
+    use simple_dns::{Packet, RCODE};
+
+    use super::*;
+    use crate::dns::{DnsConfig, Names};
+
+    const DB: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+    const RESOLVER: SocketAddr =
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 53), 53));
+
+    /// A query (RD set) for `name`, type A, id `id`.
+    pub(super) fn query(id: u16, name: &str) -> Vec<u8> {
+        let mut m = id.to_be_bytes().to_vec();
+        m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        for l in name.split('.').filter(|l| !l.is_empty()) {
+            m.push(l.len() as u8);
+            m.extend_from_slice(l.as_bytes());
+        }
+        m.extend_from_slice(&[0, 0, 1, 0, 1]);
+        m
+    }
+
+    /// An answer's id, code and A records.
+    pub(super) fn answer(msg: &[u8]) -> (u16, RCODE, Vec<Ipv4Addr>) {
+        let p = Packet::parse(msg).expect("a DNS message");
+        let a = p
+            .answers
+            .iter()
+            .filter_map(|r| match &r.rdata {
+                RData::A(a) => Some(Ipv4Addr::from(a.address)),
+                _ => None,
+            })
+            .collect();
+        (p.id(), p.rcode(), a)
+    }
+
+    /// Names with `db` at 10.0.0.3 and the container at 10.0.0.2 on network `n1`.
+    fn names() -> Arc<Names> {
+        let mut n = Names::new();
+        n.add_network("n1", "pets", true);
+        n.add_endpoint("n1", "ctr-id", CTR, &["web"]);
+        n.add_endpoint("n1", "db-id", DB, &["db"]);
+        Arc::new(n)
+    }
+
+    fn dns_net(internal: bool, host_loopback: bool) -> Net {
+        let mut cfg = relay_cfg(FlowLimits::default(), host_loopback);
+        cfg.gateway.internal = internal;
+        cfg.dns = dns_config("n1", !internal);
+        let mut n = Net::new(cfg.clone());
+        n.gateway = Gateway::with_relay(cfg.gateway);
+        n.relay = with_ctr(Relay::with_dns(
+            cfg,
+            Duration::ZERO,
+            names(),
+            vec![RESOLVER],
+            42,
+        ));
+        n
+    }
+
+    fn udp_sock(n: &mut Net, port: u16) -> smoltcp::iface::SocketHandle {
+        let mut s = sudp::Socket::new(
+            sudp::PacketBuffer::new(vec![sudp::PacketMetadata::EMPTY; 8], vec![0; 8192]),
+            sudp::PacketBuffer::new(vec![sudp::PacketMetadata::EMPTY; 8], vec![0; 8192]),
+        );
+        s.bind(port).unwrap();
+        n.sockets.add(s)
+    }
+
+    fn ask_udp(n: &mut Net, h: smoltcp::iface::SocketHandle, msg: &[u8]) {
+        let gw53 = IpEndpoint::new(IpAddress::Ipv4(GW), 53);
+        n.sockets
+            .get_mut::<sudp::Socket>(h)
+            .send_slice(msg, gw53)
+            .unwrap();
+    }
+
+    fn recv_udp(n: &mut Net, h: smoltcp::iface::SocketHandle) -> Option<(Vec<u8>, IpEndpoint)> {
+        let mut buf = [0u8; 4096];
+        let (len, meta) = n
+            .sockets
+            .get_mut::<sudp::Socket>(h)
+            .recv_slice(&mut buf)
+            .ok()?;
+        Some((buf[..len].to_vec(), meta.endpoint))
+    }
+
+    #[test]
+    fn a_udp_query_to_the_gateway_is_answered_from_the_names_never_the_host() {
+        // Even with host loopback, port 53 of the gateway is the network's server.
+        let mut n = dns_net(false, true);
+        let h = udp_sock(&mut n, 5353);
+        ask_udp(&mut n, h, &query(0x1234, "db"));
+        n.step(&mut []);
+        let (msg, from) = recv_udp(&mut n, h).expect("an answer");
+        assert_eq!(from, IpEndpoint::new(IpAddress::Ipv4(GW), 53));
+        assert_eq!(answer(&msg), (0x1234, RCODE::NoError, vec![DB]));
+        assert!(n.events.is_empty(), "no host socket: {:?}", n.events);
+        assert_eq!(n.relay.flow_counts(), FlowCounts::default());
+        let d = n.relay.dns_counters().snapshot();
+        assert_eq!((d.queries, d.answered), (1, 1));
+        // The answer frame went to the endpoint's MAC.
+        assert_eq!(&n.last_from_relay[..6], &MacAddr::from_ipv4(CTR).0);
+    }
+
+    #[test]
+    fn a_tcp_query_is_answered_with_its_length_in_front() {
+        let mut n = dns_net(false, false);
+        let h = n.dial(GW, 53, 41000);
+        n.step(&mut []);
+        assert_eq!(
+            n.sockets.get::<stcp::Socket>(h).state(),
+            stcp::State::Established
+        );
+        assert!(n.events.is_empty(), "no host connect: {:?}", n.events);
+        assert_eq!(n.relay.dns_tcp_conns(), 1);
+        // Two queries in one write, the second cut in two.
+        let (q1, q2) = (query(1, "db"), query(2, "web.pets"));
+        let mut bytes = Vec::new();
+        for q in [&q1, &q2] {
+            bytes.extend_from_slice(&(q.len() as u16).to_be_bytes());
+            bytes.extend_from_slice(q);
+        }
+        let cut = bytes.len() - 5;
+        n.sockets
+            .get_mut::<stcp::Socket>(h)
+            .send_slice(&bytes[..cut])
+            .unwrap();
+        n.step(&mut []);
+        n.sockets
+            .get_mut::<stcp::Socket>(h)
+            .send_slice(&bytes[cut..])
+            .unwrap();
+        n.step(&mut []);
+        let mut got = Vec::new();
+        let s = n.sockets.get_mut::<stcp::Socket>(h);
+        while s.can_recv() {
+            s.recv(|b| {
+                got.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+        let len1 = usize::from(u16::from_be_bytes([got[0], got[1]]));
+        let a1 = &got[2..2 + len1];
+        let rest = &got[2 + len1..];
+        let len2 = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+        assert_eq!(rest.len(), 2 + len2);
+        assert_eq!(answer(a1), (1, RCODE::NoError, vec![DB]));
+        assert_eq!(answer(&rest[2..]), (2, RCODE::NoError, vec![CTR]));
+        // The client closes: so does the server, and the connection is gone.
+        n.sockets.get_mut::<stcp::Socket>(h).close();
+        n.step(&mut []);
+        assert_eq!(n.relay.dns_tcp_conns(), 0);
+        let c = n.relay.counters().snapshot();
+        assert_eq!(
+            (c.dns_tcp_opened, c.dns_tcp_closed, c.tcp_opened),
+            (1, 1, 0)
+        );
+    }
+
+    #[test]
+    fn pipelined_tcp_queries_beyond_the_window_are_all_answered() {
+        let mut n = dns_net(false, false);
+        let h = n.dial(GW, 53, 41010);
+        n.step(&mut []);
+        let mut bytes = Vec::new();
+        for id in 0..700u16 {
+            let q = query(id, "db");
+            bytes.extend_from_slice(&(q.len() as u16).to_be_bytes());
+            bytes.extend_from_slice(&q);
+        }
+        assert!(bytes.len() > 3 * 4096);
+        let mut sent = 0;
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            let s = n.sockets.get_mut::<stcp::Socket>(h);
+            if sent < bytes.len() && s.can_send() {
+                sent += s.send_slice(&bytes[sent..]).unwrap();
+            }
+            while s.can_recv() {
+                s.recv(|b| {
+                    got.extend_from_slice(b);
+                    (b.len(), ())
+                })
+                .unwrap();
+            }
+            n.step(&mut []);
+        }
+        let mut ids = Vec::new();
+        let mut at = 0;
+        while at + 2 <= got.len() {
+            let len = usize::from(u16::from_be_bytes([got[at], got[at + 1]]));
+            let (id, rcode, a) = answer(&got[at + 2..at + 2 + len]);
+            assert_eq!((rcode, a), (RCODE::NoError, vec![DB]));
+            ids.push(id);
+            at += 2 + len;
+        }
+        assert_eq!(ids, (0..700).collect::<Vec<u16>>());
+    }
+
+    #[test]
+    fn idle_dns_connections_close_after_ten_seconds_and_count_as_tcp_flows() {
+        let limits = FlowLimits {
+            tcp: 1,
+            ..FlowLimits::default()
+        };
+        let mut cfg = relay_cfg(limits, false);
+        cfg.dns = dns_config("n1", true);
+        let mut n = Net::new(cfg.clone());
+        n.gateway = Gateway::with_relay(cfg.gateway);
+        n.relay = with_ctr(Relay::with_dns(cfg, Duration::ZERO, names(), vec![], 1));
+        let h = n.dial(GW, 53, 41001);
+        n.step(&mut []);
+        assert_eq!(n.relay.dns_tcp_conns(), 1);
+        // The one TCP flow allowed is taken: another connection is reset.
+        let h2 = n.dial(REMOTE, 80, 41002);
+        n.step(&mut []);
+        assert!(n.events.is_empty());
+        assert_eq!(
+            n.sockets.get::<stcp::Socket>(h2).state(),
+            stcp::State::Closed
+        );
+        assert_eq!(n.relay.counters().snapshot().tcp_limit, 1);
+        // Ten seconds of nothing: the server closes (a FIN); the client never does,
+        // so ten more and it is reset.
+        n.now += DNS_TCP_IDLE + Duration::from_secs(1);
+        n.step(&mut []);
+        assert_eq!(
+            n.sockets.get::<stcp::Socket>(h).state(),
+            stcp::State::CloseWait
+        );
+        n.now += DNS_TCP_IDLE + Duration::from_secs(1);
+        n.step(&mut []);
+        assert_eq!(n.relay.dns_tcp_conns(), 0);
+        assert_eq!(
+            n.sockets.get::<stcp::Socket>(h).state(),
+            stcp::State::Closed
+        );
+        assert_eq!(n.relay.counters().snapshot().dns_tcp_closed, 1);
+    }
+
+    #[test]
+    fn other_names_are_forwarded_and_the_resolvers_answer_delivered() {
+        let mut n = dns_net(false, false);
+        let h = udp_sock(&mut n, 5354);
+        ask_udp(&mut n, h, &query(0x4242, "example.com"));
+        n.step(&mut []);
+        let (to, fwd) = n.relay.next_dns_forward().expect("a forwarded query");
+        assert_eq!(to, RESOLVER);
+        assert!(n.relay.next_dns_forward().is_none());
+        assert!(n.events.is_empty(), "no flow: {:?}", n.events);
+        // The resolver answers under the forwarded id, with the same question.
+        let mut reply = fwd.clone();
+        reply[2] |= 0x80;
+        reply[3] |= 0x80;
+        reply[7] = 1;
+        reply.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 93, 184, 216, 34]);
+        // From anyone else, it is not taken.
+        let stranger = SocketAddr::from(([192, 0, 2, 99], 53));
+        n.relay.dns_upstream(n.now, stranger, &reply);
+        n.relay.dns_upstream(n.now, RESOLVER, &reply);
+        n.step(&mut []);
+        let (msg, _) = recv_udp(&mut n, h).expect("the answer");
+        assert_eq!(
+            answer(&msg),
+            (
+                0x4242,
+                RCODE::NoError,
+                vec![Ipv4Addr::new(93, 184, 216, 34)]
+            )
+        );
+        assert!(recv_udp(&mut n, h).is_none());
+        let d = n.relay.dns_counters().snapshot();
+        assert_eq!((d.forwarded, d.forward_answers, d.stray), (1, 1, 1));
+        assert_eq!(n.relay.poll_in(n.now), None, "nothing waits any more");
+    }
+
+    #[test]
+    fn a_resolver_that_never_answers_gives_servfail_over_tcp_too() {
+        let mut n = dns_net(false, false);
+        let h = n.dial(GW, 53, 41003);
+        n.step(&mut []);
+        let q = query(7, "example.org");
+        let mut bytes = (q.len() as u16).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&q);
+        n.sockets
+            .get_mut::<stcp::Socket>(h)
+            .send_slice(&bytes)
+            .unwrap();
+        n.step(&mut []);
+        assert!(n.relay.next_dns_forward().is_some());
+        // The relay wants to be polled by the timeout.
+        let due = n.relay.poll_in(n.now).expect("a timer");
+        assert!(due <= crate::dns::FORWARD_TIMEOUT, "{due:?}");
+        n.now += crate::dns::FORWARD_TIMEOUT + Duration::from_millis(1);
+        n.step(&mut []);
+        let mut got = Vec::new();
+        let s = n.sockets.get_mut::<stcp::Socket>(h);
+        while s.can_recv() {
+            s.recv(|b| {
+                got.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+        assert!(got.len() > 2, "an answer");
+        assert_eq!(answer(&got[2..]).1, RCODE::ServerFailure);
+        assert_eq!(n.relay.dns_counters().snapshot().timeouts, 1);
+    }
+
+    #[test]
+    fn an_internal_network_answers_dns_and_opens_nothing() {
+        let mut n = dns_net(true, true);
+        let h = udp_sock(&mut n, 5355);
+        ask_udp(&mut n, h, &query(9, "db"));
+        ask_udp(&mut n, h, &query(10, "example.com"));
+        n.step(&mut []);
+        let (a1, _) = recv_udp(&mut n, h).expect("an answer");
+        assert_eq!(answer(&a1), (9, RCODE::NoError, vec![DB]));
+        let (a2, _) = recv_udp(&mut n, h).expect("an answer");
+        assert_eq!(answer(&a2).1, RCODE::NameError, "nothing forwarded");
+        assert!(n.relay.next_dns_forward().is_none());
+        // TCP DNS works; TCP and UDP anywhere else, the gateway's other ports (even
+        // with host loopback) and pings open nothing.
+        let t = n.dial(GW, 53, 41004);
+        n.dial(GW, 80, 41005);
+        n.dial(REMOTE, 80, 41006);
+        n.step(&mut []);
+        assert_eq!(
+            n.sockets.get::<stcp::Socket>(t).state(),
+            stcp::State::Established
+        );
+        // Frames the gateway would have dropped, given to the relay straight.
+        for f in [
+            udp_frame(MacAddr::from_ipv4(CTR), CTR, REMOTE, b"x"),
+            eth_ip(CTR, GW, PROTO_TCP, &[0; 20]),
+            eth_ip(CTR, REMOTE, PROTO_ICMP, &[8, 0, 0, 0, 0, 1, 0, 1]),
+        ] {
+            n.relay.input(n.now, &f, false, &n.isolation);
+        }
+        n.step(&mut []);
+        assert!(n.events.is_empty(), "{:?}", n.events);
+        assert!(n.datagrams.is_empty());
+        assert_eq!(n.relay.flow_counts(), FlowCounts::default());
+        let c = n.relay.counters().snapshot();
+        assert_eq!(c.drop_internal, 3);
+        // Published ports are refused too.
+        let client = SocketAddr::from(([192, 0, 2, 1], 4000));
+        assert!(
+            n.relay
+                .udp_inbound(n.now, client, SocketAddrV4::new(CTR, 80), b"x")
+                .is_none()
+        );
+        assert!(
+            n.relay
+                .tcp_inbound(n.now, client, SocketAddrV4::new(CTR, 80), &mut n.budget)
+                .is_none()
+        );
+        assert_eq!(n.relay.counters().snapshot().drop_internal, 5);
+        let g = n.gateway.snapshot();
+        assert!(g.drop_internal >= 1 && g.drop_unsupported >= 1, "{g:?}");
+    }
+
+    #[test]
+    fn a_flood_from_one_sandbox_is_dropped_without_starving_another() {
+        let mut cfg = relay_cfg(FlowLimits::default(), false);
+        cfg.dns = DnsConfig {
+            rate: 10,
+            burst: 10,
+            ..dns_config("n1", true)
+        };
+        let mut r = with_ctr(Relay::with_dns(cfg, Duration::ZERO, names(), vec![], 1));
+        r.set_endpoint(DB, MacAddr::from_ipv4(DB));
+        let q = query(1, "web");
+        let flood = udp_frame(MacAddr::from_ipv4(CTR), CTR, GW, &q);
+        let iso = Isolation::default();
+        for _ in 0..10_000 {
+            r.input(Duration::ZERO, &flood, false, &iso);
+        }
+        let mut out = vec![0u8; 14 + 65535];
+        let mut answers = 0;
+        r.poll(Duration::ZERO);
+        while r.next_frame(&mut out).is_some() {
+            answers += 1;
+        }
+        assert!(answers <= 20, "{answers}");
+        let d = r.dns_counters().snapshot();
+        assert!(d.rate_limited >= 9_980, "{d:?}");
+        // Another sandbox of the network is answered at once.
+        let other = udp_frame(MacAddr::from_ipv4(DB), DB, GW, &query(2, "web"));
+        r.input(Duration::ZERO, &other, false, &iso);
+        r.poll(Duration::ZERO);
+        let f = r.next_frame(&mut out).expect("an answer");
+        assert_eq!(&out[..6], &MacAddr::from_ipv4(DB).0);
+        assert_eq!(answer(&out[42..f.len]), (2, RCODE::NoError, vec![CTR]));
+    }
+
+    #[test]
+    fn names_set_later_answer_from_the_next_query() {
+        let mut n = dns_net(false, false);
+        let h = udp_sock(&mut n, 5356);
+        let mut later = Names::new();
+        later.add_network("n1", "pets", true);
+        later.add_endpoint("n1", "ctr-id", CTR, &["web"]);
+        later.add_endpoint("n1", "cache-id", Ipv4Addr::new(10, 0, 0, 9), &["cache"]);
+        n.relay.set_dns_names(Arc::new(later));
+        ask_udp(&mut n, h, &query(3, "cache"));
+        n.step(&mut []);
+        let (msg, _) = recv_udp(&mut n, h).expect("an answer");
+        assert_eq!(
+            answer(&msg),
+            (3, RCODE::NoError, vec![Ipv4Addr::new(10, 0, 0, 9)])
+        );
+    }
 }

@@ -124,6 +124,9 @@ impl Daemon {
             let _ = self.drop_endpoint(&mut st, &sb_id, &e.id);
             return Err(err);
         }
+        // Its first network may be new (a sandbox that had none but `none` cannot
+        // connect, but one whose networks all went can).
+        self.apply_resolv_conf(&st, &sb);
         Ok(e)
     }
 
@@ -194,6 +197,8 @@ impl Daemon {
         }
         if !sb.netns.is_empty() {
             let _ = self.apply_default_route(st, &sb);
+            // Its first network may have been this one.
+            self.apply_resolv_conf(st, &sb);
         }
         Ok(())
     }

@@ -20,7 +20,8 @@
 //!
 //! Where to read: [`network`] (create, remove, prune), [`endpoint`] (connect,
 //! disconnect), [`sandbox`] (create, remove), [`rootless`] (sandboxes whose process makes
-//! its own interfaces), [`ports`] (published ports), [`reconcile`] (start and restart).
+//! its own interfaces), [`ports`] (published ports), [`reconcile`] (start and restart),
+//! [`dns`] (the names the embedded DNS servers answer, sandboxes' `resolv.conf`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
@@ -36,6 +37,7 @@ use super::plumbing::{IfaceConfig, Plumbing};
 use super::statedir::StateDirError;
 use super::store::{Store, StoreError};
 
+mod dns;
 mod endpoint;
 mod error;
 mod network;
@@ -146,11 +148,14 @@ impl View {
 
 /// The state lock as a change holds it. Dropping it releases the lock; if the state
 /// was changed (borrowed mutably), a fresh [`View`] of it is published first, so reads
-/// see the change whole. A change that panics publishes nothing: reads keep the view
-/// from before it.
+/// see the change whole, and the DNS servers get names built from it
+/// (`State::dns_names`), so queries see it too. A change that panics publishes nothing:
+/// reads keep the view from before it.
 struct StateGuard<'a> {
     state: MutexGuard<'a, State>,
     view: &'a Mutex<Arc<View>>,
+    /// Where the DNS servers' names go once a change ends.
+    plumbing: &'a dyn Plumbing,
     changed: bool,
 }
 
@@ -174,11 +179,12 @@ impl Drop for StateGuard<'_> {
         if !self.changed || std::thread::panicking() {
             return;
         }
-        // Made and swapped in under the state lock: views are published in the order
-        // the changes were made. Readers wait only for the swap of one `Arc`.
+        // Made and swapped in under the state lock: views (and names) are published in
+        // the order the changes were made. Readers wait only for the swap of one `Arc`.
         let fresh = Arc::new(View::of(&self.state));
         let old = std::mem::replace(&mut *lock_any(self.view), fresh);
         drop(old);
+        self.plumbing.set_names(Arc::new(self.state.dns_names()));
     }
 }
 
@@ -425,6 +431,7 @@ impl Daemon {
         StateGuard {
             state: lock_any(&self.state),
             view: &self.view,
+            plumbing: &*self.plumbing,
             changed: false,
         }
     }

@@ -144,7 +144,7 @@ impl Daemon {
     }
 
     /// Plumb a sandbox with a named namespace: the namespace, every endpoint, the
-    /// default route.
+    /// default route, its `resolv.conf`.
     pub(super) fn realize_sandbox(&self, st: &mut State, sb: &SandboxRecord) -> Result<()> {
         self.plumbing.ensure_namespace(&sb.netns)?;
         for id in &sb.endpoints {
@@ -152,7 +152,9 @@ impl Daemon {
                 self.realize_endpoint(st, &sb.netns, &e)?;
             }
         }
-        self.apply_default_route(st, sb)
+        self.apply_default_route(st, sb)?;
+        self.apply_resolv_conf(st, sb);
+        Ok(())
     }
 
     /// Set `sb`'s default route as its endpoints decide it now.

@@ -83,8 +83,8 @@ impl Daemon {
         self.create_sandbox_as(name, hostname, nets, ports, Some(owner))
     }
 
-    /// The interfaces the process of rootless sandbox `id_or_name` must create, and its
-    /// default route.
+    /// The interfaces the process of rootless sandbox `id_or_name` must create, its
+    /// default route and its `resolv.conf`.
     pub fn rootless_interfaces(&self, id_or_name: &str) -> Result<SandboxInterfaces> {
         let st = self.view();
         let id = st.sandbox_id(id_or_name)?;
@@ -107,6 +107,9 @@ impl Daemon {
             out.gateway = gw.to_string();
             out.gateway_interface = ifname;
         }
+        out.resolv_conf = self
+            .resolv_conf_text(sb, &st.endpoints, &st.networks)
+            .unwrap_or_default();
         Ok(out)
     }
 

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use tapnet_nat::dns::DnsStats;
 use tapnet_nat::relay::RelayStats;
 use tapnet_switch::{DomainId, PortId};
 
@@ -38,6 +39,8 @@ pub struct NamedStats {
     pub domains: HashMap<DomainId, NetworkName>,
     /// Relay counters of each network with external access.
     pub relays: Vec<(NetworkName, RelayStats)>,
+    /// DNS server counters of each network with a gateway.
+    pub dns: Vec<(NetworkName, DnsStats)>,
     /// Rootless sandboxes removed because their process had exited (`rootless_reaped`).
     pub rootless_reaped: u64,
 }
@@ -90,11 +93,18 @@ impl Daemon {
             .filter(|(id, _)| st.networks.contains_key(id))
             .map(|(id, r)| (net(id), r.clone()))
             .collect();
+        let dns = datapath
+            .dns
+            .iter()
+            .filter(|(id, _)| st.networks.contains_key(id))
+            .map(|(id, s)| (net(id), s.clone()))
+            .collect();
         NamedStats {
             datapath,
             ports,
             domains,
             relays,
+            dns,
             rootless_reaped: st.rootless_reaped,
         }
     }

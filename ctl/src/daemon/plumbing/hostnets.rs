@@ -1,8 +1,9 @@
 //! The host's own IPv4 networks as [`OsPlumbing`](super::OsPlumbing) reads them: on-link
 //! routes of the main table (netlink, as moby's `netutils.InferReservedNetworks`), the
-//! addresses of every interface (`getifaddrs`), and the nameservers of
-//! `/etc/resolv.conf`. All readable without privilege, so a rootless daemon sees the
-//! host's networks as a root one does (it runs in the host's network namespace).
+//! addresses of every interface (`getifaddrs`), and the nameservers of the host's
+//! resolv.conf (`/etc/resolv.conf` unless the daemon is given another). All readable
+//! without privilege, so a rootless daemon sees the host's networks as a root one does
+//! (it runs in the host's network namespace).
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -10,11 +11,9 @@ use tapnet_engine::sys::netlink::Netlink;
 
 use crate::daemon::ipam::{HostNetwork, Ipv4Net};
 
-/// Where the host's nameservers are read.
-const RESOLV_CONF: &str = "/etc/resolv.conf";
-
-/// Everything that can be read; a source that fails is logged and left out.
-pub(super) fn read() -> Vec<HostNetwork> {
+/// Everything that can be read (nameservers from `resolv_conf`); a source that fails is
+/// logged and left out.
+pub(super) fn read(resolv_conf: &std::path::Path) -> Vec<HostNetwork> {
     let mut out = Vec::new();
     match Netlink::open().and_then(|mut nl| nl.routes()) {
         Ok(routes) => {
@@ -48,7 +47,7 @@ pub(super) fn read() -> Vec<HostNetwork> {
         }
         Err(e) => tracing::warn!(error = %e, "cannot read the host's addresses"),
     }
-    if let Ok(text) = std::fs::read_to_string(RESOLV_CONF) {
+    if let Ok(text) = std::fs::read_to_string(resolv_conf) {
         out.extend(nameservers(&text).into_iter().map(HostNetwork::Nameserver));
     }
     out
@@ -93,7 +92,7 @@ mod tests {
 
     #[test]
     fn the_host_has_its_loopback_address() {
-        let nets = read();
+        let nets = read(std::path::Path::new("/etc/resolv.conf"));
         assert!(
             nets.iter()
                 .any(|n| matches!(n, HostNetwork::Address { addr, .. }

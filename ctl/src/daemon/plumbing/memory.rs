@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use tapnet_engine::hostnet::HostNetError;
 use tapnet_engine::sys::tap::TapError;
+use tapnet_nat::dns::{Names, ResolvConf};
 use tapnet_nat::portspec::Proto;
 
 use tapnet_engine::port::{PortInfo, PortKind};
@@ -106,6 +107,13 @@ struct Mem {
     host_networks: Vec<HostNetwork>,
     /// Operations to hold on their next call (see [`MemoryPlumbing::hold`]).
     holds: HashMap<Op, Hold>,
+    /// What [`Plumbing::host_resolv_conf`] answers.
+    host_resolv_conf: ResolvConf,
+    /// The `resolv.conf` of each namespace that has one.
+    resolv_confs: BTreeMap<String, String>,
+    /// The names last handed over, and how many times names were.
+    names: Option<Arc<Names>>,
+    names_set: u64,
 }
 
 /// Longest a held operation waits to be released: a test that forgets to release it
@@ -252,6 +260,9 @@ impl MemoryPlumbing {
                 process_uids: m.process_uids.clone(),
                 next_start_time: m.next_start_time,
                 host_networks: m.host_networks.clone(),
+                host_resolv_conf: m.host_resolv_conf.clone(),
+                // Files on the host: a restart leaves them.
+                resolv_confs: m.resolv_confs.clone(),
                 ..Mem::default()
             })),
             published: Mutex::new(BTreeMap::new()),
@@ -476,8 +487,33 @@ impl Plumbing for MemoryPlumbing {
 
     fn remove_namespace(&self, name: &str) -> Result<(), PlumbingError> {
         self.fault(Op::RemoveNamespace)?;
-        self.mem().namespaces.remove(name);
+        let mut m = self.mem();
+        m.namespaces.remove(name);
+        m.resolv_confs.remove(name);
         Ok(())
+    }
+
+    fn set_resolv_conf(&self, name: &str, text: Option<&str>) -> Result<(), PlumbingError> {
+        let mut m = self.mem();
+        match text {
+            Some(t) => {
+                m.resolv_confs.insert(name.to_string(), t.to_string());
+            }
+            None => {
+                m.resolv_confs.remove(name);
+            }
+        }
+        Ok(())
+    }
+
+    fn host_resolv_conf(&self) -> ResolvConf {
+        self.mem().host_resolv_conf.clone()
+    }
+
+    fn set_names(&self, names: Arc<Names>) {
+        let mut m = self.mem();
+        m.names = Some(names);
+        m.names_set += 1;
     }
 
     fn namespace_path(&self, _name: &str) -> String {
@@ -621,8 +657,9 @@ impl Plumbing for MemoryPlumbing {
         self.lock_published().remove(sandbox);
     }
 
-    /// A port per attached endpoint and a bridge domain per network, every counter
-    /// zero (nothing moves here), numbered in the order of their ids.
+    /// A port per attached endpoint, a bridge domain per network and a DNS server per
+    /// gateway, every counter zero (nothing moves here), numbered in the order of their
+    /// ids.
     fn stats(&self) -> DatapathStats {
         let m = self.mem();
         let mut out = DatapathStats::default();
@@ -640,10 +677,14 @@ impl Plumbing for MemoryPlumbing {
             });
             out.ports.insert(id, PortUser::Endpoint(ep.clone()));
         }
-        for (i, net) in m.networks.keys().enumerate() {
+        for (i, (net, plan)) in m.networks.iter().enumerate() {
             let id = DomainId(i as u32);
             out.engine.domains.push((id, Default::default()));
             out.domains.insert(id, net.clone());
+            // Every gateway answers DNS.
+            if plan.gateway.is_some() {
+                out.dns.push((net.clone(), Default::default()));
+            }
         }
         out
     }
@@ -659,5 +700,25 @@ impl MemoryPlumbing {
     /// From now on the host has these networks (none at first).
     pub fn set_host_networks(&self, nets: Vec<HostNetwork>) {
         self.mem().host_networks = nets;
+    }
+
+    /// From now on the host's `resolv.conf` says this (nothing at first).
+    pub fn set_host_resolv_conf(&self, conf: ResolvConf) {
+        self.mem().host_resolv_conf = conf;
+    }
+
+    /// The `resolv.conf` namespace `name` has, if any.
+    pub fn resolv_conf(&self, name: &str) -> Option<String> {
+        self.mem().resolv_confs.get(name).cloned()
+    }
+
+    /// The names last handed to the DNS servers ([`Plumbing::set_names`]), if any.
+    pub fn names(&self) -> Option<Arc<Names>> {
+        self.mem().names.clone()
+    }
+
+    /// How many times names were handed over.
+    pub fn names_set(&self) -> u64 {
+        self.mem().names_set
     }
 }

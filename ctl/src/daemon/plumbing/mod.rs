@@ -22,12 +22,14 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::Arc;
 
 use tapnet_engine::EngineStats;
 use tapnet_engine::hostnet::{HostNetError, HostNetStats};
 use tapnet_engine::runtime::EngineError;
 use tapnet_engine::sys::tap::TapError;
 use tapnet_nat::GatewayConfig;
+use tapnet_nat::dns::{DnsStats, Names, ResolvConf};
 use tapnet_nat::portspec::Proto;
 use tapnet_nat::relay::RelayStats;
 use tapnet_switch::{DomainId, PortId};
@@ -151,6 +153,9 @@ pub struct DatapathStats {
     pub relays: Vec<(String, RelayStats)>,
     /// Host networking as a whole.
     pub host: HostNetStats,
+    /// The embedded DNS server's counters of each network with a gateway, by network
+    /// id.
+    pub dns: Vec<(String, DnsStats)>,
 }
 
 /// Why the plumbing could not do what the core asked.
@@ -225,8 +230,23 @@ pub trait Plumbing: HostPorts + Send + Sync {
     /// Open sandbox namespace `name`, creating it (loopback up, IPv6 off) if missing.
     fn ensure_namespace(&self, name: &str) -> Result<(), PlumbingError>;
 
-    /// Delete sandbox namespace `name` and its interfaces.
+    /// Delete sandbox namespace `name` and its interfaces, and its `resolv.conf` (see
+    /// [`Plumbing::set_resolv_conf`]).
     fn remove_namespace(&self, name: &str) -> Result<(), PlumbingError>;
+
+    /// Give sandbox namespace `name` this `resolv.conf` text, or none (`None`): the
+    /// file `/etc/netns/NAME/resolv.conf` that `ip netns exec` and `tapnet run` mount
+    /// on `/etc/resolv.conf`. Written in place (a mount of it sees the new text); a
+    /// text the file holds already is not written again.
+    fn set_resolv_conf(&self, name: &str, text: Option<&str>) -> Result<(), PlumbingError>;
+
+    /// The host's `resolv.conf` as it reads now (the daemon's `--resolv-conf`): its
+    /// search domains and options go into every sandbox's. Empty when unreadable.
+    fn host_resolv_conf(&self) -> ResolvConf;
+
+    /// The names every network's embedded DNS server answers from now on (networks by
+    /// id). Applied before it returns: the next query sees them.
+    fn set_names(&self, names: Arc<Names>);
 
     /// The path other tools join namespace `name` by (`/run/netns/NAME`).
     fn namespace_path(&self, name: &str) -> String;

@@ -5,7 +5,9 @@
 //! [`configure`] is also what a rootless sandbox's process (`tapnet rootless-init`) runs
 //! inside its own namespace.
 
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
 
 use tapnet_engine::sys::netlink::{Netlink, NetlinkError};
 use tapnet_engine::sys::netns::{NetNs, NetnsError};
@@ -37,6 +39,15 @@ pub enum SandboxError {
     /// Interface configuration failed.
     #[error("sandbox interface configuration")]
     Netlink(#[from] NetlinkError),
+    /// The sandbox's `resolv.conf` could not be written or removed.
+    #[error("sandbox resolv.conf {}", path.display())]
+    ResolvConf {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Transmit queue length of sandbox TAPs: deep enough for the advertised TCP window
@@ -164,4 +175,53 @@ fn remove_stale_mount_point(name: &str) -> Result<(), SandboxError> {
         }
         .into()),
     }
+}
+
+/// Where `ip netns exec` looks for a namespace's own files (`/etc/netns/NAME/…`, bind
+/// mounted over `/etc/…`).
+pub const NETNS_ETC_DIR: &str = "/etc/netns";
+
+/// `/etc/netns/NAME/resolv.conf`.
+pub fn resolv_conf_path(name: &str) -> PathBuf {
+    Path::new(NETNS_ETC_DIR).join(name).join("resolv.conf")
+}
+
+/// Write namespace `name`'s `resolv.conf` in place (truncate and write, never a rename:
+/// a bind mount of the file in a running sandbox sees the new text). A file that holds
+/// `text` already is left alone.
+pub fn write_resolv_conf(name: &str, text: &str) -> Result<(), SandboxError> {
+    let path = resolv_conf_path(name);
+    let err = |source| SandboxError::ResolvConf {
+        path: path.clone(),
+        source,
+    };
+    if std::fs::read(&path).is_ok_and(|have| have == text.as_bytes()) {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(err)?;
+    f.write_all(text.as_bytes()).map_err(err)
+}
+
+/// Remove namespace `name`'s `resolv.conf`, and its directory under `/etc/netns` once
+/// empty. What is gone already is no error.
+pub fn remove_resolv_conf(name: &str) -> Result<(), SandboxError> {
+    let path = resolv_conf_path(name);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(SandboxError::ResolvConf { path, source }),
+    }
+    if let Some(dir) = path.parent() {
+        // Other files of the namespace's (put there by someone else) keep it.
+        let _ = std::fs::remove_dir(dir);
+    }
+    Ok(())
 }

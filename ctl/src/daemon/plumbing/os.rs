@@ -5,13 +5,15 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tapnet_engine::hostnet::{HostNet, HostNetConfig, HostNetError, NetAttach};
-use tapnet_engine::port::{GatewayPort, TapPort};
+use tapnet_engine::port::TapPort;
 use tapnet_engine::runtime::{Engine, EngineConfig, EngineError};
 use tapnet_engine::sys::netns::{NETNS_RUN_DIR, NetNs};
 use tapnet_engine::sys::tap::Tap;
+use tapnet_nat::dns::{Names, ResolvConf};
 use tapnet_nat::portspec::Proto;
 use tapnet_switch::{DomainConfig, DomainId, MacAddr, PortBinding, PortId};
 
@@ -29,6 +31,8 @@ struct LiveNet {
     domain: DomainId,
     /// The gateway port; `None` for networks without an address pool.
     gateway: Option<PortId>,
+    /// An internal network: its relay answers DNS and carries nothing else.
+    internal: bool,
 }
 
 #[derive(Default)]
@@ -44,6 +48,8 @@ pub struct OsPlumbing {
     hostnet: Arc<HostNet>,
     live: Mutex<Live>,
     published: PublishTable,
+    /// The host's `resolv.conf` (`HostNetConfig::resolv_conf`).
+    resolv_conf: PathBuf,
 }
 
 fn datapath(e: EngineError) -> PlumbingError {
@@ -57,6 +63,7 @@ fn ns_err(e: impl Into<SandboxError>) -> PlumbingError {
 impl OsPlumbing {
     /// Start the datapath (the engine's workers and the host networking thread).
     pub fn start(engine: EngineConfig, hostnet: HostNetConfig) -> Result<OsPlumbing, StartError> {
+        let resolv_conf = hostnet.resolv_conf.clone();
         let engine = Engine::start(engine).map_err(StartError::Datapath)?;
         let hostnet = HostNet::start(engine.pool().clone(), hostnet)
             .map_err(|e| StartError::HostNet(HostNetError::Io(e)))?;
@@ -65,6 +72,7 @@ impl OsPlumbing {
             hostnet: Arc::new(hostnet),
             live: Mutex::new(Live::default()),
             published: PublishTable::default(),
+            resolv_conf,
         })
     }
 
@@ -206,31 +214,30 @@ impl Plumbing for OsPlumbing {
                 LiveNet {
                     domain,
                     gateway: None,
+                    internal: false,
                 },
             );
             return Ok(());
         };
-        // Internal networks have no external access: the gateway answers for its own
-        // address only. The others reach the host through host networking. Whatever
-        // fails, nothing of this network stays in the datapath.
+        // Every network's gateway answers DNS through host networking. Internal networks
+        // have no external access: their relay answers DNS (local names only) and
+        // carries nothing else, and their subnet is isolated from the other networks'
+        // flows as before. The others reach the host through it. Whatever fails,
+        // nothing of this network stays in the datapath.
         let undo = |e: PlumbingError| {
             self.hostnet.detach(&plan.id);
             let _ = self.engine.remove_domain(domain);
             e
         };
-        let (port, _handle) = if gw.internal {
-            self.hostnet.isolate(&plan.id, gw.ip, gw.prefix_len);
-            GatewayPort::new(gw, self.engine.pool().clone(), plan.mtu)
-        } else {
-            let attach = NetAttach {
-                gateway: gw,
-                mtu: plan.mtu,
-                host_loopback: plan.host_loopback,
-            };
-            self.hostnet
-                .gateway_port(&plan.id, attach)
-                .map_err(|e| undo(PlumbingError::HostNet(e)))?
+        let attach = NetAttach {
+            gateway: gw,
+            mtu: plan.mtu,
+            host_loopback: plan.host_loopback && !gw.internal,
         };
+        let (port, _handle) = self
+            .hostnet
+            .gateway_port(&plan.id, attach)
+            .map_err(|e| undo(PlumbingError::HostNet(e)))?;
         let id = self
             .engine
             .add_gateway_port(Box::new(port), domain)
@@ -244,6 +251,7 @@ impl Plumbing for OsPlumbing {
             LiveNet {
                 domain,
                 gateway: Some(id),
+                internal: gw.internal,
             },
         );
         Ok(())
@@ -269,7 +277,30 @@ impl Plumbing for OsPlumbing {
     }
 
     fn remove_namespace(&self, name: &str) -> Result<(), PlumbingError> {
-        sandbox_ns::remove_netns(name).map_err(ns_err)
+        sandbox_ns::remove_netns(name).map_err(ns_err)?;
+        sandbox_ns::remove_resolv_conf(name).map_err(ns_err)
+    }
+
+    fn set_resolv_conf(&self, name: &str, text: Option<&str>) -> Result<(), PlumbingError> {
+        match text {
+            Some(t) => sandbox_ns::write_resolv_conf(name, t),
+            None => sandbox_ns::remove_resolv_conf(name),
+        }
+        .map_err(ns_err)
+    }
+
+    fn host_resolv_conf(&self) -> ResolvConf {
+        match std::fs::read_to_string(&self.resolv_conf) {
+            Ok(text) => ResolvConf::parse(&text),
+            Err(e) => {
+                tracing::warn!(path = %self.resolv_conf.display(), error = %e, "cannot read the host's resolv.conf");
+                ResolvConf::default()
+            }
+        }
+    }
+
+    fn set_names(&self, names: Arc<Names>) {
+        self.hostnet.set_names(names);
     }
 
     fn namespace_path(&self, name: &str) -> String {
@@ -396,13 +427,18 @@ impl Plumbing for OsPlumbing {
         }
         let mut domains = HashMap::new();
         let mut relays = Vec::new();
+        let mut dns = Vec::new();
         for (id, net) in &live.nets {
             domains.insert(net.domain, id.clone());
             if let Some(p) = net.gateway {
                 ports.insert(p, PortUser::Gateway(id.clone()));
             }
-            if let Some(r) = self.hostnet.relay_stats(id) {
+            // An internal network's relay gives no external access: no such counters.
+            if let Some(r) = self.hostnet.relay_stats(id).filter(|_| !net.internal) {
                 relays.push((id.clone(), r));
+            }
+            if let Some(d) = self.hostnet.dns_stats(id) {
+                dns.push((id.clone(), d));
             }
         }
         DatapathStats {
@@ -411,6 +447,7 @@ impl Plumbing for OsPlumbing {
             domains,
             relays,
             host: self.hostnet.stats(),
+            dns,
         }
     }
 
@@ -419,6 +456,6 @@ impl Plumbing for OsPlumbing {
     }
 
     fn host_networks(&self) -> Vec<crate::daemon::ipam::HostNetwork> {
-        super::hostnets::read()
+        super::hostnets::read(&self.resolv_conf)
     }
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 
 use tapnet_api::{
-    EndpointInfo, EndpointResource, ExternalStatsEntry, HostStatsEntry, Ipam, IpamConfig,
-    IpamStatus, NetworkConnectRequest, NetworkCreateRequest, NetworkCreateResponse,
+    DnsStatsEntry, EndpointInfo, EndpointResource, ExternalStatsEntry, HostStatsEntry, Ipam,
+    IpamConfig, IpamStatus, NetworkConnectRequest, NetworkCreateRequest, NetworkCreateResponse,
     NetworkDisconnectRequest, NetworkInspect, NetworkPruneResponse, NetworkStatsEntry,
     NetworkStatus, PoolStatsEntry, PortBinding, PortMap, PortStatsEntry, SandboxCreateRequest,
     SandboxInspect, SandboxInterfaces, SandboxNetworkRequest, StageStatsEntry, StatsResponse,
@@ -473,6 +473,29 @@ pub(super) fn stats(d: &Daemon) -> StatsResponse {
         })
         .collect();
     external.sort_by(|a, b| a.network.cmp(&b.network));
+    let mut dns: Vec<DnsStatsEntry> = named
+        .dns
+        .iter()
+        .map(|(n, s)| DnsStatsEntry {
+            network: n.name.clone(),
+            network_id: n.id.clone(),
+            queries: s.queries,
+            answered: s.answered,
+            nxdomain: s.nxdomain,
+            forwarded: s.forwarded,
+            timeouts: s.timeouts,
+            refused: s.refused,
+            rate_limited: s.rate_limited,
+            formerr: s.formerr,
+            truncated: s.truncated,
+            counters: s
+                .pairs()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        })
+        .collect();
+    dns.sort_by(|a, b| a.network.cmp(&b.network));
     StatsResponse {
         ports,
         stages,
@@ -497,6 +520,7 @@ pub(super) fn stats(d: &Daemon) -> StatsResponse {
             rootless_reaped: named.rootless_reaped,
         },
         api: Default::default(),
+        dns,
     }
 }
 

@@ -482,9 +482,23 @@ fn sandbox_lifecycle_and_stats() {
     let (status, v) = s.json("GET", "/stats", None);
     assert_eq!(status, 200);
     assert_eq!(v["Ports"][0]["Sandbox"], json!(v["Ports"][0]["Sandbox"]));
-    for key in ["Ports", "Stages", "Networks", "Switch", "Pool"] {
+    for key in ["Ports", "Stages", "Networks", "Switch", "Pool", "Dns"] {
         assert!(v.get(key).is_some(), "stats lacks {key}: {v}");
     }
+    // The default bridge's gateway answers DNS: its counters, by name, zeros too.
+    let dns = &v["Dns"][0];
+    assert_eq!(dns["Network"], "bridge", "{v}");
+    for key in [
+        "Queries",
+        "Answered",
+        "Nxdomain",
+        "Forwarded",
+        "Timeouts",
+        "Refused",
+    ] {
+        assert_eq!(dns[key], 0, "{key}: {v}");
+    }
+    assert_eq!(dns["Counters"]["dropped"], 0, "{v}");
     let (status, _) = s.json("DELETE", &format!("/sandboxes/{id}"), None);
     assert_eq!(status, 204);
     let (status, v) = s.json("DELETE", &format!("/sandboxes/{id}"), None);
