@@ -1,0 +1,695 @@
+//! `dns`: tapnet's embedded DNS server answering local names, against dnsmasq serving
+//! the same names to the same client in the same run; and how a query flood from one
+//! network's sandbox changes another network's answers.
+//!
+//! One engine with host networking (a [`HostNet`], as the daemon runs it), two
+//! networks:
+//!
+//! - `pets` (10.200.53.0/24, gateway .1): a client sandbox (.10), a flooder sandbox
+//!   (.11) and a sandbox running dnsmasq (.2), each a namespace with a TAP on the
+//!   engine; names of further sandboxes (`db`, `web` with aliases `www` and
+//!   `frontend`, `cache` alias `redis`, and `api` held by two sandboxes) live only in
+//!   the `Names` given to the host thread ([`HostNet::set_names`]) and, line for line,
+//!   in dnsmasq's hosts file (`--addn-hosts`, `X` and `X.pets`, TTL 600 like tapnet's,
+//!   no resolv.conf, no upstream: `--no-resolv --no-hosts`), so both answer the same
+//!   records.
+//! - `other` (10.200.54.0/24): a probe sandbox (.10) and the names `peer`/`backend`.
+//!
+//! The load is `dnsperf` (Debian package) in the client's namespace with one query
+//! file (A queries for the local names, mixed case, `X.pets` too), first against
+//! tapnet's gateway address, then against dnsmasq's:
+//!
+//! 1. queries per second at the highest rate dnsperf reaches (`-q 100` outstanding),
+//!    with the per-sandbox rate limit lifted (`HostNetConfig::dns_rate = 0`; noted in
+//!    the report), and the CPU the engine's and host thread's (and dnsmasq's) threads
+//!    used per answered query;
+//! 2. latency p50/p99 at one offered rate for both (`-Q`, half the lower of the two
+//!    maximum rates), from dnsperf's per-query latencies (`-v`);
+//! 3. with the default rate limit (a new engine): the `other` probe's latency at a
+//!    modest fixed rate ([`PROBE_QPS`]) alone, then while the `pets` flooder sends
+//!    tapnet's DNS as many queries as dnsperf can (many outstanding, a short timeout so
+//!    that dropped queries do not stall it); reported: the ratio of p50 and p99, the
+//!    flooder's queries sent and answered, and the `rate_limited` counter.
+//!
+//! Both servers are reached through the same engine (the client's frames to dnsmasq
+//! cross the engine to dnsmasq's TAP), so the comparison is of the DNS servers with
+//! the datapath they need. Every namespace lives in a private `/run/netns`; dnsmasq
+//! and dnsperf are children killed by PID (and by the kernel if this process dies);
+//! each measurement is bounded by `--seconds` (default 5). On a machine with two CPUs
+//! dnsperf, the server and the engine share them, and other builds on the machine
+//! make the figures noisy (the 1-minute load average is recorded with each figure).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+use tapnet_engine::hostnet::{HostNet, HostNetConfig, NetAttach};
+use tapnet_engine::sys::netns::{NetNs, NetNsGuard};
+use tapnet_engine::sys::tap::{Tap, TapConfig};
+use tapnet_engine::{DomainConfig, DomainId, Engine, MacAddr, TapPort};
+use tapnet_nat::GatewayConfig;
+use tapnet_nat::dns::{DEFAULT_BURST, DEFAULT_RATE, DnsStats, Names, TTL};
+
+use crate::counters::Snapshot;
+use crate::daemon_rig::in_private_netns_dir;
+use crate::dnsload::{
+    Load, PerfRun, TempDir, dnsperf, finish_dnsperf, probe, process_cpu_seconds, start_dnsmasq,
+    start_dnsperf,
+};
+use crate::opts::Opts;
+use crate::proc::{Proc, ensure_program, package_version};
+use crate::report::{Better, Measurement, Reporter, Sample};
+use crate::sys::{self, cpu_percent, round, thread_cpu_ticks};
+use crate::topo::{MTU, TAP_TXQUEUELEN, configure, create_ns};
+
+const SCENARIO: &str = "dns";
+/// Queries outstanding in the maximum-rate runs (dnsperf's `-q`).
+const MAX_OUTSTANDING: u32 = 100;
+/// Queries the flooder keeps outstanding, and how long each may wait: the queries the
+/// rate limit drops free their slot after this.
+const FLOOD_OUTSTANDING: u32 = 2000;
+const FLOOD_TIMEOUT: Duration = Duration::from_millis(200);
+/// The `other` probe's offered rate, queries per second.
+const PROBE_QPS: u32 = 1000;
+/// The lowest offered rate of the fixed-rate latency runs.
+const MIN_FIXED_QPS: u32 = 100;
+/// dnsperf's own per-query timeout in the measured runs.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One network of the scenario.
+struct NetDef {
+    key: &'static str,
+    /// The first three octets of its /24.
+    prefix: [u8; 3],
+    /// Sandboxes that exist only as names: (id, last octet, names).
+    names: &'static [(&'static str, u8, &'static [&'static str])],
+}
+
+impl NetDef {
+    fn addr(&self, last: u8) -> Ipv4Addr {
+        let [a, b, c] = self.prefix;
+        Ipv4Addr::new(a, b, c, last)
+    }
+    fn gateway(&self) -> Ipv4Addr {
+        self.addr(1)
+    }
+}
+
+const PETS: NetDef = NetDef {
+    key: "pets",
+    prefix: [10, 200, 53],
+    names: &[
+        ("db", 20, &["db"]),
+        ("web", 21, &["web", "www", "frontend"]),
+        ("cache", 22, &["cache", "redis"]),
+        ("api-1", 23, &["api-1", "api"]),
+        ("api-2", 24, &["api-2", "api"]),
+    ],
+};
+const OTHER: NetDef = NetDef {
+    key: "other",
+    prefix: [10, 200, 54],
+    names: &[("peer", 20, &["peer", "backend"])],
+};
+/// Sandboxes with a namespace and a TAP: (network, name, last octet).
+const CLIENT: (&NetDef, &str, u8) = (&PETS, "client", 10);
+const FLOODER: (&NetDef, &str, u8) = (&PETS, "flooder", 11);
+const DNSMASQ: (&NetDef, &str, u8) = (&PETS, "dnsmasq", 2);
+const PROBE: (&NetDef, &str, u8) = (&OTHER, "probe", 10);
+const SANDBOXES: [(&NetDef, &str, u8); 4] = [CLIENT, FLOODER, DNSMASQ, PROBE];
+
+/// The query files: A queries of local names, mixed case, `X.network` too.
+const PETS_QUERIES: &str = "db A\nWeb A\nwww A\nFrontend A\ncache A\nREDIS A\napi A\n\
+db.pets A\nweb.Pets A\napi-1 A\ncache.pets A\nDB A\n";
+const OTHER_QUERIES: &str = "peer A\nBackend A\npeer.other A\nPEER A\n";
+
+/// dnsmasq's hosts file: every name of every network's sandboxes, bare and with
+/// `.network`, as tapnet's `Names` hold them.
+fn hosts_file() -> String {
+    let mut s = String::new();
+    for net in [&PETS, &OTHER] {
+        let mut line = |ip: Ipv4Addr, names: &[&str]| {
+            s.push_str(&ip.to_string());
+            for n in names {
+                s.push_str(&format!(" {n} {n}.{}", net.key));
+            }
+            s.push('\n');
+        };
+        for (_, last, names) in net.names {
+            line(net.addr(*last), names);
+        }
+        for (n, name, last) in SANDBOXES {
+            if n.key == net.key {
+                line(net.addr(last), &[name]);
+            }
+        }
+    }
+    s
+}
+
+/// The `Names` of both networks, as the daemon would build them.
+fn names() -> Names {
+    let mut names = Names::new();
+    for net in [&PETS, &OTHER] {
+        names.add_network(net.key, net.key, true);
+        for (id, last, n) in net.names {
+            names.add_endpoint(net.key, id, net.addr(*last), n);
+        }
+        for (n, name, last) in SANDBOXES {
+            if n.key == net.key {
+                names.add_endpoint(net.key, name, net.addr(last), &[name]);
+            }
+        }
+    }
+    names
+}
+
+/// One engine with host networking, both networks and every sandbox.
+struct Topo {
+    // Dropped first: the workers stop and the TAP fds close, then the host thread,
+    // then the namespaces go.
+    engine: Engine,
+    hostnet: HostNet,
+    sandboxes: Vec<(&'static str, NetNsGuard)>,
+}
+
+impl Topo {
+    /// Build it with DNS rate limit `rate` (0: none) per sandbox; `resolv_conf` names
+    /// no resolver, so nothing is ever forwarded off the machine.
+    fn create(opts: &Opts, tag: &str, rate: u32, resolv_conf: &Path) -> Result<Topo> {
+        let engine = Engine::start(opts.engine_config()?)?;
+        let hostnet = HostNet::start(
+            engine.pool().clone(),
+            HostNetConfig {
+                resolv_conf: resolv_conf.to_path_buf(),
+                dns_rate: rate,
+                dns_burst: if rate == 0 { 0 } else { DEFAULT_BURST },
+                ..HostNetConfig::default()
+            },
+        )
+        .context("starting host networking")?;
+        let mut topo = Topo {
+            engine,
+            hostnet,
+            sandboxes: Vec::new(),
+        };
+        let mut domains: Vec<(&str, DomainId)> = Vec::new();
+        for net in [&PETS, &OTHER] {
+            let dom = topo.engine.add_domain(DomainConfig::default())?;
+            let gw = GatewayConfig {
+                mac: MacAddr::from_ipv4(net.gateway()),
+                ip: net.gateway(),
+                prefix_len: 24,
+                internal: false,
+            };
+            let (port, _handle) = topo
+                .hostnet
+                .gateway_port(
+                    net.key,
+                    NetAttach {
+                        gateway: gw,
+                        mtu: MTU,
+                        host_loopback: false,
+                    },
+                )
+                .with_context(|| format!("the gateway port of {}", net.key))?;
+            let id = topo.engine.add_gateway_port(Box::new(port), dom)?;
+            topo.engine.add_static_mac(dom, gw.mac, id)?;
+            domains.push((net.key, dom));
+        }
+        for (net, name, last) in SANDBOXES {
+            let dom = domains
+                .iter()
+                .find(|(k, _)| *k == net.key)
+                .map(|(_, d)| *d)
+                .context("no domain")?;
+            let ns = create_ns(&format!("{tag}{name}"))?;
+            let addr = net.addr(last);
+            let cfg = TapConfig {
+                name: "eth0".into(),
+                ..TapConfig::default()
+            };
+            let tap = ns.run(|| Tap::create(&cfg))??;
+            configure(&ns, "eth0", addr, Some(TAP_TXQUEUELEN))?;
+            let mac = MacAddr::from_ipv4(addr);
+            let port = topo
+                .engine
+                .add_port(Box::new(TapPort::new(tap, MTU)), dom)?;
+            topo.engine.add_static_mac(dom, mac, port)?;
+            topo.hostnet.add_endpoint(net.key, name, addr, mac);
+            topo.sandboxes.push((name, ns));
+        }
+        topo.hostnet.set_names(Arc::new(names()));
+        Ok(topo)
+    }
+
+    fn ns(&self, name: &str) -> &NetNs {
+        self.sandboxes
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, ns)| &**ns)
+            .expect("every sandbox is made by Topo::create")
+    }
+
+    fn dns(&self, net: &str) -> DnsStats {
+        self.hostnet.dns_stats(net).unwrap_or_default()
+    }
+}
+
+/// The counters that moved from `a` to `b`.
+fn moved(a: &DnsStats, b: &DnsStats) -> BTreeMap<&'static str, u64> {
+    b.pairs()
+        .into_iter()
+        .zip(a.pairs())
+        .map(|((k, v1), (_, v0))| (k, v1.saturating_sub(v0)))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+/// Files of a run: hosts, query files, an empty resolv.conf, dnsmasq's log.
+struct Files {
+    _dir: TempDir,
+    hosts: PathBuf,
+    pets: PathBuf,
+    other: PathBuf,
+    resolv: PathBuf,
+    log: PathBuf,
+}
+
+impl Files {
+    fn new() -> Result<Files> {
+        let dir = TempDir::new("dns")?;
+        Ok(Files {
+            hosts: dir.write("hosts", &hosts_file())?,
+            pets: dir.write("pets-queries", PETS_QUERIES)?,
+            other: dir.write("other-queries", OTHER_QUERIES)?,
+            resolv: dir.write("resolv.conf", "# no resolvers: nothing is forwarded\n")?,
+            log: dir.0.join("dnsmasq.log"),
+            _dir: dir,
+        })
+    }
+
+    /// The end of dnsmasq's log (why it failed, if it did).
+    fn log_tail(&self) -> String {
+        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().rev().take(3).collect();
+        lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    }
+}
+
+/// Programs and their versions.
+struct Tools {
+    dnsperf: PathBuf,
+    dnsmasq: PathBuf,
+    versions: Value,
+}
+
+/// A max-rate run with the CPU the engine's and host thread's threads (and dnsmasq,
+/// when it serves) used.
+struct MaxRun {
+    run: PerfRun,
+    /// % of one CPU per thread of this process (`tapnet-*`).
+    threads: BTreeMap<String, sys::CpuUse>,
+    /// % of one CPU dnsmasq used.
+    dnsmasq_pct: Option<f64>,
+    /// CPU µs per answered query: the engine's and host thread's, dnsmasq's.
+    cpu_us_per_query: f64,
+    engine_drops: BTreeMap<String, u64>,
+    dns: BTreeMap<&'static str, u64>,
+}
+
+fn max_run(
+    t: &Tools,
+    topo: &Topo,
+    server: Ipv4Addr,
+    queries: &Path,
+    secs: f64,
+    dm: Option<&Proc>,
+) -> Result<MaxRun> {
+    let ticks = thread_cpu_ticks("tapnet");
+    let dm0 = dm.and_then(|p| process_cpu_seconds(p.pid()));
+    let drops = Snapshot::take(&topo.engine);
+    let dns0 = topo.dns(PETS.key);
+    let t0 = Instant::now();
+    let run = dnsperf(
+        &t.dnsperf,
+        topo.ns(CLIENT.1),
+        server,
+        queries,
+        secs,
+        Load::Max {
+            outstanding: MAX_OUTSTANDING,
+            timeout: QUERY_TIMEOUT,
+        },
+    )?;
+    let elapsed = t0.elapsed();
+    let threads = cpu_percent(&ticks, &thread_cpu_ticks("tapnet"), elapsed);
+    let dm_secs = match (dm0, dm.and_then(|p| process_cpu_seconds(p.pid()))) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let tapnet_secs: f64 =
+        threads.values().map(|c| c.total).sum::<f64>() / 100.0 * elapsed.as_secs_f64();
+    let cpu_us_per_query =
+        (tapnet_secs + dm_secs.unwrap_or(0.0)) * 1e6 / (run.completed.max(1) as f64);
+    Ok(MaxRun {
+        run,
+        threads,
+        dnsmasq_pct: dm_secs.map(|s| round(s / elapsed.as_secs_f64() * 100.0, 1)),
+        cpu_us_per_query: round(cpu_us_per_query, 2),
+        engine_drops: Snapshot::take(&topo.engine).since(&drops).drops(),
+        dns: moved(&dns0, &topo.dns(PETS.key)),
+    })
+}
+
+fn max_sample(m: &MaxRun) -> Sample {
+    let r = &m.run;
+    let mut s = Sample::new(r.qps)
+        .note(format!(
+            "{} sent, {} lost, {} CPU µs/query",
+            r.sent, r.lost, m.cpu_us_per_query
+        ))
+        .detail("run", r)
+        .detail("cpu_pct_threads", &m.threads)
+        .detail("cpu_us_per_query", m.cpu_us_per_query)
+        .detail("engine_drops", &m.engine_drops)
+        .detail("dns_counters", &m.dns);
+    if let Some(p) = m.dnsmasq_pct {
+        s = s.detail("cpu_pct_dnsmasq", p);
+    }
+    if !r.all_noerror() {
+        s.note = format!("{}; answers {}", s.note, r.rcodes);
+    }
+    s
+}
+
+fn latency_sample(r: &PerfRun, q: f64) -> Result<Sample, String> {
+    let v = r
+        .us(q)
+        .ok_or_else(|| "no per-query latency in dnsperf's output".to_string())?;
+    let mut s = Sample::new(v)
+        .note(format!("{} answered, {} lost", r.completed, r.lost))
+        .detail("run", r);
+    if let Some(h) = &r.hist {
+        s = s.detail("max_us", round(h.max() as f64 / 1e3, 1)).detail(
+            "p99_9_us",
+            round(h.value_at_quantile(0.999) as f64 / 1e3, 1),
+        );
+    }
+    Ok(s)
+}
+
+fn err_text(e: anyhow::Error) -> String {
+    format!("{e:#}")
+}
+
+pub(crate) fn run(opts: &Opts, rep: &mut Reporter) -> Result<()> {
+    let dnsperf_bin = ensure_program("dnsperf", "dnsperf")?;
+    let dnsmasq_bin = ensure_program("dnsmasq", "dnsmasq-base")?;
+    let tools = Tools {
+        versions: json!({
+            "dnsperf": package_version("dnsperf"),
+            "dnsmasq": package_version("dnsmasq-base"),
+        }),
+        dnsperf: dnsperf_bin,
+        dnsmasq: dnsmasq_bin,
+    };
+    let secs = opts.seconds.unwrap_or(5.0);
+    in_private_netns_dir(|| {
+        let files = Files::new()?;
+        versus_dnsmasq(opts, rep, &tools, &files, secs)?;
+        sys::check_interrupt()?;
+        flood(opts, rep, &tools, &files, secs)?;
+        drop(files);
+        Ok(())
+    })
+}
+
+/// Parts 1 and 2: tapnet against dnsmasq, rate limit off.
+fn versus_dnsmasq(
+    opts: &Opts,
+    rep: &mut Reporter,
+    t: &Tools,
+    files: &Files,
+    secs: f64,
+) -> Result<()> {
+    sys::reset_peak_rss();
+    let topo = Topo::create(opts, "d0", 0, &files.resolv)?;
+    let client = topo.ns(CLIENT.1);
+    let gw = PETS.gateway();
+    let dm_addr = PETS.addr(DNSMASQ.2);
+    let db = [PETS.addr(20)];
+    let api = [PETS.addr(23), PETS.addr(24)];
+    let mut dm = start_dnsmasq(
+        &t.dnsmasq,
+        topo.ns(DNSMASQ.1),
+        dm_addr,
+        &files.hosts,
+        &files.log,
+        TTL,
+    )?;
+    let ready_t = probe(client, gw, "db", &db, None)
+        .and_then(|()| probe(client, gw, "API.pets", &api, None))
+        .map_err(err_text);
+    let ready_d = probe(client, dm_addr, "db", &db, Some(&mut dm))
+        .and_then(|()| probe(client, dm_addr, "API.pets", &api, Some(&mut dm)))
+        .map_err(|e| format!("{e:#} (dnsmasq log: {})", files.log_tail()));
+    eprintln!(
+        "{SCENARIO}: tapnet at {gw} {}, dnsmasq at {dm_addr} {}; {secs} s per run",
+        if ready_t.is_ok() { "answers" } else { "FAILS" },
+        if ready_d.is_ok() { "answers" } else { "FAILS" }
+    );
+    // 1. The highest rate.
+    sys::check_interrupt()?;
+    let base = ready_d.clone().and_then(|()| {
+        eprintln!("{SCENARIO}: dnsmasq, max rate");
+        max_run(t, &topo, dm_addr, &files.pets, secs, Some(&dm)).map_err(err_text)
+    });
+    sys::check_interrupt()?;
+    sys::reset_peak_rss();
+    let tap = ready_t.clone().and_then(|()| {
+        eprintln!("{SCENARIO}: tapnet, max rate");
+        max_run(t, &topo, gw, &files.pets, secs, None).map_err(err_text)
+    });
+    let peak = sys::peak_rss_mib();
+    let no_limit = "per-sandbox rate limit off (HostNetConfig.dns_rate = 0)";
+    let targ = |m: Measurement| {
+        let met = m.ratio.is_some_and(|r| r >= 1.0);
+        m.target(">= 1.0x dnsmasq", met)
+            .note(no_limit)
+            .detail("seconds", secs)
+            .detail("outstanding", MAX_OUTSTANDING)
+            .detail("tools", &t.versions)
+            .detail("mapping", opts.mapping.clone())
+    };
+    rep.push_versus(
+        SCENARIO,
+        "UDP A queries/s, local names, max rate (dnsperf -q 100)",
+        "queries/s",
+        Better::Higher,
+        &tap.as_ref().map(max_sample).map_err(Clone::clone),
+        peak,
+        &[(
+            "dnsmasq",
+            base.as_ref().map(max_sample).map_err(Clone::clone),
+        )],
+        &targ,
+    );
+    // 2. Latency at one offered rate: half the lower maximum.
+    let maxes: Vec<f64> = [&tap, &base]
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|m| m.run.qps))
+        .collect();
+    let Some(lowest) = maxes.iter().copied().reduce(f64::min) else {
+        return Ok(());
+    };
+    let rate = ((lowest / 2.0) as u32).max(MIN_FIXED_QPS);
+    sys::check_interrupt()?;
+    let base = ready_d.and_then(|()| {
+        eprintln!("{SCENARIO}: dnsmasq, {rate} queries/s");
+        let r = dnsperf(
+            &t.dnsperf,
+            client,
+            dm_addr,
+            &files.pets,
+            secs,
+            Load::Rate(rate),
+        );
+        r.map_err(err_text)
+    });
+    sys::check_interrupt()?;
+    sys::reset_peak_rss();
+    let tap = ready_t.and_then(|()| {
+        eprintln!("{SCENARIO}: tapnet, {rate} queries/s");
+        let r = dnsperf(&t.dnsperf, client, gw, &files.pets, secs, Load::Rate(rate));
+        r.map_err(err_text)
+    });
+    let peak = sys::peak_rss_mib();
+    for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
+        let pick = |r: &Result<PerfRun, String>| r.clone().and_then(|r| latency_sample(&r, q));
+        rep.push_versus(
+            SCENARIO,
+            &format!("UDP A latency {name} at {rate} queries/s (half the lower max)"),
+            "µs",
+            Better::Lower,
+            &pick(&tap),
+            peak,
+            &[("dnsmasq", pick(&base))],
+            &|m| {
+                let m = m
+                    .note(no_limit)
+                    .detail("offered_qps", rate)
+                    .detail("seconds", secs)
+                    .detail("tools", &t.versions);
+                if q > 0.9 {
+                    let met = m.ratio.is_some_and(|r| r >= 1.0);
+                    m.target("<= dnsmasq's", met)
+                } else {
+                    m
+                }
+            },
+        );
+    }
+    drop(dm);
+    drop(topo);
+    Ok(())
+}
+
+/// Part 3: a flood from `pets` and the `other` network's answers, default rate limit.
+fn flood(opts: &Opts, rep: &mut Reporter, t: &Tools, files: &Files, secs: f64) -> Result<()> {
+    sys::reset_peak_rss();
+    let topo = Topo::create(opts, "d1", DEFAULT_RATE, &files.resolv)?;
+    let (probe_ns, flooder_ns) = (topo.ns(PROBE.1), topo.ns(FLOODER.1));
+    let (pets_gw, other_gw) = (PETS.gateway(), OTHER.gateway());
+    probe(probe_ns, other_gw, "peer", &[OTHER.addr(20)], None)
+        .context("tapnet's DNS on network other")?;
+    probe(flooder_ns, pets_gw, "db", &[PETS.addr(20)], None)
+        .context("tapnet's DNS on network pets")?;
+    eprintln!("{SCENARIO}: other, {PROBE_QPS} queries/s, alone");
+    let other0 = topo.dns(OTHER.key);
+    let alone = dnsperf(
+        &t.dnsperf,
+        probe_ns,
+        other_gw,
+        &files.other,
+        secs,
+        Load::Rate(PROBE_QPS),
+    )?;
+    sys::check_interrupt()?;
+    eprintln!("{SCENARIO}: other, {PROBE_QPS} queries/s, while a pets sandbox floods");
+    let other1 = topo.dns(OTHER.key);
+    let pets0 = topo.dns(PETS.key);
+    let drops = Snapshot::take(&topo.engine);
+    let ticks = thread_cpu_ticks("tapnet");
+    let t0 = Instant::now();
+    // The flood starts first and ends after the probe's run.
+    let flood_secs = secs + 1.0;
+    let flooder = start_dnsperf(
+        &t.dnsperf,
+        flooder_ns,
+        pets_gw,
+        &files.pets,
+        flood_secs,
+        Load::Max {
+            outstanding: FLOOD_OUTSTANDING,
+            timeout: FLOOD_TIMEOUT,
+        },
+    )?;
+    sys::sleep(Duration::from_millis(500))?;
+    let under = dnsperf(
+        &t.dnsperf,
+        probe_ns,
+        other_gw,
+        &files.other,
+        secs,
+        Load::Rate(PROBE_QPS),
+    );
+    let flood = finish_dnsperf(flooder, flood_secs);
+    let threads = cpu_percent(&ticks, &thread_cpu_ticks("tapnet"), t0.elapsed());
+    let peak = sys::peak_rss_mib();
+    let under = under?;
+    let flood = flood?;
+    let pets_moved = moved(&pets0, &topo.dns(PETS.key));
+    let other_alone = moved(&other0, &other1);
+    let other_flood = moved(&other1, &topo.dns(OTHER.key));
+    let engine_drops = Snapshot::take(&topo.engine).since(&drops).drops();
+    let limited = pets_moved.get("rate_limited").copied().unwrap_or(0);
+    eprintln!(
+        "{SCENARIO}: flooder sent {} answered {} ({:.0}/s); pets counters {pets_moved:?}",
+        flood.sent, flood.completed, flood.qps
+    );
+    for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
+        let (Some(u), Some(a)) = (under.us(q), alone.us(q)) else {
+            rep.skip(
+                SCENARIO,
+                format!("other network's latency {name} under a pets flood"),
+                "no per-query latency in dnsperf's output".into(),
+            );
+            continue;
+        };
+        let mut m = Measurement::new(
+            SCENARIO,
+            format!("other network's UDP A latency {name} at {PROBE_QPS} q/s, a pets sandbox flooding"),
+            "µs",
+            Better::Lower,
+            u,
+            "other network, no flood",
+            a,
+            rep.machine(),
+        )
+        .rss(peak)
+        .note(format!(
+            "flooder sent {} answered {} ({:.0}/s), rate_limited {limited}; default limit {DEFAULT_RATE}/s burst {DEFAULT_BURST}",
+            flood.sent, flood.completed, flood.qps
+        ))
+        .detail("flooder", &flood)
+        .detail("probe_alone", &alone)
+        .detail("probe_under_flood", &under)
+        .detail("pets_dns_counters", &pets_moved)
+        .detail("other_dns_counters_alone", &other_alone)
+        .detail("other_dns_counters_flood", &other_flood)
+        .detail("cpu_pct_threads", &threads)
+        .detail("engine_drops", &engine_drops)
+        .detail("flood_outstanding", FLOOD_OUTSTANDING)
+        .detail("flood_timeout_ms", FLOOD_TIMEOUT.as_millis() as u64)
+        .detail("seconds", secs)
+        .detail("tools", &t.versions)
+        .detail("mapping", opts.mapping.clone());
+        if q > 0.9 {
+            let met = m.ratio.is_some_and(|r| r >= 0.9) && limited > 0;
+            m = m.target(">= 0.9x unflooded, flood rate-limited", met);
+        }
+        rep.push(m);
+    }
+    drop(topo);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_file_holds_every_name_with_its_network() {
+        let h = hosts_file();
+        assert!(h.contains("10.200.53.21 web web.pets www www.pets frontend frontend.pets\n"));
+        assert!(h.contains("10.200.53.23 api-1 api-1.pets api api.pets\n"));
+        assert!(h.contains("10.200.53.24 api-2 api-2.pets api api.pets\n"));
+        assert!(h.contains("10.200.54.20 peer peer.other backend backend.other\n"));
+        assert!(h.contains("10.200.53.10 client client.pets\n"));
+    }
+
+    #[test]
+    fn names_resolve_what_the_query_files_ask() {
+        let n = names();
+        assert_eq!(n.networks(), 2);
+        assert_eq!(
+            n.len(),
+            PETS.names.len() + OTHER.names.len() + SANDBOXES.len()
+        );
+    }
+}
