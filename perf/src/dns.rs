@@ -25,11 +25,15 @@
 //!    used per answered query;
 //! 2. latency p50/p99 at one offered rate for both (`-Q`, half the lower of the two
 //!    maximum rates), from dnsperf's per-query latencies (`-v`);
-//! 3. with the default rate limit (a new engine): the `other` probe's latency at a
-//!    modest fixed rate ([`PROBE_QPS`]) alone, then while the `pets` flooder sends
-//!    tapnet's DNS as many queries as dnsperf can (many outstanding, a short timeout so
-//!    that dropped queries do not stall it); reported: the ratio of p50 and p99, the
-//!    flooder's queries sent and answered, and the `rate_limited` counter.
+//! 3. with the default rate limit (a new engine): the `other` probe's latency (dnsperf
+//!    `-Q` [`PROBE_QPS`], `-v`) alone; while the `pets` flooder sends queries as fast as it
+//!    can to an unread socket of its own namespace (the flood's CPU cost without
+//!    tapnet); and while it floods tapnet's DNS at `pets`' gateway. The flooder is a
+//!    sender in this process ([`dnsflood`]), as fast as the kernel takes the queries,
+//!    not dnsperf: dnsperf waits for each query the limit drops until its timeout and
+//!    so slows down to the rate the limit lets through. Reported: p50 and p99 under
+//!    the flood against both baselines, the flood's queries sent and answered, and
+//!    the `rate_limited` counter.
 //!
 //! Both servers are reached through the same engine (the client's frames to dnsmasq
 //! cross the engine to dnsmasq's TAP), so the comparison is of the DNS servers with
@@ -40,7 +44,7 @@
 //! make the figures noisy (the 1-minute load average is recorded with each figure).
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,10 +60,8 @@ use tapnet_nat::dns::{DEFAULT_BURST, DEFAULT_RATE, DnsStats, Names, TTL};
 
 use crate::counters::Snapshot;
 use crate::daemon_rig::in_private_netns_dir;
-use crate::dnsload::{
-    Load, PerfRun, TempDir, dnsperf, finish_dnsperf, probe, process_cpu_seconds, start_dnsmasq,
-    start_dnsperf,
-};
+use crate::dnsflood::{self, Flood, Flooded};
+use crate::dnsload::{Load, PerfRun, TempDir, dnsperf, probe, process_cpu_seconds, start_dnsmasq};
 use crate::opts::Opts;
 use crate::proc::{Proc, ensure_program, package_version};
 use crate::report::{Better, Measurement, Reporter, Sample};
@@ -69,10 +71,10 @@ use crate::topo::{MTU, TAP_TXQUEUELEN, configure, create_ns};
 const SCENARIO: &str = "dns";
 /// Queries outstanding in the maximum-rate runs (dnsperf's `-q`).
 const MAX_OUTSTANDING: u32 = 100;
-/// Queries the flooder keeps outstanding, and how long each may wait: the queries the
-/// rate limit drops free their slot after this.
-const FLOOD_OUTSTANDING: u32 = 2000;
-const FLOOD_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long the flood runs before the probe starts, and how long past the probe's
+/// run it may go on at most.
+const FLOOD_LEAD: Duration = Duration::from_millis(500);
+const FLOOD_GRACE: Duration = Duration::from_secs(2);
 /// The `other` probe's offered rate, queries per second.
 const PROBE_QPS: u32 = 1000;
 /// The lowest offered rate of the fixed-rate latency runs.
@@ -559,6 +561,71 @@ fn versus_dnsmasq(
     Ok(())
 }
 
+/// A UDP socket on 127.0.0.1 of `ns` that is never read: what the CPU-matched flood
+/// is sent to (the kernel drops what does not fit its buffer).
+fn sink(ns: &NetNs) -> Result<UdpSocket> {
+    Ok(ns.run(|| UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)))??)
+}
+
+/// The `other` probe's run at [`PROBE_QPS`] while `flood` (if any) runs; the flood's
+/// figures and the counters that moved.
+struct ProbeRun {
+    run: PerfRun,
+    flood: Option<Flooded>,
+    pets: BTreeMap<&'static str, u64>,
+    other: BTreeMap<&'static str, u64>,
+    threads: BTreeMap<String, sys::CpuUse>,
+    engine_drops: BTreeMap<String, u64>,
+}
+
+fn probe_run(
+    t: &Tools,
+    topo: &Topo,
+    files: &Files,
+    secs: f64,
+    flood_to: Option<SocketAddr>,
+) -> Result<ProbeRun> {
+    let (pets0, other0) = (topo.dns(PETS.key), topo.dns(OTHER.key));
+    let drops = Snapshot::take(&topo.engine);
+    let ticks = thread_cpu_ticks("tapnet");
+    let t0 = Instant::now();
+    let names: Vec<&str> = PETS_QUERIES
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    // The flood starts first and would end on its own after the probe's run.
+    let flood = flood_to
+        .map(|to| {
+            dnsflood::start(
+                topo.ns(FLOODER.1),
+                to,
+                &names,
+                Duration::from_secs_f64(secs) + FLOOD_GRACE,
+            )
+        })
+        .transpose()?;
+    if flood.is_some() {
+        sys::sleep(FLOOD_LEAD)?;
+    }
+    let run = dnsperf(
+        &t.dnsperf,
+        topo.ns(PROBE.1),
+        OTHER.gateway(),
+        &files.other,
+        secs,
+        Load::Rate(PROBE_QPS),
+    );
+    let flood = flood.map(Flood::finish);
+    Ok(ProbeRun {
+        run: run?,
+        flood,
+        threads: cpu_percent(&ticks, &thread_cpu_ticks("tapnet"), t0.elapsed()),
+        pets: moved(&pets0, &topo.dns(PETS.key)),
+        other: moved(&other0, &topo.dns(OTHER.key)),
+        engine_drops: Snapshot::take(&topo.engine).since(&drops).drops(),
+    })
+}
+
 /// Part 3: a flood from `pets` and the `other` network's answers, default rate limit.
 fn flood(opts: &Opts, rep: &mut Reporter, t: &Tools, files: &Files, secs: f64) -> Result<()> {
     sys::reset_peak_rss();
@@ -570,100 +637,80 @@ fn flood(opts: &Opts, rep: &mut Reporter, t: &Tools, files: &Files, secs: f64) -
     probe(flooder_ns, pets_gw, "db", &[PETS.addr(20)], None)
         .context("tapnet's DNS on network pets")?;
     eprintln!("{SCENARIO}: other, {PROBE_QPS} queries/s, alone");
-    let other0 = topo.dns(OTHER.key);
-    let alone = dnsperf(
-        &t.dnsperf,
-        probe_ns,
-        other_gw,
-        &files.other,
-        secs,
-        Load::Rate(PROBE_QPS),
-    )?;
+    let alone = probe_run(t, &topo, files, secs, None)?;
     sys::check_interrupt()?;
-    eprintln!("{SCENARIO}: other, {PROBE_QPS} queries/s, while a pets sandbox floods");
-    let other1 = topo.dns(OTHER.key);
-    let pets0 = topo.dns(PETS.key);
-    let drops = Snapshot::take(&topo.engine);
-    let ticks = thread_cpu_ticks("tapnet");
-    let t0 = Instant::now();
-    // The flood starts first and ends after the probe's run.
-    let flood_secs = secs + 1.0;
-    let flooder = start_dnsperf(
-        &t.dnsperf,
-        flooder_ns,
-        pets_gw,
-        &files.pets,
-        flood_secs,
-        Load::Max {
-            outstanding: FLOOD_OUTSTANDING,
-            timeout: FLOOD_TIMEOUT,
-        },
-    )?;
-    sys::sleep(Duration::from_millis(500))?;
-    let under = dnsperf(
-        &t.dnsperf,
-        probe_ns,
-        other_gw,
-        &files.other,
-        secs,
-        Load::Rate(PROBE_QPS),
-    );
-    let flood = finish_dnsperf(flooder, flood_secs);
-    let threads = cpu_percent(&ticks, &thread_cpu_ticks("tapnet"), t0.elapsed());
-    let peak = sys::peak_rss_mib();
-    let under = under?;
-    let flood = flood?;
-    let pets_moved = moved(&pets0, &topo.dns(PETS.key));
-    let other_alone = moved(&other0, &other1);
-    let other_flood = moved(&other1, &topo.dns(OTHER.key));
-    let engine_drops = Snapshot::take(&topo.engine).since(&drops).drops();
-    let limited = pets_moved.get("rate_limited").copied().unwrap_or(0);
+    let sink = sink(flooder_ns)?;
     eprintln!(
-        "{SCENARIO}: flooder sent {} answered {} ({:.0}/s); pets counters {pets_moved:?}",
-        flood.sent, flood.completed, flood.qps
+        "{SCENARIO}: other, {PROBE_QPS} queries/s, while the pets flooder sends as fast as it can to a socket of its own"
     );
-    for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
-        let (Some(u), Some(a)) = (under.us(q), alone.us(q)) else {
-            rep.skip(
+    let matched = probe_run(t, &topo, files, secs, Some(sink.local_addr()?))?;
+    drop(sink);
+    sys::check_interrupt()?;
+    sys::reset_peak_rss();
+    eprintln!(
+        "{SCENARIO}: other, {PROBE_QPS} queries/s, while the pets flooder sends tapnet's DNS as fast as it can"
+    );
+    let under = probe_run(t, &topo, files, secs, Some(SocketAddr::from((pets_gw, 53))))?;
+    let peak = sys::peak_rss_mib();
+    let fl = under.flood.unwrap_or_default();
+    let limited = under.pets.get("rate_limited").copied().unwrap_or(0);
+    eprintln!(
+        "{SCENARIO}: flooder sent {} answered {} ({:.0}/s); pets counters {:?}",
+        fl.sent, fl.answered, fl.answered_per_s, under.pets
+    );
+    for (base, label) in [
+        (&alone, "other network, no flood"),
+        (
+            &matched,
+            "flooder's CPU load alone (flood to its own socket)",
+        ),
+    ] {
+        for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
+            let (Some(u), Some(a)) = (under.run.us(q), base.run.us(q)) else {
+                rep.skip(
+                    SCENARIO,
+                    format!("other network's latency {name} under a pets flood vs {label}"),
+                    "no per-query latency in dnsperf's output".into(),
+                );
+                continue;
+            };
+            let mut m = Measurement::new(
                 SCENARIO,
-                format!("other network's latency {name} under a pets flood"),
-                "no per-query latency in dnsperf's output".into(),
-            );
-            continue;
-        };
-        let mut m = Measurement::new(
-            SCENARIO,
-            format!("other network's UDP A latency {name} at {PROBE_QPS} q/s, a pets sandbox flooding"),
-            "µs",
-            Better::Lower,
-            u,
-            "other network, no flood",
-            a,
-            rep.machine(),
-        )
-        .rss(peak)
-        .note(format!(
-            "flooder sent {} answered {} ({:.0}/s), rate_limited {limited}; default limit {DEFAULT_RATE}/s burst {DEFAULT_BURST}",
-            flood.sent, flood.completed, flood.qps
-        ))
-        .detail("flooder", &flood)
-        .detail("probe_alone", &alone)
-        .detail("probe_under_flood", &under)
-        .detail("pets_dns_counters", &pets_moved)
-        .detail("other_dns_counters_alone", &other_alone)
-        .detail("other_dns_counters_flood", &other_flood)
-        .detail("cpu_pct_threads", &threads)
-        .detail("engine_drops", &engine_drops)
-        .detail("flood_outstanding", FLOOD_OUTSTANDING)
-        .detail("flood_timeout_ms", FLOOD_TIMEOUT.as_millis() as u64)
-        .detail("seconds", secs)
-        .detail("tools", &t.versions)
-        .detail("mapping", opts.mapping.clone());
-        if q > 0.9 {
-            let met = m.ratio.is_some_and(|r| r >= 0.9) && limited > 0;
-            m = m.target(">= 0.9x unflooded, flood rate-limited", met);
+                format!(
+                    "other network's UDP A latency {name} at {PROBE_QPS} q/s, a pets sandbox flooding"
+                ),
+                "µs",
+                Better::Lower,
+                u,
+                label,
+                a,
+                rep.machine(),
+            )
+            .rss(peak)
+            .note(format!(
+                "flood sent {} ({:.0}/s), answered {} ({:.0}/s), rate_limited {limited}; default limit {DEFAULT_RATE}/s burst {DEFAULT_BURST}",
+                fl.sent, fl.sent_per_s, fl.answered, fl.answered_per_s
+            ))
+            .detail("flood", fl)
+            .detail("probe", &under.run)
+            .detail("baseline_probe", &base.run)
+            .detail("baseline_flood", base.flood)
+            .detail("pets_dns_counters", &under.pets)
+            .detail("other_dns_counters", &under.other)
+            .detail("baseline_other_dns_counters", &base.other)
+            .detail("cpu_pct_threads", &under.threads)
+            .detail("baseline_cpu_pct_threads", &base.threads)
+            .detail("engine_drops", &under.engine_drops)
+            .detail("baseline_engine_drops", &base.engine_drops)
+            .detail("seconds", secs)
+            .detail("tools", &t.versions)
+            .detail("mapping", opts.mapping.clone());
+            if q > 0.9 {
+                let met = m.ratio.is_some_and(|r| r >= 0.9) && limited > 0;
+                m = m.target(">= 0.9x, flood rate-limited", met);
+            }
+            rep.push(m);
         }
-        rep.push(m);
     }
     drop(topo);
     Ok(())

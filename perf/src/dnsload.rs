@@ -97,15 +97,16 @@ pub(crate) enum Load {
     Rate(u32),
 }
 
-/// Start dnsperf in `ns` against `server:53` with the queries of `queries` for `secs`.
-pub(crate) fn start_dnsperf(
+/// dnsperf in `ns` against `server:53` with the queries of `queries` for `secs`, to its
+/// end (killed if it overruns by [`DNSPERF_GRACE`]), its output parsed.
+pub(crate) fn dnsperf(
     dnsperf: &Path,
     ns: &NetNs,
     server: Ipv4Addr,
     queries: &Path,
     secs: f64,
     load: Load,
-) -> Result<Proc> {
+) -> Result<PerfRun> {
     let mut args: Vec<String> = vec![
         "-s".into(),
         server.to_string(),
@@ -130,26 +131,9 @@ pub(crate) fn start_dnsperf(
             args.extend(["-Q".into(), qps.to_string(), "-v".into()]);
         }
     }
-    spawn_in(ns, dnsperf, &args, true, &[])
-}
-
-/// Wait for a dnsperf run started for `secs` and parse what it printed.
-pub(crate) fn finish_dnsperf(p: Proc, secs: f64) -> Result<PerfRun> {
+    let p = spawn_in(ns, dnsperf, &args, true, &[])?;
     let (status, out, err) = p.wait_output(Duration::from_secs_f64(secs) + DNSPERF_GRACE)?;
     parse_dnsperf(&out).with_context(|| format!("dnsperf ({status}): {}", err.trim()))
-}
-
-/// One dnsperf run to its end (see [`start_dnsperf`]).
-pub(crate) fn dnsperf(
-    dnsperf: &Path,
-    ns: &NetNs,
-    server: Ipv4Addr,
-    queries: &Path,
-    secs: f64,
-    load: Load,
-) -> Result<PerfRun> {
-    let p = start_dnsperf(dnsperf, ns, server, queries, secs, load)?;
-    finish_dnsperf(p, secs)
 }
 
 /// The number after `label` on the line that starts with it (leading blanks aside).
@@ -234,7 +218,7 @@ pub(crate) fn start_dnsmasq(
 }
 
 /// A DNS query for `name` type A, id `id`, RD set, no EDNS (RFC 1035 §4.1).
-fn query_a(id: u16, name: &str) -> Vec<u8> {
+pub(crate) fn query_a(id: u16, name: &str) -> Vec<u8> {
     let mut m = Vec::with_capacity(32);
     m.extend_from_slice(&id.to_be_bytes());
     m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);

@@ -12,6 +12,7 @@ mod counters;
 mod daemon_rig;
 mod daemon_tcp;
 mod dns;
+mod dnsflood;
 mod dnsload;
 mod echo;
 mod egress_latency;
