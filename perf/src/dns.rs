@@ -16,8 +16,10 @@
 //! - `other` (10.200.54.0/24): a probe sandbox (.10) and the names `peer`/`backend`.
 //!
 //! The load is `dnsperf` (Debian package) in the client's namespace with one query
-//! file (A queries for the local names, mixed case, `X.pets` too), first against
-//! tapnet's gateway address, then against dnsmasq's:
+//! file (A queries for the local names, mixed case, `X.pets` too), against
+//! tapnet's gateway address and against dnsmasq's. Each comparison runs in [`ROUNDS`]
+//! rounds of equal length whose order alternates (dnsmasq first, then tapnet first,
+//! …), merged: load from elsewhere on a shared machine falls on both alike. Measured:
 //!
 //! 1. queries per second at the highest rate dnsperf reaches (`-q 100` outstanding),
 //!    with the per-sandbox rate limit lifted (`HostNetConfig::dns_rate = 0`; noted in
@@ -77,6 +79,8 @@ const FLOOD_LEAD: Duration = Duration::from_millis(500);
 const FLOOD_GRACE: Duration = Duration::from_secs(2);
 /// The `other` probe's offered rate, queries per second.
 const PROBE_QPS: u32 = 1000;
+/// Rounds each comparison with dnsmasq is split into, their order alternating.
+const ROUNDS: u32 = 4;
 /// The lowest offered rate of the fixed-rate latency runs.
 const MIN_FIXED_QPS: u32 = 100;
 /// dnsperf's own per-query timeout in the measured runs.
@@ -310,18 +314,48 @@ struct Tools {
     versions: Value,
 }
 
-/// A max-rate run with the CPU the engine's and host thread's threads (and dnsmasq,
-/// when it serves) used.
+/// Max-rate runs (rounds merged) with the CPU this process's `tapnet-*` threads
+/// (the engine's workers, the host thread) and dnsmasq, when it serves, used.
+#[derive(Default)]
 struct MaxRun {
     run: PerfRun,
-    /// % of one CPU per thread of this process (`tapnet-*`).
-    threads: BTreeMap<String, sys::CpuUse>,
-    /// % of one CPU dnsmasq used.
-    dnsmasq_pct: Option<f64>,
-    /// CPU µs per answered query: the engine's and host thread's, dnsmasq's.
-    cpu_us_per_query: f64,
+    /// Wall-clock seconds of the runs.
+    elapsed: f64,
+    /// CPU seconds per thread (`tapnet-*`).
+    threads: BTreeMap<String, f64>,
+    /// CPU seconds dnsmasq used.
+    dnsmasq: Option<f64>,
     engine_drops: BTreeMap<String, u64>,
     dns: BTreeMap<&'static str, u64>,
+}
+
+impl MaxRun {
+    fn merge(&mut self, o: MaxRun) {
+        self.run.merge(&o.run);
+        self.elapsed += o.elapsed;
+        for (k, v) in o.threads {
+            *self.threads.entry(k).or_insert(0.0) += v;
+        }
+        if let Some(d) = o.dnsmasq {
+            self.dnsmasq = Some(self.dnsmasq.unwrap_or(0.0) + d);
+        }
+        for (k, v) in o.engine_drops {
+            *self.engine_drops.entry(k).or_insert(0) += v;
+        }
+        for (k, v) in o.dns {
+            *self.dns.entry(k).or_insert(0) += v;
+        }
+    }
+}
+
+/// CPU seconds of each `tapnet-*` thread of this process.
+fn thread_cpu_seconds() -> BTreeMap<String, f64> {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    thread_cpu_ticks("tapnet-")
+        .into_iter()
+        .map(|(k, (u, s))| (k, (u + s) as f64 / hz))
+        .collect()
 }
 
 fn max_run(
@@ -332,7 +366,7 @@ fn max_run(
     secs: f64,
     dm: Option<&Proc>,
 ) -> Result<MaxRun> {
-    let ticks = thread_cpu_ticks("tapnet");
+    let cpu0 = thread_cpu_seconds();
     let dm0 = dm.and_then(|p| process_cpu_seconds(p.pid()));
     let drops = Snapshot::take(&topo.engine);
     let dns0 = topo.dns(PETS.key);
@@ -348,21 +382,23 @@ fn max_run(
             timeout: QUERY_TIMEOUT,
         },
     )?;
-    let elapsed = t0.elapsed();
-    let threads = cpu_percent(&ticks, &thread_cpu_ticks("tapnet"), elapsed);
-    let dm_secs = match (dm0, dm.and_then(|p| process_cpu_seconds(p.pid()))) {
+    let elapsed = t0.elapsed().as_secs_f64();
+    let threads = thread_cpu_seconds()
+        .into_iter()
+        .map(|(k, v)| {
+            let v0 = cpu0.get(&k).copied().unwrap_or(0.0);
+            (k, (v - v0).max(0.0))
+        })
+        .collect();
+    let dnsmasq = match (dm0, dm.and_then(|p| process_cpu_seconds(p.pid()))) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
-    let tapnet_secs: f64 =
-        threads.values().map(|c| c.total).sum::<f64>() / 100.0 * elapsed.as_secs_f64();
-    let cpu_us_per_query =
-        (tapnet_secs + dm_secs.unwrap_or(0.0)) * 1e6 / (run.completed.max(1) as f64);
     Ok(MaxRun {
         run,
+        elapsed,
         threads,
-        dnsmasq_pct: dm_secs.map(|s| round(s / elapsed.as_secs_f64() * 100.0, 1)),
-        cpu_us_per_query: round(cpu_us_per_query, 2),
+        dnsmasq,
         engine_drops: Snapshot::take(&topo.engine).since(&drops).drops(),
         dns: moved(&dns0, &topo.dns(PETS.key)),
     })
@@ -370,21 +406,31 @@ fn max_run(
 
 fn max_sample(m: &MaxRun) -> Sample {
     let r = &m.run;
+    let el = m.elapsed.max(1e-9);
+    let pct = |secs: f64| round(secs / el * 100.0, 1);
+    let threads: BTreeMap<&str, f64> = m
+        .threads
+        .iter()
+        .filter(|(_, v)| **v > 0.0)
+        .map(|(k, v)| (k.as_str(), pct(*v)))
+        .collect();
+    let cpu: f64 = m.threads.values().sum::<f64>() + m.dnsmasq.unwrap_or(0.0);
+    let per_query = round(cpu * 1e6 / r.completed.max(1) as f64, 2);
     let mut s = Sample::new(r.qps)
         .note(format!(
-            "{} sent, {} lost, {} CPU µs/query",
-            r.sent, r.lost, m.cpu_us_per_query
+            "{} sent, {} lost, {per_query} CPU µs/query",
+            r.sent, r.lost
         ))
         .detail("run", r)
-        .detail("cpu_pct_threads", &m.threads)
-        .detail("cpu_us_per_query", m.cpu_us_per_query)
+        .detail("cpu_pct_threads", &threads)
+        .detail("cpu_us_per_query", per_query)
         .detail("engine_drops", &m.engine_drops)
         .detail("dns_counters", &m.dns);
-    if let Some(p) = m.dnsmasq_pct {
-        s = s.detail("cpu_pct_dnsmasq", p);
+    if let Some(d) = m.dnsmasq {
+        s = s.detail("cpu_pct_dnsmasq", pct(d));
     }
     if !r.all_noerror() {
-        s.note = format!("{}; answers {}", s.note, r.rcodes);
+        s.note = format!("{}; answers {:?}", s.note, r.rcodes);
     }
     s
 }
@@ -461,22 +507,36 @@ fn versus_dnsmasq(
         .and_then(|()| probe(client, dm_addr, "API.pets", &api, Some(&mut dm)))
         .map_err(|e| format!("{e:#} (dnsmasq log: {})", files.log_tail()));
     eprintln!(
-        "{SCENARIO}: tapnet at {gw} {}, dnsmasq at {dm_addr} {}; {secs} s per run",
+        "{SCENARIO}: tapnet at {gw} {}, dnsmasq at {dm_addr} {}; {secs} s each per measurement, in {ROUNDS} rounds",
         if ready_t.is_ok() { "answers" } else { "FAILS" },
         if ready_d.is_ok() { "answers" } else { "FAILS" }
     );
-    // 1. The highest rate.
-    sys::check_interrupt()?;
-    let base = ready_d.clone().and_then(|()| {
-        eprintln!("{SCENARIO}: dnsmasq, max rate");
-        max_run(t, &topo, dm_addr, &files.pets, secs, Some(&dm)).map_err(err_text)
-    });
-    sys::check_interrupt()?;
+    // 1. The highest rate, in rounds that alternate the order (dnsmasq, tapnet;
+    // tapnet, dnsmasq; …): load from elsewhere on the machine falls on both alike.
+    let chunk = secs / ROUNDS as f64;
+    let mut base = ready_d.clone().map(|()| MaxRun::default());
+    let mut tap = ready_t.clone().map(|()| MaxRun::default());
     sys::reset_peak_rss();
-    let tap = ready_t.clone().and_then(|()| {
-        eprintln!("{SCENARIO}: tapnet, max rate");
-        max_run(t, &topo, gw, &files.pets, secs, None).map_err(err_text)
-    });
+    for round in 0..ROUNDS {
+        for tapnet in [round % 2 == 1, round % 2 == 0] {
+            sys::check_interrupt()?;
+            let (acc, server, proc) = if tapnet {
+                (&mut tap, gw, None)
+            } else {
+                (&mut base, dm_addr, Some(&dm))
+            };
+            let Ok(sum) = acc else { continue };
+            eprintln!(
+                "{SCENARIO}: {}, max rate, round {}/{ROUNDS}",
+                if tapnet { "tapnet" } else { "dnsmasq" },
+                round + 1
+            );
+            match max_run(t, &topo, server, &files.pets, chunk, proc) {
+                Ok(r) => sum.merge(r),
+                Err(e) => *acc = Err(err_text(e)),
+            }
+        }
+    }
     let peak = sys::peak_rss_mib();
     let no_limit = "per-sandbox rate limit off (HostNetConfig.dns_rate = 0)";
     let targ = |m: Measurement| {
@@ -484,6 +544,7 @@ fn versus_dnsmasq(
         m.target(">= 1.0x dnsmasq", met)
             .note(no_limit)
             .detail("seconds", secs)
+            .detail("rounds", ROUNDS)
             .detail("outstanding", MAX_OUTSTANDING)
             .detail("tools", &t.versions)
             .detail("mapping", opts.mapping.clone())
@@ -510,26 +571,36 @@ fn versus_dnsmasq(
         return Ok(());
     };
     let rate = ((lowest / 2.0) as u32).max(MIN_FIXED_QPS);
-    sys::check_interrupt()?;
-    let base = ready_d.and_then(|()| {
-        eprintln!("{SCENARIO}: dnsmasq, {rate} queries/s");
-        let r = dnsperf(
-            &t.dnsperf,
-            client,
-            dm_addr,
-            &files.pets,
-            secs,
-            Load::Rate(rate),
-        );
-        r.map_err(err_text)
-    });
-    sys::check_interrupt()?;
+    let mut base = ready_d.map(|()| PerfRun::default());
+    let mut tap = ready_t.map(|()| PerfRun::default());
     sys::reset_peak_rss();
-    let tap = ready_t.and_then(|()| {
-        eprintln!("{SCENARIO}: tapnet, {rate} queries/s");
-        let r = dnsperf(&t.dnsperf, client, gw, &files.pets, secs, Load::Rate(rate));
-        r.map_err(err_text)
-    });
+    for round in 0..ROUNDS {
+        for tapnet in [round % 2 == 1, round % 2 == 0] {
+            sys::check_interrupt()?;
+            let (acc, server) = if tapnet {
+                (&mut tap, gw)
+            } else {
+                (&mut base, dm_addr)
+            };
+            let Ok(sum) = acc else { continue };
+            eprintln!(
+                "{SCENARIO}: {}, {rate} queries/s, round {}/{ROUNDS}",
+                if tapnet { "tapnet" } else { "dnsmasq" },
+                round + 1
+            );
+            match dnsperf(
+                &t.dnsperf,
+                client,
+                server,
+                &files.pets,
+                chunk,
+                Load::Rate(rate),
+            ) {
+                Ok(r) => sum.merge(&r),
+                Err(e) => *acc = Err(err_text(e)),
+            }
+        }
+    }
     let peak = sys::peak_rss_mib();
     for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
         let pick = |r: &Result<PerfRun, String>| r.clone().and_then(|r| latency_sample(&r, q));
@@ -546,6 +617,7 @@ fn versus_dnsmasq(
                     .note(no_limit)
                     .detail("offered_qps", rate)
                     .detail("seconds", secs)
+                    .detail("rounds", ROUNDS)
                     .detail("tools", &t.versions);
                 if q > 0.9 {
                     let met = m.ratio.is_some_and(|r| r >= 1.0);

@@ -3,6 +3,7 @@
 //! in a sandbox, and a one-query probe that checks a server answers a name with the
 //! expected address before anything is measured.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -63,10 +64,10 @@ pub(crate) struct PerfRun {
     pub(crate) run_seconds: f64,
     /// dnsperf's mean latency, in µs.
     pub(crate) avg_latency_us: f64,
-    /// "Response codes" as dnsperf prints them.
-    pub(crate) rcodes: String,
-    /// "Average packet size" (request, response) in bytes.
-    pub(crate) sizes: String,
+    /// Answers by response code ("Response codes").
+    pub(crate) rcodes: BTreeMap<String, u64>,
+    /// "Average packet size" (request, response) in bytes, of each run merged.
+    pub(crate) sizes: Vec<String>,
     /// Per-query latencies in ns (only with `-v`).
     #[serde(skip)]
     pub(crate) hist: Option<Histogram<u64>>,
@@ -83,7 +84,39 @@ impl PerfRun {
 
     /// Whether every answer was NOERROR.
     pub(crate) fn all_noerror(&self) -> bool {
-        self.rcodes.starts_with("NOERROR") && !self.rcodes.contains(',')
+        self.rcodes.keys().all(|k| k == "NOERROR")
+    }
+
+    /// Add run `o` to this one (rounds of one measurement).
+    pub(crate) fn merge(&mut self, o: &PerfRun) {
+        let total = self.run_seconds + o.run_seconds;
+        let done = self.completed + o.completed;
+        if done > 0 {
+            self.avg_latency_us = (self.avg_latency_us * self.completed as f64
+                + o.avg_latency_us * o.completed as f64)
+                / done as f64;
+        }
+        self.sent += o.sent;
+        self.completed = done;
+        self.lost += o.lost;
+        self.run_seconds = total;
+        self.qps = if total > 0.0 {
+            done as f64 / total
+        } else {
+            0.0
+        };
+        for (k, v) in &o.rcodes {
+            *self.rcodes.entry(k.clone()).or_insert(0) += v;
+        }
+        self.sizes.extend(o.sizes.iter().cloned());
+        self.sizes.dedup();
+        match (&mut self.hist, &o.hist) {
+            (Some(a), Some(b)) => {
+                let _ = a.add(b);
+            }
+            (None, Some(b)) => self.hist = Some(b.clone()),
+            _ => {}
+        }
     }
 }
 
@@ -164,8 +197,10 @@ pub(crate) fn parse_dnsperf(out: &str) -> Result<PerfRun> {
         qps: num("Queries per second:")?,
         run_seconds: num("Run time (s):")?,
         avg_latency_us: num("Average Latency (s):").map(|s| s * 1e6).unwrap_or(0.0),
-        rcodes: field(out, "Response codes:").unwrap_or_default(),
-        sizes: field(out, "Average packet size:").unwrap_or_default(),
+        rcodes: field(out, "Response codes:")
+            .map(|l| parse_rcodes(&l))
+            .unwrap_or_default(),
+        sizes: field(out, "Average packet size:").into_iter().collect(),
         hist: None,
     };
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
@@ -185,6 +220,16 @@ pub(crate) fn parse_dnsperf(out: &str) -> Result<PerfRun> {
         r.hist = Some(hist);
     }
     Ok(r)
+}
+
+/// "NOERROR 97738 (66.67%), REFUSED 48868 (33.33%)" as a map.
+fn parse_rcodes(l: &str) -> BTreeMap<String, u64> {
+    l.split(',')
+        .filter_map(|p| {
+            let mut w = p.split_whitespace();
+            Some((w.next()?.to_string(), w.next()?.parse().ok()?))
+        })
+        .collect()
 }
 
 /// dnsmasq in `ns`, answering the names of `hosts` on `addr:53` only, from memory
@@ -357,7 +402,15 @@ mod tests {
         assert!((r.qps - 73_277.39).abs() < 0.01);
         assert!((r.avg_latency_us - 1098.0).abs() < 0.01);
         assert!(!r.all_noerror());
-        assert_eq!(r.sizes, "request 21, response 32");
+        assert_eq!(r.sizes, vec!["request 21, response 32".to_string()]);
+        assert_eq!(r.rcodes.get("REFUSED"), Some(&48_862));
+        let mut m = r.clone();
+        m.merge(&r);
+        assert_eq!(
+            (m.sent, m.completed, m.hist.as_ref().unwrap().len()),
+            (293_212, 293_200, 6)
+        );
+        assert!((m.qps - 73_277.39).abs() < 1.0);
         let h = r.hist.as_ref().unwrap();
         assert_eq!(h.len(), 3);
         let p50 = r.us(0.5).unwrap();
