@@ -16,6 +16,7 @@ pub fn all() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("vnet_gso", vnet_gso()),
         ("portspec", portspec()),
         ("api_bodies", api_bodies()),
+        ("dns", dns()),
     ]
 }
 
@@ -200,6 +201,57 @@ fn api_bodies() -> Vec<Vec<u8>> {
             v
         })
         .collect()
+}
+
+/// `dns`: setup (network n1, forwarding, three resolvers), rate and burst off, a seed;
+/// then operations.
+fn dns() -> Vec<Vec<u8>> {
+    let setup = [0x70, 0, 0, 1, 2, 3, 4];
+    // Op 1: a built query from web over UDP for NAMES[which], type A, RD, no EDNS.
+    let built = |which: u8, asker: u8, edns: bool| {
+        let mut v = vec![1, asker, which, 0x12, 0x34, 1, 0];
+        if edns {
+            v.extend([1, 0x10, 0]);
+        } else {
+            v.push(0);
+        }
+        v.push(0); // no flips
+        v
+    };
+    // Local names: web, db.pets, lots over UDP (truncated), over TCP, with EDNS; PTR.
+    let mut local = setup.to_vec();
+    for (which, asker, edns) in [
+        (0, 0, false),
+        (2, 0, false),
+        (3, 0, false),
+        (3, 0x80, false),
+        (3, 0, true),
+        (7, 1, false),
+        (4, 0, false),
+    ] {
+        local.extend(built(which, asker, edns));
+    }
+    // Forwarded: example.com, the resolver answers with 3 records; another times out.
+    let mut fwd = setup.to_vec();
+    fwd.extend(built(6, 0, false));
+    fwd.extend([3, 1, 0, 3, 0]);
+    fwd.extend(built(6, 0x80, true));
+    fwd.extend([5, 0x02, 0x00, 5, 0x02, 0x00, 5, 0x02, 0x00]);
+    fwd.extend([6, 0]);
+    // A raw query: the header of a query for "db", then garbage after it.
+    let mut raw = setup.to_vec();
+    let q = [
+        0xab, 0xcd, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, b'd', b'b', 0, 0, 1, 0, 1,
+    ];
+    raw.extend([0, 0, 0, q.len() as u8]);
+    raw.extend(q);
+    raw.extend([0, 0, 0, q.len() as u8 + 1]);
+    raw.extend(q);
+    raw.push(0xff);
+    // An internal network (setup bit 0).
+    let mut internal = vec![0x71, 0, 0, 1, 2, 3, 4];
+    internal.extend(built(6, 0, false));
+    vec![local, fwd, raw, internal]
 }
 
 /// A stable file name for a seed: FNV-1a of its bytes.

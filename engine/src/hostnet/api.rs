@@ -3,9 +3,11 @@
 
 use std::io;
 use std::net::{TcpListener, UdpSocket};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tapnet_nat::GatewayConfig;
+use tapnet_nat::dns::{DEFAULT_BURST, DEFAULT_RATE, DnsStats};
 use tapnet_nat::relay::{DEFAULT_FLOW_MEMORY, FlowLimits, RelayStats};
 
 use super::clock::Clock;
@@ -27,6 +29,20 @@ pub struct HostNetConfig {
     /// `tapnet_nat::relay::Budget`). Default
     /// [`DEFAULT_FLOW_MEMORY`](tapnet_nat::relay::DEFAULT_FLOW_MEMORY), 256 MiB.
     pub flow_memory: usize,
+    /// The host's `resolv.conf`: its `nameserver`s are the resolvers every network's
+    /// DNS server forwards to. Read when host networking starts, and again when its
+    /// metadata (modification time, inode, size) changed, looked at once a second at
+    /// most. Default `/etc/resolv.conf`.
+    pub resolv_conf: PathBuf,
+    /// DNS queries per second each sandbox (source address) may make on a network (0:
+    /// no limit). Default [`DEFAULT_RATE`](tapnet_nat::dns::DEFAULT_RATE).
+    pub dns_rate: u32,
+    /// The burst above `dns_rate`. Default
+    /// [`DEFAULT_BURST`](tapnet_nat::dns::DEFAULT_BURST).
+    pub dns_burst: u32,
+    /// **Tests only**: the port of the host's resolvers (`resolv.conf` has none; 53).
+    #[doc(hidden)]
+    pub dns_port: u16,
 }
 
 impl Default for HostNetConfig {
@@ -37,6 +53,10 @@ impl Default for HostNetConfig {
             tcp_buffer: 1024 * 1024,
             clock: Clock::System,
             flow_memory: DEFAULT_FLOW_MEMORY,
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            dns_rate: DEFAULT_RATE,
+            dns_burst: DEFAULT_BURST,
+            dns_port: 53,
         }
     }
 }
@@ -44,14 +64,15 @@ impl Default for HostNetConfig {
 /// How one network reaches the host.
 #[derive(Clone, Copy, Debug)]
 pub struct NetAttach {
-    /// The network's gateway (MAC, address, prefix). `internal` must be false: an
-    /// internal network has no external access and takes
-    /// [`GatewayPort::new`](crate::port::gateway::GatewayPort::new).
+    /// The network's gateway (MAC, address, prefix). With `internal` (Docker's
+    /// `--internal`) the relay answers DNS at the gateway address and nothing else:
+    /// no forwarding to the host's resolvers, no egress, no published ports.
     pub gateway: GatewayConfig,
     /// The network's MTU.
     pub mtu: u32,
     /// `-o tapnet.host_loopback=true`: TCP and UDP to the gateway address go to the
-    /// host's 127.0.0.1.
+    /// host's 127.0.0.1 (but port 53, the network's DNS server; ignored on an internal
+    /// network).
     pub host_loopback: bool,
 }
 
@@ -85,7 +106,7 @@ pub enum HostNetError {
 /// Host networking counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HostNetStats {
-    /// Networks attached.
+    /// Networks attached (internal ones included).
     pub networks: u64,
     /// Published ports.
     pub published: u64,
@@ -104,4 +125,6 @@ pub struct HostNetStats {
     pub flow_memory: u64,
     /// The bound on `flow_memory` ([`HostNetConfig::flow_memory`]).
     pub flow_memory_limit: u64,
+    /// The networks' DNS servers' counters, all networks summed.
+    pub dns: DnsStats,
 }

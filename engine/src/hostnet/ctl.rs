@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use crossbeam_channel::Sender;
 use rtrb::{Consumer, Producer};
+use tapnet_nat::dns::Names;
 use tapnet_nat::relay::Relay;
 use tapnet_switch::MacAddr;
 
@@ -51,6 +52,8 @@ pub(super) enum Ctl {
     },
     /// Close a published port.
     Unpublish(PublishId),
+    /// Every network's DNS server answers from `names` from now on.
+    Names { names: Arc<Names>, done: Sender<()> },
     /// Close everything and end the thread.
     Stop,
 }

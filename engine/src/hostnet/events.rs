@@ -165,6 +165,29 @@ impl Host {
                     self.relay_inbound(net, now, s, client, ctr);
                 }
             }
+            Sock::Dns { net, s, .. } => {
+                let net = *net;
+                let Some(Some(n)) = self.nets.get_mut(net) else {
+                    return;
+                };
+                let mut buf = [0u8; 65536];
+                let mut drained = false;
+                for _ in 0..BATCH {
+                    match s.recv_from(&mut buf) {
+                        Ok((k, from)) => n.relay.dns_upstream(now, from, &buf[..k]),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            drained = true;
+                            break;
+                        }
+                        // An ICMP error from an earlier send (a resolver unreachable):
+                        // the server's timeout takes care of it.
+                        Err(_) => {}
+                    }
+                }
+                if !drained {
+                    self.again.push(t);
+                }
+            }
             Sock::UdpListen { net, s, ctr, .. } => {
                 let (net, ctr) = (*net, *ctr);
                 let Some(Some(n)) = self.nets.get_mut(net) else {

@@ -9,8 +9,9 @@
 //!  container ◀ TAP ◀─ engine ◀─────┴──────── relay frames (rtrb) ◀──────────────┤ host sockets (mio)
 //! ```
 //!
-//! Each network with external access gets its gateway port from
-//! [`HostNet::gateway_port`]: the port answers ARP and ping for the gateway address on
+//! Each network gets its gateway port from [`HostNet::gateway_port`] (an internal one
+//! gets a relay that answers DNS and nothing else): the port answers ARP and ping for
+//! the gateway address on
 //! the engine's thread, like [`GatewayPort::new`], and hands every routed frame, without
 //! copying it, to the host thread. There the network's [`Relay`] terminates it and says
 //! which host socket to open; the thread moves the bytes and hands the relay's frames
@@ -28,10 +29,15 @@
 //! between the two sockets (see the `splice` module). Other clients keep the relay path
 //! and so their own address.
 //!
+//! Every network's relay answers DNS at the gateway address (UDP and TCP port 53) from
+//! the names given to [`HostNet::set_names`]; what it forwards leaves from one
+//! unconnected UDP socket per network and address family, to the resolvers of the
+//! host's `resolv.conf` ([`HostNetConfig::resolv_conf`], followed as it changes).
+//!
 //! The files: this one holds the handle; `api` its public types; `ctl` the messages it
 //! sends the host thread; `thread` the thread's state and loop; `socks` its socket
 //! table; `events` what it does when a socket is ready; `service` its pass over each
-//! network; `splice` the spliced connections.
+//! network; `splice` the spliced connections; `resolv` the host's resolvers.
 
 use std::collections::HashMap;
 use std::io;
@@ -45,6 +51,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::Sender;
 use mio::{Poll, Waker};
 use rtrb::RingBuffer;
+use tapnet_nat::dns::{DnsConfig, DnsCounters, DnsStats, Names};
 use tapnet_nat::relay::{Relay, RelayConfig, RelayCounters, RelayStats};
 use tapnet_switch::MacAddr;
 
@@ -56,6 +63,7 @@ mod api;
 mod clock;
 mod ctl;
 mod events;
+mod resolv;
 mod service;
 mod socks;
 mod splice;
@@ -73,11 +81,19 @@ use thread::{Host, WAKER};
 /// network.
 const RING: usize = 4096;
 
+/// What the handle keeps of an attached network.
+struct NetShared {
+    relay: Arc<RelayCounters>,
+    dns: Arc<DnsCounters>,
+    /// An internal network: no published ports.
+    internal: bool,
+}
+
 /// What the handle keeps for its own answers: the networks attached (with their relays'
 /// counters), the published ports, the namespace connectors.
 #[derive(Default)]
 struct Shared {
-    nets: HashMap<String, Arc<RelayCounters>>,
+    nets: HashMap<String, NetShared>,
     published: HashMap<PublishId, String>,
     /// The connector of each namespace with spliced ports, by device and inode.
     connectors: HashMap<(u64, u64), Weak<NsConnector>>,
@@ -173,31 +189,48 @@ impl HostNet {
         live.recv().map_err(|_| HostNetError::Stopped)
     }
 
-    /// The gateway port of network `net` (any stable key, e.g. its id), with egress
-    /// through the host. Attach it with `Engine::add_gateway_port`. Attaching a key
-    /// again replaces its relay (its flows end).
+    /// The gateway port of network `net` (any stable key, e.g. its id, and the key
+    /// of the network in the [`Names`] given to [`HostNet::set_names`]), with egress
+    /// through the host and a DNS server at the gateway address. An internal network
+    /// (`attach.gateway.internal`) gets the DNS server only: its names are answered,
+    /// nothing is forwarded, nothing else reaches the host. Attach it with
+    /// `Engine::add_gateway_port`. Attaching a key again replaces its relay (its flows
+    /// end).
     pub fn gateway_port(
         &self,
         net: &str,
         attach: NetAttach,
     ) -> Result<(GatewayPort, GatewayHandle), HostNetError> {
-        let mut relay = Relay::new(
+        let internal = attach.gateway.internal;
+        let mut relay = Relay::with_dns(
             RelayConfig {
                 gateway: attach.gateway,
                 mtu: attach.mtu,
-                host_loopback: attach.host_loopback,
+                host_loopback: attach.host_loopback && !internal,
                 limits: self.cfg.limits,
                 tcp_buffer: self.cfg.tcp_buffer,
-                dns: tapnet_nat::relay::dns_config(net, !attach.gateway.internal),
+                dns: DnsConfig {
+                    rate: self.cfg.dns_rate,
+                    burst: self.cfg.dns_burst,
+                    ..tapnet_nat::relay::dns_config(net, !internal)
+                },
             },
             self.time.now(),
+            // The host thread gives it the current names and resolvers as it attaches.
+            Arc::new(Names::new()),
+            Vec::new(),
+            resolv::random_seed(),
         );
         for (n, ip, mac) in self.lock().endpoints.values() {
             if n == net {
                 relay.set_endpoint(*ip, *mac);
             }
         }
-        let counters = relay.counters();
+        let counters = NetShared {
+            relay: relay.counters(),
+            dns: relay.dns_counters(),
+            internal,
+        };
         let (to_host, from_engine) = RingBuffer::new(RING);
         let (to_engine, from_host) = RingBuffer::new(RING);
         let notifier = Arc::new(OnceLock::new());
@@ -223,8 +256,8 @@ impl HostNet {
         ))
     }
 
-    /// Network `net` (one without external access, which takes no gateway port from
-    /// here) has subnet `addr/prefix`: no other network's flow may reach it through
+    /// Network `net` (one that takes no gateway port from here) has subnet
+    /// `addr/prefix`: no other network's flow may reach it through
     /// the host. [`HostNet::detach`] forgets it.
     pub fn isolate(&self, net: &str, addr: Ipv4Addr, prefix: u8) {
         let _ = self.call(|done| Ctl::Isolate {
@@ -313,7 +346,7 @@ impl HostNet {
         ctr: SocketAddrV4,
         netns: impl AsFd,
     ) -> Result<PublishId, HostNetError> {
-        if !self.lock().nets.contains_key(net) {
+        if self.lock().nets.get(net).is_none_or(|n| n.internal) {
             return Err(HostNetError::UnknownNetwork(net.to_string()));
         }
         let conn = match &listener {
@@ -354,7 +387,7 @@ impl HostNet {
             HostListener::Udp(s) => s.set_nonblocking(true)?,
         }
         let mut sh = self.lock();
-        if !sh.nets.contains_key(net) {
+        if sh.nets.get(net).is_none_or(|n| n.internal) {
             return Err(HostNetError::UnknownNetwork(net.to_string()));
         }
         let id = PublishId(self.next_id.fetch_add(1, Ordering::Relaxed));
@@ -381,8 +414,10 @@ impl HostNet {
     pub fn stats(&self) -> HostNetStats {
         let sh = self.lock();
         let mut relay = RelayStats::default();
-        for c in sh.nets.values() {
-            relay = relay.sum(&c.snapshot());
+        let mut dns = DnsStats::default();
+        for n in sh.nets.values() {
+            relay = relay.sum(&n.relay.snapshot());
+            dns = dns.sum(&n.dns.snapshot());
         }
         HostNetStats {
             networks: sh.nets.len() as u64,
@@ -394,12 +429,25 @@ impl HostNet {
             relay,
             flow_memory: self.flow_memory.load(Ordering::Relaxed),
             flow_memory_limit: self.cfg.flow_memory as u64,
+            dns,
         }
     }
 
     /// The relay counters of network `net`.
     pub fn relay_stats(&self, net: &str) -> Option<RelayStats> {
-        self.lock().nets.get(net).map(|c| c.snapshot())
+        self.lock().nets.get(net).map(|n| n.relay.snapshot())
+    }
+
+    /// The DNS server counters of network `net`.
+    pub fn dns_stats(&self, net: &str) -> Option<DnsStats> {
+        self.lock().nets.get(net).map(|n| n.dns.snapshot())
+    }
+
+    /// Every network's DNS server answers from `names` from its next query on (a
+    /// network attached later too). Returns once that is so. Network keys in `names`
+    /// are those given to [`HostNet::gateway_port`].
+    pub fn set_names(&self, names: Arc<Names>) {
+        let _ = self.call(|done| Ctl::Names { names, done });
     }
 
     /// Why the host thread failed (it panicked, with this message), if it did. Host

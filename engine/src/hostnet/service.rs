@@ -148,8 +148,16 @@ impl Host {
             }
         }
         self.out_frames_blocked |= blocked;
+        // Queries for the host's resolvers.
+        let mut forwards = Vec::new();
+        while let Some(f) = n.relay.next_dns_forward() {
+            forwards.push(f);
+        }
         for (t, reset) in closed {
             self.remove_sock(t, reset);
+        }
+        for (to, msg) in forwards {
+            self.forward_dns(i, to, &msg);
         }
         if let Some(Some(n)) = self.nets.get_mut(i) {
             n.relay.settle(&mut self.budget);
@@ -242,6 +250,47 @@ impl Host {
 }
 
 impl Host {
+    /// Send `msg` to resolver `to` from network `net`'s forwarding socket of that
+    /// family, made (and watched) on first use. A send that fails is not retried: the
+    /// server's timeout answers the asker.
+    fn forward_dns(&mut self, net: usize, to: SocketAddr, msg: &[u8]) {
+        let v6 = to.is_ipv6();
+        let Some(Some(n)) = self.nets.get(net) else {
+            return;
+        };
+        let t = match n.dns_socks[usize::from(v6)] {
+            Some(t) => t,
+            None => {
+                let any: SocketAddr = if v6 {
+                    (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+                } else {
+                    (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+                };
+                let made = mio::net::UdpSocket::bind(any).and_then(|s| {
+                    self.socks
+                        .add(self.poll.registry(), Sock::Dns { net, s, v6 })
+                });
+                match made {
+                    Ok(t) => {
+                        if let Some(Some(n)) = self.nets.get_mut(net) {
+                            n.dns_socks[usize::from(v6)] = Some(t);
+                        }
+                        t
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot open a DNS forwarding socket");
+                        return;
+                    }
+                }
+            }
+        };
+        if let Some(Sock::Dns { s, .. }) = self.socks.get(t) {
+            if let Err(e) = s.send_to(msg, to) {
+                tracing::debug!(error = %e, %to, "cannot forward a DNS query");
+            }
+        }
+    }
+
     /// Watch the new socket of a flow; on failure its raw echo identifier goes back.
     fn watch_flow(&mut self, sock: Sock) -> io::Result<mio::Token> {
         let raw_ident = match &sock {

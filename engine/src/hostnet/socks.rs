@@ -50,6 +50,12 @@ pub(super) enum Sock {
         s: mio::net::UdpSocket,
         ctr: SocketAddrV4,
     },
+    /// A network's DNS forwarding socket (unconnected), for IPv6 resolvers or IPv4.
+    Dns {
+        net: usize,
+        s: mio::net::UdpSocket,
+        v6: bool,
+    },
 }
 
 impl Sock {
@@ -60,6 +66,7 @@ impl Sock {
             | Sock::Dgram { net, .. }
             | Sock::TcpListen { net, .. }
             | Sock::UdpListen { net, .. }
+            | Sock::Dns { net, .. }
             | Sock::Splice { net, .. }
             | Sock::SpliceInner { net, .. } => *net,
         }
@@ -79,6 +86,8 @@ pub(super) enum Removed {
     Splice { net: usize },
     /// A published port's listener.
     Listener,
+    /// A DNS forwarding socket of network `net`.
+    Dns { net: usize, v6: bool },
 }
 
 /// Every socket the host thread watches; slot `i` is token `i + 1` (token 0 is the
@@ -137,7 +146,9 @@ impl Socks {
             Sock::Stream { s, .. } => reg.register(s, token, both),
             Sock::Dgram { s, .. } => reg.register(s, token, Interest::READABLE),
             Sock::TcpListen { l, .. } => reg.register(l, token, Interest::READABLE),
-            Sock::UdpListen { s, .. } => reg.register(s, token, Interest::READABLE),
+            Sock::UdpListen { s, .. } | Sock::Dns { s, .. } => {
+                reg.register(s, token, Interest::READABLE)
+            }
             Sock::Splice { .. } | Sock::SpliceInner { .. } => Err(io::Error::other(
                 "spliced connections are added by add_splice",
             )),
@@ -229,7 +240,9 @@ impl Socks {
                 }
                 reg.deregister(s)
             }
-            Sock::Dgram { s, .. } | Sock::UdpListen { s, .. } => reg.deregister(s),
+            Sock::Dgram { s, .. } | Sock::UdpListen { s, .. } | Sock::Dns { s, .. } => {
+                reg.deregister(s)
+            }
             Sock::TcpListen { l, .. } => reg.deregister(l),
             Sock::Splice { .. } | Sock::SpliceInner { .. } => Ok(()),
         };
@@ -244,6 +257,7 @@ impl Socks {
             Sock::Dgram {
                 net, id, raw_ident, ..
             } => Removed::Flow { net, id, raw_ident },
+            Sock::Dns { net, v6, .. } => Removed::Dns { net, v6 },
             _ => Removed::Listener,
         })
     }

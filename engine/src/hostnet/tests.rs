@@ -103,6 +103,11 @@ impl Setup {
 
     /// Like [`Setup::new`], host networking configured as `cfg` (its clock aside).
     fn with(host_loopback: bool, cfg: HostNetConfig) -> Setup {
+        Setup::build(host_loopback, cfg, false)
+    }
+
+    /// Like [`Setup::with`], the network internal if `internal`.
+    fn build(host_loopback: bool, cfg: HostNetConfig, internal: bool) -> Setup {
         let engine = Engine::start(EngineConfig {
             pin: false,
             ..EngineConfig::default()
@@ -119,7 +124,7 @@ impl Setup {
             mac: MacAddr::from_ipv4(GW),
             ip: GW,
             prefix_len: 24,
-            internal: false,
+            internal,
         };
         let (gp, gw_handle) = host
             .gateway_port(
@@ -1059,4 +1064,392 @@ fn a_panic_on_the_host_thread_is_reported_and_calls_fail() {
     let e = host.gateway_port("n1", attach).err().expect("an error");
     assert!(matches!(e, HostNetError::Stopped), "{e:?}");
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+}
+
+mod dns {
+    //! The networks' DNS servers through the host thread: queries from the container to
+    //! the gateway's port 53, forwarding to a resolver the test runs on loopback (named
+    //! in a `resolv.conf` of the test's, on a port of its own), timeouts on the
+    //! shared clock, names changed while running.
+
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use tapnet_nat::dns::{FORWARD_TIMEOUT, Names};
+
+    use super::*;
+
+    const DB: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 3);
+
+    /// A query (RD set) for `name`, type A, id `id`.
+    fn query(id: u16, name: &str) -> Vec<u8> {
+        let mut m = id.to_be_bytes().to_vec();
+        m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        for l in name.split('.').filter(|l| !l.is_empty()) {
+            m.push(l.len() as u8);
+            m.extend_from_slice(l.as_bytes());
+        }
+        m.extend_from_slice(&[0, 0, 1, 0, 1]);
+        m
+    }
+
+    /// An answer's id, response code, and the address of its last record if that is
+    /// an A record (the tests' answers have one at most).
+    fn answer(msg: &[u8]) -> (u16, u8, Option<Ipv4Addr>) {
+        let id = u16::from_be_bytes([msg[0], msg[1]]);
+        let rcode = msg[3] & 0x0f;
+        let ancount = u16::from_be_bytes([msg[6], msg[7]]);
+        let n = msg.len();
+        let a = (ancount > 0 && msg[n - 6..n - 4] == [0, 4])
+            .then(|| Ipv4Addr::new(msg[n - 4], msg[n - 3], msg[n - 2], msg[n - 1]));
+        (id, rcode, a)
+    }
+
+    /// The names of network `n1`: the container as `web`, 10.99.0.3 as `db`.
+    fn names(extra: &[(&str, Ipv4Addr)]) -> Arc<Names> {
+        let mut n = Names::new();
+        n.add_network("n1", "pets", true);
+        n.add_endpoint("n1", "ctr-id", CTR, &["web"]);
+        n.add_endpoint("n1", "db-id", DB, &["db"]);
+        for (name, ip) in extra {
+            n.add_endpoint("n1", name, *ip, &[name]);
+        }
+        Arc::new(n)
+    }
+
+    /// A directory of the test's own, and a `resolv.conf` in it saying `text`.
+    fn resolv_conf(test: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tapnet-dns-{}-{test}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("resolv.conf");
+        write_resolv(&path, text);
+        path
+    }
+
+    /// Replace `path` with `text`, as resolvconf does (a new file renamed over it).
+    fn write_resolv(path: &std::path::Path, text: &str) {
+        let tmp = path.with_extension("new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
+    /// A resolver on `ip`:`port` (0: any) that answers every query with one A record
+    /// `addr` (never, with `None`), until `n` queries; its port.
+    fn resolver(
+        ip: Ipv4Addr,
+        port: u16,
+        addr: Option<Ipv4Addr>,
+        n: usize,
+    ) -> (u16, std::thread::JoinHandle<usize>) {
+        let s = UdpSocket::bind((ip, port)).unwrap();
+        let port = s.local_addr().unwrap().port();
+        s.set_read_timeout(Some(LIMIT)).unwrap();
+        let t = std::thread::spawn(move || {
+            let mut got = 0;
+            let mut buf = [0u8; 1500];
+            while got < n {
+                let Ok((k, from)) = s.recv_from(&mut buf) else {
+                    break;
+                };
+                got += 1;
+                let Some(a) = addr.filter(|_| k >= 12) else {
+                    continue;
+                };
+                let mut r = buf[..k].to_vec();
+                r[2] |= 0x80;
+                r[3] = 0x80;
+                r[7] = 1;
+                r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+                r.extend_from_slice(&a.octets());
+                s.send_to(&r, from).unwrap();
+            }
+            got
+        });
+        (port, t)
+    }
+
+    impl Setup {
+        /// A UDP socket of the container on `port`.
+        fn udp(&mut self, port: u16) -> SocketHandle {
+            let mut u = udp::Socket::new(
+                udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8192]),
+                udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8192]),
+            );
+            u.bind(port).unwrap();
+            self.sockets.add(u)
+        }
+
+        /// Ask the gateway for `name` from socket `h` and wait for the answer.
+        fn ask(
+            &mut self,
+            h: SocketHandle,
+            id: u16,
+            name: &str,
+        ) -> Option<(u16, u8, Option<Ipv4Addr>)> {
+            let gw53 = IpEndpoint::new(IpAddress::Ipv4(GW), 53);
+            self.sockets
+                .get_mut::<udp::Socket>(h)
+                .send_slice(&query(id, name), gw53)
+                .unwrap();
+            let mut got = None;
+            let mut buf = [0u8; 1500];
+            self.until(|s| {
+                if let Ok((n, meta)) = s.sockets.get_mut::<udp::Socket>(h).recv_slice(&mut buf) {
+                    assert_eq!(meta.endpoint, gw53);
+                    got = Some(answer(&buf[..n]));
+                }
+                got.is_some()
+            });
+            got
+        }
+    }
+
+    fn cfg(resolv: PathBuf, port: u16) -> HostNetConfig {
+        HostNetConfig {
+            resolv_conf: resolv,
+            dns_port: port,
+            ..HostNetConfig::default()
+        }
+    }
+
+    #[test]
+    fn queries_are_answered_from_the_names_and_forwarded_to_the_hosts_resolver() {
+        let (port, server) = resolver(Ipv4Addr::LOCALHOST, 0, Some(Ipv4Addr::new(192, 0, 2, 7)), 1);
+        let path = resolv_conf("forward", "nameserver 127.0.0.1\n");
+        // Even with host loopback, port 53 of the gateway is the network's server.
+        let mut s = Setup::with(true, cfg(path.clone(), port));
+        s.host.set_names(names(&[]));
+        let h = s.udp(5300);
+        assert_eq!(s.ask(h, 1, "db"), Some((1, 0, Some(DB))));
+        assert_eq!(
+            s.ask(h, 2, "example.com"),
+            Some((2, 0, Some(Ipv4Addr::new(192, 0, 2, 7))))
+        );
+        assert_eq!(server.join().unwrap(), 1);
+        let d = s.host.dns_stats("n1").unwrap();
+        assert_eq!(
+            (d.queries, d.answered, d.forwarded, d.forward_answers),
+            (2, 1, 1, 1)
+        );
+        assert_eq!(s.host.stats().dns, d);
+        // One forwarding socket, and no flow.
+        assert_eq!(s.host.stats().sockets, 1);
+        assert_eq!(s.host.relay_stats("n1").unwrap().udp_opened, 0);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn the_hosts_resolv_conf_is_read_again_when_it_changes() {
+        let (port, first) = resolver(Ipv4Addr::LOCALHOST, 0, Some(Ipv4Addr::new(192, 0, 2, 1)), 1);
+        let (_, second) = resolver(
+            Ipv4Addr::new(127, 0, 0, 2),
+            port,
+            Some(Ipv4Addr::new(192, 0, 2, 2)),
+            1,
+        );
+        let path = resolv_conf("reread", "nameserver 127.0.0.1\n");
+        let mut s = Setup::with(false, cfg(path.clone(), port));
+        s.host.set_names(names(&[]));
+        let h = s.udp(5301);
+        assert_eq!(
+            s.ask(h, 1, "a.example"),
+            Some((1, 0, Some(Ipv4Addr::new(192, 0, 2, 1))))
+        );
+        write_resolv(&path, "# changed\nnameserver 127.0.0.2\n");
+        // Looked at again once a second.
+        s.jump(Duration::from_millis(1100));
+        assert_eq!(
+            s.ask(h, 2, "b.example"),
+            Some((2, 0, Some(Ipv4Addr::new(192, 0, 2, 2))))
+        );
+        assert_eq!(first.join().unwrap(), 1);
+        assert_eq!(second.join().unwrap(), 1);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_resolver_that_never_answers_gives_servfail_at_the_timeout_and_names_still_answer() {
+        let (port, server) = resolver(Ipv4Addr::LOCALHOST, 0, None, 1);
+        let path = resolv_conf("timeout", "nameserver 127.0.0.1\n");
+        let mut s = Setup::with(false, cfg(path.clone(), port));
+        s.host.set_names(names(&[]));
+        let h = s.udp(5302);
+        let gw53 = IpEndpoint::new(IpAddress::Ipv4(GW), 53);
+        s.sockets
+            .get_mut::<udp::Socket>(h)
+            .send_slice(&query(5, "slow.example"), gw53)
+            .unwrap();
+        assert!(s.until(|s| s.host.dns_stats("n1").unwrap().forwarded == 1));
+        assert_eq!(server.join().unwrap(), 1);
+        // Local names answer meanwhile.
+        let h2 = s.udp(5303);
+        assert_eq!(s.ask(h2, 6, "db"), Some((6, 0, Some(DB))));
+        s.jump(FORWARD_TIMEOUT + Duration::from_millis(10));
+        let mut buf = [0u8; 512];
+        let mut got = None;
+        assert!(s.until(|s| {
+            if let Ok((n, _)) = s.sockets.get_mut::<udp::Socket>(h).recv_slice(&mut buf) {
+                got = Some(answer(&buf[..n]));
+            }
+            got.is_some()
+        }));
+        assert_eq!(got, Some((5, 2, None)), "SERVFAIL");
+        assert_eq!(s.host.dns_stats("n1").unwrap().timeouts, 1);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn names_set_while_running_answer_from_the_next_query() {
+        let path = resolv_conf("names", "");
+        let mut s = Setup::with(false, cfg(path.clone(), 53));
+        s.host.set_names(names(&[]));
+        let h = s.udp(5304);
+        assert_eq!(s.ask(h, 1, "db"), Some((1, 0, Some(DB))));
+        let cache = Ipv4Addr::new(10, 99, 0, 9);
+        s.host.set_names(names(&[("cache", cache)]));
+        assert_eq!(s.ask(h, 2, "cache"), Some((2, 0, Some(cache))));
+        // No resolvers at all: other names are refused.
+        assert_eq!(s.ask(h, 3, "example.com"), Some((3, 5, None)));
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn an_internal_network_answers_its_names_and_nothing_else() {
+        let (port, server) = resolver(Ipv4Addr::LOCALHOST, 0, Some(Ipv4Addr::new(192, 0, 2, 7)), 1);
+        let path = resolv_conf("internal", "nameserver 127.0.0.1\n");
+        let mut s = Setup::build(true, cfg(path.clone(), port), true);
+        s.host.set_names(names(&[]));
+        let h = s.udp(5305);
+        assert_eq!(s.ask(h, 1, "db"), Some((1, 0, Some(DB))));
+        // Not forwarded: NXDOMAIN.
+        assert_eq!(s.ask(h, 2, "example.com"), Some((2, 3, None)));
+        // Nothing else reaches the host, not even its loopback through the gateway.
+        let gw_echo = IpEndpoint::new(IpAddress::Ipv4(GW), port);
+        s.sockets
+            .get_mut::<udp::Socket>(h)
+            .send_slice(b"hello", gw_echo)
+            .unwrap();
+        let t = s.tcp();
+        let cx = s.iface.context();
+        s.sockets
+            .get_mut::<tcp::Socket>(t)
+            .connect(
+                cx,
+                (IpAddress::Ipv4(Ipv4Addr::new(192, 0, 2, 1)), 80),
+                45100,
+            )
+            .unwrap();
+        assert!(s.until(|s| s.gateway.snapshot().received == s.dev.sent));
+        assert_eq!(s.host.stats().sockets, 0);
+        let r = s.host.relay_stats("n1").unwrap();
+        assert_eq!((r.udp_opened, r.tcp_opened), (0, 0));
+        let g = s.gateway.snapshot();
+        assert!(g.drop_unsupported >= 1 && g.drop_internal >= 1, "{g:?}");
+        assert_eq!(s.host.dns_stats("n1").unwrap().forwarded, 0);
+        // Published ports are refused on it.
+        let l = UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(matches!(
+            s.host
+                .publish("n1", HostListener::Udp(l), SocketAddrV4::new(CTR, 53)),
+            Err(HostNetError::UnknownNetwork(_))
+        ));
+        // Unblock the resolver.
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .send_to(b"x", ("127.0.0.1", port))
+            .unwrap();
+        server.join().unwrap();
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    /// An Ethernet frame carrying a UDP datagram from `src`:`sport` (MAC from its
+    /// address) to `gw`:53, with a right IPv4 checksum and no UDP checksum.
+    fn dns_frame(src: Ipv4Addr, gw: Ipv4Addr, sport: u16, msg: &[u8]) -> Vec<u8> {
+        let mut f = MacAddr::from_ipv4(gw).0.to_vec();
+        f.extend_from_slice(&MacAddr::from_ipv4(src).0);
+        f.extend_from_slice(&[0x08, 0x00]);
+        let total = (20 + 8 + msg.len()) as u16;
+        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        ip.extend_from_slice(&src.octets());
+        ip.extend_from_slice(&gw.octets());
+        let c = tapnet_wire::checksum::checksum(&ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&sport.to_be_bytes());
+        f.extend_from_slice(&53u16.to_be_bytes());
+        f.extend_from_slice(&((8 + msg.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(msg);
+        f
+    }
+
+    #[test]
+    fn a_sandbox_flooding_dns_does_not_starve_another_networks_answers() {
+        let path = resolv_conf("flood", "");
+        let mut s = Setup::with(false, cfg(path.clone(), 53));
+        // A second network, its sandbox speaking raw frames.
+        let gw2 = Ipv4Addr::new(10, 98, 0, 1);
+        let ctr2 = Ipv4Addr::new(10, 98, 0, 2);
+        let d2 = s._engine.add_domain(DomainConfig::default()).unwrap();
+        let gateway = GatewayConfig {
+            mac: MacAddr::from_ipv4(gw2),
+            ip: gw2,
+            prefix_len: 24,
+            internal: false,
+        };
+        let attach = NetAttach {
+            gateway,
+            mtu: 1500,
+            host_loopback: false,
+        };
+        let (gp, _) = s.host.gateway_port("n2", attach).unwrap();
+        let gid = s._engine.add_gateway_port(Box::new(gp), d2).unwrap();
+        s._engine.add_static_mac(d2, gateway.mac, gid).unwrap();
+        s.host
+            .add_endpoint("n2", "ctr2", ctr2, MacAddr::from_ipv4(ctr2));
+        let pool = s._engine.pool().clone();
+        let (port, mut peer2) = MemPort::pair("ctr2", pool, 1024, 1500, false);
+        s._engine.add_port(Box::new(port), d2).unwrap();
+        let mut n = Names::new();
+        n.add_network("n1", "pets", true);
+        n.add_endpoint("n1", "ctr-id", CTR, &["web"]);
+        n.add_network("n2", "other", true);
+        n.add_endpoint("n2", "ctr2-id", ctr2, &["two"]);
+        s.host.set_names(Arc::new(n));
+        // The first network's sandbox floods its gateway with queries, far past its
+        // rate (the time does not move meanwhile: 2,000 queries of burst at most).
+        let flood = dns_frame(CTR, GW, 7000, &query(1, "web"));
+        let ask = dns_frame(ctr2, gw2, 7001, &query(2, "two"));
+        let end = Instant::now() + LIMIT;
+        let mut sent = 0u64;
+        let mut answered = false;
+        let mut buf = Vec::new();
+        while Instant::now() < end && !(answered && sent >= 20_000) {
+            for _ in 0..512 {
+                if s.dev.peer.send(&flood) {
+                    sent += 1;
+                }
+                // Whatever the flood's answers, the container does not read them.
+                s.dev.peer.recv(&mut buf);
+            }
+            if !answered {
+                peer2.send(&ask);
+            }
+            while peer2.recv(&mut buf) {
+                if buf.len() > 42 + 12 && buf[23] == 17 && buf[34..36] == 53u16.to_be_bytes() {
+                    let (id, rcode, a) = answer(&buf[42..]);
+                    assert_eq!((id, rcode, a), (2, 0, Some(ctr2)));
+                    answered = true;
+                }
+            }
+            std::thread::yield_now();
+        }
+        assert!(answered, "the second network's query got no answer");
+        let d1 = s.host.dns_stats("n1").unwrap();
+        assert!(d1.rate_limited > 0, "{d1:?}");
+        assert!(d1.answered <= 2_000, "{d1:?}");
+        assert!(s.host.dns_stats("n2").unwrap().answered >= 1);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
 }

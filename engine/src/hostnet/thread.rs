@@ -12,12 +12,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use mio::{Events, Poll, Token};
 use rtrb::{Consumer, Producer};
+use tapnet_nat::dns::Names;
 use tapnet_nat::icmp::RawIdents;
 use tapnet_nat::relay::{Budget, FlowId, Isolation, Relay};
 
 use super::api::{HostListener, HostNetConfig, PublishId};
 use super::clock::Time;
 use super::ctl::Ctl;
+use super::resolv::ResolvWatch;
 use super::socks::{Removed, Sock, Socks};
 use super::splice::{SpliceCounters, Spliced};
 use crate::pool::{BufferPool, Handle};
@@ -46,6 +48,9 @@ pub(super) struct Net {
     pub(super) udp_clients: HashMap<FlowId, (Token, SocketAddr)>,
     /// Spliced connections open (bounded like the relay's TCP flows).
     pub(super) spliced: usize,
+    /// The network's DNS forwarding sockets (unconnected UDP), IPv4 and IPv6, made when
+    /// a query first goes to a resolver of that family.
+    pub(super) dns_socks: [Option<Token>; 2],
 }
 
 /// The host thread's state.
@@ -86,6 +91,10 @@ pub(super) struct Host {
     pub(super) flow_memory: Arc<AtomicU64>,
     /// Test hook ([`super::HostNet::inject_panic`]): panic at the next pass when set.
     pub(super) fault: Arc<AtomicBool>,
+    /// The names every network's DNS server answers from.
+    names: Arc<Names>,
+    /// The host's resolvers, from its `resolv.conf`.
+    resolv: ResolvWatch,
 }
 
 impl Host {
@@ -122,6 +131,8 @@ impl Host {
             budget: Budget::new(cfg.flow_memory),
             flow_memory: Arc::default(),
             fault: Arc::default(),
+            names: Arc::new(Names::new()),
+            resolv: ResolvWatch::new(cfg.resolv_conf.clone(), cfg.dns_port),
         }
     }
 
@@ -137,6 +148,8 @@ impl Host {
         // VM, waking a halted vCPU costs tens of microseconds, and a request/response
         // or a connection setup crosses this thread several times in a row.
         let mut last_event = Instant::now();
+        // The host's resolvers, before any network asks.
+        self.check_resolv();
         loop {
             let spinning = self.busy_poll > Duration::ZERO && last_event.elapsed() < self.busy_poll;
             let timeout =
@@ -176,6 +189,7 @@ impl Host {
                     return;
                 }
             }
+            self.check_resolv();
             for t in std::mem::take(&mut self.splice_again) {
                 self.splice_event(t);
             }
@@ -211,6 +225,10 @@ impl Host {
                 self.detach(&key);
                 let gw = relay.config().gateway;
                 self.isolation.insert(&key, gw.ip, gw.prefix_len);
+                let mut relay = relay;
+                self.check_resolv();
+                relay.set_dns_names(Arc::clone(&self.names));
+                relay.set_dns_upstreams(self.resolv.upstreams().to_vec());
                 let net = Net {
                     key,
                     relay,
@@ -220,6 +238,7 @@ impl Host {
                     flows: HashMap::new(),
                     udp_clients: HashMap::new(),
                     spliced: 0,
+                    dns_socks: [None, None],
                 };
                 match self.nets.iter().position(Option::is_none) {
                     Some(i) => self.nets[i] = Some(net),
@@ -302,9 +321,27 @@ impl Host {
                     self.remove_sock(t, false);
                 }
             }
+            Ctl::Names { names, done } => {
+                for n in self.nets.iter_mut().flatten() {
+                    n.relay.set_dns_names(Arc::clone(&names));
+                }
+                self.names = names;
+                let _ = done.send(());
+            }
             Ctl::Stop => return false,
         }
         true
+    }
+
+    /// Read the host's `resolv.conf` again if it changed (looked at once a second at
+    /// most), and give every network's server the resolvers it names.
+    fn check_resolv(&mut self) {
+        let now = self.now();
+        if let Some(up) = self.resolv.check(now) {
+            for n in self.nets.iter_mut().flatten() {
+                n.relay.set_dns_upstreams(up.to_vec());
+            }
+        }
     }
 
     /// The index of network `key`.
@@ -371,6 +408,11 @@ impl Host {
             Some(Removed::Splice { net }) => {
                 if let Some(Some(n)) = self.nets.get_mut(net) {
                     n.spliced = n.spliced.saturating_sub(1);
+                }
+            }
+            Some(Removed::Dns { net, v6 }) => {
+                if let Some(Some(n)) = self.nets.get_mut(net) {
+                    n.dns_socks[usize::from(v6)] = None;
                 }
             }
             Some(Removed::Listener) | None => {}

@@ -100,14 +100,16 @@ impl GatewayPort {
 
     /// A gateway port that also routes: frames the gateway forwards go to the host
     /// thread over `uplink`, and what the relay sends back enters here. It takes
-    /// superframes and partial checksums as they are (the relay handles them).
+    /// superframes and partial checksums as they are (the relay handles them). On an
+    /// internal network only DNS to the gateway address goes up
+    /// ([`Gateway::with_relay`]).
     pub(crate) fn with_uplink(
         cfg: GatewayConfig,
         pool: Arc<BufferPool>,
         mtu: u32,
         uplink: Uplink,
     ) -> (GatewayPort, GatewayHandle) {
-        Self::build(Gateway::with_egress(cfg), pool, mtu, Some(uplink))
+        Self::build(Gateway::with_relay(cfg), pool, mtu, Some(uplink))
     }
 
     fn build(

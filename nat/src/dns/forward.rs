@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Asker;
+use super::asker::Asker;
 
 /// Ids in flight at most whatever the configuration says, so that a free random id is
 /// always found quickly.

@@ -9,22 +9,45 @@
 //! on every change, so an answer never mixes two states.
 //!
 //! What resolves (Docker's embedded DNS, `libnetwork/sandbox_dns_unix.go`,
-//! `resolver.go`): on the asker's own networks only, a sandbox's name, its
-//! `--network-alias` aliases, its hostname and `name.network`; PTR for every address
-//! given out; case-insensitive; a name several sandboxes hold answers all their
-//! addresses; TTL 600. A known name with no record of the asked type is NOERROR with no
-//! answer (AAAA included: networks are IPv4). Anything else is forwarded to the host's
-//! resolvers (`resolv.conf`), never on an internal network.
+//! `resolver.go`): on the asker's own networks only (the asker is the sandbox with the
+//! query's source address on the network asked; other sources are dropped), a
+//! sandbox's name, its `--network-alias` aliases, its hostname and `name.network`; PTR
+//! (`name.network.`) for every address given out; case-insensitive, with or without the
+//! trailing dot; a name several sandboxes hold answers all their addresses, rotated
+//! per query (round robin); TTL 600; AA set. A known name with no record of the asked
+//! type is NOERROR with no answer (AAAA included: networks are IPv4). A name or address
+//! held only on networks the asker is not on, and `X.network` that no sandbox holds, is
+//! NXDOMAIN, never forwarded. The default `bridge` network's names resolve nowhere
+//! ([`Names::add_network`] with `serve` false). Anything else is forwarded to the
+//! host's resolvers (`resolv.conf`), never on an internal network (NXDOMAIN there);
+//! with no resolver it is REFUSED.
 //!
-//! Messages are parsed and built with `simple-dns` (RFC 1035 with name compression).
+//! Forwarding (RFC 5452 §9.2): the query gets a fresh random id, its answer is taken
+//! only from the resolver it was sent to, with that id and the same question, and goes
+//! back under the asker's id; other messages are counted `stray`. The resolvers are
+//! tried in turn, each for an equal share of [`FORWARD_TIMEOUT`] (and at once after a
+//! SERVFAIL or REFUSED); after the last the asker gets SERVFAIL. Past
+//! [`MAX_IN_FLIGHT`] queries waiting, REFUSED.
+//!
+//! Bad input (RFC 1035 §4.1): shorter than a header or a response: dropped. A header
+//! followed by anything but exactly one question of class IN and whole records (one
+//! OPT at most, nothing after them): FORMERR; another opcode: NOTIMP. UDP answers over
+//! 512 bytes (or the query's EDNS size, RFC 6891 §6.2.5, at most 4096) are cut to the
+//! header and question with TC. A token bucket per asker address bounds its queries
+//! per second.
+//!
+//! Messages are parsed and built with `simple-dns` (RFC 1035 with name compression);
+//! what it cannot do (find a message's end, answer one it cannot parse) is done on the
+//! header's bytes (`message.rs`).
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use simple_dns::rdata::{OPT, PTR, RData};
 use simple_dns::{CLASS, Name, Packet, PacketFlag, RCODE, ResourceRecord};
 
+mod asker;
 mod forward;
 mod limit;
 mod message;
@@ -33,6 +56,7 @@ mod resolv;
 #[cfg(test)]
 mod tests;
 
+pub use asker::Asker;
 use forward::{InFlight, Pending, Rng};
 use limit::Limiter;
 use message::{HEADER_LEN, Shape};
@@ -90,30 +114,6 @@ impl DnsConfig {
     }
 }
 
-/// Who asked, and so where the answer goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Asker {
-    /// A UDP query from this address and port.
-    Udp(SocketAddrV4),
-    /// A query on TCP connection `conn` (the caller's id of it) from address `src`.
-    Tcp {
-        /// The caller's id of the connection.
-        conn: u64,
-        /// The asker's address.
-        src: Ipv4Addr,
-    },
-}
-
-impl Asker {
-    /// The asker's address.
-    pub fn addr(&self) -> Ipv4Addr {
-        match self {
-            Asker::Udp(a) => *a.ip(),
-            Asker::Tcp { src, .. } => *src,
-        }
-    }
-}
-
 /// What to send next.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outgoing {
@@ -131,8 +131,8 @@ tapnet_switch::counters! {
         /// Queries answered from the network's names (NOERROR, with or without
         /// records).
         answered,
-        /// Queries answered NXDOMAIN: a name of no sandbox on a network without
-        /// forwarding.
+        /// Queries answered NXDOMAIN: names of sandboxes on networks the asker is
+        /// not on, and names of no sandbox on a network without forwarding.
         nxdomain,
         /// Queries forwarded to a host resolver.
         forwarded,
@@ -145,13 +145,14 @@ tapnet_switch::counters! {
         refused,
         /// Queries dropped because their asker was over its rate.
         rate_limited,
-        /// Malformed queries answered FORMERR (the header parsed, the rest did not).
+        /// Malformed queries answered FORMERR (the header parsed, the rest did not),
+        /// and queries of another opcode answered NOTIMP.
         formerr,
         /// Messages dropped unanswered: shorter than a header, responses, or from an
         /// address that is no endpoint.
         dropped,
-        /// Answers over UDP cut to 512 bytes with the TC flag (the asker retries over
-        /// TCP).
+        /// Answers over UDP cut to 512 bytes (or the query's EDNS size) with the TC
+        /// flag (the asker retries over TCP).
         truncated,
         /// Messages from host resolvers that matched no query in flight (late,
         /// spoofed or from an unknown address), dropped.

@@ -14,6 +14,10 @@
 //!   the container from the client's own address and port (a loopback client, or an
 //!   IPv6 one, appears as the gateway address with its port: the container can route
 //!   back to it, and the network inside is IPv4).
+//! * **DNS** to the gateway address (UDP and TCP port 53) is answered by the network's
+//!   [`DnsServer`] inside the relay, never carried to a host socket; what it forwards
+//!   the caller sends ([`Relay::next_dns_forward`], [`Relay::dns_upstream`]). On an
+//!   internal network this is all the relay does.
 //!
 //! Why a terminating stack rather than translating segment by segment (as passt does):
 //! the host kernel already runs TCP toward the remote, and on the container side the
@@ -43,7 +47,9 @@
 //! The files: this one holds the relay's state and its entry points; `flows` the flow
 //! table (keys, ids, limits, idle timeouts, which flows are ready); `tcp` the TCP flows
 //! and their pumping; `datagram` the UDP and ICMP echo flows; `device` smoltcp's view of
-//! the container network; `emit` the frames that go to the container; `isolation`
+//! the container network; `emit` the frames that go to the container; `nameserver` the
+//! network's DNS server at the gateway address (UDP and TCP port 53), `dnsstate` what
+//! it keeps; `isolation`
 //! Docker's isolation between networks; `bufpool` the TCP sockets' buffers; `budget` the
 //! host-wide memory bound on them.
 
@@ -65,6 +71,7 @@ mod budget;
 mod bufpool;
 mod datagram;
 mod device;
+mod dnsstate;
 mod emit;
 mod flows;
 mod isolation;
@@ -75,8 +82,8 @@ mod tests;
 
 use bufpool::BufPool;
 use device::{Dev, smol_now};
+use dnsstate::Dns;
 use flows::{Flow, FlowKind, Flows, SockMark, TcpState};
-use nameserver::Dns;
 
 pub use budget::{Budget, DEFAULT_FLOW_MEMORY, MIN_TCP_BUFFER};
 pub use datagram::HOST_QUEUE_BYTES;

@@ -12,21 +12,17 @@
 //! and are closed after [`DNS_TCP_IDLE`] without traffic (RFC 7766 §6.2.3 leaves the
 //! timeout to the server; a few seconds is the usual choice).
 
-use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
-use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpListenEndpoint};
 
 use super::Relay;
+use super::dnsstate::Conn;
 use super::flows::{Key, Proto};
-use crate::dns::{
-    Asker, DEFAULT_BURST, DEFAULT_RATE, DnsConfig, DnsCounters, DnsServer, FORWARD_TIMEOUT,
-    MAX_IN_FLIGHT, Names, Outgoing,
-};
+use crate::dns::{Asker, DnsConfig, DnsCounters, MAX_IN_FLIGHT, Names, Outgoing};
 
 /// The DNS port (RFC 1035 §4.2).
 pub(super) const DNS_PORT: u16 = 53;
@@ -46,76 +42,10 @@ const OUT_MAX: usize = 2 * MESSAGE_MAX;
 const FORWARD_QUEUE: usize = 2 * MAX_IN_FLIGHT;
 
 /// The DNS settings of a network with the defaults of [`crate::dns`]: `network` is the
-/// key the network's names are found under; `forward` false on internal networks.
+/// key the network's names are found under; `forward` false on internal networks
+/// ([`DnsConfig::new`]).
 pub fn dns_config(network: &str, forward: bool) -> DnsConfig {
-    DnsConfig {
-        network: network.to_string(),
-        forward,
-        rate: DEFAULT_RATE,
-        burst: DEFAULT_BURST,
-        max_in_flight: MAX_IN_FLIGHT,
-        timeout: FORWARD_TIMEOUT,
-    }
-}
-
-/// One DNS connection over TCP.
-struct Conn {
-    /// The container's address and the gateway's port 53.
-    key: Key,
-    handle: SocketHandle,
-    /// Bytes read and not yet a whole message.
-    inbuf: Vec<u8>,
-    /// Answers (length in front) not yet in the socket.
-    out: Vec<u8>,
-    /// When it last carried a byte.
-    last: Duration,
-    /// The relay closed it for idleness.
-    closing: bool,
-}
-
-/// The relay's DNS state.
-pub(super) struct Dns {
-    server: DnsServer,
-    conns: HashMap<u64, Conn>,
-    by_key: HashMap<Key, u64>,
-    /// Connections with segments or answers since the last pass.
-    touched: Vec<u64>,
-    forwards: VecDeque<(SocketAddr, Vec<u8>)>,
-    next_conn: u64,
-    /// A query may be in flight upstream: the server's timers are looked at.
-    maybe_in_flight: bool,
-    /// Scratch for the server's timers.
-    due: Vec<Outgoing>,
-}
-
-impl Dns {
-    /// The state of a relay whose server is `server`.
-    pub(super) fn new(server: DnsServer) -> Dns {
-        Dns {
-            server,
-            conns: HashMap::new(),
-            by_key: HashMap::new(),
-            touched: Vec::new(),
-            forwards: VecDeque::new(),
-            next_conn: 1,
-            maybe_in_flight: false,
-            due: Vec::new(),
-        }
-    }
-
-    /// DNS connections over TCP open now.
-    pub(super) fn conns(&self) -> usize {
-        self.conns.len()
-    }
-
-    /// When the server's timers are due, if a query is in flight.
-    pub(super) fn poll_at(&self) -> Option<Duration> {
-        if self.maybe_in_flight {
-            self.server.poll_at()
-        } else {
-            None
-        }
-    }
+    DnsConfig::new(network, forward)
 }
 
 impl Relay {
@@ -308,49 +238,11 @@ impl Relay {
     /// Read the queries of DNS connection `id`, answer them, write what waits, notice
     /// its end.
     fn dns_conn(&mut self, now: Duration, id: u64) {
-        let Some(c) = self.dns.conns.get_mut(&id) else {
-            return;
-        };
-        let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
         let mut moved = false;
-        while sock.can_recv() && c.inbuf.len() < MESSAGE_MAX {
-            let room = MESSAGE_MAX - c.inbuf.len();
-            let inbuf = &mut c.inbuf;
-            let n = sock
-                .recv(|b| {
-                    let k = b.len().min(room);
-                    inbuf.extend_from_slice(&b[..k]);
-                    (k, k)
-                })
-                .unwrap_or(0);
-            if n == 0 {
-                break;
-            }
+        // Until the socket has nothing more: a message that completes the gathered
+        // bytes may leave queries behind it in the socket, with no segment to come.
+        while self.dns_read(now, id) {
             moved = true;
-        }
-        // Whole messages, each with its length in front (RFC 1035 §4.2.2).
-        let src = *c.key.0.ip();
-        let inbuf = std::mem::take(&mut c.inbuf);
-        let mut at = 0;
-        let mut answers = Vec::new();
-        while let Some(len) = inbuf.get(at..at + 2) {
-            let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
-            let Some(msg) = inbuf.get(at + 2..at + 2 + len) else {
-                break;
-            };
-            let asker = Asker::Tcp { conn: id, src };
-            if let Some(o) = self.dns.server.query(now, asker, msg) {
-                answers.push(o);
-            }
-            at += 2 + len;
-        }
-        let mut inbuf = inbuf;
-        inbuf.drain(..at);
-        if let Some(c) = self.dns.conns.get_mut(&id) {
-            c.inbuf = inbuf;
-        }
-        for o in answers {
-            self.dns_out(o);
         }
         let Some(c) = self.dns.conns.get_mut(&id) else {
             return;
@@ -374,6 +266,55 @@ impl Relay {
         if matches!(sock.state(), tcp::State::Closed | tcp::State::TimeWait) {
             self.dns_forget(id);
         }
+    }
+
+    /// Read what DNS connection `id` has, as far as a message's room goes, and ask the
+    /// server each whole message; whether anything was read.
+    fn dns_read(&mut self, now: Duration, id: u64) -> bool {
+        let Some(c) = self.dns.conns.get_mut(&id) else {
+            return false;
+        };
+        let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
+        let mut read = false;
+        while sock.can_recv() && c.inbuf.len() < MESSAGE_MAX {
+            let room = MESSAGE_MAX - c.inbuf.len();
+            let inbuf = &mut c.inbuf;
+            let n = sock
+                .recv(|b| {
+                    let k = b.len().min(room);
+                    inbuf.extend_from_slice(&b[..k]);
+                    (k, k)
+                })
+                .unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            read = true;
+        }
+        // Whole messages, each with its length in front (RFC 1035 §4.2.2).
+        let src = *c.key.0.ip();
+        let mut inbuf = std::mem::take(&mut c.inbuf);
+        let mut at = 0;
+        let mut answers = Vec::new();
+        while let Some(len) = inbuf.get(at..at + 2) {
+            let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+            let Some(msg) = inbuf.get(at + 2..at + 2 + len) else {
+                break;
+            };
+            let asker = Asker::Tcp { conn: id, src };
+            if let Some(o) = self.dns.server.query(now, asker, msg) {
+                answers.push(o);
+            }
+            at += 2 + len;
+        }
+        inbuf.drain(..at);
+        if let Some(c) = self.dns.conns.get_mut(&id) {
+            c.inbuf = inbuf;
+        }
+        for o in answers {
+            self.dns_out(o);
+        }
+        read
     }
 
     /// Drop DNS connection `id` and its socket.

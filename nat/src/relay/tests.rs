@@ -1526,6 +1526,46 @@ mod dns {
     }
 
     #[test]
+    fn pipelined_tcp_queries_beyond_the_window_are_all_answered() {
+        let mut n = dns_net(false, false);
+        let h = n.dial(GW, 53, 41010);
+        n.step(&mut []);
+        let mut bytes = Vec::new();
+        for id in 0..700u16 {
+            let q = query(id, "db");
+            bytes.extend_from_slice(&(q.len() as u16).to_be_bytes());
+            bytes.extend_from_slice(&q);
+        }
+        assert!(bytes.len() > 3 * 4096);
+        let mut sent = 0;
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            let s = n.sockets.get_mut::<stcp::Socket>(h);
+            if sent < bytes.len() && s.can_send() {
+                sent += s.send_slice(&bytes[sent..]).unwrap();
+            }
+            while s.can_recv() {
+                s.recv(|b| {
+                    got.extend_from_slice(b);
+                    (b.len(), ())
+                })
+                .unwrap();
+            }
+            n.step(&mut []);
+        }
+        let mut ids = Vec::new();
+        let mut at = 0;
+        while at + 2 <= got.len() {
+            let len = usize::from(u16::from_be_bytes([got[at], got[at + 1]]));
+            let (id, rcode, a) = answer(&got[at + 2..at + 2 + len]);
+            assert_eq!((rcode, a), (RCODE::NoError, vec![DB]));
+            ids.push(id);
+            at += 2 + len;
+        }
+        assert_eq!(ids, (0..700).collect::<Vec<u16>>());
+    }
+
+    #[test]
     fn idle_dns_connections_close_after_ten_seconds_and_count_as_tcp_flows() {
         let limits = FlowLimits {
             tcp: 1,
