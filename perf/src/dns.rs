@@ -659,7 +659,7 @@ fn probe_run(
 ) -> Result<ProbeRun> {
     let (pets0, other0) = (topo.dns(PETS.key), topo.dns(OTHER.key));
     let drops = Snapshot::take(&topo.engine);
-    let ticks = thread_cpu_ticks("tapnet");
+    let ticks = thread_cpu_ticks("tapnet-");
     let t0 = Instant::now();
     let names: Vec<&str> = PETS_QUERIES
         .lines()
@@ -691,7 +691,10 @@ fn probe_run(
     Ok(ProbeRun {
         run: run?,
         flood,
-        threads: cpu_percent(&ticks, &thread_cpu_ticks("tapnet"), t0.elapsed()),
+        threads: cpu_percent(&ticks, &thread_cpu_ticks("tapnet-"), t0.elapsed())
+            .into_iter()
+            .filter(|(_, c)| c.total > 0.0)
+            .collect(),
         pets: moved(&pets0, &topo.dns(PETS.key)),
         other: moved(&other0, &topo.dns(OTHER.key)),
         engine_drops: Snapshot::take(&topo.engine).since(&drops).drops(),
