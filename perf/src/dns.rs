@@ -30,7 +30,9 @@
 //! 3. with the default rate limit (a new engine): the `other` probe's latency (dnsperf
 //!    `-Q` [`PROBE_QPS`], `-v`) alone; while the `pets` flooder sends queries as fast as it
 //!    can to an unread socket of its own namespace (the flood's CPU cost without
-//!    tapnet); and while it floods tapnet's DNS at `pets`' gateway. The flooder is a
+//!    tapnet); while it floods tapnet's DNS at `pets`' gateway as fast as it can; and
+//!    while it floods it at [`PACED_FLOOD_TIMES`] times the default rate limit (a flood
+//!    that leaves the machine's CPUs room). The flooder is a
 //!    sender in this process ([`dnsflood`]), as fast as the kernel takes the queries,
 //!    not dnsperf: dnsperf waits for each query the limit drops until its timeout and
 //!    so slows down to the rate the limit lets through. Reported: p50 and p99 under
@@ -73,6 +75,8 @@ use crate::topo::{MTU, TAP_TXQUEUELEN, configure, create_ns};
 const SCENARIO: &str = "dns";
 /// Queries outstanding in the maximum-rate runs (dnsperf's `-q`).
 const MAX_OUTSTANDING: u32 = 100;
+/// The paced flood's rate, in multiples of the default per-sandbox rate limit.
+const PACED_FLOOD_TIMES: u32 = 5;
 /// How long the flood runs before the probe starts, and how long past the probe's
 /// run it may go on at most.
 const FLOOD_LEAD: Duration = Duration::from_millis(500);
@@ -327,10 +331,13 @@ struct MaxRun {
     dnsmasq: Option<f64>,
     engine_drops: BTreeMap<String, u64>,
     dns: BTreeMap<&'static str, u64>,
+    /// Queries per second of each round.
+    rounds: Vec<f64>,
 }
 
 impl MaxRun {
     fn merge(&mut self, o: MaxRun) {
+        self.rounds.push(round(o.run.qps, 0));
         self.run.merge(&o.run);
         self.elapsed += o.elapsed;
         for (k, v) in o.threads {
@@ -401,6 +408,7 @@ fn max_run(
         dnsmasq,
         engine_drops: Snapshot::take(&topo.engine).since(&drops).drops(),
         dns: moved(&dns0, &topo.dns(PETS.key)),
+        rounds: Vec::new(),
     })
 }
 
@@ -424,6 +432,7 @@ fn max_sample(m: &MaxRun) -> Sample {
         .detail("run", r)
         .detail("cpu_pct_threads", &threads)
         .detail("cpu_us_per_query", per_query)
+        .detail("qps_per_round", &m.rounds)
         .detail("engine_drops", &m.engine_drops)
         .detail("dns_counters", &m.dns);
     if let Some(d) = m.dnsmasq {
@@ -656,6 +665,7 @@ fn probe_run(
     files: &Files,
     secs: f64,
     flood_to: Option<SocketAddr>,
+    pace: Option<u32>,
 ) -> Result<ProbeRun> {
     let (pets0, other0) = (topo.dns(PETS.key), topo.dns(OTHER.key));
     let drops = Snapshot::take(&topo.engine);
@@ -673,6 +683,7 @@ fn probe_run(
                 to,
                 &names,
                 Duration::from_secs_f64(secs) + FLOOD_GRACE,
+                pace,
             )
         })
         .transpose()?;
@@ -712,34 +723,50 @@ fn flood(opts: &Opts, rep: &mut Reporter, t: &Tools, files: &Files, secs: f64) -
     probe(flooder_ns, pets_gw, "db", &[PETS.addr(20)], None)
         .context("tapnet's DNS on network pets")?;
     eprintln!("{SCENARIO}: other, {PROBE_QPS} queries/s, alone");
-    let alone = probe_run(t, &topo, files, secs, None)?;
+    let alone = probe_run(t, &topo, files, secs, None, None)?;
     sys::check_interrupt()?;
     let sink = sink(flooder_ns)?;
     eprintln!(
         "{SCENARIO}: other, {PROBE_QPS} queries/s, while the pets flooder sends as fast as it can to a socket of its own"
     );
-    let matched = probe_run(t, &topo, files, secs, Some(sink.local_addr()?))?;
+    let matched = probe_run(t, &topo, files, secs, Some(sink.local_addr()?), None)?;
     drop(sink);
     sys::check_interrupt()?;
     sys::reset_peak_rss();
     eprintln!(
         "{SCENARIO}: other, {PROBE_QPS} queries/s, while the pets flooder sends tapnet's DNS as fast as it can"
     );
-    let under = probe_run(t, &topo, files, secs, Some(SocketAddr::from((pets_gw, 53))))?;
+    let dns = SocketAddr::from((pets_gw, 53));
+    let max = probe_run(t, &topo, files, secs, Some(dns), None)?;
     let peak = sys::peak_rss_mib();
-    let fl = under.flood.unwrap_or_default();
-    let limited = under.pets.get("rate_limited").copied().unwrap_or(0);
+    sys::check_interrupt()?;
+    let paced_qps = PACED_FLOOD_TIMES * DEFAULT_RATE;
     eprintln!(
-        "{SCENARIO}: flooder sent {} answered {} ({:.0}/s); pets counters {:?}",
-        fl.sent, fl.answered, fl.answered_per_s, under.pets
+        "{SCENARIO}: other, {PROBE_QPS} queries/s, while the pets flooder sends tapnet's DNS {paced_qps} queries/s"
     );
-    for (base, label) in [
-        (&alone, "other network, no flood"),
+    let paced = probe_run(t, &topo, files, secs, Some(dns), Some(paced_qps))?;
+    let flooding = format!("a pets sandbox flooding at {paced_qps} q/s");
+    for (under, base, label, how) in [
         (
+            &max,
+            &alone,
+            "other network, no flood",
+            "a pets sandbox flooding",
+        ),
+        (
+            &max,
             &matched,
             "flooder's CPU load alone (flood to its own socket)",
+            "a pets sandbox flooding",
         ),
+        (&paced, &alone, "other network, no flood", flooding.as_str()),
     ] {
+        let fl = under.flood.unwrap_or_default();
+        let limited = under.pets.get("rate_limited").copied().unwrap_or(0);
+        eprintln!(
+            "{SCENARIO}: flooder sent {} answered {} ({:.0}/s); pets counters {:?}",
+            fl.sent, fl.answered, fl.answered_per_s, under.pets
+        );
         for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
             let (Some(u), Some(a)) = (under.run.us(q), base.run.us(q)) else {
                 rep.skip(
@@ -751,9 +778,7 @@ fn flood(opts: &Opts, rep: &mut Reporter, t: &Tools, files: &Files, secs: f64) -
             };
             let mut m = Measurement::new(
                 SCENARIO,
-                format!(
-                    "other network's UDP A latency {name} at {PROBE_QPS} q/s, a pets sandbox flooding"
-                ),
+                format!("other network's UDP A latency {name} at {PROBE_QPS} q/s, {how}"),
                 "µs",
                 Better::Lower,
                 u,

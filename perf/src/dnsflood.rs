@@ -49,8 +49,14 @@ pub(crate) struct Flood {
 }
 
 /// Start flooding `to` from a socket made in `ns` with A queries for `names` in turn,
-/// for at most `limit`.
-pub(crate) fn start(ns: &NetNs, to: SocketAddr, names: &[&str], limit: Duration) -> Result<Flood> {
+/// for at most `limit`; at most `pace` queries per second if given.
+pub(crate) fn start(
+    ns: &NetNs,
+    to: SocketAddr,
+    names: &[&str],
+    limit: Duration,
+    pace: Option<u32>,
+) -> Result<Flood> {
     let sock = ns.run(|| -> io::Result<UdpSocket> {
         let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
         s.connect(to)?;
@@ -65,7 +71,7 @@ pub(crate) fn start(ns: &NetNs, to: SocketAddr, names: &[&str], limit: Duration)
     let st = Arc::clone(&stop_send);
     let sender = std::thread::Builder::new()
         .name("perf-dns-flood".into())
-        .spawn(move || send(&sock, &queries, &st, t0, limit))
+        .spawn(move || send(&sock, &queries, &st, t0, limit, pace))
         .context("starting the flood's sender")?;
     let st = Arc::clone(&stop_recv);
     let receiver = std::thread::Builder::new()
@@ -129,14 +135,15 @@ impl Drop for Flood {
     }
 }
 
-/// The sender: batches of queries with fresh ids until `stop` or `limit`; (sent,
-/// refused, CPU seconds).
+/// The sender: batches of queries with fresh ids until `stop` or `limit`, paced at
+/// `pace` per second if given; (sent, refused, CPU seconds).
 fn send(
     sock: &UdpSocket,
     queries: &[Vec<u8>],
     stop: &AtomicBool,
     t0: Instant,
     limit: Duration,
+    pace: Option<u32>,
 ) -> (u64, u64, f64) {
     let (mut sent, mut refused) = (0u64, 0u64);
     if queries.is_empty() {
@@ -147,6 +154,12 @@ fn send(
         .collect();
     let mut id = 0u16;
     while !stop.load(Ordering::Relaxed) && t0.elapsed() < limit {
+        if let Some(pps) = pace.filter(|p| *p > 0) {
+            let due = Duration::from_secs_f64((sent + refused) as f64 / f64::from(pps));
+            if let Some(ahead) = due.checked_sub(t0.elapsed()) {
+                std::thread::sleep(ahead);
+            }
+        }
         for b in bufs.iter_mut() {
             id = id.wrapping_add(1);
             b[..2].copy_from_slice(&id.to_be_bytes());
