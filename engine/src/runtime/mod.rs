@@ -33,7 +33,8 @@ use health::Health;
 pub use health::panic_message;
 use stages::{Ctl, DomainMap, RxCtl, RxStage, SwCtl, SwitchStage, TxCtl, TxStage};
 pub use stages::{
-    FLOOD_READ_BATCH, FLOOD_READ_PERIOD, FLOOD_THROTTLE, StageCounters, StageKind, StageStats,
+    FLOOD_READ_BATCH, FLOOD_READ_PERIOD, FLOOD_THROTTLE, FloodThrottle, StageCounters, StageKind,
+    StageStats,
 };
 use worker::{Idle, Stage, Worker};
 
@@ -312,8 +313,8 @@ impl Engine {
             counters[1].clone(),
             domain_counters.clone(),
         )
-        .throttling(throttle);
-        let tx = TxStage::new(c2, cross(w_tx, w_rx), tx_rcv, counters[2].clone());
+        .throttling(throttle.clone());
+        let tx = TxStage::new(c2, cross(w_tx, w_rx), tx_rcv, counters[2].clone(), throttle);
         let mut rx = Some(rx);
         let mut sw = Some(sw);
         let mut tx = Some(tx);

@@ -152,9 +152,11 @@ pub const FLOOD_READ_PERIOD: Duration = Duration::from_millis(1);
 pub const FLOOD_READ_BATCH: usize = 8;
 
 /// Per port slot, until when (nanoseconds on the workers' clock) the port is throttled:
-/// written by the switch stage when it drops a frame for the port's flood rate, read by
-/// the rx stage (they may run on different workers).
-pub(crate) struct FloodThrottle(Box<[AtomicU64]>);
+/// written by the switch stage when it drops a frame for the port's flood rate, and by a
+/// port's transmit half when it drops a frame the port sent it over a rate of its own
+/// (the gateway's DNS rate limit, through [`PortTx::send_policed`]); read by the rx
+/// stage (they may run on different workers).
+pub struct FloodThrottle(Box<[AtomicU64]>);
 
 impl Default for FloodThrottle {
     fn default() -> FloodThrottle {
@@ -171,7 +173,10 @@ impl FloodThrottle {
         Duration::from_nanos(self.0[slot(port)].load(Ordering::Relaxed))
     }
 
-    fn throttle(&self, port: PortId, now: Duration) {
+    /// Read `port` (a full id, as in a frame's `meta.in_port`) at most
+    /// [`FLOOD_READ_BATCH`] frames per [`FLOOD_READ_PERIOD`] for [`FLOOD_THROTTLE`]
+    /// from `now` (the workers' clock).
+    pub(crate) fn throttle(&self, port: PortId, now: Duration) {
         let until = (now + FLOOD_THROTTLE).as_nanos() as u64;
         let cell = &self.0[slot(port)];
         // Written at most once per read period: a flood of drops does not keep the cache
@@ -558,6 +563,8 @@ pub(crate) struct TxStage {
     rx_wake: Option<Arc<WakeCell>>,
     pub(crate) ctl: Receiver<Ctl<TxCtl>>,
     pub(crate) counters: Arc<StageCounters>,
+    /// Handed to the ports that police what they are sent.
+    throttle: Arc<FloodThrottle>,
 }
 
 /// Hands the segmenter one fresh pool slot per segment.
@@ -585,6 +592,7 @@ impl TxStage {
         rx_wake: Option<Arc<WakeCell>>,
         ctl: Receiver<Ctl<TxCtl>>,
         counters: Arc<StageCounters>,
+        throttle: Arc<FloodThrottle>,
     ) -> TxStage {
         TxStage {
             ports: Vec::new(),
@@ -593,6 +601,7 @@ impl TxStage {
             rx_wake,
             ctl,
             counters,
+            throttle,
         }
     }
 
@@ -712,7 +721,7 @@ impl TxStage {
         pool.free(h);
     }
 
-    pub(crate) fn run(&mut self, pool: &BufferPool, budget: usize) -> usize {
+    pub(crate) fn run(&mut self, pool: &BufferPool, now: Duration, budget: usize) -> usize {
         let n = self.input.slots().min(budget);
         if n == 0 {
             return 0;
@@ -745,7 +754,7 @@ impl TxStage {
         for i in self.dirty.drain(..) {
             if let Some(p) = self.ports[i].as_mut() {
                 in_process |= p.info.kind != crate::port::PortKind::Tap;
-                p.tx.send(pool, &mut p.queue, &p.ctr);
+                p.tx.send_policed(pool, &mut p.queue, &p.ctr, now, &self.throttle);
             }
         }
         if in_process {
