@@ -11,6 +11,9 @@ mod bridge_api;
 mod counters;
 mod daemon_rig;
 mod daemon_tcp;
+mod dns;
+mod dnsflood;
+mod dnsload;
 mod echo;
 mod egress_latency;
 mod egress_tcp;
@@ -139,6 +142,11 @@ const SCENARIOS: &[(&str, &str, ScenarioFn)] = &[
         "flood",
         "iperf3 TCP on a network while a sandbox floods it (1M random source MACs, broadcast, multicast, ARP): throughput vs the same network unflooded, frames reaching another network, RSS",
         flood::run,
+    ),
+    (
+        "dns",
+        "dnsperf against the embedded DNS server (local names): queries/s and p50/p99 vs dnsmasq in a sandbox; another network's latency while a sandbox floods",
+        dns::run,
     ),
 ];
 

@@ -56,7 +56,7 @@ use tapnet_nat::relay::{Relay, RelayConfig, RelayCounters, RelayStats};
 use tapnet_switch::MacAddr;
 
 use crate::pool::BufferPool;
-use crate::port::gateway::{GatewayHandle, GatewayPort, Uplink};
+use crate::port::gateway::{DnsLimit, GatewayHandle, GatewayPort, Uplink};
 use crate::runtime::panic_message;
 
 mod api;
@@ -231,6 +231,7 @@ impl HostNet {
             dns: relay.dns_counters(),
             internal,
         };
+        let dns = relay.dns_counters();
         let (to_host, from_engine) = RingBuffer::new(RING);
         let (to_engine, from_host) = RingBuffer::new(RING);
         let notifier = Arc::new(OnceLock::new());
@@ -252,6 +253,11 @@ impl HostNet {
                 from_host,
                 wake_host: Arc::clone(&self.waker),
                 notifier,
+                dns_limit: Some(DnsLimit {
+                    rate: self.cfg.dns_rate,
+                    burst: self.cfg.dns_burst,
+                    counters: dns,
+                }),
             },
         ))
     }

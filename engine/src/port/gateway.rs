@@ -22,16 +22,29 @@
 //! back; a reply that found the pool empty is `rx_no_buffer`, one that found the ring
 //! full is `tx_queue_full`. What the gateway made of each frame is in its own
 //! [`GatewayCounters`], which [`GatewayHandle`] reads.
+//!
+//! A routing gateway port applies its network's DNS rate limit before a query leaves
+//! the worker (the relay applies the same limit again, over UDP and TCP): a UDP query to
+//! the gateway address over its asker's rate is dropped here, counted in the network's
+//! `DnsCounters::rate_limited`, and the port it came from is throttled like a port over
+//! its flood rate ([`PortTx::send_policed`]), so that the rest of a flood waits, and is
+//! dropped, in the flooder's own queue rather than costing every other network's
+//! queries their turn.
 
 use std::io;
+use std::net::Ipv4Addr;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use mio::{Registry, Token};
 use rtrb::{Consumer, Producer, RingBuffer};
+use tapnet_nat::dns::{DnsCounters, Limiter};
 use tapnet_nat::{Gateway, GatewayConfig, GatewayCounters, GatewayCountersSnapshot, Outcome};
+use tapnet_switch::PortId;
 
 use super::{Port, PortCounters, PortInfo, PortKind, PortRx, PortTx, RxSpare, RxStatus};
 use crate::pool::{BufferPool, HEADROOM, Handle, SizeClass};
+use crate::runtime::FloodThrottle;
 
 /// Replies that can wait for the rx stage. The gateway answers at most one reply per
 /// frame, and the tx stage hands it at most one batch per pass.
@@ -59,6 +72,28 @@ pub(crate) struct Uplink {
     /// Set by the engine when the port is attached; the host thread rings it after
     /// queuing frames.
     pub(crate) notifier: Arc<OnceLock<crate::wake::Notifier>>,
+    /// The network's DNS rate limit, applied before a query goes up (none: not here).
+    pub(crate) dns_limit: Option<DnsLimit>,
+}
+
+/// A network's DNS rate limit as the gateway port applies it: per asker address,
+/// `rate` queries per second with bursts of `burst` (`rate` 0: no limit), drops counted
+/// in the network's DNS counters.
+pub(crate) struct DnsLimit {
+    /// Queries per second per asker.
+    pub(crate) rate: u32,
+    /// The burst above `rate`.
+    pub(crate) burst: u32,
+    /// The network's DNS counters (`rate_limited`).
+    pub(crate) counters: Arc<DnsCounters>,
+}
+
+/// The DNS rate limit of a gateway port's transmit half.
+struct DnsGuard {
+    /// The gateway address (queries are UDP to it, port 53).
+    gw: Ipv4Addr,
+    limiter: Limiter,
+    counters: Arc<DnsCounters>,
 }
 
 /// What the control plane keeps of a [`GatewayPort`] once the engine owns it: its
@@ -164,12 +199,18 @@ impl Port for GatewayPort {
             uplink,
             ..
         } = *self;
-        let (up_tx, up_rx) = match uplink {
+        let gw = gateway.config().ip;
+        let (up_tx, up_rx, dns) = match uplink {
             Some(u) => (
                 Some((u.to_host, u.wake_host)),
                 Some((u.from_host, u.notifier)),
+                u.dns_limit.filter(|l| l.rate > 0).map(|l| DnsGuard {
+                    gw,
+                    limiter: Limiter::new(l.rate, l.burst),
+                    counters: l.counters,
+                }),
             ),
-            None => (None, None),
+            None => (None, None, None),
         };
         (
             Box::new(GatewayRx {
@@ -181,6 +222,7 @@ impl Port for GatewayPort {
                 gateway,
                 replies: to_engine,
                 to_host: up_tx,
+                dns,
                 spare: None,
                 pool,
             }),
@@ -203,6 +245,8 @@ struct GatewayTx {
     replies: Producer<Handle>,
     /// Routed frames to the host thread, and its doorbell.
     to_host: Option<(Producer<Handle>, Arc<mio::Waker>)>,
+    /// The network's DNS rate limit, applied to queries before they go up.
+    dns: Option<DnsGuard>,
     /// A small slot that the last frame did not need for a reply, kept for the next:
     /// most frames a gateway sees (floods, ARP for others) get none.
     spare: Option<Handle>,
@@ -284,8 +328,60 @@ impl GatewayTx {
     }
 }
 
+/// The source of `frame` if it is a UDP query to `gw` port 53 over IPv4 (a first or only
+/// fragment; RFC 791 §3.1, RFC 768).
+fn dns_query_source(frame: &[u8], gw: Ipv4Addr) -> Option<Ipv4Addr> {
+    let (et, l3) = tapnet_wire::payload_ethertype(frame)?;
+    if et != tapnet_wire::ethertype::IPV4 {
+        return None;
+    }
+    let ip = frame.get(l3..)?;
+    let ihl = usize::from(*ip.first()? & 0x0f) * 4;
+    if ip[0] >> 4 != 4 || ihl < 20 || *ip.get(9)? != 17 {
+        return None;
+    }
+    if u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]) & 0x1fff != 0 {
+        return None;
+    }
+    let dst: [u8; 4] = ip.get(16..20)?.try_into().ok()?;
+    if Ipv4Addr::from(dst) != gw {
+        return None;
+    }
+    let udp = ip.get(ihl..)?;
+    if u16::from_be_bytes([*udp.get(2)?, *udp.get(3)?]) != 53 {
+        return None;
+    }
+    let src: [u8; 4] = ip.get(12..16)?.try_into().ok()?;
+    Some(Ipv4Addr::from(src))
+}
+
 impl PortTx for GatewayTx {
     fn send(&mut self, pool: &BufferPool, batch: &mut Vec<Handle>, ctr: &PortCounters) {
+        self.send_inner(pool, batch, ctr, None);
+    }
+
+    fn send_policed(
+        &mut self,
+        pool: &BufferPool,
+        batch: &mut Vec<Handle>,
+        ctr: &PortCounters,
+        now: Duration,
+        throttle: &FloodThrottle,
+    ) {
+        self.send_inner(pool, batch, ctr, Some((now, throttle)));
+    }
+}
+
+impl GatewayTx {
+    /// [`PortTx::send`], with the DNS rate limit when the tx stage gives the clock and
+    /// the engine's throttle.
+    fn send_inner(
+        &mut self,
+        pool: &BufferPool,
+        batch: &mut Vec<Handle>,
+        ctr: &PortCounters,
+        police: Option<(Duration, &FloodThrottle)>,
+    ) {
         debug_assert!(
             std::ptr::eq(pool, &*self.pool),
             "a GatewayPort must be built with the engine's pool"
@@ -296,6 +392,18 @@ impl PortTx for GatewayTx {
         for h in batch.drain(..) {
             let frame = pool.frame(&h);
             bytes += frame.len() as u64;
+            if let (Some((now, throttle)), Some(dns)) = (police, &mut self.dns) {
+                if let Some(src) = dns_query_source(frame, dns.gw) {
+                    if !dns.limiter.allow(now, src) {
+                        // Over its rate: dropped before it costs the host ring a slot,
+                        // and its sender is read a few frames per period for a while.
+                        dns.counters.rate_limited.inc();
+                        throttle.throttle(PortId(pool.meta(&h).in_port), now);
+                        pool.free(h);
+                        continue;
+                    }
+                }
+            }
 
             let mut slot = self.slot_for(pool, frame.len());
             let outcome = match slot.as_mut() {

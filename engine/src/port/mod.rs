@@ -166,6 +166,23 @@ pub trait PortTx: Send {
     /// Send every frame of `batch` (draining it) and give the slots back to the pool.
     /// Frames already fit the port: segmentation happened before.
     fn send(&mut self, pool: &BufferPool, batch: &mut Vec<Handle>, ctr: &PortCounters);
+
+    /// What the tx stage calls: [`PortTx::send`], for a port that may drop frames over a
+    /// rate of its own (the gateway's DNS rate limit). `now` is the workers' clock; a
+    /// port that drops a frame for its rate throttles the port the frame came from
+    /// (`meta.in_port`) through `throttle`, so that the rx stage reads it a few frames
+    /// per period, as a port over its flood rate.
+    fn send_policed(
+        &mut self,
+        pool: &BufferPool,
+        batch: &mut Vec<Handle>,
+        ctr: &PortCounters,
+        now: std::time::Duration,
+        throttle: &crate::runtime::FloodThrottle,
+    ) {
+        let _ = (now, throttle);
+        self.send(pool, batch, ctr);
+    }
 }
 
 /// A port before it is handed to the engine.

@@ -11,6 +11,7 @@
 
 mod health;
 mod stages;
+mod throttle;
 mod worker;
 
 use std::collections::BTreeSet;
@@ -32,9 +33,8 @@ pub use health::Fault;
 use health::Health;
 pub use health::panic_message;
 use stages::{Ctl, DomainMap, RxCtl, RxStage, SwCtl, SwitchStage, TxCtl, TxStage};
-pub use stages::{
-    FLOOD_READ_BATCH, FLOOD_READ_PERIOD, FLOOD_THROTTLE, StageCounters, StageKind, StageStats,
-};
+pub use stages::{StageCounters, StageKind, StageStats};
+pub use throttle::{FLOOD_READ_BATCH, FLOOD_READ_PERIOD, FLOOD_THROTTLE, FloodThrottle};
 use worker::{Idle, Stage, Worker};
 
 use crate::pool::{BufferPool, PoolConfig};
@@ -186,7 +186,7 @@ struct PortEntry {
 
 struct ControlState {
     ports: Vec<Option<PortEntry>>,
-    /// Generation of each port slot (see `stages::INDEX_BITS`).
+    /// Generation of each port slot (see `throttle::INDEX_BITS`).
     gens: Vec<u32>,
     /// The lowest domain id never given out.
     next_domain: u32,
@@ -293,7 +293,7 @@ impl Engine {
         let counters: Vec<Arc<StageCounters>> = (0..3).map(|_| Arc::default()).collect();
         let switch = Switch::new();
         let switch_counters = switch.counters();
-        let throttle = Arc::new(stages::FloodThrottle::default());
+        let throttle = Arc::new(FloodThrottle::default());
         let rx = RxStage::new(
             p1,
             cross(w_rx, w_sw),
@@ -312,8 +312,8 @@ impl Engine {
             counters[1].clone(),
             domain_counters.clone(),
         )
-        .throttling(throttle);
-        let tx = TxStage::new(c2, cross(w_tx, w_rx), tx_rcv, counters[2].clone());
+        .throttling(throttle.clone());
+        let tx = TxStage::new(c2, cross(w_tx, w_rx), tx_rcv, counters[2].clone(), throttle);
         let mut rx = Some(rx);
         let mut sw = Some(sw);
         let mut tx = Some(tx);
@@ -527,7 +527,7 @@ impl Engine {
             .iter()
             .position(Option::is_none)
             .unwrap_or(st.ports.len());
-        if idx >= 1 << stages::INDEX_BITS {
+        if idx >= 1 << throttle::INDEX_BITS {
             return Err(EngineError::Rejected(format!(
                 "the engine holds {idx} ports, its maximum"
             )));
@@ -537,8 +537,8 @@ impl Engine {
         }
         // A new generation for the slot: frames of its previous port still in flight
         // are then recognised as stale and dropped.
-        st.gens[idx] = (st.gens[idx] + 1) % (1 << (32 - stages::INDEX_BITS));
-        let id = PortId(idx as u32 | (st.gens[idx] << stages::INDEX_BITS));
+        st.gens[idx] = (st.gens[idx] + 1) % (1 << (32 - throttle::INDEX_BITS));
+        let id = PortId(idx as u32 | (st.gens[idx] << throttle::INDEX_BITS));
         let info = port.info();
         let counters = Arc::new(PortCounters::default());
         let (rx, tx) = port.split();
@@ -570,12 +570,12 @@ impl Engine {
     /// Take a port out of the engine (its device is closed when the last half drops).
     pub fn remove_port(&self, id: PortId) -> Result<(), EngineError> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let idx = stages::slot(id);
+        let idx = throttle::slot(id);
         let current = st.ports.get(idx).and_then(Option::as_ref).is_some()
             && st
                 .gens
                 .get(idx)
-                .is_some_and(|g| (g << stages::INDEX_BITS) | idx as u32 == id.0);
+                .is_some_and(|g| (g << throttle::INDEX_BITS) | idx as u32 == id.0);
         if !current {
             return Err(EngineError::Rejected(format!("no port {}", id.0)));
         }
@@ -671,7 +671,7 @@ impl Engine {
             .enumerate()
             .filter_map(|(i, p)| {
                 p.as_ref().map(|p| PortReport {
-                    id: PortId(i as u32 | (st.gens[i] << stages::INDEX_BITS)),
+                    id: PortId(i as u32 | (st.gens[i] << throttle::INDEX_BITS)),
                     info: p.info.clone(),
                     stats: p.counters.snapshot(),
                 })

@@ -2,7 +2,6 @@
 //! path) and is changed only through control messages it drains between batches.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use tapnet_switch::{
 use tapnet_wire::gso::{self, SegmentSink};
 
 use super::health::Fault;
+use super::throttle::{FLOOD_READ_BATCH, FLOOD_READ_PERIOD, FloodThrottle, slot};
 use crate::pool::{BufferPool, HEADROOM, Handle};
 use crate::port::{PortCounters, PortInfo, PortRx, PortTx, RxSpare, RxStatus};
 use crate::wake::{Notifier, WakeCell};
@@ -57,17 +57,6 @@ tapnet_switch::counters! {
         /// Times the worker went to sleep on this stage's behalf.
         sleeps,
     }
-}
-
-/// Bits of a [`PortId`] that index the engine's port tables; the bits above are the
-/// slot's generation. A slot is reused after its port is removed, and frames of the old
-/// port may still be in a ring: the generation tells them apart, so they are dropped
-/// instead of entering (or leaving by) the new port, which may be on another network.
-pub(crate) const INDEX_BITS: u32 = 16;
-
-/// The table index of a port id.
-pub(crate) fn slot(id: PortId) -> usize {
-    (id.0 & ((1 << INDEX_BITS) - 1)) as usize
 }
 
 /// The full id of the port now at table index `slot` (`u32::MAX`: none).
@@ -136,50 +125,6 @@ struct RxPort {
     next_read: Duration,
     /// Ready but left unread this pass because it is throttled.
     deferred: bool,
-}
-
-/// How long a port stays throttled after a frame of it was dropped for its flood rate:
-/// several read periods, so that the few frames a throttled port is still read keep it
-/// throttled while it floods, and a port that stopped is read in full within 10 ms.
-pub const FLOOD_THROTTLE: Duration = Duration::from_millis(10);
-
-/// How often a throttled port is read.
-pub const FLOOD_READ_PERIOD: Duration = Duration::from_millis(1);
-
-/// Frames read from a throttled port per [`FLOOD_READ_PERIOD`] at most: 8,000 frames/s,
-/// twice the default flood rate (`FloodLimit::DEFAULT_RATE`), so a port that floods is
-/// still read faster than its floods may pass, and its other traffic goes on, slowed.
-pub const FLOOD_READ_BATCH: usize = 8;
-
-/// Per port slot, until when (nanoseconds on the workers' clock) the port is throttled:
-/// written by the switch stage when it drops a frame for the port's flood rate, read by
-/// the rx stage (they may run on different workers).
-pub(crate) struct FloodThrottle(Box<[AtomicU64]>);
-
-impl Default for FloodThrottle {
-    fn default() -> FloodThrottle {
-        FloodThrottle(
-            (0..1usize << INDEX_BITS)
-                .map(|_| AtomicU64::new(0))
-                .collect(),
-        )
-    }
-}
-
-impl FloodThrottle {
-    fn until(&self, port: PortId) -> Duration {
-        Duration::from_nanos(self.0[slot(port)].load(Ordering::Relaxed))
-    }
-
-    fn throttle(&self, port: PortId, now: Duration) {
-        let until = (now + FLOOD_THROTTLE).as_nanos() as u64;
-        let cell = &self.0[slot(port)];
-        // Written at most once per read period: a flood of drops does not keep the cache
-        // line bouncing between the workers.
-        if cell.load(Ordering::Relaxed) + FLOOD_READ_PERIOD.as_nanos() as u64 <= until {
-            cell.store(until, Ordering::Relaxed);
-        }
-    }
 }
 
 pub(crate) struct RxStage {
@@ -558,6 +503,8 @@ pub(crate) struct TxStage {
     rx_wake: Option<Arc<WakeCell>>,
     pub(crate) ctl: Receiver<Ctl<TxCtl>>,
     pub(crate) counters: Arc<StageCounters>,
+    /// Handed to the ports that police what they are sent.
+    throttle: Arc<FloodThrottle>,
 }
 
 /// Hands the segmenter one fresh pool slot per segment.
@@ -585,6 +532,7 @@ impl TxStage {
         rx_wake: Option<Arc<WakeCell>>,
         ctl: Receiver<Ctl<TxCtl>>,
         counters: Arc<StageCounters>,
+        throttle: Arc<FloodThrottle>,
     ) -> TxStage {
         TxStage {
             ports: Vec::new(),
@@ -593,6 +541,7 @@ impl TxStage {
             rx_wake,
             ctl,
             counters,
+            throttle,
         }
     }
 
@@ -712,7 +661,7 @@ impl TxStage {
         pool.free(h);
     }
 
-    pub(crate) fn run(&mut self, pool: &BufferPool, budget: usize) -> usize {
+    pub(crate) fn run(&mut self, pool: &BufferPool, now: Duration, budget: usize) -> usize {
         let n = self.input.slots().min(budget);
         if n == 0 {
             return 0;
@@ -745,7 +694,7 @@ impl TxStage {
         for i in self.dirty.drain(..) {
             if let Some(p) = self.ports[i].as_mut() {
                 in_process |= p.info.kind != crate::port::PortKind::Tap;
-                p.tx.send(pool, &mut p.queue, &p.ctr);
+                p.tx.send_policed(pool, &mut p.queue, &p.ctr, now, &self.throttle);
             }
         }
         if in_process {

@@ -555,3 +555,135 @@ fn a_port_over_its_flood_rate_is_read_a_few_frames_per_period() {
     engine.step(now + FLOOD_THROTTLE * 5);
     assert_eq!(read(&engine).0, read_so_far + 32);
 }
+
+/// A DNS query over UDP from `mac`/`src` port 5353 to `gw`:53 (IPv4 header checksum
+/// filled, no UDP checksum).
+fn dns_query(mac: [u8; 6], src: std::net::Ipv4Addr, gw: std::net::Ipv4Addr, id: u16) -> Vec<u8> {
+    let mut dns = id.to_be_bytes().to_vec();
+    dns.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    dns.extend_from_slice(b"\x03web\x00\x00\x01\x00\x01");
+    let mut udp = vec![0x14, 0xe9, 0, 53, 0, 0, 0, 0];
+    udp[4..6].copy_from_slice(&((8 + dns.len()) as u16).to_be_bytes());
+    udp.extend_from_slice(&dns);
+    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0];
+    ip[2..4].copy_from_slice(&((20 + udp.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&gw.octets());
+    let sum = ip
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum::<u32>();
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = !((sum & 0xffff) + (sum >> 16)) as u16;
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    let mut f = MacAddr::from_ipv4(gw).0.to_vec();
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&udp);
+    f
+}
+
+#[test]
+fn dns_queries_over_the_rate_are_dropped_on_the_worker_and_throttle_their_port() {
+    use std::net::Ipv4Addr;
+    use std::sync::OnceLock;
+
+    use rtrb::RingBuffer;
+    use tapnet_nat::GatewayConfig;
+    use tapnet_nat::dns::DnsCounters;
+
+    use crate::port::GatewayPort;
+    use crate::port::gateway::{DnsLimit, Uplink};
+
+    const GW: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 254);
+    const IP_A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+    const IP_B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+    let engine = Engine::start(EngineConfig {
+        manual: true,
+        batch: 32,
+        ..Default::default()
+    })
+    .unwrap();
+    let d = engine.add_domain(DomainConfig::default()).unwrap();
+    // The gateway's uplink, with this test as the host thread.
+    let (to_host, mut from_engine) = RingBuffer::new(1024);
+    let (_to_engine, from_host) = RingBuffer::new(1024);
+    let poll = mio::Poll::new().unwrap();
+    let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+    let dns = Arc::new(DnsCounters::default());
+    let cfg = GatewayConfig {
+        mac: MacAddr::from_ipv4(GW),
+        ip: GW,
+        prefix_len: 24,
+        internal: false,
+    };
+    let (gw, _) = GatewayPort::with_uplink(
+        cfg,
+        engine.pool().clone(),
+        1500,
+        Uplink {
+            to_host,
+            from_host,
+            wake_host: waker,
+            notifier: Arc::new(OnceLock::new()),
+            dns_limit: Some(DnsLimit {
+                rate: 1,
+                burst: 4,
+                counters: dns.clone(),
+            }),
+        },
+    );
+    let gw_id = engine.add_gateway_port(Box::new(gw), d).unwrap();
+    engine
+        .add_static_mac(d, MacAddr::from_ipv4(GW), gw_id)
+        .unwrap();
+    let mut peers = Vec::new();
+    let mut ids = Vec::new();
+    for (i, mac) in [A, B].into_iter().enumerate() {
+        let (port, peer) = MemPort::pair(&format!("q{i}"), engine.pool().clone(), 256, 1500, false);
+        let id = engine.add_port(Box::new(port), d).unwrap();
+        engine.add_static_mac(d, MacAddr(mac), id).unwrap();
+        peers.push(peer);
+        ids.push(id);
+    }
+    // A floods the gateway with 200 queries.
+    for id in 0..200u16 {
+        assert!(peers[0].send(&dns_query(A, IP_A, GW, id)));
+    }
+    let read = |e: &Engine| {
+        let s = e.stats();
+        let p = s.ports.iter().find(|p| p.id == ids[0]).unwrap();
+        (p.stats.rx_packets, p.stats.rx_flood_throttled)
+    };
+    let up = |ring: &mut rtrb::Consumer<crate::pool::Handle>| {
+        let mut srcs = Vec::new();
+        while let Ok(h) = ring.pop() {
+            srcs.push(engine.pool().frame(&h)[26..30].to_vec());
+            engine.pool().free(h);
+        }
+        srcs
+    };
+    let now = Duration::from_secs(1);
+    // The first pass reads a whole batch: the burst goes up to the host thread, the
+    // rest is dropped on the worker and counted, and A is throttled.
+    engine.step(now);
+    assert_eq!(up(&mut from_engine).len(), 4);
+    assert_eq!(dns.snapshot().rate_limited, 28);
+    assert_eq!(read(&engine), (32, 0));
+    // Within the period A gets one read of a few frames, however often the stages run;
+    // they are over the rate too.
+    for _ in 0..10 {
+        engine.step(now);
+    }
+    assert_eq!(read(&engine), (32 + FLOOD_READ_BATCH as u64, 1));
+    assert!(up(&mut from_engine).is_empty());
+    assert_eq!(dns.snapshot().rate_limited, 28 + FLOOD_READ_BATCH as u64);
+    // B asks in the same period: its query goes up.
+    assert!(peers[1].send(&dns_query(B, IP_B, GW, 1)));
+    engine.step(now);
+    assert_eq!(up(&mut from_engine), vec![IP_B.octets().to_vec()]);
+    // A keeps being read a few frames per period while it floods.
+    engine.step(now + FLOOD_READ_PERIOD);
+    assert_eq!(read(&engine), (32 + 2 * FLOOD_READ_BATCH as u64, 2));
+}

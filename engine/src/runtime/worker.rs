@@ -75,7 +75,7 @@ impl Worker {
             work += match s {
                 Stage::Rx(r) => r.run(&self.pool, now, self.batch),
                 Stage::Switch(sw) => sw.run(&self.pool, now, self.batch),
-                Stage::Tx(t) => t.run(&self.pool, self.batch),
+                Stage::Tx(t) => t.run(&self.pool, now, self.batch),
             };
         }
         work

@@ -20,9 +20,11 @@ struct Bucket {
     last: Duration,
 }
 
-/// The token buckets of one network's askers.
+/// The token buckets of one network's askers. The network's server applies one to every
+/// query; the engine applies another, with the same rate, before a query leaves its
+/// worker, so that a flood over the rate is dropped where it enters.
 #[derive(Debug)]
-pub(crate) struct Limiter {
+pub struct Limiter {
     /// Tokens added per second (0: no limit).
     rate: u32,
     /// Tokens a bucket holds at most.
@@ -35,7 +37,7 @@ pub(crate) struct Limiter {
 
 impl Limiter {
     /// `rate` queries per second with bursts of `burst` (at least one).
-    pub(crate) fn new(rate: u32, burst: u32) -> Limiter {
+    pub fn new(rate: u32, burst: u32) -> Limiter {
         Limiter {
             rate,
             burst: f64::from(burst.max(1)),
@@ -45,12 +47,17 @@ impl Limiter {
     }
 
     /// Askers tracked.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.table.len()
     }
 
+    /// Whether no asker is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
     /// Whether `ip` may ask at `now` (and take a token if so).
-    pub(crate) fn allow(&mut self, now: Duration, ip: Ipv4Addr) -> bool {
+    pub fn allow(&mut self, now: Duration, ip: Ipv4Addr) -> bool {
         if self.rate == 0 {
             return true;
         }

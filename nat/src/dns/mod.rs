@@ -58,7 +58,7 @@ mod tests;
 
 pub use asker::Asker;
 use forward::{InFlight, Pending, Rng};
-use limit::Limiter;
+pub use limit::Limiter;
 use message::{HEADER_LEN, Shape};
 use names::Found;
 pub use names::Names;
