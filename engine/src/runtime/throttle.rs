@@ -27,8 +27,10 @@ pub const FLOOD_THROTTLE: Duration = Duration::from_millis(10);
 pub const FLOOD_READ_PERIOD: Duration = Duration::from_millis(1);
 
 /// Frames read from a throttled port per [`FLOOD_READ_PERIOD`] at most: 8,000 frames/s,
-/// twice the default flood rate (`FloodLimit::DEFAULT_RATE`), so a port that floods is
-/// still read faster than its floods may pass, and its other traffic goes on, slowed.
+/// twice the default flood rate (`FloodLimit::DEFAULT_RATE`) and above the default DNS
+/// rate (`tapnet_nat::dns::DEFAULT_RATE`), so a port that floods is still read faster
+/// than its floods may pass (it stays throttled while it floods), and its other
+/// traffic goes on, slowed.
 pub const FLOOD_READ_BATCH: usize = 8;
 
 /// Per port slot, until when (nanoseconds on the workers' clock) the port is throttled:
