@@ -71,7 +71,8 @@ pub struct NetAttach {
     /// The network's MTU.
     pub mtu: u32,
     /// `-o tapnet.host_loopback=true`: TCP and UDP to the gateway address go to the
-    /// host's 127.0.0.1.
+    /// host's 127.0.0.1 (but port 53, the network's DNS server; ignored on an internal
+    /// network).
     pub host_loopback: bool,
 }
 
