@@ -106,6 +106,8 @@ pub(crate) fn list_netns() -> Vec<String> {
 fn remove_all_netns() -> Vec<String> {
     let names = list_netns();
     for n in &names {
+        // The sandbox's resolv.conf directory goes with its namespace.
+        let _ = fs::remove_dir_all(Path::new(netns::NETNS_ETC_DIR).join(n));
         match NetNs::open(n) {
             Ok(ns) => {
                 let _ = ns.delete();

@@ -480,6 +480,8 @@ impl Drop for Daemon {
             }
         }
         for n in names {
+            // The sandbox's resolv.conf directory goes with its namespace.
+            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&n));
             match tapnet_engine::sys::netns::NetNs::open(&n) {
                 Ok(ns) => {
                     let _ = ns.delete();
