@@ -167,6 +167,9 @@ impl Rig {
             if o.status.success() {
                 let v: Value = serde_json::from_slice(&o.stdout).unwrap();
                 let sb = v[0].clone();
+                // Until `name` exists, `inspect b` finds a sandbox whose id starts with
+                // "b", as Docker's lookup does (name, then id prefix).
+                let named = sb["Name"].as_str() == Some(name);
                 let path = sb["NetnsPath"].as_str().unwrap_or_default().to_string();
                 // Owned by the command (not `tapnet run`) once the TAPs arrived.
                 let pid: i32 = path
@@ -174,7 +177,7 @@ impl Rig {
                     .and_then(|p| p.strip_suffix("/ns/net"))
                     .and_then(|p| p.parse().ok())
                     .unwrap_or(0);
-                if pid != 0 && self.others.iter().all(|c| c.id() as i32 != pid) {
+                if named && pid != 0 && self.others.iter().all(|c| c.id() as i32 != pid) {
                     self.pids.push(pid);
                     if let Some(t) = start_time(pid) {
                         self.starts.push((pid, t));

@@ -191,8 +191,16 @@ fn setup(socket: &Path, sandbox: &str) -> anyhow::Result<Kept> {
         socket_id: None,
     };
     // Our copies stay open, unused: only the daemon reads and writes the TAPs.
-    kept.send(socket)?;
-    Ok(kept)
+    match kept.send(socket) {
+        // The daemon died with the TAPs in hand. Whether or not it adopted them, the
+        // sandbox's record survives it (owned by `tapnet run` or by us), and the keeper
+        // sends the TAPs again to the next daemon that starts on this socket.
+        Err(e) if e.is::<NoAnswer>() => {
+            eprintln!("tapnet: rootless sandbox: warning: {e}; the TAPs go to the next daemon");
+            Ok(kept)
+        }
+        r => r.map(|()| kept),
+    }
 }
 
 /// Signals `tapnet run` relays, passed on to the command.
@@ -393,8 +401,14 @@ fn call(
     let sent = scm::send_with_fds(s.as_fd(), &req, fds).context("sending to the daemon")?;
     s.write_all(&req[sent..]).context("sending to the daemon")?;
     let mut resp = Vec::new();
-    s.read_to_end(&mut resp)
-        .context("reading the daemon's answer")?;
+    match s.read_to_end(&mut resp) {
+        // The daemon went away before it answered (it may have done the work).
+        Ok(_) if resp.is_empty() => return Err(NoAnswer.into()),
+        Err(e) if resp.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset => {
+            return Err(NoAnswer.into());
+        }
+        r => r.map(drop).context("reading the daemon's answer")?,
+    }
     let (status, body) = parse_response(&resp)?;
     if !(200..300).contains(&status) {
         let msg = serde_json::from_slice::<ErrorResponse>(&body)
@@ -404,6 +418,19 @@ fn call(
     }
     Ok(body)
 }
+
+/// The daemon closed the connection without a byte of answer: it exited (or crashed)
+/// while handling the request, which it may or may not have carried out.
+#[derive(Debug)]
+struct NoAnswer;
+
+impl std::fmt::Display for NoAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the tapnet daemon closed the connection without answering")
+    }
+}
+
+impl std::error::Error for NoAnswer {}
 
 /// Status and body of an HTTP/1.1 response (plain or chunked).
 fn parse_response(resp: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
@@ -472,6 +499,35 @@ mod tests {
         let (s, b) = parse_response(r).unwrap();
         assert_eq!((s, b.as_slice()), (404, &b"abcde"[..]));
         assert!(parse_response(b"garbage").is_err());
+    }
+
+    /// A daemon that reads the request and exits before answering is told apart from
+    /// one that answers with an error: the keeper waits for the next daemon on the first.
+    #[test]
+    fn a_daemon_gone_before_its_answer_is_no_answer() {
+        let dir = std::env::temp_dir().join(format!("tapnet-noanswer-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("s");
+        let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let server = std::thread::spawn(move || {
+            for answer in [
+                &b""[..],
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 20\r\n\r\n{\"message\":\"gone\"}",
+            ] {
+                let (mut c, _) = l.accept().unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = c.read(&mut buf).unwrap();
+                c.write_all(answer).unwrap();
+            }
+        });
+        let e = call(&sock, "POST", "/x", b"{}", &[]).unwrap_err();
+        assert!(e.is::<NoAnswer>(), "{e:#}");
+        let e = call(&sock, "POST", "/x", b"{}", &[]).unwrap_err();
+        assert!(!e.is::<NoAnswer>(), "{e:#}");
+        assert!(format!("{e:#}").contains("gone"), "{e:#}");
+        server.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
