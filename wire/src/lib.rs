@@ -1,6 +1,6 @@
 //! Sans-IO byte formats of tapnet: typed zero-copy views over packet bytes, in
 //! the manner of `smoltcp::wire`, for every header the engine, the switch and
-//! the NAT read or write.
+//! the NAT read or write, and the VXLAN header of the overlay.
 //!
 //! Every header comes in two layers:
 //!
@@ -29,6 +29,7 @@ pub mod tcp;
 pub mod udp;
 pub mod vlan;
 pub mod vnet;
+pub mod vxlan;
 
 mod mac;
 
@@ -43,6 +44,7 @@ pub use tcp::{TcpFlags, TcpOption, TcpPacket, TcpRepr};
 pub use udp::{UdpPacket, UdpRepr};
 pub use vlan::{VlanRepr, VlanTag};
 pub use vnet::{VNET_HDR_LEN, VnetHdr};
+pub use vxlan::Vni;
 
 /// Why bytes could not be viewed or parsed. Small and `Copy`: this is the
 /// hot-path error type.
