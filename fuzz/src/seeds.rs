@@ -4,6 +4,10 @@
 //! `cargo test --manifest-path fuzz/Cargo.toml --lib -- --ignored write_seeds` rewrites
 //! them (files named by a hash of their bytes).
 
+use std::net::Ipv4Addr;
+
+use tapnet_wire::MacAddr;
+
 use crate::frames::{self, CTR, GW, PROTO_ICMP, PROTO_UDP};
 
 /// Every target's seeds, by target name.
@@ -17,6 +21,7 @@ pub fn all() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("portspec", portspec()),
         ("api_bodies", api_bodies()),
         ("dns", dns()),
+        ("vxlan", vxlan()),
     ]
 }
 
@@ -252,6 +257,29 @@ fn dns() -> Vec<Vec<u8>> {
     let mut internal = vec![0x71, 0, 0, 1, 2, 3, 4];
     internal.extend(built(6, 0, false));
     vec![local, fwd, raw, internal]
+}
+
+/// `vxlan`: op byte (bit 0 stranger, bit 1 entry's source MAC, bit 2 unknown VNI, bit 3
+/// the local container's source MAC), then the bytes: a datagram from the remote
+/// container to the local one, the same inner frame alone, an ARP request for the remote
+/// address and one for an unknown address.
+fn vxlan() -> Vec<Vec<u8>> {
+    let remote = Ipv4Addr::new(10, 0, 0, 5);
+    let inner = frames::eth(
+        MacAddr::from_ipv4(CTR),
+        MacAddr::from_ipv4(remote),
+        0x0800,
+        &frames::ipv4(remote, CTR, PROTO_UDP, &frames::udp(40000, 53, b"q")),
+    );
+    let mut datagram = vec![0, 0x08, 0, 0, 0, 0, 0, 42, 0];
+    datagram.extend_from_slice(&inner);
+    let mut alone = vec![2];
+    alone.extend_from_slice(&inner);
+    let mut proxied = vec![8];
+    proxied.extend(frames::arp_request(CTR, remote));
+    let mut flooded = vec![8];
+    flooded.extend(frames::arp_request(CTR, Ipv4Addr::new(10, 0, 0, 77)));
+    vec![datagram, alone, proxied, flooded]
 }
 
 /// A stable file name for a seed: FNV-1a of its bytes.
