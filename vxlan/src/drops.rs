@@ -3,8 +3,9 @@
 use std::fmt;
 
 /// Why a datagram from the underlay is dropped (each is a counter in the
-/// engine). [`Tables::ingress`](crate::Tables::ingress) checks in declaration
-/// order.
+/// engine). [`Tables::ingress`](crate::Tables::ingress) checks `Short`,
+/// `NoVniFlag`, `UnknownVni`, `UnknownVtep`, `InnerTruncated`, `InnerVlan`,
+/// `SpoofedSource`, in that order: the first that applies is counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RxDrop {
     /// Shorter than the 8-byte VXLAN header.
