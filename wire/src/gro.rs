@@ -393,7 +393,9 @@ impl Run {
 ///
 /// Adjacent frames merge when, as in Linux GRO, they are Ethernet/IPv4 (no IP options, not a
 /// fragment) /TCP with the same Ethernet header, addresses and ports, TOS, TTL and DF; the IP
-/// identification increments by one per segment, or, with DF, stays fixed; each TCP sequence
+/// identification increments by one per segment, or, with DF, stays fixed (RFC 6864 §4.1: an
+/// atomic datagram's identification means nothing; the second segment decides which, and the
+/// merged frame keeps the first's, as Linux); each TCP sequence
 /// number is the previous one plus its payload; acknowledgment number, window, data offset
 /// and options (timestamps included) are identical; the flags are ACK, with PSH allowed on
 /// the last segment only (no SYN, FIN, RST, URG, CWR, ECE); every payload is non-empty and
