@@ -21,6 +21,7 @@
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
+pub mod gro;
 pub mod gso;
 pub mod icmpv4;
 pub mod ipv4;
