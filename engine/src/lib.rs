@@ -5,6 +5,7 @@
 //! drives the engine through its API.
 
 pub mod hostnet;
+pub mod overlay;
 pub mod pool;
 pub mod port;
 pub mod rig;

@@ -26,6 +26,9 @@ pub enum PortKind {
     Tap,
     /// An in-memory port (rig hosts, perf generators).
     Memory,
+    /// A VXLAN port: a network's overlay port, or the engine's underlay socket
+    /// (`crate::overlay`).
+    Overlay,
 }
 
 /// What the engine needs to know about a port.
@@ -117,6 +120,12 @@ pub trait PortRx: Send {
     /// For ports without a file descriptor: how the peer wakes the worker after queuing.
     fn set_notifier(&mut self, notifier: crate::wake::Notifier) {
         let _ = notifier;
+    }
+    /// True for a port whose frames enter the switch through other ports (the underlay
+    /// port: each inner frame through its network's overlay port): it sets
+    /// `meta.in_port` itself, and the rx stage leaves it.
+    fn stamps_in_port(&self) -> bool {
+        false
     }
     /// Receive up to `budget` frames, appending their handles to `out` with `meta.len`,
     /// `meta.head` and `meta.vnet` set. Slots to read into come from `spare`, which the

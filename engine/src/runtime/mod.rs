@@ -179,9 +179,14 @@ pub enum EngineError {
     Failed(String),
 }
 
+/// How a port joins its domain: the switch message for port and domain.
+type AttachMsg = fn(PortId, DomainId) -> SwCtl;
+
 struct PortEntry {
     info: PortInfo,
     counters: Arc<PortCounters>,
+    /// In a bridge domain (not so the underlay port).
+    attached: bool,
 }
 
 struct ControlState {
@@ -509,11 +514,27 @@ impl Engine {
         })
     }
 
+    /// Hand the engine a port that belongs to no bridge domain: it is read (and its
+    /// frames enter the switch through the ports it names in `meta.in_port`, see
+    /// [`PortRx::stamps_in_port`](crate::port::PortRx::stamps_in_port)) but never
+    /// forwarded to. The VXLAN underlay port is one.
+    pub fn add_unattached_port(&self, port: Box<dyn Port>) -> Result<PortId, EngineError> {
+        self.add_port_in(port, None)
+    }
+
     fn add_port_with(
         &self,
         port: Box<dyn Port>,
         domain: DomainId,
         attach: fn(PortId, DomainId) -> SwCtl,
+    ) -> Result<PortId, EngineError> {
+        self.add_port_in(port, Some((domain, attach)))
+    }
+
+    fn add_port_in(
+        &self,
+        port: Box<dyn Port>,
+        attach: Option<(DomainId, AttachMsg)>,
     ) -> Result<PortId, EngineError> {
         if port.pool().is_some_and(|p| !Arc::ptr_eq(p, &self.pool)) {
             return Err(EngineError::Rejected(format!(
@@ -547,9 +568,12 @@ impl Engine {
             self.w(StageKind::Tx),
             TxCtl::Add(id, tx, info.clone(), counters.clone()),
         )?;
-        if let Err(e) = self.call(&self.sw_ctl, self.w(StageKind::Switch), attach(id, domain)) {
-            let _ = self.call(&self.tx_ctl, self.w(StageKind::Tx), TxCtl::Remove(id));
-            return Err(e);
+        let attached = attach.is_some();
+        if let Some((domain, attach)) = attach {
+            if let Err(e) = self.call(&self.sw_ctl, self.w(StageKind::Switch), attach(id, domain)) {
+                let _ = self.call(&self.tx_ctl, self.w(StageKind::Tx), TxCtl::Remove(id));
+                return Err(e);
+            }
         }
         if let Err(e) = self.call(
             &self.rx_ctl,
@@ -563,7 +587,11 @@ impl Engine {
         if st.ports.len() <= idx {
             st.ports.resize_with(idx + 1, || None);
         }
-        st.ports[idx] = Some(PortEntry { info, counters });
+        st.ports[idx] = Some(PortEntry {
+            info,
+            counters,
+            attached,
+        });
         Ok(id)
     }
 
@@ -581,9 +609,14 @@ impl Engine {
         }
         // Every stage is asked, whatever another answered: a port left in one stage
         // (the switch with its static MACs, say) would outlive its removal.
+        let attached = st.ports[idx].as_ref().is_some_and(|p| p.attached);
         let results = [
             self.call(&self.rx_ctl, self.w(StageKind::Rx), RxCtl::Remove(id)),
-            self.call(&self.sw_ctl, self.w(StageKind::Switch), SwCtl::Detach(id)),
+            if attached {
+                self.call(&self.sw_ctl, self.w(StageKind::Switch), SwCtl::Detach(id))
+            } else {
+                Ok(())
+            },
             self.call(&self.tx_ctl, self.w(StageKind::Tx), TxCtl::Remove(id)),
         ];
         // A stage that refused has no such port: it is out of that stage all the same.

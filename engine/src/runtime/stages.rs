@@ -253,8 +253,10 @@ impl RxStage {
             if st == RxStatus::Drained && p.has_fd {
                 p.ready = false;
             }
-            for h in &mut self.scratch[start..] {
-                pool.get_mut(h).meta.in_port = p.id.0;
+            if !p.rx.stamps_in_port() {
+                for h in &mut self.scratch[start..] {
+                    pool.get_mut(h).meta.in_port = p.id.0;
+                }
             }
             let got = self.scratch.len() - start;
             total += got;

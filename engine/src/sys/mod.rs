@@ -11,3 +11,4 @@ pub mod netlink;
 pub mod netns;
 pub mod scm;
 pub mod tap;
+pub mod udp;
