@@ -63,6 +63,8 @@ impl OverlayPort {
                 pool: pool.clone(),
                 held: Vec::new(),
                 out: Vec::new(),
+                runs: Vec::new(),
+                idx: Vec::new(),
             },
             rx: OverlayRx {
                 replies: replies_out,
@@ -147,6 +149,9 @@ struct OverlayTx {
     /// Slots of this batch being sent (a flooded frame once for all its copies).
     held: Vec<Handle>,
     out: Vec<Out>,
+    /// Scratch of `flush`: runs of one socket's datagrams, and their indices in `out`.
+    runs: Vec<(usize, usize, Ipv4Addr)>,
+    idx: Vec<usize>,
 }
 
 impl OverlayTx {
@@ -227,14 +232,18 @@ impl OverlayTx {
             let sock = &self.senders.socks[s];
             let gso = sock.gso();
             // Runs of `out` (indices into it), in order.
-            let mut runs: Vec<(usize, usize, Ipv4Addr)> = Vec::new();
-            let mut idx: Vec<usize> = Vec::new();
+            let mut runs = std::mem::take(&mut self.runs);
+            let mut idx = std::mem::take(&mut self.idx);
+            runs.clear();
+            idx.clear();
             for (i, o) in self.out.iter().enumerate() {
                 if o.sock as usize == s {
                     idx.push(i);
                 }
             }
             if idx.is_empty() {
+                self.runs = runs;
+                self.idx = idx;
                 continue;
             }
             let mut k = 0;
@@ -309,6 +318,10 @@ impl OverlayTx {
                 }
                 m += chunk.len();
             }
+            drop(msgs);
+            drop(iovs);
+            self.runs = runs;
+            self.idx = idx;
         }
     }
 }

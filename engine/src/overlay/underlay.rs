@@ -52,9 +52,12 @@ impl UnderlayPort {
                 pool,
                 merge,
                 slots: Vec::new(),
+                read: Vec::new(),
                 got: vec![Received::default(); MAX_BATCH],
                 inner: Vec::new(),
+                ranges: Vec::new(),
                 frames: Vec::new(),
+                out_frames: Vec::new(),
             },
         }
     }
@@ -105,10 +108,14 @@ struct UnderlayRx {
     pool: Arc<BufferPool>,
     merge: bool,
     slots: Vec<Handle>,
+    read: Vec<Handle>,
     got: Vec<Received>,
     /// Inner frames of the slot at hand: overlay port and range in the slot.
     inner: Vec<(u32, Range<usize>)>,
+    /// Scratch of `take`, kept so that a read allocates nothing.
+    ranges: Vec<Range<usize>>,
     frames: Vec<Frame>,
+    out_frames: Vec<(u32, Frame)>,
 }
 
 impl UnderlayRx {
@@ -174,7 +181,8 @@ impl UnderlayRx {
             return;
         }
         // Frames of the slot with their overlay port, merged per run of one port.
-        let mut frames: Vec<(u32, Frame)> = Vec::with_capacity(self.inner.len());
+        let mut frames = std::mem::take(&mut self.out_frames);
+        frames.clear();
         let mut k = 0;
         while k < self.inner.len() {
             let port = self.inner[k].0;
@@ -183,12 +191,13 @@ impl UnderlayRx {
                 end += 1;
             }
             if self.merge && end - k > 1 {
-                let ranges: Vec<Range<usize>> =
-                    self.inner[k..end].iter().map(|(_, r)| r.clone()).collect();
+                self.ranges.clear();
+                self.ranges
+                    .extend(self.inner[k..end].iter().map(|(_, r)| r.clone()));
                 self.frames.clear();
                 let merged = merge_in_place(
                     pool.get_mut(&mut h).slot,
-                    &ranges,
+                    &self.ranges,
                     MAX_GSO_SEGMENTS,
                     &mut self.frames,
                 );
@@ -237,6 +246,7 @@ impl UnderlayRx {
             }
         }
         c.rx_frames.add(frames.len() as u64);
+        self.out_frames = frames;
     }
 }
 
@@ -321,11 +331,14 @@ impl PortRx for UnderlayRx {
                 return RxStatus::Drained;
             }
             self.counters.rx_syscalls.inc();
-            let slots: Vec<Handle> = self.slots.drain(..got).collect();
-            for (i, h) in slots.into_iter().enumerate() {
+            // The read slots are the first `got`; the rest wait for the next read.
+            let mut read = std::mem::take(&mut self.read);
+            read.extend(self.slots.drain(..got));
+            for (i, h) in read.drain(..).enumerate() {
                 let r = self.got[i];
                 self.take(&tables, pool, h, r, out, ctr);
             }
+            self.read = read;
             taken += got;
             if got < n {
                 return RxStatus::Drained;
