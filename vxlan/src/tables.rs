@@ -366,7 +366,9 @@ impl Tables {
     /// frame holds an Ethernet header, and an ARP packet for IPv4 over
     /// Ethernet or an IPv4 header, header length and total length as it says
     /// (`InnerTruncated`); it has no VLAN tag (`InnerVlan`, RFC 7348 §6.1);
-    /// its source MAC is an entry of the VNI behind `from` (`SpoofedSource`).
+    /// its source MAC is an entry of the VNI behind `from`, and when that entry
+    /// has an address, the IPv4 source or ARP sender address is it
+    /// (`SpoofedSource`).
     pub fn ingress(&self, from: Ipv4Addr, datagram: &[u8]) -> Ingress {
         match self.check_ingress(from, datagram) {
             Ok((vni, port)) => Ingress::Local {
@@ -398,9 +400,23 @@ impl Tables {
             ethertype::VLAN | ethertype::QINQ | TPID_9100 => return Err(RxDrop::InnerVlan),
             _ => {}
         }
-        match net.entries.get(&eth.src_addr()) {
-            Some(e) if e.vtep == from => Ok((vni, net.port)),
-            _ => Err(RxDrop::SpoofedSource),
+        let e = match net.entries.get(&eth.src_addr()) {
+            Some(e) if e.vtep == from => e,
+            _ => return Err(RxDrop::SpoofedSource),
+        };
+        // An entry with an address sends from it, as a local endpoint's port binding
+        // requires: IPv4 source, or ARP sender (0.0.0.0 for a probe, RFC 5227).
+        if let Some(ip) = e.ip {
+            let src = match u16::from(eth.ethertype()) {
+                ethertype::IPV4 => Some(Ipv4Addr::new(l3[12], l3[13], l3[14], l3[15])),
+                ethertype::ARP => Some(Ipv4Addr::new(l3[14], l3[15], l3[16], l3[17]))
+                    .filter(|a| !a.is_unspecified()),
+                _ => None,
+            };
+            if src.is_some_and(|s| s != ip) {
+                return Err(RxDrop::SpoofedSource);
+            }
         }
+        Ok((vni, net.port))
     }
 }

@@ -159,6 +159,8 @@ fn ingress_accepts_a_known_source() {
     // ARP from the remote, and a frame of another protocol.
     let mut arp = arp_request(MacAddr::BROADCAST, LOCAL_IP);
     arp[6..12].copy_from_slice(&REMOTE_MAC.0);
+    arp[14 + 8..14 + 14].copy_from_slice(&REMOTE_MAC.0);
+    arp[14 + 14..14 + 18].copy_from_slice(&REMOTE_IP.octets());
     assert!(matches!(
         t.ingress(PEER_A, &datagram(vni(42), &arp)),
         Ingress::Local { .. }
@@ -848,4 +850,35 @@ proptest! {
         }
         prop_assert!(SOURCE_PORTS.contains(&source_port(&bytes, SOURCE_PORTS)));
     }
+}
+
+#[test]
+fn ingress_drops_an_entry_sending_from_another_address() {
+    let t = tables();
+    // REMOTE_MAC's entry holds REMOTE_IP: another IPv4 source is spoofed.
+    let mut f = remote_ipv4();
+    f[14 + 12..14 + 16].copy_from_slice(&[10, 0, 0, 77]);
+    assert_eq!(
+        t.ingress(PEER_A, &datagram(vni(42), &f)),
+        Ingress::Drop(RxDrop::SpoofedSource)
+    );
+    // So is an ARP sender address that is not its own; a probe (0.0.0.0) is not.
+    let mut arp = arp_request(MacAddr::BROADCAST, LOCAL_IP);
+    arp[6..12].copy_from_slice(&REMOTE_MAC.0);
+    arp[14 + 8..14 + 14].copy_from_slice(&REMOTE_MAC.0);
+    arp[14 + 14..14 + 18].copy_from_slice(&[10, 0, 0, 77]);
+    assert_eq!(
+        t.ingress(PEER_A, &datagram(vni(42), &arp)),
+        Ingress::Drop(RxDrop::SpoofedSource)
+    );
+    arp[14 + 14..14 + 18].copy_from_slice(&REMOTE_IP.octets());
+    assert!(matches!(
+        t.ingress(PEER_A, &datagram(vni(42), &arp)),
+        Ingress::Local { .. }
+    ));
+    arp[14 + 14..14 + 18].copy_from_slice(&[0; 4]);
+    assert!(matches!(
+        t.ingress(PEER_A, &datagram(vni(42), &arp)),
+        Ingress::Local { .. }
+    ));
 }
