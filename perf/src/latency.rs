@@ -97,7 +97,13 @@ pub(crate) fn ping(sock: &UdpSocket, count: u64, budget: Duration) -> Result<Rtt
     })
 }
 
-fn measure(dp: &dyn Datapath, count: u64, budget: Duration, cpus: &[usize]) -> Result<Rtt> {
+/// `count` round trips from A to B's echo (at most `budget`), on CPUs `cpus`.
+pub(crate) fn measure(
+    dp: &dyn Datapath,
+    count: u64,
+    budget: Duration,
+    cpus: &[usize],
+) -> Result<Rtt> {
     let (server, client) = socket_pair(dp, PORT)?;
     server.set_read_timeout(Some(Duration::from_millis(50)))?;
     client.set_read_timeout(Some(REPLY_TIMEOUT))?;

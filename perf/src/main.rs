@@ -21,6 +21,11 @@ mod flood;
 mod idle_rss;
 mod latency;
 mod opts;
+mod overlay_latency;
+mod overlay_rss;
+mod overlay_tcp;
+mod overlay_topo;
+mod overlay_udp;
 mod proc;
 mod publish_tcp;
 mod report;
@@ -112,6 +117,26 @@ const SCENARIOS: &[(&str, &str, ScenarioFn)] = &[
         "idle-rss",
         "RSS of an engine with 2 workers and 64 idle TAPs",
         idle_rss::run,
+    ),
+    (
+        "overlay-tcp",
+        "iperf3 TCP, 1 and 2 streams, between sandboxes on two engines over VXLAN (VNI 42, veth underlay, inner MTU 1450) vs the kernel's VXLAN; underlay syscalls per 64 KiB",
+        overlay_tcp::run,
+    ),
+    (
+        "overlay-udp64",
+        "64-byte UDP over VXLAN at the kernel VXLAN's rate, and unpaced: rate and loss, two engines vs the kernel's VXLAN",
+        overlay_udp::run,
+    ),
+    (
+        "overlay-latency",
+        "UDP ping-pong round-trip times over VXLAN (HdrHistogram): two engines vs the kernel's VXLAN",
+        overlay_latency::run,
+    ),
+    (
+        "overlay-rss",
+        "RSS of an idle engine serving 64 overlay networks of 16 remote endpoints vs the same engine without overlay",
+        overlay_rss::run,
     ),
     (
         "bridge-api",

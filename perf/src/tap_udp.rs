@@ -172,21 +172,22 @@ fn sink(sock: &UdpSocket, run: u32, stop: &AtomicBool) -> u64 {
     got
 }
 
-struct Udp {
-    sent: u64,
-    received: u64,
-    elapsed: Duration,
-    kernel: KernelDrops,
+/// What one UDP measurement counted.
+pub(crate) struct Udp {
+    pub(crate) sent: u64,
+    pub(crate) received: u64,
+    pub(crate) elapsed: Duration,
+    pub(crate) kernel: KernelDrops,
 }
 
 impl Udp {
-    fn sent_pps(&self) -> f64 {
+    pub(crate) fn sent_pps(&self) -> f64 {
         self.sent as f64 / self.elapsed.as_secs_f64()
     }
-    fn rx_pps(&self) -> f64 {
+    pub(crate) fn rx_pps(&self) -> f64 {
         self.received as f64 / self.elapsed.as_secs_f64()
     }
-    fn loss_pct(&self) -> f64 {
+    pub(crate) fn loss_pct(&self) -> f64 {
         if self.sent == 0 {
             100.0
         } else {
@@ -195,7 +196,9 @@ impl Udp {
     }
 }
 
-fn measure(
+/// `PAYLOAD`-byte datagrams tagged `run` from A to B for `dur`, at `rate` packets/s or
+/// unpaced, on CPUs `cpus` (none: the scheduler's choice).
+pub(crate) fn measure(
     dp: &dyn Datapath,
     run: u32,
     dur: Duration,
