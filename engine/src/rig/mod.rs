@@ -26,6 +26,41 @@
 //! let report = rig.ping(a, Ipv4Address::new(10, 0, 0, 3), 3, Duration::from_secs(1));
 //! assert_eq!(report.received, 3);
 //! ```
+//!
+//! # Several engines
+//!
+//! A rig starts with one engine, site 0 (what [`Rig::engine`] returns). [`Rig::add_site`]
+//! adds another engine in manual mode with its own pool, stepped by the same
+//! [`Rig::step`]. A site that serves an overlay network has a VTEP
+//! ([`Overlay`](crate::overlay::Overlay)) over an in-memory underlay at address
+//! [`Rig::vtep`]. What a VTEP sends crosses its site's underlay link
+//! ([`Rig::set_underlay_faults`]: loss, delay, jitter from the same seeded generator,
+//! [`Rig::partition_underlay`]) and is delivered when due to the VTEP holding the
+//! destination address, within the same step when it is due at once. The rig plays the
+//! control plane: [`Rig::add_overlay_network`] makes every site of a network a peer of
+//! every other, and [`Rig::add_overlay_host`] places a host on one site and its entry
+//! (MAC, address for proxy ARP, VTEP) on all the others. Underlay events go into the
+//! digest and into [`Rig::underlay_trace`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+//! use tapnet_engine::overlay::Vni;
+//! use tapnet_engine::rig::{Rig, SiteId};
+//!
+//! let mut rig = Rig::new(7);
+//! let east = rig.add_site("east").unwrap();
+//! let sites = [SiteId(0), east];
+//! let net = rig.add_overlay_network("blue", Vni::new(100).unwrap(), &sites).unwrap();
+//! let cidr = |last| Ipv4Cidr::new(Ipv4Address::new(10, 1, 0, last), 24);
+//! let a = rig.add_overlay_host("a", net, SiteId(0), cidr(2), None).unwrap();
+//! let _b = rig.add_overlay_host("b", net, east, cidr(3), None).unwrap();
+//! let report = rig.ping(a, Ipv4Address::new(10, 1, 0, 3), 3, Duration::from_secs(1));
+//! // a's ARP is answered by its own VTEP (proxy ARP), so b has not heard of a, and
+//! // smoltcp drops the first reply while b asks in turn.
+//! assert_eq!(report.rtts[0], None);
+//! assert_eq!(report.received, 2);
+//! ```
 
 mod apps;
 mod config;
@@ -78,6 +113,7 @@ pub struct Rig {
     /// Every bridge domain made through the rig: site, domain, name.
     networks: Vec<(usize, DomainId, String)>,
     overlays: Vec<OverlayNet>,
+    underlay_offloads: bool,
     wakes: BTreeSet<Duration>,
     engine_idle: bool,
     digest: Digest,
@@ -125,6 +161,7 @@ impl Rig {
             hosts: Vec::new(),
             networks: Vec::new(),
             overlays: Vec::new(),
+            underlay_offloads: false,
             wakes: BTreeSet::new(),
             engine_idle: true,
             digest: Digest::default(),

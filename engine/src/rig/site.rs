@@ -1,31 +1,5 @@
 //! Sites: the rig's engines, each with its own pool, joined by a simulated underlay, and
-//! the overlay networks that span them.
-//!
-//! Site 0 is the engine every rig starts with (what [`Rig::engine`] returns). Each site
-//! added by [`Rig::add_site`] is another engine in manual mode, stepped by the same
-//! [`Rig::step`]. A site that serves an overlay network has a VTEP ([`Overlay`]) over an
-//! in-memory underlay at address [`Rig::vtep`]; the rig plays the control plane: it makes
-//! every site of a network a peer of every other and, for each host placed on one site,
-//! adds an entry (MAC, address for proxy ARP, VTEP) on all the others.
-//!
-//! ```
-//! use std::time::Duration;
-//! use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
-//! use tapnet_engine::overlay::Vni;
-//! use tapnet_engine::rig::Rig;
-//!
-//! let mut rig = Rig::new(7);
-//! let (s0, s1) = (rig.site_ids().next().unwrap(), rig.add_site("east").unwrap());
-//! let net = rig.add_overlay_network("blue", Vni::new(100).unwrap(), &[s0, s1]).unwrap();
-//! let cidr = |last| Ipv4Cidr::new(Ipv4Address::new(10, 1, 0, last), 24);
-//! let a = rig.add_overlay_host("a", net, s0, cidr(2), None).unwrap();
-//! let _b = rig.add_overlay_host("b", net, s1, cidr(3), None).unwrap();
-//! let report = rig.ping(a, Ipv4Address::new(10, 1, 0, 3), 3, Duration::from_secs(1));
-//! // a's ARP is answered by its own VTEP (proxy ARP), so b has not heard of a and
-//! // smoltcp drops the first reply while b asks in turn.
-//! assert_eq!(report.rtts[0], None);
-//! assert_eq!(report.received, 2);
-//! ```
+//! the overlay networks that span them (see the parent module's docs).
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -153,6 +127,15 @@ impl Rig {
     /// The underlay address of a site's VTEP (198.18.0.1 for site 0, and so on).
     pub fn vtep(&self, s: SiteId) -> Ipv4Addr {
         vtep_ip(s.0)
+    }
+
+    /// Whether the VTEPs made from now on (a site's VTEP is made with the first overlay
+    /// network it serves) have UDP GSO and GRO on their simulated underlay: runs of
+    /// equal-sized datagrams to one VTEP leave as one message, and the datagrams of one
+    /// sender that arrive together are read as one run, then merged by software GRO.
+    /// Off by default.
+    pub fn set_underlay_offloads(&mut self, on: bool) {
+        self.underlay_offloads = on;
     }
 
     /// Set the faults of a site's underlay link: each datagram its VTEP sends is lost,
@@ -327,13 +310,13 @@ impl Rig {
             return Ok(());
         }
         let local = SocketAddrV4::new(vtep_ip(i), VXLAN_PORT);
-        let mem = Arc::new(MemUnderlay::new(local));
+        let mem = Arc::new(MemUnderlay::new(local, self.underlay_offloads));
         let mut cfg = OverlayConfig::new(local);
         cfg.source_sockets = 0;
         // The simulated underlay carries any datagram a small slot holds: the overlay
         // networks keep the hosts' MTU.
         cfg.mtu = Some(self.cfg.mtu);
-        cfg.offloads = false;
+        cfg.offloads = self.underlay_offloads;
         let site = &mut self.sites[i];
         let overlay = Overlay::with_underlay(&site.engine, cfg, mem.clone(), Vec::new())?;
         site.vtep = Some(Vtep { overlay, mem });

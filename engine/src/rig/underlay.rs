@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::link::{DirStats, Direction, Fate};
 use super::site::SiteId;
 use crate::overlay::Underlay;
-use crate::sys::udp::{Outgoing, Received};
+use crate::sys::udp::{MAX_GSO_SEGMENTS, Outgoing, Received};
 use crate::wake::Notifier;
 
 /// One datagram between VTEPs.
@@ -39,7 +39,8 @@ pub struct UnderlayEvent {
     pub to: Ipv4Addr,
     /// UDP payload length (VXLAN header and inner frame).
     pub len: usize,
-    /// What happened to it.
+    /// What happened to it: a datagram to an address no site's VTEP has is recorded as
+    /// [`Fate::Lost`] when due (and counted in [`UnderlayStats::unroutable`]).
     pub fate: Fate,
 }
 
@@ -63,11 +64,16 @@ struct Queues {
     notifier: Option<Notifier>,
 }
 
-/// A site VTEP's end of the simulated underlay (see the module docs). It offers
-/// neither GSO nor GRO: one datagram per message and per read (a message that asks
-/// for GSO anyway is split at `gso_size`, as the kernel would).
+/// A site VTEP's end of the simulated underlay (see the module docs).
+///
+/// Without offloads it takes one datagram per message and gives one per read. With
+/// them, as the kernel's UDP GSO and GRO do: a message is split into datagrams of
+/// `gso_size` bytes (the last may be shorter), and a read takes, after the first
+/// datagram waiting, those of the same sender that follow it in the inbox while they
+/// are as long (a shorter one ends the run), up to [`MAX_GSO_SEGMENTS`] and the buffer.
 pub(super) struct MemUnderlay {
     local: SocketAddrV4,
+    offloads: bool,
     queues: Mutex<Queues>,
 }
 
@@ -76,6 +82,7 @@ impl std::fmt::Debug for MemUnderlay {
         let q = self.lock();
         f.debug_struct("MemUnderlay")
             .field("local", &self.local)
+            .field("offloads", &self.offloads)
             .field("outbox", &q.outbox.len())
             .field("inbox", &q.inbox.len())
             .finish()
@@ -83,9 +90,10 @@ impl std::fmt::Debug for MemUnderlay {
 }
 
 impl MemUnderlay {
-    pub(super) fn new(local: SocketAddrV4) -> MemUnderlay {
+    pub(super) fn new(local: SocketAddrV4, offloads: bool) -> MemUnderlay {
         MemUnderlay {
             local,
+            offloads,
             queues: Mutex::new(Queues::default()),
         }
     }
@@ -134,11 +142,11 @@ impl Underlay for MemUnderlay {
     }
 
     fn gso(&self) -> bool {
-        false
+        self.offloads
     }
 
     fn gro(&self) -> bool {
-        false
+        self.offloads
     }
 
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
@@ -160,13 +168,32 @@ impl Underlay for MemUnderlay {
             let Some((from, bytes)) = q.inbox.pop_front() else {
                 break;
             };
-            let len = bytes.len().min(buf.len());
+            let mut len = bytes.len().min(buf.len());
             buf[..len].copy_from_slice(&bytes[..len]);
+            let truncated = len < bytes.len();
+            let size = bytes.len();
+            let mut segments = 1;
+            while self.offloads && !truncated && size > 0 && segments < MAX_GSO_SEGMENTS {
+                let Some((f, next)) = q.inbox.front() else {
+                    break;
+                };
+                if *f != from || next.len() > size || len + next.len() > buf.len() {
+                    break;
+                }
+                let last = next.len() < size;
+                buf[len..len + next.len()].copy_from_slice(next);
+                len += next.len();
+                segments += 1;
+                q.inbox.pop_front();
+                if last {
+                    break;
+                }
+            }
             *r = Received {
                 len,
                 from: Some(from),
-                gso_size: 0,
-                truncated: len < bytes.len(),
+                gso_size: if segments > 1 { size as u16 } else { 0 },
+                truncated,
             };
             n += 1;
         }
@@ -213,7 +240,7 @@ mod tests {
 
     #[test]
     fn splits_gso_messages_and_reads_one_datagram_per_buffer() {
-        let u = MemUnderlay::new(addr(1));
+        let u = MemUnderlay::new(addr(1), false);
         let a = [1u8; 10];
         let b = [2u8; 10];
         let c = [3u8; 4];
@@ -251,6 +278,34 @@ mod tests {
         assert_eq!((got[0].len, got[0].truncated), (4, true));
         assert_eq!((got[1].len, got[1].truncated), (3, false));
         assert_eq!(got[1].from, Some(addr(3)));
+        assert!(!u.pending());
+    }
+
+    #[test]
+    fn gro_reads_runs_of_one_sender() {
+        let u = MemUnderlay::new(addr(1), true);
+        for (from, len) in [(2, 10), (2, 10), (2, 4), (2, 10), (3, 10), (3, 10)] {
+            u.deliver(addr(from), vec![from; len], 16).unwrap();
+        }
+        let mut a = [0u8; 64];
+        let mut b = [0u8; 64];
+        let mut c = [0u8; 64];
+        let mut bufs = [
+            IoSliceMut::new(&mut a),
+            IoSliceMut::new(&mut b),
+            IoSliceMut::new(&mut c),
+        ];
+        let mut got = [Received::default(); 3];
+        assert_eq!(u.recv_batch(&mut bufs, &mut got).unwrap(), 3);
+        let runs: Vec<_> = got.iter().map(|r| (r.from, r.len, r.gso_size)).collect();
+        assert_eq!(
+            runs,
+            [
+                (Some(addr(2)), 24, 10),
+                (Some(addr(2)), 10, 0),
+                (Some(addr(3)), 20, 10)
+            ]
+        );
         assert!(!u.pending());
     }
 }
