@@ -228,6 +228,33 @@ fn another_vni_on_the_same_sites_receives_nothing() {
     assert_eq!(before, after);
 }
 
+#[test]
+fn underlay_partition_stops_traffic_and_healing_restores_it() {
+    let (mut rig, s, net) = sites(6, 2);
+    let a = rig.add_overlay_host("a", net, s[0], cidr(2), None).unwrap();
+    rig.add_overlay_host("b", net, s[1], cidr(3), None).unwrap();
+    ping_ok(&mut rig, a, ip(3));
+    rig.partition_underlay(s[1], true);
+    rig.set_trace(true);
+    let r = rig.ping(a, ip(3), 3, SEC);
+    assert_eq!(r.received, 0, "{r:?}");
+    // The requests crossed a's link and were dropped on arrival at the cut site.
+    let cut: Vec<_> = rig
+        .underlay_trace()
+        .iter()
+        .filter(|e| e.fate == Fate::Cut)
+        .collect();
+    assert_eq!(cut.len(), 3, "{:?}", rig.underlay_trace());
+    assert!(
+        cut.iter()
+            .all(|e| e.site == s[1] && e.dir == Direction::Down && e.to == rig.vtep(s[1]))
+    );
+    assert_eq!(rig.underlay_stats(s[1]).received.cut, 3);
+    rig.partition_underlay(s[1], false);
+    let r = rig.ping(a, ip(3), 3, SEC);
+    assert_eq!(r.received, 3, "{r:?}");
+}
+
 /// A lossy two-site transfer and a ping, observed.
 fn faulty_run(seed: u64) -> (u64, Duration, usize) {
     let (mut rig, s, net) = sites(seed, 2);

@@ -8,7 +8,7 @@ use smoltcp::iface::PollResult;
 use super::host::Host;
 use super::host_id::HostId;
 use super::link::{Digest, Direction, Fate, LinkEvent};
-use super::site::{Site, SiteId};
+use super::site::{Site, SiteId, route};
 use super::time::{duration, instant};
 use super::underlay::{Datagram, UnderlayEvent};
 use super::{Rig, RigError};
@@ -284,7 +284,7 @@ fn underlay_send(
                 rec.record_underlay(i, Direction::Up, &dg, Fate::Cut);
                 continue;
             }
-            let Some(j) = Rig::route(sites, dg.to) else {
+            let Some(j) = route(sites, dg.to) else {
                 sites[i].unroutable += 1;
                 rec.record_underlay(i, Direction::Up, &dg, Fate::Lost);
                 continue;

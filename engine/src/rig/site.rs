@@ -322,12 +322,12 @@ impl Rig {
         site.vtep = Some(Vtep { overlay, mem });
         Ok(())
     }
+}
 
-    /// The site whose VTEP receives at `to`.
-    pub(super) fn route(sites: &[Site], to: SocketAddrV4) -> Option<usize> {
-        let off = u32::from(*to.ip()).wrapping_sub(u32::from(VTEP_BASE));
-        let i = (off as usize).checked_sub(1)?;
-        let v = sites.get(i)?.vtep.as_ref()?;
-        (v.mem.local() == to).then_some(i)
-    }
+/// The site whose VTEP receives at `to`.
+pub(super) fn route(sites: &[Site], to: SocketAddrV4) -> Option<usize> {
+    let off = u32::from(*to.ip()).wrapping_sub(u32::from(VTEP_BASE));
+    let i = (off as usize).checked_sub(1)?;
+    let v = sites.get(i)?.vtep.as_ref()?;
+    (v.mem.local() == to).then_some(i)
 }
