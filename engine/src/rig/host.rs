@@ -27,7 +27,7 @@ pub struct HostInfo {
     /// Its engine port.
     pub port: PortId,
     /// The site (engine) it is attached to.
-    pub site: super::SiteId,
+    pub site: super::site_id::SiteId,
 }
 
 /// Most emptied buffers a host keeps for reuse.

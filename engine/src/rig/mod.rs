@@ -69,6 +69,8 @@ mod host_id;
 mod link;
 mod sim;
 mod site;
+mod site_id;
+mod sites;
 mod time;
 mod underlay;
 
@@ -86,7 +88,7 @@ pub use apps::{PingReport, TransferReport, UdpReport};
 pub use config::{RigConfig, RigError};
 pub use host::HostInfo;
 pub use link::{DirStats, Direction, Fate, LinkEvent, LinkFaults, LinkStats};
-pub use site::{OverlayId, SiteId};
+pub use site_id::{OverlayId, SiteId};
 pub use underlay::{UnderlayEvent, UnderlayStats};
 
 use host::{Host, HostDevice};

@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::link::{DirStats, Direction, Fate};
-use super::site::SiteId;
+use super::site_id::SiteId;
 use crate::overlay::Underlay;
 use crate::sys::udp::{MAX_GSO_SEGMENTS, Outgoing, Received};
 use crate::wake::Notifier;
