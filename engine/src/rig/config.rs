@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::overlay::OverlayError;
 use crate::pool::PoolConfig;
 use crate::runtime::EngineError;
 
@@ -56,6 +57,9 @@ pub enum RigError {
     /// The engine refused a change (its error is the source).
     #[error("the engine refused the change")]
     Engine(#[source] EngineError),
+    /// A site's VTEP refused a change (its error is the source).
+    #[error("the overlay refused the change")]
+    Overlay(#[source] OverlayError),
     /// A request the rig cannot carry out as asked.
     #[error("invalid request: {0}")]
     Invalid(String),
@@ -89,6 +93,12 @@ pub enum RigError {
         /// Bytes delivered before it closed.
         received: u64,
     },
+}
+
+impl From<OverlayError> for RigError {
+    fn from(e: OverlayError) -> Self {
+        RigError::Overlay(e)
+    }
 }
 
 impl From<EngineError> for RigError {

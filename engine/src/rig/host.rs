@@ -22,10 +22,12 @@ pub struct HostInfo {
     pub gateway: Option<Ipv4Address>,
     /// Its MAC: `02:42` followed by the IPv4 address.
     pub mac: MacAddr,
-    /// The network it is attached to.
+    /// The network it is attached to (a bridge domain of its site's engine).
     pub net: DomainId,
     /// Its engine port.
     pub port: PortId,
+    /// The site (engine) it is attached to.
+    pub site: super::site_id::SiteId,
 }
 
 /// Most emptied buffers a host keeps for reuse.

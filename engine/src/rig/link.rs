@@ -107,51 +107,61 @@ pub struct LinkStats {
     pub down: DirStats,
 }
 
-struct InFlight {
+struct InFlight<T> {
     due: Duration,
     seq: u64,
-    frame: Vec<u8>,
+    frame: T,
 }
 
-impl PartialEq for InFlight {
+impl<T> PartialEq for InFlight<T> {
     fn eq(&self, other: &Self) -> bool {
         (self.due, self.seq) == (other.due, other.seq)
     }
 }
 
-impl Eq for InFlight {}
+impl<T> Eq for InFlight<T> {}
 
-impl PartialOrd for InFlight {
+impl<T> PartialOrd for InFlight<T> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl Ord for InFlight {
+impl<T> Ord for InFlight<T> {
     // Reversed: `BinaryHeap` is a max-heap and the earliest frame must come out first.
     fn cmp(&self, other: &Self) -> Ordering {
         (other.due, other.seq).cmp(&(self.due, self.seq))
     }
 }
 
-/// Frames in flight in one direction, ordered by arrival time then sending order.
-#[derive(Default)]
-pub(super) struct Wire {
-    queue: BinaryHeap<InFlight>,
+/// Frames (or, on the underlay, datagrams) in flight in one direction, ordered by
+/// arrival time then sending order.
+pub(super) struct Wire<T = Vec<u8>> {
+    queue: BinaryHeap<InFlight<T>>,
     seq: u64,
     pub(super) stats: DirStats,
 }
 
-impl Wire {
+impl<T> Default for Wire<T> {
+    fn default() -> Self {
+        Wire {
+            queue: BinaryHeap::new(),
+            seq: 0,
+            stats: DirStats::default(),
+        }
+    }
+}
+
+impl<T> Wire<T> {
     /// Decide the fate of `frame`, sent at `now`, and queue it unless it is dropped.
     pub(super) fn offer(
         &mut self,
-        frame: Vec<u8>,
+        frame: T,
         now: Duration,
         faults: &LinkFaults,
         cut: bool,
         rng: &mut ChaCha8Rng,
-    ) -> (Fate, Option<Vec<u8>>) {
+    ) -> (Fate, Option<T>) {
         self.stats.offered += 1;
         if cut {
             self.stats.cut += 1;
@@ -178,7 +188,7 @@ impl Wire {
     }
 
     /// The next frame due at or before `now`.
-    pub(super) fn pop_due(&mut self, now: Duration) -> Option<Vec<u8>> {
+    pub(super) fn pop_due(&mut self, now: Duration) -> Option<T> {
         if self.queue.peek().is_some_and(|f| f.due <= now) {
             self.queue.pop().map(|f| f.frame)
         } else {

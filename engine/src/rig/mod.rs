@@ -26,6 +26,41 @@
 //! let report = rig.ping(a, Ipv4Address::new(10, 0, 0, 3), 3, Duration::from_secs(1));
 //! assert_eq!(report.received, 3);
 //! ```
+//!
+//! # Several engines
+//!
+//! A rig starts with one engine, site 0 (what [`Rig::engine`] returns). [`Rig::add_site`]
+//! adds another engine in manual mode with its own pool, stepped by the same
+//! [`Rig::step`]. A site that serves an overlay network has a VTEP
+//! ([`Overlay`](crate::overlay::Overlay)) over an in-memory underlay at address
+//! [`Rig::vtep`]. What a VTEP sends crosses its site's underlay link
+//! ([`Rig::set_underlay_faults`]: loss, delay, jitter from the same seeded generator,
+//! [`Rig::partition_underlay`]) and is delivered when due to the VTEP holding the
+//! destination address, within the same step when it is due at once. The rig plays the
+//! control plane: [`Rig::add_overlay_network`] makes every site of a network a peer of
+//! every other, and [`Rig::add_overlay_host`] places a host on one site and its entry
+//! (MAC, address for proxy ARP, VTEP) on all the others. Underlay events go into the
+//! digest and into [`Rig::underlay_trace`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+//! use tapnet_engine::overlay::Vni;
+//! use tapnet_engine::rig::{Rig, SiteId};
+//!
+//! let mut rig = Rig::new(7);
+//! let east = rig.add_site("east").unwrap();
+//! let sites = [SiteId(0), east];
+//! let net = rig.add_overlay_network("blue", Vni::new(100).unwrap(), &sites).unwrap();
+//! let cidr = |last| Ipv4Cidr::new(Ipv4Address::new(10, 1, 0, last), 24);
+//! let a = rig.add_overlay_host("a", net, SiteId(0), cidr(2), None).unwrap();
+//! let _b = rig.add_overlay_host("b", net, east, cidr(3), None).unwrap();
+//! let report = rig.ping(a, Ipv4Address::new(10, 1, 0, 3), 3, Duration::from_secs(1));
+//! // a's ARP is answered by its own VTEP (proxy ARP), so b has not heard of a, and
+//! // smoltcp drops the first reply while b asks in turn.
+//! assert_eq!(report.rtts[0], None);
+//! assert_eq!(report.received, 2);
+//! ```
 
 mod apps;
 mod config;
@@ -33,7 +68,11 @@ mod host;
 mod host_id;
 mod link;
 mod sim;
+mod site;
+mod site_id;
+mod sites;
 mod time;
+mod underlay;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -49,6 +88,8 @@ pub use apps::{PingReport, TransferReport, UdpReport};
 pub use config::{RigConfig, RigError};
 pub use host::HostInfo;
 pub use link::{DirStats, Direction, Fate, LinkEvent, LinkFaults, LinkStats};
+pub use site_id::{OverlayId, SiteId};
+pub use underlay::{UnderlayEvent, UnderlayStats};
 
 use host::{Host, HostDevice};
 pub use host_id::HostId;
@@ -56,25 +97,32 @@ use link::{Digest, Wire};
 use time::instant;
 
 use crate::port::MemPort;
-use crate::runtime::{Engine, EngineConfig};
+use crate::runtime::Engine;
+use site::{OverlayNet, Site};
 
 /// Smallest IP MTU (RFC 791: every host takes 68-byte datagrams).
 const MIN_MTU: u32 = 68;
 /// Largest IP MTU: an Ethernet frame of it fits a small pool slot.
 const MAX_MTU: u32 = 1800;
 
-/// A simulated multi-host network around a real engine in manual mode.
+/// A simulated multi-host network around a real engine in manual mode (or several,
+/// joined by a simulated underlay: see [`Rig::add_site`]).
 pub struct Rig {
     cfg: RigConfig,
-    engine: Engine,
     now: Duration,
     rng: ChaCha8Rng,
     hosts: Vec<Host>,
-    networks: Vec<(DomainId, String)>,
+    /// Every bridge domain made through the rig: site, domain, name.
+    networks: Vec<(usize, DomainId, String)>,
+    overlays: Vec<OverlayNet>,
+    underlay_offloads: bool,
     wakes: BTreeSet<Duration>,
     engine_idle: bool,
     digest: Digest,
     trace: Option<Vec<LinkEvent>>,
+    underlay_trace: Option<Vec<UnderlayEvent>>,
+    // Last: hosts' ports and VTEPs go before the engines do.
+    sites: Vec<Site>,
 }
 
 impl Rig {
@@ -107,22 +155,21 @@ impl Rig {
                 "port rings and host queues need room for at least one frame".into(),
             ));
         }
-        let engine = Engine::start(EngineConfig {
-            manual: true,
-            pool: cfg.pool,
-            ..Default::default()
-        })?;
+        let site = Site::start("site0", &cfg)?;
         Ok(Rig {
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             cfg,
-            engine,
             now: Duration::ZERO,
             hosts: Vec::new(),
             networks: Vec::new(),
+            overlays: Vec::new(),
+            underlay_offloads: false,
             wakes: BTreeSet::new(),
             engine_idle: true,
             digest: Digest::default(),
             trace: None,
+            underlay_trace: None,
+            sites: vec![site],
         })
     }
 
@@ -131,12 +178,12 @@ impl Rig {
         &self.cfg
     }
 
-    /// The engine, for its counters ([`Engine::stats`]) and control calls.
+    /// The engine (site 0's), for its counters ([`Engine::stats`]) and control calls.
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.sites[0].engine
     }
 
-    /// Create a network: one bridge domain of the engine.
+    /// Create a network: one bridge domain of the engine (site 0's).
     pub fn add_network(&mut self, name: &str) -> Result<DomainId, RigError> {
         self.add_network_with(name, DomainConfig::default())
     }
@@ -147,24 +194,41 @@ impl Rig {
         name: &str,
         cfg: DomainConfig,
     ) -> Result<DomainId, RigError> {
-        let d = self.engine.add_domain(cfg)?;
-        self.networks.push((d, name.to_string()));
+        let d = self.sites[0].engine.add_domain(cfg)?;
+        self.networks.push((0, d, name.to_string()));
         Ok(d)
     }
 
-    /// The name a network was created with.
+    /// The name a network of site 0 was created with.
     pub fn network_name(&self, net: DomainId) -> Option<&str> {
-        self.networks
-            .iter()
-            .find(|(d, _)| *d == net)
-            .map(|(_, n)| n.as_str())
+        self.site_network_name(SiteId(0), net)
     }
 
-    /// Add a host on `net` with address `cidr` and an optional default gateway. Its MAC
-    /// is `02:42` followed by the address (as tapnet assigns endpoint MACs), pinned in the
-    /// network as a static entry.
+    /// The name a network of site `s` was created with.
+    pub fn site_network_name(&self, s: SiteId, net: DomainId) -> Option<&str> {
+        self.networks
+            .iter()
+            .find(|(i, d, _)| *i == s.0 && *d == net)
+            .map(|(_, _, n)| n.as_str())
+    }
+
+    /// Add a host on `net` (of site 0) with address `cidr` and an optional default
+    /// gateway. Its MAC is `02:42` followed by the address (as tapnet assigns endpoint
+    /// MACs), pinned in the network as a static entry.
     pub fn add_host(
         &mut self,
+        name: &str,
+        net: DomainId,
+        cidr: Ipv4Cidr,
+        gateway: Option<Ipv4Address>,
+    ) -> Result<HostId, RigError> {
+        self.add_host_at(0, name, net, cidr, gateway)
+    }
+
+    /// Add a host on `net` of site `site` (see [`Rig::add_host`]).
+    fn add_host_at(
+        &mut self,
+        site: usize,
         name: &str,
         net: DomainId,
         cidr: Ipv4Cidr,
@@ -186,16 +250,17 @@ impl Rig {
                 return Err(RigError::Invalid("smoltcp's route table is full".into()));
             }
         }
+        let engine = &self.sites[site].engine;
         let (port, peer) = MemPort::pair(
             name,
-            self.engine.pool().clone(),
+            engine.pool().clone(),
             self.cfg.port_capacity,
             self.cfg.mtu,
             false,
         );
-        let port = self.engine.add_port(Box::new(port), net)?;
-        if let Err(e) = self.engine.add_static_mac(net, mac, port) {
-            let _ = self.engine.remove_port(port);
+        let port = engine.add_port(Box::new(port), net)?;
+        if let Err(e) = engine.add_static_mac(net, mac, port) {
+            let _ = engine.remove_port(port);
             return Err(e.into());
         }
         self.hosts.push(Host {
@@ -206,6 +271,7 @@ impl Rig {
                 mac,
                 net,
                 port,
+                site: SiteId(site),
             },
             iface,
             sockets: SocketSet::new(Vec::new()),
@@ -299,9 +365,11 @@ impl Rig {
         }
     }
 
-    /// Record every link event from now on (`true`), or stop and discard (`false`).
+    /// Record every link event, and every underlay event, from now on (`true`), or stop
+    /// and discard (`false`).
     pub fn set_trace(&mut self, on: bool) {
         self.trace = on.then(Vec::new);
+        self.underlay_trace = on.then(Vec::new);
     }
 
     /// Link events recorded since [`Rig::set_trace`]`(true)`.
@@ -309,9 +377,16 @@ impl Rig {
         self.trace.as_deref().unwrap_or(&[])
     }
 
+    /// Underlay events (datagrams between sites) recorded since
+    /// [`Rig::set_trace`]`(true)`.
+    pub fn underlay_trace(&self) -> &[UnderlayEvent] {
+        self.underlay_trace.as_deref().unwrap_or(&[])
+    }
+
     /// A hash of every link event so far: time, host, direction, length, fate and the
-    /// first 64 bytes of the frame. Equal digests mean (with overwhelming probability)
-    /// identical runs.
+    /// first 64 bytes of the frame, and of every underlay event likewise (site, VTEP,
+    /// direction, length, fate, first 64 bytes of the datagram). Equal digests mean (with
+    /// overwhelming probability) identical runs.
     pub fn digest(&self) -> u64 {
         self.digest.value()
     }

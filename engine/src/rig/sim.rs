@@ -1,4 +1,5 @@
-//! The simulated clock and the movement of frames: hosts ↔ links ↔ engine.
+//! The simulated clock and the movement of frames: hosts ↔ links ↔ engines, and
+//! between engines, VTEP ↔ underlay links ↔ VTEP.
 
 use std::time::Duration;
 
@@ -7,7 +8,10 @@ use smoltcp::iface::PollResult;
 use super::host::Host;
 use super::host_id::HostId;
 use super::link::{Digest, Direction, Fate, LinkEvent};
+use super::site::{Site, route};
+use super::site_id::SiteId;
 use super::time::{duration, instant};
+use super::underlay::{Datagram, UnderlayEvent};
 use super::{Rig, RigError};
 
 /// Most `Interface::poll` calls per host per step (each sends at most one segment per
@@ -17,12 +21,27 @@ const POLL_BUDGET: usize = 512;
 const ENGINE_BUDGET: usize = 64;
 /// Bytes of each frame folded into the digest.
 const DIGEST_HEAD: usize = 64;
+/// Most rounds of engines ↔ underlay per step: datagrams due at once (on a link
+/// without delay) reach the next engine in the same step, a reply the step after.
+const UNDERLAY_ROUNDS: usize = 4;
+/// Folded into the digest before each underlay event, so it cannot read as a link event.
+const UNDERLAY_TAG: u64 = 0x756e_6465_726c_6179;
 
 /// Where link events go: the digest always, the trace when it is on.
 struct Recorder<'a> {
     digest: &'a mut Digest,
     trace: &'a mut Option<Vec<LinkEvent>>,
+    underlay_trace: &'a mut Option<Vec<UnderlayEvent>>,
     now: Duration,
+}
+
+fn fate_code(fate: Fate) -> u64 {
+    match fate {
+        Fate::Queued { due } => due.as_nanos() as u64,
+        Fate::Lost => u64::MAX,
+        Fate::Cut => u64::MAX - 1,
+        Fate::Overflow => u64::MAX - 2,
+    }
 }
 
 impl Recorder<'_> {
@@ -40,17 +59,48 @@ impl Recorder<'_> {
         d.u64(host as u64);
         d.u64(dir as u64);
         d.u64(len as u64);
-        d.u64(match fate {
-            Fate::Queued { due } => due.as_nanos() as u64,
-            Fate::Lost => u64::MAX,
-            Fate::Cut => u64::MAX - 1,
-            Fate::Overflow => u64::MAX - 2,
-        });
+        d.u64(fate_code(fate));
         // Headers carry the addresses, sequence numbers and checksums: enough to tell
         // runs apart without hashing every payload byte.
         d.bytes(&head[..head.len().min(DIGEST_HEAD)]);
         if let Some(t) = self.trace {
             t.push(ev);
+        }
+    }
+
+    /// Fold an underlay event, and the head of its datagram, into the digest and the
+    /// underlay trace.
+    fn record_underlay(&mut self, site: usize, dir: Direction, dg: &Datagram, fate: Fate) {
+        self.record_sent(site, dir, dg.to, &Head::of(&dg.bytes), fate);
+    }
+
+    /// As [`Recorder::record_underlay`], from the head of a datagram that has moved on.
+    fn record_sent(
+        &mut self,
+        site: usize,
+        dir: Direction,
+        to: std::net::SocketAddrV4,
+        head: &Head,
+        fate: Fate,
+    ) {
+        let d = &mut *self.digest;
+        d.u64(UNDERLAY_TAG);
+        d.u64(self.now.as_nanos() as u64);
+        d.u64(site as u64);
+        d.u64(dir as u64);
+        d.u64((u64::from(u32::from(*to.ip())) << 16) | u64::from(to.port()));
+        d.u64(head.len as u64);
+        d.u64(fate_code(fate));
+        d.bytes(head.bytes());
+        if let Some(t) = self.underlay_trace {
+            t.push(UnderlayEvent {
+                at: self.now,
+                site: SiteId(site),
+                dir,
+                to: *to.ip(),
+                len: head.len,
+                fate,
+            });
         }
     }
 }
@@ -113,6 +163,9 @@ impl Rig {
             earliest(h.up.next_due());
             earliest(h.down.next_due());
         }
+        for s in &self.sites {
+            earliest(s.up.next_due());
+        }
         next
     }
 
@@ -122,14 +175,20 @@ impl Rig {
         let at = instant(now);
         let Rig {
             cfg,
-            engine,
+            sites,
             rng,
             hosts,
             digest,
             trace,
+            underlay_trace,
             ..
         } = self;
-        let mut rec = Recorder { digest, trace, now };
+        let mut rec = Recorder {
+            digest,
+            trace,
+            underlay_trace,
+            now,
+        };
         let queue = cfg.host_queue;
         for (i, h) in hosts.iter_mut().enumerate() {
             deliver_down(i, h, queue, &mut rec);
@@ -167,13 +226,22 @@ impl Rig {
                 h.dev.recycle(frame);
             }
         }
-        let mut idle = false;
-        for _ in 0..ENGINE_BUDGET {
-            if engine.step(now) == 0 {
-                idle = true;
+        let mut sent = Vec::new();
+        for _ in 0..UNDERLAY_ROUNDS {
+            for s in sites.iter_mut() {
+                s.idle = false;
+                for _ in 0..ENGINE_BUDGET {
+                    if s.engine.step(now) == 0 {
+                        s.idle = true;
+                        break;
+                    }
+                }
+            }
+            if !underlay_send(sites, &mut sent, cfg.port_capacity, rng, &mut rec) {
                 break;
             }
         }
+        let idle = sites.iter().all(|s| s.idle && !s.inbox_pending());
         for (i, h) in hosts.iter_mut().enumerate() {
             let mut frame = h.dev.buffer();
             while h.peer.recv(&mut frame) {
@@ -187,6 +255,67 @@ impl Rig {
         }
         self.engine_idle = idle;
     }
+}
+
+/// Put what every site's VTEP sent on its underlay link, then hand the datagrams due
+/// to their destinations' inboxes; returns whether any was handed over (the engines then
+/// have work).
+fn underlay_send(
+    sites: &mut [Site],
+    sent: &mut Vec<Datagram>,
+    inbox: usize,
+    rng: &mut rand_chacha::ChaCha8Rng,
+    rec: &mut Recorder<'_>,
+) -> bool {
+    let now = rec.now;
+    for (i, s) in sites.iter_mut().enumerate() {
+        let Some(v) = &s.vtep else { continue };
+        v.mem.take_sent(sent);
+        for dg in sent.drain(..) {
+            let (to, head) = (dg.to, Head::of(&dg.bytes));
+            let (fate, _) = s.up.offer(dg, now, &s.faults, s.cut, rng);
+            rec.record_sent(i, Direction::Up, to, &head, fate);
+        }
+    }
+    let mut handed = false;
+    for i in 0..sites.len() {
+        while let Some(dg) = sites[i].up.pop_due(now) {
+            if sites[i].cut {
+                sites[i].up.stats.cut += 1;
+                rec.record_underlay(i, Direction::Up, &dg, Fate::Cut);
+                continue;
+            }
+            let Some(j) = route(sites, dg.to) else {
+                sites[i].unroutable += 1;
+                rec.record_underlay(i, Direction::Up, &dg, Fate::Lost);
+                continue;
+            };
+            sites[i].up.stats.delivered += 1;
+            sites[i].up.stats.delivered_bytes += dg.bytes.len() as u64;
+            let dst = &mut sites[j];
+            dst.down.offered += 1;
+            if dst.cut {
+                dst.down.cut += 1;
+                rec.record_underlay(j, Direction::Down, &dg, Fate::Cut);
+                continue;
+            }
+            let Some(v) = &dst.vtep else { continue };
+            let len = dg.bytes.len();
+            match v.mem.deliver(dg.from, dg.bytes, inbox) {
+                Ok(()) => {
+                    dst.down.delivered += 1;
+                    dst.down.delivered_bytes += len as u64;
+                    handed = true;
+                }
+                Err(bytes) => {
+                    dst.down.overflow += 1;
+                    let dg = Datagram { bytes, ..dg };
+                    rec.record_underlay(j, Direction::Down, &dg, Fate::Overflow);
+                }
+            }
+        }
+    }
+    handed
 }
 
 /// The first bytes of a frame and its length, kept for the recorder after the frame
