@@ -824,6 +824,26 @@ fn two_engines_carry_tcp_and_keep_vnis_and_strangers_apart() {
 
 #[test]
 #[ignore = "needs root"]
+fn inner_mtu_follows_the_underlay_interface_in_the_sockets_namespace() {
+    let ul = underlay("m", 4);
+    sh(&[
+        "ip",
+        "-n",
+        ul.u1.name(),
+        "link",
+        "set",
+        "ul0",
+        "mtu",
+        "9000",
+    ]);
+    let engine = engine();
+    let overlay = vtep(&engine, &ul.u1, ul.a1);
+    assert_eq!(overlay.mtu(), 9000 - 50, "measured elsewhere than in U1");
+    engine.shutdown();
+}
+
+#[test]
+#[ignore = "needs root"]
 fn a_sandbox_at_1500_bytes_loses_what_does_not_fit_the_inner_mtu() {
     // What the inner MTU of 1450 on the sandboxes avoids: S1 at 1500 against the
     // kernel's VTEP. TCP is segmented to the inner MTU (its MSS is the smaller side's
