@@ -52,6 +52,7 @@ pub use shared::{OverlayCounters, OverlayStats};
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 
 use tapnet_switch::{DomainId, MacAddr, PortId};
@@ -211,7 +212,7 @@ impl Overlay {
         }
         let mtu = cfg
             .mtu
-            .unwrap_or_else(|| underlay_mtu(*local.ip()).saturating_sub(OVERHEAD));
+            .unwrap_or_else(|| underlay_mtu(*local.ip(), rx.raw_fd()).saturating_sub(OVERHEAD));
         let tables = Arc::new(Published::new(Tables::default()));
         let counters = Arc::new(OverlayCounters::default());
         let gro = rx.gro();
@@ -404,14 +405,81 @@ impl std::fmt::Debug for Overlay {
 }
 
 /// The MTU of the interface holding `ip` (1500 when none does, or for the wildcard).
-fn underlay_mtu(ip: Ipv4Addr) -> u32 {
+///
+/// Asked through `fd`, the underlay socket, when there is one: the kernel answers those
+/// requests for the socket's network namespace, which need not be the calling thread's
+/// ([`Overlay::with_sockets`] takes sockets bound inside another namespace). Without a
+/// socket (an in-memory underlay), the calling thread's interfaces.
+fn underlay_mtu(ip: Ipv4Addr, fd: Option<RawFd>) -> u32 {
     const DEFAULT: u32 = 1500;
     if ip.is_unspecified() {
         return DEFAULT;
     }
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        return DEFAULT;
+    match fd {
+        Some(fd) => socket_if_mtu(fd, ip),
+        None => thread_if_mtu(ip),
+    }
+    .unwrap_or(DEFAULT)
+}
+
+/// The MTU of the interface holding `ip` in the network namespace of socket `fd`
+/// (`SIOCGIFCONF` for the interface, `SIOCGIFMTU` for its MTU; netdevice(7)).
+fn socket_if_mtu(fd: RawFd, ip: Ipv4Addr) -> Option<u32> {
+    const SIZE: usize = std::mem::size_of::<libc::ifreq>();
+    let zeroed = || {
+        // SAFETY: `ifreq` is plain C data (a name, and a union of integers, addresses
+        // and a pointer), for which all-zero bytes are a valid value.
+        unsafe { std::mem::zeroed::<libc::ifreq>() }
     };
+    let mut cap = 64;
+    loop {
+        let mut reqs: Vec<libc::ifreq> = (0..cap).map(|_| zeroed()).collect();
+        let mut conf = libc::ifconf {
+            ifc_len: libc::c_int::try_from(cap * SIZE).ok()?,
+            ifc_ifcu: libc::__c_anonymous_ifc_ifcu {
+                ifcu_req: reqs.as_mut_ptr(),
+            },
+        };
+        // SAFETY: SIOCGIFCONF writes at most `ifc_len` bytes of `ifreq`s to `ifcu_req`,
+        // which points at `cap` of them alive for the call, and sets `ifc_len` to the
+        // bytes written.
+        if unsafe { libc::ioctl(fd, libc::SIOCGIFCONF as _, &mut conf) } < 0 {
+            return None;
+        }
+        let n = usize::try_from(conf.ifc_len).ok()? / SIZE;
+        if n >= cap && cap < 4096 {
+            // Perhaps more than fitted: ask again with more room.
+            cap *= 4;
+            continue;
+        }
+        for r in &reqs[..n.min(cap)] {
+            // SAFETY: SIOCGIFCONF fills the address of every entry it returns.
+            let sa = unsafe { r.ifr_ifru.ifru_addr };
+            if i32::from(sa.sa_family) != libc::AF_INET {
+                continue;
+            }
+            // `sockaddr_in`: the port in `sa_data[0..2]`, the address in `[2..6]`.
+            let b = |i: usize| sa.sa_data[i].to_ne_bytes()[0];
+            if Ipv4Addr::new(b(2), b(3), b(4), b(5)) != ip {
+                continue;
+            }
+            let mut q = zeroed();
+            q.ifr_name = r.ifr_name;
+            // SAFETY: SIOCGIFMTU reads the name (NUL-terminated: the kernel wrote it)
+            // of this `ifreq`, alive for the call, and writes its `ifru_mtu`.
+            if unsafe { libc::ioctl(fd, libc::SIOCGIFMTU as _, &mut q) } < 0 {
+                return None;
+            }
+            // SAFETY: SIOCGIFMTU succeeded, so `ifru_mtu` holds the MTU.
+            return u32::try_from(unsafe { q.ifr_ifru.ifru_mtu }).ok();
+        }
+        return None;
+    }
+}
+
+/// The MTU of the interface holding `ip` among the calling thread's.
+fn thread_if_mtu(ip: Ipv4Addr) -> Option<u32> {
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
     for a in addrs {
         let Some(sin) = a.address.as_ref().and_then(|s| s.as_sockaddr_in()) else {
             continue;
@@ -420,11 +488,10 @@ fn underlay_mtu(ip: Ipv4Addr) -> u32 {
             let path = format!("/sys/class/net/{}/mtu", a.interface_name);
             return std::fs::read_to_string(path)
                 .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .unwrap_or(DEFAULT);
+                .and_then(|s| s.trim().parse().ok());
         }
     }
-    DEFAULT
+    None
 }
 
 #[cfg(test)]

@@ -22,7 +22,8 @@ tapnet_switch::counters! {
         rx_truncated,
         /// Reads that failed.
         rx_errors,
-        /// Datagrams or frames dropped because the pool was empty.
+        /// The pool was empty: a read put off (its datagrams wait in the socket), or a
+        /// frame of a GRO read or a proxy-ARP reply dropped.
         rx_no_buffer,
         /// Datagram shorter than a VXLAN header.
         drop_short,

@@ -286,3 +286,22 @@ fn a_removed_peer_takes_its_entries_and_the_vni_can_go() {
     shutdown(a);
     shutdown(b);
 }
+
+#[test]
+fn the_underlay_mtu_is_asked_of_the_sockets_namespace() {
+    use std::os::fd::AsRawFd;
+    let s = UdpSocket::bind(SocketAddrV4::new(VTEP_A, 0)).unwrap();
+    let lo: u32 = std::fs::read_to_string("/sys/class/net/lo/mtu")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(socket_if_mtu(s.as_raw_fd(), VTEP_A), Some(lo));
+    let nowhere = Ipv4Addr::new(192, 0, 2, 77);
+    assert_eq!(socket_if_mtu(s.as_raw_fd(), nowhere), None);
+    assert_eq!(underlay_mtu(nowhere, Some(s.as_raw_fd())), 1500);
+    assert_eq!(
+        underlay_mtu(Ipv4Addr::UNSPECIFIED, Some(s.as_raw_fd())),
+        1500
+    );
+}
