@@ -216,21 +216,44 @@ impl UnderlayRx {
             }
             k = end;
         }
-        // The first frame stays in the slot; every other leaves in a slot of its own,
-        // after it (the order the datagrams came in).
-        let (port, f) = &frames[0];
-        let m = pool.get_mut(&mut h).meta;
-        m.head = f.range.start as u32;
-        m.len = f.range.len() as u32;
-        m.vnet = f.vnet;
-        m.in_port = *port;
-        ctr.rx_packets.inc();
-        ctr.rx_bytes.add(f.range.len() as u64);
-        let at = out.len();
-        out.push(h);
-        for (port, f) in &frames[1..] {
+        // A large slot whose first frame is MTU-sized (datagrams the sender's kernel
+        // did not batch, or nothing to merge) is not handed on: its frames are copied
+        // to small slots and it is kept for the next read, so that a stream of single
+        // datagrams does not hold one of the pool's few large slots each.
+        if frames.is_empty() {
+            // Not reached: every range given to the merge lies in the slot.
+            self.out_frames = frames;
+            pool.free(h);
+            return;
+        }
+        let recycle = h.class() == SizeClass::Large
+            && frames[0].1.range.len() <= pool.frame_capacity(SizeClass::Small);
+        // Otherwise the first frame stays in the slot; every other leaves in a slot of
+        // its own, after it (the order the datagrams came in).
+        let mut kept = None;
+        let (first, at) = if recycle {
+            kept = Some(h);
+            (0, None)
+        } else {
+            let (port, f) = &frames[0];
+            let m = pool.get_mut(&mut h).meta;
+            m.head = f.range.start as u32;
+            m.len = f.range.len() as u32;
+            m.vnet = f.vnet;
+            m.in_port = *port;
+            ctr.rx_packets.inc();
+            ctr.rx_bytes.add(f.range.len() as u64);
+            out.push(h);
+            (1, Some(out.len() - 1))
+        };
+        for (port, f) in &frames[first..] {
             let copy = {
-                let slot = &pool.get_mut(&mut out[at]).slot;
+                let src = match (&mut kept, at) {
+                    (Some(k), _) => k,
+                    (None, Some(i)) => &mut out[i],
+                    (None, None) => unreachable!("a slot is kept or handed on"),
+                };
+                let slot = &pool.get_mut(src).slot;
                 pool.alloc_copy(&slot[f.range.clone()])
             };
             match copy {
@@ -247,6 +270,9 @@ impl UnderlayRx {
         }
         c.rx_frames.add(frames.len() as u64);
         self.out_frames = frames;
+        if let Some(k) = kept {
+            self.slots.push(k);
+        }
     }
 }
 
