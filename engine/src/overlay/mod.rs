@@ -392,6 +392,24 @@ impl Overlay {
     pub fn underlay_port(&self) -> PortId {
         self.underlay_port
     }
+
+    /// Take the VTEP out of `engine`: every network's overlay port (and with it the
+    /// switch's entries for remote endpoints), then the underlay port. The sockets close
+    /// when the last port half holding them goes; every pool slot the ports held is
+    /// given back. Returns the first error; the rest is removed all the same.
+    pub fn close(self, engine: &Engine) -> Result<(), OverlayError> {
+        let served: Vec<Served> = self.lock().drain().map(|(_, s)| s).collect();
+        let mut first = None;
+        for s in served {
+            if let Err(e) = engine.remove_port(s.port) {
+                first.get_or_insert(e);
+            }
+        }
+        if let Err(e) = engine.remove_port(self.underlay_port) {
+            first.get_or_insert(e);
+        }
+        first.map_or(Ok(()), |e| Err(e.into()))
+    }
 }
 
 impl std::fmt::Debug for Overlay {

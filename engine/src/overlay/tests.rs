@@ -305,3 +305,34 @@ fn the_underlay_mtu_is_asked_of_the_sockets_namespace() {
         1500
     );
 }
+
+#[test]
+fn a_closed_vtep_gives_back_its_ports_slots_and_socket() {
+    let (mut a, b) = pair(true);
+    assert!(a.peer.send(&frame(MAC_B, MAC_A, 1, 1000)));
+    let addr = b.overlay.local_addr();
+    let small = b.engine.config().pool.small_slots as usize;
+    let large = b.engine.config().pool.large_slots as usize;
+    let Side {
+        engine, overlay, ..
+    } = b;
+    wait_for("the frame crossed", || overlay.stats().rx_frames == 1);
+    let ports_before = engine.stats().ports.len();
+    overlay.close(&engine).unwrap();
+    let st = engine.stats();
+    assert_eq!(
+        st.ports.len(),
+        ports_before - 2,
+        "overlay and underlay ports gone"
+    );
+    // The sandbox's port still holds the frame it was sent; nothing else is held.
+    wait_for("slots given back", || {
+        let f = engine.stats().pool_free;
+        f.large == large && f.small >= small - 1
+    });
+    // The socket is closed: its address can be bound again.
+    UdpSocket::bind(addr).expect("the underlay address is free again");
+    engine.shutdown();
+    let _ = a.peer.recv(&mut Vec::new());
+    shutdown(a);
+}
