@@ -11,8 +11,8 @@ use anyhow::Result;
 use crate::counters::Snapshot;
 use crate::opts::Opts;
 use crate::overlay_topo::{
-    INNER_MTU, KernelVxlan, Placement, TapnetOverlay, engine_drops, overlay_delta, overlay_drops,
-    overlay_drops_note, per_64k,
+    INNER_MTU, KernelVxlan, Placement, TapnetOverlay, engine_drops, overlay_delta,
+    overlay_drops_note, per_64k, with_engine_details,
 };
 use crate::proc::ensure_iperf3;
 use crate::report::{Better, Measurement, Reporter};
@@ -118,13 +118,6 @@ pub(crate) fn run(opts: &Opts, rep: &mut Reporter) -> Result<()> {
         .detail("rx_syscalls_per_64k", sys::round(rx, 3))
         .detail("ack_tx_syscalls_per_64k", sys::round(ack_tx, 3))
         .detail("ack_rx_syscalls_per_64k", sys::round(ack_rx, 3))
-        .detail("overlay_e1", &o1)
-        .detail("overlay_e2", &o2)
-        .detail("overlay_drops", [overlay_drops(&o1), overlay_drops(&o2)])
-        .detail("stages_e1", d1.stages())
-        .detail("stages_e2", d2.stages())
-        .detail("drops_e1", d1.drops())
-        .detail("drops_e2", d2.drops())
         .detail("superframes_segmented_e1", d1.segmented())
         .detail("avg_rx_frame_bytes_e1", sys::round(d1.avg_rx_frame(), 0))
         .detail("tap_offloads", tapnet.offloads())
@@ -136,7 +129,7 @@ pub(crate) fn run(opts: &Opts, rep: &mut Reporter) -> Result<()> {
         .detail("kernel_baseline", "vxlan + veth in a Linux bridge per host")
         .detail("iperf3", &iperf_version)
         .detail("seconds", secs);
-        rep.push(m);
+        rep.push(with_engine_details(m, (&o1, &o2), (&d1, &d2)));
     }
     Ok(())
 }

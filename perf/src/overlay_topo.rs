@@ -18,7 +18,7 @@
 //! when the datapath drops.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -26,13 +26,17 @@ use anyhow::{Context, Result, bail};
 use tapnet_engine::overlay::{Entry, Overlay, OverlayConfig, OverlayStats, VXLAN_PORT, Vni};
 use tapnet_engine::sys::netlink::Netlink;
 use tapnet_engine::sys::netns::{NetNs, NetNsGuard};
-use tapnet_engine::sys::tap::{Offloads, Tap, TapConfig};
-use tapnet_engine::{DomainConfig, Engine, EngineConfig, MacAddr, TapPort};
+use tapnet_engine::sys::tap::Offloads;
+use tapnet_engine::{DomainConfig, Engine, EngineConfig, MacAddr};
 
+use crate::counters::Delta;
 use crate::opts::Opts;
 use crate::proc::{find_program, spawn_in};
+use crate::report::Measurement;
 use crate::sys::{self, Ticks};
-use crate::topo::{ADDR_A, ADDR_B, Datapath, TAP_TXQUEUELEN, create_ns};
+use crate::topo::{
+    ADDR_A, ADDR_B, Datapath, configure_with, create_ns, offloads_text, sandbox_tap,
+};
 
 /// The overlay network's VNI.
 pub(crate) const VNI: u32 = 42;
@@ -54,26 +58,6 @@ pub(crate) fn vni() -> Result<Vni> {
     Vni::new(VNI).context("VNI out of range")
 }
 
-/// MAC, MTU, optional queue length and address, then up: one interface in `ns`.
-pub(crate) fn configure(
-    ns: &NetNs,
-    ifname: &str,
-    (addr, prefix): (Ipv4Addr, u8),
-    mtu: u32,
-    txqueuelen: Option<u32>,
-) -> Result<()> {
-    let mut nl = Netlink::open_in(ns)?;
-    let i = nl.link_index(ifname)?;
-    nl.set_mac(i, MacAddr::from_ipv4(addr).0)?;
-    nl.set_mtu(i, mtu)?;
-    if let Some(q) = txqueuelen {
-        nl.set_txqueuelen(i, q)?;
-    }
-    nl.add_address(i, IpAddr::V4(addr), prefix)?;
-    nl.set_up(i)?;
-    Ok(())
-}
-
 /// U1 and U2 joined by a veth pair (`ul1` in U1, `ul2` in U2), addressed and up.
 fn underlay(tag: &str) -> Result<(NetNsGuard, NetNsGuard)> {
     let u1 = create_ns(&format!("{tag}u1"))?;
@@ -82,8 +66,8 @@ fn underlay(tag: &str) -> Result<(NetNsGuard, NetNsGuard)> {
     nl.add_veth("ul1", "ul2")?;
     let peer = nl.link_index("ul2")?;
     nl.move_to_netns(peer, u2.fd())?;
-    configure(&u1, "ul1", (VTEP_1, UNDERLAY_PREFIX), UNDERLAY_MTU, None)?;
-    configure(&u2, "ul2", (VTEP_2, UNDERLAY_PREFIX), UNDERLAY_MTU, None)?;
+    configure_with(&u1, "ul1", (VTEP_1, UNDERLAY_PREFIX), UNDERLAY_MTU, None)?;
+    configure_with(&u2, "ul2", (VTEP_2, UNDERLAY_PREFIX), UNDERLAY_MTU, None)?;
     Ok((u1, u2))
 }
 
@@ -147,7 +131,7 @@ impl KernelVxlan {
             for i in [vx, port_i, br] {
                 nl.set_up(i)?;
             }
-            configure(sandbox, "eth0", (addr, SANDBOX_PREFIX), INNER_MTU, None)?;
+            configure_with(sandbox, "eth0", (addr, SANDBOX_PREFIX), INNER_MTU, None)?;
             let peer_mac = mac_text(MacAddr::from_ipv4(peer_addr));
             for mac in ["00:00:00:00:00:00", &peer_mac] {
                 #[rustfmt::skip]
@@ -265,21 +249,7 @@ impl Host {
         let engine = Engine::start(cfg)?;
         let workers = wait_new_workers(&workers_before, n_workers);
         let dom = engine.add_domain(DomainConfig::default())?;
-        let tcfg = TapConfig {
-            name: "eth0".into(),
-            ..TapConfig::default()
-        };
-        let tap = sandbox.run(|| Tap::create(&tcfg))??;
-        let offloads = tap.offloads();
-        configure(
-            sandbox,
-            "eth0",
-            (addr, SANDBOX_PREFIX),
-            INNER_MTU,
-            Some(TAP_TXQUEUELEN),
-        )?;
-        let port = engine.add_port(Box::new(TapPort::new(tap, INNER_MTU)), dom)?;
-        engine.add_static_mac(dom, MacAddr::from_ipv4(addr), port)?;
+        let offloads = sandbox_tap(&engine, dom, sandbox, (addr, SANDBOX_PREFIX), INNER_MTU)?;
         let at = SocketAddrV4::new(local, VXLAN_PORT);
         let (rx, tx) = underlay.run(|| -> std::io::Result<_> {
             let rx = UdpSocket::bind(at)?;
@@ -362,17 +332,7 @@ impl TapnetOverlay {
 
     /// The offloads the kernel accepted on the TAPs, as `csum,tso4,tso6`.
     pub(crate) fn offloads(&self) -> String {
-        let o = self.offloads;
-        let names: Vec<&str> = [(o.csum, "csum"), (o.tso4, "tso4"), (o.tso6, "tso6")]
-            .iter()
-            .filter(|(on, _)| *on)
-            .map(|(_, n)| *n)
-            .collect();
-        if names.is_empty() {
-            "none".into()
-        } else {
-            names.join(",")
-        }
+        offloads_text(self.offloads)
     }
 
     /// Whether the VTEPs send with UDP GSO and read with UDP GRO (engine 1's).
@@ -508,6 +468,21 @@ pub(crate) fn engine_drops(e1: &str, e2: &str) -> String {
         .map(|(e, s)| format!("{e} {s}"))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// `m` with both engines' VTEP counters, drop counters and stage counters over the run.
+pub(crate) fn with_engine_details(
+    m: Measurement,
+    (o1, o2): (&BTreeMap<String, u64>, &BTreeMap<String, u64>),
+    (d1, d2): (&Delta, &Delta),
+) -> Measurement {
+    m.detail("overlay_e1", o1)
+        .detail("overlay_e2", o2)
+        .detail("overlay_drops", [overlay_drops(o1), overlay_drops(o2)])
+        .detail("stages_e1", d1.stages())
+        .detail("stages_e2", d2.stages())
+        .detail("drops_e1", d1.drops())
+        .detail("drops_e2", d2.drops())
 }
 
 /// Syscalls per 64 KiB of bytes (0 when no bytes moved).

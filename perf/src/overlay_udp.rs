@@ -10,12 +10,12 @@ use anyhow::Result;
 use crate::counters::Snapshot;
 use crate::opts::Opts;
 use crate::overlay_topo::{
-    KernelVxlan, Placement, TapnetOverlay, engine_drops, overlay_delta, overlay_drops,
-    overlay_drops_note,
+    KernelVxlan, Placement, TapnetOverlay, engine_drops, overlay_delta, overlay_drops_note,
+    with_engine_details,
 };
 use crate::report::{Better, Measurement, Reporter};
 use crate::sys::{self, cpu_percent};
-use crate::tap_udp::measure;
+use crate::tap_udp::{measure, with_loss};
 
 const SCENARIO: &str = "overlay-udp64";
 
@@ -87,47 +87,14 @@ pub(crate) fn run(opts: &Opts, rep: &mut Reporter) -> Result<()> {
         .note(kdesc.clone())
         .note(engine_drops(&d1.drops_note(), &d2.drops_note()))
         .note(overlay_drops_note(&o1, &o2));
-        if t.kernel.a_tx_dropped + t.kernel.b_rx_dropped + t.kernel.b_udp_rcvbuf_errors > 0 {
-            m = m.note(format!(
-                "kernel drops: TAP A tx {}, TAP B rx {}, B socket {}",
-                t.kernel.a_tx_dropped, t.kernel.b_rx_dropped, t.kernel.b_udp_rcvbuf_errors
-            ));
-        }
-        if offered.is_some() {
-            m = m.target("loss < 1%", t.loss_pct() < 1.0);
-        }
-        m = m
-            .detail("tapnet_sent_kpps", sys::round(t.sent_pps() / 1e3, 1))
-            .detail("tapnet_loss_pct", sys::round(t.loss_pct(), 3))
-            .detail("baseline_sent_kpps", sys::round(k.sent_pps() / 1e3, 1))
-            .detail("baseline_loss_pct", sys::round(k.loss_pct(), 3))
-            .detail("offered_kpps", offered.map(|r| sys::round(r / 1e3, 1)))
-            .detail(
-                "tapnet_kernel_drops",
-                serde_json::json!({"tap_a_tx_dropped": t.kernel.a_tx_dropped,
-                    "tap_b_rx_dropped": t.kernel.b_rx_dropped,
-                    "b_udp_rcvbuf_errors": t.kernel.b_udp_rcvbuf_errors}),
-            )
-            .detail(
-                "baseline_kernel_drops",
-                serde_json::json!({"veth_a_tx_dropped": k.kernel.a_tx_dropped,
-                    "veth_b_rx_dropped": k.kernel.b_rx_dropped,
-                    "b_udp_rcvbuf_errors": k.kernel.b_udp_rcvbuf_errors}),
-            )
+        m = with_loss(m, &t, &k, offered)
             .detail("worker_cpu_pct", &cpu)
-            .detail("overlay_e1", &o1)
-            .detail("overlay_e2", &o2)
-            .detail("overlay_drops", [overlay_drops(&o1), overlay_drops(&o2)])
-            .detail("stages_e1", d1.stages())
-            .detail("stages_e2", d2.stages())
-            .detail("drops_e1", d1.drops())
-            .detail("drops_e2", d2.drops())
             .detail("udp_offloads", tapnet.udp_offloads())
             .detail("mapping", opts.mapping.clone())
             .detail("engine_cpus", [&place.engine1.cpus, &place.engine2.cpus])
             .detail("app_cpus", &cpus)
             .detail("seconds", sys::round(t.elapsed.as_secs_f64(), 3));
-        rep.push(m);
+        rep.push(with_engine_details(m, (&o1, &o2), (&d1, &d2)));
     }
     Ok(())
 }

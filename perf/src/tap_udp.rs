@@ -310,33 +310,7 @@ pub(crate) fn run(opts: &Opts, rep: &mut Reporter) -> Result<()> {
         ))
         .note(kdesc.clone())
         .note(d.drops_note());
-        if t.kernel.a_tx_dropped + t.kernel.b_rx_dropped + t.kernel.b_udp_rcvbuf_errors > 0 {
-            m = m.note(format!(
-                "kernel drops: TAP A tx {}, TAP B rx {}, B socket {}",
-                t.kernel.a_tx_dropped, t.kernel.b_rx_dropped, t.kernel.b_udp_rcvbuf_errors
-            ));
-        }
-        if offered.is_some() {
-            m = m.target("loss < 1%", t.loss_pct() < 1.0);
-        }
-        m = m
-            .detail("tapnet_sent_kpps", sys::round(t.sent_pps() / 1e3, 1))
-            .detail("tapnet_loss_pct", sys::round(t.loss_pct(), 3))
-            .detail("baseline_sent_kpps", sys::round(k.sent_pps() / 1e3, 1))
-            .detail("baseline_loss_pct", sys::round(k.loss_pct(), 3))
-            .detail("offered_kpps", offered.map(|r| sys::round(r / 1e3, 1)))
-            .detail(
-                "tapnet_kernel_drops",
-                serde_json::json!({"tap_a_tx_dropped": t.kernel.a_tx_dropped,
-                    "tap_b_rx_dropped": t.kernel.b_rx_dropped,
-                    "b_udp_rcvbuf_errors": t.kernel.b_udp_rcvbuf_errors}),
-            )
-            .detail(
-                "baseline_kernel_drops",
-                serde_json::json!({"veth_a_tx_dropped": k.kernel.a_tx_dropped,
-                    "veth_b_rx_dropped": k.kernel.b_rx_dropped,
-                    "b_udp_rcvbuf_errors": k.kernel.b_udp_rcvbuf_errors}),
-            )
+        m = with_loss(m, &t, &k, offered)
             .detail("worker_cpu_pct", &cpu)
             .detail("stages", d.stages())
             .detail("drops", d.drops())
@@ -346,4 +320,35 @@ pub(crate) fn run(opts: &Opts, rep: &mut Reporter) -> Result<()> {
         rep.push(m);
     }
     Ok(())
+}
+
+/// `m` with what tapnet lost and the kernel baseline lost: rates, loss, the kernel's
+/// drop counters on both paths, and the < 1 % target when the rate was offered.
+pub(crate) fn with_loss(mut m: Measurement, t: &Udp, k: &Udp, offered: Option<f64>) -> Measurement {
+    if t.kernel.a_tx_dropped + t.kernel.b_rx_dropped + t.kernel.b_udp_rcvbuf_errors > 0 {
+        m = m.note(format!(
+            "kernel drops: TAP A tx {}, TAP B rx {}, B socket {}",
+            t.kernel.a_tx_dropped, t.kernel.b_rx_dropped, t.kernel.b_udp_rcvbuf_errors
+        ));
+    }
+    if offered.is_some() {
+        m = m.target("loss < 1%", t.loss_pct() < 1.0);
+    }
+    m.detail("tapnet_sent_kpps", sys::round(t.sent_pps() / 1e3, 1))
+        .detail("tapnet_loss_pct", sys::round(t.loss_pct(), 3))
+        .detail("baseline_sent_kpps", sys::round(k.sent_pps() / 1e3, 1))
+        .detail("baseline_loss_pct", sys::round(k.loss_pct(), 3))
+        .detail("offered_kpps", offered.map(|r| sys::round(r / 1e3, 1)))
+        .detail(
+            "tapnet_kernel_drops",
+            serde_json::json!({"tap_a_tx_dropped": t.kernel.a_tx_dropped,
+                "tap_b_rx_dropped": t.kernel.b_rx_dropped,
+                "b_udp_rcvbuf_errors": t.kernel.b_udp_rcvbuf_errors}),
+        )
+        .detail(
+            "baseline_kernel_drops",
+            serde_json::json!({"veth_a_tx_dropped": k.kernel.a_tx_dropped,
+                "veth_b_rx_dropped": k.kernel.b_rx_dropped,
+                "b_udp_rcvbuf_errors": k.kernel.b_udp_rcvbuf_errors}),
+        )
 }

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use tapnet_engine::sys::netlink::Netlink;
 use tapnet_engine::sys::netns::{NetNs, NetNsGuard};
 use tapnet_engine::sys::tap::{Offloads, Tap, TapConfig};
-use tapnet_engine::{DomainConfig, Engine, EngineConfig, MacAddr, TapPort};
+use tapnet_engine::{DomainConfig, DomainId, Engine, EngineConfig, MacAddr, TapPort};
 
 /// Address of side A.
 pub(crate) const ADDR_A: Ipv4Addr = Ipv4Addr::new(10, 200, 1, 1);
@@ -41,23 +41,72 @@ pub(crate) fn create_ns(tag: &str) -> Result<NetNsGuard> {
     Ok(ns)
 }
 
-/// Address, MTU, MAC, queue length, up: one end inside its namespace.
+/// Address, MTU, MAC, queue length, up: one end inside its namespace (a /24 of MTU
+/// 1500, as every same-host scenario uses).
 pub(crate) fn configure(
     ns: &NetNs,
     ifname: &str,
     addr: Ipv4Addr,
     txqueuelen: Option<u32>,
 ) -> Result<()> {
+    configure_with(ns, ifname, (addr, PREFIX), MTU, txqueuelen)
+}
+
+/// MAC (from the address), MTU, optional queue length and address, then up: one
+/// interface in `ns`.
+pub(crate) fn configure_with(
+    ns: &NetNs,
+    ifname: &str,
+    (addr, prefix): (Ipv4Addr, u8),
+    mtu: u32,
+    txqueuelen: Option<u32>,
+) -> Result<()> {
     let mut nl = Netlink::open_in(ns)?;
     let i = nl.link_index(ifname)?;
     nl.set_mac(i, MacAddr::from_ipv4(addr).0)?;
-    nl.set_mtu(i, MTU)?;
+    nl.set_mtu(i, mtu)?;
     if let Some(q) = txqueuelen {
         nl.set_txqueuelen(i, q)?;
     }
-    nl.add_address(i, IpAddr::V4(addr), PREFIX)?;
+    nl.add_address(i, IpAddr::V4(addr), prefix)?;
     nl.set_up(i)?;
     Ok(())
+}
+
+/// A sandbox's TAP `eth0` in `ns` (address `addr`, `mtu`, the scenarios' queue length)
+/// as a port of `engine`'s domain `dom`, its MAC pinned there; returns the offloads the
+/// kernel accepted.
+pub(crate) fn sandbox_tap(
+    engine: &Engine,
+    dom: DomainId,
+    ns: &NetNs,
+    (addr, prefix): (Ipv4Addr, u8),
+    mtu: u32,
+) -> Result<Offloads> {
+    let cfg = TapConfig {
+        name: "eth0".into(),
+        ..TapConfig::default()
+    };
+    let tap = ns.run(|| Tap::create(&cfg))??;
+    let offloads = tap.offloads();
+    configure_with(ns, "eth0", (addr, prefix), mtu, Some(TAP_TXQUEUELEN))?;
+    let port = engine.add_port(Box::new(TapPort::new(tap, mtu)), dom)?;
+    engine.add_static_mac(dom, MacAddr::from_ipv4(addr), port)?;
+    Ok(offloads)
+}
+
+/// Offloads as `csum,tso4,tso6` (those the kernel accepted), or `none`.
+pub(crate) fn offloads_text(o: Offloads) -> String {
+    let names: Vec<&str> = [(o.csum, "csum"), (o.tso4, "tso4"), (o.tso6, "tso6")]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| *n)
+        .collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(",")
+    }
 }
 
 /// Two namespaces and whatever connects them.
@@ -142,15 +191,7 @@ impl TapnetPair {
         let dom = engine.add_domain(DomainConfig::default())?;
         let mut offloads = Offloads::NONE;
         for (ns, addr) in [(&a, ADDR_A), (&b, ADDR_B)] {
-            let cfg = TapConfig {
-                name: "eth0".into(),
-                ..TapConfig::default()
-            };
-            let tap = ns.run(|| Tap::create(&cfg))??;
-            offloads = tap.offloads();
-            configure(ns, "eth0", addr, Some(TAP_TXQUEUELEN))?;
-            let port = engine.add_port(Box::new(TapPort::new(tap, MTU)), dom)?;
-            engine.add_static_mac(dom, MacAddr::from_ipv4(addr), port)?;
+            offloads = sandbox_tap(&engine, dom, ns, (addr, PREFIX), MTU)?;
         }
         Ok(TapnetPair {
             engine,
@@ -162,17 +203,7 @@ impl TapnetPair {
 
     /// The offloads the kernel accepted on the TAPs, as `csum,tso4,tso6`.
     pub(crate) fn offloads(&self) -> String {
-        let o = self.offloads;
-        let names: Vec<&str> = [(o.csum, "csum"), (o.tso4, "tso4"), (o.tso6, "tso6")]
-            .iter()
-            .filter(|(on, _)| *on)
-            .map(|(_, n)| *n)
-            .collect();
-        if names.is_empty() {
-            "none".into()
-        } else {
-            names.join(",")
-        }
+        offloads_text(self.offloads)
     }
 }
 
