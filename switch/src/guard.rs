@@ -200,34 +200,50 @@ impl Default for FloodLimit {
 const NANOS: u64 = 1_000_000_000;
 
 /// A token bucket in nano-tokens (a token is 10^9), refilled from the
-/// caller's clock: integer arithmetic, no float, no clock read.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct TokenBucket {
+/// caller's clock: integer arithmetic, no float, no clock read. It starts full.
+/// The switch's per-port flood limit and the overlay's replication limit
+/// (`tapnet_vxlan::FloodLimit`) are this bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenBucket {
     nano_tokens: u64,
     last: Option<u64>,
 }
 
+impl Default for TokenBucket {
+    fn default() -> Self {
+        TokenBucket::new()
+    }
+}
+
 impl TokenBucket {
     /// A full bucket (filled on first use).
-    pub(crate) const fn new() -> TokenBucket {
+    pub const fn new() -> TokenBucket {
         TokenBucket {
             nano_tokens: 0,
             last: None,
         }
     }
 
-    /// Takes a token at `now` if there is one.
+    /// Takes a token at `now` if there is one, for the switch's `limit` (whose
+    /// burst is at least 1).
     #[inline]
     pub(crate) fn take(&mut self, limit: FloodLimit, now: Duration) -> bool {
+        self.take_at(limit.rate, limit.burst.max(1), now)
+    }
+
+    /// Takes a token at `now` if there is one, refilling `rate` tokens a
+    /// second up to `burst` (a burst of 0 allows nothing). A clock that went
+    /// back adds nothing.
+    #[inline]
+    pub fn take_at(&mut self, rate: u32, burst: u32, now: Duration) -> bool {
         let now = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
-        let cap = u64::from(limit.burst.max(1)) * NANOS;
+        let cap = u64::from(burst) * NANOS;
         self.nano_tokens = match self.last {
             None => cap,
             Some(last) => {
-                // A clock that went back adds nothing.
                 let elapsed = now.saturating_sub(last);
                 self.nano_tokens
-                    .saturating_add(elapsed.saturating_mul(u64::from(limit.rate)))
+                    .saturating_add(elapsed.saturating_mul(u64::from(rate)))
                     .min(cap)
             }
         };

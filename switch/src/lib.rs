@@ -40,7 +40,7 @@ pub use counters::{
     SwitchCounters, SwitchCountersSnapshot,
 };
 pub use error::SwitchError;
-pub use guard::{FloodLimit, PortBinding};
+pub use guard::{FloodLimit, PortBinding, TokenBucket};
 pub use switch::{Decision, DomainConfig, DropReason, PortRole, Switch};
 pub use table::{LearnOutcome, MacTable, TableConfig, TableEntry};
 pub use tapnet_wire::{MacAddr, MacParseError};

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use tapnet_switch::TokenBucket;
+
 /// Default sustained rate of head-end replication: broadcast frames per second
 /// per network toward the underlay (each copied to every peer VTEP).
 pub const FLOOD_RATE: u32 = 1000;
@@ -9,17 +11,13 @@ pub const FLOOD_RATE: u32 = 1000;
 /// Default burst: broadcast frames allowed back to back after a quiet spell.
 pub const FLOOD_BURST: u32 = 200;
 
-/// One token in nano-tokens: integer arithmetic, no float.
-const NANOS: u64 = 1_000_000_000;
-
 /// Head-end replication's rate limit for one network: a token bucket, sans-IO
 /// (`now` from the caller, any monotonic origin). It starts full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FloodLimit {
     rate_per_s: u32,
     burst: u32,
-    nano_tokens: u64,
-    last: Option<Duration>,
+    bucket: TokenBucket,
 }
 
 impl FloodLimit {
@@ -30,32 +28,14 @@ impl FloodLimit {
         FloodLimit {
             rate_per_s,
             burst,
-            nano_tokens: 0,
-            last: None,
+            bucket: TokenBucket::new(),
         }
     }
 
     /// Takes a token at `now` if there is one: whether one more broadcast
     /// frame may be replicated. A clock that went back refills nothing.
     pub fn allow(&mut self, now: Duration) -> bool {
-        let cap = u64::from(self.burst) * NANOS;
-        self.nano_tokens = match self.last {
-            None => cap,
-            Some(last) => {
-                let elapsed =
-                    u64::try_from(now.saturating_sub(last).as_nanos()).unwrap_or(u64::MAX);
-                self.nano_tokens
-                    .saturating_add(elapsed.saturating_mul(u64::from(self.rate_per_s)))
-                    .min(cap)
-            }
-        };
-        self.last = Some(self.last.map_or(now, |l| l.max(now)));
-        if self.nano_tokens >= NANOS {
-            self.nano_tokens -= NANOS;
-            true
-        } else {
-            false
-        }
+        self.bucket.take_at(self.rate_per_s, self.burst, now)
     }
 }
 
