@@ -703,6 +703,14 @@ fn two_engines_carry_tcp_and_keep_vnis_and_strangers_apart() {
     let (m1, m2) = (o1.stats(), o2.stats());
     let (sent, got) = tcp(&s3.ns, &s1.ns, s1.addr, 32 << 20);
     assert_eq!(sent, got, "32 MiB S3 → S1 arrived altered");
+    // S1's superframes reach E1's overlay port whole: it cuts them itself, each
+    // segment's headers written apart and its payload sent from the superframe.
+    let vx = port_stats(&e1, o1.port(vni(42)).expect("overlay port"));
+    assert!(
+        vx.tx_segmented > 0,
+        "E1's overlay port segmented nothing: {vx:?}"
+    );
+    assert_eq!(vx.tx_offload_errors, 0, "{vx:?}");
     let (gso1, gro2) = (o1.offloads().0, o2.offloads().1);
     if gso1 {
         assert!(m1.tx_gso_messages > 0, "E1 sent no GSO message: {m1:?}");

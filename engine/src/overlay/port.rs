@@ -5,12 +5,14 @@
 
 use std::io::{self, IoSlice};
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
 use mio::{Registry, Token};
 use rtrb::{Consumer, Producer, RingBuffer};
 use tapnet_vxlan::{Egress, FloodLimit, SOURCE_PORTS, Tables, TxDrop, VXLAN_HEADER_LEN, Vni};
+use tapnet_wire::gso::{self, HeaderSink};
 
 use super::published::{Published, Reader};
 use super::shared::{OverlayCounters, Senders};
@@ -47,13 +49,16 @@ impl OverlayPort {
             info: PortInfo {
                 name: format!("vxlan{}", vni.get()),
                 kind: PortKind::Overlay,
-                // The tx stage segments superframes to the inner MTU and completes
-                // checksums: a VXLAN peer takes plain frames.
-                offloads: false,
+                // Superframes and partial checksums come intact: the transmit half
+                // segments to the inner MTU itself, each segment's headers written
+                // apart and its payload sent from where it lies, and completes
+                // checksums (a VXLAN peer takes plain frames).
+                offloads: true,
                 mtu,
             },
             tx: OverlayTx {
                 vni,
+                mtu: mtu as usize,
                 tables,
                 reader,
                 senders,
@@ -62,7 +67,9 @@ impl OverlayPort {
                 replies: replies_in,
                 pool: pool.clone(),
                 held: Vec::new(),
+                heads: Vec::new(),
                 out: Vec::new(),
+                spans: Vec::new(),
                 runs: Vec::new(),
                 idx: Vec::new(),
             },
@@ -127,18 +134,48 @@ impl Drop for OverlayRx {
     }
 }
 
-/// One datagram to send: which held slot, to which VTEP, from which socket.
+/// One datagram to send, to which VTEP from which socket: `head` (bytes of
+/// [`OverlayTx::heads`], empty for a frame sent whole) followed by `body` (bytes of the
+/// frame of held slot `held`).
 #[derive(Clone, Copy)]
 struct Out {
     held: u32,
     vtep: Ipv4Addr,
     sock: u16,
+    /// Datagram length: `head` and `body` together.
     len: u32,
+    head: (u32, u32),
+    body: (u32, u32),
+}
+
+/// [`gso::segment_headers`]'s room for a segment's headers: the VXLAN header and the
+/// inner headers back to back in [`OverlayTx::heads`], noted with the payload's range.
+struct Heads<'a> {
+    vni: Vni,
+    heads: &'a mut Vec<u8>,
+    /// Per segment: its headers' start and length in `heads`, its payload's range.
+    spans: &'a mut Vec<(u32, u32, Range<usize>)>,
+}
+
+impl HeaderSink for Heads<'_> {
+    fn next_headers(&mut self, len: usize, payload: Range<usize>) -> Option<&mut [u8]> {
+        let start = self.heads.len();
+        self.heads.resize(start + VXLAN_HEADER_LEN + len, 0);
+        let hdr: &mut [u8; VXLAN_HEADER_LEN] = (&mut self.heads[start..start + VXLAN_HEADER_LEN])
+            .try_into()
+            .ok()?;
+        tapnet_vxlan::write_header(hdr, self.vni);
+        self.spans
+            .push((start as u32, (VXLAN_HEADER_LEN + len) as u32, payload));
+        Some(&mut self.heads[start + VXLAN_HEADER_LEN..])
+    }
 }
 
 /// Transmit half: encapsulation and sends.
 struct OverlayTx {
     vni: Vni,
+    /// Largest inner IP packet: superframes are segmented to it.
+    mtu: usize,
     tables: Arc<Published<Tables>>,
     reader: Reader<Tables>,
     senders: Arc<Senders>,
@@ -148,6 +185,11 @@ struct OverlayTx {
     pool: Arc<BufferPool>,
     /// Slots of this batch being sent (a flooded frame once for all its copies).
     held: Vec<Handle>,
+    /// Headers of this batch's segments (VXLAN and inner), whose payloads stay in
+    /// their superframes' slots.
+    heads: Vec<u8>,
+    /// Scratch of `send_policed`: one superframe's segments.
+    spans: Vec<(u32, u32, Range<usize>)>,
     out: Vec<Out>,
     /// Scratch of `flush`: runs of one socket's datagrams, and their indices in `out`.
     runs: Vec<(usize, usize, Ipv4Addr)>,
@@ -269,20 +311,39 @@ impl OverlayTx {
                 runs.push((k, end, first.vtep));
                 k = end;
             }
-            let iovs: Vec<IoSlice<'_>> = idx
-                .iter()
-                .map(|&i| IoSlice::new(pool.frame(&self.held[self.out[i].held as usize])))
-                .collect();
+            // Each datagram's iovecs, in order; `at[k]` is where datagram `idx[k]`'s start.
+            let mut iovs: Vec<IoSlice<'_>> = Vec::with_capacity(idx.len() * 2);
+            let mut at = Vec::with_capacity(idx.len() + 1);
+            for &i in &idx {
+                at.push(iovs.len());
+                let o = &self.out[i];
+                if o.head.1 != 0 {
+                    let (start, len) = (o.head.0 as usize, o.head.1 as usize);
+                    iovs.push(IoSlice::new(&self.heads[start..start + len]));
+                }
+                let frame = pool.frame(&self.held[o.held as usize]);
+                let (start, len) = (o.body.0 as usize, o.body.1 as usize);
+                iovs.push(IoSlice::new(&frame[start..start + len]));
+            }
+            at.push(iovs.len());
             let msgs: Vec<Outgoing<'_>> = runs
                 .iter()
                 .map(|&(a, b, vtep)| Outgoing {
                     to: SocketAddrV4::new(vtep, self.senders.peer_port),
-                    iov: &iovs[a..b],
+                    iov: &iovs[at[a]..at[b]],
                     gso_size: if b - a > 1 {
                         self.out[idx[a]].len as u16
                     } else {
                         0
                     },
+                })
+                .collect();
+            // Datagrams and bytes of each message.
+            let sizes: Vec<(u64, u64)> = runs
+                .iter()
+                .map(|&(a, b, _)| {
+                    let bytes = idx[a..b].iter().map(|&i| u64::from(self.out[i].len)).sum();
+                    ((b - a) as u64, bytes)
                 })
                 .collect();
             let mut m = 0;
@@ -292,8 +353,7 @@ impl OverlayTx {
                 let sent = sock.send_batch(chunk).unwrap_or_default();
                 self.counters.tx_syscalls.inc();
                 for (j, msg) in chunk.iter().enumerate() {
-                    let datagrams = msg.iov.len() as u64;
-                    let bytes: u64 = msg.iov.iter().map(|v| v.len() as u64).sum();
+                    let (datagrams, bytes) = sizes[m + j];
                     if j < sent {
                         self.counters.tx_datagrams.add(datagrams);
                         self.counters.tx_bytes.add(bytes);
@@ -310,9 +370,9 @@ impl OverlayTx {
                 if sent < chunk.len() {
                     // The socket's buffer is full: what is left of this socket's batch
                     // is dropped, as a full TAP queue drops.
-                    for msg in &msgs[m + chunk.len()..] {
-                        self.counters.tx_errors.add(msg.iov.len() as u64);
-                        ctr.tx_queue_full.add(msg.iov.len() as u64);
+                    for &(datagrams, _) in &sizes[m + chunk.len()..] {
+                        self.counters.tx_errors.add(datagrams);
+                        ctr.tx_queue_full.add(datagrams);
                     }
                     break;
                 }
@@ -343,6 +403,7 @@ impl PortTx for OverlayTx {
     ) {
         let tables = self.reader.get(&self.tables).clone();
         self.held.clear();
+        self.heads.clear();
         self.out.clear();
         for mut h in batch.drain(..) {
             let target = match tables.egress(self.vni, pool.frame(&h)) {
@@ -370,26 +431,64 @@ impl PortTx for OverlayTx {
                 continue;
             }
             let sock = self.sock_for(pool.frame(&h));
-            if !self.encap(pool, &mut h) {
-                self.counters.drop_no_headroom.inc();
-                pool.free(h);
-                continue;
-            }
-            let len = pool.meta(&h).len;
+            let vnet = pool.meta(&h).vnet;
             let held = self.held.len() as u32;
-            let mut push = |vtep| {
-                self.out.push(Out {
+            let mut spans = std::mem::take(&mut self.spans);
+            spans.clear();
+            if vnet.is_gso() {
+                // Segments: headers here, payloads where they lie in the superframe.
+                let mut sink = Heads {
+                    vni: self.vni,
+                    heads: &mut self.heads,
+                    spans: &mut spans,
+                };
+                match gso::segment_headers(&vnet, pool.frame(&h), self.mtu, &mut sink) {
+                    Ok(_) => ctr.tx_segmented.inc(),
+                    Err(e) => {
+                        if e.is_bound() {
+                            ctr.tx_gso_refused.inc();
+                        }
+                        ctr.tx_offload_errors.inc();
+                        self.spans = spans;
+                        pool.free(h);
+                        continue;
+                    }
+                }
+            } else {
+                if vnet.needs_csum() {
+                    let mut p = pool.get_mut(&mut h);
+                    if gso::complete_checksum(&vnet, p.frame_mut()).is_err() {
+                        ctr.tx_offload_errors.inc();
+                        self.spans = spans;
+                        pool.free(h);
+                        continue;
+                    }
+                    p.meta.vnet = Default::default();
+                }
+                if !self.encap(pool, &mut h) {
+                    self.counters.drop_no_headroom.inc();
+                    self.spans = spans;
+                    pool.free(h);
+                    continue;
+                }
+                spans.push((0, 0, 0..pool.meta(&h).len as usize));
+            }
+            for (start, len, body) in spans.drain(..) {
+                let out = |vtep| Out {
                     held,
                     vtep,
                     sock,
-                    len,
-                })
-            };
-            match target {
-                Target::One(v) => push(v),
-                Target::Flood(peers) => peers.into_iter().for_each(push),
-                Target::None => {}
+                    len: len + body.len() as u32,
+                    head: (start, len),
+                    body: (body.start as u32, body.len() as u32),
+                };
+                match &target {
+                    Target::One(v) => self.out.push(out(*v)),
+                    Target::Flood(peers) => self.out.extend(peers.iter().map(|&v| out(v))),
+                    Target::None => {}
+                }
             }
+            self.spans = spans;
             self.held.push(h);
         }
         if !self.out.is_empty() {

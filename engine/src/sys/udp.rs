@@ -12,7 +12,8 @@
 //! - **GSO** (`UDP_SEGMENT`, Linux 4.18): a message whose `gso_size` is set carries up to
 //!   [`MAX_GSO_SEGMENTS`] datagrams back to back, each `gso_size` bytes but the last,
 //!   which may be shorter. The message's iovecs are concatenated by the kernel, so each
-//!   datagram may be one iovec pointing into its own pool slot: no copy.
+//!   datagram may be one iovec pointing into its own pool slot, or its headers and its
+//!   payload where it lies in a superframe: no copy.
 //! - **GRO** (`UDP_GRO`, Linux 5.0): the kernel may hand several datagrams of one
 //!   4-tuple as one read, with their size in a `UDP_GRO` control message; the reader
 //!   splits them at that size.
@@ -37,8 +38,8 @@ pub const MAX_GSO_SEGMENTS: usize = 64;
 pub const MAX_GSO_BYTES: usize = 65_535 - 20 - 8;
 /// Most messages one batched call moves.
 pub const MAX_BATCH: usize = 64;
-/// Most iovecs one GSO message may point at.
-pub const MAX_IOV: usize = MAX_GSO_SEGMENTS;
+/// Most iovecs one GSO message may point at: headers and payload of each datagram.
+pub const MAX_IOV: usize = 2 * MAX_GSO_SEGMENTS;
 
 // SAFETY: CMSG_SPACE is arithmetic on its argument, nothing more.
 const CMSG_INT: usize = unsafe { libc::CMSG_SPACE(size_of::<libc::c_int>() as u32) } as usize;

@@ -21,7 +21,7 @@ use crate::{checksum, write_u16};
 
 mod tcp;
 
-pub use tcp::{segment, segment_count};
+pub use tcp::{segment, segment_count, segment_headers};
 
 /// Smallest `gso_size` (payload bytes per segment) [`segment`] accepts: a superframe
 /// asking for less is refused ([`GsoDrop::GsoSizeTooSmall`]) instead of being cut into
@@ -46,6 +46,16 @@ pub trait SegmentSink {
     /// (then segmentation stops with [`GsoDrop::NoBuffer`]). A buffer shorter than `len`
     /// counts as `None`; of a longer one only the first `len` bytes are written.
     fn next_segment(&mut self, len: usize) -> Option<&mut [u8]>;
+}
+
+/// Where [`segment_headers`] writes: each segment's headers go to a buffer the caller
+/// hands out, its payload stays in the superframe.
+pub trait HeaderSink {
+    /// A buffer of exactly `len` bytes for the headers of the next segment, whose payload
+    /// is `payload` (a range of the superframe), or `None` when none can be had (then
+    /// segmentation stops with [`GsoDrop::NoBuffer`]). A buffer shorter than `len` counts
+    /// as `None`; of a longer one only the first `len` bytes are written.
+    fn next_headers(&mut self, len: usize, payload: core::ops::Range<usize>) -> Option<&mut [u8]>;
 }
 
 /// Why a frame could not be segmented or its checksum completed: each is a drop counter.

@@ -1,6 +1,10 @@
-//! Segmentation of TCP superframes: validation and planning first, then the copies.
+//! Segmentation of TCP superframes: validation and planning first, then each segment's
+//! headers, with its payload copied after them ([`segment`]) or left where it is
+//! ([`segment_headers`]).
 
-use super::{GsoDrop, MAX_GSO_SEGMENTS, MIN_GSO_SIZE, SegmentSink, l3_start};
+use core::ops::Range;
+
+use super::{GsoDrop, HeaderSink, MAX_GSO_SEGMENTS, MIN_GSO_SIZE, SegmentSink, l3_start};
 use crate::checksum::{self, combine};
 use crate::ethernet::ethertype;
 use crate::ipv4::Ipv4Packet;
@@ -168,9 +172,41 @@ pub fn segment(
     max_ip_len: usize,
     sink: &mut impl SegmentSink,
 ) -> Result<usize, GsoDrop> {
+    segment_headers(hdr, frame, max_ip_len, &mut Copying { frame, sink })
+}
+
+/// [`segment`]'s buffers from [`segment_headers`]: the payload is copied behind the
+/// headers' room.
+struct Copying<'a, S> {
+    frame: &'a [u8],
+    sink: &'a mut S,
+}
+
+impl<S: SegmentSink> HeaderSink for Copying<'_, S> {
+    fn next_headers(&mut self, len: usize, payload: Range<usize>) -> Option<&mut [u8]> {
+        let total = len + payload.len();
+        let buf = self.sink.next_segment(total)?.get_mut(..total)?;
+        let (headers, body) = buf.split_at_mut(len);
+        body.copy_from_slice(&self.frame[payload]);
+        Some(headers)
+    }
+}
+
+/// [`segment`] without copying the payload: for each segment the sink gets the range of
+/// `frame` that is its payload and hands out room for its headers (L2 to TCP, options
+/// included), which are written completely, checksums included (the TCP checksum is over
+/// the headers written and the payload where it lies). The caller sends each segment as
+/// its headers followed by its payload range, e.g. as two I/O vectors.
+///
+/// Same checks, limits and errors as [`segment`].
+pub fn segment_headers(
+    hdr: &VnetHdr,
+    frame: &[u8],
+    max_ip_len: usize,
+    sink: &mut impl HeaderSink,
+) -> Result<usize, GsoDrop> {
     let p = plan(hdr, frame, max_ip_len)?;
     let headers = &frame[..p.payload];
-    let payload = &frame[p.payload..p.end];
 
     let th = TcpPacket::new_unchecked(&frame[p.l4..p.end]);
 
@@ -195,17 +231,19 @@ pub fn segment(
 
     let mut offset = 0;
     for i in 0..p.count {
-        let chunk = &payload[offset..payload.len().min(offset + p.mss)];
-        let len = p.payload + chunk.len();
-        let buf = match sink.next_segment(len) {
-            Some(buf) if buf.len() >= len => &mut buf[..len],
+        let chunk = p.payload + offset..p.end.min(p.payload + offset + p.mss);
+        let chunk_len = chunk.len();
+        // The TCP header is a multiple of 4 bytes long, so the payload starts at an even
+        // offset of the segment and its sum adds to the header's as it is.
+        let chunk_sum = checksum::ones_complement_sum(&frame[chunk.clone()]);
+        let buf = match sink.next_headers(p.payload, chunk) {
+            Some(buf) if buf.len() >= p.payload => &mut buf[..p.payload],
             _ => return Err(GsoDrop::NoBuffer),
         };
-        buf[..p.payload].copy_from_slice(headers);
-        buf[p.payload..].copy_from_slice(chunk);
+        buf.copy_from_slice(headers);
 
         // ip_len <= the superframe's IP length, so it fits in 16 bits.
-        let ip_len = len - p.l3;
+        let ip_len = p.payload + chunk_len - p.l3;
         if p.is_v4 {
             let mut ip = Ipv4Packet::new_unchecked(&mut buf[p.l3..p.l4]);
             ip.set_total_len(ip_len as u16);
@@ -216,7 +254,7 @@ pub fn segment(
             ip.set_payload_len((ip_len - ipv6::HEADER_LEN) as u16);
         }
 
-        let tcp_len = len - p.l4;
+        let tcp_len = p.payload + chunk_len - p.l4;
         let mut th = TcpPacket::new_unchecked(&mut buf[p.l4..]);
         th.set_seq_number(first_seq.wrapping_add(offset as u32));
         let mut f = flags;
@@ -227,9 +265,9 @@ pub fn segment(
             f.remove(TcpFlags::CWR);
         }
         th.set_flags(f);
-        th.fill_checksum_with(combine(pseudo, tcp_len as u16));
+        th.fill_checksum_with(combine(combine(pseudo, tcp_len as u16), chunk_sum));
 
-        offset += chunk.len();
+        offset += chunk_len;
     }
     Ok(p.count)
 }

@@ -35,6 +35,49 @@ impl SegmentSink for VecSink {
     }
 }
 
+/// Headers in fresh buffers filled with 0xAA, and the payload ranges they were given.
+#[derive(Default)]
+struct HeaderVecSink {
+    headers: Vec<Vec<u8>>,
+    payloads: Vec<core::ops::Range<usize>>,
+    limit: Option<usize>,
+}
+
+impl HeaderSink for HeaderVecSink {
+    fn next_headers(&mut self, len: usize, payload: core::ops::Range<usize>) -> Option<&mut [u8]> {
+        if self.limit.is_some_and(|l| self.headers.len() >= l) {
+            return None;
+        }
+        self.headers.push(vec![0xaa; len]);
+        self.payloads.push(payload);
+        self.headers.last_mut().map(|v| v.as_mut_slice())
+    }
+}
+
+impl HeaderVecSink {
+    /// Each segment as one piece: its headers, then its payload out of `frame`.
+    fn joined(&self, frame: &[u8]) -> Vec<Vec<u8>> {
+        self.headers
+            .iter()
+            .zip(&self.payloads)
+            .map(|(h, p)| [h.as_slice(), &frame[p.clone()]].concat())
+            .collect()
+    }
+}
+
+/// `segment_headers` gives what `segment` gives, piece by piece, and the same error.
+fn headers_match_copies(hdr: &VnetHdr, frame: &[u8], mtu: usize) -> Result<(), TestCaseError> {
+    let mut copies = VecSink::new();
+    let mut pieces = HeaderVecSink::default();
+    let a = segment(hdr, frame, mtu, &mut copies);
+    let b = segment_headers(hdr, frame, mtu, &mut pieces);
+    prop_assert_eq!(a, b);
+    if a.is_ok() {
+        prop_assert_eq!(copies.segs, pieces.joined(frame));
+    }
+    Ok(())
+}
+
 /// RFC 1071 the slow way, independent of `checksum::ones_complement_sum`.
 fn naive_sum(parts: &[&[u8]]) -> u16 {
     let mut s: u64 = 0;
@@ -464,6 +507,16 @@ fn sink_running_dry() {
         segment(&hdr, &frame, 1500, &mut short),
         Err(GsoDrop::NoBuffer)
     );
+
+    let mut pieces = HeaderVecSink {
+        limit: Some(3),
+        ..HeaderVecSink::default()
+    };
+    assert_eq!(
+        segment_headers(&hdr, &frame, 1500, &mut pieces),
+        Err(GsoDrop::NoBuffer)
+    );
+    assert_eq!(pieces.joined(&frame)[..], full.segs[..3]);
 }
 
 #[test]
@@ -838,6 +891,16 @@ proptest! {
     }
 
     #[test]
+    fn headers_only_segments_are_the_copied_segments((spec, mtu) in spec_strategy()) {
+        let (hdr, frame) = build(&spec);
+        headers_match_copies(&hdr, &frame, mtu)?;
+        let mut pieces = HeaderVecSink::default();
+        let n = segment_headers(&hdr, &frame, mtu, &mut pieces).unwrap();
+        verify(&spec, &frame, mtu, &pieces.joined(&frame));
+        prop_assert_eq!(n, pieces.headers.len());
+    }
+
+    #[test]
     fn random_bytes_never_panic(
         frame in proptest::collection::vec(any::<u8>(), 0..300),
         raw in any::<[u8; 10]>(),
@@ -874,6 +937,7 @@ proptest! {
             hdr.csum_start = hdr_noise.2;
             hdr.csum_offset = hdr_noise.3;
         }
+        headers_match_copies(&hdr, &frame, mtu)?;
         let mut sink = VecSink::new();
         if let Ok(n) = segment(&hdr, &frame, mtu, &mut sink) {
             prop_assert_eq!(n, sink.segs.len());
