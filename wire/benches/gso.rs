@@ -1,11 +1,13 @@
 //! Software segmentation and checksum completion throughput: a 64 KiB TSO superframe cut for
-//! MTU 1500 and 9000, and completing the partial checksum of a plain frame.
+//! MTU 1500 and 9000, copying the payload into a buffer per segment (`segment`) or writing
+//! only each segment's headers (`segment_headers`), and completing the partial checksum of
+//! a plain frame.
 
 use criterion::{Criterion, Throughput, criterion_main};
 use etherparse::{IpNumber, Ipv4Header, TcpHeader, TcpOptionElement};
 use std::hint::black_box;
 use tapnet_wire::checksum;
-use tapnet_wire::gso::{SegmentSink, complete_checksum, segment};
+use tapnet_wire::gso::{HeaderSink, SegmentSink, complete_checksum, segment, segment_headers};
 use tapnet_wire::vnet::VnetHdr;
 
 /// Reuses a fixed set of buffers, as a pool would: no allocation inside the measurement.
@@ -17,6 +19,21 @@ struct PoolSink {
 impl SegmentSink for PoolSink {
     fn next_segment(&mut self, len: usize) -> Option<&mut [u8]> {
         let buf = self.bufs.get_mut(self.next)?;
+        self.next += 1;
+        buf.get_mut(..len)
+    }
+}
+
+/// One fixed header buffer per segment, as the overlay port's header area.
+struct HeadSink {
+    heads: Vec<[u8; 128]>,
+    next: usize,
+}
+
+impl HeaderSink for HeadSink {
+    fn next_headers(&mut self, len: usize, payload: std::ops::Range<usize>) -> Option<&mut [u8]> {
+        black_box(payload);
+        let buf = self.heads.get_mut(self.next)?;
         self.next += 1;
         buf.get_mut(..len)
     }
@@ -68,6 +85,22 @@ fn bench_segment(c: &mut Criterion) {
             b.iter(|| {
                 sink.next = 0;
                 segment(&hdr, black_box(&frame), mtu, &mut sink).expect("segments")
+            })
+        });
+    }
+    group.finish();
+    let mut group = c.benchmark_group("segment_headers");
+    for (mtu, gso_size) in [(1500usize, 1448u16), (9000, 8948)] {
+        let (hdr, frame) = superframe(65_000 - 52, gso_size);
+        let mut sink = HeadSink {
+            heads: vec![[0; 128]; 64],
+            next: 0,
+        };
+        group.throughput(Throughput::Bytes(frame.len() as u64));
+        group.bench_function(format!("ipv4_64k_mtu{mtu}"), |b| {
+            b.iter(|| {
+                sink.next = 0;
+                segment_headers(&hdr, black_box(&frame), mtu, &mut sink).expect("segments")
             })
         });
     }
