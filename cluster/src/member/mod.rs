@@ -25,7 +25,7 @@ use foca::{Foca, NoCustomBroadcast, PostcardCodec};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
 
-pub use config::{SUSPICION_MULTIPLIER, config};
+pub use config::{SUSPICION_MULTIPLIER, TRANSMIT_MULTIPLIER, config};
 pub use id::{NodeAddr, NodeId};
 pub use wire::{HEADER_LEN, KIND_MEMBERSHIP, MAX_DATAGRAM, OP_FOCA, OP_HELLO, Reject, VERSION};
 
