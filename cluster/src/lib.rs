@@ -1,0 +1,18 @@
+//! Control plane of tapnet's multi-host (swarm) overlay networks, sans-IO.
+//!
+//! Nothing here opens a socket, reads a clock or spawns a thread: the caller
+//! passes `now` (a monotonic [`core::time::Duration`] since an arbitrary
+//! origin), hands in each datagram as `(from, bytes)` and takes datagrams out
+//! as `(to, Vec<u8>)`. All randomness comes from RNGs the values own, seeded by
+//! the caller, so a run with a seed is reproducible.
+//!
+//! - [`member`]: membership and failure detection (SWIM, with the foca crate),
+//!   wrapped in the sans-IO [`member::Membership`].
+//! - [`sim`]: a deterministic simulation in virtual time that runs many
+//!   nodes over a simulated lossy, partitionable network.
+//!
+//! Every datagram begins with a 1-byte kind (which layer it is for) and a
+//! 1-byte format version ([`member::KIND_MEMBERSHIP`]).
+
+pub mod member;
+pub mod sim;
