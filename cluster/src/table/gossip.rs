@@ -197,7 +197,10 @@ impl Tables {
     /// before a restart, or deleted and reaped here while a peer was away) is deleted
     /// by a new tombstone, so it cannot come back. Anything else is stale.
     fn own_echo(&mut self, scope: &Scope, e: WireEntry, now: Duration) {
-        let held = self.scopes.get(scope).and_then(|s| s.store.get(self.me, &e.key));
+        let held = self
+            .scopes
+            .get(scope)
+            .and_then(|s| s.store.get(self.me, &e.key));
         let live_newer = held.is_some_and(|h| h.value.is_some() && h.version >= e.version);
         let tomb_newer = held.is_some_and(|h| h.value.is_none() && h.version > e.version);
         if e.value.is_some() && !live_newer && !tomb_newer {
