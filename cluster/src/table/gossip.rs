@@ -82,8 +82,13 @@ impl Tables {
         Some(out)
     }
 
-    /// When the caller should call [`Tables::poll_send`] next (at the latest).
+    /// When the caller should call [`Tables::poll_send`] next (at the latest);
+    /// `Duration::ZERO` (already past) while datagrams wait to be taken, as after
+    /// [`Tables::handle`] queued an answer.
     pub fn next_deadline(&self) -> Duration {
+        if !self.outbox.is_empty() {
+            return Duration::ZERO;
+        }
         let mut d = self.next_housekeeping;
         if self.scopes.values().any(|s| !s.queue.is_empty()) {
             d = d.min(self.next_gossip);
@@ -138,7 +143,9 @@ impl Tables {
             }
             Scope::Cluster => {
                 let detached = e.value.is_none();
+                let before = self.view_owner(owner);
                 self.store_entry(scope, e, now);
+                self.emit_diff(before, self.view_owner(owner));
                 if detached {
                     self.detach(owner, &key, now);
                 }

@@ -67,7 +67,7 @@ pub struct Version {
 /// Tunables. Defaults follow NetworkDB and memberlist.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Period of push gossip (NetworkDB: 200 ms... memberlist GossipInterval).
+    /// Period of push gossip (memberlist GossipInterval, 200 ms in NetworkDB).
     pub gossip_interval: Duration,
     /// Peers per gossip round (memberlist GossipNodes: 3).
     pub fanout: usize,
@@ -482,7 +482,9 @@ impl Tables {
         let fresh = !self.nodes.contains_key(&node);
         let info = self.info_mut(node, generation, now);
         if fresh {
-            info.live = Liveness::Up;
+            // Entries learned before membership reported the node may be of an older
+            // generation: give them the same grace as after a restart.
+            info.supersede = Some((generation, now + grace));
         } else if generation > info.generation {
             if info.live != Liveness::Up {
                 info.min_visible_gen = generation;
@@ -505,7 +507,16 @@ impl Tables {
             return;
         }
         let before = self.view_owner(node);
+        // Refuse every generation it wrote with, even one membership never reported.
+        let seen = self
+            .scopes
+            .values()
+            .filter_map(|s| s.store.owners.get(&node))
+            .flat_map(|m| m.values().map(|e| e.version.generation))
+            .max()
+            .unwrap_or(0);
         let info = self.info_mut(node, 0, now);
+        info.generation = info.generation.max(seen);
         info.live = Liveness::Left;
         info.since = now;
         for s in self.scopes.values_mut() {
@@ -559,14 +570,24 @@ impl Tables {
         self.stats.queue_drops += dropped;
     }
 
-    fn owner_visible(&self, owner: NodeKey, v: Version) -> bool {
+    /// Whether `owner`'s entry of version `v` on `net` is visible: the owner is not
+    /// down or gone, the entry is not of a generation hidden after a restart, and the
+    /// owner is known attached to `net` (entries of nodes not on the network are
+    /// kept but never shown, so a late relay cannot bring back those of a node that
+    /// left it).
+    fn owner_visible(&self, net: &str, owner: NodeKey, v: Version) -> bool {
         if owner == self.me {
             return true;
         }
-        match self.nodes.get(&owner) {
-            None => true,
-            Some(i) => i.live == Liveness::Up && v.generation >= i.min_visible_gen,
-        }
+        let attached = self.scopes[&Scope::Cluster]
+            .store
+            .get(owner, net)
+            .is_some_and(|e| e.value.is_some());
+        attached
+            && match self.nodes.get(&owner) {
+                None => true,
+                Some(i) => i.live == Liveness::Up && v.generation >= i.min_visible_gen,
+            }
     }
 
     fn view_net(&self, net: &str) -> View {
@@ -581,7 +602,7 @@ impl Tables {
         for (&o, m) in &s.store.owners {
             for (k, e) in m {
                 if let Some(val) = &e.value
-                    && self.owner_visible(o, e.version)
+                    && self.owner_visible(net, o, e.version)
                 {
                     v.insert((net.to_owned(), o, k.clone()), val.clone());
                 }
@@ -598,7 +619,7 @@ impl Tables {
             .filter(|s| s.attached)
             && let Some(e) = s.store.get(owner, key)
             && let Some(val) = &e.value
-            && self.owner_visible(owner, e.version)
+            && self.owner_visible(net, owner, e.version)
         {
             v.insert((net.to_owned(), owner, key.to_owned()), val.clone());
         }
@@ -614,7 +635,7 @@ impl Tables {
             }
             for (k, e) in s.store.owners.get(&owner).into_iter().flatten() {
                 if let Some(val) = &e.value
-                    && self.owner_visible(owner, e.version)
+                    && self.owner_visible(net, owner, e.version)
                 {
                     v.insert((net.clone(), owner, k.clone()), val.clone());
                 }

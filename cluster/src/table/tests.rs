@@ -945,3 +945,75 @@ proptest! {
         }
     }
 }
+
+fn upd(scope: Scope, owner: NodeKey, k: &str, seq: u64, value: Option<&[u8]>) -> Vec<u8> {
+    Msg::Updates {
+        scope,
+        sync: false,
+        entries: vec![WireEntry {
+            owner,
+            key: k.into(),
+            version: Version { generation: 1, seq },
+            value: value.map(<[u8]>::to_vec),
+        }],
+    }
+    .encode()
+}
+
+#[test]
+fn entries_of_a_node_not_attached_stay_hidden_until_it_is() {
+    let z = Duration::ZERO;
+    let mut t = Tables::new(1, 1, cfg(), 0, z);
+    t.join_network("n1", z).unwrap();
+    t.node_up(2, 1, z);
+    let n1 = || Scope::Net("n1".into());
+    t.handle(2, &upd(n1(), 2, "e", 1, Some(b"v")), z).unwrap();
+    assert!(t.entries("n1").is_empty());
+    assert_eq!(t.poll_event(), None);
+    t.handle(2, &upd(Scope::Cluster, 2, "n1", 1, Some(b"")), z)
+        .unwrap();
+    assert_eq!(t.entries("n1").len(), 1);
+    assert!(matches!(
+        t.poll_event(),
+        Some(Event::Upsert { owner: 2, .. })
+    ));
+    // It leaves the network: its entries go, and a replay of them does not return.
+    t.handle(2, &upd(Scope::Cluster, 2, "n1", 2, None), z)
+        .unwrap();
+    assert!(matches!(
+        t.poll_event(),
+        Some(Event::Remove { owner: 2, .. })
+    ));
+    t.handle(3, &upd(n1(), 2, "e", 1, Some(b"v")), z).unwrap();
+    assert!(t.entries("n1").is_empty());
+    assert_eq!(t.poll_event(), None);
+}
+
+#[test]
+fn node_left_drops_entries_at_once_and_refuses_relays() {
+    let mut s = Sim::new(3, 12, cfg());
+    for i in 0..3 {
+        s.join(i, "n1");
+        s.set(i, "n1", "e", &[i as u8]);
+    }
+    s.run(Duration::from_secs(3));
+    s.check("n1");
+    let now = s.now;
+    s.alive[0] = false;
+    for i in 1..3 {
+        s.nodes[i].node_left(key(0), now);
+        s.drain(i);
+        assert_eq!(s.nodes[i].entries("n1").len(), 2);
+    }
+    let stale = s.nodes[1].stats().stale;
+    s.nodes[1]
+        .handle(
+            key(2),
+            &upd(Scope::Net("n1".into()), key(0), "e", 1, Some(b"x")),
+            now,
+        )
+        .unwrap();
+    assert_eq!(s.nodes[1].stats().stale, stale + 1);
+    s.quiesce();
+    s.check("n1");
+}
