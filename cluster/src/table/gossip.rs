@@ -297,32 +297,39 @@ impl Tables {
                 .get(p.owner, &p.key)
                 .is_some_and(|e| e.version == p.version)
         });
-        let mut entries = Vec::new();
-        let mut bytes = 0;
         let budget = ROUND_DATAGRAMS * (MAX_DATAGRAM - 64);
-        for p in s.queue.iter_mut() {
-            let Some(e) = s.store.get(p.owner, &p.key) else {
-                continue;
-            };
-            let w = WireEntry {
-                owner: p.owner,
-                key: p.key.clone(),
-                version: e.version,
-                value: e.value.clone(),
-            };
-            bytes += wire::entry_len(&w);
-            if bytes > budget {
-                break;
+        let mut out = Vec::new();
+        // One message per peer, as memberlist's GetBroadcasts: each inclusion counts
+        // one transmission, so an update is sent exactly `limit` times.
+        for t in targets {
+            let mut entries = Vec::new();
+            let mut bytes = 0;
+            for p in s.queue.iter_mut().filter(|p| p.sent < limit) {
+                let Some(e) = s.store.get(p.owner, &p.key) else {
+                    continue;
+                };
+                let w = WireEntry {
+                    owner: p.owner,
+                    key: p.key.clone(),
+                    version: e.version,
+                    value: e.value.clone(),
+                };
+                bytes += wire::entry_len(&w);
+                if bytes > budget {
+                    break;
+                }
+                entries.push(w);
+                p.sent += 1;
             }
-            entries.push(w);
-            p.sent += targets.len() as u32;
+            out.extend(
+                wire::pack_updates(scope, false, entries)
+                    .into_iter()
+                    .map(|d| (t, d)),
+            );
         }
         s.queue.retain(|p| p.sent < limit);
-        let dgrams = wire::pack_updates(scope, false, entries);
-        for t in targets {
-            for d in &dgrams {
-                self.push_out(t, d.clone());
-            }
+        for (t, d) in out {
+            self.push_out(t, d);
         }
     }
 

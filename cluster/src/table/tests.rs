@@ -150,7 +150,12 @@ impl Sim {
                     value,
                 } => {
                     let old = self.models[i].insert((net, owner, key), value.clone());
-                    assert_ne!(old, Some(value), "node {i}: duplicate Upsert");
+                    assert_ne!(
+                        old,
+                        Some(value),
+                        "node {i}: duplicate Upsert {:?}",
+                        self.now
+                    );
                 }
                 Event::Remove { net, key, owner } => {
                     let old = self.models[i].remove(&(net, owner, key));
@@ -1016,4 +1021,81 @@ fn node_left_drops_entries_at_once_and_refuses_relays() {
     assert_eq!(s.nodes[1].stats().stale, stale + 1);
     s.quiesce();
     s.check("n1");
+}
+
+#[test]
+fn each_update_is_retransmitted_a_bounded_number_of_times() {
+    let mut s = Sim::new(5, 13, cfg());
+    for i in 0..5 {
+        s.join(i, "n1");
+    }
+    s.run(Duration::from_secs(2));
+    let before = s.log.len();
+    s.set(0, "n1", "a", b"x");
+    s.run(Duration::from_secs(4));
+    let pushes = s.log[before..]
+        .iter()
+        .filter(|(_, _, m)| match m {
+            Msg::Updates {
+                sync: false,
+                entries,
+                ..
+            } => entries.iter().any(|e| e.key == "a"),
+            _ => false,
+        })
+        .count();
+    // n = 5: limit 4 × ceil(log10(6)) = 4 sends per node that holds the update.
+    assert!(pushes > 0 && pushes <= 5 * 4, "{pushes}");
+    s.check("n1");
+}
+
+#[test]
+fn in_sync_anti_entropy_sends_digests_only() {
+    let mut s = Sim::new(5, 14, cfg());
+    for i in 0..5 {
+        s.join(i, "n1");
+        for k in 0..20 {
+            s.set(i, "n1", &format!("e{i}-{k}"), &[0; 40]);
+        }
+    }
+    s.run(Duration::from_secs(60));
+    s.check("n1");
+    let before = s.log.len();
+    let syncs: u64 = s.nodes.iter().map(|t| t.stats().syncs).sum();
+    s.run(Duration::from_secs(60));
+    assert!(s.nodes.iter().map(|t| t.stats().syncs).sum::<u64>() > syncs + 5);
+    for (_, _, m) in &s.log[before..] {
+        assert!(
+            matches!(m, Msg::Digest { .. }),
+            "only digests once in sync: {m:?}"
+        );
+    }
+    // One owner's entry is lost at one node: the answer carries that owner only.
+    let net = Scope::Net("n1".into());
+    s.nodes[4]
+        .scopes
+        .get_mut(&net)
+        .unwrap()
+        .store
+        .owners
+        .get_mut(&key(1))
+        .unwrap()
+        .remove("e1-3");
+    s.models[4].remove(&("n1".to_owned(), key(1), "e1-3".to_owned()));
+    let before = s.log.len();
+    s.run(Duration::from_secs(40));
+    let owners: BTreeSet<NodeKey> = s.log[before..]
+        .iter()
+        .filter_map(|(_, _, m)| match m {
+            Msg::Updates {
+                sync: true,
+                entries,
+                ..
+            } => Some(entries.iter().map(|e| e.owner)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(owners, BTreeSet::from([key(1)]));
+    assert!(s.nodes[4].scopes[&net].store.get(key(1), "e1-3").is_some());
 }
