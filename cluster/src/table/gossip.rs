@@ -106,8 +106,8 @@ impl Tables {
             return;
         }
         if let Some(i) = self.nodes.get(&e.owner)
-            && i.live == Liveness::Left
-            && e.version.generation <= i.generation
+            && ((i.live == Liveness::Left && e.version.generation <= i.generation)
+                || (i.supersede.is_none() && e.version.generation < i.min_visible_gen))
         {
             self.stats.stale += 1;
             return;
@@ -490,6 +490,8 @@ impl Tables {
             }
             if let Some(i) = self.nodes.get_mut(&node) {
                 i.supersede = None;
+                // From now on the older generations are refused outright.
+                i.min_visible_gen = i.min_visible_gen.max(generation);
             }
             // Attachments of the old generation went too: entries on those networks
             // stay until the owner's detachment or tombstones arrive.

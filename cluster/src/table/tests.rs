@@ -537,6 +537,12 @@ fn higher_generation_replaces_old_entries() {
         assert_eq!(mine.len(), 1);
         assert_eq!(mine[0].value, b"new-a");
     }
+    // After the grace, a relay of the old generation is refused.
+    let (now, stale) = (s.now, s.nodes[1].stats().stale);
+    let old = upd(Scope::Net("n1".into()), key(0), "b", 99, Some(b"old-b"));
+    s.nodes[1].handle(key(2), &old, now).unwrap();
+    assert_eq!(s.nodes[1].stats().stale, stale + 1);
+    s.check("n1");
 }
 
 #[test]
