@@ -916,44 +916,63 @@ fn arb_op(n: usize) -> impl Strategy<Value = Op> {
     ]
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+/// Random interleavings, then quiescence: every live attached node sees exactly
+/// the live entries of the live owners (and its events agree, exactly once).
+fn scenario(seed: u64, ops: Vec<Op>, cfg: Config) {
+    let mut s = Sim::new(6, seed, cfg);
+    for op in ops {
+        let now = s.now;
+        match op {
+            Op::Set(i, n, k, v) if s.alive[i] => {
+                // Writers are attached: a set on a network not joined joins first.
+                s.nodes[i].join_network(NETS[n], now).unwrap();
+                s.nodes[i]
+                    .set(NETS[n], &format!("k{k}"), &[v], now)
+                    .unwrap();
+            }
+            Op::Delete(i, n, k) if s.alive[i] => {
+                let _ = s.nodes[i].delete(NETS[n], &format!("k{k}"), now);
+            }
+            Op::Join(i, n) if s.alive[i] => s.nodes[i].join_network(NETS[n], now).unwrap(),
+            Op::Leave(i, n) if s.alive[i] => {
+                let _ = s.nodes[i].leave_network(NETS[n], now);
+            }
+            Op::Down(i) => s.down(i),
+            Op::Up(i) => s.up(i),
+            Op::Restart(i) => s.restart(i),
+            Op::Loss(p) => s.loss = f64::from(p) / 100.0,
+            Op::Run(ms) => s.run(MS * u32::from(ms)),
+            _ => {}
+        }
+        for i in 0..s.nodes.len() {
+            s.drain(i);
+        }
+    }
+    s.quiesce();
+    for net in NETS {
+        s.check(net);
+    }
+}
 
-    /// Random interleavings, then quiescence: every live attached node sees exactly
-    /// the live entries of the live owners.
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
     #[test]
-    fn random_scenarios_converge(seed in any::<u64>(), ops in proptest::collection::vec(arb_op(5), 1..60)) {
-        let mut s = Sim::new(5, seed, cfg());
-        for op in ops {
-            let now = s.now;
-            match op {
-                Op::Set(i, n, k, v) if s.alive[i] => {
-                    // Writers are attached: a set on a network not joined joins first.
-                    s.nodes[i].join_network(NETS[n], now).unwrap();
-                    s.nodes[i].set(NETS[n], &format!("k{k}"), &[v], now).unwrap();
-                }
-                Op::Delete(i, n, k) if s.alive[i] => {
-                    let _ = s.nodes[i].delete(NETS[n], &format!("k{k}"), now);
-                }
-                Op::Join(i, n) if s.alive[i] => s.nodes[i].join_network(NETS[n], now).unwrap(),
-                Op::Leave(i, n) if s.alive[i] => {
-                    let _ = s.nodes[i].leave_network(NETS[n], now);
-                }
-                Op::Down(i) => s.down(i),
-                Op::Up(i) => s.up(i),
-                Op::Restart(i) => s.restart(i),
-                Op::Loss(p) => s.loss = f64::from(p) / 100.0,
-                Op::Run(ms) => s.run(MS * u32::from(ms)),
-                _ => {}
-            }
-            for i in 0..s.nodes.len() {
-                s.drain(i);
-            }
-        }
-        s.quiesce();
-        for net in NETS {
-            s.check(net);
-        }
+    fn random_scenarios_converge(seed in any::<u64>(), ops in proptest::collection::vec(arb_op(6), 1..100)) {
+        scenario(seed, ops, cfg());
+    }
+
+    /// The same with tombstones reaped and restarts superseded after 1 s: what
+    /// keeps deleted entries from coming back is the owner's authority and the
+    /// attachment table, not the retention.
+    #[test]
+    fn random_scenarios_converge_with_fast_reaping(seed in any::<u64>(), ops in proptest::collection::vec(arb_op(6), 1..100)) {
+        let c = Config {
+            tombstone_retention: Duration::from_secs(1),
+            restart_grace: Duration::from_secs(1),
+            ..cfg()
+        };
+        scenario(seed, ops, c);
     }
 }
 
