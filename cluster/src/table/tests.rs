@@ -1124,3 +1124,27 @@ fn in_sync_anti_entropy_sends_digests_only() {
     assert_eq!(owners, BTreeSet::from([key(1)]));
     assert!(s.nodes[4].scopes[&net].store.get(key(1), "e1-3").is_some());
 }
+
+#[test]
+fn a_hundred_nodes_converge_under_loss() {
+    let mut s = Sim::new(100, 15, cfg());
+    for i in 0..100 {
+        s.join(i, if i % 2 == 0 { "n1" } else { "n2" });
+        s.set(
+            i,
+            if i % 2 == 0 { "n1" } else { "n2" },
+            "e",
+            &[i as u8; 100],
+        );
+    }
+    s.loss = 0.05;
+    s.run(Duration::from_secs(10));
+    s.quiesce();
+    s.check("n1");
+    s.check("n2");
+    assert_eq!(s.truth("n1").len(), 50);
+    // Every datagram is accounted for.
+    let out: u64 = s.nodes.iter().map(|t| t.stats().msgs_out).sum();
+    let lost_or_in: u64 = s.nodes.iter().map(|t| t.stats().msgs_in).sum();
+    assert!(lost_or_in <= out && out > 0);
+}
