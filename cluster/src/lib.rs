@@ -8,11 +8,14 @@
 //!
 //! - [`member`]: membership and failure detection (SWIM, with the foca crate),
 //!   wrapped in the sans-IO [`member::Membership`].
+//! - [`table`]: the per-network gossiped endpoint tables (NetworkDB's model,
+//!   without its failures).
 //! - [`sim`]: a deterministic simulation in virtual time that runs many
 //!   nodes over a simulated lossy, partitionable network.
 //!
-//! Every datagram begins with a 1-byte kind (which layer it is for) and a
-//! 1-byte format version ([`member::KIND_MEMBERSHIP`]).
+//! Every datagram begins with a 1-byte kind (which layer it is for:
+//! [`member::KIND_MEMBERSHIP`], [`table::KIND_TABLE`]) and a 1-byte format version.
 
 pub mod member;
 pub mod sim;
+pub mod table;
