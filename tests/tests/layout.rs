@@ -90,6 +90,7 @@ const SANS_IO: &[&str] = &[
     "tapnet-switch",
     "tapnet-nat",
     "tapnet-vxlan",
+    "tapnet-cluster",
     "tapnet-crypto",
 ];
 

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use foca::{Notification, Runtime, Timer};
 
+use super::event::{MAX_EVENTS, MAX_OUTBOX, MemberEvent, MemberStats};
+use super::id::NodeId;
 use super::wire::{self, OP_FOCA, Reject};
-use super::{MAX_EVENTS, MAX_OUTBOX, MemberEvent, MemberStats, NodeId};
 
 /// A foca timer due at `at`; `seq` keeps the order of submission among
 /// timers due at the same instant (foca's `Timer` orders by kind only).

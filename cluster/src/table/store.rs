@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::types::{NodeKey, Version};
 use super::wire::{OwnerDigest, WireEntry};
-use super::{NodeKey, Version};
 
 /// One entry or tombstone as held.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{MAX_DATAGRAM, MAX_KEY_LEN, MAX_NET_LEN, MAX_VALUE_LEN, NodeKey, Version};
+use super::types::{MAX_DATAGRAM, MAX_KEY_LEN, MAX_NET_LEN, MAX_VALUE_LEN, NodeKey, Version};
 
 /// First byte of every table datagram. `0x01` is left to the membership (foca)
 /// packets that share the gossip socket.
