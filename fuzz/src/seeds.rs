@@ -22,6 +22,7 @@ pub fn all() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("api_bodies", api_bodies()),
         ("dns", dns()),
         ("vxlan", vxlan()),
+        ("cluster", cluster()),
     ]
 }
 
@@ -280,6 +281,59 @@ fn vxlan() -> Vec<Vec<u8>> {
     let mut flooded = vec![8];
     flooded.extend(frames::arp_request(CTR, Ipv4Addr::new(10, 0, 0, 77)));
     vec![datagram, alone, proxied, flooded]
+}
+
+/// `cluster`: B writes entries and its datagrams reach A whole, time passes both ways, B
+/// fails and returns; and real datagrams (B's table messages, a membership join) as raw
+/// bytes, to A and through the decoder.
+fn cluster() -> Vec<Vec<u8>> {
+    use std::net::SocketAddrV4;
+    use std::time::Duration;
+    use tapnet_cluster::member::{self, Membership, NodeId};
+    use tapnet_cluster::table::{Config, Tables};
+
+    let raw = |op: u8, d: &[u8]| {
+        let mut v = vec![op, 0];
+        if op == 1 || op == 7 {
+            v.pop();
+        }
+        v.extend_from_slice(&(d.len() as u16).to_be_bytes());
+        v.extend_from_slice(d);
+        v
+    };
+    let mut b = Tables::new(2, 1, Config::default(), 2, Duration::ZERO);
+    b.join_network("n", Duration::ZERO)
+        .expect("a valid network");
+    b.node_up(1, 1, Duration::ZERO);
+    b.set("n", "e0", b"value", Duration::ZERO)
+        .expect("an entry");
+    let mut seeds = vec![
+        // Set e0 and e1, deliver two datagrams, 200 ms, deliver, B down and up.
+        vec![
+            3, 0, 3, b'a', b'b', b'c', 3, 1, 1, b'x', 2, 0, 0, 2, 0, 0, 5, 0, 20, 2, 0, 0, 6, 0, 6,
+            1,
+        ],
+        // Set then delete, a sync period later, B restarts with the next generation.
+        vec![
+            3, 2, 1, b'v', 2, 0, 0, 4, 2, 2, 0, 0, 5, 6, 0, 2, 0, 0, 6, 2, 2, 0, 0, 5, 1, 0,
+        ],
+    ];
+    let mut now = Duration::ZERO;
+    for _ in 0..3 {
+        now += Duration::from_millis(200);
+        while let Some((_, d)) = b.poll_send(now) {
+            seeds.push(raw(0, &d));
+            seeds.push(raw(7, &d));
+        }
+    }
+    let addr = |n: u8| SocketAddrV4::new(std::net::Ipv4Addr::new(10, 0, 0, n), 7946);
+    let mut m = Membership::new(NodeId::new(addr(2), 2), member::config(10), 2);
+    m.join(NodeId::new(addr(1), 1), Duration::ZERO);
+    while let Some((_, d)) = m.poll_send() {
+        seeds.push(raw(1, &d));
+    }
+    seeds.truncate(12);
+    seeds
 }
 
 /// A stable file name for a seed: FNV-1a of its bytes.
