@@ -355,12 +355,12 @@ fn quiet_port() -> u16 {
     panic!("no free port in {first}-{last}");
 }
 
-/// `f` until it succeeds, for up to a second. Another test of this process that
+/// `f` until it succeeds, for up to ten seconds. Another test of this process that
 /// starts a program copies every socket open at that moment into the child until it
-/// execs: a port just closed can look taken for a moment. A socket really left open
-/// stays taken, and fails the test.
+/// execs (on a loaded machine, a while): a port just closed can look taken meanwhile.
+/// A socket really left open stays taken, and fails the test.
 fn eventually<T, E>(mut f: impl FnMut() -> Result<T, E>) -> Result<T, E> {
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         match f() {
             Err(_) if std::time::Instant::now() < end => {
