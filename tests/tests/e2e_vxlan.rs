@@ -338,7 +338,7 @@ fn port_stats(engine: &Engine, id: PortId) -> tapnet_engine::port::PortStats {
 fn wait_for(what: &str, f: impl Fn() -> bool) {
     let t0 = Instant::now();
     while !f() {
-        assert!(t0.elapsed() < Duration::from_secs(5), "timed out: {what}");
+        assert!(t0.elapsed() < Duration::from_secs(20), "timed out: {what}");
         std::thread::sleep(Duration::from_millis(5));
     }
 }

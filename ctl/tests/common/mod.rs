@@ -311,7 +311,7 @@ impl Daemon {
             "GET",
             "/sandboxes",
             None,
-            Duration::from_secs(3),
+            Duration::from_secs(10),
         ) {
             if let Ok(Value::Array(list)) = serde_json::from_str::<Value>(&r.body) {
                 let mut seen = self.seen_netns.lock().unwrap();
