@@ -407,6 +407,9 @@ fn idle_udp_flows_end_at_conntracks_timeout_on_the_host_threads_clock() {
         .get_mut::<udp::Socket>(h)
         .send_slice(b"are you there", dst)
         .unwrap();
+    // The flow was last active between the container's send and its receipt of the
+    // reply; the clock moves while the reply travels, so count from either end.
+    let sent_at = s.clock.now();
     let mut buf = [0u8; 64];
     assert!(s.until(|s| {
         s.sockets
@@ -414,13 +417,16 @@ fn idle_udp_flows_end_at_conntracks_timeout_on_the_host_threads_clock() {
             .recv_slice(&mut buf)
             .is_ok()
     }));
+    let got_at = s.clock.now();
     t.join().unwrap();
     assert_eq!(s.host.stats().sockets, 1, "the flow's host socket");
     // A flow with replies lives 120 s without traffic: not a second less.
-    s.jump(timeouts::UDP_STREAM - Duration::from_secs(1));
+    let at = sent_at + timeouts::UDP_STREAM - Duration::from_secs(1);
+    s.jump(at.saturating_sub(s.clock.now()));
     assert_eq!(s.host.stats().sockets, 1);
     assert_eq!(s.host.relay_stats("n1").unwrap().expired, 0);
-    s.jump(Duration::from_secs(2));
+    let at = got_at + timeouts::UDP_STREAM + Duration::from_secs(1);
+    s.jump(at.saturating_sub(s.clock.now()));
     assert!(s.until(|s| s.host.stats().sockets == 0));
     assert_eq!(s.host.relay_stats("n1").unwrap().expired, 1);
 }
