@@ -115,11 +115,12 @@ fn run_demo(user: Option<&User>) -> String {
         cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
     }
     // Another test thread may have forked while the copy was open for writing; its
-    // child holds that descriptor until it execs (ETXTBSY). Bounded retries.
+    // child holds that descriptor until it execs (ETXTBSY), which on a loaded machine can
+    // take seconds. Bounded retries.
     let mut tries = 0;
     let mut child = loop {
         match cmd.spawn() {
-            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 200 => {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 1000 => {
                 tries += 1;
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }

@@ -18,9 +18,10 @@ const USER: &str = "tapnet-test";
 
 /// Run `f` (a spawn of the copied binary) again while it fails with ETXTBSY: another
 /// test thread may have forked while the copy was open for writing, and its child holds
-/// that descriptor until it execs. Bounded: 200 tries, 10 ms apart.
+/// that descriptor until it execs, which on a loaded machine can take seconds. Bounded:
+/// 1,000 tries, 10 ms apart.
 fn retry_busy<T>(mut f: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
-    for _ in 0..200 {
+    for _ in 0..1000 {
         match f() {
             Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
                 std::thread::sleep(Duration::from_millis(10));

@@ -95,7 +95,7 @@ fn transfer(a: &Host, b: &Host, bytes: usize) -> (u64, u64) {
             .expect("netns")
             .expect("listen");
     let client =
-        a.ns.run(|| TcpStream::connect_timeout(&dst, Duration::from_secs(5)));
+        a.ns.run(|| TcpStream::connect_timeout(&dst, Duration::from_secs(20)));
     let mut client = client.expect("netns").expect("connect through tapnet");
     let (mut server, _) = listener.accept().expect("accept");
     server

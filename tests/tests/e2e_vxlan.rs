@@ -227,7 +227,7 @@ fn tcp(a: &NetNs, b: &NetNs, to: Ipv4Addr, bytes: usize) -> (u64, u64) {
         .run(|| TcpListener::bind(dst))
         .expect("netns")
         .expect("listen");
-    let client = a.run(|| TcpStream::connect_timeout(&dst, Duration::from_secs(5)));
+    let client = a.run(|| TcpStream::connect_timeout(&dst, Duration::from_secs(20)));
     let mut client = client.expect("netns").expect("connect through the overlay");
     let (mut server, _) = listener.accept().expect("accept");
     server
@@ -338,7 +338,7 @@ fn port_stats(engine: &Engine, id: PortId) -> tapnet_engine::port::PortStats {
 fn wait_for(what: &str, f: impl Fn() -> bool) {
     let t0 = Instant::now();
     while !f() {
-        assert!(t0.elapsed() < Duration::from_secs(5), "timed out: {what}");
+        assert!(t0.elapsed() < Duration::from_secs(20), "timed out: {what}");
         std::thread::sleep(Duration::from_millis(5));
     }
 }

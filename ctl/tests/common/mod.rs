@@ -311,7 +311,7 @@ impl Daemon {
             "GET",
             "/sandboxes",
             None,
-            Duration::from_secs(3),
+            Duration::from_secs(10),
         ) {
             if let Ok(Value::Array(list)) = serde_json::from_str::<Value>(&r.body) {
                 let mut seen = self.seen_netns.lock().unwrap();
@@ -565,13 +565,18 @@ pub(crate) fn ping_once(ns: &str, addr: &str) -> bool {
 }
 
 pub(crate) fn assert_pings(ns: &str, addr: &str) {
-    // A fresh interface can take a moment (DAD, first ARP): three rounds at most.
-    for _ in 0..3 {
+    // A fresh interface can take a moment (DAD, first ARP), and a loaded machine
+    // longer: rounds for up to 20 s.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
         if pings(ns, addr) {
             return;
         }
+        assert!(
+            Instant::now() < deadline,
+            "{addr} does not answer ping from {ns}"
+        );
     }
-    panic!("{addr} does not answer ping from {ns}");
 }
 
 pub(crate) fn assert_no_ping(ns: &str, addr: &str) {

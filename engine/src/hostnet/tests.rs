@@ -207,11 +207,13 @@ impl Setup {
     }
 
     /// Whether everything the container sent has gone as far as it goes: the gateway
-    /// port has had every frame, and the relay every frame the port forwarded.
+    /// port has had every frame and is done with it (the gateway counts a frame as
+    /// received before it decides what to do with it), and the relay has had every
+    /// frame the port forwarded.
     fn settled(&self) -> bool {
         let g = self.gateway.snapshot();
         let r = self.host.relay_stats("n1").unwrap();
-        g.received == self.dev.sent && r.frames_in == g.forwarded
+        g.received == self.dev.sent && handled(&g) == g.received && r.frames_in == g.forwarded
     }
 
     /// Jump the clock by `by` and wait for the host thread's pass at the new time.
@@ -234,6 +236,25 @@ impl Setup {
         s.set_ack_delay(None);
         self.sockets.add(s)
     }
+}
+
+/// The frames the gateway is done with: each lands in exactly one of these counters,
+/// after `received`.
+fn handled(g: &tapnet_nat::GatewayCountersSnapshot) -> u64 {
+    g.arp_replies
+        + g.echo_replies
+        + g.arp_ignored
+        + g.forwarded
+        + g.drop_not_for_us
+        + g.drop_malformed
+        + g.drop_bad_source
+        + g.drop_fragment
+        + g.drop_source_route
+        + g.drop_no_route
+        + g.drop_internal
+        + g.drop_unsupported
+        + g.drop_no_room
+        + g.drop_bad_destination
 }
 
 /// A TCP server on 127.0.0.1 that answers each connection with the bytes it got,
@@ -386,6 +407,9 @@ fn idle_udp_flows_end_at_conntracks_timeout_on_the_host_threads_clock() {
         .get_mut::<udp::Socket>(h)
         .send_slice(b"are you there", dst)
         .unwrap();
+    // The flow was last active between the container's send and its receipt of the
+    // reply; the clock moves while the reply travels, so count from either end.
+    let sent_at = s.clock.now();
     let mut buf = [0u8; 64];
     assert!(s.until(|s| {
         s.sockets
@@ -393,13 +417,16 @@ fn idle_udp_flows_end_at_conntracks_timeout_on_the_host_threads_clock() {
             .recv_slice(&mut buf)
             .is_ok()
     }));
+    let got_at = s.clock.now();
     t.join().unwrap();
     assert_eq!(s.host.stats().sockets, 1, "the flow's host socket");
     // A flow with replies lives 120 s without traffic: not a second less.
-    s.jump(timeouts::UDP_STREAM - Duration::from_secs(1));
+    let at = sent_at + timeouts::UDP_STREAM - Duration::from_secs(1);
+    s.jump(at.saturating_sub(s.clock.now()));
     assert_eq!(s.host.stats().sockets, 1);
     assert_eq!(s.host.relay_stats("n1").unwrap().expired, 0);
-    s.jump(Duration::from_secs(2));
+    let at = got_at + timeouts::UDP_STREAM + Duration::from_secs(1);
+    s.jump(at.saturating_sub(s.clock.now()));
     assert!(s.until(|s| s.host.stats().sockets == 0));
     assert_eq!(s.host.relay_stats("n1").unwrap().expired, 1);
 }
@@ -1340,7 +1367,7 @@ mod dns {
                 45100,
             )
             .unwrap();
-        assert!(s.until(|s| s.gateway.snapshot().received == s.dev.sent));
+        assert!(s.until(|s| s.settled()));
         assert_eq!(s.host.stats().sockets, 0);
         let r = s.host.relay_stats("n1").unwrap();
         assert_eq!((r.udp_opened, r.tcp_opened), (0, 0));

@@ -184,6 +184,8 @@ mod tests {
     use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
     use tokio::io::AsyncReadExt;
 
+    use crate::daemon::server::tests::{pipe, write_end_closed};
+
     /// A connected pair: the sending end, and the receiving end as the API reads it.
     fn pair() -> (std::os::unix::net::UnixStream, FdStream, Peer) {
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
@@ -200,22 +202,6 @@ mod tests {
         (a, s, peer)
     }
 
-    /// Whether every copy of the pipe's write end is closed: its read end is at EOF
-    /// (a copy still open somewhere makes the non-blocking read fail with EAGAIN).
-    fn write_end_closed(r: &OwnedFd) -> bool {
-        nix::fcntl::fcntl(
-            r,
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        )
-        .unwrap();
-        let mut one = [0u8; 1];
-        match nix::unistd::read(r, &mut one) {
-            Ok(0) => true,
-            Err(nix::errno::Errno::EAGAIN) => false,
-            other => panic!("unexpected read of the pipe: {other:?}"),
-        }
-    }
-
     #[test]
     fn fds_past_the_limit_in_one_message_are_all_closed_and_bytes_kept() {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -226,7 +212,9 @@ mod tests {
             let (a, mut s, peer) = pair();
             // MAX_FDS + 6 copies of one pipe's write end in one message: the kernel
             // installs what fits in the control buffer and cuts the rest (MSG_CTRUNC).
-            let (r, w) = nix::unistd::pipe().unwrap();
+            // Close-on-exec: a program another test starts meanwhile must not keep a
+            // copy of the write end.
+            let (r, w) = pipe();
             let fds = vec![w.as_raw_fd(); MAX_FDS + 6];
             let cm = [ControlMessage::ScmRights(&fds)];
             let iov = [io::IoSlice::new(b"hello")];

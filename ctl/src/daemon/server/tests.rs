@@ -547,8 +547,9 @@ pub(super) fn call_with_fds(
 pub(super) fn write_end_closed(r: &OwnedFd) -> bool {
     nix::fcntl::fcntl(r, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).unwrap();
     // A child another test forks holds every fd of this process until it execs (the
-    // pipe is close-on-exec): a leak keeps the write end open, a fork only for a moment.
-    let end = std::time::Instant::now() + Duration::from_secs(1);
+    // pipe is close-on-exec): a leak keeps the write end open, a fork only until it
+    // execs, which on a loaded machine can take a while.
+    let end = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         match nix::unistd::read(r, &mut [0u8; 1]) {
             Ok(0) => return true,
@@ -695,7 +696,7 @@ fn socket_is_0660_stale_socket_replaced_live_one_refused_and_removed_on_stop() {
     // A program another test starts holds a copy of the stale socket until it execs,
     // and answers a connect meanwhile: the server's own file comes moments later.
     let mode = || std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
-    let end = Instant::now() + Duration::from_secs(1);
+    let end = Instant::now() + Duration::from_secs(10);
     while mode() != 0o660 && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(5));
     }

@@ -365,7 +365,7 @@ fn e2e_two_namespaces_arp_then_udp_through_user_space() {
     sock_a.send_to(b"tapnet", (ip_b, 5555)).unwrap();
 
     // 1. The ARP request for 10.99.0.2 comes out of TAP A (after any IPv6 chatter).
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(20);
     let mut frame = vec![0u8; 65_536 + VNET_HDR_LEN];
     let arp_len = loop {
         assert!(

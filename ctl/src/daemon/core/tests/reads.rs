@@ -70,8 +70,9 @@ fn a_read_sees_a_sandbox_create_whole_or_not_at_all() {
         scope.spawn(move || {
             let _ = tx.send(seen(d, &eps));
         });
+        // Far less than forever (the hold), enough for a loaded machine.
         let during = rx
-            .recv_timeout(Duration::from_secs(3))
+            .recv_timeout(Duration::from_secs(10))
             .expect("the reads were not answered while a sandbox create was held");
         assert_eq!(
             during,
