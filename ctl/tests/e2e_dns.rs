@@ -403,8 +403,9 @@ fn a_silent_resolver_gives_servfail_in_time_while_local_names_answer() {
     assert_eq!(status(&out), "SERVFAIL", "{out}");
     // dig's own measure of the query (the command's start-up left out).
     let query_ms = query_ms(&out);
+    // The server's 4 s, give or take its timer on a loaded machine; under dig's own 5 s.
     assert!(
-        (3500..=4500).contains(&query_ms),
+        (3500..=4900).contains(&query_ms),
         "SERVFAIL after {query_ms} ms ({took:?} with dig's start)"
     );
     assert!(local >= 3, "only {local} local answers while waiting");

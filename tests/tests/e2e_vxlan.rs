@@ -182,6 +182,20 @@ fn engine() -> Engine {
     .expect("engine")
 }
 
+/// `ping` until it succeeds, for up to 20 s: a reachability check that a loaded machine
+/// does not fail by answering late.
+fn reach(ns: &NetNs, to: Ipv4Addr, count: u32, extra: &[&str]) -> bool {
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if ping(ns, to, count, extra) {
+            return true;
+        }
+        if std::time::Instant::now() > end {
+            return false;
+        }
+    }
+}
+
 fn ping(ns: &NetNs, to: Ipv4Addr, count: u32, extra: &[&str]) -> bool {
     Command::new("ip")
         .args(["netns", "exec", ns.name(), "ping", "-n", "-q", "-c"])
@@ -631,12 +645,15 @@ fn interop_with_the_kernel_vxlan_device_and_tshark_decodes_it() {
     let cap = have_tshark().then(|| capture(&ul.u1, "ul0", 300));
 
     // ARP both ways: tapnet answers S1's itself, S2's crosses as a broadcast.
-    assert!(ping(&s1.ns, s2_addr, 3, &[]), "S1 cannot ping S2");
-    assert!(ping(&s2, s1.addr, 3, &[]), "S2 cannot ping S1");
+    assert!(reach(&s1.ns, s2_addr, 3, &[]), "S1 cannot ping S2");
+    assert!(reach(&s2, s1.addr, 3, &[]), "S2 cannot ping S1");
     // The largest packets that fit the inner MTU, unfragmented, both ways.
     let full = ["-M", "do", "-s", "1422"];
-    assert!(ping(&s1.ns, s2_addr, 2, &full), "1450-byte packets S1 → S2");
-    assert!(ping(&s2, s1.addr, 2, &full), "1450-byte packets S2 → S1");
+    assert!(
+        reach(&s1.ns, s2_addr, 2, &full),
+        "1450-byte packets S1 → S2"
+    );
+    assert!(reach(&s2, s1.addr, 2, &full), "1450-byte packets S2 → S1");
     let diag = || format!("{:?}", overlay.stats());
     udp(&s1.ns, &s2, s2_addr, &diag);
     udp(&s2, &s1.ns, s1.addr, &diag);
@@ -696,8 +713,8 @@ fn two_engines_carry_tcp_and_keep_vnis_and_strangers_apart() {
     o2.add_network(&e2, vni(43), d3).expect("network 43");
     o2.add_peer(vni(43), ul.a1).expect("peer 43");
 
-    assert!(ping(&s1.ns, s3.addr, 3, &[]), "S1 cannot ping S3");
-    assert!(ping(&s3.ns, s1.addr, 3, &[]), "S3 cannot ping S1");
+    assert!(reach(&s1.ns, s3.addr, 3, &[]), "S1 cannot ping S3");
+    assert!(reach(&s3.ns, s1.addr, 3, &[]), "S3 cannot ping S1");
     let (sent, got) = tcp(&s1.ns, &s3.ns, s3.addr, 32 << 20);
     assert_eq!(sent, got, "32 MiB S1 → S3 arrived altered");
     let (m1, m2) = (o1.stats(), o2.stats());
