@@ -31,8 +31,8 @@ fn main() {
     );
     let p = r.propagation;
     println!(
-        "endpoint to all nodes over {} writes (pending {}): p50 {:?} p99 {:?} max {:?}",
-        p.count, r.pending_propagations, p.p50, p.p99, p.max
+        "endpoint to all nodes over {} writes (pending {}; first writes still pending after settling: {}): p50 {:?} p99 {:?} max {:?}",
+        p.count, r.pending_propagations, r.initial_pending, p.p50, p.p99, p.max
     );
     let d = r.detection;
     println!(

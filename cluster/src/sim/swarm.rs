@@ -59,6 +59,9 @@ pub struct SwarmReport {
     pub propagation: Percentiles,
     /// Writes not shown everywhere at the end.
     pub pending_propagations: usize,
+    /// Of the first writes (every node's endpoint, at once), how many were still
+    /// not shown everywhere when the traffic measure ended (not measured further).
+    pub initial_pending: usize,
     /// From a crash until every live node removed the crashed node's entries.
     pub detection: Percentiles,
     /// Crashes whose entries some node still showed at the end.
@@ -103,6 +106,7 @@ pub fn run_swarm(p: &SwarmParams) -> SwarmReport {
     }
     sim.run_for(p.settle);
     let traffic = sim.measure_traffic(p.window);
+    let initial_pending = sim.forget_pending_propagations();
     let mut rng = ChaCha8Rng::seed_from_u64(p.seed ^ 0x5157);
     let base = sim.propagations().len();
     for k in 0..p.writes {
@@ -130,6 +134,7 @@ pub fn run_swarm(p: &SwarmParams) -> SwarmReport {
         traffic,
         propagation,
         pending_propagations,
+        initial_pending,
         detection: Percentiles::of(sim.entry_detections()),
         pending_detections: sim.pending_entry_detections(),
         member_detection: Percentiles::of(sim.detections()),

@@ -11,7 +11,6 @@ use crate::table::{Event, NodeKey, TableError};
 #[derive(Debug)]
 struct Write {
     net: String,
-    owner: NodeKey,
     key: String,
     value: Vec<u8>,
     since: Duration,
@@ -32,7 +31,8 @@ struct Crash {
 /// the caller makes (each pending one holds a set of at most N nodes).
 #[derive(Debug, Default)]
 pub(super) struct Tracker {
-    writes: Vec<Write>,
+    /// Pending writes by owner (a few per owner at most).
+    writes: HashMap<NodeKey, Vec<Write>>,
     propagations: Vec<Duration>,
     crashes: Vec<Crash>,
     entry_detections: Vec<Duration>,
@@ -48,13 +48,23 @@ impl Tracker {
                 owner,
                 value,
             } => {
-                for w in &mut self.writes {
-                    if w.owner == *owner && w.key == *key && w.net == *net && w.value == *value {
-                        w.waiting.remove(&i);
+                let Some(ws) = self.writes.get_mut(owner) else {
+                    return;
+                };
+                let mut done = false;
+                for w in ws.iter_mut() {
+                    if w.key == *key && w.net == *net && w.value == *value {
+                        done |= w.waiting.remove(&i) && w.waiting.is_empty();
                     }
+                }
+                if !done {
+                    return;
                 }
             }
             Event::Remove { owner, .. } => {
+                if self.crashes.is_empty() {
+                    return;
+                }
                 for c in &mut self.crashes {
                     if c.owner == *owner
                         && let Some(left) = c.waiting.get_mut(&i)
@@ -112,7 +122,7 @@ impl Tracker {
 
     /// Node `index` stopped (crash or leave): it is no longer waited for.
     pub(super) fn gone(&mut self, index: usize, now: Duration) {
-        for w in &mut self.writes {
+        for w in self.writes.values_mut().flatten() {
             w.waiting.remove(&index);
         }
         for c in &mut self.crashes {
@@ -123,13 +133,16 @@ impl Tracker {
 
     fn settle(&mut self, now: Duration) {
         let done = &mut self.propagations;
-        self.writes.retain(|w| {
-            if w.waiting.is_empty() {
-                done.push(now - w.since);
-                false
-            } else {
-                true
-            }
+        self.writes.retain(|_, ws| {
+            ws.retain(|w| {
+                if w.waiting.is_empty() {
+                    done.push(now - w.since);
+                    false
+                } else {
+                    true
+                }
+            });
+            !ws.is_empty()
         });
         let done = &mut self.entry_detections;
         self.crashes.retain(|c| {
@@ -167,7 +180,13 @@ impl Sim {
         self.running(index)?;
         let now = self.now;
         let r = self.nodes[index].node.leave_network(net, now);
-        for w in self.track.writes.iter_mut().filter(|w| w.net == net) {
+        for w in self
+            .track
+            .writes
+            .values_mut()
+            .flatten()
+            .filter(|w| w.net == net)
+        {
             w.waiting.remove(&index);
         }
         self.drain(index);
@@ -190,9 +209,8 @@ impl Sim {
         let now = self.now;
         self.nodes[index].node.set(net, key, value, now)?;
         let owner = self.nodes[index].node.id().key;
-        self.track
-            .writes
-            .retain(|w| !(w.owner == owner && w.key == key && w.net == net));
+        let ws = self.track.writes.entry(owner).or_default();
+        ws.retain(|w| !(w.key == key && w.net == net));
         let waiting = (0..self.nodes.len())
             .filter(|&i| {
                 i != index
@@ -205,9 +223,8 @@ impl Sim {
                         .any(|n| n == net)
             })
             .collect();
-        self.track.writes.push(Write {
+        self.track.writes.entry(owner).or_default().push(Write {
             net: net.to_owned(),
-            owner,
             key: key.to_owned(),
             value: value.to_vec(),
             since: now,
@@ -235,7 +252,15 @@ impl Sim {
 
     /// Writes not yet shown everywhere.
     pub fn pending_propagations(&self) -> usize {
-        self.track.writes.len()
+        self.track.writes.values().map(Vec::len).sum()
+    }
+
+    /// Stop measuring the writes still pending (as the burst of a start), and
+    /// say how many there were.
+    pub fn forget_pending_propagations(&mut self) -> usize {
+        let n = self.pending_propagations();
+        self.track.writes.clear();
+        n
     }
 
     /// Times from a crash until every live node that showed entries of the
