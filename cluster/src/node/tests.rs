@@ -20,8 +20,8 @@ fn node(i: u8) -> Node {
 }
 
 /// Run two nodes against each other (no loss, no latency) until `until`.
-fn run(nodes: &mut [Node; 2], until: Duration, events: &mut [Vec<NodeEvent>; 2]) {
-    let mut now = Duration::ZERO;
+fn run(nodes: &mut [Node; 2], from: Duration, until: Duration, events: &mut [Vec<NodeEvent>; 2]) {
+    let mut now = from;
     while now <= until {
         for i in 0..2 {
             nodes[i].tick(now);
@@ -32,7 +32,7 @@ fn run(nodes: &mut [Node; 2], until: Duration, events: &mut [Vec<NodeEvent>; 2])
             for i in 0..2 {
                 while let Some((to, bytes)) = nodes[i].poll_send(now) {
                     moved = true;
-                    let j = usize::from(to == addr(1));
+                    let j = usize::from(to == addr(2));
                     let from = nodes[i].id().addr;
                     let _ = nodes[j].handle(from, &bytes, now);
                 }
@@ -50,7 +50,12 @@ fn entries_reach_a_member_and_go_with_it() {
     let mut nodes = [node(1), node(2)];
     let mut events = [Vec::new(), Vec::new()];
     nodes[1].join(addr(1), Duration::ZERO);
-    run(&mut nodes, Duration::from_secs(2), &mut events);
+    run(
+        &mut nodes,
+        Duration::ZERO,
+        Duration::from_secs(2),
+        &mut events,
+    );
     assert_eq!(nodes[0].membership().num_members(), 1);
     for n in &mut nodes {
         n.join_network("blue", Duration::from_secs(2)).unwrap();
@@ -58,7 +63,12 @@ fn entries_reach_a_member_and_go_with_it() {
     nodes[0]
         .set("blue", "ep1", b"mac", Duration::from_secs(2))
         .unwrap();
-    run(&mut nodes, Duration::from_secs(4), &mut events);
+    run(
+        &mut nodes,
+        Duration::from_secs(2),
+        Duration::from_secs(4),
+        &mut events,
+    );
     let seen = nodes[1].tables().entries("blue");
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].owner, 101);
@@ -79,16 +89,31 @@ fn graceful_leave_removes_the_entries_at_the_peer() {
     let mut nodes = [node(1), node(2)];
     let mut events = [Vec::new(), Vec::new()];
     nodes[1].join(addr(1), Duration::ZERO);
-    run(&mut nodes, Duration::from_secs(2), &mut events);
+    run(
+        &mut nodes,
+        Duration::ZERO,
+        Duration::from_secs(2),
+        &mut events,
+    );
     for n in &mut nodes {
         n.join_network("blue", Duration::from_secs(2)).unwrap();
         n.set("blue", "ep", b"v", Duration::from_secs(2)).unwrap();
     }
-    run(&mut nodes, Duration::from_secs(4), &mut events);
+    run(
+        &mut nodes,
+        Duration::from_secs(2),
+        Duration::from_secs(4),
+        &mut events,
+    );
     assert_eq!(nodes[1].tables().entries("blue").len(), 2);
     nodes[0].leave(Duration::from_secs(4));
     assert!(nodes[0].tables().entries("blue").is_empty());
-    run(&mut nodes, Duration::from_secs(5), &mut events);
+    run(
+        &mut nodes,
+        Duration::from_secs(4),
+        Duration::from_secs(5),
+        &mut events,
+    );
     assert_eq!(nodes[1].tables().entries("blue").len(), 1);
 }
 

@@ -25,6 +25,8 @@ mod swarm;
 mod track;
 
 #[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
 mod tests;
 
 use std::cmp::{Ordering, Reverse};
