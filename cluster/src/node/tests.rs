@@ -23,8 +23,8 @@ fn node(i: u8) -> Node {
 fn run(nodes: &mut [Node; 2], from: Duration, until: Duration, events: &mut [Vec<NodeEvent>; 2]) {
     let mut now = from;
     while now <= until {
-        for i in 0..2 {
-            nodes[i].tick(now);
+        for n in nodes.iter_mut() {
+            n.tick(now);
         }
         let mut moved = true;
         while moved {
