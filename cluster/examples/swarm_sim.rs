@@ -1,52 +1,55 @@
-//! Measure membership in simulation: `cargo run --release -p tapnet-cluster
-//! --example swarm_sim -- N [SEED]`.
+//! Measure the control plane in simulation: `cargo run --release -p
+//! tapnet-cluster --example swarm_sim -- N [SEED]`.
 //!
-//! Starts N nodes (rolling start over 1 s, 1 % loss, 0.5–1 ms latency),
-//! waits until every node sees every other, measures traffic per node over
-//! 20 s of steady state, then crashes 10 nodes one after another (15 s apart)
-//! and reports the detection times. Prints the wall time of the whole run.
+//! Runs [`run_swarm`]: N nodes (rolling start over 1 s, 1 % loss, 0.5–1 ms
+//! latency) on one network with one endpoint each; steady-state traffic per
+//! node, 20 writes and 5 crashes. Prints the wall time of the whole run.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use tapnet_cluster::sim::{Percentiles, Sim, SimParams};
+use tapnet_cluster::sim::{SwarmParams, run_swarm};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
     let seed: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
     let wall = Instant::now();
-    let params = SimParams {
-        loss: 0.01,
-        ..SimParams::default()
-    };
-    let mut sim = Sim::new(n, seed, params);
-    let converged = sim.run_until_converged(Duration::from_secs(120));
-    println!("n={n} seed={seed} convergence after start: {converged:?}");
-    let traffic = sim.measure_traffic(Duration::from_secs(20));
+    let r = run_swarm(&SwarmParams::new(n, seed));
     println!(
-        "steady state per node: {:.1} packets/s, {:.0} bytes/s",
-        traffic.packets_per_node_sec, traffic.bytes_per_node_sec
+        "n={n} seed={seed} convergence after start: {:?}",
+        r.converged
     );
-    for k in 0..10 {
-        sim.crash(n / 2 + k * (n / 20).max(1) % (n / 2));
-        sim.run_for(Duration::from_secs(15));
-    }
-    sim.run_for(Duration::from_secs(15));
-    let d = Percentiles::of(sim.detections());
+    let t = r.traffic;
     println!(
-        "detection over {} crashes (pending {}): p50 {:?} p99 {:?} max {:?}",
+        "steady state per node: membership {:.2} packets/s {:.0} B/s, tables {:.2} packets/s {:.0} B/s, total {:.2} packets/s {:.0} B/s",
+        t.membership.packets_per_node_sec,
+        t.membership.bytes_per_node_sec,
+        t.tables.packets_per_node_sec,
+        t.tables.bytes_per_node_sec,
+        t.total.packets_per_node_sec,
+        t.total.bytes_per_node_sec
+    );
+    let p = r.propagation;
+    println!(
+        "endpoint to all nodes over {} writes (pending {}; first writes still pending after settling: {}): p50 {:?} p99 {:?} max {:?}",
+        p.count, r.pending_propagations, r.initial_pending, p.p50, p.p99, p.max
+    );
+    let d = r.detection;
+    println!(
+        "entries removed everywhere over {} crashes (pending {}): p50 {:?} p99 {:?} max {:?}; membership: p50 {:?} max {:?}",
         d.count,
-        sim.pending_detections(),
+        r.pending_detections,
         d.p50,
         d.p99,
-        d.max
+        d.max,
+        r.member_detection.p50,
+        r.member_detection.max
     );
-    let net = sim.net_stats();
     println!(
         "virtual time {:?}, wall time {:?}, datagrams sent {} (lost {})",
-        sim.now(),
+        r.virtual_time,
         wall.elapsed(),
-        net.sent,
-        net.lost
+        r.net.sent,
+        r.net.lost
     );
 }

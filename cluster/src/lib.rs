@@ -10,6 +10,8 @@
 //!   wrapped in the sans-IO [`member::Membership`].
 //! - [`table`]: the per-network gossiped endpoint tables (NetworkDB's model,
 //!   without its failures).
+//! - [`node`]: the two composed on one gossip socket, as one host runs them
+//!   ([`node::Node`]).
 //! - [`sim`]: a deterministic simulation in virtual time that runs many
 //!   nodes over a simulated lossy, partitionable network.
 //!
@@ -17,5 +19,6 @@
 //! [`member::KIND_MEMBERSHIP`], [`table::KIND_TABLE`]) and a 1-byte format version.
 
 pub mod member;
+pub mod node;
 pub mod sim;
 pub mod table;

@@ -8,6 +8,7 @@
 //! scenario ends, fails or is interrupted with Ctrl-C.
 
 mod bridge_api;
+mod cluster_sim;
 mod counters;
 mod daemon_rig;
 mod daemon_tcp;
@@ -172,6 +173,11 @@ const SCENARIOS: &[(&str, &str, ScenarioFn)] = &[
         "dns",
         "dnsperf against the embedded DNS server (local names): queries/s and p50/p99 vs dnsmasq in a sandbox; another network's latency while a sandbox floods",
         dns::run,
+    ),
+    (
+        "cluster-sim",
+        "swarm control plane simulated at N = 100, 300, 1000 (foca + tables, 1 % loss): endpoint to all nodes, crash to entries removed, gossip load per node",
+        cluster_sim::run,
     ),
 ];
 

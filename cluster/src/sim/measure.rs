@@ -45,6 +45,17 @@ pub struct Traffic {
     pub bytes_per_node_sec: f64,
 }
 
+/// Traffic of one measuring window, by layer.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TrafficSplit {
+    /// Membership (foca) datagrams.
+    pub membership: Traffic,
+    /// Table datagrams (push gossip and anti-entropy).
+    pub tables: Traffic,
+    /// Both.
+    pub total: Traffic,
+}
+
 /// Datagrams the transport handled, by fate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NetStats {
@@ -52,6 +63,10 @@ pub struct NetStats {
     pub sent: u64,
     /// Bytes of those datagrams.
     pub sent_bytes: u64,
+    /// Of the datagrams sent, the membership's.
+    pub member_sent: u64,
+    /// Bytes of those.
+    pub member_sent_bytes: u64,
     /// Datagrams delivered to a running node.
     pub delivered: u64,
     /// Lost at random ([`super::SimParams::loss`]).

@@ -1,7 +1,8 @@
 //! Deterministic simulation of a cluster in virtual time.
 //!
-//! [`Sim`] runs N nodes, each a [`SimNode`] holding the real
-//! [`Membership`] (and room for more sans-IO [`Layer`]s), over a simulated
+//! [`Sim`] runs N nodes, each a [`SimNode`] holding the real per-node
+//! composition [`Node`] (membership and tables; room for more sans-IO
+//! [`Layer`]s), over a simulated
 //! UDP network: every datagram takes a latency (base plus uniform jitter), may
 //! be lost at random, is dropped between the sides of a partition, and is not
 //! delivered to a crashed node. Time is virtual: one event queue ordered by
@@ -11,11 +12,20 @@
 //! It measures what the swarm's design asks of membership: time until every
 //! node sees every other ([`Sim::run_until_converged`]), time from a crash
 //! until every live node holds the crashed node down ([`Sim::detections`]),
-//! and the traffic per node in steady state ([`Sim::measure_traffic`]).
+//! and the traffic per node in steady state ([`Sim::measure_traffic`], membership
+//! and tables apart). With the tables in the loop, it measures what the data
+//! plane sees: the time until an entry written at one node is visible at every
+//! live node of its network ([`Sim::propagations`]), and the time from a crash
+//! until every live node has removed the crashed node's entries
+//! ([`Sim::entry_detections`]).
 
 mod measure;
 mod node;
+mod swarm;
+mod track;
 
+#[cfg(test)]
+mod prop_tests;
 #[cfg(test)]
 mod tests;
 
@@ -28,10 +38,13 @@ use rand::{Rng, RngExt};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
 
-use crate::member::{MemberEvent, Membership, NodeId, config};
+use crate::member::{KIND_MEMBERSHIP, MemberEvent, NodeId, config};
+use crate::node::{Node, NodeEvent};
+use crate::table;
 
-pub use measure::{NetStats, Percentiles, Traffic};
+pub use measure::{NetStats, Percentiles, Traffic, TrafficSplit};
 pub use node::{Layer, SimNode};
+pub use swarm::{NETWORK, SwarmParams, SwarmReport, run_swarm};
 
 use measure::Digest;
 
@@ -58,6 +71,8 @@ pub struct SimParams {
     pub start_spread: Duration,
     /// Foca settings; `None` means [`config()`] for the cluster size.
     pub config: Option<foca::Config>,
+    /// Table settings of every node.
+    pub tables: table::Config,
 }
 
 impl Default for SimParams {
@@ -70,6 +85,7 @@ impl Default for SimParams {
             seeds: 3,
             start_spread: Duration::from_secs(1),
             config: None,
+            tables: table::Config::default(),
         }
     }
 }
@@ -135,6 +151,7 @@ pub struct Sim {
     digest: Digest,
     pending: Vec<Pending>,
     detections: Vec<Duration>,
+    track: track::Tracker,
 }
 
 impl std::fmt::Debug for Sim {
@@ -173,8 +190,15 @@ impl Sim {
         let mut by_addr = HashMap::with_capacity(n);
         for i in 0..n {
             let id = NodeId::new(node_addr(i), rng.next_u64());
-            let membership = Membership::new(id, config.clone(), life_seed(seed, i, 0));
-            nodes.push(SimNode::new(membership));
+            let tables = params.tables.clone();
+            let node = Node::new(
+                id,
+                config.clone(),
+                tables,
+                life_seed(seed, i, 0),
+                Duration::ZERO,
+            );
+            nodes.push(SimNode::new(node));
             by_addr.insert(id.addr, i);
         }
         let mut sim = Self {
@@ -192,6 +216,7 @@ impl Sim {
             digest: Digest::default(),
             pending: Vec::new(),
             detections: Vec::new(),
+            track: track::Tracker::default(),
         };
         for i in 1..n {
             let at = sim.params.start_spread.mul_f64(i as f64 / n as f64);
@@ -290,12 +315,9 @@ impl Sim {
         if running.iter().any(|&i| self.nodes[i].view.len() != want) {
             return false;
         }
-        let ids: Vec<NodeId> = running
-            .iter()
-            .map(|&i| self.nodes[i].membership.id())
-            .collect();
+        let ids: Vec<NodeId> = running.iter().map(|&i| self.nodes[i].node.id()).collect();
         running.iter().all(|&i| {
-            let own = self.nodes[i].membership.id();
+            let own = self.nodes[i].node.id();
             ids.iter()
                 .all(|id| *id == own || self.nodes[i].view.contains(id))
         })
@@ -310,7 +332,7 @@ impl Sim {
         }
         self.nodes[index].running = false;
         self.digest.add(0xc4a5 ^ index as u64);
-        let id = self.nodes[index].membership.id();
+        let id = self.nodes[index].node.id();
         for pending in &mut self.pending {
             pending.waiting.remove(&index);
         }
@@ -323,21 +345,25 @@ impl Sim {
             waiting,
         });
         self.settle_detections();
+        self.track.crashed(index, id.key, &self.nodes, self.now);
     }
 
     /// Restart crashed node `index` with the next generation of its identity
-    /// and a fresh membership (its layers are kept), and join through a seed.
+    /// and a fresh [`Node`] (its layers are kept; its tables start empty, as
+    /// after a process restart), and join through a seed.
     pub fn restart(&mut self, index: usize) {
         let node = &mut self.nodes[index];
         if node.running {
             return;
         }
         node.restarts += 1;
-        let id = node.membership.id().next_generation();
-        node.membership = Membership::new(
+        let id = node.node.id().next_generation();
+        node.node = Node::new(
             id,
             self.config.clone(),
+            self.params.tables.clone(),
             life_seed(self.seed, index, node.restarts),
+            self.now,
         );
         node.view.clear();
         node.running = true;
@@ -352,9 +378,10 @@ impl Sim {
             return;
         }
         let now = self.now;
-        self.nodes[index].membership.leave(now);
+        self.nodes[index].node.leave(now);
         self.drain(index);
         self.nodes[index].running = false;
+        self.track.gone(index, self.now);
     }
 
     /// Cut `nodes` off from the rest: no datagram crosses until [`Sim::heal`]
@@ -381,15 +408,32 @@ impl Sim {
     }
 
     /// Run for `window` and return the traffic the running nodes sent in it,
-    /// per node per second.
-    pub fn measure_traffic(&mut self, window: Duration) -> Traffic {
+    /// per node per second: the membership's, the tables' and both.
+    pub fn measure_traffic(&mut self, window: Duration) -> TrafficSplit {
         let before = self.net;
         self.run_for(window);
         let running = self.nodes.iter().filter(|n| n.running).count().max(1) as f64;
         let per = running * window.as_secs_f64();
-        Traffic {
-            packets_per_node_sec: (self.net.sent - before.sent) as f64 / per,
-            bytes_per_node_sec: (self.net.sent_bytes - before.sent_bytes) as f64 / per,
+        let after = self.net;
+        let rate = |packets: u64, bytes: u64| Traffic {
+            packets_per_node_sec: packets as f64 / per,
+            bytes_per_node_sec: bytes as f64 / per,
+        };
+        let member = rate(
+            after.member_sent - before.member_sent,
+            after.member_sent_bytes - before.member_sent_bytes,
+        );
+        let total = rate(
+            after.sent - before.sent,
+            after.sent_bytes - before.sent_bytes,
+        );
+        TrafficSplit {
+            membership: member,
+            tables: Traffic {
+                packets_per_node_sec: total.packets_per_node_sec - member.packets_per_node_sec,
+                bytes_per_node_sec: total.bytes_per_node_sec - member.bytes_per_node_sec,
+            },
+            total,
         }
     }
 
@@ -421,7 +465,7 @@ impl Sim {
                 }
             }
             Action::Join(i) => {
-                if !self.nodes[i].running || self.nodes[i].membership.num_members() > 0 {
+                if !self.nodes[i].running || self.nodes[i].node.membership().num_members() > 0 {
                     return;
                 }
                 // Say hello to every seed (a seed: to every earlier one), as
@@ -431,7 +475,7 @@ impl Sim {
                 let seeds = self.params.seeds.clamp(1, self.nodes.len());
                 let now = self.now;
                 for seed in (0..seeds).filter(|&s| s != i) {
-                    self.nodes[i].membership.join(node_addr(seed), now);
+                    self.nodes[i].node.join(node_addr(seed), now);
                 }
                 self.drain(i);
                 self.push(self.now + JOIN_RETRY, Action::Join(i));
@@ -443,13 +487,14 @@ impl Sim {
     /// its next wake-up.
     fn drain(&mut self, i: usize) {
         let now = self.now;
-        while let Some(event) = self.nodes[i].membership.poll_event() {
-            self.nodes[i].apply(&event, now);
-            self.record(i, &event);
-        }
-        while let Some((to, bytes)) = self.nodes[i].poll_send() {
+        loop {
+            self.events(i);
+            let Some((to, bytes)) = self.nodes[i].poll_send(now) else {
+                break;
+            };
             self.transmit(i, to, bytes);
         }
+        self.events(i);
         if let Some(at) = self.nodes[i].next_deadline() {
             let at = at.max(now);
             if self.nodes[i].wake.is_none_or(|w| at < w) {
@@ -457,6 +502,33 @@ impl Sim {
                 self.push(at, Action::Wake(i));
             }
         }
+    }
+
+    /// Apply and record the events node `i` produced.
+    fn events(&mut self, i: usize) {
+        let now = self.now;
+        while let Some(event) = self.nodes[i].node.poll_event() {
+            match event {
+                NodeEvent::Member(event) => {
+                    self.nodes[i].apply(&event, now);
+                    self.record(i, &event);
+                }
+                NodeEvent::Table(event) => {
+                    self.record_table(i, &event);
+                    self.track.table_event(i, &event, now);
+                }
+            }
+        }
+    }
+
+    fn record_table(&mut self, i: usize, event: &table::Event) {
+        let (tag, owner, key) = match event {
+            table::Event::Upsert { owner, key, .. } => (5, *owner, key),
+            table::Event::Remove { owner, key, .. } => (6, *owner, key),
+        };
+        self.digest.add(self.now.as_nanos() as u64);
+        self.digest.add((i as u64) << 8 | tag);
+        self.digest.add(owner ^ key.len() as u64);
     }
 
     fn record(&mut self, i: usize, event: &MemberEvent) {
@@ -501,6 +573,10 @@ impl Sim {
         }
         self.net.sent += 1;
         self.net.sent_bytes += bytes.len() as u64;
+        if bytes.first() == Some(&KIND_MEMBERSHIP) {
+            self.net.member_sent += 1;
+            self.net.member_sent_bytes += bytes.len() as u64;
+        }
         self.digest.add((from as u64) << 32 | bytes.len() as u64);
         let Some(&dest) = self.by_addr.get(&to) else {
             self.net.unreachable += 1;

@@ -1,10 +1,12 @@
-//! A simulated node: its membership and room for more sans-IO layers.
+//! A simulated node: the real per-node composition ([`Node`]: membership and
+//! tables) and room for more sans-IO layers.
 
 use std::collections::HashSet;
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
-use crate::member::{MemberEvent, Membership, NodeId};
+use crate::member::{MemberEvent, NodeId};
+use crate::node::{Node, NodeReject};
 
 /// Another sans-IO layer run beside the membership on a simulated node (the
 /// per-network tables, for one): it owns one message kind (the first byte of
@@ -12,7 +14,8 @@ use crate::member::{MemberEvent, Membership, NodeId};
 /// membership changes, and is polled like [`Membership`].
 pub trait Layer {
     /// The kind byte of this layer's datagrams (not
-    /// [`crate::member::KIND_MEMBERSHIP`]).
+    /// [`crate::member::KIND_MEMBERSHIP`] nor [`crate::table::KIND_TABLE`], which
+    /// the [`Node`] owns).
     fn kind(&self) -> u8;
     /// A datagram of this layer's kind from `from`.
     fn handle(&mut self, from: SocketAddrV4, bytes: &[u8], now: Duration);
@@ -29,8 +32,8 @@ pub trait Layer {
 
 /// One simulated node.
 pub struct SimNode {
-    /// The membership of the node's current life.
-    pub membership: Membership,
+    /// The membership and tables of the node's current life.
+    pub node: Node,
     /// Further layers, each with its own message kind.
     pub layers: Vec<Box<dyn Layer>>,
     /// Whether the node runs (false after a crash, until a restart).
@@ -48,7 +51,7 @@ pub struct SimNode {
 impl std::fmt::Debug for SimNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SimNode")
-            .field("membership", &self.membership)
+            .field("node", &self.node)
             .field("layers", &self.layers.len())
             .field("running", &self.running)
             .field("view", &self.view.len())
@@ -57,9 +60,9 @@ impl std::fmt::Debug for SimNode {
 }
 
 impl SimNode {
-    pub(super) fn new(membership: Membership) -> Self {
+    pub(super) fn new(node: Node) -> Self {
         Self {
-            membership,
+            node,
             layers: Vec::new(),
             running: true,
             view: HashSet::new(),
@@ -79,14 +82,15 @@ impl SimNode {
         self.view.len()
     }
 
+    /// The membership of the node's current life.
+    pub fn membership(&self) -> &crate::member::Membership {
+        self.node.membership()
+    }
+
     /// The earliest deadline of the membership and the layers.
     pub(super) fn next_deadline(&self) -> Option<Duration> {
         let layers = self.layers.iter().filter_map(|l| l.next_deadline());
-        self.membership
-            .next_deadline()
-            .into_iter()
-            .chain(layers)
-            .min()
+        self.node.next_deadline().into_iter().chain(layers).min()
     }
 
     /// Hand a datagram to the membership or the layer of its kind.
@@ -95,27 +99,25 @@ impl SimNode {
             self.unknown_kind += 1;
             return;
         };
-        if kind == crate::member::KIND_MEMBERSHIP {
-            // Rejects are counted in the membership's stats.
-            let _ = self.membership.handle(from, bytes, now);
-        } else if let Some(layer) = self.layers.iter_mut().find(|l| l.kind() == kind) {
+        if let Some(layer) = self.layers.iter_mut().find(|l| l.kind() == kind) {
             layer.handle(from, bytes, now);
-        } else {
+        } else if let Err(NodeReject::UnknownKind) = self.node.handle(from, bytes, now) {
+            // Other rejects are counted in the node's and the layers' stats.
             self.unknown_kind += 1;
         }
     }
 
     pub(super) fn tick(&mut self, now: Duration) {
-        self.membership.tick(now);
+        self.node.tick(now);
         for layer in &mut self.layers {
             layer.tick(now);
         }
     }
 
     /// The next datagram any part of the node wants to send.
-    pub(super) fn poll_send(&mut self) -> Option<(SocketAddrV4, Vec<u8>)> {
-        self.membership
-            .poll_send()
+    pub(super) fn poll_send(&mut self, now: Duration) -> Option<(SocketAddrV4, Vec<u8>)> {
+        self.node
+            .poll_send(now)
             .or_else(|| self.layers.iter_mut().find_map(|l| l.poll_send()))
     }
 

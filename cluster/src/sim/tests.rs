@@ -18,8 +18,8 @@ fn twenty_nodes_converge() {
     let took = sim.run_until_converged(SECS(30)).expect("no convergence");
     assert!(took < SECS(15), "took {took:?}");
     for i in 0..20 {
-        assert_eq!(sim.node(i).membership.num_members(), 19);
-        assert_eq!(sim.node(i).membership.stats().rejects_total(), 0);
+        assert_eq!(sim.node(i).membership().num_members(), 19);
+        assert_eq!(sim.node(i).membership().stats().rejects_total(), 0);
     }
 }
 
@@ -72,12 +72,12 @@ fn crash_one_of_fifty_is_detected_everywhere_within_15s() {
 fn crashed_node_restarts_with_next_generation() {
     let mut sim = Sim::new(12, 4, SimParams::default());
     sim.run_until_converged(SECS(30)).expect("no convergence");
-    let old = sim.node(5).membership.id();
+    let old = sim.node(5).membership().id();
     sim.crash(5);
     sim.run_for(SECS(12));
     assert_eq!(sim.detections().len(), 1);
     sim.restart(5);
-    assert_eq!(sim.node(5).membership.id(), old.next_generation());
+    assert_eq!(sim.node(5).membership().id(), old.next_generation());
     sim.run_until_converged(SECS(20))
         .expect("restarted node not back");
 }
@@ -119,7 +119,7 @@ struct Counter {
 
 impl Layer for Counter {
     fn kind(&self) -> u8 {
-        2
+        3
     }
     fn handle(&mut self, _from: SocketAddrV4, _bytes: &[u8], _now: Duration) {
         self.datagrams += 1;
@@ -134,7 +134,7 @@ impl Layer for Counter {
     fn member_event(&mut self, event: &MemberEvent, _now: Duration) {
         if let MemberEvent::Up(id) = event {
             self.ups += 1;
-            self.outbox.push((id.addr, vec![2, 1]));
+            self.outbox.push((id.addr, vec![3, 1]));
         }
     }
 }
@@ -150,6 +150,6 @@ fn layers_get_their_kind_and_member_events() {
     for i in 0..5 {
         assert_eq!(sim.node(i).unknown_kind, 0);
     }
-    // Every node said hello on each Up it saw: 5 × 4 datagrams of kind 2.
+    // Every node said hello on each Up it saw: 5 × 4 datagrams of kind 3.
     assert!(sim.net_stats().delivered >= 20);
 }

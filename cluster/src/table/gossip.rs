@@ -31,9 +31,10 @@ impl Tables {
             }
         };
         let scope = match &msg {
-            Msg::Updates { scope, .. } | Msg::Digest { scope, .. } | Msg::Want { scope, .. } => {
-                scope.clone()
-            }
+            Msg::Updates { scope, .. }
+            | Msg::Digest { scope, .. }
+            | Msg::Want { scope, .. }
+            | Msg::Summary { scope, .. } => scope.clone(),
         };
         match self.scopes.get(&scope) {
             None => {
@@ -58,6 +59,16 @@ impl Tables {
             Msg::Digest { lo, hi, owners, .. } => {
                 self.stats.sync_bytes += bytes.len() as u64;
                 self.answer_digest(from, &scope, lo, hi, &owners);
+            }
+            Msg::Summary { owners, hash, .. } => {
+                self.stats.sync_bytes += bytes.len() as u64;
+                if self.scopes[&scope].store.summary() != (owners, hash) {
+                    let dgrams = wire::pack_digest(&scope, &self.scopes[&scope].store.digest());
+                    for d in dgrams {
+                        self.stats.sync_bytes += d.len() as u64;
+                        self.push_out(from, d);
+                    }
+                }
             }
             Msg::Want { owners, .. } => {
                 self.stats.sync_bytes += bytes.len() as u64;
@@ -370,7 +381,21 @@ impl Tables {
             s.join_syncs = 0;
         }
         let targets = self.choose(peers, k);
-        let dgrams = wire::pack_digest(scope, &self.scopes[scope].store.digest());
+        // Joining: the full digest at once (the joiner lacks most owners). Then a
+        // summary, answered with a full digest only by a peer that differs.
+        let dgrams = if joins > 0 {
+            wire::pack_digest(scope, &self.scopes[scope].store.digest())
+        } else {
+            let (owners, hash) = self.scopes[scope].store.summary();
+            vec![
+                Msg::Summary {
+                    scope: scope.clone(),
+                    owners,
+                    hash,
+                }
+                .encode(),
+            ]
+        };
         for t in targets {
             self.stats.syncs += 1;
             for d in &dgrams {

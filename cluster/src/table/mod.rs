@@ -431,6 +431,37 @@ impl Tables {
         self.events.pop_front()
     }
 
+    /// This node's own identity was renewed with `generation` (its membership
+    /// rejoined after peers had declared it down, as after a healed partition). Peers
+    /// that held it down hide its entries of older generations once it is back, so
+    /// every own live entry and network attachment is written again with the new
+    /// generation (and gossiped). Does nothing if `generation` is not newer.
+    pub fn renew(&mut self, generation: u32, now: Duration) {
+        if generation <= self.generation {
+            return;
+        }
+        self.generation = generation;
+        let me = self.me;
+        let own: Vec<(Scope, String, Vec<u8>)> = self
+            .scopes
+            .iter()
+            .filter(|(_, s)| s.attached)
+            .flat_map(|(scope, s)| {
+                s.store
+                    .owners
+                    .get(&me)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(move |(k, e)| {
+                        e.value.clone().map(|v| (scope.clone(), k.clone(), v))
+                    })
+            })
+            .collect();
+        for (scope, key, value) in own {
+            self.own_write(scope, key, Some(value), now);
+        }
+    }
+
     /// Membership: `node` failed. Its entries are suspended: Remove events, kept
     /// in storage, no tombstones made, nothing gossiped.
     pub fn node_down(&mut self, node: NodeKey, now: Duration) {

@@ -79,6 +79,29 @@ impl ScopeStore {
     }
 }
 
+impl ScopeStore {
+    /// Summary of the whole store: the owners with live entries and the sum of a
+    /// mix of (owner, owner hash) over them (live entries only, as
+    /// [`ScopeStore::owner_digest`]).
+    pub(crate) fn summary(&self) -> (u32, u64) {
+        let mut count = 0u32;
+        let mut sum = 0u64;
+        for d in self.digest().into_iter().filter(|d| d.hash != 0) {
+            count = count.wrapping_add(1);
+            sum = sum.wrapping_add(mix(d.owner.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ d.hash));
+        }
+        (count, sum)
+    }
+}
+
+/// The splitmix64 finaliser.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// Hash of one (key, version) pair, the same on every node and every build:
 /// FNV-1a 64 over the key bytes, generation and sequence, then the splitmix64
 /// finaliser so that sums of pair hashes spread well.

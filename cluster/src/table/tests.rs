@@ -601,9 +601,10 @@ fn traffic_of_a_network_goes_only_to_attached_nodes() {
     let mut per_net = 0;
     for (from, to, m) in &s.log {
         let scope = match m {
-            Msg::Updates { scope, .. } | Msg::Digest { scope, .. } | Msg::Want { scope, .. } => {
-                scope
-            }
+            Msg::Updates { scope, .. }
+            | Msg::Digest { scope, .. }
+            | Msg::Want { scope, .. }
+            | Msg::Summary { scope, .. } => scope,
         };
         if let Scope::Net(n) = scope {
             per_net += 1;
@@ -834,6 +835,11 @@ fn arb_msg() -> impl Strategy<Value = Msg> {
             }),
         (arb_scope(), proptest::collection::vec(any::<u64>(), 0..50))
             .prop_map(|(scope, owners)| Msg::Want { scope, owners }),
+        (arb_scope(), any::<u32>(), any::<u64>()).prop_map(|(scope, owners, hash)| Msg::Summary {
+            scope,
+            owners,
+            hash
+        }),
     ]
 }
 
@@ -1091,8 +1097,8 @@ fn in_sync_anti_entropy_sends_digests_only() {
     assert!(s.nodes.iter().map(|t| t.stats().syncs).sum::<u64>() > syncs + 5);
     for (_, _, m) in &s.log[before..] {
         assert!(
-            matches!(m, Msg::Digest { .. }),
-            "only digests once in sync: {m:?}"
+            matches!(m, Msg::Summary { .. }),
+            "only summaries once in sync: {m:?}"
         );
     }
     // One owner's entry is lost at one node: the answer carries that owner only.

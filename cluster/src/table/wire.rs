@@ -75,6 +75,19 @@ pub enum Msg {
         /// One summary per owner held in the range, sorted by owner.
         owners: Vec<OwnerDigest>,
     },
+    /// Anti-entropy summary of a whole scope: what a node sends on its periodic
+    /// sync. A peer whose summary differs answers with its full [`Msg::Digest`];
+    /// one that agrees answers nothing. In steady state a sync then costs one small
+    /// datagram instead of a digest whose size grows with the number of owners
+    /// (35 bytes an owner: 17 datagrams a scope at 1,000 nodes).
+    Summary {
+        /// Table summarised.
+        scope: Scope,
+        /// Owners with live entries.
+        owners: u32,
+        /// Order-independent hash of the (owner, owner hash) pairs of those owners.
+        hash: u64,
+    },
     /// Answer to a digest: "send me your entries of these owners".
     Want {
         /// Table concerned.
@@ -142,7 +155,7 @@ impl Msg {
                     && owners.windows(2).all(|w| w[0].owner < w[1].owner)
                     && owners.iter().all(|o| (*lo..=*hi).contains(&o.owner))
             }
-            Msg::Want { scope, .. } => scope_ok(scope),
+            Msg::Want { scope, .. } | Msg::Summary { scope, .. } => scope_ok(scope),
         }
     }
 }
