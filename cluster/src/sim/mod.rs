@@ -22,6 +22,7 @@
 mod measure;
 mod node;
 mod swarm;
+mod tables;
 mod track;
 
 #[cfg(test)]
