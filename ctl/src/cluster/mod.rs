@@ -26,7 +26,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -45,6 +45,9 @@ pub use self::types::{Outcome, RaftHandle, TypeConfig};
 
 /// The file in a manager's directory that holds its log and snapshot.
 pub const DB_FILE: &str = "raft.redb";
+
+/// How long [`Manager::shutdown`] waits for Raft's storage tasks to close the database.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A manager's tunables.
 #[derive(Clone, Debug)]
@@ -82,6 +85,22 @@ fn raft_err<E: std::fmt::Display>(e: E) -> ClusterError {
     ClusterError::Raft(e.to_string())
 }
 
+/// Open the database, waiting (bounded) for a previous manager on the same directory in
+/// this process to let go of it.
+async fn open_db(path: &Path) -> Result<redb::Database, ClusterError> {
+    let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
+    loop {
+        match redb::Database::create(path) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            r => return r.map_err(|e| ClusterError::Storage(format!("{}: {e}", path.display()))),
+        }
+    }
+}
+
 /// One manager: its Raft, its storage, its place on the router.
 pub struct Manager {
     id: NodeId,
@@ -89,6 +108,9 @@ pub struct Manager {
     router: Router,
     applied: Arc<RwLock<Applied>>,
     config: ClusterConfig,
+    /// The database, to see it closed after shutdown (openraft's storage tasks hold it
+    /// and end shortly after its core).
+    db: Weak<redb::Database>,
 }
 
 /// What a single write attempt gave.
@@ -110,9 +132,9 @@ impl Manager {
         std::fs::create_dir_all(dir)
             .map_err(|e| ClusterError::Storage(format!("{}: {e}", dir.display())))?;
         let path = dir.join(DB_FILE);
-        let db = redb::Database::create(&path)
-            .map_err(|e| ClusterError::Storage(format!("{}: {e}", path.display())))?;
+        let db = open_db(&path).await?;
         let db = Arc::new(db);
+        let weak = Arc::downgrade(&db);
         let store_err = |e: openraft::StorageError<u64>| ClusterError::Storage(e.to_string());
         let log = LogStore::new(db.clone()).map_err(store_err)?;
         let sm = StateMachineStore::open(db).map_err(store_err)?;
@@ -139,6 +161,7 @@ impl Manager {
             router,
             applied,
             config,
+            db: weak,
         })
     }
 
@@ -269,7 +292,18 @@ impl Manager {
         self.raft
             .shutdown()
             .await
-            .map_err(|e| ClusterError::Stopped(e.to_string()))
+            .map_err(|e| ClusterError::Stopped(e.to_string()))?;
+        drop(self.raft);
+        let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
+        while self.db.strong_count() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClusterError::Storage(format!(
+                    "the database is still in use {CLOSE_TIMEOUT:?} after shutdown"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
     }
 }
 
