@@ -14,6 +14,10 @@
 //! [`ClusterConfig::write_timeout`], then refused with a clear error ([`ClusterError`]):
 //! a minority of managers never hangs a caller.
 
+// openraft's storage and RPC traits return its own error types, which are large; the
+// helpers around them return the same types.
+#![allow(clippy::result_large_err)]
+
 mod error;
 mod log;
 pub mod net;
