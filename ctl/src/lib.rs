@@ -4,4 +4,5 @@
 //! The `tapnet` binary (`src/main.rs` and `src/cli/`) is its command line; `tapnet
 //! daemon` runs [`daemon::run_daemon`].
 
+pub mod cluster;
 pub mod daemon;

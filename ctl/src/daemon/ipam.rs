@@ -42,7 +42,7 @@
 //!
 //! IPv6 is not handled here yet.
 
-mod addrset;
+pub(crate) mod addrset;
 mod error;
 mod host;
 mod net;

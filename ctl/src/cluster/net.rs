@@ -1,0 +1,160 @@
+//! How managers reach each other: openraft's [`RaftNetworkFactory`] over an in-process
+//! [`Router`] (managers addressed by node id), used by the tests and by any process that
+//! runs several managers.
+//!
+//! Everything a manager sends another goes through the router's four calls (append
+//! entries, vote, snapshot, forwarded client write), each with serde-serializable request
+//! and response types, so a TCP transport (the swarm's port 2377) replaces the router by
+//! implementing the same calls over a connection.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, InstallSnapshotRequest,
+    InstallSnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, RaftNetwork, RaftNetworkFactory};
+
+use super::error::ClusterError;
+use super::state::{Command, NodeId};
+use super::types::{RaftHandle, TypeConfig};
+
+/// The in-process network: the Raft handle of every reachable manager.
+#[derive(Clone, Default)]
+pub struct Router {
+    nodes: Arc<Mutex<HashMap<NodeId, RaftHandle>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("manager {0} is unreachable")]
+struct Down(NodeId);
+
+impl Router {
+    /// An empty router.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Make `id` reachable at `raft`.
+    pub(crate) fn register(&self, id: NodeId, raft: RaftHandle) {
+        self.lock().insert(id, raft);
+    }
+
+    /// Make `id` unreachable.
+    pub(crate) fn unregister(&self, id: NodeId) {
+        self.lock().remove(&id);
+    }
+
+    /// Whether `id` is reachable.
+    pub fn is_reachable(&self, id: NodeId) -> bool {
+        self.lock().contains_key(&id)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, RaftHandle>> {
+        self.nodes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self, id: NodeId) -> Option<RaftHandle> {
+        self.lock().get(&id).cloned()
+    }
+
+    /// Send a client write to manager `target` (the leader, as this manager believes).
+    pub(crate) async fn forward(
+        &self,
+        target: NodeId,
+        cmd: Command,
+    ) -> Result<ClientWriteResponse<TypeConfig>, ForwardError> {
+        let raft = self.get(target).ok_or(ClusterError::Unreachable(target))?;
+        raft.client_write(cmd).await.map_err(ForwardError::Raft)
+    }
+}
+
+/// A forwarded write's failure: on the way, or the target's answer.
+#[derive(Debug)]
+pub(crate) enum ForwardError {
+    /// Not delivered.
+    Net(ClusterError),
+    /// The target's Raft answered with an error.
+    Raft(RaftError<NodeId, openraft::error::ClientWriteError<NodeId, BasicNode>>),
+}
+
+impl From<ClusterError> for ForwardError {
+    fn from(e: ClusterError) -> Self {
+        Self::Net(e)
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Router {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> Connection {
+        Connection {
+            router: self.clone(),
+            target,
+        }
+    }
+}
+
+/// One manager's view of another through the router.
+pub struct Connection {
+    router: Router,
+    target: NodeId,
+}
+
+type RpcResult<T, E = openraft::error::Infallible> =
+    Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+
+impl Connection {
+    fn raft<E: std::error::Error>(
+        &self,
+    ) -> Result<RaftHandle, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>> {
+        self.router
+            .get(self.target)
+            .ok_or_else(|| RPCError::Unreachable(Unreachable::new(&Down(self.target))))
+    }
+
+    fn remote<E: std::error::Error>(
+        &self,
+        e: RaftError<NodeId, E>,
+    ) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
+        match e {
+            // A manager shutting down is as good as unreachable.
+            RaftError::Fatal(f) => RPCError::Network(NetworkError::new(&f)),
+            e => RPCError::RemoteError(RemoteError::new(self.target, e)),
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        let raft = self.raft()?;
+        raft.append_entries(rpc).await.map_err(|e| self.remote(e))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        let raft = self.raft()?;
+        raft.install_snapshot(rpc).await.map_err(|e| self.remote(e))
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        _option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>> {
+        let raft = self.raft()?;
+        raft.vote(rpc).await.map_err(|e| self.remote(e))
+    }
+}
