@@ -246,10 +246,12 @@ impl Tables {
                 self.gossip_round(&scope);
             }
         }
+        // Only the scopes with an anti-entropy exchange due or a join sync to make
+        // (the others have nothing to do in `maybe_sync`): no clone per tick.
         let scopes: Vec<Scope> = self
             .scopes
             .iter()
-            .filter(|(_, s)| s.attached)
+            .filter(|(_, s)| s.attached && (now >= s.next_sync || s.join_syncs > 0))
             .map(|(k, _)| k.clone())
             .collect();
         for scope in scopes {
