@@ -1,13 +1,13 @@
 //! Dissemination: applying received messages, push gossip, anti-entropy, reaping.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use rand::RngExt;
 
+use super::queue::Pending;
 use super::store::Stored;
 use super::wire::{self, Msg, OwnerDigest, Scope, WireEntry};
-use super::{DecodeError, Liveness, MAX_DATAGRAM, NodeKey, Pending, Reject, Tables, push_queue};
+use super::{DecodeError, Liveness, MAX_DATAGRAM, NodeKey, Reject, Tables};
 
 /// Owners per `Want` datagram (10 bytes each at most).
 const WANT_CHUNK: usize = 120;
@@ -62,7 +62,8 @@ impl Tables {
             }
             Msg::Summary { owners, hash, .. } => {
                 self.stats.sync_bytes += bytes.len() as u64;
-                if self.scopes[&scope].store.summary() != (owners, hash) {
+                let held = self.scopes.get_mut(&scope).map(|s| s.store.summary());
+                if held != Some((owners, hash)) {
                     let dgrams = wire::pack_digest(&scope, &self.scopes[&scope].store.digest());
                     for d in dgrams {
                         self.stats.sync_bytes += d.len() as u64;
@@ -156,6 +157,7 @@ impl Tables {
                 let detached = e.value.is_none();
                 let before = self.view_owner(owner);
                 self.store_entry(scope, e, now);
+                self.refresh_peers(owner);
                 self.emit_diff(before, self.view_owner(owner));
                 if detached {
                     self.detach(owner, &key, now);
@@ -165,15 +167,14 @@ impl Tables {
         if !sync {
             let max = self.cfg.max_queue;
             if let Some(s) = self.scopes.get_mut(scope) {
-                self.stats.queue_drops += push_queue(
-                    &mut s.queue,
-                    max,
+                self.stats.queue_drops += s.queue.push(
                     Pending {
                         owner,
                         key,
                         version,
                         sent: 0,
                     },
+                    max,
                 );
             }
         }
@@ -206,6 +207,8 @@ impl Tables {
                 e.value = None;
                 e.since = now;
             }
+            s.store.tombstoned(now);
+            s.store.changed();
         }
         self.emit_diff(before, self.view_net(net));
     }
@@ -243,10 +246,12 @@ impl Tables {
                 self.gossip_round(&scope);
             }
         }
+        // Only the scopes with an anti-entropy exchange due or a join sync to make
+        // (the others have nothing to do in `maybe_sync`): no clone per tick.
         let scopes: Vec<Scope> = self
             .scopes
             .iter()
-            .filter(|(_, s)| s.attached)
+            .filter(|(_, s)| s.attached && (now >= s.next_sync || s.join_syncs > 0))
             .map(|(k, _)| k.clone())
             .collect();
         for scope in scopes {
@@ -259,8 +264,21 @@ impl Tables {
     }
 
     /// Nodes a scope's traffic may go to: up, not this node, and for a network,
-    /// attached to it (NetworkDB's scoping).
+    /// attached to it (NetworkDB's scoping). Sorted; kept up to date in `peers`.
     pub(crate) fn scope_peers(&self, scope: &Scope) -> Vec<NodeKey> {
+        let v: Vec<NodeKey> = self
+            .peers
+            .get(scope)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        #[cfg(test)]
+        assert_eq!(v, self.scope_peers_scan(scope), "peer set of {scope:?}");
+        v
+    }
+
+    /// [`Tables::scope_peers`] computed from scratch, to check the kept sets.
+    #[cfg(test)]
+    fn scope_peers_scan(&self, scope: &Scope) -> Vec<NodeKey> {
         let up = |n: &NodeKey| {
             *n != self.me && self.nodes.get(n).is_some_and(|i| i.live == Liveness::Up)
         };
@@ -302,21 +320,25 @@ impl Tables {
         let Some(s) = self.scopes.get_mut(scope) else {
             return;
         };
-        // Superseded items (a newer write of the key is held or queued) go.
-        s.queue.retain(|p| {
-            s.store
-                .get(p.owner, &p.key)
-                .is_some_and(|e| e.version == p.version)
-        });
         let budget = ROUND_DATAGRAMS * (MAX_DATAGRAM - 64);
         let mut out = Vec::new();
+        // Items to remove after the round: superseded (a newer write of the key is
+        // held; marked with `sent = u32::MAX`) or sent `limit` times. Only the front
+        // of the queue that fits the budget is visited, never the whole queue.
+        let mut done = Vec::new();
         // One message per peer, as memberlist's GetBroadcasts: each inclusion counts
         // one transmission, so an update is sent exactly `limit` times.
         for t in targets {
             let mut entries = Vec::new();
             let mut bytes = 0;
-            for p in s.queue.iter_mut().filter(|p| p.sent < limit) {
-                let Some(e) = s.store.get(p.owner, &p.key) else {
+            for (seq, p) in s.queue.iter_mut().filter(|(_, p)| p.sent < limit) {
+                let Some(e) = s
+                    .store
+                    .get(p.owner, &p.key)
+                    .filter(|e| e.version == p.version)
+                else {
+                    p.sent = u32::MAX;
+                    done.push(seq);
                     continue;
                 };
                 let w = WireEntry {
@@ -331,6 +353,9 @@ impl Tables {
                 }
                 entries.push(w);
                 p.sent += 1;
+                if p.sent >= limit {
+                    done.push(seq);
+                }
             }
             out.extend(
                 wire::pack_updates(scope, false, entries)
@@ -338,7 +363,9 @@ impl Tables {
                     .map(|d| (t, d)),
             );
         }
-        s.queue.retain(|p| p.sent < limit);
+        for seq in done {
+            s.queue.remove(seq);
+        }
         for (t, d) in out {
             self.push_out(t, d);
         }
@@ -386,7 +413,9 @@ impl Tables {
         let dgrams = if joins > 0 {
             wire::pack_digest(scope, &self.scopes[scope].store.digest())
         } else {
-            let (owners, hash) = self.scopes[scope].store.summary();
+            let Some((owners, hash)) = self.scopes.get_mut(scope).map(|s| s.store.summary()) else {
+                return;
+            };
             vec![
                 Msg::Summary {
                     scope: scope.clone(),
@@ -482,17 +511,24 @@ impl Tables {
         let keep = self.cfg.tombstone_retention;
         let mut reaped = 0;
         for s in self.scopes.values_mut() {
-            let queued: BTreeSet<(NodeKey, &str)> =
-                s.queue.iter().map(|p| (p.owner, p.key.as_str())).collect();
+            // Only a store holding a tombstone old enough is scanned.
+            if s.store.oldest_tomb.is_none_or(|t| t + keep > now) {
+                continue;
+            }
+            let queued = &s.queue;
+            let mut oldest: Option<Duration> = None;
             for (o, m) in s.store.owners.iter_mut() {
                 m.retain(|k, e| {
-                    let reap = e.value.is_none()
-                        && e.since + keep <= now
-                        && !queued.contains(&(*o, k.as_str()));
+                    let reap =
+                        e.value.is_none() && e.since + keep <= now && !queued.contains(*o, k);
                     reaped += u64::from(reap);
+                    if e.value.is_none() && !reap {
+                        oldest = Some(oldest.map_or(e.since, |t| t.min(e.since)));
+                    }
                     !reap
                 });
             }
+            s.store.oldest_tomb = oldest;
             s.store.owners.retain(|_, m| !m.is_empty());
         }
         self.stats.reaped += reaped;
@@ -510,6 +546,7 @@ impl Tables {
             for s in self.scopes.values_mut() {
                 if let Some(m) = s.store.owners.get_mut(&node) {
                     m.retain(|_, e| e.version.generation >= generation);
+                    s.store.changed();
                 }
                 s.store.owners.retain(|_, m| !m.is_empty());
             }
@@ -520,6 +557,7 @@ impl Tables {
             }
             // Attachments of the old generation went too: entries on those networks
             // stay until the owner's detachment or tombstones arrive.
+            self.refresh_peers(node);
             self.emit_diff(before, self.view_owner(node));
         }
     }

@@ -26,16 +26,18 @@
 //! them from [`Tables::poll_send`], and wakes at [`Tables::next_deadline`].
 
 mod gossip;
+mod queue;
 mod store;
 mod types;
 mod wire;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use queue::{GossipQueue, Pending};
 use store::{ScopeStore, Stored};
 pub use types::{MAX_DATAGRAM, MAX_KEY_LEN, MAX_NET_LEN, MAX_VALUE_LEN, NodeKey, Version};
 pub use wire::{
@@ -210,21 +212,12 @@ struct NodeInfo {
     supersede: Option<(u32, Duration)>,
 }
 
-/// One gossip queue item: sent until its transmit count reaches the limit.
-#[derive(Debug, Clone)]
-struct Pending {
-    owner: NodeKey,
-    key: String,
-    version: Version,
-    sent: u32,
-}
-
 /// State of one scope (the cluster attachment table or one network).
 #[derive(Debug)]
 struct ScopeState {
     store: ScopeStore,
     /// Push-gossip queue, bounded by [`Config::max_queue`].
-    queue: VecDeque<Pending>,
+    queue: GossipQueue,
     /// This node takes part (always true for the cluster scope). A left network is
     /// kept only until its own tombstones are gossiped and reaped.
     attached: bool,
@@ -237,7 +230,7 @@ impl ScopeState {
     fn new(attached: bool, next_sync: Duration, join_syncs: usize) -> Self {
         ScopeState {
             store: ScopeStore::default(),
-            queue: VecDeque::new(),
+            queue: GossipQueue::default(),
             attached,
             next_sync,
             join_syncs,
@@ -258,6 +251,10 @@ pub struct Tables {
     rng: ChaCha8Rng,
     nodes: BTreeMap<NodeKey, NodeInfo>,
     scopes: BTreeMap<Scope, ScopeState>,
+    /// Per scope, the nodes its traffic may go to (see [`Tables::scope_peers`]), kept
+    /// up to date at each change of a node's liveness or attachments rather than
+    /// recomputed per gossip round. Bounded by the nodes known times their networks.
+    peers: BTreeMap<Scope, BTreeSet<NodeKey>>,
     /// Own last sequence per scope; kept after leaving so a rejoin writes newer.
     seqs: BTreeMap<Scope, u64>,
     events: VecDeque<Event>,
@@ -280,6 +277,7 @@ impl Tables {
             rng: ChaCha8Rng::seed_from_u64(seed),
             nodes: BTreeMap::new(),
             scopes: BTreeMap::new(),
+            peers: BTreeMap::new(),
             seqs: BTreeMap::new(),
             events: VecDeque::new(),
             outbox: VecDeque::new(),
@@ -354,6 +352,7 @@ impl Tables {
         if let Some(s) = self.scopes.get_mut(&scope) {
             s.attached = false;
             s.store.owners.retain(|&o, _| o == me);
+            s.store.changed();
             s.queue.retain(|p| p.owner == me);
         }
         self.own_write(Scope::Cluster, net.to_owned(), None, now);
@@ -474,6 +473,7 @@ impl Tables {
             info.live = Liveness::Down;
             info.since = now;
         }
+        self.refresh_peers(node);
         self.emit_diff(before, self.view_owner(node));
     }
 
@@ -506,6 +506,7 @@ impl Tables {
             info.live = Liveness::Up;
             info.since = now;
         }
+        self.refresh_peers(node);
         self.emit_diff(before, self.view_owner(node));
     }
 
@@ -530,9 +531,45 @@ impl Tables {
         info.since = now;
         for s in self.scopes.values_mut() {
             s.store.owners.remove(&node);
+            s.store.changed();
             s.queue.retain(|p| p.owner != node);
         }
+        self.refresh_peers(node);
         self.emit_diff(before, self.view_owner(node));
+    }
+
+    /// Bring `node`'s place in the peer sets ([`Tables::scope_peers`]) up to date
+    /// after a change of its liveness or of its attachments.
+    fn refresh_peers(&mut self, node: NodeKey) {
+        let up = node != self.me
+            && self
+                .nodes
+                .get(&node)
+                .is_some_and(|i| i.live == Liveness::Up);
+        let mut want = Vec::new();
+        if up {
+            want.push(Scope::Cluster);
+            if let Some(m) = self
+                .scopes
+                .get(&Scope::Cluster)
+                .and_then(|s| s.store.owners.get(&node))
+            {
+                want.extend(
+                    m.iter()
+                        .filter(|(_, e)| e.value.is_some())
+                        .map(|(net, _)| Scope::Net(net.clone())),
+                );
+            }
+        }
+        for (scope, set) in self.peers.iter_mut() {
+            if !want.contains(scope) {
+                set.remove(&node);
+            }
+        }
+        for scope in want {
+            self.peers.entry(scope).or_default().insert(node);
+        }
+        self.peers.retain(|_, set| !set.is_empty());
     }
 
     fn info_mut(&mut self, node: NodeKey, generation: u32, now: Duration) -> &mut NodeInfo {
@@ -566,15 +603,14 @@ impl Tables {
                 since: now,
             },
         );
-        let dropped = push_queue(
-            &mut s.queue,
-            self.cfg.max_queue,
+        let dropped = s.queue.push(
             Pending {
                 owner: me,
                 key,
                 version,
                 sent: 0,
             },
+            self.cfg.max_queue,
         );
         self.stats.queue_drops += dropped;
     }
@@ -688,17 +724,6 @@ fn check_net(net: &str) -> Result<(), TableError> {
         return Err(TableError::BadNetwork);
     }
     Ok(())
-}
-
-/// Push onto a bounded queue, dropping the oldest; returns how many were dropped.
-fn push_queue(q: &mut VecDeque<Pending>, max: usize, p: Pending) -> u64 {
-    q.push_back(p);
-    let mut dropped = 0;
-    while q.len() > max {
-        q.pop_front();
-        dropped += 1;
-    }
-    dropped
 }
 
 #[cfg(test)]

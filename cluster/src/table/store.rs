@@ -21,6 +21,15 @@ pub(crate) struct Stored {
 #[derive(Debug, Default)]
 pub(crate) struct ScopeStore {
     pub(crate) owners: BTreeMap<NodeKey, BTreeMap<String, Stored>>,
+    /// At most the `since` of every tombstone held (`None`: none held), so that
+    /// reaping scans the store only when a tombstone may be due. Whoever turns an
+    /// entry into a tombstone other than through [`ScopeStore::put`] lowers it with
+    /// [`ScopeStore::tombstoned`].
+    pub(crate) oldest_tomb: Option<Duration>,
+    /// [`ScopeStore::summary`] as last computed; `None` after a change. Whoever
+    /// changes `owners` other than through [`ScopeStore::put`] calls
+    /// [`ScopeStore::changed`] (reaping a tombstone changes no summary).
+    summary: Option<(u32, u64)>,
 }
 
 impl ScopeStore {
@@ -29,7 +38,21 @@ impl ScopeStore {
     }
 
     pub(crate) fn put(&mut self, owner: NodeKey, key: String, s: Stored) {
+        if s.value.is_none() {
+            self.tombstoned(s.since);
+        }
         self.owners.entry(owner).or_default().insert(key, s);
+        self.summary = None;
+    }
+
+    /// Live entries were changed or dropped directly in `owners`.
+    pub(crate) fn changed(&mut self) {
+        self.summary = None;
+    }
+
+    /// A tombstone stored at `since`.
+    pub(crate) fn tombstoned(&mut self, since: Duration) {
+        self.oldest_tomb = Some(self.oldest_tomb.map_or(since, |t| t.min(since)));
     }
 
     /// Everything held from `owner` (entries and tombstones), for an anti-entropy answer.
@@ -82,8 +105,20 @@ impl ScopeStore {
 impl ScopeStore {
     /// Summary of the whole store: the owners with live entries and the sum of a
     /// mix of (owner, owner hash) over them (live entries only, as
-    /// [`ScopeStore::owner_digest`]).
-    pub(crate) fn summary(&self) -> (u32, u64) {
+    /// [`ScopeStore::owner_digest`]). Kept until the next change: computing it
+    /// reads the whole store, and it is asked at every anti-entropy round.
+    pub(crate) fn summary(&mut self) -> (u32, u64) {
+        if let Some(s) = self.summary {
+            #[cfg(test)]
+            assert_eq!(s, self.compute_summary(), "kept summary");
+            return s;
+        }
+        let s = self.compute_summary();
+        self.summary = Some(s);
+        s
+    }
+
+    fn compute_summary(&self) -> (u32, u64) {
         let mut count = 0u32;
         let mut sum = 0u64;
         for d in self.digest().into_iter().filter(|d| d.hash != 0) {

@@ -1103,15 +1103,9 @@ fn in_sync_anti_entropy_sends_digests_only() {
     }
     // One owner's entry is lost at one node: the answer carries that owner only.
     let net = Scope::Net("n1".into());
-    s.nodes[4]
-        .scopes
-        .get_mut(&net)
-        .unwrap()
-        .store
-        .owners
-        .get_mut(&key(1))
-        .unwrap()
-        .remove("e1-3");
+    let store = &mut s.nodes[4].scopes.get_mut(&net).unwrap().store;
+    store.owners.get_mut(&key(1)).unwrap().remove("e1-3");
+    store.changed();
     s.models[4].remove(&("n1".to_owned(), key(1), "e1-3".to_owned()));
     let before = s.log.len();
     s.run(Duration::from_secs(40));
