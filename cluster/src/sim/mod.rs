@@ -52,6 +52,10 @@ use measure::Digest;
 /// The gossip port of every simulated node.
 pub const PORT: u16 = 7946;
 
+/// How often a node in the cluster checks that a seed is among its members
+/// ([`Action::Join`]).
+const REJOIN_CHECK: Duration = Duration::from_secs(30);
+
 /// A joining node that still knows no member after this long says hello to a
 /// seed again (its datagrams may have been lost).
 pub const JOIN_RETRY: Duration = Duration::from_secs(2);
@@ -223,6 +227,8 @@ impl Sim {
             let at = sim.params.start_spread.mul_f64(i as f64 / n as f64);
             sim.push(at, Action::Join(i));
         }
+        // The first node founds the cluster; it checks its seeds like the others.
+        sim.push(REJOIN_CHECK, Action::Join(0));
         sim
     }
 
@@ -358,6 +364,14 @@ impl Sim {
             return;
         }
         node.restarts += 1;
+        let mut known: Vec<usize> = node
+            .view
+            .iter()
+            .filter_map(|m| self.by_addr.get(&m.addr).copied())
+            .filter(|&k| k != index)
+            .collect();
+        known.sort_unstable();
+        node.known = known;
         let id = node.node.id().next_generation();
         node.node = Node::new(
             id,
@@ -466,20 +480,54 @@ impl Sim {
                 }
             }
             Action::Join(i) => {
-                if !self.nodes[i].running || self.nodes[i].node.membership().num_members() > 0 {
+                if !self.nodes[i].running {
                     return;
+                }
+                let seeds = self.params.seeds.clamp(1, self.nodes.len());
+                let mut to: Vec<usize> = (0..seeds).filter(|&s| s != i).collect();
+                let member = self.nodes[i].node.membership().num_members() > 0;
+                if member {
+                    // In the cluster: every so often, say hello to each seed that is
+                    // not among the members. Two groups that never saw each other (a
+                    // partition from the start, each with a seed) merge this way once
+                    // the seeds reach each other again; SWIM's own announces only go
+                    // to members a node already knows. NetworkDB rejoins its
+                    // bootstrap nodes only when none is a member, which leaves such
+                    // groups apart. A seed that is gone just does not answer.
+                    let view = &self.nodes[i].view;
+                    to.retain(|&s| !view.iter().any(|m| m.addr == node_addr(s)));
+                    if to.is_empty() {
+                        self.push(self.now + REJOIN_CHECK, Action::Join(i));
+                        return;
+                    }
                 }
                 // Say hello to every seed (a seed: to every earlier one), as
                 // a node given the managers' addresses does: joining through
                 // one seed only can leave islands when a seed's own join was
-                // lost.
-                let seeds = self.params.seeds.clamp(1, self.nodes.len());
+                // lost. A restarted node also says hello to the nodes it knew.
+                // When none of those runs any more, the node is pointed at one
+                // that does, as an operator would give `join` a live address.
+                if !member {
+                    to.extend(self.nodes[i].known.iter().copied());
+                }
+                if !member
+                    && !to.iter().any(|&t| self.nodes[t].running)
+                    && let Some(live) =
+                        (0..self.nodes.len()).find(|&t| t != i && self.nodes[t].running)
+                {
+                    to.push(live);
+                }
                 let now = self.now;
-                for seed in (0..seeds).filter(|&s| s != i) {
-                    self.nodes[i].node.join(node_addr(seed), now);
+                for t in to {
+                    self.nodes[i].node.join(node_addr(t), now);
                 }
                 self.drain(i);
-                self.push(self.now + JOIN_RETRY, Action::Join(i));
+                let again = if self.nodes[i].node.membership().num_members() > 0 {
+                    REJOIN_CHECK
+                } else {
+                    JOIN_RETRY
+                };
+                self.push(self.now + again, Action::Join(i));
             }
         }
     }

@@ -44,6 +44,10 @@ pub struct SimNode {
     pub(super) wake: Option<Duration>,
     /// Restarts so far (varies the RNG seed of each life).
     pub(super) restarts: u32,
+    /// Nodes (indices) this node knew as members when it stopped: a restarted node
+    /// joins through them as well as through the seeds, as a daemon does through the
+    /// peers it stored.
+    pub(super) known: Vec<usize>,
     /// Datagrams of a kind no layer of this node owns.
     pub unknown_kind: u64,
 }
@@ -68,6 +72,7 @@ impl SimNode {
             view: HashSet::new(),
             wake: None,
             restarts: 0,
+            known: Vec::new(),
             unknown_kind: 0,
         }
     }

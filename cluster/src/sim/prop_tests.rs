@@ -170,3 +170,28 @@ fn same_seed_same_run_with_tables() {
     assert_ne!(a.0, scripted(12).0);
     assert!(!a.2.is_empty(), "no write was measured");
 }
+
+/// Two groups that never saw each other (partitioned from the start, a seed in each)
+/// merge once healed: the nodes say hello to the seeds they do not hold as members.
+#[test]
+fn a_partition_from_the_start_merges_once_healed() {
+    let ops = [Op::Partition(38033), Op::Run(9000)];
+    scenario(3_282_701_408, &ops).unwrap();
+}
+
+/// A node that left before another joined: a peer that still holds its entries
+/// (suspended) may pass them on, and the newcomer, whose membership never reported
+/// the owner, keeps them hidden.
+#[test]
+fn entries_of_an_owner_gone_before_a_node_joined_stay_hidden_there() {
+    let ops = [
+        Op::Crash(4),
+        Op::JoinNet(2, 1),
+        Op::JoinNet(0, 1),
+        Op::JoinNet(3, 1),
+        Op::Set(2, 1, 0, 0),
+        Op::Run(1402),
+        Op::Leave(2),
+    ];
+    scenario(0, &ops).unwrap();
+}

@@ -615,8 +615,10 @@ impl Tables {
         self.stats.queue_drops += dropped;
     }
 
-    /// Whether `owner`'s entry of version `v` on `net` is visible: the owner is not
-    /// down or gone, the entry is not of a generation hidden after a restart, and the
+    /// Whether `owner`'s entry of version `v` on `net` is visible: membership reports
+    /// the owner up (entries of an owner it never reported, e.g. one that left before
+    /// this node joined and whose entries a peer still holds, are kept but not shown
+    /// until it does), the entry is not of a generation hidden after a restart, and the
     /// owner is known attached to `net` (entries of nodes not on the network are
     /// kept but never shown, so a late relay cannot bring back those of a node that
     /// left it).
@@ -630,7 +632,7 @@ impl Tables {
             .is_some_and(|e| e.value.is_some());
         attached
             && match self.nodes.get(&owner) {
-                None => true,
+                None => false,
                 Some(i) => i.live == Liveness::Up && v.generation >= i.min_visible_gen,
             }
     }
