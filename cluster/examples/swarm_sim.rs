@@ -29,6 +29,10 @@ fn main() {
         t.total.packets_per_node_sec,
         t.total.bytes_per_node_sec
     );
+    println!(
+        "start-up writes shown everywhere after {:?} (None: not within the bound; traffic measured after)",
+        r.startup_repaired
+    );
     let p = r.propagation;
     println!(
         "endpoint to all nodes over {} writes (pending {}; first writes still pending after settling: {}): p50 {:?} p99 {:?} max {:?}",

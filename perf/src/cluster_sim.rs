@@ -147,6 +147,18 @@ pub(crate) fn run(_opts: &Opts, rep: &mut Reporter) -> Result<()> {
                     m = m.target("< 15 s", met);
                 }
             }
+            if case.starts_with("gossip") {
+                m = m.note(match r.startup_repaired {
+                    Some(t) => format!(
+                        "steady state: measured once every node showed the {n} start-up writes, {:.0} s after them",
+                        t.as_secs_f64()
+                    ),
+                    None => format!(
+                        "the {n} start-up writes were not shown everywhere within {} s: measured during their repair",
+                        tapnet_cluster::sim::MAX_STARTUP.as_secs()
+                    ),
+                });
+            }
             if case == "gossip bytes per node, total" && n == 1000 {
                 m = m.target("≤ 2 × N=100", value <= LOAD_TARGET * b);
             }

@@ -45,7 +45,7 @@ use crate::table;
 
 pub use measure::{NetStats, Percentiles, Traffic, TrafficSplit};
 pub use node::{Layer, SimNode};
-pub use swarm::{NETWORK, SwarmParams, SwarmReport, run_swarm};
+pub use swarm::{MAX_STARTUP, NETWORK, SwarmParams, SwarmReport, run_swarm};
 
 use measure::Digest;
 
