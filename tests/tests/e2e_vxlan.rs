@@ -7,8 +7,8 @@
 //! Nothing of a test outlives it, also when it fails: namespaces are guards (their
 //! interfaces go with them), processes are ended by PID on drop, every wait is bounded.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use tapnet_engine::sys::tap::{TapConfig, create_tap_in};
 use tapnet_engine::{
     DomainConfig, DomainId, Engine, EngineConfig, MacAddr, PortId, TapPort, WorkerMapping,
 };
+use tapnet_tests::e2e::{ping, reach, tcp};
 
 /// The inner MTU on a 1500-byte underlay (Docker's overlay sets it on the containers'
 /// interfaces too).
@@ -180,97 +181,6 @@ fn engine() -> Engine {
         ..Default::default()
     })
     .expect("engine")
-}
-
-/// `ping` until it succeeds, for up to 20 s: a reachability check that a loaded machine
-/// does not fail by answering late.
-fn reach(ns: &NetNs, to: Ipv4Addr, count: u32, extra: &[&str]) -> bool {
-    let end = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if ping(ns, to, count, extra) {
-            return true;
-        }
-        if std::time::Instant::now() > end {
-            return false;
-        }
-    }
-}
-
-fn ping(ns: &NetNs, to: Ipv4Addr, count: u32, extra: &[&str]) -> bool {
-    Command::new("ip")
-        .args(["netns", "exec", ns.name(), "ping", "-n", "-q", "-c"])
-        .arg(count.to_string())
-        .args(["-i", "0.2", "-W", "1"])
-        .args(extra)
-        .arg(to.to_string())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ping (iputils-ping and iproute2 must be installed)")
-        .status
-        .success()
-}
-
-/// Deterministic stream of bytes and a word-wise hash of it.
-struct Stream(u64);
-
-impl Stream {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for w in buf.chunks_exact_mut(8) {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            w.copy_from_slice(&self.0.to_le_bytes());
-        }
-    }
-}
-
-fn hash(h: &mut u64, buf: &[u8]) {
-    for w in buf.chunks_exact(8) {
-        let v = u64::from_le_bytes(w.try_into().unwrap_or_default());
-        *h = (*h ^ v).wrapping_mul(0x100_0000_01b3);
-    }
-}
-
-const CHUNK: usize = 64 * 1024;
-
-/// Send `bytes` from `a` to `b` (at `to`) over kernel TCP; returns (sent, received) hashes.
-fn tcp(a: &NetNs, b: &NetNs, to: Ipv4Addr, bytes: usize) -> (u64, u64) {
-    assert_eq!(bytes % CHUNK, 0);
-    let dst = SocketAddr::new(IpAddr::V4(to), 5201);
-    let listener = b
-        .run(|| TcpListener::bind(dst))
-        .expect("netns")
-        .expect("listen");
-    let client = a.run(|| TcpStream::connect_timeout(&dst, Duration::from_secs(20)));
-    let mut client = client.expect("netns").expect("connect through the overlay");
-    let (mut server, _) = listener.accept().expect("accept");
-    server
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    client
-        .set_write_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    std::thread::scope(|s| {
-        let rx = s.spawn(move || {
-            let mut h = 0xcbf2_9ce4_8422_2325u64;
-            let mut buf = vec![0u8; CHUNK];
-            for _ in 0..bytes / CHUNK {
-                server.read_exact(&mut buf).expect("receive");
-                hash(&mut h, &buf);
-            }
-            h
-        });
-        let mut h = 0xcbf2_9ce4_8422_2325u64;
-        let mut src = Stream(0x9e37_79b9_7f4a_7c15 ^ bytes as u64);
-        let mut buf = vec![0u8; CHUNK];
-        for _ in 0..bytes / CHUNK {
-            src.fill(&mut buf);
-            hash(&mut h, &buf);
-            client.write_all(&buf).expect("send");
-        }
-        client.shutdown(std::net::Shutdown::Write).ok();
-        (h, rx.join().expect("receiver thread"))
-    })
 }
 
 /// Datagram sizes: small, just under and at the inner MTU (1450 − 28), and larger ones
