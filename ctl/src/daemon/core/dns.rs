@@ -6,14 +6,16 @@
 //! the state lock) and handed to the plumbing before the call returns: a sandbox that
 //! connects, disconnects or is removed is in or out of the answers from the next query.
 //! Docker's names: on each network, a sandbox's name, its aliases on that network, its
-//! hostname and its short id; none on the default `bridge` network.
+//! hostname and its short id; none on the default `bridge` network. On an overlay
+//! network, the sandboxes of other nodes too (their names and aliases, as the swarm's
+//! gossip tells them: [`super::RemoteEndpoint`]).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use tapnet_nat::dns::Names;
 
-use super::{Daemon, State};
+use super::{Daemon, OVERLAY, State};
 use crate::daemon::chain::chain;
 use crate::daemon::model::{EndpointRecord, NetworkRecord, SandboxRecord};
 
@@ -28,9 +30,14 @@ impl State {
     }
 }
 
+/// Whether a network of driver `driver` has an embedded DNS server.
+fn has_dns(driver: &str) -> bool {
+    driver == "bridge" || driver == OVERLAY
+}
+
 fn names_of(st: &State) -> Names {
     let mut names = Names::new();
-    for n in st.networks.values().filter(|n| n.driver == "bridge") {
+    for n in st.networks.values().filter(|n| has_dns(&n.driver)) {
         let serve = !(n.predefined && n.name == DEFAULT_BRIDGE);
         names.add_network(&n.id, &n.name, serve);
     }
@@ -39,18 +46,33 @@ fn names_of(st: &State) -> Names {
         let Some(sb) = st.sandboxes.get(&e.sandbox_id) else {
             continue;
         };
-        let bridge = st.networks.get(&e.network_id).map(|n| n.driver.as_str());
-        if bridge != Some("bridge") {
+        if !st
+            .networks
+            .get(&e.network_id)
+            .is_some_and(|n| has_dns(&n.driver))
+        {
             continue;
         }
         names.add_endpoint(&e.network_id, &sb.id, ip, &endpoint_names(sb, e));
+    }
+    // Other nodes' endpoints, on the overlay networks instantiated here.
+    for (net, eps) in &st.remote {
+        if st.networks.get(net).is_none_or(|n| n.driver != OVERLAY) {
+            continue;
+        }
+        for (key, ep) in eps {
+            let all: Vec<&str> = std::iter::once(ep.name.as_str())
+                .chain(ep.aliases.iter().map(String::as_str))
+                .collect();
+            names.add_endpoint(net, key, ep.ip, &all);
+        }
     }
     names
 }
 
 /// The names of sandbox `sb` on endpoint `e`'s network, its name first: its aliases
 /// there, its hostname, its short id (each once).
-fn endpoint_names<'a>(sb: &'a SandboxRecord, e: &'a EndpointRecord) -> Vec<&'a str> {
+pub(super) fn endpoint_names<'a>(sb: &'a SandboxRecord, e: &'a EndpointRecord) -> Vec<&'a str> {
     let short = &sb.id[..12.min(sb.id.len())];
     let mut out: Vec<&str> = Vec::with_capacity(e.aliases.len() + 3);
     let all = std::iter::once(sb.name.as_str())

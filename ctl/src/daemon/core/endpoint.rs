@@ -1,18 +1,24 @@
-//! Endpoints: a sandbox's attachment to a network. Planning one (name, address, MAC),
-//! connecting a live sandbox to a network, disconnecting it.
+//! Endpoints: a sandbox's attachment to a network. Planning one (name, address, MAC:
+//! from the local IPAM, or from the swarm on an overlay network), connecting a live
+//! sandbox to a network, disconnecting it.
 
 use tapnet_switch::MacAddr;
 
 use super::sandbox::AttachSpec;
-use super::{Daemon, DaemonError, Records, Result, State, default_endpoint, parse_ip, prefix_len};
+use super::{
+    Daemon, DaemonError, OVERLAY, Records, Result, State, default_endpoint, lookup_network_id,
+    parse_ip, prefix_len,
+};
 use crate::daemon::ipam::{Ipam, IpamError};
 use crate::daemon::model::{EndpointRecord, SandboxRecord, new_id};
 use crate::daemon::store::Change;
 
 impl Daemon {
     /// Work out a new endpoint of sandbox `sb` on network `net_id` (allocating its
-    /// address in `ipam`), without committing.
+    /// address in `ipam`, or from the swarm on an overlay network: the caller releases
+    /// it if the endpoint is not committed), without committing.
     pub(super) fn plan_endpoint(
+        &self,
         st: &State,
         ipam: &mut Ipam,
         sb: &SandboxRecord,
@@ -40,7 +46,18 @@ impl Daemon {
             ..Default::default()
         };
         let static_ip = a.ipv4.as_deref().filter(|s| !s.is_empty());
-        if let Some(cfg) = n.ipam.first() {
+        if n.driver == OVERLAY {
+            let cfg = n
+                .ipam
+                .first()
+                .ok_or_else(|| DaemonError::NoIpam(n.name.clone()))?;
+            let want = static_ip.map(|s| parse_ip("IPv4 address", s)).transpose()?;
+            e.prefix_len = prefix_len(&cfg.subnet)?;
+            let addr = self.swarm_address(n, &e.id, want)?;
+            e.ipv4 = Some(addr);
+            e.static_ip = want.is_some();
+            e.mac = MacAddr::from_ipv4(addr).to_string();
+        } else if let Some(cfg) = n.ipam.first() {
             let want = match static_ip {
                 Some(_) if n.predefined => return Err(DaemonError::StaticIpOnPredefined),
                 Some(s) => Some(parse_ip("IPv4 address", s)?),
@@ -70,9 +87,11 @@ impl Daemon {
     /// Connect a sandbox to a network (a new interface appears in it, live).
     pub fn connect(&self, net: &str, sandbox_ref: &str, a: AttachSpec) -> Result<EndpointRecord> {
         let mut st = self.lock();
-        let net_id = st.network_id(net)?;
+        // Swarm networks too: they are refused below with a clear reason.
+        let all = self.all_networks(&st.networks);
+        let net_id = lookup_network_id(&all, net)?;
         let sb_id = st.sandbox_id(sandbox_ref)?;
-        let n = st.networks[&net_id].clone();
+        let n = all[&net_id].clone();
         let mut sb = st.sandboxes[&sb_id].clone();
         if sb.rootless.is_some() {
             return Err(DaemonError::RootlessConnect(sb.name));
@@ -103,7 +122,7 @@ impl Daemon {
         }
         let mut ipam = st.ipam.clone();
         let taken: Vec<String> = mine.iter().map(|e| e.ifname.clone()).collect();
-        let e = Self::plan_endpoint(&st, &mut ipam, &sb, &net_id, &a, &taken)?;
+        let e = self.plan_endpoint(&st, &mut ipam, &sb, &net_id, &a, &taken)?;
         sb.endpoints.push(e.id.clone());
         self.store.commit(
             &[Change::PutEndpoint(&e), Change::PutSandbox(&sb)],
@@ -189,8 +208,10 @@ impl Daemon {
             return Err(err.into());
         }
         st.ipam = ipam;
+        let overlay = Self::overlay_endpoints(st, std::slice::from_ref(&e.id));
         st.endpoints.remove(ep);
         st.sandboxes.insert(sb.id.clone(), sb.clone());
+        self.swarm_endpoints_gone(st, &overlay);
         // Still under the state lock: no other sandbox got the address in between.
         if ports_here {
             self.unpublish(st, sb_id);

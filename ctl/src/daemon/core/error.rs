@@ -57,8 +57,13 @@ pub enum DaemonError {
     /// `network create` without a name.
     #[error("network name must not be empty")]
     EmptyNetworkName,
+    /// An overlay network asked with what tapnet's overlay driver does not do.
+    #[error("overlay networks: {0}")]
+    OverlayUnsupported(String),
     /// A network driver tapnet knows but does not have yet.
-    #[error("driver {0:?} is not available in this version of tapnet (bridge, host and null are)")]
+    #[error(
+        "driver {0:?} is not available in this version of tapnet (bridge, host, null and overlay are)"
+    )]
     DriverUnavailable(String),
     /// IPv6 asked for.
     #[error("IPv6 networks are not available in this version of tapnet")]
@@ -203,6 +208,11 @@ pub enum DaemonError {
         /// Its driver.
         driver: String,
     },
+    /// A sandbox on a swarm network created without `--attachable` (Docker's text).
+    #[error(
+        "Could not attach to network {0}: rpc error: code = PermissionDenied desc = network {0} not manually attachable"
+    )]
+    NotAttachable(String),
     /// Connecting a sandbox on the none network (Docker's text).
     #[error("container {0} is on the none network and cannot be connected to another network")]
     OnNoneNetwork(String),
@@ -281,7 +291,20 @@ pub enum DaemonError {
     #[error("published ports lead to an endpoint with no address")]
     PortsWithoutAddress,
 
+    // ----- the swarm -----
+    /// A swarm operation on a node in no swarm (Docker's text; 503).
+    #[error(
+        "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again."
+    )]
+    NotSwarmManager,
+    /// The swarm refused (its own status).
+    #[error(transparent)]
+    Swarm(#[from] super::SwarmError),
+
     // ----- the daemon failed (500) -----
+    /// A stored overlay network without its VNI option.
+    #[error("stored overlay network {0} has no VXLAN network identifier")]
+    StoredVni(String),
     /// The state directory could not be made.
     #[error("cannot create {}", path.display())]
     StateDir {

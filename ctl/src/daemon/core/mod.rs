@@ -1,5 +1,5 @@
-//! The daemon's core: CNM objects (networks, endpoints, sandboxes) and the bridge, host
-//! and null drivers, over the store and the [`Plumbing`].
+//! The daemon's core: CNM objects (networks, endpoints, sandboxes) and the bridge, host,
+//! null and overlay drivers, over the store and the [`Plumbing`].
 //!
 //! Every change takes the state lock, works out its changes on copies, commits them
 //! (records and IPAM state in one transaction), and only then touches live state through
@@ -21,10 +21,11 @@
 //! Where to read: [`network`] (create, remove, prune), [`endpoint`] (connect,
 //! disconnect), [`sandbox`] (create, remove), [`rootless`] (sandboxes whose process makes
 //! its own interfaces), [`ports`] (published ports), [`reconcile`] (start and restart),
-//! [`dns`] (the names the embedded DNS servers answer, sandboxes' `resolv.conf`).
+//! [`dns`] (the names the embedded DNS servers answer, sandboxes' `resolv.conf`),
+//! [`swarm`] (overlay networks, and the hooks to the swarm service).
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -47,6 +48,7 @@ mod reconcile;
 mod rootless;
 mod sandbox;
 mod stats;
+mod swarm;
 #[cfg(test)]
 mod tests;
 
@@ -57,8 +59,12 @@ pub use ports::{MAX_HOST_PORT_RANGE, MAX_PUBLISHED_PORTS, check_port_bounds};
 pub use rootless::{ROOTLESS_REAP_INTERVAL, RootlessReaper, start_rootless_reaper};
 pub use sandbox::{AttachSpec, netns_name};
 pub use stats::{NamedStats, NetworkName, PortOwner};
+pub use swarm::{
+    LocalEndpoint, OPT_VXLANID, OVERLAY, OVERLAY_MTU, RemoteEndpoint, SwarmError, SwarmHooks,
+    overlay_record,
+};
 
-use options::bridge_opts;
+use options::network_mtu;
 
 /// The result of a daemon operation.
 pub type Result<T, E = DaemonError> = std::result::Result<T, E>;
@@ -99,6 +105,15 @@ struct State {
     gone_netns: Vec<String>,
     /// Rootless sandboxes removed because their process had exited.
     rootless_reaped: u64,
+    /// The VXLAN tunnel endpoint's address, once [`Daemon::set_vtep`] started it.
+    vtep: Option<SocketAddrV4>,
+    /// Remote endpoints of swarm networks, by network id and the swarm's key (never
+    /// stored).
+    remote: BTreeMap<String, BTreeMap<String, RemoteEndpoint>>,
+    /// Overlay endpoints the swarm was told are up ([`SwarmHooks::endpoint_up`]).
+    swarm_up: HashSet<String>,
+    /// Overlay networks the swarm was told this node is on ([`SwarmHooks::attach`]).
+    swarm_attached: HashSet<String>,
 }
 
 /// What reads are answered from: the records as the last finished change left them,
@@ -200,6 +215,8 @@ pub struct Daemon {
     store: Store,
     plumbing: Arc<dyn Plumbing>,
     state_dir: PathBuf,
+    /// The swarm service's hooks, if the node is in a swarm (see [`swarm`]).
+    swarm: Mutex<Option<Arc<dyn SwarmHooks>>>,
 }
 
 /// The records, as the state holds them and as a [`View`] shows them, and the lookups
@@ -211,25 +228,7 @@ trait Records {
 
     /// The id of network `id_or_name`: an id, a name, or an unambiguous id prefix.
     fn network_id(&self, id_or_name: &str) -> Result<String> {
-        let networks = self.network_records();
-        if networks.contains_key(id_or_name) {
-            return Ok(id_or_name.to_string());
-        }
-        if let Some(n) = networks.values().find(|n| n.name == id_or_name) {
-            return Ok(n.id.clone());
-        }
-        let hits: Vec<&String> = networks
-            .keys()
-            .filter(|id| !id_or_name.is_empty() && id.starts_with(id_or_name))
-            .collect();
-        match hits.as_slice() {
-            [one] => Ok((*one).clone()),
-            [] => Err(DaemonError::NetworkNotFound(id_or_name.to_string())),
-            _ => Err(DaemonError::AmbiguousNetwork {
-                name: id_or_name.to_string(),
-                matches: hits.len(),
-            }),
-        }
+        lookup_network_id(self.network_records(), id_or_name)
     }
 
     /// The id of sandbox `id_or_name`: an id, a name (with or without a leading `/`),
@@ -276,6 +275,32 @@ trait Records {
     }
 }
 
+/// The id of network `id_or_name` among `networks`: an id, a name, or an unambiguous id
+/// prefix.
+fn lookup_network_id(
+    networks: &BTreeMap<String, NetworkRecord>,
+    id_or_name: &str,
+) -> Result<String> {
+    if networks.contains_key(id_or_name) {
+        return Ok(id_or_name.to_string());
+    }
+    if let Some(n) = networks.values().find(|n| n.name == id_or_name) {
+        return Ok(n.id.clone());
+    }
+    let hits: Vec<&String> = networks
+        .keys()
+        .filter(|id| !id_or_name.is_empty() && id.starts_with(id_or_name))
+        .collect();
+    match hits.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(DaemonError::NetworkNotFound(id_or_name.to_string())),
+        _ => Err(DaemonError::AmbiguousNetwork {
+            name: id_or_name.to_string(),
+            matches: hits.len(),
+        }),
+    }
+}
+
 impl Records for State {
     fn network_records(&self) -> &BTreeMap<String, NetworkRecord> {
         &self.networks
@@ -308,7 +333,7 @@ impl State {
     /// The interface of endpoint `e`, as its network configures it.
     fn iface(&self, e: &EndpointRecord) -> Result<IfaceConfig> {
         let mtu = match self.networks.get(&e.network_id) {
-            Some(n) => bridge_opts(&n.options)?.mtu,
+            Some(n) => network_mtu(n)?,
             None => return Err(super::plumbing::PlumbingError::NoDatapath.into()),
         };
         Ok(IfaceConfig {
@@ -321,7 +346,8 @@ impl State {
 }
 
 /// The winning default route of a sandbox: highest priority, ties to the network name
-/// that sorts first; internal networks and networks without a gateway take no part.
+/// that sorts first; only bridge networks that are not internal and have a gateway take
+/// part (overlay networks have no external access: see [`swarm`]).
 fn default_route(
     sb: &SandboxRecord,
     endpoints: &BTreeMap<String, EndpointRecord>,
@@ -342,7 +368,7 @@ fn default_endpoint<'a>(
         .filter_map(|id| endpoints.get(id))
         .filter_map(|e| {
             let n = networks.get(&e.network_id)?;
-            if n.internal {
+            if n.internal || n.driver != "bridge" {
                 return None;
             }
             let gw = n.ipam.first()?.gateway?;
@@ -397,6 +423,10 @@ impl Daemon {
             published: BTreeMap::new(),
             gone_netns: snap.gone_netns,
             rootless_reaped: 0,
+            vtep: None,
+            remote: BTreeMap::new(),
+            swarm_up: HashSet::new(),
+            swarm_attached: HashSet::new(),
         };
         let d = Daemon {
             view: Mutex::new(Arc::new(View::of(&state))),
@@ -404,6 +434,7 @@ impl Daemon {
             store,
             plumbing,
             state_dir: cfg.state_dir.clone(),
+            swarm: Mutex::new(None),
         };
         d.reconcile()?;
         d.ensure_predefined()?;

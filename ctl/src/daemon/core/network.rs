@@ -1,9 +1,10 @@
-//! Networks: create, list, inspect, remove, prune.
+//! Networks: create, list, inspect, remove, prune. Lists, inspects and lookups by name
+//! include the swarm's networks (see [`super::swarm`]).
 
 use std::collections::BTreeMap;
 
 use super::options::bridge_opts;
-use super::{Daemon, DaemonError, Records, Result, State};
+use super::{Daemon, DaemonError, OVERLAY, Records, Result, State, lookup_network_id};
 use crate::daemon::ipam::{PoolRequest, avoid_list, check_host};
 use crate::daemon::model::{
     EndpointRecord, IpamConfigRecord, NetworkRecord, SandboxRecord, new_id, now_rfc3339,
@@ -61,7 +62,8 @@ pub struct PoolUsage {
 
 impl Daemon {
     /// Create a network; returns its record. `predefined` is for `bridge`, `host` and
-    /// `none`, made at first start.
+    /// `none`, made at first start. An `overlay` network is created in the swarm (and
+    /// only instantiated here when a sandbox uses it).
     pub fn create_network(&self, spec: NetworkSpec, predefined: bool) -> Result<NetworkRecord> {
         let mut st = self.lock();
         if spec.name.is_empty() {
@@ -69,6 +71,9 @@ impl Daemon {
         }
         if st.networks.values().any(|n| n.name == spec.name) {
             return Err(DaemonError::NetworkNameTaken(spec.name));
+        }
+        if spec.driver == OVERLAY && !predefined {
+            return self.create_overlay(spec);
         }
         let driver = match spec.driver.as_str() {
             "" | "bridge" => "bridge",
@@ -175,9 +180,11 @@ impl Daemon {
         }
     }
 
-    /// All networks.
+    /// All networks: the local ones and the swarm's.
     pub fn networks(&self) -> Vec<NetworkRecord> {
-        self.view().networks.values().cloned().collect()
+        self.all_networks(&self.view().networks)
+            .into_values()
+            .collect()
     }
 
     /// One network with the endpoints on it (and their sandboxes).
@@ -186,8 +193,9 @@ impl Daemon {
         id_or_name: &str,
     ) -> Result<(NetworkRecord, Vec<(EndpointRecord, SandboxRecord)>)> {
         let v = self.view();
-        let id = v.network_id(id_or_name)?;
-        let n = v.networks[&id].clone();
+        let all = self.all_networks(&v.networks);
+        let id = lookup_network_id(&all, id_or_name)?;
+        let n = all[&id].clone();
         let eps = v
             .endpoints_of_network(&id)
             .filter_map(|e| Some((e.clone(), v.sandboxes.get(&e.sandbox_id)?.clone())))
@@ -200,11 +208,13 @@ impl Daemon {
         self.view().pool_usage(pool_id)
     }
 
-    /// Remove a network that has no endpoints.
+    /// Remove a network that has no endpoints (an overlay network: that has none here,
+    /// and that the swarm removes).
     pub fn remove_network(&self, id_or_name: &str) -> Result<()> {
         let mut st = self.lock();
-        let id = st.network_id(id_or_name)?;
-        let n = st.networks[&id].clone();
+        let all = self.all_networks(&st.networks);
+        let id = lookup_network_id(&all, id_or_name)?;
+        let n = all[&id].clone();
         if n.predefined {
             return Err(DaemonError::PredefinedNetwork(n.name));
         }
@@ -219,6 +229,9 @@ impl Daemon {
                 sandbox,
                 sandbox_id: e.sandbox_id[..12.min(e.sandbox_id.len())].to_string(),
             });
+        }
+        if n.driver == OVERLAY {
+            return self.remove_overlay(&mut st, &n);
         }
         let mut ipam = st.ipam.clone();
         for c in &n.ipam {

@@ -73,6 +73,14 @@ fn parse_bool(key: &'static str, v: &str) -> Result<bool, DaemonError> {
     }
 }
 
+/// The MTU of network `n`'s interfaces.
+pub(super) fn network_mtu(n: &crate::daemon::model::NetworkRecord) -> Result<u32, DaemonError> {
+    if n.driver == super::OVERLAY {
+        return Ok(super::OVERLAY_MTU);
+    }
+    Ok(bridge_opts(&n.options)?.mtu)
+}
+
 /// Check and parse a bridge network's options.
 pub(super) fn bridge_opts(opts: &BTreeMap<String, String>) -> Result<BridgeOpts, DaemonError> {
     if let Some(k) = opts.keys().find(|k| !BRIDGE_OPTIONS.contains(&k.as_str())) {

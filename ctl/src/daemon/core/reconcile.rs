@@ -1,5 +1,9 @@
 //! Making live state match the records: at start (reconcile) and after every committed
 //! change (realize), and taking it down again (unrealize).
+//!
+//! Overlay networks need the VXLAN tunnel endpoint, which the swarm service starts after
+//! the daemon opened ([`Daemon::set_vtep`]): until then reconcile leaves them, and their
+//! endpoints, down; `set_vtep` brings them up (see [`super::swarm`]).
 
 use std::collections::BTreeMap;
 
@@ -7,7 +11,7 @@ use tapnet_nat::GatewayConfig;
 use tapnet_switch::MacAddr;
 
 use super::options::{DEFAULT_BRIDGE_OPTIONS, bridge_opts};
-use super::{Daemon, NetworkSpec, Result, State, default_route, prefix_len};
+use super::{Daemon, NetworkSpec, OVERLAY, OVERLAY_MTU, Result, State, default_route, prefix_len};
 use crate::daemon::chain::chain;
 use crate::daemon::model::{EndpointRecord, NetworkRecord, SandboxRecord};
 use crate::daemon::plumbing::{EndpointPlan, NetworkPlan};
@@ -84,9 +88,16 @@ impl Daemon {
         Ok(())
     }
 
-    /// Bring up network `n`'s datapath (bridge networks; host and null have none).
+    /// Bring up network `n`'s datapath (bridge networks, and overlay ones once the VTEP
+    /// is up; host and null have none).
     pub(super) fn realize_network(&self, st: &mut State, n: &NetworkRecord) -> Result<()> {
-        if n.driver != "bridge" || st.live_nets.contains(&n.id) {
+        if st.live_nets.contains(&n.id) {
+            return Ok(());
+        }
+        if n.driver == OVERLAY {
+            return self.realize_overlay(st, n);
+        }
+        if n.driver != "bridge" {
             return Ok(());
         }
         let opts = bridge_opts(&n.options)?;
@@ -108,8 +119,39 @@ impl Daemon {
             mtu: opts.mtu,
             gateway,
             host_loopback: opts.host_loopback,
+            overlay: None,
         })?;
         st.live_nets.insert(n.id.clone());
+        Ok(())
+    }
+
+    /// Bring up overlay network `n`'s datapath, if the VTEP is up: a bridge domain with
+    /// the network's overlay port, and a gateway that answers DNS only (no external
+    /// access); then place the remote endpoints known for it.
+    fn realize_overlay(&self, st: &mut State, n: &NetworkRecord) -> Result<()> {
+        if st.vtep.is_none() {
+            return Ok(());
+        }
+        let vni = super::swarm::vni_of(n)?;
+        let gateway = n.ipam.first().and_then(|cfg| {
+            let gw = cfg.gateway?;
+            Some(GatewayConfig {
+                mac: MacAddr::from_ipv4(gw),
+                ip: gw,
+                prefix_len: prefix_len(&cfg.subnet).ok()?,
+                internal: true,
+            })
+        });
+        self.plumbing.add_network(&NetworkPlan {
+            id: n.id.clone(),
+            icc: true,
+            mtu: OVERLAY_MTU,
+            gateway,
+            host_loopback: false,
+            overlay: Some(vni),
+        })?;
+        st.live_nets.insert(n.id.clone());
+        self.program_remotes(st, &n.id);
         Ok(())
     }
 
@@ -130,7 +172,13 @@ impl Daemon {
         let Some(n) = st.networks.get(&e.network_id) else {
             return Ok(());
         };
-        if n.driver != "bridge" || st.attached.contains(&e.id) {
+        // An overlay network is down until the VTEP is up (`set_vtep` plugs its
+        // endpoints then).
+        let overlay_down = n.driver == OVERLAY && !st.live_nets.contains(&n.id);
+        if (n.driver != "bridge" && n.driver != OVERLAY)
+            || overlay_down
+            || st.attached.contains(&e.id)
+        {
             return Ok(());
         }
         let plan = EndpointPlan {

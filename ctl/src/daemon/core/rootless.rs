@@ -45,7 +45,7 @@ use std::time::Duration;
 use tapnet_api::{SandboxInterface, SandboxInterfaces};
 use tapnet_nat::portspec::PortMapping;
 
-use super::options::bridge_opts;
+use super::options::network_mtu;
 use super::sandbox::AttachSpec;
 use super::{Daemon, DaemonError, Records, Result, State, default_route};
 use crate::daemon::chain::chain;
@@ -100,7 +100,7 @@ impl Daemon {
                 mac_address: e.mac.clone(),
                 ip_address: e.ipv4.map(|a| a.to_string()).unwrap_or_default(),
                 ip_prefix_len: e.prefix_len,
-                mtu: bridge_opts(&n.options)?.mtu,
+                mtu: network_mtu(n)?,
             });
         }
         if let Some((gw, ifname)) = default_route(sb, &st.endpoints, &st.networks) {
@@ -342,13 +342,14 @@ pub fn start_rootless_reaper(
     })
 }
 
-/// Endpoints of `sb` on bridge networks (those that have an interface).
+/// Endpoints of `sb` on bridge and overlay networks (those that have an interface).
 fn bridge_endpoints<'a>(
     st: &'a impl Records,
     sb: &'a SandboxRecord,
 ) -> impl Iterator<Item = &'a EndpointRecord> + 'a {
     sb.endpoints.iter().filter_map(|id| {
         let e = st.endpoint_records().get(id)?;
-        (st.network_records().get(&e.network_id)?.driver == "bridge").then_some(e)
+        let driver = &st.network_records().get(&e.network_id)?.driver;
+        (driver == "bridge" || driver == super::OVERLAY).then_some(e)
     })
 }

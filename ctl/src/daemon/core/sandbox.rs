@@ -3,7 +3,8 @@
 
 use tapnet_nat::portspec::PortMapping;
 
-use super::{Daemon, DaemonError, Records, Result, State};
+use super::{Daemon, DaemonError, OVERLAY, Records, Result, State, lookup_network_id};
+use crate::daemon::ipam::Ipam;
 use crate::daemon::model::{
     EndpointRecord, NetworkRecord, RootlessOwner, SandboxRecord, new_id, now_rfc3339,
 };
@@ -106,32 +107,31 @@ impl Daemon {
         };
         let mut ipam = st.ipam.clone();
         let mut eps: Vec<EndpointRecord> = Vec::new();
-        let mut seen = Vec::new();
-        for a in &nets {
-            let net_id = st.network_id(&a.network)?;
-            let n = &st.networks[&net_id];
-            if seen.contains(&net_id) {
-                return Err(DaemonError::NetworkGivenTwice(n.name.clone()));
+        // Swarm networks instantiated here for this sandbox.
+        let mut fresh: Vec<String> = Vec::new();
+        let planned = self
+            .plan_sandbox(&mut st, &mut ipam, &mut sb, &nets, &mut eps, &mut fresh)
+            // Host ports are bound before the commit: a taken one fails the call with
+            // nothing stored.
+            .and_then(|()| self.bind_ports(&st, &sb, &eps, ports));
+        let bound = match planned {
+            Ok(b) => b,
+            Err(err) => {
+                self.release_planned(&st, &eps);
+                self.drop_unused(&mut st, &fresh);
+                return Err(err);
             }
-            seen.push(net_id.clone());
-            match n.driver.as_str() {
-                "host" => return Err(DaemonError::HostNetworkSandbox),
-                "null" if nets.len() > 1 => return Err(DaemonError::NoneCombined),
-                _ => {}
-            }
-            let taken: Vec<String> = eps.iter().map(|e| e.ifname.clone()).collect();
-            let e = Self::plan_endpoint(&st, &mut ipam, &sb, &net_id, a, &taken)?;
-            sb.endpoints.push(e.id.clone());
-            eps.push(e);
-        }
-        // Host ports are bound before the commit: a taken one fails the call with
-        // nothing stored.
-        let bound = self.bind_ports(&st, &sb, &eps, ports)?;
+        };
         sb.ports = bound.iter().map(|b| b.record.clone()).collect();
         let mut changes: Vec<Change<'_>> = eps.iter().map(Change::PutEndpoint).collect();
         changes.push(Change::PutSandbox(&sb));
-        self.store
-            .commit(&changes, Some(&State::ipam_bytes(&ipam)?))?;
+        let committed = State::ipam_bytes(&ipam)
+            .and_then(|bytes| Ok(self.store.commit(&changes, Some(&bytes))?));
+        if let Err(err) = committed {
+            self.release_planned(&st, &eps);
+            self.drop_unused(&mut st, &fresh);
+            return Err(err);
+        }
         st.ipam = ipam;
         for e in &eps {
             st.endpoints.insert(e.id.clone(), e.clone());
@@ -146,9 +146,46 @@ impl Daemon {
         };
         if let Err(err) = realized.and_then(|()| self.publish_ports(&mut st, &sb, bound)) {
             let _ = self.drop_sandbox(&mut st, &sb.id);
+            self.drop_unused(&mut st, &fresh);
             return Err(err);
         }
+        self.swarm_endpoints_up(&mut st, &sb);
         Ok(sb)
+    }
+
+    /// Plan the endpoints of new sandbox `sb` on `nets` into `eps` (instantiating the
+    /// swarm networks it is the first to use, noted in `fresh`), without committing.
+    fn plan_sandbox(
+        &self,
+        st: &mut State,
+        ipam: &mut Ipam,
+        sb: &mut SandboxRecord,
+        nets: &[AttachSpec],
+        eps: &mut Vec<EndpointRecord>,
+        fresh: &mut Vec<String>,
+    ) -> Result<()> {
+        let mut seen = Vec::new();
+        for a in nets {
+            let all = self.all_networks(&st.networks);
+            let net_id = lookup_network_id(&all, &a.network)?;
+            let n = &all[&net_id];
+            if seen.contains(&net_id) {
+                return Err(DaemonError::NetworkGivenTwice(n.name.clone()));
+            }
+            seen.push(net_id.clone());
+            match n.driver.as_str() {
+                "host" => return Err(DaemonError::HostNetworkSandbox),
+                "null" if nets.len() > 1 => return Err(DaemonError::NoneCombined),
+                OVERLAY if !n.attachable => return Err(DaemonError::NotAttachable(n.name.clone())),
+                OVERLAY => self.instantiate(st, n, fresh)?,
+                _ => {}
+            }
+            let taken: Vec<String> = eps.iter().map(|e| e.ifname.clone()).collect();
+            let e = self.plan_endpoint(st, ipam, sb, &net_id, a, &taken)?;
+            sb.endpoints.push(e.id.clone());
+            eps.push(e);
+        }
+        Ok(())
     }
 
     /// Remove sandbox `id`: records, addresses, published ports, plumbing.
@@ -190,10 +227,12 @@ impl Daemon {
         if self.unrealize_sandbox(&sb) {
             let _ = self.store.forget_netns(&[&sb.netns]);
         }
+        let overlay = Self::overlay_endpoints(st, &sb.endpoints);
         for ep in &sb.endpoints {
             st.endpoints.remove(ep);
         }
         st.sandboxes.remove(id);
+        self.swarm_endpoints_gone(st, &overlay);
         Ok(())
     }
 

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -55,6 +55,10 @@ pub enum Op {
     Publish,
     /// [`Plumbing::detach`] (the endpoint stays attached).
     Detach,
+    /// [`Plumbing::start_vtep`].
+    StartVtep,
+    /// [`Plumbing::overlay_entry`].
+    OverlayEntry,
 }
 
 /// A sandbox namespace as [`MemoryPlumbing`] holds it.
@@ -114,6 +118,10 @@ struct Mem {
     /// The names last handed over, and how many times names were.
     names: Option<Arc<Names>>,
     names_set: u64,
+    /// The VTEP's underlay address, once started.
+    vtep: Option<SocketAddrV4>,
+    /// Remote endpoints of each overlay network: MAC → address and VTEP.
+    overlay_entries: BTreeMap<String, BTreeMap<[u8; 6], (Ipv4Addr, Ipv4Addr)>>,
 }
 
 /// Longest a held operation waits to be released: a test that forgets to release it
@@ -464,19 +472,64 @@ impl Plumbing for MemoryPlumbing {
 
     fn add_network(&self, plan: &NetworkPlan) -> Result<(), PlumbingError> {
         self.fault(Op::AddNetwork)?;
-        self.mem()
-            .networks
+        let mut m = self.mem();
+        if plan.overlay.is_some() && m.vtep.is_none() {
+            return Err(PlumbingError::NoVtep);
+        }
+        m.networks
             .entry(plan.id.clone())
             .or_insert_with(|| plan.clone());
         Ok(())
     }
 
     fn remove_network(&self, id: &str) {
-        self.mem().networks.remove(id);
+        let mut m = self.mem();
+        m.networks.remove(id);
+        m.overlay_entries.remove(id);
+        drop(m);
         // Its relay goes, and with it the ports published into it.
         for ports in self.lock_published().values_mut() {
             ports.retain(|p| p.view.network != id);
         }
+    }
+
+    fn start_vtep(&self, local: SocketAddrV4) -> Result<(), PlumbingError> {
+        self.fault(Op::StartVtep)?;
+        let mut m = self.mem();
+        match m.vtep {
+            Some(a) if a != local => Err(PlumbingError::VtepRunning(a)),
+            _ => {
+                m.vtep = Some(local);
+                Ok(())
+            }
+        }
+    }
+
+    fn overlay_entry(
+        &self,
+        net_id: &str,
+        mac: [u8; 6],
+        ip: Ipv4Addr,
+        vtep: Option<Ipv4Addr>,
+    ) -> Result<(), PlumbingError> {
+        self.fault(Op::OverlayEntry)?;
+        let mut m = self.mem();
+        if m.vtep.is_none() {
+            return Err(PlumbingError::NoVtep);
+        }
+        if m.networks.get(net_id).is_none_or(|n| n.overlay.is_none()) {
+            return Err(PlumbingError::NoDatapath);
+        }
+        let entries = m.overlay_entries.entry(net_id.to_string()).or_default();
+        match vtep {
+            Some(v) => {
+                entries.insert(mac, (ip, v));
+            }
+            None => {
+                entries.remove(&mac);
+            }
+        }
+        Ok(())
     }
 
     fn ensure_namespace(&self, name: &str) -> Result<(), PlumbingError> {
@@ -720,5 +773,32 @@ impl MemoryPlumbing {
     /// How many times names were handed over.
     pub fn names_set(&self) -> u64 {
         self.mem().names_set
+    }
+
+    /// The VTEP's underlay address, if [`Plumbing::start_vtep`] started it.
+    pub fn vtep(&self) -> Option<SocketAddrV4> {
+        self.mem().vtep
+    }
+
+    /// The remote endpoints of overlay network `net_id`: MAC, address, VTEP.
+    pub fn overlay_entries(&self, net_id: &str) -> Vec<([u8; 6], Ipv4Addr, Ipv4Addr)> {
+        self.mem()
+            .overlay_entries
+            .get(net_id)
+            .map(|es| es.iter().map(|(mac, (ip, v))| (*mac, *ip, *v)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The peer VTEPs of overlay network `net_id`: those its entries are behind,
+    /// sorted, each once.
+    pub fn overlay_peers(&self, net_id: &str) -> Vec<Ipv4Addr> {
+        let mut peers: Vec<Ipv4Addr> = self
+            .overlay_entries(net_id)
+            .into_iter()
+            .map(|(_, _, v)| v)
+            .collect();
+        peers.sort();
+        peers.dedup();
+        peers
     }
 }

@@ -13,6 +13,11 @@
 //!   what it recorded, and fails on request, so that the core's own tests (and the API
 //!   server's and the CLI's) run without root, in milliseconds, against the real core.
 //!
+//! Overlay networks (swarm scope) are bridge domains like the others, with one more
+//! member: the network's overlay port on this daemon's VXLAN tunnel endpoint (VTEP,
+//! [`Plumbing::start_vtep`]), which stands for the network's endpoints on other nodes
+//! ([`Plumbing::overlay_entry`]).
+//!
 //! Keys are the core's own ids: a network's datapath by its network id, an endpoint's
 //! interface by its endpoint id, published ports by their sandbox's id. The plumbing
 //! keeps the datapath objects (bridge domains, engine ports, relays) behind those keys,
@@ -20,12 +25,13 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use tapnet_engine::EngineStats;
 use tapnet_engine::hostnet::{HostNetError, HostNetStats};
+use tapnet_engine::overlay::OverlayError;
 use tapnet_engine::runtime::EngineError;
 use tapnet_engine::sys::tap::TapError;
 use tapnet_nat::GatewayConfig;
@@ -62,6 +68,9 @@ pub struct NetworkPlan {
     pub gateway: Option<GatewayConfig>,
     /// `tapnet.host_loopback`: the gateway address leads to the host's 127.0.0.1.
     pub host_loopback: bool,
+    /// An overlay network's VXLAN network identifier: the network's overlay port on the
+    /// VTEP ([`Plumbing::start_vtep`], which must be up) joins its bridge domain.
+    pub overlay: Option<u32>,
 }
 
 /// One endpoint's interface in the datapath.
@@ -190,6 +199,18 @@ pub enum PlumbingError {
     /// An endpoint with this id is in the datapath already.
     #[error("endpoint {0} is in the datapath already")]
     EndpointExists(String),
+    /// An overlay network, or an entry of one, before [`Plumbing::start_vtep`].
+    #[error("no VXLAN tunnel endpoint: this node is not in a swarm's data path")]
+    NoVtep,
+    /// [`Plumbing::start_vtep`] at another address than the VTEP's.
+    #[error("the VXLAN tunnel endpoint runs at {0} already")]
+    VtepRunning(SocketAddrV4),
+    /// A VNI that does not fit in 24 bits.
+    #[error("VXLAN network identifier {0} is out of range")]
+    BadVni(u32),
+    /// The VTEP refused (a socket, a table bound, a VNI served twice).
+    #[error("overlay")]
+    Overlay(#[source] OverlayError),
     /// [`MemoryPlumbing`] was told to fail this operation.
     #[error("{0:?} failed (as the test asked)")]
     Injected(Op),
@@ -224,8 +245,26 @@ pub trait Plumbing: HostPorts + Send + Sync {
     /// networking unless the gateway is internal).
     fn add_network(&self, plan: &NetworkPlan) -> Result<(), PlumbingError>;
 
-    /// Take a network's datapath down (its flows end, its published ports close).
+    /// Take a network's datapath down (its flows end, its published ports close; an
+    /// overlay network's remote entries and peers go with it).
     fn remove_network(&self, id: &str);
+
+    /// Start this daemon's VXLAN tunnel endpoint, its underlay socket bound at `local`
+    /// (in the daemon's network namespace). Again with the same address: nothing
+    /// happens; with another: [`PlumbingError::VtepRunning`].
+    fn start_vtep(&self, local: SocketAddrV4) -> Result<(), PlumbingError>;
+
+    /// Place (`vtep` is `Some`: add or replace) or forget (`None`) the remote endpoint
+    /// `mac` (address `ip`, answered by proxy ARP) of overlay network `net_id`, whose
+    /// datapath [`Plumbing::add_network`] made. A VTEP becomes a peer of the network with
+    /// its first entry there and stops being one with its last.
+    fn overlay_entry(
+        &self,
+        net_id: &str,
+        mac: [u8; 6],
+        ip: Ipv4Addr,
+        vtep: Option<Ipv4Addr>,
+    ) -> Result<(), PlumbingError>;
 
     /// Open sandbox namespace `name`, creating it (loopback up, IPv6 off) if missing.
     fn ensure_namespace(&self, name: &str) -> Result<(), PlumbingError>;

@@ -1,5 +1,6 @@
 //! The real plumbing: the engine's datapath and host networking, sandboxes in named
-//! network namespaces with persistent TAPs, host sockets for published ports, `/proc`.
+//! network namespaces with persistent TAPs, host sockets for published ports, `/proc`,
+//! and the engine's VXLAN tunnel endpoint for overlay networks.
 
 use std::collections::HashMap;
 use std::io;
@@ -9,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tapnet_engine::hostnet::{HostNet, HostNetConfig, HostNetError, NetAttach};
+use tapnet_engine::overlay::{Entry, Overlay, OverlayConfig, OverlayError, Vni};
 use tapnet_engine::port::TapPort;
 use tapnet_engine::runtime::{Engine, EngineConfig, EngineError};
 use tapnet_engine::sys::netns::{NETNS_RUN_DIR, NetNs};
@@ -33,6 +35,10 @@ struct LiveNet {
     gateway: Option<PortId>,
     /// An internal network: its relay answers DNS and carries nothing else.
     internal: bool,
+    /// An overlay network's VNI (its overlay port is on the VTEP).
+    vni: Option<Vni>,
+    /// An overlay network's remote endpoints: MAC → VTEP.
+    remote: HashMap<[u8; 6], Ipv4Addr>,
 }
 
 #[derive(Default)]
@@ -40,6 +46,8 @@ struct Live {
     nets: HashMap<String, LiveNet>,
     /// Engine port of each attached endpoint, with its network.
     ports: HashMap<String, (PortId, String)>,
+    /// The VXLAN tunnel endpoint, once started.
+    vtep: Option<Overlay>,
 }
 
 /// The plumbing of a real daemon: see the module docs.
@@ -58,6 +66,10 @@ fn datapath(e: EngineError) -> PlumbingError {
 
 fn ns_err(e: impl Into<SandboxError>) -> PlumbingError {
     PlumbingError::Sandbox(e.into())
+}
+
+fn overlay_err(e: OverlayError) -> PlumbingError {
+    PlumbingError::Overlay(e)
 }
 
 impl OsPlumbing {
@@ -201,6 +213,16 @@ impl Plumbing for OsPlumbing {
         if live.nets.contains_key(&plan.id) {
             return Ok(());
         }
+        let vni = match plan.overlay {
+            Some(v) => {
+                let vni = Vni::new(v).ok_or(PlumbingError::BadVni(v))?;
+                if live.vtep.is_none() {
+                    return Err(PlumbingError::NoVtep);
+                }
+                Some(vni)
+            }
+            None => None,
+        };
         let domain = self
             .engine
             .add_domain(DomainConfig {
@@ -208,17 +230,6 @@ impl Plumbing for OsPlumbing {
                 ..Default::default()
             })
             .map_err(datapath)?;
-        let Some(gw) = plan.gateway else {
-            live.nets.insert(
-                plan.id.clone(),
-                LiveNet {
-                    domain,
-                    gateway: None,
-                    internal: false,
-                },
-            );
-            return Ok(());
-        };
         // Every network's gateway answers DNS through host networking. Internal networks
         // have no external access: their relay answers DNS (local names only) and
         // carries nothing else, and their subnet is isolated from the other networks'
@@ -229,38 +240,63 @@ impl Plumbing for OsPlumbing {
             let _ = self.engine.remove_domain(domain);
             e
         };
-        let attach = NetAttach {
-            gateway: gw,
-            mtu: plan.mtu,
-            host_loopback: plan.host_loopback && !gw.internal,
+        let gateway = match plan.gateway {
+            None => None,
+            Some(gw) => {
+                let attach = NetAttach {
+                    gateway: gw,
+                    mtu: plan.mtu,
+                    host_loopback: plan.host_loopback && !gw.internal,
+                };
+                let (port, _handle) = self
+                    .hostnet
+                    .gateway_port(&plan.id, attach)
+                    .map_err(|e| undo(PlumbingError::HostNet(e)))?;
+                let id = self
+                    .engine
+                    .add_gateway_port(Box::new(port), domain)
+                    .map_err(|e| undo(datapath(e)))?;
+                if let Err(e) = self.engine.add_static_mac(domain, gw.mac, id) {
+                    let _ = self.engine.remove_port(id);
+                    return Err(undo(datapath(e)));
+                }
+                Some((id, gw.internal))
+            }
         };
-        let (port, _handle) = self
-            .hostnet
-            .gateway_port(&plan.id, attach)
-            .map_err(|e| undo(PlumbingError::HostNet(e)))?;
-        let id = self
-            .engine
-            .add_gateway_port(Box::new(port), domain)
-            .map_err(|e| undo(datapath(e)))?;
-        if let Err(e) = self.engine.add_static_mac(domain, gw.mac, id) {
-            let _ = self.engine.remove_port(id);
-            return Err(undo(datapath(e)));
+        // An overlay network's port on the VTEP joins the domain: it stands for the
+        // network's endpoints on other nodes.
+        if let (Some(vni), Some(vtep)) = (vni, live.vtep.as_ref()) {
+            if let Err(e) = vtep.add_network(&self.engine, vni, domain) {
+                if let Some((id, _)) = gateway {
+                    let _ = self.engine.remove_port(id);
+                }
+                return Err(undo(overlay_err(e)));
+            }
         }
         live.nets.insert(
             plan.id.clone(),
             LiveNet {
                 domain,
-                gateway: Some(id),
-                internal: gw.internal,
+                gateway: gateway.map(|(id, _)| id),
+                internal: gateway.is_some_and(|(_, internal)| internal),
+                vni,
+                remote: HashMap::new(),
             },
         );
         Ok(())
     }
 
     fn remove_network(&self, id: &str) {
-        let Some(net) = self.lock().nets.remove(id) else {
+        let mut live = self.lock();
+        let Some(net) = live.nets.remove(id) else {
             return;
         };
+        if let (Some(vni), Some(vtep)) = (net.vni, live.vtep.as_ref()) {
+            if let Err(e) = vtep.remove_network(&self.engine, vni) {
+                tracing::warn!(network = %id, error = %e, "could not remove the overlay port");
+            }
+        }
+        drop(live);
         if let Some(p) = net.gateway {
             if let Err(e) = self.engine.remove_port(p) {
                 tracing::warn!(network = %id, error = %e, "could not remove the gateway port");
@@ -270,6 +306,68 @@ impl Plumbing for OsPlumbing {
         if let Err(e) = self.engine.remove_domain(net.domain) {
             tracing::warn!(network = %id, error = %e, "could not remove the bridge domain");
         }
+    }
+
+    fn start_vtep(&self, local: SocketAddrV4) -> Result<(), PlumbingError> {
+        let mut live = self.lock();
+        match &live.vtep {
+            Some(v) if v.local_addr() == local => Ok(()),
+            // Bound to port 0 (tests): the port the kernel chose is the VTEP's.
+            Some(v) if local.port() == 0 && v.local_addr().ip() == local.ip() => Ok(()),
+            Some(v) => Err(PlumbingError::VtepRunning(v.local_addr())),
+            None => {
+                let vtep =
+                    Overlay::start(&self.engine, OverlayConfig::new(local)).map_err(overlay_err)?;
+                live.vtep = Some(vtep);
+                Ok(())
+            }
+        }
+    }
+
+    fn overlay_entry(
+        &self,
+        net_id: &str,
+        mac: [u8; 6],
+        ip: Ipv4Addr,
+        vtep: Option<Ipv4Addr>,
+    ) -> Result<(), PlumbingError> {
+        let mut live = self.lock();
+        let Live { nets, vtep: ov, .. } = &mut *live;
+        let ov = ov.as_ref().ok_or(PlumbingError::NoVtep)?;
+        let net = nets.get_mut(net_id).ok_or(PlumbingError::NoDatapath)?;
+        let vni = net.vni.ok_or(PlumbingError::NoDatapath)?;
+        // The entry's old place goes first (and its VTEP with its last entry).
+        if let Some(old) = net.remote.get(&mac).copied() {
+            if Some(old) != vtep {
+                ov.remove_entry(&self.engine, vni, MacAddr(mac))
+                    .map_err(overlay_err)?;
+                net.remote.remove(&mac);
+                if !net.remote.values().any(|v| *v == old) {
+                    ov.remove_peer(&self.engine, vni, old)
+                        .map_err(overlay_err)?;
+                }
+            }
+        }
+        let Some(v) = vtep else {
+            return Ok(());
+        };
+        let first = !net.remote.values().any(|x| *x == v);
+        if first {
+            ov.add_peer(vni, v).map_err(overlay_err)?;
+        }
+        let entry = Entry {
+            mac: MacAddr(mac),
+            ip: Some(ip),
+            vtep: v,
+        };
+        if let Err(e) = ov.add_entry(&self.engine, vni, entry) {
+            if first {
+                let _ = ov.remove_peer(&self.engine, vni, v);
+            }
+            return Err(overlay_err(e));
+        }
+        net.remote.insert(mac, v);
+        Ok(())
     }
 
     fn ensure_namespace(&self, name: &str) -> Result<(), PlumbingError> {

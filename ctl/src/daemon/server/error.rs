@@ -129,7 +129,8 @@ pub(super) fn status(e: &DaemonError) -> u16 {
         | E::WrongTap { .. }
         | E::NoSuchInterface { .. }
         | E::TooManyPorts { .. }
-        | E::HostRangeTooLong { .. } => 400,
+        | E::HostRangeTooLong { .. }
+        | E::OverlayUnsupported(_) => 400,
         E::OnlyOneInstance(_)
         | E::IngressNeedsSwarm
         | E::PredefinedNetwork(_)
@@ -138,12 +139,15 @@ pub(super) fn status(e: &DaemonError) -> u16 {
         | E::AlreadyConnected { .. }
         | E::ConnectAtCreationOnly { .. }
         | E::OnNoneNetwork(_)
+        | E::NotAttachable(_)
         | E::NotConnected { .. }
         | E::NeedsRoot
         | E::NotOwner { .. } => 403,
         E::NetworkNotFound(_) | E::SandboxNotFound(_) | E::PluginNotFound(_) => 404,
         E::NetworkNameTaken(_) | E::SandboxNameTaken { .. } | E::HasInterfaces(_) => 409,
         E::Ipam(i) => ipam_status(i),
+        E::NotSwarmManager => 503,
+        E::Swarm(s) => s.status,
         E::PoolFull { .. }
         | E::ReleasePool(_)
         | E::PortBinding { .. }
@@ -154,6 +158,7 @@ pub(super) fn status(e: &DaemonError) -> u16 {
         | E::EncodeIpam(_)
         | E::DecodeIpam(_)
         | E::StoredSubnet(_)
+        | E::StoredVni(_)
         | E::Plumbing(_) => 500,
     }
 }

@@ -13,7 +13,13 @@ use super::*;
 
 /// What network `net`'s server answers `from` asking for `name` (type `qtype`), on the
 /// names the plumbing holds now: the addresses, or the error code.
-fn ask(r: &Rig, net: &str, from: Ipv4Addr, name: &str, qtype: TYPE) -> Result<Vec<String>, RCODE> {
+pub(super) fn ask(
+    r: &Rig,
+    net: &str,
+    from: Ipv4Addr,
+    name: &str,
+    qtype: TYPE,
+) -> Result<Vec<String>, RCODE> {
     let names = r.p().names().expect("names were handed over");
     let net_id = r.network(net).id;
     // No forwarding: a name the server does not own is NXDOMAIN.

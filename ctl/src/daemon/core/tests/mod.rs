@@ -11,6 +11,7 @@ mod restart;
 mod rootless;
 mod sandboxes;
 mod statedir;
+mod swarm;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;

@@ -132,17 +132,23 @@ fn refusals_have_dockers_texts_and_statuses_and_store_nothing() {
         );
     }
     let s = NetworkSpec {
-        driver: "overlay".into(),
+        driver: "macvlan".into(),
         ..spec("x")
     };
     assert_eq!(
         err(s),
         (
             400,
-            "driver \"overlay\" is not available in this version of tapnet (bridge, host and null are)"
+            "driver \"macvlan\" is not available in this version of tapnet (bridge, host, null and overlay are)"
                 .into()
         )
     );
+    // Overlay networks need a swarm (503, Docker's text).
+    let s = NetworkSpec {
+        driver: "overlay".into(),
+        ..spec("x")
+    };
+    assert_eq!(err(s).0, 503);
     let s = NetworkSpec {
         driver: "weave".into(),
         ..spec("x")
