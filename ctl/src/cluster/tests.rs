@@ -195,7 +195,7 @@ async fn one_manager_creates_allocates_releases_removes() {
     .unwrap();
     let state = m.state();
     assert!(state.networks.is_empty());
-    assert_eq!(state.roles[&1], Role::Manager);
+    assert_eq!(state.nodes[&1].role, Role::Manager);
     // Enough writes for snapshots, then a restart from the file resumes the same state.
     for i in 0..7 {
         m.propose(create(&format!("n{i}"), None)).await.unwrap();
