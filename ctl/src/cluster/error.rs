@@ -40,6 +40,12 @@ pub enum ClusterError {
     /// The manager's redb file could not be opened or used.
     #[error("raft storage: {0}")]
     Storage(String),
+    /// A management port refused this node's credential (wrong secret or token).
+    #[error("{0}")]
+    Denied(String),
+    /// A call over the management port failed (unreachable, timed out, broken).
+    #[error("{0}")]
+    Rpc(String),
     /// Another Raft error (membership changes).
     #[error("raft: {0}")]
     Raft(String),

@@ -1,12 +1,18 @@
 //! The swarm's replicated cluster state: swarm-scope networks (VNI, subnet, endpoint
-//! addresses) and node roles, replicated on 1, 3 or 5 managers with Raft (openraft 0.9).
+//! addresses), nodes and the data path port, replicated on 1, 3 or 5 managers with Raft
+//! (openraft 0.9).
 //!
 //! - [`state`]: the state machine, plain logic ([`Command`] → [`Answer`] or a Docker
 //!   error text), applied identically on every manager;
 //! - `log` and `sm_store`: the Raft log, vote, committed index and the last snapshot in
 //!   one redb file per manager (`raft.redb` in the manager's directory); a restarted
 //!   manager loads its snapshot and re-applies its log;
-//! - [`net`]: the network between managers, in process for now ([`Router`]);
+//! - [`net`]: the network between managers: in process ([`Router`]) or over TCP
+//!   ([`TcpNet`], the `tcp` module), each manager's address in its membership entry
+//!   (`BasicNode { addr }`);
+//! - [`rpc`] (and its wire format, `wire`): the management port (2377/tcp) server and
+//!   clients: Raft between managers, forwarded writes, the swarm service's app messages,
+//!   credentials checked by the caller;
 //! - [`Manager`]: one manager's handle.
 //!
 //! Writes ([`Manager::propose`]) made on a follower are **forwarded to the leader**; while
@@ -21,12 +27,17 @@
 mod error;
 mod log;
 pub mod net;
+pub mod rpc;
 mod sm_store;
 pub mod state;
+mod tcp;
 mod types;
+mod wire;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_tcp;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -40,12 +51,18 @@ use openraft::{BasicNode, ChangeMembers, Config, Raft, RaftMetrics, SnapshotPoli
 pub use self::error::ClusterError;
 use self::log::LogStore;
 use self::net::ForwardError;
-pub use self::net::Router;
+pub use self::net::{Net, Router};
+pub use self::rpc::{
+    Accept, Access, AppHandler, BoxFuture, RaftSlot, RpcCounts, RpcStats, call_app, serve,
+};
 use self::sm_store::{Applied, StateMachineStore};
 pub use self::state::{
-    Answer, ClusterState, Command, NetworkSpec, NodeId, Role, StateError, SwarmNetwork,
+    Answer, ClusterState, Command, DEFAULT_DATA_PATH_PORT, NetworkSpec, NodeId, NodeInfo, Role,
+    StateError, SwarmNetwork,
 };
+pub use self::tcp::{CONNECT_TIMEOUT, TcpNet};
 pub use self::types::{Outcome, RaftHandle, TypeConfig};
+pub use self::wire::{MAX_FRAME, MAX_HELLO, MAX_MEMBER_FRAME};
 
 /// The file in a manager's directory that holds its log and snapshot.
 pub const DB_FILE: &str = "raft.redb";
@@ -105,11 +122,11 @@ async fn open_db(path: &Path) -> Result<redb::Database, ClusterError> {
     }
 }
 
-/// One manager: its Raft, its storage, its place on the router.
+/// One manager: its Raft, its storage, its place on the network.
 pub struct Manager {
     id: NodeId,
     raft: RaftHandle,
-    router: Router,
+    net: Net,
     applied: Arc<RwLock<Applied>>,
     config: ClusterConfig,
     /// The database, to see it closed after shutdown (openraft's storage tasks hold it
@@ -126,13 +143,17 @@ enum Attempt {
 
 impl Manager {
     /// Start manager `id` with its state in `dir` (created if missing), reachable on
-    /// `router`. A manager that ran before in `dir` resumes from its snapshot and log.
+    /// `net`: a [`Router`] (it registers there) or a [`TcpNet`] (its slot, if it carries
+    /// one, receives this manager's Raft; otherwise the caller puts [`Manager::raft`] in
+    /// the management port's [`RaftSlot`]). A manager that ran before in `dir` resumes
+    /// from its snapshot and log.
     pub async fn start(
         id: NodeId,
         dir: &Path,
-        router: Router,
+        net: impl Into<Net>,
         config: ClusterConfig,
     ) -> Result<Manager, ClusterError> {
+        let net = net.into();
         std::fs::create_dir_all(dir)
             .map_err(|e| ClusterError::Storage(format!("{}: {e}", dir.display())))?;
         let path = dir.join(DB_FILE);
@@ -155,14 +176,21 @@ impl Manager {
         }
         .validate()
         .map_err(raft_err)?;
-        let raft = Raft::new(id, Arc::new(raft_config), router.clone(), log, sm)
+        let raft = Raft::new(id, Arc::new(raft_config), net.clone(), log, sm)
             .await
             .map_err(raft_err)?;
-        router.register(id, raft.clone());
+        match &net {
+            Net::Local(router) => router.register(id, raft.clone()),
+            Net::Tcp(tcp) => {
+                if let Some(slot) = tcp.slot() {
+                    slot.set(Some(raft.clone()));
+                }
+            }
+        }
         Ok(Manager {
             id,
             raft,
-            router,
+            net,
             applied,
             config,
             db: weak,
@@ -174,22 +202,50 @@ impl Manager {
         self.id
     }
 
-    /// Create the cluster with these managers as its voters (on one of them, once).
-    pub async fn initialize(&self, members: &[NodeId]) -> Result<(), ClusterError> {
-        let nodes: BTreeMap<NodeId, BasicNode> =
-            members.iter().map(|&m| (m, BasicNode::default())).collect();
+    /// This manager's Raft handle (for the management port's [`RaftSlot`]).
+    pub fn raft(&self) -> RaftHandle {
+        self.raft.clone()
+    }
+
+    /// Create the cluster with these managers (id, management address `ip:port`; any
+    /// text on a [`Router`]) as its voters (on one of them, once).
+    pub async fn initialize(&self, members: &[(NodeId, String)]) -> Result<(), ClusterError> {
+        let nodes: BTreeMap<NodeId, BasicNode> = members
+            .iter()
+            .map(|(m, addr)| (*m, BasicNode::new(addr)))
+            .collect();
         self.raft.initialize(nodes).await.map_err(raft_err)
     }
 
-    /// Add manager `id` (started and reachable): first as a learner, which receives the
-    /// log (or a snapshot), then as a voter. Runs on the leader only.
-    pub async fn add_manager(&self, id: NodeId) -> Result<(), ClusterError> {
+    /// Add manager `id` (started and reachable at `addr`): first as a learner, which
+    /// receives the log (or a snapshot), then as a voter. Runs on the leader only.
+    pub async fn add_manager(&self, id: NodeId, addr: &str) -> Result<(), ClusterError> {
         self.raft
-            .add_learner(id, BasicNode::default(), true)
+            .add_learner(id, BasicNode::new(addr), true)
             .await
             .map_err(|e| self.write_err(e))?;
         self.raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(|e| self.write_err(e))?;
+        Ok(())
+    }
+
+    /// Take manager `id` out of the cluster (demotion, node removal): a voter or a
+    /// learner leaves the membership altogether. Runs on the leader only; removing the
+    /// leader itself makes it step down once the change is committed.
+    pub async fn remove_manager(&self, id: NodeId) -> Result<(), ClusterError> {
+        let membership = self.metrics().membership_config;
+        let membership = membership.membership();
+        let change = if membership.voter_ids().any(|v| v == id) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else if membership.learner_ids().any(|l| l == id) {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        } else {
+            return Ok(());
+        };
+        self.raft
+            .change_membership(change, false)
             .await
             .map_err(|e| self.write_err(e))?;
         Ok(())
@@ -242,7 +298,14 @@ impl Manager {
         let Some(leader) = leader.filter(|&l| l != self.id) else {
             return Attempt::Retry(ClusterError::NoLeader);
         };
-        match self.router.forward(leader, cmd).await {
+        let forwarded = match &self.net {
+            Net::Local(router) => router.forward(leader, cmd).await,
+            Net::Tcp(tcp) => match self.addr_of(leader) {
+                Some(addr) => tcp.forward(&addr, cmd, self.config.write_timeout).await,
+                None => Err(ForwardError::Net(ClusterError::Unreachable(leader))),
+            },
+        };
+        match forwarded {
             Ok(r) => done(r),
             Err(ForwardError::Net(e)) => Attempt::Retry(e),
             Err(ForwardError::Raft(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
@@ -284,15 +347,52 @@ impl Manager {
         self.raft.metrics().borrow().current_leader
     }
 
+    /// Whether this manager is the leader, as it knows.
+    pub fn is_leader(&self) -> bool {
+        self.leader() == Some(self.id)
+    }
+
+    /// The leader's management address, from the membership, as this manager knows it.
+    pub fn leader_addr(&self) -> Option<String> {
+        self.leader().and_then(|l| self.addr_of(l))
+    }
+
+    /// Manager `id`'s address in the membership.
+    fn addr_of(&self, id: NodeId) -> Option<String> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.membership().get_node(&id).map(|n| n.addr.clone())
+    }
+
+    /// The voters (id, management address) in the membership as this manager knows it.
+    pub fn voters(&self) -> Vec<(NodeId, String)> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let membership = m.membership();
+        membership
+            .voter_ids()
+            .map(|id| {
+                let addr = membership.get_node(&id).map(|n| n.addr.clone());
+                (id, addr.unwrap_or_default())
+            })
+            .collect()
+    }
+
     /// openraft's metrics of this manager (state, term, log, snapshot, membership).
     pub fn metrics(&self) -> RaftMetrics<NodeId, BasicNode> {
         self.raft.metrics().borrow().clone()
     }
 
-    /// Leave the router (unreachable from now) and stop Raft. The redb file is closed when
-    /// this returns; a new [`Manager::start`] on the same directory resumes.
+    /// Leave the network (the router, or the slot of a [`TcpNet`]: unreachable from now)
+    /// and stop Raft. The redb file is closed when this returns; a new [`Manager::start`]
+    /// on the same directory resumes.
     pub async fn shutdown(self) -> Result<(), ClusterError> {
-        self.router.unregister(self.id);
+        match &self.net {
+            Net::Local(router) => router.unregister(self.id),
+            Net::Tcp(tcp) => {
+                if let Some(slot) = tcp.slot() {
+                    slot.set(None);
+                }
+            }
+        }
         self.raft
             .shutdown()
             .await

@@ -1,11 +1,12 @@
-//! How managers reach each other: openraft's [`RaftNetworkFactory`] over an in-process
-//! [`Router`] (managers addressed by node id), used by the tests and by any process that
-//! runs several managers.
+//! How managers reach each other: a [`Net`], either the in-process [`Router`] (managers
+//! addressed by node id, used by tests and by any process that runs several managers) or
+//! [`TcpNet`] (the management port, managers addressed by their membership's
+//! `BasicNode { addr }`).
 //!
-//! Everything a manager sends another goes through the router's four calls (append
-//! entries, vote, snapshot, forwarded client write), each with serde-serializable request
-//! and response types, so a TCP transport (the swarm's port 2377) replaces the router by
-//! implementing the same calls over a connection.
+//! Everything a manager sends another is one of four calls (append entries, vote,
+//! snapshot, forwarded client write), each with serde-serializable request and response
+//! types; the router hands them to the target's Raft handle, `TcpNet` carries them over a
+//! connection.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,7 +23,83 @@ use openraft::{BasicNode, RaftNetwork, RaftNetworkFactory};
 
 use super::error::ClusterError;
 use super::state::{Command, NodeId};
+use super::tcp::{TcpConnection, TcpNet};
 use super::types::{RaftHandle, TypeConfig};
+
+/// The network a manager runs on.
+#[derive(Clone)]
+pub enum Net {
+    /// In process.
+    Local(Router),
+    /// Over the management port.
+    Tcp(TcpNet),
+}
+
+impl From<Router> for Net {
+    fn from(r: Router) -> Self {
+        Net::Local(r)
+    }
+}
+
+impl From<TcpNet> for Net {
+    fn from(t: TcpNet) -> Self {
+        Net::Tcp(t)
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Net {
+    type Network = NetConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> NetConnection {
+        match self {
+            Net::Local(r) => NetConnection::Local(r.new_client(target, node).await),
+            Net::Tcp(t) => NetConnection::Tcp(t.new_client(target, node).await),
+        }
+    }
+}
+
+/// A connection on a [`Net`].
+pub enum NetConnection {
+    /// Through the router.
+    Local(Connection),
+    /// Over TCP.
+    Tcp(TcpConnection),
+}
+
+impl RaftNetwork<TypeConfig> for NetConnection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        match self {
+            NetConnection::Local(c) => c.append_entries(rpc, option).await,
+            NetConnection::Tcp(c) => c.append_entries(rpc, option).await,
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        match self {
+            NetConnection::Local(c) => c.install_snapshot(rpc, option).await,
+            NetConnection::Tcp(c) => c.install_snapshot(rpc, option).await,
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>> {
+        match self {
+            NetConnection::Local(c) => c.vote(rpc, option).await,
+            NetConnection::Tcp(c) => c.vote(rpc, option).await,
+        }
+    }
+}
 
 /// The in-process network: the Raft handle of every reachable manager.
 #[derive(Clone, Default)]
@@ -106,8 +183,21 @@ pub struct Connection {
     target: NodeId,
 }
 
-type RpcResult<T, E = openraft::error::Infallible> =
+/// What a Raft call over a network answers.
+pub(crate) type RpcResult<T, E = openraft::error::Infallible> =
     Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+
+/// The error for a peer's Raft answering `e`.
+pub(crate) fn remote_err<E: std::error::Error>(
+    target: NodeId,
+    e: RaftError<NodeId, E>,
+) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
+    match e {
+        // A manager shutting down is as good as unreachable.
+        RaftError::Fatal(f) => RPCError::Network(NetworkError::new(&f)),
+        e => RPCError::RemoteError(RemoteError::new(target, e)),
+    }
+}
 
 impl Connection {
     fn raft<E: std::error::Error>(
@@ -122,11 +212,7 @@ impl Connection {
         &self,
         e: RaftError<NodeId, E>,
     ) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
-        match e {
-            // A manager shutting down is as good as unreachable.
-            RaftError::Fatal(f) => RPCError::Network(NetworkError::new(&f)),
-            e => RPCError::RemoteError(RemoteError::new(self.target, e)),
-        }
+        remote_err(self.target, e)
     }
 }
 

@@ -1,5 +1,5 @@
 //! The managers' replicated state machine: swarm-scope networks (VNI, subnet, gateway,
-//! endpoint addresses) and node roles. Plain logic: every manager applies the same
+//! endpoint addresses), the swarm's nodes (role and addresses) and its data path port. Plain logic: every manager applies the same
 //! [`Command`]s in the same order and reaches the same [`ClusterState`]; anything random
 //! (a network's id) is chosen by the proposer and travels in the command.
 //!
@@ -35,6 +35,8 @@ pub const DEFAULT_POOL: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0),
 };
 /// The prefix length of the subnets cut from [`DEFAULT_POOL`].
 pub const DEFAULT_SUBNET_LEN: u8 = 24;
+/// The VXLAN UDP port when `swarm init` gives none (Docker's `--data-path-port` default).
+pub const DEFAULT_DATA_PATH_PORT: u16 = 4789;
 
 /// A node's role in the swarm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +46,34 @@ pub enum Role {
     Manager,
     /// Runs tasks only.
     Worker,
+}
+
+/// What the swarm knows of a node (worker or manager).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Its role.
+    pub role: Role,
+    /// Its host name (`docker node ls`'s HOSTNAME).
+    pub hostname: String,
+    /// Its advertised management address, `ip:port` (port 2377 by default).
+    pub addr: String,
+    /// Its gossip address, `ip:port` (UDP).
+    pub gossip: String,
+    /// Its data path address: the VTEP's IP address, the outer source of its VXLAN packets.
+    pub data: String,
+}
+
+impl NodeInfo {
+    /// A node known by its role only (addresses empty).
+    pub fn with_role(role: Role) -> Self {
+        Self {
+            role,
+            hostname: String::new(),
+            addr: String::new(),
+            gossip: String::new(),
+            data: String::new(),
+        }
+    }
 }
 
 /// What a new network asks for.
@@ -131,7 +161,20 @@ pub enum Command {
         /// The endpoint's id.
         endpoint: String,
     },
-    /// Set a node's role (adds the node if new).
+    /// Set the swarm's data path port (the VXLAN UDP port every node uses), once at
+    /// `swarm init`; 0 means [`DEFAULT_DATA_PATH_PORT`].
+    Init {
+        /// The port.
+        data_path_port: u16,
+    },
+    /// Add a node or replace what is known of it.
+    SetNode {
+        /// The node.
+        node: NodeId,
+        /// What it is.
+        info: NodeInfo,
+    },
+    /// Set a node's role (promote, demote); adds the node, its addresses empty, if new.
     SetRole {
         /// The node.
         node: NodeId,
@@ -239,8 +282,10 @@ pub enum StateError {
 pub struct ClusterState {
     /// Networks by id.
     pub networks: BTreeMap<String, SwarmNetwork>,
-    /// Node roles.
-    pub roles: BTreeMap<NodeId, Role>,
+    /// The swarm's nodes.
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
+    /// The VXLAN UDP port of the swarm's data path (0 until [`Command::Init`]).
+    pub data_path_port: u16,
 }
 
 impl ClusterState {
@@ -295,11 +340,25 @@ impl ClusterState {
                 n.held.remove(off);
                 Ok(Answer::Done)
             }
-            Command::SetRole { node, role } => {
-                self.roles.insert(*node, *role);
+            Command::Init { data_path_port } => {
+                self.data_path_port = match data_path_port {
+                    0 => DEFAULT_DATA_PATH_PORT,
+                    p => *p,
+                };
                 Ok(Answer::Done)
             }
-            Command::RemoveNode { node } => match self.roles.remove(node) {
+            Command::SetNode { node, info } => {
+                self.nodes.insert(*node, info.clone());
+                Ok(Answer::Done)
+            }
+            Command::SetRole { node, role } => {
+                self.nodes
+                    .entry(*node)
+                    .and_modify(|n| n.role = *role)
+                    .or_insert_with(|| NodeInfo::with_role(*role));
+                Ok(Answer::Done)
+            }
+            Command::RemoveNode { node } => match self.nodes.remove(node) {
                 Some(_) => Ok(Answer::Done),
                 None => Err(StateError::NodeNotFound(*node)),
             },

@@ -9,20 +9,20 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
-const WAIT: Duration = Duration::from_secs(30);
+pub(super) const WAIT: Duration = Duration::from_secs(30);
 
 /// A scratch directory removed on drop.
-struct Scratch(PathBuf);
+pub(super) struct Scratch(pub(super) PathBuf);
 
 impl Scratch {
-    fn new(name: &str) -> Self {
+    pub(super) fn new(name: &str) -> Self {
         let p = std::env::temp_dir().join(format!("tapnet-raft-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         Self(p)
     }
 
-    fn dir(&self, id: NodeId) -> PathBuf {
+    pub(super) fn dir(&self, id: NodeId) -> PathBuf {
         self.0.join(format!("m{id}"))
     }
 }
@@ -33,7 +33,7 @@ impl Drop for Scratch {
     }
 }
 
-fn config() -> ClusterConfig {
+pub(super) fn config() -> ClusterConfig {
     ClusterConfig {
         snapshot_every: 5,
         keep_after_snapshot: 0,
@@ -43,7 +43,7 @@ fn config() -> ClusterConfig {
     }
 }
 
-fn create(name: &str, subnet: Option<&str>) -> Command {
+pub(super) fn create(name: &str, subnet: Option<&str>) -> Command {
     Command::CreateNetwork(NetworkSpec {
         id: new_network_id(),
         name: name.into(),
@@ -53,7 +53,7 @@ fn create(name: &str, subnet: Option<&str>) -> Command {
     })
 }
 
-fn allocate(network: &str, endpoint: &str, address: Option<Ipv4Addr>) -> Command {
+pub(super) fn allocate(network: &str, endpoint: &str, address: Option<Ipv4Addr>) -> Command {
     Command::Allocate {
         network: network.into(),
         endpoint: endpoint.into(),
@@ -62,7 +62,7 @@ fn allocate(network: &str, endpoint: &str, address: Option<Ipv4Addr>) -> Command
 }
 
 /// Poll `f` until it holds, at most [`WAIT`].
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+pub(super) async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
         assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
@@ -87,7 +87,7 @@ impl Cluster {
                 .unwrap();
             managers.insert(id, m);
         }
-        let ids: Vec<NodeId> = managers.keys().copied().collect();
+        let ids: Vec<(NodeId, String)> = managers.keys().map(|&i| (i, String::new())).collect();
         managers[&1].initialize(&ids).await.unwrap();
         let c = Self {
             scratch,
@@ -195,7 +195,7 @@ async fn one_manager_creates_allocates_releases_removes() {
     .unwrap();
     let state = m.state();
     assert!(state.networks.is_empty());
-    assert_eq!(state.roles[&1], Role::Manager);
+    assert_eq!(state.nodes[&1].role, Role::Manager);
     // Enough writes for snapshots, then a restart from the file resumes the same state.
     for i in 0..7 {
         m.propose(create(&format!("n{i}"), None)).await.unwrap();
@@ -390,12 +390,12 @@ async fn a_manager_is_added_as_learner_then_voter() {
         .await
         .unwrap();
     c.managers.insert(2, m2);
-    let e = c.managers[&2].add_manager(3).await.unwrap_err();
+    let e = c.managers[&2].add_manager(3, "").await.unwrap_err();
     assert!(
         matches!(e, ClusterError::NoLeader | ClusterError::NotLeader { .. }),
         "{e}"
     );
-    c.managers[&1].add_manager(2).await.unwrap();
+    c.managers[&1].add_manager(2, "").await.unwrap();
     c.converge(&c.managers[&1].state()).await;
     let voters: Vec<NodeId> = c.managers[&1]
         .metrics()

@@ -224,13 +224,54 @@ fn roles_and_node_removal() {
         role: Role::Manager,
     })
     .unwrap();
-    assert_eq!(s.roles[&2], Role::Manager);
+    assert_eq!(s.nodes[&2].role, Role::Manager);
     s.apply(&Command::RemoveNode { node: 2 }).unwrap();
     assert_eq!(
         s.apply(&Command::RemoveNode { node: 2 }).unwrap_err(),
         StateError::NodeNotFound(2)
     );
-    assert_eq!(s.roles.len(), 1);
+    assert_eq!(s.nodes.len(), 1);
+}
+
+#[test]
+fn node_info_and_the_data_path_port() {
+    let mut s = ClusterState::default();
+    assert_eq!(s.data_path_port, 0);
+    s.apply(&Command::Init { data_path_port: 0 }).unwrap();
+    assert_eq!(s.data_path_port, DEFAULT_DATA_PATH_PORT);
+    s.apply(&Command::Init {
+        data_path_port: 7789,
+    })
+    .unwrap();
+    assert_eq!(s.data_path_port, 7789);
+    let info = NodeInfo {
+        role: Role::Worker,
+        hostname: "w1".into(),
+        addr: "192.0.2.5:2377".into(),
+        gossip: "192.0.2.5:7946".into(),
+        data: "192.0.2.5".into(),
+    };
+    s.apply(&Command::SetNode {
+        node: 5,
+        info: info.clone(),
+    })
+    .unwrap();
+    assert_eq!(s.nodes[&5], info);
+    // Promotion keeps the addresses.
+    s.apply(&Command::SetRole {
+        node: 5,
+        role: Role::Manager,
+    })
+    .unwrap();
+    assert_eq!(
+        s.nodes[&5],
+        NodeInfo {
+            role: Role::Manager,
+            ..info
+        }
+    );
+    let json = serde_json::to_vec(&s).unwrap();
+    assert_eq!(serde_json::from_slice::<ClusterState>(&json).unwrap(), s);
 }
 
 #[test]
@@ -256,6 +297,13 @@ fn replicas_applying_the_same_commands_agree_and_serde_round_trips() {
         Command::SetRole {
             node: 7,
             role: Role::Worker,
+        },
+        Command::Init {
+            data_path_port: 4790,
+        },
+        Command::SetNode {
+            node: 8,
+            info: NodeInfo::with_role(Role::Manager),
         },
     ];
     let (mut r1, mut r2) = (ClusterState::default(), ClusterState::default());
