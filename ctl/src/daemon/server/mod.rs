@@ -1,6 +1,7 @@
 //! The HTTP API on `<state-dir>/tapnet.sock`: Docker's network endpoints with Docker's
 //! statuses, headers and error bodies, so the docker CLI and SDKs can drive tapnet, plus
-//! tapnet's `/sandboxes` and `/stats`.
+//! tapnet's `/sandboxes` and `/stats`, and Docker's swarm and node endpoints and
+//! `GET /info` over the daemon's [`SwarmControl`] ([`swarm`]).
 //!
 //! axum serves it on a current-thread tokio runtime confined to the calling thread, under
 //! the bounds of [`ApiLimits`] (connections, header and body timeouts; see `listen`).
@@ -19,11 +20,15 @@ pub mod filters;
 #[cfg(test)]
 mod limit_tests;
 mod listen;
+mod swarm;
+#[cfg(test)]
+mod swarm_tests;
 #[cfg(test)]
 mod tests;
 
 pub use error::ApiError;
 pub use listen::{ApiLimits, BODY_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS, SOCKET_MODE};
+pub use swarm::SwarmControl;
 
 #[cfg(test)]
 pub(crate) use error::ipam_status;
@@ -66,6 +71,8 @@ const MAX_BODY: usize = 2 << 20;
 #[derive(Clone)]
 struct AppState {
     daemon: Arc<Daemon>,
+    /// The swarm service, if the daemon runs one.
+    swarm: Option<Arc<dyn SwarmControl>>,
     version: Arc<VersionResponse>,
     counters: Arc<ApiCounters>,
     /// The daemon's user: served besides root.
@@ -94,6 +101,17 @@ pub fn serve(socket: &FsPath, daemon: Arc<Daemon>, shutdown: impl Future) -> io:
     serve_with(socket, daemon, ApiLimits::default(), shutdown)
 }
 
+/// Serve the API on `socket` until `shutdown` completes, with the default
+/// [`ApiLimits`], its swarm and node routes calling `swarm`; see [`serve_with`].
+pub fn serve_with_swarm(
+    socket: &FsPath,
+    daemon: Arc<Daemon>,
+    swarm: Arc<dyn SwarmControl>,
+    shutdown: impl Future,
+) -> io::Result<()> {
+    serve_full(socket, daemon, Some(swarm), ApiLimits::default(), shutdown)
+}
+
 /// Most threads running calls into the core at once; more calls wait for one.
 const MAX_CALL_THREADS: usize = 64;
 
@@ -102,10 +120,22 @@ const MAX_CALL_THREADS: usize = 64;
 /// the core run on a pool of blocking threads beside it, so a slow one stalls no other
 /// client. A stale socket file left by a dead daemon is removed first; a live one is
 /// an error (`AddrInUse`). The socket gets mode [`SOCKET_MODE`] before it appears (see
-/// `listen::bind_socket`) and is removed on return.
+/// `listen::bind_socket`) and is removed on return. Without a swarm, the swarm and node
+/// routes answer 503.
 pub fn serve_with(
     socket: &FsPath,
     daemon: Arc<Daemon>,
+    limits: ApiLimits,
+    shutdown: impl Future,
+) -> io::Result<()> {
+    serve_full(socket, daemon, None, limits, shutdown)
+}
+
+/// [`serve_with`], with or without a swarm.
+fn serve_full(
+    socket: &FsPath,
+    daemon: Arc<Daemon>,
+    swarm: Option<Arc<dyn SwarmControl>>,
     limits: ApiLimits,
     shutdown: impl Future,
 ) -> io::Result<()> {
@@ -114,7 +144,7 @@ pub fn serve_with(
         .thread_name("tapnet-api")
         .max_blocking_threads(MAX_CALL_THREADS)
         .build()?;
-    let r = rt.block_on(serve_on(socket, daemon, limits, shutdown));
+    let r = rt.block_on(serve_on(socket, daemon, swarm, limits, shutdown));
     // A call still running in the core is not waited for past the grace period.
     rt.shutdown_timeout(SHUTDOWN_GRACE);
     r
@@ -123,6 +153,7 @@ pub fn serve_with(
 async fn serve_on(
     socket: &FsPath,
     daemon: Arc<Daemon>,
+    swarm: Option<Arc<dyn SwarmControl>>,
     limits: ApiLimits,
     shutdown: impl Future,
 ) -> io::Result<()> {
@@ -136,6 +167,7 @@ async fn serve_on(
     let counters = Arc::new(ApiCounters::default());
     let state = AppState {
         daemon,
+        swarm,
         version: Arc::new(version_response()),
         counters: counters.clone(),
         owner_uid: limits.owner_uid,
@@ -219,6 +251,7 @@ fn router(state: AppState) -> Router {
             get(sandbox_interfaces).post(sandbox_adopt),
         )
         .route("/stats", get(stats))
+        .merge(swarm::routes())
         .fallback(page_not_found)
         .method_not_allowed_fallback(page_not_found)
         .with_state(state)
@@ -538,16 +571,28 @@ async fn page_not_found() -> ApiError {
     ApiError::not_found("page not found")
 }
 
-/// `GET|HEAD /_ping`: `OK` and the headers the docker CLI negotiates with.
-async fn ping() -> Response {
+/// `GET|HEAD /_ping`: `OK` and the headers the docker CLI negotiates with (`Swarm`
+/// tells it whether this node is a manager).
+async fn ping(State(s): State<AppState>) -> Response {
+    let swarm = HeaderValue::from_str(&swarm::ping_status(&s).await)
+        .unwrap_or(HeaderValue::from_static("inactive"));
     (
         StatusCode::OK,
         [
-            (CONTENT_TYPE, "text/plain; charset=utf-8"),
-            (CACHE_CONTROL, "no-cache, no-store, must-revalidate"),
-            (PRAGMA, "no-cache"),
-            (HeaderName::from_static("docker-experimental"), "false"),
-            (HeaderName::from_static("swarm"), "inactive"),
+            (
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            ),
+            (
+                CACHE_CONTROL,
+                HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+            ),
+            (PRAGMA, HeaderValue::from_static("no-cache")),
+            (
+                HeaderName::from_static("docker-experimental"),
+                HeaderValue::from_static("false"),
+            ),
+            (HeaderName::from_static("swarm"), swarm),
         ],
         "OK",
     )
