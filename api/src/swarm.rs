@@ -13,6 +13,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::nullable;
 
+/// Go's zero `time.Time`, which Docker sends for a time never set.
+pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// A time as Go marshals it: an unset (empty) one is [`ZERO_TIME`], since Go clients
+/// cannot decode `""` as a time.
+fn go_time<S: serde::Serializer>(t: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if t.is_empty() { ZERO_TIME } else { t })
+}
+
+/// A time from Go: `null` and [`ZERO_TIME`] read as unset (empty).
+fn go_time_or_unset<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let t: String = nullable(d)?;
+    Ok(if t == ZERO_TIME { String::new() } else { t })
+}
+
 /// Go's `omitempty` on an unsigned count.
 fn is_zero_u64(v: &u64) -> bool {
     *v == 0
@@ -128,10 +143,12 @@ pub struct ClusterInfo {
     #[serde(rename = "Version", default)]
     pub version: ObjectVersion,
     /// When it was created (RFC 3339).
-    #[serde(rename = "CreatedAt", default, deserialize_with = "nullable")]
+    #[serde(rename = "CreatedAt", default, deserialize_with = "go_time_or_unset")]
+    #[serde(serialize_with = "go_time")]
     pub created_at: String,
     /// When it last changed (RFC 3339).
-    #[serde(rename = "UpdatedAt", default, deserialize_with = "nullable")]
+    #[serde(rename = "UpdatedAt", default, deserialize_with = "go_time_or_unset")]
+    #[serde(serialize_with = "go_time")]
     pub updated_at: String,
     /// Its settings.
     #[serde(rename = "Spec", default)]
@@ -286,10 +303,12 @@ pub struct Node {
     #[serde(rename = "Version", default)]
     pub version: ObjectVersion,
     /// When it joined (RFC 3339).
-    #[serde(rename = "CreatedAt", default, deserialize_with = "nullable")]
+    #[serde(rename = "CreatedAt", default, deserialize_with = "go_time_or_unset")]
+    #[serde(serialize_with = "go_time")]
     pub created_at: String,
     /// When it last changed (RFC 3339).
-    #[serde(rename = "UpdatedAt", default, deserialize_with = "nullable")]
+    #[serde(rename = "UpdatedAt", default, deserialize_with = "go_time_or_unset")]
+    #[serde(serialize_with = "go_time")]
     pub updated_at: String,
     /// What it is asked to be.
     #[serde(rename = "Spec", default)]
@@ -447,6 +466,7 @@ mod tests {
         assert_eq!(v["Version"], json!({}));
         assert_eq!(v["Status"], json!({}));
         assert_eq!(v["Spec"]["Labels"], json!({}));
+        assert_eq!(v["CreatedAt"], ZERO_TIME);
         let m = Node {
             manager_status: Some(ManagerStatus {
                 leader: true,

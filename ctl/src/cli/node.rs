@@ -19,11 +19,14 @@ pub(crate) fn run(client: &Client, cmd: NodeCmd) -> anyhow::Result<u8> {
     }
 }
 
-/// docker's `PrettyPrint`: the first letter capitalised.
+/// docker's `PrettyPrint`: the first letter upper case, the rest lower case.
 fn pretty(s: &str) -> String {
     let mut c = s.chars();
     match c.next() {
-        Some(f) => f.to_uppercase().chain(c).collect(),
+        Some(f) => f
+            .to_uppercase()
+            .chain(c.flat_map(char::to_lowercase))
+            .collect(),
         None => String::new(),
     }
 }
@@ -120,7 +123,7 @@ fn inspect(client: &Client, a: NodeInspectArgs) -> anyhow::Result<u8> {
             Err(e) => return Err(e.into()),
         }
     }
-    print!("{}", texts.join("\n"));
+    print!("{}", texts.concat());
     for e in &errors {
         eprintln!("{e}");
     }
@@ -151,61 +154,94 @@ pub(crate) fn bytes_size(n: i64) -> String {
     format!("{s}{}", UNITS[i])
 }
 
-/// `node inspect --pretty`: docker's layout, values from column 25.
+/// `node inspect --pretty`: docker's template, tabs and all.
 pub(crate) fn pretty_text(n: &Node) -> String {
     let mut out = String::new();
-    let mut line = |label: &str, value: &str| {
-        out.push_str(&format!("{label:<24}{value}\n"));
+    let mut put = |s: &str| out.push_str(s);
+    let labels = |put: &mut dyn FnMut(&str), m: &std::collections::BTreeMap<String, String>| {
+        for (k, v) in m {
+            if v.is_empty() {
+                put(&format!("\n - {k}"));
+            } else {
+                put(&format!("\n - {k}={v}"));
+            }
+        }
     };
-    line("ID:", &n.id);
+    put(&format!("ID:\t\t\t{}", n.id));
     if !n.spec.name.is_empty() {
-        line("Name:", &n.spec.name);
+        put(&format!("\nName:\t\t\t{}", n.spec.name));
     }
     if !n.spec.labels.is_empty() {
-        line("Labels:", "");
-        for (k, v) in &n.spec.labels {
-            let kv = if v.is_empty() {
-                k.clone()
-            } else {
-                format!("{k}={v}")
-            };
-            line(&format!(" - {kv}"), "");
-        }
+        put("\nLabels:");
+        labels(&mut put, &n.spec.labels);
     }
-    line("Hostname:", &n.description.hostname);
-    line("Joined at:", &go_time(&n.created_at));
-    line("Status:", "");
-    line(" State:", &pretty(&n.status.state));
+    put(&format!(
+        "\nHostname:              \t{}",
+        n.description.hostname
+    ));
+    put(&format!(
+        "\nJoined at:             \t{}",
+        pretty(&go_time(&zero_time(&n.created_at)))
+    ));
+    put(&format!(
+        "\nStatus:\n State:\t\t\t{}",
+        pretty(&n.status.state)
+    ));
     if !n.status.message.is_empty() {
-        line(" Message:", &pretty(&n.status.message));
+        put(&format!(
+            "\n Message:              \t{}",
+            pretty(&n.status.message)
+        ));
     }
-    line(" Availability:", &pretty(&n.spec.availability));
+    put(&format!(
+        "\n Availability:         \t{}",
+        pretty(&n.spec.availability)
+    ));
     if !n.status.addr.is_empty() {
-        line(" Address:", &n.status.addr);
+        put(&format!("\n Address:\t\t{}", n.status.addr));
     }
     if let Some(m) = &n.manager_status {
-        line("Manager Status:", "");
-        line(" Address:", &m.addr);
-        line(" Raft Status:", &pretty(&m.reachability));
-        line(" Leader:", if m.leader { "Yes" } else { "No" });
+        put(&format!(
+            "\nManager Status:\n Address:\t\t{}\n Raft Status:\t\t{}\n Leader:\t\t{}",
+            m.addr,
+            pretty(&m.reachability),
+            if m.leader { "Yes" } else { "No" }
+        ));
     }
-    line("Platform:", "");
-    line(" Operating System:", &n.description.platform.os);
-    line(" Architecture:", &n.description.platform.architecture);
-    line("Resources:", "");
+    let p = &n.description.platform;
+    put(&format!(
+        "\nPlatform:\n Operating System:\t{}\n Architecture:\t\t{}",
+        p.os, p.architecture
+    ));
     let r = &n.description.resources;
-    line(" CPUs:", &(r.nano_cpus / 1_000_000_000).to_string());
-    line(" Memory:", &bytes_size(r.memory_bytes));
-    line("Engine Version:", &n.description.engine.engine_version);
-    let labels = &n.description.engine.labels;
-    if !labels.is_empty() {
-        line("Engine Labels:", "");
-        for (k, v) in labels {
-            line(&format!(" - {k}={v}"), "");
-        }
+    let memory = if r.memory_bytes == 0 {
+        String::new()
+    } else {
+        bytes_size(r.memory_bytes)
+    };
+    put(&format!(
+        "\nResources:\n CPUs:\t\t\t{}\n Memory:\t\t{memory}",
+        r.nano_cpus / 1_000_000_000
+    ));
+    put(&format!(
+        "\nEngine Version:\t\t{}",
+        n.description.engine.engine_version
+    ));
+    if !n.description.engine.labels.is_empty() {
+        put("\nEngine Labels:");
+        labels(&mut put, &n.description.engine.labels);
     }
-    // Labels-only lines carry no value: no padding after them.
-    out.lines().map(|l| format!("{}\n", l.trim_end())).collect()
+    out.push('\n');
+    out
+}
+
+/// An unset time is Go's zero time, as docker shows it.
+fn zero_time(t: &str) -> String {
+    if t.is_empty() {
+        tapnet_api::ZERO_TIME.to_string()
+    } else {
+        t.to_string()
+    }
 }
 
 fn rm(client: &Client, a: &NodeRmArgs) -> anyhow::Result<u8> {
@@ -327,25 +363,36 @@ mod tests {
         n.description.resources.memory_bytes = 8_271_892_480;
         assert_eq!(
             pretty_text(&n),
-            "ID:                     m1\n\
-             Hostname:               node1\n\
-             Joined at:              2026-01-01 00:00:01.5 +0000 UTC\n\
+            "ID:\t\t\tm1\n\
+             Hostname:              \tnode1\n\
+             Joined at:             \t2026-01-01 00:00:01.5 +0000 utc\n\
              Status:\n \
-             State:                 Ready\n \
-             Availability:          Active\n \
-             Address:               10.0.0.1\n\
+             State:\t\t\tReady\n \
+             Availability:         \tActive\n \
+             Address:\t\t10.0.0.1\n\
              Manager Status:\n \
-             Address:               10.0.0.1:2377\n \
-             Raft Status:           Reachable\n \
-             Leader:                Yes\n\
+             Address:\t\t10.0.0.1:2377\n \
+             Raft Status:\t\tReachable\n \
+             Leader:\t\tYes\n\
              Platform:\n \
-             Operating System:      linux\n \
-             Architecture:          x86_64\n\
+             Operating System:\tlinux\n \
+             Architecture:\t\tx86_64\n\
              Resources:\n \
-             CPUs:                  4\n \
-             Memory:                7.704GiB\n\
-             Engine Version:         0.1.0\n"
+             CPUs:\t\t\t4\n \
+             Memory:\t\t7.704GiB\n\
+             Engine Version:\t\t0.1.0\n"
         );
+        let mut w = node("w1", "node2", None);
+        w.spec.labels.insert("zone".into(), "a".into());
+        w.spec.labels.insert("ssd".into(), String::new());
+        let t = pretty_text(&w);
+        assert!(t.contains("\nLabels:\n - ssd\n - zone=a\nHostname:"), "{t}");
+        assert!(
+            t.contains("Joined at:             \t0001-01-01 00:00:00 +0000 utc\n"),
+            "{t}"
+        );
+        assert!(t.contains(" Memory:\t\t\nEngine Version:"), "{t}");
+        assert!(!t.contains("Manager Status"), "{t}");
     }
 
     #[test]

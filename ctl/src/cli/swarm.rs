@@ -92,9 +92,9 @@ fn init(client: &Client, a: &SwarmInitArgs) -> anyhow::Result<u8> {
     let id: String = client.block_on(client.post("/swarm/init", &req))?;
     print!("Swarm initialized: current node ({id}) is now a manager.\n\n");
     print_join_command(client, &id, true, false)?;
-    print!(
+    println!(
         "To add a manager to this swarm, run 'tapnet swarm join-token manager' and follow the \
-         instructions.\n\n"
+         instructions."
     );
     Ok(0)
 }

@@ -290,3 +290,94 @@ fn nodes_list_inspect_filter_remove_and_update() {
         ["rm w1 true", "rm w1 false", "update w1 manager"]
     );
 }
+
+#[test]
+fn docker_cli_drives_the_swarm_routes() {
+    let Some(bin) = super::tests::find_docker() else {
+        panic!("docker_cli_drives_the_swarm_routes needs the docker CLI on PATH");
+    };
+    let (s, fake) = with_fake();
+    let config = s.dir.join("docker-config");
+    std::fs::create_dir_all(&config).unwrap();
+    let ok = |args: &[&str]| {
+        let (code, out, err) = super::tests::docker(&bin, &s, &config, args);
+        assert_eq!(code, 0, "docker {args:?}: {out}{err}");
+        out
+    };
+    assert_eq!(
+        ok(&["swarm", "init", "--advertise-addr", "10.0.0.1"]),
+        "Swarm initialized: current node (m1aaaaaaaaaaaaaaaaaaaaaaa) is now a manager.\n\n\
+         To add a worker to this swarm, run the following command:\n\n    \
+         docker swarm join --token SWMTKN-1-w 10.0.0.1:2377\n\n\
+         To add a manager to this swarm, run 'docker swarm join-token manager' and follow the \
+         instructions.\n"
+    );
+    let out = ok(&["node", "ls"]);
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "ID                            HOSTNAME   STATUS    AVAILABILITY   MANAGER STATUS   \
+             ENGINE VERSION"
+        )
+    );
+    assert!(
+        lines
+            .next()
+            .is_some_and(|l| l.starts_with("m1aaaaaaaaaaaaaaaaaaaaaaa *   alpha")),
+        "{out}"
+    );
+    assert_eq!(
+        ok(&["swarm", "join-token", "-q", "manager"]),
+        "SWMTKN-1-m\n"
+    );
+    let out = ok(&["node", "inspect", "--pretty", "self"]);
+    assert!(
+        out.starts_with("ID:\t\t\tm1aaaaaaaaaaaaaaaaaaaaaaa\n"),
+        "{out}"
+    );
+    assert!(out.contains("\n Leader:\t\tYes\n"), "{out}");
+    let out = ok(&["node", "inspect", "self"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["Spec"]["Role"], "manager");
+    assert_eq!(
+        ok(&["node", "promote", "w1"]),
+        "Node w1 promoted to a manager in the swarm.\n"
+    );
+    assert_eq!(
+        ok(&["node", "demote", "m1"]),
+        "Manager m1 demoted in the swarm.\n"
+    );
+    assert_eq!(ok(&["node", "rm", "--force", "w1"]), "w1\n");
+    assert_eq!(ok(&["swarm", "leave", "--force"]), "Node left the swarm.\n");
+    assert_eq!(
+        ok(&["swarm", "join", "--token", "SWMTKN-1-w", "10.0.0.1:2377"]),
+        "This node joined a swarm as a manager.\n"
+    );
+    let out = ok(&[
+        "info",
+        "--format",
+        "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}",
+    ]);
+    assert_eq!(out, "active true\n");
+    assert_eq!(
+        *fake.calls.lock().unwrap(),
+        [
+            "init 0.0.0.0:2377 0",
+            "update w1bbbbbbbbbbbbbbbbbbbbbbb manager",
+            "update m1aaaaaaaaaaaaaaaaaaaaaaa worker",
+            "rm w1 true",
+            "leave true",
+            "join [\"10.0.0.1:2377\"] SWMTKN-1-w",
+        ]
+    );
+
+    // Without a swarm, docker's own error.
+    let s = Server::start_swarm(None);
+    let (code, _, err) = super::tests::docker(&bin, &s, &config, &["node", "ls"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err.trim_end(),
+        format!("Error response from daemon: {NOT_A_MANAGER}")
+    );
+}

@@ -735,7 +735,7 @@ fn socket_is_0660_stale_socket_replaced_live_one_refused_and_removed_on_stop() {
     let _ = std::fs::remove_file(&socket);
 }
 
-fn find_docker() -> Option<PathBuf> {
+pub(super) fn find_docker() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join("docker"))
@@ -743,7 +743,12 @@ fn find_docker() -> Option<PathBuf> {
 }
 
 /// Run the docker CLI against the server; returns (exit status, stdout, stderr).
-fn docker(bin: &Path, server: &Server, config: &Path, args: &[&str]) -> (i32, String, String) {
+pub(super) fn docker(
+    bin: &Path,
+    server: &Server,
+    config: &Path,
+    args: &[&str],
+) -> (i32, String, String) {
     let out = std::process::Command::new(bin)
         .args(args)
         .env("DOCKER_HOST", format!("unix://{}", server.socket.display()))
