@@ -1,6 +1,7 @@
 //! tapnet's API contract: the JSON bodies of its HTTP API, with the Docker Engine API's
-//! field names for networks (moby `api/types/network`, Engine API v1.47) and tapnet's own
-//! for sandboxes, rootless interfaces and stats.
+//! field names for networks, swarms and nodes (moby `api/types/network` and
+//! `api/types/swarm`, Engine API v1.47) and tapnet's own for sandboxes, rootless
+//! interfaces and stats.
 //!
 //! Types only, on `serde`: the server (`tapnet daemon`), the `tapnet` CLI and every other
 //! client build on this crate without the engine or the server.
@@ -13,6 +14,7 @@ mod network;
 mod rootless;
 mod sandbox;
 mod stats;
+mod swarm;
 mod system;
 
 use serde::{Deserialize, Deserializer};
@@ -21,6 +23,7 @@ pub use network::*;
 pub use rootless::*;
 pub use sandbox::*;
 pub use stats::*;
+pub use swarm::*;
 pub use system::*;
 
 /// The Engine API version the server speaks (and reports in `API-Version`).

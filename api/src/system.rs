@@ -1,4 +1,4 @@
-//! The daemon itself: `GET /version` and the body of every error response.
+//! The daemon itself: `GET /version`, `GET /info` and the body of every error response.
 
 use std::collections::BTreeMap;
 
@@ -68,4 +68,36 @@ pub struct ComponentVersion {
     /// Free-form details.
     #[serde(rename = "Details", default, deserialize_with = "nullable")]
     pub details: BTreeMap<String, String>,
+}
+
+/// `GET /info`: the few fields of Docker's that tapnet has, and `Swarm`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemInfo {
+    /// The daemon's ID (empty: tapnet daemons have none).
+    #[serde(rename = "ID", default, deserialize_with = "nullable")]
+    pub id: String,
+    /// The host's name.
+    #[serde(rename = "Name", default, deserialize_with = "nullable")]
+    pub name: String,
+    /// tapnet's version.
+    #[serde(rename = "ServerVersion", default, deserialize_with = "nullable")]
+    pub server_version: String,
+    /// `linux`.
+    #[serde(rename = "OSType", default, deserialize_with = "nullable")]
+    pub os_type: String,
+    /// The host's architecture as `uname -m` prints it (`x86_64`).
+    #[serde(rename = "Architecture", default, deserialize_with = "nullable")]
+    pub architecture: String,
+    /// The host kernel's release.
+    #[serde(rename = "KernelVersion", default, deserialize_with = "nullable")]
+    pub kernel_version: String,
+    /// CPUs the daemon may use.
+    #[serde(rename = "NCPU", default, deserialize_with = "nullable")]
+    pub ncpu: u64,
+    /// The host's memory in bytes.
+    #[serde(rename = "MemTotal", default, deserialize_with = "nullable")]
+    pub mem_total: u64,
+    /// This node's part in a swarm.
+    #[serde(rename = "Swarm", default)]
+    pub swarm: crate::SwarmInfo,
 }

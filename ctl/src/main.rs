@@ -10,7 +10,7 @@ use clap::Parser;
 
 use cli::args::{Cli, Command};
 use cli::client::Client;
-use cli::{demo, network, port, rootless_init, run, sandbox, stats};
+use cli::{demo, network, node, port, rootless_init, run, sandbox, stats, swarm};
 
 /// The state directory: `--state-dir`, `$TAPNET_STATE_DIR`, `/run/tapnet` as root,
 /// `$XDG_RUNTIME_DIR/tapnet` otherwise (`/tmp/tapnet-<uid>` without one).
@@ -76,6 +76,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => run::run(&client, args),
         Command::Port(args) => port::run(&client, args),
         Command::Stats(args) => stats::run(&client, args),
+        Command::Swarm(cmd) => swarm::run(&client, cmd),
+        Command::Node(cmd) => node::run(&client, cmd),
         Command::Daemon(_)
         | Command::Demo
         | Command::DemoServer(_)

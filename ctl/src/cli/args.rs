@@ -33,6 +33,12 @@ pub(crate) enum Command {
     Port(PortArgs),
     /// Show the engine's counters
     Stats(StatsArgs),
+    /// Manage Swarm
+    #[command(subcommand)]
+    Swarm(SwarmCmd),
+    /// Manage Swarm nodes
+    #[command(subcommand)]
+    Node(NodeCmd),
     /// Run the daemon
     Daemon(DaemonArgs),
     /// Build Docker's single-host demo (network pets, sandboxes db and web), check it, remove it
@@ -362,6 +368,136 @@ pub(crate) struct StatsArgs {
     pub(crate) format: Option<String>,
 }
 
+#[derive(Debug, Subcommand)]
+pub(crate) enum SwarmCmd {
+    /// Initialize a swarm
+    Init(SwarmInitArgs),
+    /// Join a swarm as a node and/or manager
+    Join(SwarmJoinArgs),
+    /// Manage join tokens
+    JoinToken(JoinTokenArgs),
+    /// Leave the swarm
+    Leave(SwarmLeaveArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SwarmInitArgs {
+    /// Advertised address (format: "<ip|interface>[:port]")
+    #[arg(long)]
+    pub(crate) advertise_addr: Option<String>,
+    /// Listen address (format: "<ip|interface>[:port]")
+    #[arg(long, default_value = "0.0.0.0:2377")]
+    pub(crate) listen_addr: String,
+    /// Address or interface to use for data path traffic (format: "<ip|interface>")
+    #[arg(long)]
+    pub(crate) data_path_addr: Option<String>,
+    /// Port number to use for data path traffic (1024 - 49151). If no value is set or is
+    /// set to 0, the default port (4789) is used.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) data_path_port: u32,
+    /// Force create a new cluster from current state
+    #[arg(long)]
+    pub(crate) force_new_cluster: bool,
+    /// Availability of the node ("active", "pause", "drain")
+    #[arg(long, default_value = "active")]
+    pub(crate) availability: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SwarmJoinArgs {
+    /// Token for entry into the swarm
+    #[arg(long)]
+    pub(crate) token: String,
+    /// Advertised address (format: "<ip|interface>[:port]")
+    #[arg(long)]
+    pub(crate) advertise_addr: Option<String>,
+    /// Listen address (format: "<ip|interface>[:port]")
+    #[arg(long, default_value = "0.0.0.0:2377")]
+    pub(crate) listen_addr: String,
+    /// Address or interface to use for data path traffic (format: "<ip|interface>")
+    #[arg(long)]
+    pub(crate) data_path_addr: Option<String>,
+    /// Availability of the node ("active", "pause", "drain")
+    #[arg(long, default_value = "active")]
+    pub(crate) availability: String,
+    /// A manager of the swarm
+    #[arg(value_name = "HOST:PORT")]
+    pub(crate) remote: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct JoinTokenArgs {
+    /// Only display token
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+    /// `worker` or `manager`
+    #[arg(value_name = "worker|manager")]
+    pub(crate) role: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SwarmLeaveArgs {
+    /// Force this node to leave the swarm, ignoring warnings
+    #[arg(short, long)]
+    pub(crate) force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum NodeCmd {
+    /// List nodes in the swarm
+    #[command(visible_alias = "list")]
+    Ls(NodeLsArgs),
+    /// Display detailed information on one or more nodes
+    Inspect(NodeInspectArgs),
+    /// Remove one or more nodes from the swarm
+    #[command(visible_alias = "remove")]
+    Rm(NodeRmArgs),
+    /// Promote one or more nodes to manager in the swarm
+    Promote(NodeNamesArgs),
+    /// Demote one or more nodes from manager in the swarm
+    Demote(NodeNamesArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeLsArgs {
+    /// Only display IDs
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+    /// Filter output based on conditions provided
+    #[arg(short, long, value_name = "KEY=VALUE")]
+    pub(crate) filter: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeInspectArgs {
+    /// Print the information in a human friendly format
+    #[arg(long)]
+    pub(crate) pretty: bool,
+    /// Format output: json (the default) or a template like '{{.ID}}'
+    #[arg(short, long)]
+    pub(crate) format: Option<String>,
+    /// Nodes to inspect (IDs, unique ID prefixes, hostnames, or `self`)
+    #[arg(required = true, value_name = "self|NODE")]
+    pub(crate) names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeRmArgs {
+    /// Force remove a node from the swarm
+    #[arg(short, long)]
+    pub(crate) force: bool,
+    /// Nodes to remove
+    #[arg(required = true, value_name = "NODE")]
+    pub(crate) names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeNamesArgs {
+    /// Nodes (IDs, unique ID prefixes or hostnames)
+    #[arg(required = true, value_name = "NODE")]
+    pub(crate) names: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,6 +596,74 @@ mod tests {
         };
         assert_eq!(r.spec.network, ["host"]);
         assert_eq!(r.cmd, ["ls", "-l", "--name", "x"]);
+    }
+
+    #[test]
+    fn swarm_and_node_flags() {
+        let cli = parse(&[
+            "swarm",
+            "init",
+            "--advertise-addr",
+            "10.0.0.1",
+            "--data-path-port",
+            "4790",
+        ]);
+        let Command::Swarm(SwarmCmd::Init(a)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.advertise_addr.as_deref(), Some("10.0.0.1"));
+        assert_eq!(
+            (a.listen_addr.as_str(), a.data_path_port),
+            ("0.0.0.0:2377", 4790)
+        );
+        let cli = parse(&[
+            "swarm",
+            "join",
+            "--token",
+            "SWMTKN-1-x",
+            "--listen-addr",
+            "10.0.0.2:2377",
+            "10.0.0.1:2377",
+        ]);
+        let Command::Swarm(SwarmCmd::Join(a)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            (a.token.as_str(), a.remote.as_str()),
+            ("SWMTKN-1-x", "10.0.0.1:2377")
+        );
+        assert!(Cli::try_parse_from(["tapnet", "swarm", "join", "10.0.0.1:2377"]).is_err());
+        let cli = parse(&["swarm", "join-token", "-q", "worker"]);
+        let Command::Swarm(SwarmCmd::JoinToken(a)) = cli.command else {
+            panic!()
+        };
+        assert!(a.quiet && a.role == "worker");
+        let cli = parse(&["swarm", "leave", "--force"]);
+        assert!(matches!(
+            cli.command,
+            Command::Swarm(SwarmCmd::Leave(SwarmLeaveArgs { force: true }))
+        ));
+        let cli = parse(&["node", "ls", "-q"]);
+        assert!(matches!(
+            cli.command,
+            Command::Node(NodeCmd::Ls(NodeLsArgs { quiet: true, .. }))
+        ));
+        let cli = parse(&["node", "inspect", "--pretty", "self", "w1"]);
+        let Command::Node(NodeCmd::Inspect(a)) = cli.command else {
+            panic!()
+        };
+        assert!(a.pretty && a.names == ["self", "w1"]);
+        let cli = parse(&["node", "rm", "-f", "a", "b"]);
+        let Command::Node(NodeCmd::Rm(a)) = cli.command else {
+            panic!()
+        };
+        assert!(a.force && a.names == ["a", "b"]);
+        let cli = parse(&["node", "promote", "a", "b"]);
+        let Command::Node(NodeCmd::Promote(a)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.names, ["a", "b"]);
+        assert!(Cli::try_parse_from(["tapnet", "node", "demote"]).is_err());
     }
 
     #[test]

@@ -52,6 +52,31 @@ enum Values {
     List(Vec<String>),
 }
 
+/// Docker's `filters` parameter as key → values (`""` means none), accepting only the
+/// keys in `accepted`.
+pub(super) fn parse_raw(
+    param: &str,
+    accepted: &[&str],
+) -> Result<BTreeMap<String, Vec<String>>, ApiError> {
+    if param.trim().is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let raw: BTreeMap<String, Values> = serde_json::from_str(param)
+        .map_err(|e| ApiError::bad_request(format!("invalid filters: {e}")))?;
+    let mut out = BTreeMap::new();
+    for (key, values) in raw {
+        if !accepted.contains(&key.as_str()) {
+            return Err(ApiError::bad_request(format!("invalid filter '{key}'")));
+        }
+        let values: Vec<String> = match values {
+            Values::Set(m) => m.into_keys().collect(),
+            Values::List(l) => l,
+        };
+        out.insert(key, values);
+    }
+    Ok(out)
+}
+
 impl NetworkFilters {
     /// Parse Docker's `filters` parameter (`""` means none), accepting only the keys in
     /// `accepted`. `now` anchors a relative `until` (`24h`).
@@ -61,19 +86,7 @@ impl NetworkFilters {
         now: SystemTime,
     ) -> Result<NetworkFilters, ApiError> {
         let mut f = NetworkFilters::default();
-        if param.trim().is_empty() {
-            return Ok(f);
-        }
-        let raw: BTreeMap<String, Values> = serde_json::from_str(param)
-            .map_err(|e| ApiError::bad_request(format!("invalid filters: {e}")))?;
-        for (key, values) in raw {
-            if !accepted.contains(&key.as_str()) {
-                return Err(ApiError::bad_request(format!("invalid filter '{key}'")));
-            }
-            let values: Vec<String> = match values {
-                Values::Set(m) => m.into_keys().collect(),
-                Values::List(l) => l,
-            };
+        for (key, values) in parse_raw(param, accepted)? {
             match key.as_str() {
                 "name" => f.name = values,
                 "id" => f.id = values,

@@ -1,6 +1,7 @@
 //! The HTTP API on `<state-dir>/tapnet.sock`: Docker's network endpoints with Docker's
 //! statuses, headers and error bodies, so the docker CLI and SDKs can drive tapnet, plus
-//! tapnet's `/sandboxes` and `/stats`.
+//! tapnet's `/sandboxes` and `/stats`, and Docker's swarm and node endpoints and
+//! `GET /info` over the daemon's [`SwarmControl`] (`swarm_routes`).
 //!
 //! axum serves it on a current-thread tokio runtime confined to the calling thread, under
 //! the bounds of [`ApiLimits`] (connections, header and body timeouts; see `listen`).
@@ -16,18 +17,27 @@ mod calls;
 mod error;
 pub mod fdpass;
 pub mod filters;
+mod http;
 #[cfg(test)]
 mod limit_tests;
 mod listen;
+mod state;
+mod swarm;
+mod swarm_routes;
+#[cfg(test)]
+mod swarm_tests;
 #[cfg(test)]
 mod tests;
 
 pub use error::ApiError;
 pub use listen::{ApiLimits, BODY_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS, SOCKET_MODE};
+pub use swarm::{NOT_A_MANAGER, SwarmControl};
 
 #[cfg(test)]
 pub(crate) use error::ipam_status;
+use http::{ApiResult, error_response, json, param, path_id, query, read_json};
 use listen::ApiCounters;
+use state::AppState;
 
 use std::future::Future;
 use std::io;
@@ -40,21 +50,19 @@ use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA, SERVER};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use self::filters::{LIST_FILTERS, NetworkFilters, PRUNE_FILTERS};
 use super::core::Daemon;
 use tapnet_api::{
-    API_VERSION, ComponentVersion, ErrorResponse, MIN_API_VERSION, NetworkConnectRequest,
-    NetworkCreateRequest, NetworkDisconnectRequest, PlatformVersion, SandboxAdoptRequest,
-    SandboxCreateRequest, VersionResponse,
+    API_VERSION, ComponentVersion, MIN_API_VERSION, NetworkConnectRequest, NetworkCreateRequest,
+    NetworkDisconnectRequest, PlatformVersion, SandboxAdoptRequest, SandboxCreateRequest,
+    VersionResponse,
 };
 
 /// How long a shutdown waits for calls still running in the core.
@@ -63,35 +71,21 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Largest request body read (axum's default limit).
 const MAX_BODY: usize = 2 << 20;
 
-#[derive(Clone)]
-struct AppState {
-    daemon: Arc<Daemon>,
-    version: Arc<VersionResponse>,
-    counters: Arc<ApiCounters>,
-    /// The daemon's user: served besides root.
-    owner_uid: u32,
-    body_timeout: Duration,
-}
-
-impl AppState {
-    /// Run `f` on the core on a blocking thread: it may wait on the state lock, the
-    /// engine or the kernel without stalling the server.
-    async fn call<T, F>(&self, f: F) -> Result<T, ApiError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Daemon) -> Result<T, ApiError> + Send + 'static,
-    {
-        let d = self.daemon.clone();
-        tokio::task::spawn_blocking(move || f(&d))
-            .await
-            .unwrap_or_else(|e| Err(ApiError::new(500, format!("the call failed: {e}"))))
-    }
-}
-
 /// Serve the API on `socket` until `shutdown` completes, with the default
 /// [`ApiLimits`]; see [`serve_with`].
 pub fn serve(socket: &FsPath, daemon: Arc<Daemon>, shutdown: impl Future) -> io::Result<()> {
     serve_with(socket, daemon, ApiLimits::default(), shutdown)
+}
+
+/// Serve the API on `socket` until `shutdown` completes, with the default
+/// [`ApiLimits`], its swarm and node routes calling `swarm`; see [`serve_with`].
+pub fn serve_with_swarm(
+    socket: &FsPath,
+    daemon: Arc<Daemon>,
+    swarm: Arc<dyn SwarmControl>,
+    shutdown: impl Future,
+) -> io::Result<()> {
+    serve_full(socket, daemon, Some(swarm), ApiLimits::default(), shutdown)
 }
 
 /// Most threads running calls into the core at once; more calls wait for one.
@@ -102,10 +96,22 @@ const MAX_CALL_THREADS: usize = 64;
 /// the core run on a pool of blocking threads beside it, so a slow one stalls no other
 /// client. A stale socket file left by a dead daemon is removed first; a live one is
 /// an error (`AddrInUse`). The socket gets mode [`SOCKET_MODE`] before it appears (see
-/// `listen::bind_socket`) and is removed on return.
+/// `listen::bind_socket`) and is removed on return. Without a swarm, the swarm and node
+/// routes answer 503.
 pub fn serve_with(
     socket: &FsPath,
     daemon: Arc<Daemon>,
+    limits: ApiLimits,
+    shutdown: impl Future,
+) -> io::Result<()> {
+    serve_full(socket, daemon, None, limits, shutdown)
+}
+
+/// [`serve_with`], with or without a swarm.
+fn serve_full(
+    socket: &FsPath,
+    daemon: Arc<Daemon>,
+    swarm: Option<Arc<dyn SwarmControl>>,
     limits: ApiLimits,
     shutdown: impl Future,
 ) -> io::Result<()> {
@@ -114,7 +120,7 @@ pub fn serve_with(
         .thread_name("tapnet-api")
         .max_blocking_threads(MAX_CALL_THREADS)
         .build()?;
-    let r = rt.block_on(serve_on(socket, daemon, limits, shutdown));
+    let r = rt.block_on(serve_on(socket, daemon, swarm, limits, shutdown));
     // A call still running in the core is not waited for past the grace period.
     rt.shutdown_timeout(SHUTDOWN_GRACE);
     r
@@ -123,6 +129,7 @@ pub fn serve_with(
 async fn serve_on(
     socket: &FsPath,
     daemon: Arc<Daemon>,
+    swarm: Option<Arc<dyn SwarmControl>>,
     limits: ApiLimits,
     shutdown: impl Future,
 ) -> io::Result<()> {
@@ -136,6 +143,7 @@ async fn serve_on(
     let counters = Arc::new(ApiCounters::default());
     let state = AppState {
         daemon,
+        swarm,
         version: Arc::new(version_response()),
         counters: counters.clone(),
         owner_uid: limits.owner_uid,
@@ -219,6 +227,7 @@ fn router(state: AppState) -> Router {
             get(sandbox_interfaces).post(sandbox_adopt),
         )
         .route("/stats", get(stats))
+        .merge(swarm_routes::routes())
         .fallback(page_not_found)
         .method_not_allowed_fallback(page_not_found)
         .with_state(state)
@@ -437,42 +446,6 @@ fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
 
 // ---- helpers ------------------------------------------------------------------------
 
-/// A JSON response with Docker's trailing newline.
-fn json<T: Serialize>(status: StatusCode, v: &T) -> Response {
-    match serde_json::to_vec(v) {
-        Ok(mut body) => {
-            body.push(b'\n');
-            (status, [(CONTENT_TYPE, "application/json")], body).into_response()
-        }
-        Err(e) => error_response(ApiError::new(500, format!("encoding the response: {e}"))),
-    }
-}
-
-fn error_response(e: ApiError) -> Response {
-    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    json(status, &ErrorResponse { message: e.message })
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        error_response(self)
-    }
-}
-
-/// Query parameters; a later repeat of a key wins.
-fn query(uri: &Uri) -> Result<Vec<(String, String)>, ApiError> {
-    Query::<Vec<(String, String)>>::try_from_uri(uri)
-        .map(|q| q.0)
-        .map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))
-}
-
-fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    q.iter()
-        .rev()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
 fn filters(uri: &Uri, accepted: &[&str]) -> Result<NetworkFilters, ApiError> {
     let q = query(uri)?;
     NetworkFilters::parse(
@@ -482,72 +455,34 @@ fn filters(uri: &Uri, accepted: &[&str]) -> Result<NetworkFilters, ApiError> {
     )
 }
 
-fn path_id(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    p.map(|Path(id)| id)
-        .map_err(|e| ApiError::bad_request(format!("invalid path parameter: {e}")))
-}
-
-/// moby `httputils.ReadJSON`: the body must be JSON if there is one (an empty body
-/// decodes as the default value), with Docker's error texts.
-fn read_json<T: DeserializeOwned + Default>(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, ApiError> {
-    let body = body.map_err(|e| ApiError::bad_request(format!("reading request body: {e}")))?;
-    let ct = headers
-        .get(CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .unwrap_or_default();
-    if !(ct.is_empty() && body.is_empty()) {
-        let essence = ct.split(';').next().unwrap_or("").trim();
-        if !essence.eq_ignore_ascii_case("application/json") {
-            return Err(ApiError::bad_request(format!(
-                "Content-Type specified ({ct}) must be 'application/json'"
-            )));
-        }
-    }
-    if body.is_empty() {
-        return Ok(T::default());
-    }
-    // serde would read a struct from an array too; Go (and so Docker) would not.
-    if let Some(b) = body.iter().find(|b| !b.is_ascii_whitespace()) {
-        if *b != b'{' && *b != b'n' {
-            return Err(ApiError::bad_request(
-                "invalid JSON: the request body must be a JSON object",
-            ));
-        }
-    }
-    let mut de = serde_json::Deserializer::from_slice(&body);
-    let v = T::deserialize(&mut de).map_err(|e| {
-        if e.is_eof() && body.iter().all(u8::is_ascii_whitespace) {
-            ApiError::bad_request("invalid JSON: got EOF while reading request body")
-        } else {
-            ApiError::bad_request(format!("invalid JSON: {e}"))
-        }
-    })?;
-    de.end()
-        .map_err(|_| ApiError::bad_request("unexpected content after JSON"))?;
-    Ok(v)
-}
-
 // ---- handlers -----------------------------------------------------------------------
-
-type ApiResult = Result<Response, ApiError>;
 
 async fn page_not_found() -> ApiError {
     ApiError::not_found("page not found")
 }
 
-/// `GET|HEAD /_ping`: `OK` and the headers the docker CLI negotiates with.
-async fn ping() -> Response {
+/// `GET|HEAD /_ping`: `OK` and the headers the docker CLI negotiates with (`Swarm`
+/// tells it whether this node is a manager).
+async fn ping(State(s): State<AppState>) -> Response {
+    let swarm = HeaderValue::from_str(&swarm_routes::ping_status(&s).await)
+        .unwrap_or(HeaderValue::from_static("inactive"));
     (
         StatusCode::OK,
         [
-            (CONTENT_TYPE, "text/plain; charset=utf-8"),
-            (CACHE_CONTROL, "no-cache, no-store, must-revalidate"),
-            (PRAGMA, "no-cache"),
-            (HeaderName::from_static("docker-experimental"), "false"),
-            (HeaderName::from_static("swarm"), "inactive"),
+            (
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            ),
+            (
+                CACHE_CONTROL,
+                HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+            ),
+            (PRAGMA, HeaderValue::from_static("no-cache")),
+            (
+                HeaderName::from_static("docker-experimental"),
+                HeaderValue::from_static("false"),
+            ),
+            (HeaderName::from_static("swarm"), swarm),
         ],
         "OK",
     )

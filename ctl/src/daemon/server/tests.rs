@@ -16,7 +16,7 @@ use nix::fcntl::{FcntlArg, OFlag};
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use serde_json::{Value, json};
 
-use super::{ApiLimits, fdpass, serve, serve_with};
+use super::{ApiLimits, SwarmControl, fdpass, serve, serve_full};
 use crate::daemon::plumbing::MemoryPlumbing;
 use crate::daemon::{Daemon, DaemonConfig};
 
@@ -53,6 +53,13 @@ impl Server {
         Server::start_in(temp_dir("srv"))
     }
 
+    /// A server of the in-memory core with `swarm`.
+    pub(super) fn start_swarm(swarm: Option<Arc<dyn SwarmControl>>) -> Server {
+        let dir = temp_dir("swarm");
+        let daemon = memory_daemon(&dir);
+        Server::start_full(dir, daemon, swarm, ApiLimits::default())
+    }
+
     fn start_in(dir: PathBuf) -> Server {
         let daemon = memory_daemon(&dir);
         Server::start_with(dir, daemon, ApiLimits::default())
@@ -60,12 +67,21 @@ impl Server {
 
     /// A server of `daemon` with `limits`, in `dir`.
     pub(super) fn start_with(dir: PathBuf, daemon: Arc<Daemon>, limits: ApiLimits) -> Server {
+        Server::start_full(dir, daemon, None, limits)
+    }
+
+    fn start_full(
+        dir: PathBuf,
+        daemon: Arc<Daemon>,
+        swarm: Option<Arc<dyn SwarmControl>>,
+        limits: ApiLimits,
+    ) -> Server {
         let socket = dir.join("tapnet.sock");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let sock = socket.clone();
         let thread = std::thread::Builder::new()
             .name("tapnet-api-test".into())
-            .spawn(move || serve_with(&sock, daemon, limits, rx))
+            .spawn(move || serve_full(&sock, daemon, swarm, limits, rx))
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while UnixStream::connect(&socket).is_err() {
@@ -152,7 +168,7 @@ impl Drop for Server {
     }
 }
 
-fn header<'a>(h: &'a [(String, String)], k: &str) -> Option<&'a str> {
+pub(super) fn header<'a>(h: &'a [(String, String)], k: &str) -> Option<&'a str> {
     h.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
 }
 
@@ -719,7 +735,7 @@ fn socket_is_0660_stale_socket_replaced_live_one_refused_and_removed_on_stop() {
     let _ = std::fs::remove_file(&socket);
 }
 
-fn find_docker() -> Option<PathBuf> {
+pub(super) fn find_docker() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join("docker"))
@@ -727,7 +743,12 @@ fn find_docker() -> Option<PathBuf> {
 }
 
 /// Run the docker CLI against the server; returns (exit status, stdout, stderr).
-fn docker(bin: &Path, server: &Server, config: &Path, args: &[&str]) -> (i32, String, String) {
+pub(super) fn docker(
+    bin: &Path,
+    server: &Server,
+    config: &Path,
+    args: &[&str],
+) -> (i32, String, String) {
     let out = std::process::Command::new(bin)
         .args(args)
         .env("DOCKER_HOST", format!("unix://{}", server.socket.display()))
