@@ -6,3 +6,4 @@
 
 pub mod cluster;
 pub mod daemon;
+pub mod swarm;

@@ -10,7 +10,7 @@ use clap::Parser;
 
 use cli::args::{Cli, Command};
 use cli::client::Client;
-use cli::{demo, network, node, port, rootless_init, run, sandbox, stats, swarm};
+use cli::{demo, demo_multi, network, node, port, rootless_init, run, sandbox, stats, swarm};
 
 /// The state directory: `--state-dir`, `$TAPNET_STATE_DIR`, `/run/tapnet` as root,
 /// `$XDG_RUNTIME_DIR/tapnet` otherwise (`/tmp/tapnet-<uid>` without one).
@@ -57,14 +57,15 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     }
     let state_dir = state_dir(cli.state_dir);
     if let Command::Daemon(a) = cli.command {
-        if let Err(e) = tapnet_ctl::daemon::run_daemon(state_dir, a.resolv_conf) {
+        if let Err(e) = tapnet_ctl::daemon::run_daemon(state_dir, a.resolv_conf, a.gossip_port) {
             eprintln!("tapnet daemon: {}", tapnet_ctl::daemon::chain(&e));
             return Ok(e.exit_status());
         }
         return Ok(0);
     }
     match &cli.command {
-        Command::Demo => return demo::run(),
+        Command::Demo(a) if a.multi_host => return demo_multi::run(),
+        Command::Demo(_) => return demo::run(),
         Command::DemoServer(a) => return demo::server(&a.role, a.listen, a.db.as_deref()),
         Command::DemoClient(a) => return demo::client(a.web, a.wait, &a.keys),
         _ => {}
@@ -79,7 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Swarm(cmd) => swarm::run(&client, cmd),
         Command::Node(cmd) => node::run(&client, cmd),
         Command::Daemon(_)
-        | Command::Demo
+        | Command::Demo(_)
         | Command::DemoServer(_)
         | Command::DemoClient(_)
         | Command::RootlessInit(_) => Ok(0),

@@ -42,7 +42,7 @@ pub(crate) enum Command {
     /// Run the daemon
     Daemon(DaemonArgs),
     /// Build Docker's single-host demo (network pets, sandboxes db and web), check it, remove it
-    Demo,
+    Demo(DemoArgs),
     /// A server the demo runs inside a sandbox
     #[command(hide = true)]
     DemoServer(DemoServerArgs),
@@ -61,6 +61,18 @@ pub(crate) struct DaemonArgs {
     /// of every sandbox's resolv.conf
     #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
     pub(crate) resolv_conf: PathBuf,
+    /// The UDP port of swarm gossip (membership and endpoint tables), on the swarm's
+    /// advertise address
+    #[arg(long, value_name = "PORT", default_value_t = 7946)]
+    pub(crate) gossip_port: u16,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// The multi-host overlay deployment instead: three swarm nodes (in network
+    /// namespaces as root, on 127.0.0.11-13 without), db and web on different nodes
+    #[arg(long)]
+    pub(crate) multi_host: bool,
 }
 
 #[derive(Debug, Args)]

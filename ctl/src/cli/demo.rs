@@ -150,13 +150,13 @@ pub(crate) fn client(web: SocketAddr, wait: u64, keys: &[String]) -> anyhow::Res
 }
 
 /// One answer of `tapnet demo-client`.
-struct Answer {
-    from: String,
-    key: String,
-    result: Result<String, String>,
+pub(super) struct Answer {
+    pub(super) from: String,
+    pub(super) key: String,
+    pub(super) result: Result<String, String>,
 }
 
-fn parse_answers(out: &str) -> Vec<Answer> {
+pub(super) fn parse_answers(out: &str) -> Vec<Answer> {
     out.lines()
         .filter_map(|l| {
             let mut f = l.splitn(4, '\t');
@@ -451,7 +451,7 @@ fn netns_path(d: &Daemon, name: &str) -> anyhow::Result<String> {
     Ok(d.netns_path(&sb))
 }
 
-fn answered_by_db(v: &str) -> bool {
+pub(super) fn answered_by_db(v: &str) -> bool {
     v.contains("from db") && !v.contains("unknown")
 }
 

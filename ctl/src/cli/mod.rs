@@ -5,6 +5,7 @@
 pub(crate) mod args;
 pub(crate) mod client;
 pub(crate) mod demo;
+pub(crate) mod demo_multi;
 pub(crate) mod format;
 pub(crate) mod network;
 pub(crate) mod node;

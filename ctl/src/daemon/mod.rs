@@ -56,7 +56,11 @@ pub const FAULT_ENV: &str = "TAPNET_FAULT";
 /// datapath of every network is gone while the API would go on answering: the daemon
 /// notices within [`WATCH_INTERVAL`], stops serving, removes its socket and returns
 /// [`RunError::DatapathFailed`] (exit status [`EXIT_DATAPATH_FAILED`]).
-pub fn run_daemon(state_dir: PathBuf, resolv_conf: PathBuf) -> Result<(), RunError> {
+pub fn run_daemon(
+    state_dir: PathBuf,
+    resolv_conf: PathBuf,
+    gossip_port: u16,
+) -> Result<(), RunError> {
     match raise_nofile_limit() {
         Ok(n) => tracing::info!(limit = n, "open file limit (RLIMIT_NOFILE)"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
@@ -95,7 +99,14 @@ pub fn run_daemon(state_dir: PathBuf, resolv_conf: PathBuf) -> Result<(), RunErr
             }
         }
     };
-    server::serve(&socket, daemon, shutdown).map_err(RunError::Serve)?;
+    // The swarm this node is in (if any) resumes before the API answers.
+    let swarm = Arc::new(
+        crate::swarm::Swarm::start(daemon.clone(), cfg.state_dir.clone(), gossip_port)
+            .map_err(RunError::Swarm)?,
+    );
+    let served = server::serve_with_swarm(&socket, daemon, swarm.clone(), shutdown);
+    swarm.shutdown();
+    served.map_err(RunError::Serve)?;
     drop(reaper);
     let _ = std::fs::remove_file(&socket);
     plumbing.engine().shutdown();
@@ -159,6 +170,10 @@ pub enum RunError {
     /// The API could not be served (the socket is another daemon's, or cannot be made).
     #[error(transparent)]
     Serve(std::io::Error),
+    /// The swarm this node was in could not be resumed (its state file is unreadable,
+    /// or its ports cannot be bound).
+    #[error("swarm: {0:#}")]
+    Swarm(anyhow::Error),
     /// The thread that removes rootless sandboxes whose process exited did not start.
     #[error("cannot start the rootless sandbox reaper")]
     Reaper(#[source] std::io::Error),

@@ -536,6 +536,20 @@ impl Daemon {
         }
     }
 
+    /// The other nodes that have endpoints on swarm network `net_id` (their VTEP
+    /// addresses), as gossip shows them now: `network inspect`'s `Peers`.
+    pub fn network_peers(&self, net_id: &str) -> Vec<std::net::Ipv4Addr> {
+        let st = self.lock();
+        let mut peers: Vec<std::net::Ipv4Addr> = st
+            .remote
+            .get(net_id)
+            .map(|eps| eps.values().map(|e| e.vtep).collect())
+            .unwrap_or_default();
+        peers.sort();
+        peers.dedup();
+        peers
+    }
+
     /// This node's endpoints on swarm networks, with their network ids: what the swarm
     /// service publishes again after a restart or when it installs its hooks.
     pub fn local_swarm_endpoints(&self) -> Vec<(String, LocalEndpoint)> {

@@ -8,9 +8,9 @@ use tapnet_api::{
     DnsStatsEntry, EndpointInfo, EndpointResource, ExternalStatsEntry, HostStatsEntry, Ipam,
     IpamConfig, IpamStatus, NetworkConnectRequest, NetworkCreateRequest, NetworkCreateResponse,
     NetworkDisconnectRequest, NetworkInspect, NetworkPruneResponse, NetworkStatsEntry,
-    NetworkStatus, PoolStatsEntry, PortBinding, PortMap, PortStatsEntry, SandboxCreateRequest,
-    SandboxInspect, SandboxInterfaces, SandboxNetworkRequest, StageStatsEntry, StatsResponse,
-    SubnetStatus, SwitchStatsEntry,
+    NetworkStatus, PeerInfo, PoolStatsEntry, PortBinding, PortMap, PortStatsEntry,
+    SandboxCreateRequest, SandboxInspect, SandboxInterfaces, SandboxNetworkRequest,
+    StageStatsEntry, StatsResponse, SubnetStatus, SwitchStatsEntry,
 };
 use tapnet_nat::portspec::{self, PortMapping};
 
@@ -87,7 +87,14 @@ fn inspect(
             .collect(),
         options: n.options.clone(),
         labels: n.labels.clone(),
-        peers: Vec::new(),
+        peers: d
+            .network_peers(&n.id)
+            .into_iter()
+            .map(|ip| PeerInfo {
+                name: ip.to_string(),
+                ip: ip.to_string(),
+            })
+            .collect(),
         status: (!subnets.is_empty()).then_some(NetworkStatus {
             ipam: IpamStatus { subnets },
         }),
