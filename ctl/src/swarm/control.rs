@@ -90,7 +90,7 @@ impl Inner {
         let (listen, advertise) = self.addresses(&e, None)?;
         let data_path_port = match e.data_path_port {
             0 => config::DATA_PATH_PORT,
-            p if p < 1024 || p > 49151 => {
+            p if !(1024..=49151).contains(&p) => {
                 return Err(api(
                     400,
                     format!("data path port {p} is out of range: it must be within 1024 and 49151"),

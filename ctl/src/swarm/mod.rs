@@ -179,6 +179,10 @@ impl Swarm {
     }
 }
 
+/// The swarm's config, the local manager (if this node is one) and the cluster state's
+/// cached copy.
+pub(crate) type Current = (SwarmConfig, Option<Arc<Manager>>, Arc<RwLock<ClusterState>>);
+
 /// How a swarm is being entered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -437,9 +441,7 @@ impl Inner {
     }
 
     /// The current swarm's config and manager, or the API's error.
-    pub(crate) fn current(
-        &self,
-    ) -> Result<(SwarmConfig, Option<Arc<Manager>>, Arc<RwLock<ClusterState>>), ApiError> {
+    pub(crate) fn current(&self) -> Result<Current, ApiError> {
         let a = lock(&self.active);
         let a = a.as_ref().ok_or_else(|| api(503, NOT_IN_SWARM))?;
         Ok((a.cfg.clone(), a.manager.clone(), a.cache.clone()))
