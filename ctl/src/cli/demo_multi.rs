@@ -161,11 +161,16 @@ impl MultiDemo {
         if let Some(ns) = &h.netns {
             let f = std::fs::File::open(format!("/run/netns/{ns}"))
                 .with_context(|| format!("opening namespace {ns}"))?;
-            // SAFETY: setns is async-signal-safe; the fd stays open until exec (the
-            // closure owns the file).
+            // Each node shows its own host name in `node ls`.
+            let host = std::ffi::CString::new(format!("node{}", i + 1))?;
+            // SAFETY: setns, unshare and sethostname are async-signal-safe; the fd and
+            // the name stay alive until exec (the closure owns them).
             unsafe {
                 c.pre_exec(move || {
-                    if libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    if libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) != 0
+                        || libc::unshare(libc::CLONE_NEWUTS) != 0
+                        || libc::sethostname(host.as_ptr(), host.as_bytes().len()) != 0
+                    {
                         return Err(std::io::Error::last_os_error());
                     }
                     Ok(())
@@ -235,7 +240,9 @@ impl MultiDemo {
             .args(cmd)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(
+                self.hosts[i].dir.join(format!("run-{name}.log")),
+            )?)
             .process_group(0);
         let child = c.spawn().with_context(|| format!("starting {name}"))?;
         self.runs.push((i, name.into(), child));
@@ -249,7 +256,7 @@ impl MultiDemo {
             if let Ok(out) = self.tapnet(i, &["sandbox", "inspect", name]) {
                 let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
                 let found = v
-                    .pointer("/0/NetworkSettings/Networks")
+                    .pointer("/0/Networks")
                     .and_then(|n| n.as_object())
                     .and_then(|n| n.values().next())
                     .and_then(|e| e.get("IPAddress"))
@@ -260,7 +267,14 @@ impl MultiDemo {
                 }
             }
             if Instant::now() >= deadline {
-                bail!("sandbox {name} on node {} got no address within 30s", i + 1);
+                let log =
+                    std::fs::read_to_string(self.hosts[i].dir.join(format!("run-{name}.log")))
+                        .unwrap_or_default();
+                bail!(
+                    "sandbox {name} on node {} got no address within 30s: {}",
+                    i + 1,
+                    log.trim()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -277,7 +291,7 @@ impl MultiDemo {
         let mut c = Command::new(&self.exe);
         c.arg("--state-dir")
             .arg(&self.hosts[i].dir)
-            .args(["run", "--rm", "--name", name, "--network", net, "--"])
+            .args(["run", "--name", name, "--network", net, "--"])
             .arg(&self.exe)
             .arg("demo-client")
             .args(args)

@@ -49,6 +49,9 @@ use crate::daemon::server::ApiError;
 
 /// How often the refresher reads the cluster state.
 pub const REFRESH: Duration = Duration::from_secs(1);
+/// How long a worker's read of the cluster state may take before it answers from its
+/// last copy.
+const READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long one call to a manager may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a joining manager keeps asking to be added to the voters.
@@ -447,13 +450,22 @@ impl Inner {
         Ok((a.cfg.clone(), a.manager.clone(), a.cache.clone()))
     }
 
-    /// The cluster state: a manager's own, a worker's last copy.
+    /// The cluster state: a manager's own; on a worker, a fresh copy from a manager
+    /// (within [`READ_TIMEOUT`]), else the last one fetched. Fresh, so that a network
+    /// just created on a manager is known on a worker at once.
     pub(crate) fn state(&self) -> Result<ClusterState, ApiError> {
-        let (_, m, cache) = self.current()?;
-        Ok(match m {
-            Some(m) => m.state(),
-            None => cache.read().unwrap_or_else(|e| e.into_inner()).clone(),
-        })
+        let (cfg, m, cache) = self.current()?;
+        if let Some(m) = m {
+            return Ok(m.state());
+        }
+        if let Ok(AppResp::State(st)) =
+            self.rt
+                .block_on(ask_managers_within(&cfg, &AppReq::State, READ_TIMEOUT))
+        {
+            *cache.write().unwrap_or_else(|e| e.into_inner()) = st.clone();
+            return Ok(st);
+        }
+        Ok(cache.read().unwrap_or_else(|e| e.into_inner()).clone())
     }
 
     /// Replicate `cmd`: on a manager directly, on a worker through a manager.
@@ -498,10 +510,19 @@ pub(crate) fn endpoint_cmd(net: &str, ep: &LocalEndpoint, vtep: Ipv4Addr) -> Cmd
 
 /// Ask the managers `cfg` knows, one after another, until one answers.
 pub(crate) async fn ask_managers(cfg: &SwarmConfig, req: &AppReq) -> Result<AppResp, ApiError> {
+    ask_managers_within(cfg, req, CALL_TIMEOUT).await
+}
+
+/// As [`ask_managers`], each call within `timeout`.
+pub(crate) async fn ask_managers_within(
+    cfg: &SwarmConfig,
+    req: &AppReq,
+    timeout: Duration,
+) -> Result<AppResp, ApiError> {
     let body = rpc::encode(req);
     let mut last = api(503, "no manager is known");
     for m in &cfg.managers {
-        match crate::cluster::call_app(m.addr, &cfg.secret, body.clone(), CALL_TIMEOUT).await {
+        match crate::cluster::call_app(m.addr, &cfg.secret, body.clone(), timeout).await {
             Ok(b) => return rpc::decode(&b).map_err(|e| api(502, e)),
             Err(e) => last = api(503, format!("manager {}: {e}", m.addr)),
         }
