@@ -204,8 +204,84 @@ impl Inner {
         }
         if role == Role::Manager {
             self.become_voter(&snapshot, me)?;
+            self.confirm_voter();
         }
         Ok(())
+    }
+
+    /// Note that this manager is a voter now.
+    fn confirm_voter(&self) {
+        if let Some(a) = lock(&self.active).as_mut() {
+            a.voter = true;
+        }
+    }
+
+    /// Whether this manager has been a voter (see `Active::voter`).
+    pub(crate) fn is_voter_confirmed(&self) -> bool {
+        lock(&self.active).as_ref().is_some_and(|a| a.voter)
+    }
+
+    /// Follow a role change the managers made: a promoted worker starts its Raft, serves
+    /// the management port and asks to be a voter; a demoted manager (out of the
+    /// voters) stops them. Runs on a blocking thread (it waits on the runtime).
+    pub(crate) fn sync_role(self: &Arc<Self>, promoted: bool) {
+        let _change = lock(&self.change);
+        let Ok((mut cfg, m, _)) = self.current() else {
+            return;
+        };
+        if promoted && m.is_none() {
+            if let Ok(AppResp::Tokens { worker, manager }) =
+                self.rt.block_on(super::ask_managers(&cfg, &AppReq::Tokens))
+            {
+                cfg.worker_token = worker;
+                cfg.manager_token = manager;
+            }
+            cfg.role = Role::Manager;
+            let started = self
+                .start_manager(&cfg, Mode::Join)
+                .map(Arc::new)
+                .and_then(|m| Ok((m.clone(), self.serve(&cfg, m)?)));
+            let (m, server) = match started {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "promoted, but the manager did not start");
+                    return;
+                }
+            };
+            if let Some(a) = lock(&self.active).as_mut() {
+                a.manager = Some(m);
+                a.server = Some(server);
+                a.cfg = cfg.clone();
+            }
+            let _ = config::save(&self.dir, &cfg);
+            match self.become_voter(&cfg, SocketAddr::V4(cfg.advertise)) {
+                Ok(()) => self.confirm_voter(),
+                Err(e) => tracing::warn!(error = %e.message, "promoted, but not a voter yet"),
+            }
+            tracing::info!("promoted to a manager");
+        } else if !promoted && m.is_some() {
+            drop(m);
+            let (m, server) = match lock(&self.active).as_mut() {
+                Some(a) => {
+                    a.voter = false;
+                    a.cfg.role = Role::Worker;
+                    a.cfg.worker_token.clear();
+                    a.cfg.manager_token.clear();
+                    cfg = a.cfg.clone();
+                    (a.manager.take(), a.server.take())
+                }
+                None => return,
+            };
+            if let Some(s) = server {
+                s.abort();
+            }
+            if let Some(m) = m.and_then(|m| Arc::try_unwrap(m).ok()) {
+                let _ = self.rt.block_on(m.shutdown());
+            }
+            let _ = std::fs::remove_dir_all(self.dir.join(config::RAFT_DIR));
+            let _ = config::save(&self.dir, &cfg);
+            tracing::info!("demoted to a worker");
+        }
     }
 
     /// Ask the managers to make this manager a voter (its Raft runs and listens).
@@ -396,15 +472,31 @@ impl Inner {
             }
         }
         info.role = role;
+        let (cfg, _, _) = self.current()?;
+        // The role first, the voters after: a demoted node that sees itself out of the
+        // voters already reads `worker` as its role, and does not take itself for
+        // promoted again.
         self.rt
-            .block_on(async {
-                if role == Role::Worker {
-                    m.remove_manager(key).await?;
+            .block_on(m.propose(Command::SetNode { node: key, info }))
+            .map_err(cluster_api)?;
+        if role == Role::Worker {
+            // The voters change on the leader: here, or passed on to it.
+            if m.is_leader() {
+                self.rt
+                    .block_on(m.remove_manager(key))
+                    .map_err(cluster_api)?;
+            } else {
+                match self
+                    .rt
+                    .block_on(super::ask_managers(&cfg, &AppReq::RemoveManager { key }))?
+                {
+                    AppResp::Done => {}
+                    AppResp::Error { status, message } => return Err(api(status, message)),
+                    other => return Err(api(502, format!("unexpected answer {other:?}"))),
                 }
-                m.propose(Command::SetNode { node: key, info }).await
-            })
-            .map(|_| ())
-            .map_err(cluster_api)
+            }
+        }
+        Ok(())
     }
 }
 

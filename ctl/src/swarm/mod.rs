@@ -99,6 +99,9 @@ pub(crate) struct Active {
     pub(crate) refresher: tokio::task::JoinHandle<()>,
     /// The cluster state as last read (a worker's copy; a manager reads its own).
     pub(crate) cache: Arc<RwLock<ClusterState>>,
+    /// This manager has been a voter (after init, a restart, or once a join or a
+    /// promotion made it one): leaving the voters then means a demotion.
+    pub(crate) voter: bool,
 }
 
 /// A blocking-context error for the API.
@@ -255,6 +258,7 @@ impl Inner {
             server,
             refresher,
             cache,
+            voter: mode != Mode::Join,
         });
         self.daemon
             .set_swarm(Some(Arc::new(hooks::Hooks(Arc::downgrade(self)))));
@@ -411,14 +415,14 @@ impl Inner {
                     seeds: seeds_of(&st),
                 })
             }
-            (Access::Member, AppReq::AddManager { key, addr }) => {
+            (Access::Member, req @ (AppReq::AddManager { .. } | AppReq::RemoveManager { .. })) => {
                 if !m.is_leader() {
                     // Only the leader changes the voters: pass it on.
                     let Some(leader) = m.leader_addr().and_then(|a| a.parse::<SocketAddr>().ok())
                     else {
                         return err(503, ClusterError::NoLeader.to_string());
                     };
-                    let body = rpc::encode(&AppReq::AddManager { key, addr });
+                    let body = rpc::encode(&req);
                     return match crate::cluster::call_app(leader, &cfg.secret, body, CALL_TIMEOUT)
                         .await
                     {
@@ -426,11 +430,20 @@ impl Inner {
                         Err(e) => err(503, e.to_string()),
                     };
                 }
-                match m.add_manager(key, &addr.to_string()).await {
+                let r = match req {
+                    AppReq::AddManager { key, addr } => m.add_manager(key, &addr.to_string()).await,
+                    AppReq::RemoveManager { key } => m.remove_manager(key).await,
+                    _ => Ok(()),
+                };
+                match r {
                     Ok(()) => AppResp::Done,
                     Err(e) => err(503, e.to_string()),
                 }
             }
+            (Access::Member, AppReq::Tokens) => AppResp::Tokens {
+                worker: cfg.worker_token.clone(),
+                manager: cfg.manager_token.clone(),
+            },
             (Access::Member, AppReq::Propose(cmd)) => match m.propose(cmd).await {
                 Ok(a) => AppResp::Answer(a),
                 Err(e) => {
@@ -568,13 +581,23 @@ async fn refresh(inner: std::sync::Weak<Inner>, cache: Arc<RwLock<ClusterState>>
         let Ok((cfg, m, _)) = inner.current() else {
             return;
         };
-        let st = match m {
+        let st = match &m {
             Some(m) => m.state(),
             None => match ask_managers(&cfg, &AppReq::State).await {
                 Ok(AppResp::State(st)) => st,
                 _ => continue,
             },
         };
+        let role = st.nodes.get(&cfg.key).map(|n| n.role);
+        // A demotion writes the role before it changes the voters, so a manager reads
+        // `worker` in its own state while it still is a voter.
+        let demoted = m.is_some() && inner.is_voter_confirmed() && role == Some(Role::Worker);
+        let promoted = m.is_none() && role == Some(Role::Manager);
+        if promoted || demoted {
+            let i = inner.clone();
+            let _ = tokio::task::spawn_blocking(move || i.sync_role(promoted)).await;
+            continue;
+        }
         let managers = managers_of(&st);
         let mut seeds = seeds_of(&st);
         seeds.sort();

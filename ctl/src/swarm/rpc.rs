@@ -34,6 +34,13 @@ pub enum AppReq {
         /// Its management address.
         addr: SocketAddr,
     },
+    /// Take this manager out of the Raft voters (a demotion). Sent with the secret.
+    RemoveManager {
+        /// Its key.
+        key: u64,
+    },
+    /// The join tokens (a promoted manager accepts joins too). Sent with the secret.
+    Tokens,
     /// Replicate a command (a worker's address allocation). Sent with the secret.
     Propose(Command),
     /// The cluster state as the manager has applied it. Sent with the secret.
@@ -51,6 +58,13 @@ pub enum AppResp {
     Answer(Answer),
     /// The state.
     State(ClusterState),
+    /// The join tokens.
+    Tokens {
+        /// Worker token.
+        worker: String,
+        /// Manager token.
+        manager: String,
+    },
     /// Refused, with the HTTP status the API should answer and Docker's text.
     Error {
         /// Status.
