@@ -3,9 +3,10 @@
 //!
 //! Traffic goes only to namespaces this process creates (`tnp-<pid>-…`, and the
 //! `tapnet-…` sandboxes of the daemon that `bridge-api` and `daemon-tcp` run in this
-//! process, inside a private `/run/netns`), and everything it creates (namespaces,
-//! interfaces, iperf3 processes, the daemon's state directory) is removed when a
-//! scenario ends, fails or is interrupted with Ctrl-C.
+//! process, or of the two daemon processes `swarm-overlay-tcp` starts, inside a private
+//! `/run/netns`), and everything it creates (namespaces, interfaces, iperf3 and daemon
+//! processes, the daemons' state directories) is removed when a scenario ends, fails or
+//! is interrupted with Ctrl-C.
 
 mod bridge_api;
 mod cluster_sim;
@@ -31,6 +32,7 @@ mod proc;
 mod publish_tcp;
 mod report;
 mod stacks;
+mod swarm_overlay_tcp;
 mod switch_mem;
 mod sys;
 mod tap_tcp;
@@ -123,6 +125,11 @@ const SCENARIOS: &[(&str, &str, ScenarioFn)] = &[
         "overlay-tcp",
         "iperf3 TCP, 1 and 2 streams, between sandboxes on two engines over VXLAN (VNI 42, veth underlay, inner MTU 1450) vs the kernel's VXLAN; underlay syscalls per 64 KiB",
         overlay_tcp::run,
+    ),
+    (
+        "swarm-overlay-tcp",
+        "iperf3 TCP, 1 and 2 streams, between sandboxes on an overlay network made by a two-node swarm (a tapnet daemon process per host, veth underlay) vs the kernel's VXLAN",
+        swarm_overlay_tcp::run,
     ),
     (
         "overlay-udp64",

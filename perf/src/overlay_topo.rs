@@ -59,7 +59,7 @@ pub(crate) fn vni() -> Result<Vni> {
 }
 
 /// U1 and U2 joined by a veth pair (`ul1` in U1, `ul2` in U2), addressed and up.
-fn underlay(tag: &str) -> Result<(NetNsGuard, NetNsGuard)> {
+pub(crate) fn underlay(tag: &str) -> Result<(NetNsGuard, NetNsGuard)> {
     let u1 = create_ns(&format!("{tag}u1"))?;
     let u2 = create_ns(&format!("{tag}u2"))?;
     let mut nl = Netlink::open_in(&u1)?;
