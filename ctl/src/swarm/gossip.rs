@@ -358,3 +358,57 @@ impl Task {
         (self.wake)();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn node(secret: &str, key: u64, seeds: Vec<SocketAddrV4>) -> (Gossip, SocketAddrV4) {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let SocketAddr::V4(addr) = sock.local_addr().unwrap() else {
+            unreachable!()
+        };
+        let id = NodeId::new(addr, key);
+        (Gossip::start(id, sock, secret, seeds, || {}), addr)
+    }
+
+    async fn members(g: &Gossip, want: usize) -> bool {
+        for _ in 0..100 {
+            if lock(g.shared()).members.len() >= want {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn only_holders_of_the_secret_join_and_others_are_counted() {
+        let (a, a_addr) = node("the-secret", 1, vec![]).await;
+        let (b, _) = node("the-secret", 2, vec![a_addr]).await;
+        assert!(members(&a, 2).await, "b joins a with the same secret");
+        assert!(members(&b, 2).await);
+        // A node with another secret greets a: dropped before any decoder, counted.
+        let (c, _) = node("another-secret", 3, vec![a_addr]).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(lock(a.shared()).members.len(), 2, "c is not let in");
+        assert!(lock(a.shared()).stats.bad_tag > 0, "c's datagrams are counted");
+        // Truncated and garbage datagrams: counted too, the task goes on.
+        let raw = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let before = lock(a.shared()).stats.bad_tag;
+        for d in [&b""[..], b"x", &[0u8; 15], &[0xff; 1500]] {
+            raw.send_to(d, a_addr).unwrap();
+        }
+        for _ in 0..100 {
+            if lock(a.shared()).stats.bad_tag >= before + 4 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(lock(a.shared()).stats.bad_tag, before + 4);
+        assert_eq!(lock(a.shared()).members.len(), 2);
+        c.stop();
+        b.stop();
+        a.stop();
+    }
+}
