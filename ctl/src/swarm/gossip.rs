@@ -392,7 +392,10 @@ mod tests {
         let (c, _) = node("another-secret", 3, vec![a_addr]).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(lock(a.shared()).members.len(), 2, "c is not let in");
-        assert!(lock(a.shared()).stats.bad_tag > 0, "c's datagrams are counted");
+        assert!(
+            lock(a.shared()).stats.bad_tag > 0,
+            "c's datagrams are counted"
+        );
         // Truncated and garbage datagrams: counted too, the task goes on.
         let raw = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let before = lock(a.shared()).stats.bad_tag;
