@@ -50,7 +50,6 @@ use openraft::{BasicNode, ChangeMembers, Config, Raft, RaftMetrics, SnapshotPoli
 
 pub use self::error::ClusterError;
 use self::log::LogStore;
-use self::net::ForwardError;
 pub use self::net::{Net, Router};
 pub use self::rpc::{
     Accept, Access, AppHandler, BoxFuture, RaftSlot, RpcCounts, RpcStats, call_app, serve,
@@ -61,6 +60,7 @@ pub use self::state::{
     StateError, SwarmNetwork,
 };
 pub use self::tcp::{CONNECT_TIMEOUT, TcpNet};
+use self::types::ForwardError;
 pub use self::types::{Outcome, RaftHandle, TypeConfig};
 pub use self::wire::{MAX_FRAME, MAX_HELLO, MAX_MEMBER_FRAME};
 

@@ -11,9 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
+use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, InstallSnapshotRequest,
@@ -24,7 +22,7 @@ use openraft::{BasicNode, RaftNetwork, RaftNetworkFactory};
 use super::error::ClusterError;
 use super::state::{Command, NodeId};
 use super::tcp::{TcpConnection, TcpNet};
-use super::types::{RaftHandle, TypeConfig};
+use super::types::{ForwardError, RaftHandle, RpcResult, TypeConfig, remote_err};
 
 /// The network a manager runs on.
 #[derive(Clone)]
@@ -151,21 +149,6 @@ impl Router {
     }
 }
 
-/// A forwarded write's failure: on the way, or the target's answer.
-#[derive(Debug)]
-pub(crate) enum ForwardError {
-    /// Not delivered.
-    Net(ClusterError),
-    /// The target's Raft answered with an error.
-    Raft(RaftError<NodeId, openraft::error::ClientWriteError<NodeId, BasicNode>>),
-}
-
-impl From<ClusterError> for ForwardError {
-    fn from(e: ClusterError) -> Self {
-        Self::Net(e)
-    }
-}
-
 impl RaftNetworkFactory<TypeConfig> for Router {
     type Network = Connection;
 
@@ -181,22 +164,6 @@ impl RaftNetworkFactory<TypeConfig> for Router {
 pub struct Connection {
     router: Router,
     target: NodeId,
-}
-
-/// What a Raft call over a network answers.
-pub(crate) type RpcResult<T, E = openraft::error::Infallible> =
-    Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
-
-/// The error for a peer's Raft answering `e`.
-pub(crate) fn remote_err<E: std::error::Error>(
-    target: NodeId,
-    e: RaftError<NodeId, E>,
-) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
-    match e {
-        // A manager shutting down is as good as unreachable.
-        RaftError::Fatal(f) => RPCError::Network(NetworkError::new(&f)),
-        e => RPCError::RemoteError(RemoteError::new(target, e)),
-    }
 }
 
 impl Connection {

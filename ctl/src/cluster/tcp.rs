@@ -20,10 +20,10 @@ use openraft::raft::{
 use openraft::{BasicNode, RaftNetwork, RaftNetworkFactory};
 
 use super::error::ClusterError;
-use super::net::{ForwardError, RpcResult, remote_err};
 use super::rpc::{CallError, Client, RaftSlot, kind};
 use super::state::{Command, NodeId};
 use super::types::TypeConfig;
+use super::types::{ForwardError, RpcResult, remote_err};
 use super::wire::{Failure, Request, Response};
 
 /// The longest a connection attempt to a peer may take.

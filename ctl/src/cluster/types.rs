@@ -2,7 +2,11 @@
 
 use std::io::Cursor;
 
-use super::state::{Answer, Command, StateError};
+use openraft::BasicNode;
+use openraft::error::{NetworkError, RPCError, RaftError, RemoteError};
+
+use super::error::ClusterError;
+use super::state::{Answer, Command, NodeId, StateError};
 
 /// What applying one log entry answers: the command's result (membership and blank
 /// entries answer `Ok(Answer::Done)`).
@@ -71,5 +75,36 @@ impl<T, E: std::fmt::Display> IoResult<T> for Result<T, E> {
                 openraft::ErrorVerb::Write,
             )
         })
+    }
+}
+
+/// A forwarded write's failure: on the way, or the target's answer.
+#[derive(Debug)]
+pub(crate) enum ForwardError {
+    /// Not delivered.
+    Net(ClusterError),
+    /// The target's Raft answered with an error.
+    Raft(RaftError<NodeId, openraft::error::ClientWriteError<NodeId, BasicNode>>),
+}
+
+impl From<ClusterError> for ForwardError {
+    fn from(e: ClusterError) -> Self {
+        Self::Net(e)
+    }
+}
+
+/// What a Raft call over a network answers.
+pub(crate) type RpcResult<T, E = openraft::error::Infallible> =
+    Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+
+/// The error for a peer's Raft answering `e`.
+pub(crate) fn remote_err<E: std::error::Error>(
+    target: NodeId,
+    e: RaftError<NodeId, E>,
+) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
+    match e {
+        // A manager shutting down is as good as unreachable.
+        RaftError::Fatal(f) => RPCError::Network(NetworkError::new(&f)),
+        e => RPCError::RemoteError(RemoteError::new(target, e)),
     }
 }

@@ -21,6 +21,16 @@ fn swarm_err(e: ApiError) -> SwarmError {
     }
 }
 
+impl Inner {
+    /// Give the core this service's hooks.
+    pub(crate) fn install_hooks(self: &std::sync::Arc<Self>) {
+        self.daemon
+            .set_swarm(Some(std::sync::Arc::new(Hooks(std::sync::Arc::downgrade(
+                self,
+            )))));
+    }
+}
+
 impl Hooks {
     fn inner(&self) -> Result<std::sync::Arc<Inner>, SwarmError> {
         self.0.upgrade().ok_or_else(|| SwarmError {

@@ -260,8 +260,7 @@ impl Inner {
             cache,
             voter: mode != Mode::Join,
         });
-        self.daemon
-            .set_swarm(Some(Arc::new(hooks::Hooks(Arc::downgrade(self)))));
+        self.install_hooks();
         Ok(())
     }
 

@@ -41,6 +41,7 @@ use super::store::{Store, StoreError};
 mod dns;
 mod endpoint;
 mod error;
+mod hooks;
 mod network;
 mod options;
 mod ports;
@@ -53,16 +54,16 @@ mod swarm;
 mod tests;
 
 pub use error::DaemonError;
+pub use hooks::{
+    LocalEndpoint, OPT_VXLANID, OVERLAY, OVERLAY_MTU, RemoteEndpoint, SwarmError, SwarmHooks,
+};
 pub use network::{IpamSpec, NetworkSpec, PoolUsage};
 pub use options::{BRIDGE_OPTIONS, OPT_HOST_LOOPBACK, OPT_LOOPBACK_SPLICE};
 pub use ports::{MAX_HOST_PORT_RANGE, MAX_PUBLISHED_PORTS, check_port_bounds};
 pub use rootless::{ROOTLESS_REAP_INTERVAL, RootlessReaper, start_rootless_reaper};
 pub use sandbox::{AttachSpec, netns_name};
 pub use stats::{NamedStats, NetworkName, PortOwner};
-pub use swarm::{
-    LocalEndpoint, OPT_VXLANID, OVERLAY, OVERLAY_MTU, RemoteEndpoint, SwarmError, SwarmHooks,
-    overlay_record,
-};
+pub use swarm::overlay_record;
 
 use options::network_mtu;
 
