@@ -130,6 +130,9 @@ struct View {
     /// Rootless sandboxes removed because their process had exited (counted with the
     /// removal, so a read sees both or neither).
     rootless_reaped: u64,
+    /// The VTEPs of each swarm network's remote endpoints (`network inspect`'s
+    /// `Peers`).
+    peers: BTreeMap<String, Vec<Ipv4Addr>>,
 }
 
 impl View {
@@ -152,6 +155,16 @@ impl View {
                 })
                 .collect(),
             rootless_reaped: st.rootless_reaped,
+            peers: st
+                .remote
+                .iter()
+                .map(|(net, eps)| {
+                    let mut v: Vec<Ipv4Addr> = eps.values().map(|e| e.vtep).collect();
+                    v.sort();
+                    v.dedup();
+                    (net.clone(), v)
+                })
+                .collect(),
         }
     }
 

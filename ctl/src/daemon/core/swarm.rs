@@ -462,15 +462,7 @@ impl Daemon {
     /// The other nodes that have endpoints on swarm network `net_id` (their VTEP
     /// addresses), as gossip shows them now: `network inspect`'s `Peers`.
     pub fn network_peers(&self, net_id: &str) -> Vec<std::net::Ipv4Addr> {
-        let st = self.lock();
-        let mut peers: Vec<std::net::Ipv4Addr> = st
-            .remote
-            .get(net_id)
-            .map(|eps| eps.values().map(|e| e.vtep).collect())
-            .unwrap_or_default();
-        peers.sort();
-        peers.dedup();
-        peers
+        self.view().peers.get(net_id).cloned().unwrap_or_default()
     }
 
     /// This node's endpoints on swarm networks, with their network ids: what the swarm
