@@ -1,7 +1,9 @@
 //! `tapnet demo` runs end to end and leaves nothing behind: as root (sandboxes in named
 //! namespaces) and as the unprivileged user `tapnet-test` (rootless sandboxes; `.ci/run`
 //! creates the user and makes `/dev/net/tun` mode 0666). Both are started by root:
-//! `#[ignore = "needs root"]`.
+//! `#[ignore = "needs root"]`. So is `tapnet demo --multi-host` as that user (daemons
+//! on 127.0.0.11-13), in a namespace of the test's own so that its loopback traffic
+//! stays there.
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -88,10 +90,18 @@ impl Drop for UserDir {
 /// Run `tapnet demo` from a copy of the binary, as `user` if given (bounded in time),
 /// check what it printed and that nothing it made is left; returns its output.
 fn run_demo(user: Option<&User>) -> String {
+    run_demo_with(user, &[], None)
+}
+
+/// [`run_demo`] with arguments `args` after `demo`, in the network namespace at `netns`
+/// if given; the output checked by [`check_output`] unless `args` are given.
+fn run_demo_with(user: Option<&User>, args: &[&str], netns: Option<&Path>) -> String {
     let dir = std::env::temp_dir().join(format!(
-        "tapnet-demo-test-{}-{}",
+        "tapnet-demo-test-{}-{}{}",
         std::process::id(),
-        if user.is_some() { "user" } else { "root" }
+        if user.is_some() { "user" } else { "root" },
+        // Each run its own copy: the processes left are found by the copy's path.
+        args.concat()
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -105,14 +115,41 @@ fn run_demo(user: Option<&User>) -> String {
 
     let mut cmd = Command::new(&rig.bin);
     cmd.arg("demo")
+        .args(args)
         .current_dir(&rig.dir)
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if let Some(u) = user {
-        cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
+    match (user, netns) {
+        (Some(u), Some(ns)) => {
+            // The namespace is entered as root, then the child becomes the user (the
+            // Command's own uid/gid switch would come before, and setns would fail).
+            let ns = std::fs::File::open(ns).unwrap();
+            let (uid, gid) = (u.uid.as_raw(), u.gid.as_raw());
+            // SAFETY: the closure runs in the child between fork and exec and calls only
+            // setns, setgroups, setgid and setuid, async-signal-safe system calls, on an
+            // fd the closure owns and plain integers.
+            unsafe {
+                cmd.pre_exec(move || {
+                    use std::os::fd::AsRawFd;
+                    if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0
+                        || libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setgid(gid) != 0
+                        || libc::setuid(uid) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        (Some(u), None) => {
+            cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
+        }
+        (None, Some(_)) => panic!("a namespace is only for a run as the user"),
+        (None, None) => {}
     }
     // Another test thread may have forked while the copy was open for writing; its
     // child holds that descriptor until it execs (ETXTBSY), which on a loaded machine can
@@ -153,10 +190,12 @@ fn run_demo(user: Option<&User>) -> String {
         .read_to_string(&mut err)
         .unwrap();
     assert!(status.success(), "demo failed ({status}):\n{text}\n{err}");
-    let state = check_output(&text);
-    assert!(!state.exists(), "{} left behind", state.display());
-    for ns in namespaces(&text) {
-        assert!(!Path::new(&ns).exists(), "{ns} left behind:\n{text}");
+    if args.is_empty() {
+        let state = check_output(&text);
+        assert!(!state.exists(), "{} left behind", state.display());
+        for ns in namespaces(&text) {
+            assert!(!Path::new(&ns).exists(), "{ns} left behind:\n{text}");
+        }
     }
     // Nothing it started still runs.
     let left = processes_of(&rig.bin);
@@ -197,4 +236,44 @@ fn demo_runs_rootless_as_an_ordinary_user() {
     let text = run_demo(Some(&user));
     assert!(text.contains("sandboxes: rootless"), "{text}");
     assert!(text.contains("/proc/"), "{text}");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn demo_multi_host_runs_rootless_as_an_ordinary_user() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root to start the demo as {USER}: run it as root"
+    );
+    assert!(
+        std::fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006),
+        "/dev/net/tun is missing or not mode 0666 (.ci/run sets it)"
+    );
+    let user = User::from_name(USER)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("no user {USER} (.ci/run creates it)"));
+    let name = format!("tn-demo-mh-test-{}", std::process::id());
+    let ns = tapnet_engine::sys::netns::NetNsGuard::create(&name).unwrap();
+    let up = Command::new("ip")
+        .args(["-n", &name, "link", "set", "lo", "up"])
+        .status()
+        .unwrap();
+    assert!(up.success(), "ip link set lo up in {name}");
+    let text = run_demo_with(Some(&user), &["--multi-host"], Some(ns.path()));
+    assert!(!text.contains("FAIL"), "{text}");
+    assert!(text.contains("loopback addresses 127.0.0.11-13"), "{text}");
+    assert_eq!(text.matches("  ok    client (node 3").count(), 3, "{text}");
+    assert!(
+        text.contains("  ok    web (node 2) -> db (node 1) by name"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  ok    stranger (network other) cannot reach web"),
+        "{text}"
+    );
+    assert!(
+        text.contains("removed: servers, sandboxes, daemons, namespaces and state"),
+        "{text}"
+    );
 }

@@ -14,6 +14,14 @@
 //! daemons share the machine's ports: a swarm on it needs each node to bind its advertise
 //! address only.
 //!
+//! [`Cluster::rootless_loopback`] (root) is that layout without privilege: the daemons,
+//! the CLI and `tapnet run` run as the unprivileged user [`rootless::USER`] (rootless
+//! sandboxes), all in one fresh network namespace with `lo` up (`tn-lo-<uniq>`, so that
+//! their 127.0.0.k traffic stays there), each daemon with a hostname of its own. Each is
+//! spawned as root into the namespaces, then drops to the user before it runs.
+//! [`Host::run_detached`] starts a `tapnet run` in the background; the cluster stops
+//! them (SIGTERM, then SIGKILL by PID) before the daemons.
+//!
 //! The daemon is the `tapnet` binary of this build: `TAPNET_BIN` if set, else the one
 //! next to the test executable, built first by `cargo build -p tapnet-ctl --bin tapnet`
 //! (once per test process), so that the test never runs a stale daemon.
@@ -41,6 +49,10 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 use tapnet_engine::sys::netns::NetNs;
+
+use self::rootless::{Detached, RunAs};
+
+pub mod rootless;
 
 /// How long one command may take before the test calls it hung.
 pub const CMD_LIMIT: Duration = Duration::from_secs(60);
@@ -173,6 +185,11 @@ enum Underlay {
     },
     /// Every daemon in the caller's namespace, on 127.0.0.k.
     Loopback,
+    /// Every daemon in one namespace of the cluster's, on 127.0.0.k, as the test user.
+    Rootless {
+        /// The namespace (`lo` up).
+        ns: NetNs,
+    },
 }
 
 /// Hosts on one underlay, each with its daemon.
@@ -252,6 +269,42 @@ impl Cluster {
         cluster
     }
 
+    /// `n` hosts (1 to 250) on 127.0.0.k in one fresh namespace, each running a daemon
+    /// as the unprivileged user [`rootless::USER`] (root only: it makes the namespace and
+    /// switches users; fails, saying why, without the user or a 0666 `/dev/net/tun`).
+    pub fn rootless_loopback(n: usize) -> Cluster {
+        assert!((1..=250).contains(&n), "1 to 250 hosts");
+        let uniq = uniq();
+        let ns_name = format!("tn-lo-{}", uniq.0);
+        let ns = NetNs::create(&ns_name).unwrap_or_else(|e| panic!("create {ns_name}: {e}"));
+        let mut cluster = Cluster {
+            hosts: Vec::new(),
+            underlay: Underlay::Rootless { ns },
+        };
+        ip(&["-n", &ns_name, "link", "set", "lo", "up"]);
+        let dir = std::env::temp_dir().join(format!("tapnet-mh-user-{}", uniq.0));
+        let user = std::sync::Arc::new(RunAs::new(dir, &tapnet_bin()));
+        for k in 1..=n {
+            let name = format!("tn-h{k}-{}", uniq.0);
+            let addr = Ipv4Addr::new(127, 0, 0, k as u8);
+            let ns = NetNs::open(&ns_name).unwrap_or_else(|e| panic!("open {ns_name}: {e}"));
+            let mut h = Host::new(k, name, addr, Some(ns));
+            h.shared_ns = true;
+            nix::unistd::chown(
+                &h.dir,
+                Some(nix::unistd::Uid::from_raw(user.uid)),
+                Some(nix::unistd::Gid::from_raw(user.gid)),
+            )
+            .unwrap_or_else(|e| panic!("chown {:?}: {e}", h.dir));
+            h.user = Some(user.clone());
+            cluster.hosts.push(h);
+        }
+        for h in &mut cluster.hosts {
+            h.start();
+        }
+        cluster
+    }
+
     /// Host `k` (1-based).
     pub fn host(&self, k: usize) -> &Host {
         self.hosts
@@ -268,7 +321,7 @@ impl Cluster {
     pub fn wire_netns(&self) -> Option<&str> {
         match &self.underlay {
             Underlay::Bridge { wire } => Some(wire.name()),
-            Underlay::Loopback => None,
+            Underlay::Loopback | Underlay::Rootless { .. } => None,
         }
     }
 
@@ -280,11 +333,14 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        // Hosts first (their daemons, sandboxes and namespaces), then the wire.
+        // Hosts first (their daemons, sandboxes and namespaces), then the wire or the
+        // shared namespace.
         self.hosts.clear();
-        if let Underlay::Bridge { wire } = std::mem::replace(&mut self.underlay, Underlay::Loopback)
-        {
-            let _ = wire.delete();
+        match std::mem::replace(&mut self.underlay, Underlay::Loopback) {
+            Underlay::Bridge { wire: ns } | Underlay::Rootless { ns } => {
+                let _ = ns.delete();
+            }
+            Underlay::Loopback => {}
         }
     }
 }
@@ -314,7 +370,8 @@ pub struct SandboxView {
     pub id: String,
     /// Its name.
     pub name: String,
-    /// Its network namespace's name (under /run/netns).
+    /// Its network namespace's name (under /run/netns); empty for a rootless sandbox
+    /// (whose namespace is its process's).
     pub netns: String,
     /// Network name → its IPv4 address there.
     pub ips: Vec<(String, Ipv4Addr)>,
@@ -342,6 +399,12 @@ pub struct Host {
     /// The daemon's state directory (the logs are `daemon-<start>.log` there).
     pub dir: PathBuf,
     ns: Option<NetNs>,
+    /// Whether `ns` is the cluster's (which deletes it), not the host's own.
+    shared_ns: bool,
+    /// The unprivileged user the daemon and the CLI run as (none: the caller).
+    user: Option<std::sync::Arc<RunAs>>,
+    /// Background `tapnet run`s ([`Host::run_detached`]).
+    detached: Mutex<Detached>,
     /// The wire namespace, for [`Host::link`].
     wire: Option<String>,
     daemon: Mutex<Option<Child>>,
@@ -364,6 +427,9 @@ impl Host {
             addr,
             dir,
             ns,
+            shared_ns: false,
+            user: None,
+            detached: Mutex::new(Detached::default()),
             wire: None,
             daemon: Mutex::new(None),
             starts: AtomicU32::new(0),
@@ -376,38 +442,67 @@ impl Host {
         self.dir.join("tapnet.sock")
     }
 
-    /// The host's network namespace (none on a loopback cluster).
+    /// The host's network namespace (none on a loopback cluster; on a rootless one, the
+    /// namespace every host shares).
     pub fn netns(&self) -> Option<&NetNs> {
         self.ns.as_ref()
     }
 
+    /// The `tapnet` binary the host runs (on a rootless cluster, the user's copy).
+    pub fn bin(&self) -> PathBuf {
+        match &self.user {
+            Some(u) => u.bin.clone(),
+            None => tapnet_bin(),
+        }
+    }
+
+    /// Whether the daemon and the CLI run as the unprivileged user (rootless sandboxes).
+    pub fn is_rootless(&self) -> bool {
+        self.user.is_some()
+    }
+
     /// A command run in the host's network namespace (and, for the daemon, with the
-    /// host's own hostname).
-    fn command(&self, program: &Path, hostname: bool) -> Command {
+    /// host's own hostname); `as_user`: as the host's user, if it has one, with that
+    /// user's environment.
+    fn command(&self, program: &Path, hostname: bool, as_user: bool) -> Command {
         let mut c = Command::new(program);
         c.stdin(Stdio::null());
-        if let Some(ns) = &self.ns {
-            let fd = ns.fd().as_raw_fd();
-            let host = hostname.then(|| CString::new(self.name.clone()).expect("a name"));
-            // SAFETY: the closure runs in the child between fork and exec and calls only
-            // setns, unshare and sethostname, async-signal-safe system calls, on a namespace
-            // fd that `self.ns` keeps open across the spawn and on a string allocated
-            // before the fork.
-            unsafe {
-                c.pre_exec(move || {
+        let user = self.user.as_ref().filter(|_| as_user);
+        if let Some(u) = user {
+            u.env(&mut c);
+        }
+        let ids = user.map(|u| (u.uid, u.gid));
+        let fd = self.ns.as_ref().map(|ns| ns.fd().as_raw_fd());
+        let host = hostname.then(|| CString::new(self.name.clone()).expect("a name"));
+        if fd.is_none() && host.is_none() && ids.is_none() {
+            return c;
+        }
+        // With no namespace (a loopback host) the hostname is the machine's.
+        let host = host.filter(|_| fd.is_some());
+        // SAFETY: the closure runs in the child between fork and exec and calls only
+        // setns, unshare, sethostname, setgroups, setgid and setuid, async-signal-safe
+        // system calls, on a namespace fd that `self.ns` keeps open across the spawn and
+        // on a string allocated before the fork. The namespaces are entered while the
+        // child is still root, then it drops to the user.
+        unsafe {
+            c.pre_exec(move || {
+                if let Some(fd) = fd {
                     if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
-                    if let Some(h) = &host {
-                        if libc::unshare(libc::CLONE_NEWUTS) != 0
-                            || libc::sethostname(h.as_ptr(), h.as_bytes().len()) != 0
-                        {
-                            return Err(std::io::Error::last_os_error());
-                        }
+                }
+                if let Some(h) = &host {
+                    if libc::unshare(libc::CLONE_NEWUTS) != 0
+                        || libc::sethostname(h.as_ptr(), h.as_bytes().len()) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
                     }
-                    Ok(())
-                });
-            }
+                }
+                if let Some((uid, gid)) = ids {
+                    rootless::become_user(uid, gid)?;
+                }
+                Ok(())
+            });
         }
         c
     }
@@ -425,7 +520,7 @@ impl Host {
         let log = std::fs::File::create(&log_path).unwrap_or_else(|e| panic!("{log_path:?}: {e}"));
         let log2 = log.try_clone().expect("a second log handle");
         let child = self
-            .command(&tapnet_bin(), true)
+            .command(&self.bin(), true, true)
             .arg("--state-dir")
             .arg(&self.dir)
             .arg("daemon")
@@ -557,7 +652,7 @@ impl Host {
     /// `tapnet ARGS` against this host's daemon: (exit code, stdout, stderr); -1 when
     /// killed by a signal.
     pub fn tapnet(&self, args: &[&str]) -> (i32, String, String) {
-        let mut c = self.command(&tapnet_bin(), false);
+        let mut c = self.command(&self.bin(), false, true);
         c.arg("--state-dir")
             .arg(&self.dir)
             .args(args)
@@ -584,10 +679,11 @@ impl Host {
         out
     }
 
-    /// A command run in the host's namespace (on a loopback cluster, the caller's).
+    /// A command run in the host's namespace (on a loopback cluster, the caller's), as
+    /// the caller.
     pub fn exec(&self, cmd: &[&str]) -> Output {
         let (program, args) = cmd.split_first().expect("a command");
-        let mut c = self.command(Path::new(program), false);
+        let mut c = self.command(Path::new(program), false, false);
         c.args(args);
         output_within(&mut c, CMD_LIMIT)
     }
@@ -606,11 +702,7 @@ impl Host {
         let v: Value =
             serde_json::from_str(&out).unwrap_or_else(|e| panic!("sandbox inspect: {e}: {out}"));
         let v = &v[0];
-        let netns = v["NetnsPath"]
-            .as_str()
-            .and_then(|p| p.rsplit('/').next())
-            .unwrap_or_default()
-            .to_string();
+        let netns = named_netns(v["NetnsPath"].as_str().unwrap_or_default()).to_string();
         if !netns.is_empty() {
             self.note_netns(&netns);
         }
@@ -641,6 +733,66 @@ impl Host {
         )
     }
 
+    /// Starts `tapnet run --name NAME ARGS` on a rootless host in the background (as the
+    /// host's user; its
+    /// output goes to `run-NAME.log` in the state directory) and waits, up to 30 s,
+    /// until sandbox `name` is up: owned by its command's process, whose TAPs arrived.
+    /// The cluster stops it at the end (SIGTERM, then SIGKILL).
+    pub fn run_detached(&self, name: &str, args: &[&str]) -> SandboxView {
+        let log_path = self.dir.join(format!("run-{name}.log"));
+        let log = std::fs::File::create(&log_path).unwrap_or_else(|e| panic!("{log_path:?}: {e}"));
+        let log2 = log.try_clone().expect("a second log handle");
+        let run = self
+            .command(&self.bin(), false, true)
+            .arg("--state-dir")
+            .arg(&self.dir)
+            .args(["run", "--name", name])
+            .args(args)
+            .env_remove("TAPNET_HOST")
+            .env_remove("TAPNET_STATE_DIR")
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: spawn tapnet run: {e}", self.name));
+        let run_pid = run.id();
+        let mut detached = self.detached.lock().unwrap_or_else(|e| e.into_inner());
+        detached.push_run(run);
+        let runs = detached.run_pids();
+        drop(detached);
+        eventually(
+            &format!("{name} up on {}", self.name),
+            Duration::from_secs(30),
+            || {
+                let (code, out, err) = self.tapnet(&["sandbox", "inspect", name]);
+                if code != 0 {
+                    return Err(err);
+                }
+                let v: Value = serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))?;
+                let v = &v[0];
+                // Until `name` exists, inspect finds a sandbox whose id starts with it.
+                if v["Name"].as_str() != Some(name) {
+                    return Err(format!("not yet: {out}"));
+                }
+                let owner: u32 = v["NetnsPath"]
+                    .as_str()
+                    .and_then(|p| p.strip_prefix("/proc/"))
+                    .and_then(|p| p.strip_suffix("/ns/net"))
+                    .and_then(|p| p.parse().ok())
+                    .ok_or_else(|| format!("not a rootless sandbox: {out}"))?;
+                // Owned by `tapnet run` until the command's process took the TAPs.
+                if runs.contains(&owner) {
+                    return Err(format!("{name} is still tapnet run's ({run_pid})"));
+                }
+                self.detached
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .note_owner(owner as i32);
+                Ok(())
+            },
+        );
+        self.sandbox(name)
+    }
+
     fn note_netns(&self, name: &str) {
         let mut seen = self.seen_netns.lock().unwrap_or_else(|e| e.into_inner());
         if !seen.iter().any(|n| n == name) {
@@ -658,18 +810,31 @@ impl Host {
         };
         if let Ok(Value::Array(list)) = serde_json::from_str::<Value>(&body) {
             for s in list {
-                if let Some(p) = s["NetnsPath"].as_str().and_then(|p| p.rsplit('/').next()) {
-                    if !p.is_empty() {
-                        self.note_netns(p);
-                    }
+                let p = named_netns(s["NetnsPath"].as_str().unwrap_or_default());
+                if !p.is_empty() {
+                    self.note_netns(p);
                 }
             }
         }
     }
 }
 
+/// The name of a namespace under `/run/netns` from a sandbox's `NetnsPath`; empty for
+/// any other path (a rootless sandbox's `/proc/PID/ns/net`).
+fn named_netns(path: &str) -> &str {
+    match path.rsplit_once('/') {
+        Some((dir, name)) if dir.ends_with("/netns") => name,
+        _ => "",
+    }
+}
+
 impl Drop for Host {
     fn drop(&mut self) {
+        // The background `tapnet run`s remove their sandboxes while the daemon runs.
+        self.detached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stop_all();
         self.stop(Duration::from_secs(5));
         // The daemon is down: its database says which namespaces are its own.
         let mut names = self
@@ -704,7 +869,7 @@ impl Drop for Host {
                 }
             }
         }
-        if let Some(ns) = self.ns.take() {
+        if let Some(ns) = self.ns.take().filter(|_| !self.shared_ns) {
             let _ = ns.delete();
         }
         if std::env::var_os("TAPNET_E2E_KEEP").is_none() {

@@ -28,9 +28,26 @@ const PORT: u16 = 2377;
 /// A swarm on `n` fresh hosts: host 1 initializes it, hosts 2 to `managers` join as
 /// managers, the others as workers; returns once host 1 lists every node Ready.
 fn swarm(n: usize, managers: usize) -> Cluster {
-    let c = Cluster::new(n);
+    form_swarm(Cluster::new(n), managers)
+}
+
+/// The arguments that place `h`'s swarm ports: its advertise address, and on a cluster
+/// without links (loopback addresses, one port space) its management listener on that
+/// address rather than on every address.
+fn placed(c: &Cluster, h: &Host) -> Vec<String> {
+    let mut args = vec!["--advertise-addr".to_string(), h.addr.to_string()];
+    if !c.has_links() {
+        args.extend(["--listen-addr".to_string(), format!("{}:{PORT}", h.addr)]);
+    }
+    args
+}
+
+/// Hosts of `c` form a swarm as [`swarm`] says.
+fn form_swarm(c: Cluster, managers: usize) -> Cluster {
     let h1 = c.host(1);
-    let out = h1.ok(&["swarm", "init", "--advertise-addr", &h1.addr.to_string()]);
+    let mut init = vec!["swarm".to_string(), "init".to_string()];
+    init.extend(placed(&c, h1));
+    let out = h1.ok(&init.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(
         out.contains("Swarm initialized"),
         "swarm init says so: {out}"
@@ -45,15 +62,15 @@ fn swarm(n: usize, managers: usize) -> Cluster {
         } else {
             &worker
         };
-        let out = h.ok(&[
-            "swarm",
-            "join",
-            "--token",
-            t,
-            "--advertise-addr",
-            &h.addr.to_string(),
-            &leader,
-        ]);
+        let mut join = vec![
+            "swarm".to_string(),
+            "join".to_string(),
+            "--token".to_string(),
+            t.clone(),
+        ];
+        join.extend(placed(&c, h));
+        join.push(leader.clone());
+        let out = h.ok(&join.iter().map(String::as_str).collect::<Vec<_>>());
         let role = if h.index <= managers {
             "manager"
         } else {
@@ -624,4 +641,85 @@ fn join_with_a_wrong_token_is_refused() {
         &leader,
     ]);
     eventually("both nodes Ready", CONVERGE, || ready_nodes(h1, c.hosts()));
+}
+
+/// Rootless: three unprivileged daemons on 127.0.0.1-3 (one namespace of the test's)
+/// form a swarm; a rootless sandbox on node 1 serves TCP on an attachable overlay, and
+/// one on node 3 reaches it by address and by name.
+#[test]
+#[ignore = "needs root"]
+fn rootless_swarm_on_loopback() {
+    if !root_or_skip("rootless_swarm_on_loopback") {
+        return;
+    }
+    let c = form_swarm(Cluster::rootless_loopback(3), 1);
+    let (h1, h3) = (c.host(1), c.host(3));
+    for h in c.hosts() {
+        assert!(h.is_rootless());
+        let pid = h.pid().expect("the daemon runs");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or_default()
+            .to_string();
+        assert_ne!(uid, "0", "{}: the daemon runs without root", h.name);
+    }
+    overlay(h1, "ov");
+    eventually("ov on host 3", CONVERGE, || lists_overlay(h3, "ov"));
+    let bin = h1.bin().display().to_string();
+    let a = h1.run_detached(
+        "a",
+        &[
+            "--network",
+            "ov",
+            "--",
+            &bin,
+            "demo-server",
+            "db",
+            "--listen",
+            "0.0.0.0:7000",
+        ],
+    );
+    let a_ip = a.ip("ov");
+    let want = "dog, 7 years, likes the beach";
+    assert_eq!(ask_db(h3, "ov", &a_ip.to_string()), Ok(want.to_string()));
+    eventually("a by name from host 3", CONVERGE, || {
+        match ask_db(h3, "ov", "a")? {
+            got if got == want => Ok(()),
+            got => Err(format!("a answered {got:?}")),
+        }
+    });
+}
+
+/// A TCP request (`max`) from a new rootless sandbox on `h`'s network `net` to the
+/// demo's db server at `to` (an address or a name) port 7000: the line it answers.
+/// Bash's /dev/tcp, a few tries while the server starts listening.
+fn ask_db(h: &Host, net: &str, to: &str) -> Result<String, String> {
+    let script = format!(
+        "for i in 1 2 3 4 5 6 7 8 9 10; do \
+           if exec 3<>/dev/tcp/{to}/7000; then echo max >&3; read -t 3 line <&3; echo \"$line\"; exit 0; fi; \
+           sleep 0.3; \
+         done 2>/dev/null; exit 1"
+    );
+    let (code, out, err) = h.tapnet(&[
+        "run",
+        "--network",
+        net,
+        "--",
+        "timeout",
+        "10",
+        "bash",
+        "-c",
+        &script,
+    ]);
+    if code == 0 {
+        Ok(out.trim().to_string())
+    } else {
+        Err(format!(
+            "{}: {to}:7000 from {net}: {code}: {out}{err}",
+            h.name
+        ))
+    }
 }

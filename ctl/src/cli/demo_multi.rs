@@ -231,22 +231,46 @@ impl MultiDemo {
         Ok(())
     }
 
-    /// `tapnet run --name NAME --network NET -- CMD` on host `i`, in the background.
+    /// `tapnet run --name NAME --network NET -- CMD` on host `i`, in the background; its
+    /// output goes to `NAME.log` in the host's state directory.
     fn start(&mut self, i: usize, name: &str, net: &str, cmd: &[String]) -> anyhow::Result<()> {
+        let log = std::fs::File::create(self.run_log(i, name))?;
         let mut c = Command::new(&self.exe);
         c.arg("--state-dir")
             .arg(&self.hosts[i].dir)
             .args(["run", "--name", name, "--network", net, "--"])
             .args(cmd)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(
-                self.hosts[i].dir.join(format!("run-{name}.log")),
-            )?)
+            .stdout(log.try_clone()?)
+            .stderr(log)
             .process_group(0);
         let child = c.spawn().with_context(|| format!("starting {name}"))?;
         self.runs.push((i, name.into(), child));
         Ok(())
+    }
+
+    /// Wait (up to 30 s) until host `i` knows network `net`: a swarm network reaches the
+    /// other nodes through the managers' log and gossip, a moment after its creation.
+    fn wait_network(&self, i: usize, net: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.tapnet(i, &["network", "ls", "--format", "{{.Name}}"])?;
+            if String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim() == net)
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("node {} did not learn network {net} within 30s", i + 1);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Where the output of host `i`'s background sandbox `name` goes.
+    fn run_log(&self, i: usize, name: &str) -> PathBuf {
+        self.hosts[i].dir.join(format!("{name}.log"))
     }
 
     /// Sandbox `name`'s address on host `i`, once it has one (bounded wait).
@@ -267,9 +291,7 @@ impl MultiDemo {
                 }
             }
             if Instant::now() >= deadline {
-                let log =
-                    std::fs::read_to_string(self.hosts[i].dir.join(format!("run-{name}.log")))
-                        .unwrap_or_default();
+                let log = std::fs::read_to_string(self.run_log(i, name)).unwrap_or_default();
                 bail!(
                     "sandbox {name} on node {} got no address within 30s: {}",
                     i + 1,
@@ -280,7 +302,8 @@ impl MultiDemo {
         }
     }
 
-    /// Run the demo client in a new sandbox `name` on host `i`, network `net`.
+    /// Run the demo client in a new sandbox `name` on host `i`, network `net` (`tapnet
+    /// run` removes the sandbox when the command ends).
     fn check(
         &self,
         i: usize,
@@ -419,6 +442,11 @@ pub(crate) fn run() -> anyhow::Result<u8> {
             "other",
         ],
     )?;
+    for k in 1..HOSTS {
+        for net in ["pets", "other"] {
+            demo.wait_network(k, net)?;
+        }
+    }
     let exe = demo.exe.display().to_string();
     let db_cmd = [&exe, "demo-server", "db", "--listen", "0.0.0.0:7000"].map(String::from);
     demo.start(0, "db", "pets", &db_cmd)?;
