@@ -27,7 +27,7 @@ secs="${1:-60}"
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-  targets=(switch_frames gateway relay_tcp relay_datagram vnet_gso portspec api_bodies dns vxlan cluster)
+  targets=(switch_frames gateway relay_tcp relay_datagram vnet_gso portspec api_bodies dns vxlan cluster cluster_rpc)
 fi
 jobs="$(nproc)"
 [ "$jobs" -gt 2 ] && jobs=2

@@ -62,7 +62,7 @@ pub use self::state::{
 pub use self::tcp::{CONNECT_TIMEOUT, TcpNet};
 use self::types::ForwardError;
 pub use self::types::{Outcome, RaftHandle, TypeConfig};
-pub use self::wire::{MAX_FRAME, MAX_HELLO, MAX_MEMBER_FRAME};
+pub use self::wire::{MAX_FRAME, MAX_HELLO, MAX_MEMBER_FRAME, decode_untrusted};
 
 /// The file in a manager's directory that holds its log and snapshot.
 pub const DB_FILE: &str = "raft.redb";

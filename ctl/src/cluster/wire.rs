@@ -229,3 +229,32 @@ pub(crate) fn decode_hello(body: &[u8]) -> Result<Hello, FrameError> {
     }
     Ok(h)
 }
+
+/// Every decoder of the management port on untrusted bytes, for the fuzz target: the
+/// body as a hello, a welcome, a request and a response, and what decoded re-encoded
+/// and decoded again. Returns which of the four decoded; never panics, whatever the
+/// bytes (a decoder that did would crash the target).
+pub fn decode_untrusted(body: &[u8]) -> [bool; 4] {
+    fn again<T: Serialize + DeserializeOwned>(v: &T) -> bool {
+        encode(v)
+            .ok()
+            .and_then(|f| f.get(4..).map(|b| decode::<T>(b).is_ok()))
+            .unwrap_or(false)
+    }
+    let hello = decode_hello(body).map(|h| again(&h));
+    let welcome = decode::<Welcome>(body).map(|w| again(&w));
+    let request = decode::<Request>(body).map(|r| again(&r));
+    let response = decode::<Response>(body).map(|r| again(&r));
+    for r in [&hello, &welcome, &request, &response] {
+        assert!(
+            !matches!(r, Ok(false)),
+            "a decoded message must encode and decode again"
+        );
+    }
+    [
+        hello.is_ok(),
+        welcome.is_ok(),
+        request.is_ok(),
+        response.is_ok(),
+    ]
+}
