@@ -349,7 +349,7 @@ impl Inner {
     /// `swarm leave [--force]`.
     pub(crate) fn leave(&self, force: bool) -> Result<(), ApiError> {
         let _change = lock(&self.change);
-        let (cfg, m, _) = self.current()?;
+        let (_, m, _) = self.current()?;
         if let Some(m) = &m
             && !force
         {
@@ -384,7 +384,6 @@ impl Inner {
                 ),
             ));
         }
-        drop(cfg);
         self.stop_active(true);
         config::remove(&self.dir).map_err(|e| api(500, e.to_string()))
     }

@@ -135,6 +135,7 @@ impl Gossip {
             shared: shared.clone(),
             seeds,
             wake: Box::new(wake),
+            left: BTreeSet::new(),
         };
         let task = tokio::spawn(task.run(rx));
         Gossip {
@@ -185,6 +186,8 @@ struct Task {
     shared: Arc<Mutex<Shared>>,
     seeds: Vec<SocketAddrV4>,
     wake: Box<dyn Fn() + Send>,
+    /// Networks left since the last flush.
+    left: BTreeSet<String>,
 }
 
 impl Task {
@@ -276,7 +279,9 @@ impl Task {
             Cmd::JoinNetwork(net) => self.node.join_network(&net, now).map(|_| ()),
             Cmd::LeaveNetwork(net) => {
                 let r = self.node.leave_network(&net, now);
-                lock(&self.shared).dirty.insert(net);
+                // Its entries leave the view with no table event: published at the
+                // next flush all the same.
+                self.left.insert(net);
                 r
             }
             Cmd::Set { net, key, value } => self.node.set(&net, &key, &value, now),
@@ -310,7 +315,7 @@ impl Task {
             }
         }
         let mut members_changed = false;
-        let mut dirty = BTreeSet::new();
+        let mut dirty = std::mem::take(&mut self.left);
         while let Some(ev) = self.node.poll_event() {
             match ev {
                 NodeEvent::Member(m) => {
@@ -337,8 +342,6 @@ impl Task {
                 .collect();
             sh.members.insert(me.key, me);
         }
-        let pending: Vec<String> = sh.dirty.iter().cloned().collect();
-        dirty.extend(pending);
         if dirty.is_empty() {
             return;
         }
