@@ -206,7 +206,7 @@ async fn one_manager_creates_allocates_releases_removes() {
     c.leader().await;
     c.converge(&before).await;
     let m = &c.managers[&1];
-    assert!(m.metrics().snapshot.is_some(), "a snapshot was taken");
+    eventually("a snapshot", || m.metrics().snapshot.is_some()).await;
     let Answer::Network(n) = m.propose(create("after", None)).await.unwrap() else {
         panic!("no network answered");
     };
@@ -246,11 +246,18 @@ async fn a_killed_leader_is_replaced_and_nothing_committed_is_lost() {
     c.kill(old).await;
     let new = c.leader().await;
     assert_ne!(new, old);
-    // Everything committed before is there on the new leader, and writes go on.
+    // Everything committed before is there on the new leader, and writes go on. The
+    // new leader holds every committed entry in its log but may apply them only after
+    // its first commit in the new term: wait for the apply, not for luck.
     let m = &c.managers[&new];
-    for (id, n) in &before.networks {
-        assert_eq!(m.state().networks.get(id), Some(n));
-    }
+    eventually("the new leader to apply what was committed before", || {
+        let now = m.state();
+        before
+            .networks
+            .iter()
+            .all(|(id, n)| now.networks.get(id) == Some(n))
+    })
+    .await;
     c.any_follower(new)
         .propose(create("after", None))
         .await
@@ -281,19 +288,27 @@ async fn a_restarted_manager_catches_up_through_a_snapshot() {
             .await
             .unwrap();
     }
-    let snap = c.managers[&leader].metrics().snapshot.map(|l| l.index);
-    assert!(
-        snap.is_some_and(|s| s > behind),
-        "the leader took a snapshot past {behind}: {snap:?}"
-    );
+    // Snapshots are built in the background: wait for one past what the stopped
+    // manager had.
+    eventually(
+        "the leader to take a snapshot past the stopped manager",
+        || {
+            let snap = c.managers[&leader].metrics().snapshot.map(|l| l.index);
+            snap.is_some_and(|s| s > behind)
+        },
+    )
+    .await;
     c.restart(gone).await;
     let want = c.managers[&leader].state();
     c.converge(&want).await;
-    let got = c.managers[&gone].metrics().snapshot.map(|l| l.index);
-    assert!(
-        got.is_some_and(|s| s > behind),
-        "caught up through a snapshot: {got:?}"
-    );
+    eventually(
+        "the restarted manager to hold a snapshot past what it had",
+        || {
+            let got = c.managers[&gone].metrics().snapshot.map(|l| l.index);
+            got.is_some_and(|s| s > behind)
+        },
+    )
+    .await;
     // And it takes part in new writes.
     c.managers[&gone]
         .propose(create("second", None))

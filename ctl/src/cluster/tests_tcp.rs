@@ -244,7 +244,10 @@ async fn tcp_leader_shut_down_others_go_on_and_a_restart_catches_up() {
             .await
             .unwrap();
     }
-    assert!(c.managers[&new].metrics().snapshot.is_some());
+    eventually("the new leader to take a snapshot", || {
+        c.managers[&new].metrics().snapshot.is_some()
+    })
+    .await;
     // The old leader comes back on its address and catches up.
     c.restart(old).await;
     let want = c.managers[&new].state();
