@@ -81,6 +81,10 @@ pub struct EndpointRecord {
     pub aliases: Vec<String>,
     /// Higher wins the default route.
     pub gw_priority: i64,
+    /// The address is held by an IPAM driver outside the core (Docker's engine asked
+    /// tapnet's IPAM plugin for it): the core neither requested it nor releases it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ipam_held: bool,
 }
 
 /// A sandbox: a network namespace with one interface per endpoint.
@@ -105,6 +109,44 @@ pub struct SandboxRecord {
     /// namespace (`netns` is empty); its interfaces live in the namespace of this process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rootless: Option<RootlessOwner>,
+    /// Set for a sandbox that stands for a container of another runtime, which asked
+    /// for its interface through a plugin (see [`External`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<External>,
+}
+
+/// The container runtime a sandbox's namespace belongs to, when it is neither this
+/// daemon's nor a rootless process's. The runtime creates and deletes the namespace; the
+/// daemon only puts an interface there (or hands one over) and takes it back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum External {
+    /// Docker's engine, through the remote network driver: one sandbox per Docker
+    /// endpoint (the endpoint's id is the sandbox's only endpoint's id). The sandbox
+    /// has no namespace of its own (`netns` is empty): at `Join` the interface is made
+    /// in the daemon's namespace under the endpoint's `ifname`, and Docker moves it into
+    /// `sandbox_key` (renaming it).
+    Docker {
+        /// Docker's sandbox (its namespace's path), once joined.
+        #[serde(default)]
+        sandbox_key: String,
+    },
+    /// A CNI runtime (podman, containerd): the sandbox's `netns` is the path the
+    /// runtime gave (`CNI_NETNS`), its one endpoint's interface `CNI_IFNAME`.
+    Cni {
+        /// `CNI_CONTAINERID`.
+        container_id: String,
+    },
+}
+
+impl External {
+    /// The runtime's name, for messages.
+    pub fn runtime(&self) -> &'static str {
+        match self {
+            External::Docker { .. } => "docker",
+            External::Cni { .. } => "a CNI runtime",
+        }
+    }
 }
 
 /// One published port of a sandbox: the host address and port actually bound, so that a

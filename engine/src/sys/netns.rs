@@ -247,6 +247,20 @@ impl NetNs {
         })
     }
 
+    /// Opens the network namespace at `path`, any file that refers to one (a bind mount
+    /// a container runtime made, `/proc/PID/ns/net`): the namespace of a container that
+    /// a CNI runtime hands over. Its name is the path. [`NetNs::delete`] must not be
+    /// called on it: the namespace is its owner's.
+    pub fn open_path(path: &Path) -> Result<NetNs, NetnsError> {
+        let name = path.display().to_string();
+        let file = open_ns_file(&name, path)?;
+        Ok(NetNs {
+            name,
+            path: path.to_owned(),
+            file,
+        })
+    }
+
     /// The namespace's name.
     pub fn name(&self) -> &str {
         &self.name

@@ -114,7 +114,8 @@ impl Daemon {
     /// Write (or remove) the `resolv.conf` of root sandbox `sb` as the records say now.
     /// A failure is logged, not returned: the sandbox works without it, by address.
     pub(super) fn apply_resolv_conf(&self, st: &State, sb: &SandboxRecord) {
-        if sb.rootless.is_some() || sb.netns.is_empty() {
+        // A container runtime's sandbox gets its resolv.conf from its runtime.
+        if sb.rootless.is_some() || sb.external.is_some() || sb.netns.is_empty() {
             return;
         }
         let text = self.resolv_conf_text(sb, &st.endpoints, &st.networks);

@@ -96,6 +96,12 @@ impl Daemon {
         if sb.rootless.is_some() {
             return Err(DaemonError::RootlessConnect(sb.name));
         }
+        if let Some(x) = &sb.external {
+            return Err(DaemonError::ExternalSandbox {
+                name: sb.name.clone(),
+                runtime: x.runtime(),
+            });
+        }
         let mine: Vec<EndpointRecord> = sb
             .endpoints
             .iter()
@@ -179,7 +185,8 @@ impl Daemon {
         }
         sb.endpoints.retain(|x| x != ep);
         let mut ipam = st.ipam.clone();
-        if let (Some(a), Some(cfg)) = (
+        if let (false, Some(a), Some(cfg)) = (
+            e.ipam_held,
             e.ipv4,
             st.networks.get(&e.network_id).and_then(|n| n.ipam.first()),
         ) {

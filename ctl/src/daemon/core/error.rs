@@ -190,6 +190,43 @@ pub enum DaemonError {
         "sandbox {0} is rootless: its interfaces are made by its process when it starts; give every network to `tapnet run --network`"
     )]
     RootlessConnect(String),
+    /// A sandbox that stands for another runtime's container, changed through tapnet.
+    #[error("sandbox {name} is a container of {runtime}: connect, disconnect and remove it there")]
+    ExternalSandbox {
+        /// The sandbox's name.
+        name: String,
+        /// Who owns it.
+        runtime: &'static str,
+    },
+    /// A network id given twice.
+    #[error("network with id {0} already exists")]
+    NetworkIdTaken(String),
+    /// An id from Docker's engine that is not 64 hex characters.
+    #[error("invalid id {0:?}: Docker's ids are 64 hexadecimal characters")]
+    BadDockerId(String),
+    /// A Docker endpoint created twice.
+    #[error("endpoint {0} already exists")]
+    EndpointExists(String),
+    /// A Docker endpoint joined twice.
+    #[error("endpoint {0} is already joined to a container")]
+    EndpointJoined(String),
+    /// A Docker endpoint tapnet does not know.
+    #[error("endpoint {0} not found")]
+    NoDockerEndpoint(String),
+    /// An IPAM pool tapnet's IPAM plugin does not hold.
+    #[error("pool {0} not found")]
+    NoPool(String),
+    /// An IPAM pool released while a network uses it.
+    #[error("pool {pool} is in use by network {network}")]
+    PoolInUse {
+        /// The pool.
+        pool: String,
+        /// The network on it.
+        network: String,
+    },
+    /// An endpoint address on a tapnet-IPAM network that the IPAM plugin did not give.
+    #[error("address {0} was not allocated by the tapnet IPAM driver")]
+    NotAllocated(std::net::Ipv4Addr),
     /// Connecting a sandbox to a network it is on (Docker's text).
     #[error("endpoint with name {sandbox} already exists in network {network}")]
     AlreadyConnected {

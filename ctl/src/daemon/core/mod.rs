@@ -22,7 +22,8 @@
 //! disconnect), [`sandbox`] (create, remove), [`rootless`] (sandboxes whose process makes
 //! its own interfaces), [`ports`] (published ports), [`reconcile`] (start and restart),
 //! [`dns`] (the names the embedded DNS servers answer, sandboxes' `resolv.conf`),
-//! [`swarm`] (overlay networks, and the hooks to the swarm service).
+//! [`swarm`] (overlay networks, and the hooks to the swarm service), [`docker`] (what
+//! Docker's engine asks through the network and IPAM plugins).
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -39,6 +40,7 @@ use super::statedir::StateDirError;
 use super::store::{Store, StoreError};
 
 mod dns;
+mod docker;
 mod endpoint;
 mod error;
 mod hooks;
@@ -53,6 +55,7 @@ mod swarm;
 #[cfg(test)]
 mod tests;
 
+pub use docker::{DockerNetwork, DockerPool, Joined, OPT_TAPNET_NAME};
 pub use error::DaemonError;
 pub use hooks::{
     LocalEndpoint, OPT_VXLANID, OVERLAY, OVERLAY_MTU, RemoteEndpoint, SwarmError, SwarmHooks,
@@ -66,6 +69,11 @@ pub use stats::{NamedStats, NetworkName, PortOwner};
 pub use swarm::overlay_record;
 
 use options::network_mtu;
+
+/// The IPAM driver name of a network whose pool Docker's engine asked tapnet's IPAM
+/// plugin for (`docker network create --ipam-driver tapnet`): the plugin, not the
+/// network, holds the pool and its endpoints' addresses.
+pub const PLUGIN_IPAM: &str = "tapnet";
 
 /// The result of a daemon operation.
 pub type Result<T, E = DaemonError> = std::result::Result<T, E>;

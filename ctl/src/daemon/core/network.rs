@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::options::bridge_opts;
-use super::{Daemon, DaemonError, OVERLAY, Records, Result, State, lookup_network_id};
+use super::{Daemon, DaemonError, OVERLAY, PLUGIN_IPAM, Records, Result, State, lookup_network_id};
 use crate::daemon::ipam::{PoolRequest, avoid_list, check_host};
 use crate::daemon::model::{
     EndpointRecord, IpamConfigRecord, NetworkRecord, SandboxRecord, new_id, now_rfc3339,
@@ -27,6 +27,9 @@ pub struct IpamSpec {
 /// The user's request for a new network, in the daemon's terms.
 #[derive(Clone, Debug, Default)]
 pub struct NetworkSpec {
+    /// The id to give it (Docker's, for a network Docker's engine creates through the
+    /// plugin); a fresh one if `None`.
+    pub id: Option<String>,
     /// Name.
     pub name: String,
     /// Driver (`bridge` if empty).
@@ -94,7 +97,7 @@ impl Daemon {
             }
             other => return Err(DaemonError::PluginNotFound(other.to_string())),
         };
-        if !spec.ipam_driver.is_empty() && spec.ipam_driver != "default" {
+        if !["", "default", PLUGIN_IPAM].contains(&spec.ipam_driver.as_str()) {
             return Err(DaemonError::PluginNotFound(spec.ipam_driver));
         }
         if spec.enable_ipv6 {
@@ -114,11 +117,24 @@ impl Daemon {
             let req = PoolRequest::parse(&want.subnet, &want.ip_range, &want.gateway, &want.aux)?;
             // The host's networks: automatic subnets skip them, a user's may not
             // overlap its routes or hold its addresses.
-            let host = self.plumbing.host_networks();
-            let pool = ipam.request_pool(&req, &avoid_list(&host))?;
-            if req.subnet.is_some_and(|s| !s.addr().is_unspecified()) {
-                check_host(pool.subnet, &host)?;
-            }
+            let pool = if spec.ipam_driver == PLUGIN_IPAM {
+                // Docker's engine asked tapnet's IPAM plugin for the pool first: it is
+                // held, by its subnet, and its gateway is the one asked for then.
+                let mut pool = ipam
+                    .pools()
+                    .find(|p| p.subnet.to_string() == want.subnet)
+                    .cloned()
+                    .ok_or_else(|| DaemonError::NoPool(want.subnet.clone()))?;
+                pool.gateway = req.gateway.unwrap_or(pool.gateway);
+                pool
+            } else {
+                let host = self.plumbing.host_networks();
+                let pool = ipam.request_pool(&req, &avoid_list(&host))?;
+                if req.subnet.is_some_and(|s| !s.addr().is_unspecified()) {
+                    check_host(pool.subnet, &host)?;
+                }
+                pool
+            };
             configs.push(IpamConfigRecord {
                 subnet: pool.subnet.to_string(),
                 ip_range: pool.ip_range.map(|r| r.to_string()),
@@ -127,8 +143,12 @@ impl Daemon {
                 pool_id: pool.id.clone(),
             });
         }
+        let id = spec.id.unwrap_or_else(new_id);
+        if st.networks.contains_key(&id) {
+            return Err(DaemonError::NetworkIdTaken(id));
+        }
         let rec = NetworkRecord {
-            id: new_id(),
+            id,
             name: spec.name,
             driver: driver.into(),
             scope: "local".into(),
@@ -140,7 +160,11 @@ impl Daemon {
             enable_ipv6: false,
             options: spec.options,
             labels: spec.labels,
-            ipam_driver: "default".into(),
+            ipam_driver: if spec.ipam_driver == PLUGIN_IPAM {
+                PLUGIN_IPAM.into()
+            } else {
+                "default".into()
+            },
             ipam_options: spec.ipam_options,
             ipam: configs,
             predefined,
@@ -164,7 +188,7 @@ impl Daemon {
             return;
         };
         let mut ipam = st.ipam.clone();
-        for c in &rec.ipam {
+        for c in rec.ipam.iter().filter(|_| rec.ipam_driver != PLUGIN_IPAM) {
             let _ = ipam.release_pool(&c.pool_id);
         }
         let Ok(bytes) = State::ipam_bytes(&ipam) else {
@@ -234,7 +258,9 @@ impl Daemon {
             return self.remove_overlay(&mut st, &n);
         }
         let mut ipam = st.ipam.clone();
-        for c in &n.ipam {
+        // A pool that Docker's engine asked tapnet's IPAM plugin for is the plugin's to
+        // release (`ReleasePool` follows `DeleteNetwork`).
+        for c in n.ipam.iter().filter(|_| n.ipam_driver != PLUGIN_IPAM) {
             ipam.release_pool(&c.pool_id)
                 .map_err(DaemonError::ReleasePool)?;
         }

@@ -13,7 +13,7 @@ use tapnet_switch::MacAddr;
 use super::options::{DEFAULT_BRIDGE_OPTIONS, bridge_opts};
 use super::{Daemon, NetworkSpec, OVERLAY, OVERLAY_MTU, Result, State, default_route, prefix_len};
 use crate::daemon::chain::chain;
-use crate::daemon::model::{EndpointRecord, NetworkRecord, SandboxRecord};
+use crate::daemon::model::{EndpointRecord, External, NetworkRecord, SandboxRecord};
 use crate::daemon::plumbing::{EndpointPlan, NetworkPlan};
 
 impl Daemon {
@@ -69,7 +69,14 @@ impl Daemon {
             let _ = self.store.forget_netns(&removed);
         }
         self.reap_rootless(&mut st);
-        for sb in sbs.iter().filter(|s| s.rootless.is_none()) {
+        // A Docker endpoint's interface was a TAP this daemon's process held: it went
+        // with the process, and Docker gives no way to hand a new one to a running
+        // container. Its records stay until Docker deletes the endpoint. A CNI
+        // container's TAP persists in its namespace and is found again.
+        let restorable = |s: &&SandboxRecord| {
+            s.rootless.is_none() && !matches!(s.external, Some(External::Docker { .. }))
+        };
+        for sb in sbs.iter().filter(restorable) {
             if let Err(e) = self.realize_sandbox(&mut st, sb) {
                 tracing::warn!(sandbox = %sb.name, error = %chain(&e), "could not restore sandbox");
             } else {
@@ -194,7 +201,11 @@ impl Daemon {
     /// Plumb a sandbox with a named namespace: the namespace, every endpoint, the
     /// default route, its `resolv.conf`.
     pub(super) fn realize_sandbox(&self, st: &mut State, sb: &SandboxRecord) -> Result<()> {
-        self.plumbing.ensure_namespace(&sb.netns)?;
+        // A container runtime's namespace is its own: it is there, or the container is
+        // gone (and plugging fails).
+        if sb.external.is_none() {
+            self.plumbing.ensure_namespace(&sb.netns)?;
+        }
         for id in &sb.endpoints {
             if let Some(e) = st.endpoints.get(id).cloned() {
                 self.realize_endpoint(st, &sb.netns, &e)?;
@@ -241,7 +252,7 @@ impl Daemon {
                 continue;
             }
             if let Err(e) = self.plumbing.detach(id) {
-                if sb.rootless.is_none() {
+                if sb.rootless.is_none() && !sb.netns.is_empty() {
                     let _ = self.realize_sandbox(st, sb);
                 }
                 return Err(e.into());
@@ -253,9 +264,21 @@ impl Daemon {
 
     /// Take sandbox `sb` down once [`Daemon::detach_sandbox`] has taken its endpoints
     /// out of the datapath; returns whether its namespace is gone.
-    pub(super) fn unrealize_sandbox(&self, sb: &SandboxRecord) -> bool {
-        // A rootless sandbox's namespace belongs to its process; closing the TAPs
-        // removed its interfaces.
-        sb.rootless.is_some() || self.plumbing.remove_namespace(&sb.netns).is_ok()
+    pub(super) fn unrealize_sandbox(&self, st: &State, sb: &SandboxRecord) -> bool {
+        match &sb.external {
+            // Docker's interface was not persistent: detaching closed it. Neither
+            // runtime's namespace is this daemon's to forget.
+            Some(External::Docker { .. }) => false,
+            // A CNI container's namespace is its runtime's: only the interface goes.
+            Some(External::Cni { .. }) => {
+                for e in sb.endpoints.iter().filter_map(|id| st.endpoints.get(id)) {
+                    let _ = self.plumbing.unplug(&sb.netns, &e.ifname);
+                }
+                false
+            }
+            // A rootless sandbox's namespace belongs to its process; closing the TAPs
+            // removed its interfaces.
+            None => sb.rootless.is_some() || self.plumbing.remove_namespace(&sb.netns).is_ok(),
+        }
     }
 }

@@ -104,6 +104,7 @@ impl Daemon {
             endpoints: Vec::new(),
             ports: Vec::new(),
             rootless: owner,
+            external: None,
         };
         let mut ipam = st.ipam.clone();
         let mut eps: Vec<EndpointRecord> = Vec::new();
@@ -197,7 +198,7 @@ impl Daemon {
         let mut ipam = st.ipam.clone();
         let mut changes = Vec::new();
         for ep in &sb.endpoints {
-            if let Some(e) = st.endpoints.get(ep) {
+            if let Some(e) = st.endpoints.get(ep).filter(|e| !e.ipam_held) {
                 if let (Some(a), Some(cfg)) = (
                     e.ipv4,
                     st.networks.get(&e.network_id).and_then(|n| n.ipam.first()),
@@ -210,21 +211,21 @@ impl Daemon {
         changes.push(Change::DelSandbox(id));
         // With the record goes a note that the namespace is ours to delete, so a crash
         // before it is deleted leaves nothing that reconcile cannot find.
-        if sb.rootless.is_none() {
+        if sb.rootless.is_none() && sb.external.is_none() {
             changes.push(Change::NetnsGone(&sb.netns));
         }
         let committed = State::ipam_bytes(&ipam)
             .and_then(|bytes| Ok(self.store.commit(&changes, Some(&bytes))?));
         if let Err(err) = committed {
             // Not removed after all: its interfaces go back into the datapath.
-            if sb.rootless.is_none() {
+            if sb.rootless.is_none() && !sb.netns.is_empty() {
                 let _ = self.realize_sandbox(st, &sb);
             }
             return Err(err);
         }
         st.ipam = ipam;
         self.unpublish(st, id);
-        if self.unrealize_sandbox(&sb) {
+        if self.unrealize_sandbox(st, &sb) {
             let _ = self.store.forget_netns(&[&sb.netns]);
         }
         let overlay = Self::overlay_endpoints(st, &sb.endpoints);
@@ -240,6 +241,13 @@ impl Daemon {
     pub fn remove_sandbox(&self, id_or_name: &str) -> Result<()> {
         let mut st = self.lock();
         let id = st.sandbox_id(id_or_name)?;
+        let sb = &st.sandboxes[&id];
+        if let Some(x) = &sb.external {
+            return Err(DaemonError::ExternalSandbox {
+                name: sb.name.clone(),
+                runtime: x.runtime(),
+            });
+        }
         self.drop_sandbox(&mut st, &id)
     }
 

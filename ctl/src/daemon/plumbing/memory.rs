@@ -45,6 +45,8 @@ pub enum Op {
     Plug,
     /// [`Plumbing::unplug`].
     Unplug,
+    /// [`Plumbing::plug_host`].
+    PlugHost,
     /// [`Plumbing::set_default_route`].
     SetDefaultRoute,
     /// [`Plumbing::adopt`].
@@ -586,6 +588,19 @@ impl Plumbing for MemoryPlumbing {
         Ok(())
     }
 
+    fn plug_host(&self, ep: &EndpointPlan<'_>) -> Result<(), PlumbingError> {
+        self.fault(Op::PlugHost)?;
+        self.attach(ep)?;
+        // The daemon's own namespace is the one named "".
+        self.mem()
+            .namespaces
+            .entry(String::new())
+            .or_default()
+            .interfaces
+            .insert(ep.iface.ifname.clone(), ep.iface.clone());
+        Ok(())
+    }
+
     fn unplug(&self, netns: &str, ifname: &str) -> Result<(), PlumbingError> {
         self.fault(Op::Unplug)?;
         let mut m = self.mem();
@@ -644,7 +659,13 @@ impl Plumbing for MemoryPlumbing {
             self.fault(Op::Detach)?;
         }
         let mut m = self.mem();
-        m.attached.remove(id);
+        if let Some((_, iface)) = m.attached.remove(id) {
+            // A TAP made in the daemon's namespace (`plug_host`) is not persistent: it
+            // goes with its fd.
+            if let Some(host) = m.namespaces.get_mut("") {
+                host.interfaces.remove(&iface.ifname);
+            }
+        }
         m.bindings.remove(id);
         Ok(())
     }

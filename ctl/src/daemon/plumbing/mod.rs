@@ -291,8 +291,16 @@ pub trait Plumbing: HostPorts + Send + Sync {
     fn namespace_path(&self, name: &str) -> String;
 
     /// Create (or find) endpoint `ep`'s TAP in namespace `netns`, configure it, and
-    /// attach it to its network's datapath.
+    /// attach it to its network's datapath. A `netns` that starts with `/` is a path: a
+    /// container runtime's namespace (CNI), which the daemon never creates or deletes.
     fn plug(&self, netns: &str, ep: &EndpointPlan<'_>) -> Result<(), PlumbingError>;
+
+    /// Create endpoint `ep`'s TAP in the daemon's own namespace, named `ep.iface.ifname`,
+    /// with its MAC, MTU and queue length but down and without an address, and attach it
+    /// to its network's datapath: an interface that a container runtime moves into its
+    /// container and configures (Docker's remote driver, `Join`). It is not persistent:
+    /// [`Plumbing::detach`] closes it, and the kernel deletes it wherever it is then.
+    fn plug_host(&self, ep: &EndpointPlan<'_>) -> Result<(), PlumbingError>;
 
     /// Delete interface `ifname` from namespace `netns` (after [`Plumbing::detach`]).
     fn unplug(&self, netns: &str, ifname: &str) -> Result<(), PlumbingError>;

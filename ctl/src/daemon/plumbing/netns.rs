@@ -102,6 +102,22 @@ pub fn plug(ns: &NetNs, cfg: &IfaceConfig) -> Result<Tap, SandboxError> {
     Ok(tap)
 }
 
+/// Create the endpoint's TAP in the calling thread's namespace (the daemon's), not
+/// persistent, with its MAC, MTU and queue length, left down and without an address: a
+/// container runtime moves it into its container and configures it there.
+pub fn plug_host(cfg: &IfaceConfig) -> Result<Tap, SandboxError> {
+    let tap = Tap::create(&TapConfig {
+        name: cfg.ifname.clone(),
+        ..Default::default()
+    })?;
+    let mut nl = Netlink::open()?;
+    let idx = nl.link_index(&cfg.ifname)?;
+    nl.set_mac(idx, cfg.mac)?;
+    nl.set_mtu(idx, cfg.mtu)?;
+    nl.set_txqueuelen(idx, TXQUEUELEN)?;
+    Ok(tap)
+}
+
 /// Give interface `cfg.ifname` (in `nl`'s namespace) its MAC, MTU, queue length and
 /// address, and bring it up. Safe to repeat.
 pub fn configure(nl: &mut Netlink, cfg: &IfaceConfig) -> Result<(), SandboxError> {

@@ -64,6 +64,16 @@ fn datapath(e: EngineError) -> PlumbingError {
     PlumbingError::Datapath(e)
 }
 
+/// A sandbox's namespace by its name under `/run/netns`, or by its path (one that
+/// starts with `/`: a container runtime's, handed over through CNI).
+fn open_netns(netns: &str) -> Result<NetNs, tapnet_engine::sys::netns::NetnsError> {
+    if netns.starts_with('/') {
+        NetNs::open_path(std::path::Path::new(netns))
+    } else {
+        NetNs::open(netns)
+    }
+}
+
 fn ns_err(e: impl Into<SandboxError>) -> PlumbingError {
     PlumbingError::Sandbox(e.into())
 }
@@ -406,13 +416,18 @@ impl Plumbing for OsPlumbing {
     }
 
     fn plug(&self, netns: &str, ep: &EndpointPlan<'_>) -> Result<(), PlumbingError> {
-        let ns = NetNs::open(netns).map_err(ns_err)?;
+        let ns = open_netns(netns).map_err(ns_err)?;
         let tap = sandbox_ns::plug(&ns, &ep.iface).map_err(ns_err)?;
         self.attach(ep, Box::new(TapPort::new(tap, ep.iface.mtu)))
     }
 
+    fn plug_host(&self, ep: &EndpointPlan<'_>) -> Result<(), PlumbingError> {
+        let tap = sandbox_ns::plug_host(&ep.iface).map_err(ns_err)?;
+        self.attach(ep, Box::new(TapPort::new(tap, ep.iface.mtu)))
+    }
+
     fn unplug(&self, netns: &str, ifname: &str) -> Result<(), PlumbingError> {
-        let ns = NetNs::open(netns).map_err(ns_err)?;
+        let ns = open_netns(netns).map_err(ns_err)?;
         sandbox_ns::unplug(&ns, ifname).map_err(ns_err)
     }
 
@@ -421,7 +436,7 @@ impl Plumbing for OsPlumbing {
         netns: &str,
         route: Option<(Ipv4Addr, &str)>,
     ) -> Result<(), PlumbingError> {
-        let ns = NetNs::open(netns).map_err(ns_err)?;
+        let ns = open_netns(netns).map_err(ns_err)?;
         sandbox_ns::set_default_route(&ns, route).map_err(ns_err)
     }
 
@@ -476,7 +491,7 @@ impl Plumbing for OsPlumbing {
         ports: Vec<(u16, HostSocket)>,
     ) -> Result<(), PlumbingError> {
         let ns = match to.splice_netns {
-            Some(name) => Some(NetNs::open(name).map_err(ns_err)?),
+            Some(name) => Some(open_netns(name).map_err(ns_err)?),
             None => None,
         };
         let mut ids = Vec::with_capacity(ports.len());

@@ -238,7 +238,13 @@ pub(super) fn network_create(
         ));
     }
     let ipam = req.ipam.unwrap_or_default();
+    if ipam.driver == crate::daemon::core::PLUGIN_IPAM {
+        return Err(ApiError::bad_request(
+            "the tapnet IPAM driver serves Docker's engine (docker network create --ipam-driver tapnet); tapnet's own networks use the default one",
+        ));
+    }
     let spec = NetworkSpec {
+        id: None,
         name: req.name,
         driver: req.driver,
         ipam: ipam

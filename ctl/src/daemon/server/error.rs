@@ -130,12 +130,17 @@ pub(super) fn status(e: &DaemonError) -> u16 {
         | E::NoSuchInterface { .. }
         | E::TooManyPorts { .. }
         | E::HostRangeTooLong { .. }
-        | E::OverlayUnsupported(_) => 400,
+        | E::OverlayUnsupported(_)
+        | E::BadDockerId(_)
+        | E::NotAllocated(_) => 400,
         E::OnlyOneInstance(_)
         | E::IngressNeedsSwarm
         | E::PredefinedNetwork(_)
         | E::ActiveEndpoints { .. }
         | E::RootlessConnect(_)
+        | E::ExternalSandbox { .. }
+        | E::EndpointJoined(_)
+        | E::PoolInUse { .. }
         | E::AlreadyConnected { .. }
         | E::ConnectAtCreationOnly { .. }
         | E::OnNoneNetwork(_)
@@ -143,8 +148,16 @@ pub(super) fn status(e: &DaemonError) -> u16 {
         | E::NotConnected { .. }
         | E::NeedsRoot
         | E::NotOwner { .. } => 403,
-        E::NetworkNotFound(_) | E::SandboxNotFound(_) | E::PluginNotFound(_) => 404,
-        E::NetworkNameTaken(_) | E::SandboxNameTaken { .. } | E::HasInterfaces(_) => 409,
+        E::NetworkNotFound(_)
+        | E::SandboxNotFound(_)
+        | E::PluginNotFound(_)
+        | E::NoDockerEndpoint(_)
+        | E::NoPool(_) => 404,
+        E::NetworkNameTaken(_)
+        | E::SandboxNameTaken { .. }
+        | E::HasInterfaces(_)
+        | E::NetworkIdTaken(_)
+        | E::EndpointExists(_) => 409,
         E::Ipam(i) => ipam_status(i),
         E::NotSwarmManager => 503,
         E::Swarm(s) => s.status,
