@@ -57,7 +57,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     }
     let state_dir = state_dir(cli.state_dir);
     if let Command::Daemon(a) = cli.command {
-        if let Err(e) = tapnet_ctl::daemon::run_daemon(state_dir, a.resolv_conf, a.gossip_port) {
+        if let Err(e) =
+            tapnet_ctl::daemon::run_daemon(state_dir, a.resolv_conf, a.gossip_port, a.docker_plugin)
+        {
             eprintln!("tapnet daemon: {}", tapnet_ctl::daemon::chain(&e));
             return Ok(e.exit_status());
         }

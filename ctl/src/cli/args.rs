@@ -65,6 +65,11 @@ pub(crate) struct DaemonArgs {
     /// advertise address
     #[arg(long, value_name = "PORT", default_value_t = 7946)]
     pub(crate) gossip_port: u16,
+    /// Serve Docker's network and IPAM plugin protocols on this socket, where Docker's
+    /// engine finds plugins: /run/docker/plugins/tapnet.sock makes the driver `tapnet`
+    /// (`docker network create -d tapnet --ipam-driver tapnet`)
+    #[arg(long, value_name = "PATH")]
+    pub(crate) docker_plugin: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

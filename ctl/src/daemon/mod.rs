@@ -60,6 +60,7 @@ pub fn run_daemon(
     state_dir: PathBuf,
     resolv_conf: PathBuf,
     gossip_port: u16,
+    docker_plugin: Option<PathBuf>,
 ) -> Result<(), RunError> {
     match raise_nofile_limit() {
         Ok(n) => tracing::info!(limit = n, "open file limit (RLIMIT_NOFILE)"),
@@ -104,7 +105,11 @@ pub fn run_daemon(
         crate::swarm::Swarm::start(daemon.clone(), cfg.state_dir.clone(), gossip_port)
             .map_err(RunError::Swarm)?,
     );
-    let served = server::serve_with_swarm(&socket, daemon, swarm.clone(), shutdown);
+    let services = server::Services {
+        swarm: Some(swarm.clone()),
+        docker_plugin,
+    };
+    let served = server::serve_daemon(&socket, daemon, services, shutdown);
     swarm.shutdown();
     served.map_err(RunError::Serve)?;
     drop(reaper);

@@ -49,7 +49,7 @@ use super::options::network_mtu;
 use super::sandbox::AttachSpec;
 use super::{Daemon, DaemonError, Records, Result, State, default_route};
 use crate::daemon::chain::chain;
-use crate::daemon::model::{EndpointRecord, RootlessOwner, SandboxRecord};
+use crate::daemon::model::{EndpointRecord, External, RootlessOwner, SandboxRecord};
 use crate::daemon::plumbing::EndpointPlan;
 use crate::daemon::store::Change;
 
@@ -61,9 +61,13 @@ fn netns_path(owner: &RootlessOwner) -> String {
 impl Daemon {
     /// The path other tools join sandbox `sb`'s namespace by.
     pub fn netns_path(&self, sb: &SandboxRecord) -> String {
-        match &sb.rootless {
-            Some(owner) => netns_path(owner),
-            None => self.plumbing.namespace_path(&sb.netns),
+        match (&sb.rootless, &sb.external) {
+            (Some(owner), _) => netns_path(owner),
+            // Docker's sandbox, once the endpoint is joined to a container.
+            (None, Some(External::Docker { sandbox_key })) => sandbox_key.clone(),
+            // A CNI runtime's namespace is a path already.
+            (None, Some(External::Cni { .. })) => sb.netns.clone(),
+            (None, None) => self.plumbing.namespace_path(&sb.netns),
         }
     }
 

@@ -14,6 +14,7 @@
 //! routing.
 
 mod calls;
+mod docker_plugin;
 mod error;
 pub mod fdpass;
 pub mod filters;
@@ -85,7 +86,36 @@ pub fn serve_with_swarm(
     swarm: Arc<dyn SwarmControl>,
     shutdown: impl Future,
 ) -> io::Result<()> {
-    serve_full(socket, daemon, Some(swarm), ApiLimits::default(), shutdown)
+    serve_full(
+        socket,
+        daemon,
+        Services {
+            swarm: Some(swarm),
+            docker_plugin: None,
+        },
+        ApiLimits::default(),
+        shutdown,
+    )
+}
+
+/// What the daemon serves besides its API.
+#[derive(Default)]
+pub struct Services {
+    /// The swarm service, for the swarm and node routes.
+    pub swarm: Option<Arc<dyn SwarmControl>>,
+    /// Where to serve Docker's network and IPAM plugin protocols (`docker_plugin`).
+    pub docker_plugin: Option<std::path::PathBuf>,
+}
+
+/// Serve the API on `socket` and `services` until `shutdown` completes, with the
+/// default [`ApiLimits`]; see [`serve_with`].
+pub fn serve_daemon(
+    socket: &FsPath,
+    daemon: Arc<Daemon>,
+    services: Services,
+    shutdown: impl Future,
+) -> io::Result<()> {
+    serve_full(socket, daemon, services, ApiLimits::default(), shutdown)
 }
 
 /// Most threads running calls into the core at once; more calls wait for one.
@@ -104,14 +134,14 @@ pub fn serve_with(
     limits: ApiLimits,
     shutdown: impl Future,
 ) -> io::Result<()> {
-    serve_full(socket, daemon, None, limits, shutdown)
+    serve_full(socket, daemon, Services::default(), limits, shutdown)
 }
 
 /// [`serve_with`], with or without a swarm.
 fn serve_full(
     socket: &FsPath,
     daemon: Arc<Daemon>,
-    swarm: Option<Arc<dyn SwarmControl>>,
+    services: Services,
     limits: ApiLimits,
     shutdown: impl Future,
 ) -> io::Result<()> {
@@ -120,7 +150,7 @@ fn serve_full(
         .thread_name("tapnet-api")
         .max_blocking_threads(MAX_CALL_THREADS)
         .build()?;
-    let r = rt.block_on(serve_on(socket, daemon, swarm, limits, shutdown));
+    let r = rt.block_on(serve_on(socket, daemon, services, limits, shutdown));
     // A call still running in the core is not waited for past the grace period.
     rt.shutdown_timeout(SHUTDOWN_GRACE);
     r
@@ -129,10 +159,11 @@ fn serve_full(
 async fn serve_on(
     socket: &FsPath,
     daemon: Arc<Daemon>,
-    swarm: Option<Arc<dyn SwarmControl>>,
+    services: Services,
     limits: ApiLimits,
     shutdown: impl Future,
 ) -> io::Result<()> {
+    let swarm = services.swarm;
     remove_stale_socket(socket)?;
     let listener = listen::bind_socket(socket, |_| {})?;
     // From here on the socket file is ours: remove it however serving ends.
@@ -140,6 +171,19 @@ async fn serve_on(
     listener.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(listener)?;
     tracing::info!(socket = %socket.display(), "API listening");
+    let plugin = match &services.docker_plugin {
+        Some(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            remove_stale_socket(path)?;
+            let l = listen::bind_socket(path, |_| {})?;
+            l.set_nonblocking(true)?;
+            tracing::info!(socket = %path.display(), "Docker network and IPAM plugin listening");
+            Some((tokio::net::UnixListener::from_std(l)?, RemoveOnDrop(path)))
+        }
+        None => None,
+    };
     let counters = Arc::new(ApiCounters::default());
     let state = AppState {
         daemon,
@@ -149,13 +193,37 @@ async fn serve_on(
         owner_uid: limits.owner_uid,
         body_timeout: limits.body_timeout,
     };
+    let plugin_state = state.clone();
     // The version prefix is stripped before routing, so the middleware wraps the router
     // as a service rather than being added with `Router::layer` (which runs after it).
     let app = tower::Layer::layer(
         &axum::middleware::from_fn_with_state(state.clone(), api_version),
         router(state),
     );
-    listen::accept_loop(listener, app, &limits, counters, shutdown).await;
+    let Some((plugin, _plugin_guard)) = plugin else {
+        listen::accept_loop(listener, app, &limits, counters, shutdown).await;
+        return Ok(());
+    };
+    // Both sockets stop with `shutdown`.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let plugin_app = docker_plugin::router(plugin_state);
+    tokio::join!(
+        async {
+            shutdown.await;
+            let _ = stop.send(true);
+        },
+        listen::accept_loop(
+            listener,
+            app,
+            &limits,
+            counters.clone(),
+            wait(stopped.clone())
+        ),
+        listen::accept_loop(plugin, plugin_app, &limits, counters, wait(stopped)),
+    );
     Ok(())
 }
 

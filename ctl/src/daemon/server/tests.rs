@@ -16,7 +16,7 @@ use nix::fcntl::{FcntlArg, OFlag};
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use serde_json::{Value, json};
 
-use super::{ApiLimits, SwarmControl, fdpass, serve, serve_full};
+use super::{ApiLimits, Services, SwarmControl, fdpass, serve, serve_full};
 use crate::daemon::plumbing::MemoryPlumbing;
 use crate::daemon::{Daemon, DaemonConfig};
 
@@ -81,7 +81,13 @@ impl Server {
         let sock = socket.clone();
         let thread = std::thread::Builder::new()
             .name("tapnet-api-test".into())
-            .spawn(move || serve_full(&sock, daemon, swarm, limits, rx))
+            .spawn(move || {
+                let services = Services {
+                    swarm,
+                    docker_plugin: None,
+                };
+                serve_full(&sock, daemon, services, limits, rx)
+            })
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while UnixStream::connect(&socket).is_err() {

@@ -3,6 +3,7 @@
 //! and restarts. No root, no kernel: each test takes milliseconds.
 
 mod dns;
+mod docker;
 mod hostnets;
 mod networks;
 mod ports;
