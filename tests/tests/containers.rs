@@ -5,16 +5,23 @@
 //! containerds, shims or conmons it started is left, nothing is mounted under its
 //! directory, and the directory is gone.
 //!
+//! A network plugin that dockerd finds through [`Dockerd::plugin_spec`] serves a
+//! network's creation and removal (a stand-in answering the protocol's calls).
+//!
 //! Root only: each test is `#[ignore = "needs root"]`; without root, or without dockerd
 //! or podman installed, it says so and passes (fails under CI, which installs them and
 //! runs as root). The times of a start, an import and a run are printed (`--nocapture`).
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tapnet_tests::containers::{
-    Dockerd, DockerdOptions, Podman, alive, busybox_image, cgroup_dirs, dockerd_bin, mounts_under,
-    podman_bin, processes_of,
+    Dockerd, DockerdOptions, PLUGIN_SPEC_DIR, Podman, alive, busybox_image, cgroup_dirs,
+    dockerd_bin, mounts_under, podman_bin, processes_of,
 };
 use tapnet_tests::multihost::eventually;
 
@@ -380,4 +387,152 @@ fn podman_runs_and_cleans_up() {
     drop(p);
     eprintln!("{test}: dropped in {:?}", t.elapsed());
     assert_cleaned(&dir, &seen, None);
+}
+
+/// A stand-in network plugin on a unix socket: answers each call of Docker's remote
+/// network driver protocol with success (an empty object), and records the calls.
+struct FakePlugin {
+    dir: PathBuf,
+    stop: Arc<AtomicBool>,
+    calls: Arc<std::sync::Mutex<Vec<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakePlugin {
+    fn start() -> FakePlugin {
+        let dir = std::env::temp_dir().join(format!("tn-fakeplugin-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).expect("the plugin's directory");
+        let listener = UnixListener::bind(dir.join("p.sock")).expect("bind the plugin socket");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stop2, calls2) = (stop.clone(), calls.clone());
+        let thread = std::thread::spawn(move || {
+            // Until stopped, and 120 s at most.
+            let end = Instant::now() + Duration::from_secs(120);
+            while !stop2.load(Ordering::Relaxed) && Instant::now() < end {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let calls = calls2.clone();
+                        std::thread::spawn(move || serve_plugin(conn, &calls));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        FakePlugin {
+            dir,
+            stop,
+            calls,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("unix://{}", self.dir.join("p.sock").display())
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakePlugin {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Serves one connection of dockerd's plugin client (keep-alive: requests until EOF,
+/// 10 s idle at most).
+fn serve_plugin(conn: UnixStream, calls: &std::sync::Mutex<Vec<String>>) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut w = conn.try_clone().expect("a second handle");
+    let mut r = BufReader::new(conn);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        let mut len = 0;
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            if h.trim().is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; len];
+        if r.read_exact(&mut body).is_err() {
+            return;
+        }
+        let answer = match path.as_str() {
+            "/Plugin.Activate" => r#"{"Implements":["NetworkDriver"]}"#,
+            "/NetworkDriver.GetCapabilities" => r#"{"Scope":"local"}"#,
+            _ => "{}",
+        };
+        calls.lock().unwrap().push(path);
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.plugins.v1.2+json\r\n\
+             Content-Length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
+        if w.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// dockerd finds a network plugin by the spec file [`Dockerd::plugin_spec`] writes, and
+/// the spec goes with its guard.
+#[test]
+#[ignore = "needs root"]
+fn dockerd_finds_a_plugin_by_its_spec() {
+    let test = "dockerd_finds_a_plugin_by_its_spec";
+    if !root_or_skip(test) || !have(test, &dockerd_bin()) {
+        return;
+    }
+    let plugin = FakePlugin::start();
+    let name = format!("tn-fake-{}", std::process::id());
+    let spec_dir_existed = Path::new(PLUGIN_SPEC_DIR).exists();
+    let d = Dockerd::start("plugin").unwrap_or_else(|e| panic!("{test}: start: {e}"));
+    let spec = Dockerd::plugin_spec(&name, &plugin.url());
+    let text = std::fs::read_to_string(spec.path()).expect("the spec file");
+    assert_eq!(text.trim(), plugin.url());
+    d.docker_ok(&["network", "create", "-d", &name, "fakenet"])
+        .unwrap_or_else(|e| panic!("{test}: network create on the plugin: {e}"));
+    let driver = d.docker_ok(&["network", "inspect", "-f", "{{.Driver}}", "fakenet"]);
+    assert_eq!(driver.as_deref(), Ok(name.as_str()));
+    d.docker_ok(&["network", "rm", "fakenet"])
+        .unwrap_or_else(|e| panic!("{test}: network rm: {e}"));
+    let calls = plugin.calls();
+    for call in [
+        "/Plugin.Activate",
+        "/NetworkDriver.CreateNetwork",
+        "/NetworkDriver.DeleteNetwork",
+    ] {
+        assert!(calls.iter().any(|c| c == call), "no {call}: {calls:?}");
+    }
+    let path = spec.path().to_path_buf();
+    drop(spec);
+    assert!(!path.exists(), "{path:?} stays");
+    assert_eq!(Path::new(PLUGIN_SPEC_DIR).exists(), spec_dir_existed);
+    drop(d);
 }
