@@ -13,7 +13,9 @@
 //!   Docker moves into the container, renames and configures. Leaving closes the TAP.
 //! - **IPAM**: with `--ipam-driver tapnet` the pools and addresses are tapnet's own
 //!   IPAM's, requested and released by Docker's engine (the network's `ipam_driver` is
-//!   [`PLUGIN_IPAM`] and its endpoints' addresses are `ipam_held`); with Docker's own
+//!   [`PLUGIN_IPAM`] and its endpoints' addresses are `ipam_held`), but for the pool:
+//!   Docker 20.10 releases it before it deletes the network, so the network's removal
+//!   releases it, as for tapnet's own networks; with Docker's own
 //!   IPAM, the network gets a pool of the subnet Docker chose and the endpoints the
 //!   addresses Docker chose, as if given with `--subnet` and `--ip`.
 //! - **Published ports** (`ProgramExternalConnectivity`) are tapnet's published ports

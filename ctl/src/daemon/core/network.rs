@@ -258,9 +258,10 @@ impl Daemon {
             return self.remove_overlay(&mut st, &n);
         }
         let mut ipam = st.ipam.clone();
-        // A pool that Docker's engine asked tapnet's IPAM plugin for is the plugin's to
-        // release (`ReleasePool` follows `DeleteNetwork`).
-        for c in n.ipam.iter().filter(|_| n.ipam_driver != PLUGIN_IPAM) {
+        // A pool that Docker's engine asked tapnet's IPAM plugin for goes with its
+        // network too: Docker 20.10 sends `ReleasePool` before `DeleteNetwork` (and
+        // only warns when it is refused), so the network is the pool's last user.
+        for c in &n.ipam {
             ipam.release_pool(&c.pool_id)
                 .map_err(DaemonError::ReleasePool)?;
         }
