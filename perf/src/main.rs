@@ -4,9 +4,10 @@
 //! Traffic goes only to namespaces this process creates (`tnp-<pid>-…`, and the
 //! `tapnet-…` sandboxes of the daemon that `bridge-api` and `daemon-tcp` run in this
 //! process, or of the two daemon processes `swarm-overlay-tcp` starts, inside a private
-//! `/run/netns`), and everything it creates (namespaces, interfaces, iperf3 and daemon
-//! processes, the daemons' state directories) is removed when a scenario ends, fails or
-//! is interrupted with Ctrl-C.
+//! `/run/netns`; `docker-tcp`'s containers, of the `dockerd` processes it starts in
+//! namespaces of its own), and everything it creates (namespaces, interfaces, iperf3,
+//! daemon and dockerd processes, containers, the daemons' state directories and
+//! dockerd's roots) is removed when a scenario ends, fails or is interrupted with Ctrl-C.
 
 mod bridge_api;
 mod cluster_sim;
@@ -16,6 +17,8 @@ mod daemon_tcp;
 mod dns;
 mod dnsflood;
 mod dnsload;
+mod docker_rig;
+mod docker_tcp;
 mod echo;
 mod egress_latency;
 mod egress_tcp;
@@ -130,6 +133,11 @@ const SCENARIOS: &[(&str, &str, ScenarioFn)] = &[
         "swarm-overlay-tcp",
         "iperf3 TCP, 1 and 2 streams, between sandboxes on an overlay network made by a two-node swarm (a tapnet daemon process per host, veth underlay) vs the kernel's VXLAN",
         swarm_overlay_tcp::run,
+    ),
+    (
+        "docker-tcp",
+        "containers run by dockerd: iperf3 TCP, 1 and 2 streams, and start to network ready, on a network of tapnet's Docker plugin vs Docker's bridge (iptables on)",
+        docker_tcp::run,
     ),
     (
         "overlay-udp64",

@@ -62,7 +62,7 @@ const BUILD_LIMIT: Duration = Duration::from_secs(30 * 60);
 /// beside this executable, first brought up to date with `cargo build -p tapnet-ctl
 /// --bin tapnet` (same profile and target directory) when cargo and the workspace are
 /// at hand, so that a stale daemon is never measured.
-fn tapnet_bin() -> Result<PathBuf> {
+pub(crate) fn tapnet_bin() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("TAPNET_BIN") {
         let p = PathBuf::from(p);
         if !p.is_file() {
@@ -118,7 +118,11 @@ fn tapnet_bin() -> Result<PathBuf> {
 
 /// Run `cmd` with its output captured, killing it (by its PID) past `limit`: whether
 /// it succeeded, its stdout and its stderr.
-fn run_bounded(mut cmd: Command, limit: Duration, what: &str) -> Result<(bool, String, String)> {
+pub(crate) fn run_bounded(
+    mut cmd: Command,
+    limit: Duration,
+    what: &str,
+) -> Result<(bool, String, String)> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -160,7 +164,7 @@ fn run_bounded(mut cmd: Command, limit: Duration, what: &str) -> Result<(bool, S
 }
 
 /// One host's `tapnet daemon`, a process in the host's namespace.
-struct Node {
+pub(crate) struct Node {
     name: String,
     bin: PathBuf,
     dir: PathBuf,
@@ -176,6 +180,16 @@ impl Node {
     /// Start `tapnet daemon` in `ns` with hostname `name` on a fresh state directory and
     /// wait for its API.
     fn start(bin: &Path, ns: &NetNs, name: &str) -> Result<Node> {
+        Node::start_with(bin, ns, name, &[])
+    }
+
+    /// [`Node::start`] with more arguments of `tapnet daemon` (`--docker-plugin PATH`).
+    pub(crate) fn start_with(
+        bin: &Path,
+        ns: &NetNs,
+        name: &str,
+        daemon_args: &[String],
+    ) -> Result<Node> {
         let def = DaemonConfig::default_state_dir();
         let dir_name = format!("tapnet-perf-{}-{name}", std::process::id());
         let dir = def
@@ -207,6 +221,7 @@ impl Node {
             .arg("daemon")
             .arg("--resolv-conf")
             .arg(&resolv)
+            .args(daemon_args)
             .env_remove("TAPNET_HOST")
             .env_remove("TAPNET_STATE_DIR")
             .stdin(Stdio::null())
@@ -260,13 +275,13 @@ impl Node {
     }
 
     /// The last lines of the daemon's output.
-    fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(15)..].join("\n")
     }
 
-    fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
@@ -316,7 +331,7 @@ impl Node {
     }
 
     /// The daemon's (user, system) CPU ticks.
-    fn cpu_ticks(&self) -> Option<u64> {
+    pub(crate) fn cpu_ticks(&self) -> Option<u64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
         let rest = stat.rsplit_once(')')?.1;
         let f: Vec<&str> = rest.split_whitespace().collect();
@@ -324,7 +339,7 @@ impl Node {
     }
 
     /// The daemon's peak RSS (VmHWM), in MiB.
-    fn peak_rss_mib(&self) -> Option<f64> {
+    pub(crate) fn peak_rss_mib(&self) -> Option<f64> {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
         let l = s.lines().find(|l| l.starts_with("VmHWM:"))?;
         let kib: f64 = l["VmHWM:".len()..]
@@ -389,7 +404,7 @@ impl Drop for Node {
 }
 
 /// Whether the daemon on `socket` answers `GET /_ping` with 200.
-fn ping_api(socket: &Path) -> bool {
+pub(crate) fn ping_api(socket: &Path) -> bool {
     let Ok(mut s) = UnixStream::connect(socket) else {
         return false;
     };
