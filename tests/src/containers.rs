@@ -10,6 +10,8 @@
 //! - [`Podman`]: podman on a configuration and storage of its own, with CNI networks
 //!   from a directory of the test's ([`Podman::cni_conf_dir`], plugins in
 //!   [`Podman::cni_bin_dir`]).
+//! - [`TapnetDaemon`]: a `tapnet daemon` process of the test's, optionally with the
+//!   Docker plugin.
 //! - An image without a registry: [`busybox_image`] (Docker) and [`Podman::import`]
 //!   import [`busybox_tar`], a root file system made of the machine's static busybox
 //!   (`sh`, `ping`, `nc`, `ip`, `wget`, `httpd`...), command `sh`.
@@ -30,6 +32,7 @@ mod docker;
 mod image;
 mod podman;
 mod sys;
+mod tapnet;
 
 pub use self::docker::{
     DOCKERD_START_LIMIT, DOCKERD_STOP_GRACE, Dockerd, DockerdOptions, PLUGIN_SPEC_DIR,
@@ -38,3 +41,4 @@ pub use self::docker::{
 pub use self::image::{APPLETS, BUSYBOX, busybox_tar};
 pub use self::podman::{Podman, podman_bin};
 pub use self::sys::{Proc, alive, cgroup_dirs, mounts_under, processes, processes_of};
+pub use self::tapnet::TapnetDaemon;

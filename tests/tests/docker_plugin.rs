@@ -12,15 +12,11 @@
 
 use std::io::Read;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::Value;
-use tapnet_tests::containers::{Dockerd, busybox_image, dockerd_bin};
-use tapnet_tests::multihost::{output_within, root_or_skip, tapnet_bin};
+use tapnet_tests::containers::{Dockerd, TapnetDaemon, busybox_image, dockerd_bin};
+use tapnet_tests::multihost::root_or_skip;
 
 const IMAGE: &str = "tapnet-busybox:plugin";
 /// A server that answers every TCP connection on `port` with `text`, and ends at once on
@@ -29,92 +25,6 @@ fn server(port: u16, text: &str) -> String {
     // `wait` lets the trap run at once; a foreground nc would hold it back until the
     // next connection, and every stop would wait for Docker's timeout.
     format!("trap 'exit 0' TERM; while :; do echo {text} | nc -l -p {port} & wait $!; done")
-}
-
-/// A `tapnet daemon` with the Docker plugin on a socket in its state directory; stopped
-/// by its PID and its directory removed on drop.
-struct Tapnet {
-    dir: PathBuf,
-    child: Child,
-}
-
-impl Tapnet {
-    fn start(name: &str) -> Tapnet {
-        let dir = std::env::temp_dir().join(format!("tapnet-plugin-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
-        let child = Command::new(tapnet_bin())
-            .args(["daemon", "--state-dir"])
-            .arg(dir.join("state"))
-            .arg("--docker-plugin")
-            .arg(dir.join("plugin.sock"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start tapnet daemon");
-        let t = Tapnet { dir, child };
-        let start = Instant::now();
-        while !(t.plugin_socket().exists() && t.dir.join("state/tapnet.sock").exists()) {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "tapnet daemon did not start: {}",
-                t.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        t
-    }
-
-    fn plugin_socket(&self) -> PathBuf {
-        self.dir.join("plugin.sock")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
-    }
-
-    /// `tapnet ARGS` against this daemon; stdout, or a panic with stderr.
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "tapnet {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let mut c = Command::new(tapnet_bin());
-        c.arg("--state-dir").arg(self.dir.join("state")).args(args);
-        output_within(&mut c, Duration::from_secs(60))
-    }
-
-    /// tapnet's sandboxes, as `sandbox ls` JSON.
-    fn sandboxes(&self) -> Vec<Value> {
-        let out = self.ok(&["sandbox", "ls", "--format", "json"]);
-        out.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-impl Drop for Tapnet {
-    fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// Interfaces named `tn…` (Docker endpoints' TAPs before Docker moves them) in this
@@ -187,7 +97,7 @@ fn docker_containers_on_tapnet_networks() {
     if !root_or_skip(test) || !have_dockerd(test) {
         return;
     }
-    let tapnet = Tapnet::start("e2e");
+    let tapnet = TapnetDaemon::start("e2e", true);
     let plugin = format!("tapnet-e2e-{}", std::process::id());
     let _spec = Dockerd::plugin_spec(
         &plugin,
@@ -314,7 +224,7 @@ fn docker_containers_on_tapnet_networks() {
     assert!(!addrs.contains("10.202.0."), "{addrs}");
     // tapnet sees db and web, each with one endpoint on pets, and no TAP is left in the
     // host's namespace (Docker moved them all).
-    let names = |t: &Tapnet| -> Vec<String> {
+    let names = |t: &TapnetDaemon| -> Vec<String> {
         t.sandboxes()
             .iter()
             .map(|s| s["Name"].as_str().unwrap_or_default().to_string())

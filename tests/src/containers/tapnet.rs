@@ -1,0 +1,108 @@
+//! A `tapnet daemon` process for the runtimes' tests: its state in a directory of its
+//! own, optionally with the Docker plugin; stopped by its PID (SIGTERM, SIGKILL after
+//! 10 s) and its directory removed on drop.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::multihost::{output_within, tapnet_bin};
+
+/// A `tapnet daemon` of the test's (see the module).
+pub struct TapnetDaemon {
+    dir: PathBuf,
+    child: Child,
+}
+
+impl TapnetDaemon {
+    /// Start it; `docker_plugin`: with the Docker plugin on [`TapnetDaemon::plugin_socket`].
+    pub fn start(name: &str, docker_plugin: bool) -> TapnetDaemon {
+        let dir = std::env::temp_dir().join(format!("tapnet-plugin-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
+        let mut cmd = Command::new(tapnet_bin());
+        cmd.args(["daemon", "--state-dir"]).arg(dir.join("state"));
+        if docker_plugin {
+            cmd.arg("--docker-plugin").arg(dir.join("plugin.sock"));
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start tapnet daemon");
+        let t = TapnetDaemon { dir, child };
+        let start = Instant::now();
+        while !((t.plugin_socket().exists() || !docker_plugin) && t.socket().exists()) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "tapnet daemon did not start: {}",
+                t.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        t
+    }
+
+    /// The Docker plugin's socket.
+    pub fn plugin_socket(&self) -> PathBuf {
+        self.dir.join("plugin.sock")
+    }
+
+    /// The API socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("state/tapnet.sock")
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// `tapnet ARGS` against this daemon; stdout, or a panic with stderr.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "tapnet {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// `tapnet ARGS` against this daemon, bounded in time.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(tapnet_bin());
+        c.arg("--state-dir").arg(self.dir.join("state")).args(args);
+        output_within(&mut c, Duration::from_secs(60))
+    }
+
+    /// tapnet's sandboxes, as `sandbox ls` JSON.
+    pub fn sandboxes(&self) -> Vec<Value> {
+        let out = self.ok(&["sandbox", "ls", "--format", "json"]);
+        out.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for TapnetDaemon {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
