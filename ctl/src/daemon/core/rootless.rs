@@ -63,6 +63,8 @@ impl Daemon {
     pub fn netns_path(&self, sb: &SandboxRecord) -> String {
         match &sb.rootless {
             Some(owner) => netns_path(owner),
+            // A container runtime's namespace (CNI) is known by its path.
+            None if sb.netns.starts_with('/') => sb.netns.clone(),
             None => self.plumbing.namespace_path(&sb.netns),
         }
     }
