@@ -506,6 +506,7 @@ fn breakdown(opts: &Opts, n: usize, state_parent: &Path) -> Result<(Steps, Steps
                 ports: Vec::new(),
                 id,
                 rootless: None,
+                external: None,
             };
             let bytes = serde_json::to_vec(&next)?;
             Ok((next, sb, ep, bytes))
