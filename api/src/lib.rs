@@ -1,7 +1,7 @@
 //! tapnet's API contract: the JSON bodies of its HTTP API, with the Docker Engine API's
 //! field names for networks, swarms and nodes (moby `api/types/network` and
 //! `api/types/swarm`, Engine API v1.47) and tapnet's own for sandboxes, rootless
-//! interfaces and stats.
+//! interfaces, CNI attachments and stats.
 //!
 //! Types only, on `serde`: the server (`tapnet daemon`), the `tapnet` CLI and every other
 //! client build on this crate without the engine or the server.
@@ -10,6 +10,7 @@
 //! an empty map, list or string (Go marshals a nil map as `null`). Responses always carry
 //! every field Docker's carry, so Docker's own clients decode them.
 
+mod cni;
 mod network;
 mod rootless;
 mod sandbox;
@@ -19,6 +20,7 @@ mod system;
 
 use serde::{Deserialize, Deserializer};
 
+pub use cni::*;
 pub use network::*;
 pub use rootless::*;
 pub use sandbox::*;

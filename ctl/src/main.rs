@@ -10,7 +10,7 @@ use clap::Parser;
 
 use cli::args::{Cli, Command};
 use cli::client::Client;
-use cli::{demo, demo_multi, network, node, port, rootless_init, run, sandbox, stats, swarm};
+use cli::{cni, demo, demo_multi, network, node, port, rootless_init, run, sandbox, stats, swarm};
 
 /// The state directory: `--state-dir`, `$TAPNET_STATE_DIR`, `/run/tapnet` as root,
 /// `$XDG_RUNTIME_DIR/tapnet` otherwise (`/tmp/tapnet-<uid>` without one).
@@ -55,6 +55,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     if let Command::RootlessInit(a) = cli.command {
         return Ok(rootless_init::init(a));
     }
+    if let Command::Cni = cli.command {
+        return Ok(cni::main());
+    }
     let state_dir = state_dir(cli.state_dir);
     if let Command::Daemon(a) = cli.command {
         if let Err(e) =
@@ -85,11 +88,16 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         | Command::Demo(_)
         | Command::DemoServer(_)
         | Command::DemoClient(_)
-        | Command::RootlessInit(_) => Ok(0),
+        | Command::RootlessInit(_)
+        | Command::Cni => Ok(0),
     }
 }
 
 fn main() -> ExitCode {
+    // A container runtime runs the binary as its CNI plugin (`type: tapnet`).
+    if cni::invoked_as_plugin() {
+        return ExitCode::from(cni::main());
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => ExitCode::from(code),

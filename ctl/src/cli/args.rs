@@ -52,6 +52,10 @@ pub(crate) enum Command {
     /// The first process of a rootless sandbox (started by `tapnet run`)
     #[command(hide = true)]
     RootlessInit(RootlessInitArgs),
+    /// The CNI plugin (`CNI_COMMAND` and the others in the environment, the
+    /// configuration on stdin), as a container runtime runs it
+    #[command(hide = true)]
+    Cni,
 }
 
 #[derive(Debug, Args)]

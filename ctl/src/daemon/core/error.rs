@@ -162,8 +162,32 @@ pub enum DaemonError {
         /// The name.
         ifname: String,
     },
+    /// A CNI call with a container id, interface name or namespace the CNI spec does
+    /// not allow.
+    #[error("invalid {what} {value:?}: {rule}")]
+    CniParameter {
+        /// `CNI_CONTAINERID`, `CNI_IFNAME` or `CNI_NETNS`.
+        what: &'static str,
+        /// What was given.
+        value: String,
+        /// What it must be.
+        rule: &'static str,
+    },
+    /// `CNI_NETNS` names no network namespace.
+    #[error("CNI_NETNS {0} is not a network namespace (is the container running?)")]
+    CniNoNamespace(String),
 
     // ----- forbidden (403) -----
+    /// A CNI container on a network whose driver cannot take one.
+    #[error(
+        "network {network} (driver {driver}) cannot take CNI containers: bridge and overlay networks can"
+    )]
+    CniDriver {
+        /// The network's name.
+        network: String,
+        /// Its driver.
+        driver: String,
+    },
     /// A second host or null network (Docker's text).
     #[error("only one instance of \"{0}\" network is allowed")]
     OnlyOneInstance(String),
@@ -274,6 +298,14 @@ pub enum DaemonError {
     /// No such sandbox (Docker's text).
     #[error("No such container: {0}")]
     SandboxNotFound(String),
+    /// A CNI attachment (container and interface) tapnet does not have.
+    #[error("container {container} has no tapnet attachment {ifname}")]
+    CniUnknown {
+        /// `CNI_CONTAINERID`.
+        container: String,
+        /// `CNI_IFNAME`.
+        ifname: String,
+    },
     /// A driver that does not exist (Docker's text for a missing plugin).
     #[error("plugin \"{0}\" not found")]
     PluginNotFound(String),
@@ -291,6 +323,26 @@ pub enum DaemonError {
         name: String,
         /// The sandbox holding it.
         id: String,
+    },
+    /// CNI `ADD` for an attachment that exists (the runtime must `DEL` it first).
+    #[error(
+        "container {container} is attached as {ifname} already (sandbox {sandbox}): DEL it first"
+    )]
+    CniAttached {
+        /// `CNI_CONTAINERID`.
+        container: String,
+        /// `CNI_IFNAME`.
+        ifname: String,
+        /// The sandbox standing for it.
+        sandbox: String,
+    },
+    /// CNI `ADD` into a namespace that has an interface of that name (not tapnet's).
+    #[error("network namespace {netns} has an interface {ifname} already")]
+    CniInterfaceExists {
+        /// `CNI_NETNS`.
+        netns: String,
+        /// `CNI_IFNAME`.
+        ifname: String,
     },
     /// Adopt: the rootless sandbox has its interfaces already.
     #[error("sandbox {0} already has its interfaces")]
@@ -339,6 +391,16 @@ pub enum DaemonError {
     Swarm(#[from] super::SwarmError),
 
     // ----- the daemon failed (500) -----
+    /// CNI `CHECK` found an attachment not as `ADD` left it.
+    #[error("container {container}'s attachment {ifname}: {problem}")]
+    CniCheck {
+        /// `CNI_CONTAINERID`.
+        container: String,
+        /// `CNI_IFNAME`.
+        ifname: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// A stored overlay network without its VNI option.
     #[error("stored overlay network {0} has no VXLAN network identifier")]
     StoredVni(String),

@@ -23,7 +23,8 @@
 //! its own interfaces), [`ports`] (published ports), [`reconcile`] (start and restart),
 //! [`dns`] (the names the embedded DNS servers answer, sandboxes' `resolv.conf`),
 //! [`swarm`] (overlay networks, and the hooks to the swarm service), [`docker`] (what
-//! Docker's engine asks through the network and IPAM plugins).
+//! Docker's engine asks through the network and IPAM plugins), [`cni`] (what CNI
+//! runtimes ask through the `tapnet` CNI plugin).
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -39,6 +40,7 @@ use super::plumbing::{IfaceConfig, Plumbing};
 use super::statedir::StateDirError;
 use super::store::{Store, StoreError};
 
+mod cni;
 mod dns;
 mod docker;
 mod endpoint;
@@ -55,6 +57,7 @@ mod swarm;
 #[cfg(test)]
 mod tests;
 
+pub use cni::CniAttachment;
 pub use docker::{DockerNetwork, DockerPool, Joined, OPT_TAPNET_NAME};
 pub use error::DaemonError;
 pub use hooks::{

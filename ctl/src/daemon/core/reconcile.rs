@@ -54,6 +54,8 @@ impl Daemon {
         for n in &nets {
             self.realize_network(&mut st, n)?;
         }
+        // CNI containers that ended without a DEL: their namespaces are gone.
+        self.reap_cni(&mut st);
         let sbs: Vec<SandboxRecord> = st.sandboxes.values().cloned().collect();
         // Only namespaces this daemon recorded as gone are removed: every `tapnet-*`
         // namespace without a record of ours may belong to another daemon (another state
@@ -219,6 +221,14 @@ impl Daemon {
     /// Set `sb`'s default route as its endpoints decide it now.
     pub(super) fn apply_default_route(&self, st: &State, sb: &SandboxRecord) -> Result<()> {
         let route = default_route(sb, &st.endpoints, &st.networks);
+        // A CNI container's namespace may hold several attachments and other plugins'
+        // routes: only the attachment that holds the default route sets it, and none
+        // removes one (see `cni`).
+        if matches!(sb.external, Some(External::Cni { .. }))
+            && (route.is_none() || !self.cni_holds_route(st, sb))
+        {
+            return Ok(());
+        }
         self.plumbing
             .set_default_route(&sb.netns, route.as_ref().map(|(g, i)| (*g, i.as_str())))?;
         Ok(())

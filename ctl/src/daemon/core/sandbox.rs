@@ -29,7 +29,7 @@ pub fn netns_name(sandbox_id: &str) -> String {
 }
 
 /// Docker's rule for container names.
-fn valid_name(name: &str) -> bool {
+pub(super) fn valid_name(name: &str) -> bool {
     name.chars()
         .next()
         .is_some_and(|c| c.is_ascii_alphanumeric())
@@ -156,7 +156,7 @@ impl Daemon {
 
     /// Plan the endpoints of new sandbox `sb` on `nets` into `eps` (instantiating the
     /// swarm networks it is the first to use, noted in `fresh`), without committing.
-    fn plan_sandbox(
+    pub(super) fn plan_sandbox(
         &self,
         st: &mut State,
         ipam: &mut Ipam,

@@ -282,6 +282,24 @@ impl MemoryPlumbing {
         })
     }
 
+    /// A network namespace a container runtime made, at `path` (CNI's `CNI_NETNS`):
+    /// the daemon plugs into it but never creates or deletes it.
+    pub fn add_runtime_namespace(&self, path: &str) {
+        self.mem().namespaces.entry(path.to_string()).or_default();
+    }
+
+    /// The runtime deletes namespace `path` (and with it every interface inside).
+    pub fn remove_runtime_namespace(&self, path: &str) {
+        self.mem().namespaces.remove(path);
+    }
+
+    /// Someone deletes interface `ifname` from namespace `netns` behind the daemon's back.
+    pub fn remove_interface(&self, netns: &str, ifname: &str) {
+        if let Some(ns) = self.mem().namespaces.get_mut(netns) {
+            ns.interfaces.remove(ifname);
+        }
+    }
+
     /// Make the next call of `op` fail with [`PlumbingError::Injected`] (an
     /// `io::Error` for [`Op::Bind`]).
     pub fn fail(&self, op: Op) {
@@ -613,6 +631,19 @@ impl Plumbing for MemoryPlumbing {
             ns.default_route = None;
         }
         Ok(())
+    }
+
+    fn iface_addresses(
+        &self,
+        netns: &str,
+        ifname: &str,
+    ) -> Result<Option<Vec<(Ipv4Addr, u8)>>, PlumbingError> {
+        let m = self.mem();
+        let ns = m.namespaces.get(netns).ok_or_else(|| no_namespace(netns))?;
+        Ok(ns
+            .interfaces
+            .get(ifname)
+            .map(|i| i.addr.into_iter().collect()))
     }
 
     fn set_default_route(

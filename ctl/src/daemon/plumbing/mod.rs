@@ -305,6 +305,16 @@ pub trait Plumbing: HostPorts + Send + Sync {
     /// Delete interface `ifname` from namespace `netns` (after [`Plumbing::detach`]).
     fn unplug(&self, netns: &str, ifname: &str) -> Result<(), PlumbingError>;
 
+    /// The IPv4 addresses of interface `ifname` in namespace `netns` (a name or, starting
+    /// with `/`, a path), or `None` if the namespace has no such interface.
+    /// [`PlumbingError::NoNamespace`] when the namespace is gone (a container runtime's
+    /// container that ended without telling the daemon).
+    fn iface_addresses(
+        &self,
+        netns: &str,
+        ifname: &str,
+    ) -> Result<Option<Vec<(Ipv4Addr, u8)>>, PlumbingError>;
+
     /// Make `gateway` via `ifname` the default route of namespace `netns`, or remove it.
     fn set_default_route(
         &self,

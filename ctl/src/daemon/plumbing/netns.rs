@@ -155,6 +155,31 @@ pub fn unplug(ns: &NetNs, ifname: &str) -> Result<(), SandboxError> {
     }
 }
 
+/// The IPv4 addresses of interface `ifname` in `ns`, or `None` if `ns` has no such
+/// interface.
+pub fn iface_addresses(
+    ns: &NetNs,
+    ifname: &str,
+) -> Result<Option<Vec<(Ipv4Addr, u8)>>, SandboxError> {
+    let mut nl = Netlink::open_in(ns)?;
+    let idx = match nl.link_index(ifname) {
+        Ok(idx) => idx,
+        Err(NetlinkError::Kernel {
+            errno: nix::errno::Errno::ENODEV,
+            ..
+        }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let v4 = nl
+        .addresses(idx)?
+        .into_iter()
+        .filter_map(|(a, len)| match a {
+            IpAddr::V4(a) => Some((a, len)),
+            IpAddr::V6(_) => None,
+        });
+    Ok(Some(v4.collect()))
+}
+
 /// Make `gateway` via `ifname` the sandbox's default route, or remove it (`None`).
 pub fn set_default_route(ns: &NetNs, route: Option<(Ipv4Addr, &str)>) -> Result<(), SandboxError> {
     let mut nl = Netlink::open_in(ns)?;

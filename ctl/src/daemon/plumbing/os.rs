@@ -431,6 +431,23 @@ impl Plumbing for OsPlumbing {
         sandbox_ns::unplug(&ns, ifname).map_err(ns_err)
     }
 
+    fn iface_addresses(
+        &self,
+        netns: &str,
+        ifname: &str,
+    ) -> Result<Option<Vec<(Ipv4Addr, u8)>>, PlumbingError> {
+        use tapnet_engine::sys::netns::NetnsError;
+        let ns = match open_netns(netns) {
+            Ok(ns) => ns,
+            // A runtime's namespace whose bind mount is gone leaves an empty file.
+            Err(NetnsError::NotFound { .. } | NetnsError::NotNetns { .. }) => {
+                return Err(PlumbingError::NoNamespace(netns.to_string()));
+            }
+            Err(e) => return Err(ns_err(e)),
+        };
+        sandbox_ns::iface_addresses(&ns, ifname).map_err(ns_err)
+    }
+
     fn set_default_route(
         &self,
         netns: &str,

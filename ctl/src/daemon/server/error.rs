@@ -132,7 +132,9 @@ pub(super) fn status(e: &DaemonError) -> u16 {
         | E::HostRangeTooLong { .. }
         | E::OverlayUnsupported(_)
         | E::BadDockerId(_)
-        | E::NotAllocated(_) => 400,
+        | E::NotAllocated(_)
+        | E::CniParameter { .. }
+        | E::CniNoNamespace(_) => 400,
         E::OnlyOneInstance(_)
         | E::IngressNeedsSwarm
         | E::PredefinedNetwork(_)
@@ -147,17 +149,21 @@ pub(super) fn status(e: &DaemonError) -> u16 {
         | E::NotAttachable(_)
         | E::NotConnected { .. }
         | E::NeedsRoot
-        | E::NotOwner { .. } => 403,
+        | E::NotOwner { .. }
+        | E::CniDriver { .. } => 403,
         E::NetworkNotFound(_)
         | E::SandboxNotFound(_)
         | E::PluginNotFound(_)
         | E::NoDockerEndpoint(_)
-        | E::NoPool(_) => 404,
+        | E::NoPool(_)
+        | E::CniUnknown { .. } => 404,
         E::NetworkNameTaken(_)
         | E::SandboxNameTaken { .. }
         | E::HasInterfaces(_)
         | E::NetworkIdTaken(_)
-        | E::EndpointExists(_) => 409,
+        | E::EndpointExists(_)
+        | E::CniAttached { .. }
+        | E::CniInterfaceExists { .. } => 409,
         E::Ipam(i) => ipam_status(i),
         E::NotSwarmManager => 503,
         E::Swarm(s) => s.status,
@@ -172,7 +178,8 @@ pub(super) fn status(e: &DaemonError) -> u16 {
         | E::DecodeIpam(_)
         | E::StoredSubnet(_)
         | E::StoredVni(_)
-        | E::Plumbing(_) => 500,
+        | E::Plumbing(_)
+        | E::CniCheck { .. } => 500,
     }
 }
 

@@ -14,6 +14,7 @@
 //! routing.
 
 mod calls;
+mod cni_routes;
 mod docker_plugin;
 mod error;
 pub mod fdpass;
@@ -296,6 +297,7 @@ fn router(state: AppState) -> Router {
         )
         .route("/stats", get(stats))
         .merge(swarm_routes::routes())
+        .merge(cni_routes::routes())
         .fallback(page_not_found)
         .method_not_allowed_fallback(page_not_found)
         .with_state(state)

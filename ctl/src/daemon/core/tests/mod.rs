@@ -2,6 +2,7 @@
 //! what is stored and what the plumbing was asked for, rollback when the plumbing fails,
 //! and restarts. No root, no kernel: each test takes milliseconds.
 
+mod cni;
 mod dns;
 mod docker;
 mod hostnets;
