@@ -31,7 +31,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tapnet_engine::sys::netns::NetNs;
 
-use crate::proc::find_program;
+use crate::proc::{find_program, stop_child};
 use crate::swarm_overlay_tcp::{ping_api, run_bounded};
 use crate::sys;
 
@@ -411,24 +411,11 @@ impl Dockerd {
         }
         let pid = self.pid();
         if let Some(mut child) = self.child.take() {
-            let p = Pid::from_raw(child.id() as i32);
-            let _ = kill(p, Signal::SIGTERM);
-            let deadline = Instant::now() + STOP_GRACE;
-            let mut exited = false;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    exited = true;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if !exited {
+            if !stop_child(&mut child, STOP_GRACE) {
                 eprintln!(
                     "warning: {}: dockerd did not exit on SIGTERM within {STOP_GRACE:?}; killed",
                     self.label
                 );
-                let _ = kill(p, Signal::SIGKILL);
-                let _ = child.wait();
             }
         }
         kill_leftovers(&self.root, pid);

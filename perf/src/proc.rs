@@ -326,3 +326,20 @@ pub(crate) fn program_version(program: &Path) -> String {
         })
         .unwrap_or_else(|| "unknown version".into())
 }
+
+/// End `child` by its PID: SIGTERM, then SIGKILL if it has not exited within `grace`;
+/// reaped either way. Whether it exited on SIGTERM.
+pub(crate) fn stop_child(child: &mut Child, grace: Duration) -> bool {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    let _ = child.wait();
+    false
+}

@@ -28,15 +28,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::Value;
 use tapnet_ctl::daemon::DaemonConfig;
 use tapnet_engine::sys::netns::{NetNs, NetNsGuard};
 
 use crate::daemon_rig::in_private_netns_dir;
 use crate::overlay_topo::{KernelVxlan, VTEP_1, VTEP_2, underlay};
-use crate::proc::{ensure_iperf3, find_program, spawn_in};
+use crate::proc::{ensure_iperf3, find_program, spawn_in, stop_child};
 use crate::report::{Better, Measurement, Reporter};
 use crate::sys;
 use crate::tap_tcp::{client, server};
@@ -366,24 +364,11 @@ impl Drop for Node {
             }
         }
         if let Some(mut child) = self.child.take() {
-            let pid = Pid::from_raw(child.id() as i32);
-            let _ = kill(pid, Signal::SIGTERM);
-            let deadline = Instant::now() + STOP_GRACE;
-            let mut exited = false;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    exited = true;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if !exited {
+            if !stop_child(&mut child, STOP_GRACE) {
                 eprintln!(
                     "warning: {}: the daemon did not exit on SIGTERM; killed",
                     self.name
                 );
-                let _ = kill(pid, Signal::SIGKILL);
-                let _ = child.wait();
             }
         }
         for (_, netns) in &self.sandboxes {

@@ -81,12 +81,18 @@ pub fn root_or_skip(test: &str) -> bool {
 /// Run `cmd` to completion with its output captured; a command still running after
 /// `limit` is killed (by its PID) and the test fails, rather than hanging.
 pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    run_within(cmd, limit).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs `cmd` to completion with its output captured; still running after `limit`, it
+/// is killed (by its PID) and the answer is an error.
+pub fn run_within(cmd: &mut Command, limit: Duration) -> Result<Output, String> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        .map_err(|e| format!("spawn {cmd:?}: {e}"))?;
     let mut out = child.stdout.take().expect("piped stdout");
     let mut err = child.stderr.take().expect("piped stderr");
     let t_out = std::thread::spawn(move || {
@@ -101,21 +107,24 @@ pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
     });
     let deadline = Instant::now() + limit;
     let status = loop {
-        if let Some(st) = child.try_wait().expect("wait for a child") {
-            break st;
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) => {}
+            Err(e) => return Err(format!("wait for {cmd:?}: {e}")),
         }
         if Instant::now() > deadline {
             let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
             let _ = child.wait();
-            panic!("{cmd:?} did not finish within {limit:?}");
+            // Its grandchildren may hold the pipes: the readers are left to end alone.
+            return Err(format!("{cmd:?} did not finish within {limit:?}"));
         }
         std::thread::sleep(Duration::from_millis(2));
     };
-    Output {
+    Ok(Output {
         status,
         stdout: t_out.join().unwrap_or_default(),
         stderr: t_err.join().unwrap_or_default(),
-    }
+    })
 }
 
 /// Runs `check` until it returns `Ok`, for up to `limit` (a pause of 200 ms between

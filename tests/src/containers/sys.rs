@@ -3,10 +3,9 @@
 //! create outside of them.
 
 use std::ffi::OsStr;
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -15,48 +14,7 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// Runs `cmd` to completion with its output captured; still running after `limit`, it
-/// is killed (by its PID) and the answer is an error.
-pub(crate) fn run_within(cmd: &mut Command, limit: Duration) -> Result<Output, String> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("spawn {cmd:?}: {e}"))?;
-    let mut out = child.stdout.take().expect("piped stdout");
-    let mut err = child.stderr.take().expect("piped stderr");
-    let t_out = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = out.read_to_end(&mut b);
-        b
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = err.read_to_end(&mut b);
-        b
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break st,
-            Ok(None) => {}
-            Err(e) => return Err(format!("wait for {cmd:?}: {e}")),
-        }
-        if Instant::now() > deadline {
-            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-            let _ = child.wait();
-            // Its grandchildren may hold the pipes: the readers are left to end alone.
-            return Err(format!("{cmd:?} did not finish within {limit:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    Ok(Output {
-        status,
-        stdout: t_out.join().unwrap_or_default(),
-        stderr: t_err.join().unwrap_or_default(),
-    })
-}
+pub(crate) use crate::multihost::run_within;
 
 /// A command's trimmed stdout if it succeeded, else an error with its status and stderr.
 pub(crate) fn ok_stdout(what: &str, out: Result<Output, String>) -> Result<String, String> {

@@ -39,7 +39,6 @@ use crate::daemon::model::{
     EndpointRecord, External, NetworkRecord, SandboxRecord, new_id, now_rfc3339,
 };
 use crate::daemon::plumbing::PlumbingError;
-use crate::daemon::store::Change;
 
 /// One CNI attachment as the runtime's result describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -228,20 +227,7 @@ impl Daemon {
         for e in &mut eps {
             e.ifname = ifname.to_string();
         }
-        let mut changes: Vec<Change<'_>> = eps.iter().map(Change::PutEndpoint).collect();
-        changes.push(Change::PutSandbox(&sb));
-        let committed = State::ipam_bytes(&ipam)
-            .and_then(|bytes| Ok(self.store.commit(&changes, Some(&bytes))?));
-        if let Err(err) = committed {
-            self.release_planned(&st, &eps);
-            self.drop_unused(&mut st, &fresh);
-            return Err(err);
-        }
-        st.ipam = ipam;
-        for e in &eps {
-            st.endpoints.insert(e.id.clone(), e.clone());
-        }
-        st.sandboxes.insert(sb.id.clone(), sb.clone());
+        self.commit_planned(&mut st, ipam, &sb, &eps, &fresh)?;
         if let Err(err) = self.realize_sandbox(&mut st, &sb) {
             let _ = self.drop_sandbox(&mut st, &sb.id);
             self.drop_unused(&mut st, &fresh);

@@ -124,20 +124,7 @@ impl Daemon {
             }
         };
         sb.ports = bound.iter().map(|b| b.record.clone()).collect();
-        let mut changes: Vec<Change<'_>> = eps.iter().map(Change::PutEndpoint).collect();
-        changes.push(Change::PutSandbox(&sb));
-        let committed = State::ipam_bytes(&ipam)
-            .and_then(|bytes| Ok(self.store.commit(&changes, Some(&bytes))?));
-        if let Err(err) = committed {
-            self.release_planned(&st, &eps);
-            self.drop_unused(&mut st, &fresh);
-            return Err(err);
-        }
-        st.ipam = ipam;
-        for e in &eps {
-            st.endpoints.insert(e.id.clone(), e.clone());
-        }
-        st.sandboxes.insert(sb.id.clone(), sb.clone());
+        self.commit_planned(&mut st, ipam, &sb, &eps, &fresh)?;
         // A rootless sandbox's interfaces come later from its process; its ports are
         // published now (the relay reaches its address once they exist).
         let realized = if sb.rootless.is_some() {
@@ -152,6 +139,35 @@ impl Daemon {
         }
         self.swarm_endpoints_up(&mut st, &sb);
         Ok(sb)
+    }
+
+    /// Commit new sandbox `sb` with its planned endpoints `eps` and the IPAM state
+    /// `ipam` they were planned in, and take them into the state. When the commit
+    /// fails, the planned addresses and the swarm networks instantiated for it
+    /// (`fresh`) are given back.
+    pub(super) fn commit_planned(
+        &self,
+        st: &mut State,
+        ipam: Ipam,
+        sb: &SandboxRecord,
+        eps: &[EndpointRecord],
+        fresh: &[String],
+    ) -> Result<()> {
+        let mut changes: Vec<Change<'_>> = eps.iter().map(Change::PutEndpoint).collect();
+        changes.push(Change::PutSandbox(sb));
+        let committed = State::ipam_bytes(&ipam)
+            .and_then(|bytes| Ok(self.store.commit(&changes, Some(&bytes))?));
+        if let Err(err) = committed {
+            self.release_planned(st, eps);
+            self.drop_unused(st, fresh);
+            return Err(err);
+        }
+        st.ipam = ipam;
+        for e in eps {
+            st.endpoints.insert(e.id.clone(), e.clone());
+        }
+        st.sandboxes.insert(sb.id.clone(), sb.clone());
+        Ok(())
     }
 
     /// Plan the endpoints of new sandbox `sb` on `nets` into `eps` (instantiating the
