@@ -179,6 +179,47 @@ pub(crate) fn cpu_percent(
         .collect()
 }
 
+/// The machine's CPU time from `/proc/stat`, in clock ticks: busy (user, nice, system,
+/// irq, softirq) and steal (what the hypervisor gave to other guests).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct MachineTicks {
+    busy: u64,
+    steal: u64,
+}
+
+impl MachineTicks {
+    /// A reading now (zeros if `/proc/stat` cannot be read).
+    pub(crate) fn now() -> MachineTicks {
+        let Ok(stat) = fs::read_to_string("/proc/stat") else {
+            return MachineTicks::default();
+        };
+        let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+            return MachineTicks::default();
+        };
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        let at = |i: usize| f.get(i).copied().unwrap_or(0);
+        // user nice system idle iowait irq softirq steal
+        MachineTicks {
+            busy: at(0) + at(1) + at(2) + at(5) + at(6),
+            steal: at(7),
+        }
+    }
+
+    /// CPU-seconds the whole machine was busy since `before`, and stolen from it.
+    pub(crate) fn since(&self, before: &MachineTicks) -> (f64, f64) {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        (
+            self.busy.saturating_sub(before.busy) as f64 / hz,
+            self.steal.saturating_sub(before.steal) as f64 / hz,
+        )
+    }
+}
+
 /// The CPUs this process may run on.
 pub(crate) fn allowed_cpus() -> Vec<usize> {
     match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {

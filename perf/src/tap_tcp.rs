@@ -11,7 +11,7 @@ use crate::counters::Snapshot;
 use crate::opts::Opts;
 use crate::proc::{Proc, ensure_iperf3, spawn_in, wait_listening};
 use crate::report::{Better, Measurement, Reporter};
-use crate::sys::{self, cpu_percent, thread_cpu_ticks};
+use crate::sys::{self, MachineTicks, cpu_percent, thread_cpu_ticks};
 use crate::topo::{Datapath, KernelBridge, TAP_TXQUEUELEN, TapnetPair};
 
 const SCENARIO: &str = "tap-tcp";
@@ -24,6 +24,20 @@ pub(crate) struct Tcp {
     pub(crate) retransmits: u64,
     pub(crate) sender_cpu: f64,
     pub(crate) receiver_cpu: f64,
+}
+
+impl Tcp {
+    /// CPU-seconds the machine spent per GB (10^9 bytes) moved, given `busy` CPU-seconds
+    /// over the `secs`-second run: what a datapath costs in CPU, whoever runs the code
+    /// (iperf3's copies, the kernel's stack, the engine), and so what two CPUs can carry.
+    pub(crate) fn cpu_s_per_gb(&self, busy: f64, secs: u64) -> f64 {
+        let gb = self.gbit / 8.0 * secs as f64;
+        if gb > 0.0 {
+            sys::round(busy / gb, 3)
+        } else {
+            0.0
+        }
+    }
 }
 
 pub(crate) fn server(iperf: &Path, dp: &dyn Datapath, cpus: &[usize]) -> Result<Proc> {
@@ -134,7 +148,9 @@ pub(crate) fn compare(
     for streams in [1u32, 2] {
         sys::check_interrupt()?;
         eprintln!("{scenario}: {streams} stream(s), kernel bridge, {secs} s");
+        let m0 = MachineTicks::now();
         let k = client(iperf, kernel, streams, secs, &cpus)?;
+        let k_cpu = MachineTicks::now().since(&m0);
         eprintln!(
             "{scenario}: {streams} stream(s), {}, {secs} s",
             tapnet.label()
@@ -143,7 +159,9 @@ pub(crate) fn compare(
         let before = Snapshot::take(engine);
         let ticks = thread_cpu_ticks("tapnet-w");
         let t0 = Instant::now();
+        let m0 = MachineTicks::now();
         let t = client(iperf, tapnet, streams, secs, &cpus)?;
+        let t_cpu = MachineTicks::now().since(&m0);
         let cpu = cpu_percent(&ticks, &thread_cpu_ticks("tapnet-w"), t0.elapsed());
         let d = Snapshot::take(engine).since(&before);
         let peak = sys::peak_rss_mib();
@@ -180,6 +198,12 @@ pub(crate) fn compare(
             [sys::round(k.sender_cpu, 1), sys::round(k.receiver_cpu, 1)],
         )
         .detail("worker_cpu_pct", &cpu)
+        .detail("tapnet_cpu_s_per_gb", t.cpu_s_per_gb(t_cpu.0, secs))
+        .detail("baseline_cpu_s_per_gb", k.cpu_s_per_gb(k_cpu.0, secs))
+        .detail(
+            "steal_cpu_s",
+            [sys::round(t_cpu.1, 2), sys::round(k_cpu.1, 2)],
+        )
         .detail("avg_rx_frame_bytes", sys::round(d.avg_rx_frame(), 0))
         .detail("superframes_segmented", d.segmented())
         .detail("stages", d.stages())
