@@ -3,8 +3,9 @@
 //! CNI backend) whose plugin directory holds `tapnet` (a link to the binary) and whose
 //! configuration directory a conflist per tapnet network. Two containers on one network
 //! ping and talk TCP; one on another network cannot reach them; a `tapnet run` sandbox
-//! on the same network reaches them; tapnet shows the containers under their names, and
-//! `podman rm -f` takes them out of tapnet. (The plugin's CNI conventions, ADD twice,
+//! on the same network reaches them; tapnet shows the containers under their names;
+//! `podman network connect` and `disconnect` add and remove a running container's
+//! attachment to another network; `podman rm -f` takes them out of tapnet. (The plugin's CNI conventions, ADD twice,
 //! DEL twice, DEL of an unknown container, are `ctl/tests/e2e_cni.rs`'s.)
 //!
 //! Root only (`#[ignore = "needs root"]`); without podman it says so and passes, but
@@ -149,6 +150,40 @@ fn podman_containers_on_tapnet_networks() {
         "{text} {}",
         String::from_utf8_lossy(&o.stderr)
     );
+
+    // podman network connect on the running container: a second attachment (eth1) on
+    // other, which other's containers reach; disconnect takes it out of tapnet.
+    p.podman_ok(&["network", "connect", "other", "db"])
+        .unwrap_or_else(|e| panic!("podman network connect: {e}\n{}", tapnet.log()));
+    let db_other = ip_of(&p, "db", "other");
+    assert_eq!(db_other.octets()[..3], [10, 204, 0]);
+    assert_eq!(tapnet.sandboxes().len(), 2, "{:?}", tapnet.sandboxes());
+    let reach_other = |expect: bool| {
+        let o = p.podman(&[
+            "run",
+            "--rm",
+            "--network",
+            "other",
+            IMAGE,
+            "sh",
+            "-c",
+            &format!("nc -w 2 {db_other} 7000 </dev/null"),
+        ]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(
+            text.contains("hello-from-db"),
+            expect,
+            "db at {db_other} on other: {text} {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    reach_other(true);
+    p.podman_ok(&["network", "disconnect", "other", "db"])
+        .unwrap_or_else(|e| panic!("podman network disconnect: {e}\n{}", tapnet.log()));
+    assert_eq!(tapnet.sandboxes().len(), 1, "{:?}", tapnet.sandboxes());
+    let inspect = tapnet.ok(&["network", "inspect", "other"]);
+    assert!(!inspect.contains(&db_other.to_string()), "{inspect}");
+    reach_other(false);
 
     // podman rm -f: the attachment goes (DEL), and its address is free again.
     p.podman_ok(&["rm", "-f", "db"]).unwrap();
