@@ -3,8 +3,9 @@
 //! a spec file of the test's own name. Containers on one tapnet network ping and talk
 //! TCP by name; one on another network cannot reach them; a `tapnet run` sandbox on the
 //! same network reaches them; `-p 127.0.0.1:PORT:CTRPORT` answers from the host;
-//! connect and disconnect on a running container; `docker rm -f`; dockerd restarted with
-//! a container on a tapnet network. After each step tapnet's own view (sandboxes,
+//! connect and disconnect on a running container; tapnet's daemon restarted under
+//! running containers; `docker rm -f`; dockerd restarted with a container on a tapnet
+//! network. After each step tapnet's own view (sandboxes,
 //! interfaces, addresses, ports) is checked against what Docker has.
 //!
 //! Root only (`#[ignore = "needs root"]`); without dockerd installed it says so and
@@ -97,7 +98,7 @@ fn docker_containers_on_tapnet_networks() {
     if !root_or_skip(test) || !have_dockerd(test) {
         return;
     }
-    let tapnet = TapnetDaemon::start("e2e", true);
+    let mut tapnet = TapnetDaemon::start("e2e", true);
     let plugin = format!("tapnet-e2e-{}", std::process::id());
     let _spec = Dockerd::plugin_spec(
         &plugin,
@@ -230,6 +231,30 @@ fn docker_containers_on_tapnet_networks() {
             .map(|s| s["Name"].as_str().unwrap_or_default().to_string())
             .collect()
     };
+    assert_eq!(names(&tapnet).len(), 2, "{:?}", tapnet.sandboxes());
+    assert!(host_taps().is_empty(), "{:?}", host_taps());
+
+    // tapnet's daemon restarted under running containers: it finds their interfaces
+    // in the containers again, so db answers a new container by name and web's
+    // published port answers from the host, with nothing left over on the host.
+    tapnet.restart();
+    let out = d
+        .docker_ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "pets",
+            IMAGE,
+            "sh",
+            "-c",
+            "ping -c2 -W2 db && nc db 7000 </dev/null",
+        ])
+        .unwrap_or_else(|e| panic!("after tapnet's restart: {e}\n{}", tapnet.log()));
+    assert!(
+        out.contains("2 packets received") && out.contains("hello-from-db"),
+        "{out}"
+    );
+    assert!(read_from((Ipv4Addr::LOCALHOST, port)).contains("hello-from-web"));
     assert_eq!(names(&tapnet).len(), 2, "{:?}", tapnet.sandboxes());
     assert!(host_taps().is_empty(), "{:?}", host_taps());
 

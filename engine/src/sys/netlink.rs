@@ -197,6 +197,19 @@ impl Netlink {
         self.get_link(OP, msg)
     }
 
+    /// Every interface of the namespace (`ip link show`).
+    pub fn links(&mut self) -> Result<Vec<Link>, NetlinkError> {
+        const OP: &str = "links";
+        let replies = self.dump(OP, || RouteNetlinkMessage::GetLink(LinkMessage::default()))?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|r| match r {
+                RouteNetlinkMessage::NewLink(m) => Some(link_from(m)),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Sets the interface administratively up (`ip link set up`). `set_up(1)` brings up
     /// `lo`, which is index 1 in every namespace.
     pub fn set_up(&mut self, ifindex: u32) -> Result<(), NetlinkError> {

@@ -1,6 +1,6 @@
 //! A `tapnet daemon` process for the runtimes' tests: its state in a directory of its
-//! own, optionally with the Docker plugin; stopped by its PID (SIGTERM, SIGKILL after
-//! 10 s) and its directory removed on drop.
+//! own, optionally with the Docker plugin; restarted on the same state when a test asks;
+//! stopped by its PID (SIGTERM, SIGKILL after 10 s) and its directory removed on drop.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -15,6 +15,7 @@ use crate::multihost::{output_within, tapnet_bin};
 /// A `tapnet daemon` of the test's (see the module).
 pub struct TapnetDaemon {
     dir: PathBuf,
+    docker_plugin: bool,
     child: Child,
 }
 
@@ -24,28 +25,67 @@ impl TapnetDaemon {
         let dir = std::env::temp_dir().join(format!("tapnet-plugin-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
+        let child = Self::spawn(&dir, docker_plugin);
+        let t = TapnetDaemon {
+            dir,
+            docker_plugin,
+            child,
+        };
+        t.wait_ready();
+        t
+    }
+
+    fn spawn(dir: &std::path::Path, docker_plugin: bool) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("daemon.log"))
+            .unwrap();
         let mut cmd = Command::new(tapnet_bin());
         cmd.args(["daemon", "--state-dir"]).arg(dir.join("state"));
         if docker_plugin {
             cmd.arg("--docker-plugin").arg(dir.join("plugin.sock"));
         }
-        let child = cmd
-            .stdout(Stdio::null())
+        cmd.stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("start tapnet daemon");
-        let t = TapnetDaemon { dir, child };
+            .expect("start tapnet daemon")
+    }
+
+    fn wait_ready(&self) {
         let start = Instant::now();
-        while !((t.plugin_socket().exists() || !docker_plugin) && t.socket().exists()) {
+        while !((self.plugin_socket().exists() || !self.docker_plugin) && self.socket().exists()) {
             assert!(
                 start.elapsed() < Duration::from_secs(20),
                 "tapnet daemon did not start: {}",
-                t.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        t
+    }
+
+    /// Stop it (SIGTERM, by its PID) and start it again on the same state; its log
+    /// goes on in the same file.
+    pub fn restart(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_file(self.socket());
+        let _ = std::fs::remove_file(self.plugin_socket());
+        self.child = Self::spawn(&self.dir, self.docker_plugin);
+        self.wait_ready();
+    }
+
+    /// SIGTERM, then SIGKILL after 10 s; reaps the process.
+    fn stop(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The Docker plugin's socket.
@@ -93,16 +133,7 @@ impl TapnetDaemon {
 
 impl Drop for TapnetDaemon {
     fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

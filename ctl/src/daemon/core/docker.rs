@@ -9,8 +9,16 @@
 //! - **Endpoints**: every Docker endpoint is a sandbox of its own, marked
 //!   [`External::Docker`], with one endpoint that has Docker's endpoint id. Docker
 //!   creates the endpoint (with the address its IPAM driver gave), then joins it to a
-//!   container: only then is the interface made, a TAP in the daemon's namespace that
-//!   Docker moves into the container, renames and configures. Leaving closes the TAP.
+//!   container: only then is the interface made, a persistent TAP in the daemon's
+//!   namespace that Docker moves into the container, renames and configures. Leaving
+//!   deletes it, wherever it is then (found by its MAC in the container, or back in the
+//!   daemon's namespace under its own name).
+//! - **Restarts**: the TAP outlives the daemon's process, and Docker's configuration of
+//!   it (name, address, routes) stays in the container. A daemon that starts again finds
+//!   each joined endpoint's TAP by its MAC in the container's namespace (the sandbox key
+//!   Docker gave at `Join`) and attaches it again, published ports and all; while it
+//!   was down the container's frames went nowhere. An endpoint whose container went
+//!   meanwhile (its namespace is gone) is left joined to nothing until Docker deletes it.
 //! - **IPAM**: with `--ipam-driver tapnet` the pools and addresses are tapnet's own
 //!   IPAM's, requested and released by Docker's engine (the network's `ipam_driver` is
 //!   [`PLUGIN_IPAM`] and its endpoints' addresses are `ipam_held`), but for the pool:
@@ -31,9 +39,10 @@ use tapnet_nat::portspec::PortMapping;
 use tapnet_switch::MacAddr;
 
 use super::{Daemon, DaemonError, IpamSpec, NetworkSpec, PLUGIN_IPAM, Result, State, prefix_len};
+use crate::daemon::chain::chain;
 use crate::daemon::ipam::{PoolRequest, avoid_list, check_host};
 use crate::daemon::model::{EndpointRecord, External, SandboxRecord, new_id, now_rfc3339};
-use crate::daemon::plumbing::EndpointPlan;
+use crate::daemon::plumbing::{EndpointPlan, PlumbingError};
 use crate::daemon::store::Change;
 
 /// The option that names a Docker network on tapnet's side.
@@ -361,12 +370,87 @@ impl Daemon {
         let e = st.endpoints[ep_id].clone();
         self.unpublish(&mut st, &sb.id);
         self.unrealize_endpoint(&mut st, "", &e)?;
+        self.docker_unplug(&sb, &e);
         sb.external = Some(External::Docker {
             sandbox_key: String::new(),
         });
         sb.ports.clear();
         self.store.commit(&[Change::PutSandbox(&sb)], None)?;
         st.sandboxes.insert(sb.id.clone(), sb);
+        Ok(())
+    }
+
+    /// Delete the TAP of Docker endpoint `e` of sandbox `sb`, wherever it is: in the
+    /// container, under the name Docker gave it, or in the daemon's namespace, under its
+    /// own (never moved, or given back). Nothing there is no error.
+    pub(super) fn docker_unplug(&self, sb: &SandboxRecord, e: &EndpointRecord) {
+        let key = match &sb.external {
+            Some(External::Docker { sandbox_key }) => sandbox_key.as_str(),
+            _ => return,
+        };
+        if let (false, Ok(mac)) = (key.is_empty(), e.mac.parse::<MacAddr>()) {
+            if let Ok(Some(name)) = self.plumbing.find_tap(key, mac.0) {
+                if let Err(err) = self.plumbing.unplug(key, &name) {
+                    tracing::warn!(endpoint = %e.id, error = %chain(&err), "could not delete a Docker endpoint's interface");
+                }
+            }
+        }
+        if let Err(err) = self.plumbing.unplug_host(&e.ifname) {
+            tracing::warn!(endpoint = %e.id, error = %chain(&err), "could not delete a Docker endpoint's interface");
+        }
+    }
+
+    /// At start: attach again the TAP of joined Docker endpoint sandbox `sb`, found by its
+    /// MAC in the container's namespace, and publish its ports again. If the container
+    /// is gone (or its interface is), the endpoint is no longer joined: what is left of
+    /// the TAP goes, and the endpoint waits for Docker's `DeleteEndpoint`.
+    pub(super) fn restore_docker(&self, st: &mut State, sb: &SandboxRecord) -> Result<()> {
+        let Some(External::Docker { sandbox_key }) = &sb.external else {
+            return Ok(());
+        };
+        let Some(e) = sb
+            .endpoints
+            .first()
+            .and_then(|id| st.endpoints.get(id))
+            .cloned()
+        else {
+            return Ok(());
+        };
+        if sandbox_key.is_empty() {
+            return Ok(());
+        }
+        let found = match e.mac.parse::<MacAddr>() {
+            Ok(mac) => self.plumbing.find_tap(sandbox_key, mac.0),
+            Err(_) => Ok(None),
+        };
+        let name = match found {
+            Ok(Some(name)) => name,
+            Ok(None) | Err(PlumbingError::NoNamespace(_)) => {
+                let _ = self.plumbing.unplug_host(&e.ifname);
+                let mut left = sb.clone();
+                left.external = Some(External::Docker {
+                    sandbox_key: String::new(),
+                });
+                left.ports.clear();
+                self.store.commit(&[Change::PutSandbox(&left)], None)?;
+                st.sandboxes.insert(left.id.clone(), left);
+                tracing::info!(endpoint = %e.id, netns = %sandbox_key, "a Docker endpoint's container went while the daemon was down");
+                return Ok(());
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let n = st.networks[&e.network_id].clone();
+        self.realize_network(st, &n)?;
+        let mut iface = st.iface(&e)?;
+        iface.ifname = name;
+        let plan = EndpointPlan {
+            id: &e.id,
+            network: &e.network_id,
+            iface,
+        };
+        self.plumbing.plug(sandbox_key, &plan)?;
+        st.attached.insert(e.id.clone());
+        self.restore_ports(st, sb);
         Ok(())
     }
 

@@ -71,13 +71,15 @@ impl Daemon {
             let _ = self.store.forget_netns(&removed);
         }
         self.reap_rootless(&mut st);
-        // A Docker endpoint's interface was a TAP this daemon's process held: it went
-        // with the process, and Docker gives no way to hand a new one to a running
-        // container. Its records stay until Docker deletes the endpoint. A CNI
-        // container's TAP persists in its namespace and is found again.
-        let restorable = |s: &&SandboxRecord| {
-            s.rootless.is_none() && !matches!(s.external, Some(External::Docker { .. }))
-        };
+        // A CNI container's TAP persists in its namespace and is found again, as a
+        // Docker container's is, under the name Docker gave it (`restore_docker`).
+        let docker = |s: &&SandboxRecord| matches!(s.external, Some(External::Docker { .. }));
+        for sb in sbs.iter().filter(docker) {
+            if let Err(e) = self.restore_docker(&mut st, sb) {
+                tracing::warn!(sandbox = %sb.name, error = %chain(&e), "could not restore a Docker endpoint");
+            }
+        }
+        let restorable = |s: &&SandboxRecord| s.rootless.is_none() && !docker(s);
         for sb in sbs.iter().filter(restorable) {
             if let Err(e) = self.realize_sandbox(&mut st, sb) {
                 tracing::warn!(sandbox = %sb.name, error = %chain(&e), "could not restore sandbox");
@@ -276,9 +278,14 @@ impl Daemon {
     /// out of the datapath; returns whether its namespace is gone.
     pub(super) fn unrealize_sandbox(&self, st: &State, sb: &SandboxRecord) -> bool {
         match &sb.external {
-            // Docker's interface was not persistent: detaching closed it. Neither
-            // runtime's namespace is this daemon's to forget.
-            Some(External::Docker { .. }) => false,
+            // Neither runtime's namespace is this daemon's to forget: only the interface
+            // goes.
+            Some(External::Docker { .. }) => {
+                for e in sb.endpoints.iter().filter_map(|id| st.endpoints.get(id)) {
+                    self.docker_unplug(sb, e);
+                }
+                false
+            }
             // A CNI container's namespace is its runtime's: only the interface goes.
             Some(External::Cni { .. }) => {
                 for e in sb.endpoints.iter().filter_map(|id| st.endpoints.get(id)) {

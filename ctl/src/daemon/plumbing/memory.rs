@@ -293,6 +293,27 @@ impl MemoryPlumbing {
         self.mem().namespaces.remove(path);
     }
 
+    /// A container runtime moves interface `ifname` from namespace `from` ("" is the
+    /// daemon's) into namespace `to` and renames it `new_name` (Docker with the TAP of
+    /// `plug_host`). Returns whether it was there.
+    pub fn move_interface(&self, from: &str, ifname: &str, to: &str, new_name: &str) -> bool {
+        let mut m = self.mem();
+        let Some(mut iface) = m
+            .namespaces
+            .get_mut(from)
+            .and_then(|ns| ns.interfaces.remove(ifname))
+        else {
+            return false;
+        };
+        iface.ifname = new_name.to_string();
+        m.namespaces
+            .entry(to.to_string())
+            .or_default()
+            .interfaces
+            .insert(new_name.to_string(), iface);
+        true
+    }
+
     /// Someone deletes interface `ifname` from namespace `netns` behind the daemon's back.
     pub fn remove_interface(&self, netns: &str, ifname: &str) {
         if let Some(ns) = self.mem().namespaces.get_mut(netns) {
@@ -619,6 +640,24 @@ impl Plumbing for MemoryPlumbing {
         Ok(())
     }
 
+    fn find_tap(&self, netns: &str, mac: [u8; 6]) -> Result<Option<String>, PlumbingError> {
+        let m = self.mem();
+        let ns = m.namespaces.get(netns).ok_or_else(|| no_namespace(netns))?;
+        Ok(ns
+            .interfaces
+            .iter()
+            .find(|(_, i)| i.mac == mac)
+            .map(|(name, _)| name.clone()))
+    }
+
+    fn unplug_host(&self, ifname: &str) -> Result<(), PlumbingError> {
+        self.fault(Op::Unplug)?;
+        if let Some(host) = self.mem().namespaces.get_mut("") {
+            host.interfaces.remove(ifname);
+        }
+        Ok(())
+    }
+
     fn unplug(&self, netns: &str, ifname: &str) -> Result<(), PlumbingError> {
         self.fault(Op::Unplug)?;
         let mut m = self.mem();
@@ -690,13 +729,8 @@ impl Plumbing for MemoryPlumbing {
             self.fault(Op::Detach)?;
         }
         let mut m = self.mem();
-        if let Some((_, iface)) = m.attached.remove(id) {
-            // A TAP made in the daemon's namespace (`plug_host`) is not persistent: it
-            // goes with its fd.
-            if let Some(host) = m.namespaces.get_mut("") {
-                host.interfaces.remove(&iface.ifname);
-            }
-        }
+        // Every TAP persists past its fd (`plug_host`'s too): detaching deletes none.
+        m.attached.remove(id);
         m.bindings.remove(id);
         Ok(())
     }

@@ -298,9 +298,19 @@ pub trait Plumbing: HostPorts + Send + Sync {
     /// Create endpoint `ep`'s TAP in the daemon's own namespace, named `ep.iface.ifname`,
     /// with its MAC, MTU and queue length but down and without an address, and attach it
     /// to its network's datapath: an interface that a container runtime moves into its
-    /// container and configures (Docker's remote driver, `Join`). It is not persistent:
-    /// [`Plumbing::detach`] closes it, and the kernel deletes it wherever it is then.
+    /// container and configures (Docker's remote driver, `Join`). It is persistent: it
+    /// outlives [`Plumbing::detach`] and the daemon's process, wherever it is then, until
+    /// [`Plumbing::unplug`] or [`Plumbing::unplug_host`] deletes it or its namespace goes.
     fn plug_host(&self, ep: &EndpointPlan<'_>) -> Result<(), PlumbingError>;
+
+    /// The name of the TAP whose MAC is `mac` in namespace `netns` (a path), if there is
+    /// one: where a container runtime took an interface of [`Plumbing::plug_host`] and
+    /// what it renamed it to. [`PlumbingError::NoNamespace`] when the namespace is gone.
+    fn find_tap(&self, netns: &str, mac: [u8; 6]) -> Result<Option<String>, PlumbingError>;
+
+    /// Delete TAP `ifname` from the daemon's own namespace, if it is there (an interface
+    /// of [`Plumbing::plug_host`] that was never moved, or was given back).
+    fn unplug_host(&self, ifname: &str) -> Result<(), PlumbingError>;
 
     /// Delete interface `ifname` from namespace `netns` (after [`Plumbing::detach`]).
     fn unplug(&self, netns: &str, ifname: &str) -> Result<(), PlumbingError>;

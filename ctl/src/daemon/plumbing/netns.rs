@@ -102,14 +102,13 @@ pub fn plug(ns: &NetNs, cfg: &IfaceConfig) -> Result<Tap, SandboxError> {
     Ok(tap)
 }
 
-/// Create the endpoint's TAP in the calling thread's namespace (the daemon's), not
+/// Create the endpoint's TAP in the calling thread's namespace (the daemon's),
 /// persistent, with its MAC, MTU and queue length, left down and without an address: a
-/// container runtime moves it into its container and configures it there.
+/// container runtime moves it into its container and configures it there. Persistent so
+/// that it outlives the daemon's process: a daemon that starts again finds it in the
+/// container ([`find_tap`]) and attaches it again.
 pub fn plug_host(cfg: &IfaceConfig) -> Result<Tap, SandboxError> {
-    let tap = Tap::create(&TapConfig {
-        name: cfg.ifname.clone(),
-        ..Default::default()
-    })?;
+    let tap = Tap::create(&tap_config(&cfg.ifname))?;
     let mut nl = Netlink::open()?;
     let idx = nl.link_index(&cfg.ifname)?;
     nl.set_mac(idx, cfg.mac)?;
@@ -147,6 +146,30 @@ pub fn unplug(ns: &NetNs, ifname: &str) -> Result<(), SandboxError> {
     let mut nl = Netlink::open_in(ns)?;
     match nl.link_index(ifname) {
         Ok(idx) => Ok(nl.delete_link(idx)?),
+        Err(NetlinkError::Kernel {
+            errno: nix::errno::Errno::ENODEV,
+            ..
+        }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The name of the TAP in `ns` whose MAC is `mac`, if there is one.
+pub fn find_tap(ns: &NetNs, mac: [u8; 6]) -> Result<Option<String>, SandboxError> {
+    let links = Netlink::open_in(ns)?.links()?;
+    Ok(links
+        .into_iter()
+        .find(|l| l.mac == Some(mac) && l.kind.as_deref() == Some("tun"))
+        .map(|l| l.name))
+}
+
+/// Remove TAP `ifname` from the calling thread's namespace (the daemon's), if it is
+/// there.
+pub fn unplug_host(ifname: &str) -> Result<(), SandboxError> {
+    let mut nl = Netlink::open()?;
+    match nl.link_by_name(ifname) {
+        Ok(l) if l.kind.as_deref() == Some("tun") => Ok(nl.delete_link(l.index)?),
+        Ok(_) => Ok(()),
         Err(NetlinkError::Kernel {
             errno: nix::errno::Errno::ENODEV,
             ..

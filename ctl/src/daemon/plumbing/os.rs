@@ -426,6 +426,22 @@ impl Plumbing for OsPlumbing {
         self.attach(ep, Box::new(TapPort::new(tap, ep.iface.mtu)))
     }
 
+    fn find_tap(&self, netns: &str, mac: [u8; 6]) -> Result<Option<String>, PlumbingError> {
+        use tapnet_engine::sys::netns::NetnsError;
+        let ns = match open_netns(netns) {
+            Ok(ns) => ns,
+            Err(NetnsError::NotFound { .. } | NetnsError::NotNetns { .. }) => {
+                return Err(PlumbingError::NoNamespace(netns.to_string()));
+            }
+            Err(e) => return Err(ns_err(e)),
+        };
+        sandbox_ns::find_tap(&ns, mac).map_err(ns_err)
+    }
+
+    fn unplug_host(&self, ifname: &str) -> Result<(), PlumbingError> {
+        sandbox_ns::unplug_host(ifname).map_err(ns_err)
+    }
+
     fn unplug(&self, netns: &str, ifname: &str) -> Result<(), PlumbingError> {
         let ns = open_netns(netns).map_err(ns_err)?;
         sandbox_ns::unplug(&ns, ifname).map_err(ns_err)

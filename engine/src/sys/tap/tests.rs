@@ -118,6 +118,12 @@ fn create_in_namespace_with_vnet_hdr_and_offloads() {
     assert_eq!(tap.ifindex().unwrap(), index);
     assert_eq!(nl.link(index).unwrap().kind.as_deref(), Some("tun"));
     assert_eq!(ns.run(|| nametoindex("tnt0").unwrap()).unwrap(), index);
+    // The dump of every link has it, with its kind and MAC, and `lo`.
+    let links = nl.links().unwrap();
+    let l = links.iter().find(|l| l.index == index).unwrap();
+    assert_eq!((l.name.as_str(), l.kind.as_deref()), ("tnt0", Some("tun")));
+    assert_eq!(l.mac, nl.link(index).unwrap().mac);
+    assert!(links.iter().any(|l| l.name == "lo"), "{links:?}");
 
     drop(tap);
     // A non-persistent TAP disappears with its fd.

@@ -58,7 +58,7 @@ fn a_container_on_a_tapnet_ipam_network_from_create_to_delete() {
         .unwrap_err();
     assert!(matches!(err, DaemonError::NotAllocated(_)), "{err}");
 
-    // Join: a TAP in the daemon's namespace, in the datapath; Leave closes it.
+    // Join: a TAP in the daemon's namespace, in the datapath; Leave deletes it.
     let j = r.d().docker_join(EP1, "/var/run/docker/netns/x").unwrap();
     assert_eq!(j.ifname, "tnaaaaaaaaaaaa");
     assert_eq!(j.gateway, Some(Ipv4Addr::new(10, 7, 0, 1)));
@@ -251,6 +251,96 @@ fn published_ports_follow_program_and_revoke() {
 }
 
 #[test]
+fn a_container_leaving_deletes_its_interface_wherever_docker_put_it() {
+    let r = Rig::new();
+    let pool = plugin_network(&r);
+    let (a, _) = r.d().plugin_request_address(&pool, None, false).unwrap();
+    r.d()
+        .docker_create_endpoint(NET, EP1, Some(a), None)
+        .unwrap();
+    r.p().add_runtime_namespace("/k");
+    let j = r.d().docker_join(EP1, "/k").unwrap();
+    // Docker moves the TAP into the container and renames it.
+    assert!(r.p().move_interface("", &j.ifname, "/k", "eth0"));
+    r.d().docker_leave(EP1).unwrap();
+    assert!(r.p().namespace("/k").unwrap().interfaces.is_empty());
+    // Given back to the daemon's namespace before the endpoint goes: deleted there.
+    r.d().docker_join(EP1, "/k").unwrap();
+    assert!(r.p().move_interface("", &j.ifname, "/k", "eth0"));
+    assert!(r.p().move_interface("/k", "eth0", "", &j.ifname));
+    r.d().docker_delete_endpoint(EP1).unwrap();
+    assert!(
+        !r.p()
+            .namespace("")
+            .unwrap()
+            .interfaces
+            .contains_key(&j.ifname)
+    );
+    assert!(r.p().namespace("/k").unwrap().interfaces.is_empty());
+}
+
+#[test]
+fn after_a_restart_a_running_container_gets_its_interface_back() {
+    let mut r = Rig::new();
+    let pool = plugin_network(&r);
+    let (a, _) = r.d().plugin_request_address(&pool, None, false).unwrap();
+    let (b, _) = r.d().plugin_request_address(&pool, None, false).unwrap();
+    r.d()
+        .docker_create_endpoint(NET, EP1, Some(a), None)
+        .unwrap();
+    r.d()
+        .docker_create_endpoint(NET, EP2, Some(b), None)
+        .unwrap();
+    r.p().add_runtime_namespace("/k1");
+    r.p().add_runtime_namespace("/k2");
+    let j1 = r.d().docker_join(EP1, "/k1").unwrap();
+    let j2 = r.d().docker_join(EP2, "/k2").unwrap();
+    assert!(r.p().move_interface("", &j1.ifname, "/k1", "eth0"));
+    assert!(r.p().move_interface("", &j2.ifname, "/k2", "eth1"));
+    let p = PortMapping {
+        host_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        host_ports: Some((18080, 18080)),
+        container_port: 80,
+        proto: Proto::Tcp,
+    };
+    r.d().docker_publish(EP1, &[p]).unwrap();
+    // The second container goes while the daemon is down: its namespace with it.
+    r.p().remove_runtime_namespace("/k2");
+    r.restart();
+    // The first one's TAP is found under Docker's name and attached again, its port
+    // published again.
+    assert!(r.p().attached().contains_key(EP1));
+    assert!(
+        r.p()
+            .namespace("/k1")
+            .unwrap()
+            .interfaces
+            .contains_key("eth0")
+    );
+    assert_eq!(r.p().bound().len(), 1, "{:?}", r.p().bound());
+    // The second one is no longer joined; Docker's cleanup removes it.
+    assert!(!r.p().attached().contains_key(EP2));
+    let (sb2, _) = r.d().sandbox("docker-bbbbbbbbbbbb").unwrap();
+    assert_eq!(
+        sb2.external,
+        Some(External::Docker {
+            sandbox_key: String::new()
+        })
+    );
+    r.d().docker_leave(EP2).unwrap();
+    r.d().docker_delete_endpoint(EP2).unwrap();
+    r.d().docker_leave(EP1).unwrap();
+    assert!(r.p().namespace("/k1").unwrap().interfaces.is_empty());
+    assert!(r.p().bound().is_empty());
+    r.d().docker_delete_endpoint(EP1).unwrap();
+    r.d().plugin_release_address(&pool, a).unwrap();
+    r.d().plugin_release_address(&pool, b).unwrap();
+    r.d().docker_delete_network(NET).unwrap();
+    r.d().plugin_release_pool(&pool).unwrap();
+    assert!(r.d().sandboxes().is_empty());
+}
+
+#[test]
 fn after_a_restart_docker_endpoints_stay_until_docker_deletes_them() {
     let mut r = Rig::new();
     let pool = plugin_network(&r);
@@ -260,7 +350,7 @@ fn after_a_restart_docker_endpoints_stay_until_docker_deletes_them() {
         .unwrap();
     r.d().docker_join(EP1, "/k").unwrap();
     r.restart();
-    // Its TAP went with the old process; the records stay.
+    // Its container's namespace is not there: the records stay, joined to nothing.
     assert!(!r.p().attached().contains_key(EP1));
     assert!(r.d().sandbox("docker-aaaaaaaaaaaa").is_ok());
     r.d().docker_leave(EP1).unwrap();
