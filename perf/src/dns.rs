@@ -357,8 +357,7 @@ impl MaxRun {
 
 /// CPU seconds of each `tapnet-*` thread of this process.
 fn thread_cpu_seconds() -> BTreeMap<String, f64> {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let hz = crate::sys::clock_ticks_per_sec();
     thread_cpu_ticks("tapnet-")
         .into_iter()
         .map(|(k, (u, s))| (k, (u + s) as f64 / hz))

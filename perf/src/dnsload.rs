@@ -370,8 +370,7 @@ pub(crate) fn process_cpu_seconds(pid: u32) -> Option<f64> {
     let rest = stat.rsplit_once(')')?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let hz = crate::sys::clock_ticks_per_sec();
     Some((ticks(11)? + ticks(12)?) as f64 / hz)
 }
 

@@ -233,8 +233,7 @@ impl Side {
             .detail("server_addr", self.server_ip);
         let mut note = format!("retransmits {}", r.retransmits);
         if let (Some(b), Some(a)) = (ticks, self.node.as_ref().and_then(Node::cpu_ticks)) {
-            // SAFETY: sysconf only reads a configuration value.
-            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+            let hz = crate::sys::clock_ticks_per_sec();
             let pct = a.saturating_sub(b) as f64 / hz / elapsed.as_secs_f64() * 100.0;
             let pct = sys::round(pct, 1);
             note.push_str(&format!(", daemon CPU {pct}%"));

@@ -528,8 +528,7 @@ fn daemon_cpu_pct(
     after: [Option<u64>; 2],
     elapsed: Duration,
 ) -> [f64; 2] {
-    // SAFETY: sysconf only reads a configuration value.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let hz = crate::sys::clock_ticks_per_sec();
     let secs = elapsed.as_secs_f64().max(1e-9);
     [0, 1].map(|i| match (before[i], after[i]) {
         (Some(b), Some(a)) => sys::round(a.saturating_sub(b) as f64 / hz / secs * 100.0, 1),

@@ -108,6 +108,12 @@ pub(crate) fn rss_mib() -> Option<f64> {
     status_kib("VmRSS").map(|k| k as f64 / 1024.0)
 }
 
+/// Clock ticks per second, the unit of `/proc`'s CPU times.
+pub(crate) fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
 /// CPU time per thread name: (user, system) clock ticks.
 pub(crate) type Ticks = BTreeMap<String, (u64, u64)>;
 
@@ -158,8 +164,7 @@ pub(crate) fn cpu_percent(
     after: &Ticks,
     elapsed: Duration,
 ) -> BTreeMap<String, CpuUse> {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let hz = clock_ticks_per_sec();
     let secs = elapsed.as_secs_f64().max(1e-9);
     after
         .iter()
@@ -211,8 +216,7 @@ impl MachineTicks {
 
     /// CPU-seconds the whole machine was busy since `before`, and stolen from it.
     pub(crate) fn since(&self, before: &MachineTicks) -> (f64, f64) {
-        // SAFETY: sysconf has no memory-safety preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let hz = clock_ticks_per_sec();
         (
             self.busy.saturating_sub(before.busy) as f64 / hz,
             self.steal.saturating_sub(before.steal) as f64 / hz,

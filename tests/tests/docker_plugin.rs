@@ -70,6 +70,26 @@ fn read_from(addr: (Ipv4Addr, u16)) -> String {
     }
 }
 
+/// A new container on `pets` pings `db` and reads from it, by name (Docker's DNS).
+fn pets_reach_db(d: &Dockerd, tapnet: &TapnetDaemon) {
+    let out = d
+        .docker_ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "pets",
+            IMAGE,
+            "sh",
+            "-c",
+            "ping -c2 -W2 db && nc db 7000 </dev/null",
+        ])
+        .unwrap_or_else(|e| panic!("{e}\n{}", tapnet.log()));
+    assert!(
+        out.contains("2 packets received") && out.contains("hello-from-db"),
+        "{out}"
+    );
+}
+
 fn ip_of(d: &Dockerd, container: &str, net: &str) -> Ipv4Addr {
     let f = format!("{{{{.NetworkSettings.Networks.{net}.IPAddress}}}}");
     d.docker_ok(&["inspect", "-f", &f, container])
@@ -145,22 +165,7 @@ fn docker_containers_on_tapnet_networks() {
     .unwrap();
     let db = ip_of(&d, "db", "pets");
     assert_eq!(db.octets()[..3], [10, 201, 0]);
-    let out = d
-        .docker_ok(&[
-            "run",
-            "--rm",
-            "--network",
-            "pets",
-            IMAGE,
-            "sh",
-            "-c",
-            "ping -c2 -W2 db && nc db 7000 </dev/null",
-        ])
-        .unwrap();
-    assert!(
-        out.contains("2 packets received") && out.contains("hello-from-db"),
-        "{out}"
-    );
+    pets_reach_db(&d, &tapnet);
     let o = d.docker(&[
         "run",
         "--rm",
@@ -238,22 +243,7 @@ fn docker_containers_on_tapnet_networks() {
     // in the containers again, so db answers a new container by name and web's
     // published port answers from the host, with nothing left over on the host.
     tapnet.restart();
-    let out = d
-        .docker_ok(&[
-            "run",
-            "--rm",
-            "--network",
-            "pets",
-            IMAGE,
-            "sh",
-            "-c",
-            "ping -c2 -W2 db && nc db 7000 </dev/null",
-        ])
-        .unwrap_or_else(|e| panic!("after tapnet's restart: {e}\n{}", tapnet.log()));
-    assert!(
-        out.contains("2 packets received") && out.contains("hello-from-db"),
-        "{out}"
-    );
+    pets_reach_db(&d, &tapnet);
     assert!(read_from((Ipv4Addr::LOCALHOST, port)).contains("hello-from-web"));
     assert_eq!(names(&tapnet).len(), 2, "{:?}", tapnet.sandboxes());
     assert!(host_taps().is_empty(), "{:?}", host_taps());

@@ -408,6 +408,10 @@ impl Daemon {
         let Some(External::Docker { sandbox_key }) = &sb.external else {
             return Ok(());
         };
+        // Created but not joined: no interface to find.
+        if sandbox_key.is_empty() {
+            return Ok(());
+        }
         let Some(e) = sb
             .endpoints
             .first()
@@ -416,9 +420,6 @@ impl Daemon {
         else {
             return Ok(());
         };
-        if sandbox_key.is_empty() {
-            return Ok(());
-        }
         let found = match e.mac.parse::<MacAddr>() {
             Ok(mac) => self.plumbing.find_tap(sandbox_key, mac.0),
             Err(_) => Ok(None),

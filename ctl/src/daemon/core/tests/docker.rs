@@ -35,6 +35,16 @@ fn plugin_network(r: &Rig) -> String {
     pool
 }
 
+/// Docker's `-p 127.0.0.1:18080:80`.
+fn local_18080() -> PortMapping {
+    PortMapping {
+        host_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        host_ports: Some((18080, 18080)),
+        container_port: 80,
+        proto: Proto::Tcp,
+    }
+}
+
 #[test]
 fn a_container_on_a_tapnet_ipam_network_from_create_to_delete() {
     let r = Rig::new();
@@ -231,12 +241,7 @@ fn published_ports_follow_program_and_revoke() {
         .docker_create_endpoint(NET, EP1, Some(a), None)
         .unwrap();
     r.d().docker_join(EP1, "/k").unwrap();
-    let p = PortMapping {
-        host_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        host_ports: Some((18080, 18080)),
-        container_port: 80,
-        proto: Proto::Tcp,
-    };
+    let p = local_18080();
     r.d().docker_publish(EP1, &[p]).unwrap();
     let ports = r.d().docker_endpoint_ports(EP1).unwrap();
     assert_eq!((ports[0].host_port, ports[0].container_port), (18080, 80));
@@ -297,12 +302,7 @@ fn after_a_restart_a_running_container_gets_its_interface_back() {
     let j2 = r.d().docker_join(EP2, "/k2").unwrap();
     assert!(r.p().move_interface("", &j1.ifname, "/k1", "eth0"));
     assert!(r.p().move_interface("", &j2.ifname, "/k2", "eth1"));
-    let p = PortMapping {
-        host_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        host_ports: Some((18080, 18080)),
-        container_port: 80,
-        proto: Proto::Tcp,
-    };
+    let p = local_18080();
     r.d().docker_publish(EP1, &[p]).unwrap();
     // The second container goes while the daemon is down: its namespace with it.
     r.p().remove_runtime_namespace("/k2");
