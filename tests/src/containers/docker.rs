@@ -387,25 +387,47 @@ impl Dockerd {
         let Some(mut child) = self.child.take() else {
             return true;
         };
+        let own = self.own_containerd_pid();
         let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
         let deadline = Instant::now() + DOCKERD_STOP_GRACE;
+        let mut by_itself = false;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
-                return true;
+                by_itself = true;
+                break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        false
-    }
-
-    /// SIGKILL to dockerd (a crash): its containerd and the containers stay as they were.
-    pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        if !by_itself {
             let _ = child.kill();
             let _ = child.wait();
         }
+        wait_gone(own);
+        by_itself
+    }
+
+    /// SIGKILL to dockerd (a crash): the shims and the containers stay as they were; the
+    /// harness's containerd ([`Dockerd::start_with_containerd`]) too. dockerd's own
+    /// containerd gets SIGKILL from the kernel as its parent dies (dockerd starts it with
+    /// a parent-death signal), a moment later: this returns once it is gone, or a start
+    /// right after could find it still alive, reuse it and wait in vain for its socket.
+    pub fn kill9(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let own = self.own_containerd_pid();
+        let _ = child.kill();
+        let _ = child.wait();
+        wait_gone(own);
+    }
+
+    /// The PID of the containerd dockerd started itself, if it runs (none with the
+    /// harness's).
+    fn own_containerd_pid(&self) -> Option<u32> {
+        if self.containerd.is_some() {
+            return None;
+        }
+        self.containerd_pid()
     }
 
     /// dockerd's PID while it runs.
@@ -592,4 +614,14 @@ pub fn busybox_image(docker: &Dockerd, tag: &str) -> Result<String, String> {
     });
     let _ = std::fs::remove_file(&tar);
     imported
+}
+
+/// Waits (up to 10 s) until `pid`, dockerd's own containerd after dockerd ended, is gone
+/// (exited, or a zombie no one reaped yet).
+fn wait_gone(pid: Option<u32>) {
+    let Some(pid) = pid else { return };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
