@@ -2,9 +2,12 @@
 //! `tapnet` CNI plugin sends on behalf of a container runtime (podman, containerd). The
 //! plugin turns the answers into CNI results and error objects.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::nullable;
+use crate::sandbox::{PortMap, port_map};
 
 /// `POST /cni/add` (`CNI_COMMAND=ADD`); also the body of `/cni/check`, which ignores
 /// `Network` and `Name`.
@@ -26,6 +29,12 @@ pub struct CniAddRequest {
     /// the sandbox's name when it is valid and free.
     #[serde(rename = "Name", default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Ports to publish (the runtime's `portMappings`), as a sandbox's
+    /// `PortBindings`: by container port (`80/tcp`), each with its host address and
+    /// port.
+    #[serde(rename = "PortBindings", default, deserialize_with = "port_map")]
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub port_bindings: PortMap,
 }
 
 /// `POST /cni/del` (`CNI_COMMAND=DEL`): an attachment, by container and interface.

@@ -75,7 +75,7 @@ pub struct PortBinding {
 pub type PortMap = BTreeMap<String, Vec<PortBinding>>;
 
 /// A [`PortMap`] where the map or any list may be `null`, as Go writes nil values.
-fn port_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PortMap, D::Error> {
+pub(crate) fn port_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PortMap, D::Error> {
     let m: Option<BTreeMap<String, Option<Vec<PortBinding>>>> = Deserialize::deserialize(d)?;
     Ok(m.unwrap_or_default()
         .into_iter()

@@ -373,3 +373,106 @@ fn the_plugin_attaches_containers_as_a_runtime_asks() {
     rt.add("cni-a", "c1", &ns1).error(11);
     rt.run("STATUS", None, &conf).error(50);
 }
+
+/// A port on 127.0.0.1 that nothing holds now.
+fn free_loopback_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One connection to 127.0.0.1:`host_port` from the host, answered by a listener on
+/// port 8080 inside `ns` (every address there, on network `cni-p`): what it sent,
+/// reversed.
+fn through_published_port(ns: &RuntimeNs, host_port: u16) {
+    let listener = NetNs::open(&ns.name)
+        .unwrap()
+        .run(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, 8080)))
+        .unwrap()
+        .unwrap();
+    let srv = std::thread::spawn(move || {
+        let (mut s, peer) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got.reverse();
+        s.write_all(&got).unwrap();
+        peer
+    });
+    let addr = (Ipv4Addr::LOCALHOST, host_port).into();
+    let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect 127.0.0.1:{host_port}: {e}"));
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"published by cni").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut back = String::new();
+    c.read_to_string(&mut back).unwrap();
+    let peer = srv.join().unwrap();
+    assert_eq!(back, "inc yb dehsilbup");
+    // A loopback client appears as the network's gateway, as with tapnet's own -p.
+    assert_eq!(peer.ip().to_string(), "10.231.3.1", "{peer}");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn port_mappings_are_published_while_the_attachment_lives() {
+    let mut d = Daemon::start("cni-ports");
+    let rt = Runtime {
+        dir: d.dir.clone(),
+        socket: d.socket.clone(),
+    };
+    d.ok(&["network", "create", "--subnet", "10.231.3.0/24", "cni-p"]);
+    let (ns1, ns2) = (RuntimeNs::new("pa"), RuntimeNs::new("pb"));
+    let port = free_loopback_port();
+    let with_ports = |mappings: Value| {
+        let mut conf = rt.conf("cni-p");
+        conf["capabilities"] = json!({"portMappings": true});
+        conf["runtimeConfig"] = json!({ "portMappings": mappings });
+        conf
+    };
+    let web = with_ports(json!([
+        {"hostPort": port, "containerPort": 8080, "protocol": "tcp", "hostIP": "127.0.0.1"}
+    ]));
+    rt.run("ADD", Some(("p1", &ns1.path(), "eth0")), &web).ok();
+    through_published_port(&ns1, port);
+    // Shown as the container's published port.
+    let sb = d.inspect("sandbox", "pod-p1");
+    assert_eq!(
+        sb["Ports"]["8080/tcp"],
+        json!([{"HostIp": "127.0.0.1", "HostPort": port.to_string()}]),
+        "{sb}"
+    );
+
+    // The same host port for another container: an error object with Docker's text,
+    // and no attachment made.
+    let e = rt
+        .run("ADD", Some(("p2", &ns2.path(), "eth0")), &web)
+        .error(100);
+    assert!(
+        e["details"]
+            .as_str()
+            .unwrap()
+            .contains("port is already allocated"),
+        "{e}"
+    );
+    assert!(!links(&ns2.name).contains(&"eth0".to_string()));
+    assert_eq!(on_network(&d, "cni-p"), vec!["pod-p1"]);
+    // A mapping that is no port: code 7, naming it.
+    let bad = with_ports(json!([{"hostPort": 0, "containerPort": 8080}]));
+    let e = rt
+        .run("ADD", Some(("p3", &ns2.path(), "eth0")), &bad)
+        .error(7);
+    assert!(e["details"].as_str().unwrap().contains("hostPort"), "{e}");
+    assert_eq!(on_network(&d, "cni-p"), vec!["pod-p1"]);
+
+    // Bound again when the daemon restarts.
+    d.restart();
+    through_published_port(&ns1, port);
+
+    // DEL closes it: the host port is free.
+    rt.del("cni-p", "p1", &ns1.path()).ok();
+    TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+        .unwrap_or_else(|e| panic!("127.0.0.1:{port} still held after DEL: {e}"));
+}

@@ -13,13 +13,17 @@
 //! The configuration's own keys: `network`, the tapnet network (name or id; default the
 //! configuration's `name`), and `socket`, the daemon's socket (default
 //! `/run/tapnet/tapnet.sock`). `ipam` is refused: tapnet's own IPAM gives the address.
+//! `runtimeConfig.portMappings` (a conflist that declares the `portMappings` capability;
+//! containerd and CRI-O fill it from the container's host ports) are published by the
+//! daemon as a sandbox's `-p` ports.
 
 use std::io::Read;
+use std::net::IpAddr;
 
 use serde_json::{Value, json};
 use tapnet_api::{
     CniAddRequest, CniAttachmentInfo, CniAttachmentRef, CniGcRequest, CniGcResponse,
-    CniStatusRequest,
+    CniStatusRequest, PortBinding, PortMap,
 };
 
 use super::client::{Client, ClientError};
@@ -229,6 +233,63 @@ fn parse_config(stdin: &str) -> Result<Config, (String, CniError)> {
     })
 }
 
+/// The runtime's `runtimeConfig.portMappings` (the CNI conventions' `portMappings`
+/// capability: `hostPort`, `containerPort`, `protocol` `tcp` or `udp`, default `tcp`,
+/// and `hostIP`, default every address) as the API's `PortBindings`; an error names the
+/// entry and what is wrong with it.
+fn port_mappings(raw: &Value) -> Result<PortMap, String> {
+    let mut out = PortMap::new();
+    let rc = match raw.get("runtimeConfig") {
+        None | Some(Value::Null) => return Ok(out),
+        Some(Value::Object(m)) => m,
+        Some(other) => return Err(format!("runtimeConfig: {other}: an object is needed")),
+    };
+    let list = match rc.get("portMappings") {
+        None | Some(Value::Null) => return Ok(out),
+        Some(Value::Array(l)) => l,
+        Some(other) => {
+            return Err(format!(
+                "runtimeConfig.portMappings: {other}: an array is needed"
+            ));
+        }
+    };
+    for (i, m) in list.iter().enumerate() {
+        let bad = |what: &str| format!("runtimeConfig.portMappings[{i}]: {m}: {what}");
+        let port = |k: &str| {
+            m.get(k)
+                .and_then(Value::as_u64)
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|&p| p != 0)
+                .ok_or_else(|| bad(&format!("{k} must be a port number, 1 to 65535")))
+        };
+        if !m.is_object() {
+            return Err(bad("an object is needed"));
+        }
+        let host_port = port("hostPort")?;
+        let container_port = port("containerPort")?;
+        let proto = match m.get("protocol") {
+            None | Some(Value::Null) => "tcp".to_string(),
+            Some(Value::String(p)) if p.is_empty() => "tcp".to_string(),
+            Some(Value::String(p)) if matches!(p.to_ascii_lowercase().as_str(), "tcp" | "udp") => {
+                p.to_ascii_lowercase()
+            }
+            Some(_) => return Err(bad("protocol must be tcp or udp")),
+        };
+        let host_ip = match m.get("hostIP") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(ip)) if ip.is_empty() || ip.parse::<IpAddr>().is_ok() => ip.clone(),
+            Some(_) => return Err(bad("hostIP must be an IPv4 or IPv6 address")),
+        };
+        out.entry(format!("{container_port}/{proto}"))
+            .or_default()
+            .push(PortBinding {
+                host_ip,
+                host_port: host_port.to_string(),
+            });
+    }
+    Ok(out)
+}
+
 /// The CNI spec's rule for `CNI_CONTAINERID`.
 fn valid_container_id(s: &str) -> bool {
     s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
@@ -290,12 +351,21 @@ fn dispatch(inv: &Invocation, cfg: &Config) -> Result<Option<Value>, CniError> {
     match cmd {
         "ADD" => {
             let (container_id, ifname, netns) = need(inv, true)?;
+            // Read at ADD only: a DEL succeeds whatever the runtime's ports were.
+            let port_bindings = port_mappings(&cfg.raw).map_err(|details| {
+                CniError::new(
+                    code::INVALID_CONFIG,
+                    "invalid network configuration",
+                    details,
+                )
+            })?;
             let req = CniAddRequest {
                 network: cfg.network.clone(),
                 container_id,
                 netns: netns.clone(),
                 ifname,
                 name: pod_name(&inv.args),
+                port_bindings,
             };
             let a: CniAttachmentInfo = call(cmd, client.block_on(client.post("/cni/add", &req)))?;
             Ok(Some(result(
@@ -321,7 +391,7 @@ fn dispatch(inv: &Invocation, cfg: &Config) -> Result<Option<Value>, CniError> {
                 container_id,
                 netns: netns.clone(),
                 ifname,
-                name: None,
+                ..Default::default()
             };
             let a: CniAttachmentInfo = call(cmd, client.block_on(client.post("/cni/check", &req)))?;
             if let Some(prev) = &cfg.prev_result {
@@ -598,6 +668,88 @@ mod tests {
             code_of(&odd, r#"{"cniVersion":"1.0.0","name":"n"}"#),
             code::INVALID_ENV
         );
+    }
+
+    #[test]
+    fn port_mappings_become_port_bindings() {
+        let conf = json!({"runtimeConfig": {"portMappings": [
+            {"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": "127.0.0.1"},
+            {"hostPort": 8081, "containerPort": 80, "protocol": "TCP"},
+            {"hostPort": 5353, "containerPort": 53, "protocol": "udp", "hostIP": ""},
+            {"hostPort": 9000, "containerPort": 9000},
+        ]}});
+        let got = port_mappings(&conf).unwrap();
+        let b = |ip: &str, port: &str| PortBinding {
+            host_ip: ip.into(),
+            host_port: port.into(),
+        };
+        let want: PortMap = [
+            (
+                "80/tcp".to_string(),
+                vec![b("127.0.0.1", "8080"), b("", "8081")],
+            ),
+            ("53/udp".to_string(), vec![b("", "5353")]),
+            ("9000/tcp".to_string(), vec![b("", "9000")]),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(got, want);
+        // None given: none published.
+        assert!(port_mappings(&json!({})).unwrap().is_empty());
+        assert!(
+            port_mappings(&json!({"runtimeConfig": {"bandwidth": {}}}))
+                .unwrap()
+                .is_empty()
+        );
+        // Each fault names the entry and what is wrong.
+        let err = |m: Value| port_mappings(&json!({"runtimeConfig": {"portMappings": [m]}}));
+        for (m, says) in [
+            (
+                json!({"containerPort": 80}),
+                "hostPort must be a port number",
+            ),
+            (json!({"hostPort": 0, "containerPort": 80}), "hostPort must"),
+            (
+                json!({"hostPort": 65536, "containerPort": 80}),
+                "hostPort must",
+            ),
+            (
+                json!({"hostPort": "80", "containerPort": 80}),
+                "hostPort must",
+            ),
+            (
+                json!({"hostPort": 80, "containerPort": -1}),
+                "containerPort must",
+            ),
+            (
+                json!({"hostPort": 80, "containerPort": 80, "protocol": "sctp"}),
+                "protocol must be tcp or udp",
+            ),
+            (
+                json!({"hostPort": 80, "containerPort": 80, "hostIP": "localhost"}),
+                "hostIP must be an IPv4 or IPv6 address",
+            ),
+            (json!("80:80"), "an object is needed"),
+        ] {
+            let e = err(m.clone()).unwrap_err();
+            assert!(e.starts_with("runtimeConfig.portMappings[0]: "), "{e}");
+            assert!(e.contains(says), "{m}: {e}");
+        }
+        let e = port_mappings(&json!({"runtimeConfig": {"portMappings": {}}})).unwrap_err();
+        assert!(e.contains("an array is needed"), "{e}");
+        // At ADD, an error object with code 7; a DEL does not read them.
+        let bad = r#"{"cniVersion":"1.0.0","name":"n",
+            "runtimeConfig":{"portMappings":[{"hostPort":0,"containerPort":80}]}}"#;
+        let add = Invocation {
+            command: "ADD".into(),
+            container_id: Some("c1".into()),
+            netns: Some("/run/netns/x".into()),
+            ifname: Some("eth0".into()),
+            ..Default::default()
+        };
+        let e = run(&add, bad).1.unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG, "{e:?}");
+        assert!(e.details.contains("hostPort must"), "{e:?}");
     }
 
     #[test]

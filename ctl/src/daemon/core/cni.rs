@@ -21,6 +21,10 @@
 //!   removed by GC or by the daemon's restart) is no error. **CHECK** finds the record,
 //!   the endpoint in the datapath and the interface in the namespace with its address.
 //!   **GC** removes the attachments of a network that the runtime does not list.
+//! - **Ports**: the runtime's `portMappings` (`runtimeConfig`, for a conflist that
+//!   declares the capability) are published as a sandbox's `-p` ports are: host
+//!   sockets of the daemon, relayed to the container's address, closed with the
+//!   attachment and bound again when the daemon restarts.
 //! - **Restart**: the TAPs persist in the containers' namespaces and are plugged again
 //!   (reconcile). An attachment whose namespace is gone lost its container without a
 //!   DEL (the runtime was killed, the host rebooted): it is removed, address and all,
@@ -29,6 +33,8 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+
+use tapnet_nat::portspec::PortMapping;
 
 use super::sandbox::{AttachSpec, valid_name};
 use super::{
@@ -145,7 +151,9 @@ fn attachment(r: &impl Records, sb: &SandboxRecord) -> Option<CniAttachment> {
 impl Daemon {
     /// CNI `ADD`: attach container `container_id`, whose namespace is at `netns`, to
     /// `network` (a name or id) as interface `ifname`. `name` is the container's name,
-    /// if the runtime said it: the sandbox's name when it is valid and free.
+    /// if the runtime said it: the sandbox's name when it is valid and free. `ports` are
+    /// the runtime's `portMappings`, published as a sandbox's (`-p`): bound before
+    /// anything is stored, so a taken port fails the call and leaves nothing.
     pub fn cni_add(
         &self,
         network: &str,
@@ -153,8 +161,10 @@ impl Daemon {
         netns: &str,
         ifname: &str,
         name: Option<String>,
+        ports: &[PortMapping],
     ) -> Result<CniAttachment> {
         check_ids(container_id, ifname)?;
+        super::check_port_bounds(ports)?;
         if !netns.starts_with('/') {
             return Err(DaemonError::CniParameter {
                 what: "CNI_NETNS",
@@ -217,18 +227,24 @@ impl Daemon {
             network: net_id,
             ..Default::default()
         }];
-        if let Err(err) =
-            self.plan_sandbox(&mut st, &mut ipam, &mut sb, &nets, &mut eps, &mut fresh)
-        {
-            self.release_planned(&st, &eps);
-            self.drop_unused(&mut st, &fresh);
-            return Err(err);
-        }
+        let planned = self
+            .plan_sandbox(&mut st, &mut ipam, &mut sb, &nets, &mut eps, &mut fresh)
+            .and_then(|()| self.bind_ports(&st, &sb, &eps, ports));
+        let bound = match planned {
+            Ok(b) => b,
+            Err(err) => {
+                self.release_planned(&st, &eps);
+                self.drop_unused(&mut st, &fresh);
+                return Err(err);
+            }
+        };
+        sb.ports = bound.iter().map(|b| b.record.clone()).collect();
         for e in &mut eps {
             e.ifname = ifname.to_string();
         }
         self.commit_planned(&mut st, ipam, &sb, &eps, &fresh)?;
-        if let Err(err) = self.realize_sandbox(&mut st, &sb) {
+        let realized = self.realize_sandbox(&mut st, &sb);
+        if let Err(err) = realized.and_then(|()| self.publish_ports(&mut st, &sb, bound)) {
             let _ = self.drop_sandbox(&mut st, &sb.id);
             self.drop_unused(&mut st, &fresh);
             return Err(err);

@@ -16,6 +16,7 @@ use tapnet_api::{
     CniStatusRequest,
 };
 
+use super::calls::mappings;
 use super::http::{ApiResult, json, read_json};
 use super::state::AppState;
 use crate::daemon::core::CniAttachment;
@@ -56,8 +57,12 @@ async fn add(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let r: CniAddRequest = read_json(&headers, body)?;
+    let ports = mappings(&r.port_bindings)?;
     let a = s
-        .call(move |d| Ok(d.cni_add(&r.network, &r.container_id, &r.netns, &r.ifname, r.name)?))
+        .call(move |d| {
+            let (net, cid, ns, ifname) = (&r.network, &r.container_id, &r.netns, &r.ifname);
+            Ok(d.cni_add(net, cid, ns, ifname, r.name, &ports)?)
+        })
         .await?;
     Ok(json(StatusCode::CREATED, &info(a)))
 }

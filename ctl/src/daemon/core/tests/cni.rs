@@ -2,6 +2,8 @@
 //! CNI conventions (ADD twice fails and changes nothing, DEL is idempotent), and what a
 //! restart keeps and removes.
 
+use tapnet_nat::portspec::{PortMapping, Proto};
+
 use super::*;
 use crate::daemon::model::External;
 use crate::daemon::plumbing::Op;
@@ -25,7 +27,7 @@ fn add_plugs_a_tap_into_the_runtimes_namespace() {
     let r = rig();
     let a = r
         .d()
-        .cni_add("pets", C1, NS1, "eth0", Some("web".into()))
+        .cni_add("pets", C1, NS1, "eth0", Some("web".into()), &[])
         .unwrap();
     assert_eq!(a.sandbox.name, "web");
     assert_eq!(a.sandbox.netns, NS1);
@@ -58,12 +60,12 @@ fn the_name_falls_back_when_invalid_or_taken() {
     r.sandbox("web", &["pets"]);
     let a = r
         .d()
-        .cni_add("pets", C1, NS1, "eth0", Some("web".into()))
+        .cni_add("pets", C1, NS1, "eth0", Some("web".into()), &[])
         .unwrap();
     assert_eq!(a.sandbox.name, "cni-0123456789ab-eth0");
     let b = r
         .d()
-        .cni_add("pets", C2, NS2, "eth0", Some("bad name!".into()))
+        .cni_add("pets", C2, NS2, "eth0", Some("bad name!".into()), &[])
         .unwrap();
     assert_eq!(b.sandbox.name, "cni-fedcba987654-eth0");
     // A CNI container cannot be removed or connected through tapnet.
@@ -74,9 +76,12 @@ fn the_name_falls_back_when_invalid_or_taken() {
 #[test]
 fn add_twice_fails_and_changes_nothing() {
     let r = rig();
-    r.d().cni_add("pets", C1, NS1, "eth0", None).unwrap();
+    r.d().cni_add("pets", C1, NS1, "eth0", None, &[]).unwrap();
     let before = (r.d().sandboxes(), r.p().namespace(NS1), r.p().attached());
-    let e = r.d().cni_add("pets", C1, NS1, "eth0", None).unwrap_err();
+    let e = r
+        .d()
+        .cni_add("pets", C1, NS1, "eth0", None, &[])
+        .unwrap_err();
     let (status, text) = api(e);
     assert_eq!(status, 409);
     assert!(text.contains("attached as eth0 already"), "{text}");
@@ -86,7 +91,7 @@ fn add_twice_fails_and_changes_nothing() {
     );
     // The same container on another interface is another attachment.
     r.create_net("db", "10.8.0.0/24");
-    let b = r.d().cni_add("db", C1, NS1, "eth1", None).unwrap();
+    let b = r.d().cni_add("db", C1, NS1, "eth1", None, &[]).unwrap();
     assert_eq!(b.endpoint.ifname, "eth1");
     // The first attachment keeps the default route.
     assert!(!b.default_route);
@@ -97,9 +102,12 @@ fn add_twice_fails_and_changes_nothing() {
 #[test]
 fn add_into_a_namespace_with_that_interface_fails() {
     let r = rig();
-    r.d().cni_add("pets", C1, NS1, "eth0", None).unwrap();
+    r.d().cni_add("pets", C1, NS1, "eth0", None, &[]).unwrap();
     // Another container id, the same namespace and interface name.
-    let e = r.d().cni_add("pets", C2, NS1, "eth0", None).unwrap_err();
+    let e = r
+        .d()
+        .cni_add("pets", C2, NS1, "eth0", None, &[])
+        .unwrap_err();
     assert_eq!(api(e).0, 409);
     assert_eq!(r.d().sandboxes().len(), 1);
 }
@@ -118,7 +126,7 @@ fn add_refuses_what_cannot_be_done() {
         ("pets", C1, NS1, "sixteen-chars-xx", 400),
     ];
     for (net, c, ns, ifname, want) in cases {
-        let e = r.d().cni_add(net, c, ns, ifname, None).unwrap_err();
+        let e = r.d().cni_add(net, c, ns, ifname, None, &[]).unwrap_err();
         assert_eq!(api(e).0, want, "{net} {c} {ns} {ifname}");
     }
     assert!(r.d().sandboxes().is_empty());
@@ -129,17 +137,19 @@ fn add_refuses_what_cannot_be_done() {
 fn a_plumbing_failure_leaves_nothing() {
     let r = rig();
     r.p().fail(Op::Plug);
-    r.d().cni_add("pets", C1, NS1, "eth0", None).unwrap_err();
+    r.d()
+        .cni_add("pets", C1, NS1, "eth0", None, &[])
+        .unwrap_err();
     assert!(r.d().sandboxes().is_empty());
     // The address was not kept.
-    let a = r.d().cni_add("pets", C1, NS1, "eth0", None).unwrap();
+    let a = r.d().cni_add("pets", C1, NS1, "eth0", None, &[]).unwrap();
     assert_eq!(a.endpoint.ipv4, Some(ip("10.7.0.2")));
 }
 
 #[test]
 fn del_removes_the_interface_and_releases_the_address() {
     let r = rig();
-    let a = r.d().cni_add("pets", C1, NS1, "eth0", None).unwrap();
+    let a = r.d().cni_add("pets", C1, NS1, "eth0", None, &[]).unwrap();
     r.d().cni_del(C1, "eth0").unwrap();
     assert!(r.d().sandboxes().is_empty());
     assert!(r.p().attached().is_empty());
@@ -151,14 +161,14 @@ fn del_removes_the_interface_and_releases_the_address() {
     r.d().cni_del(C1, "eth0").unwrap();
     r.d().cni_del("never-added", "eth0").unwrap();
     // The address is free again.
-    let b = r.d().cni_add("pets", C2, NS2, "eth0", None).unwrap();
+    let b = r.d().cni_add("pets", C2, NS2, "eth0", None, &[]).unwrap();
     assert_eq!(b.endpoint.ipv4, a.endpoint.ipv4);
 }
 
 #[test]
 fn del_after_the_namespace_is_gone_succeeds() {
     let r = rig();
-    r.d().cni_add("pets", C1, NS1, "eth0", None).unwrap();
+    r.d().cni_add("pets", C1, NS1, "eth0", None, &[]).unwrap();
     r.p().remove_runtime_namespace(NS1);
     r.d().cni_del(C1, "eth0").unwrap();
     assert!(r.d().sandboxes().is_empty());
@@ -169,8 +179,8 @@ fn del_after_the_namespace_is_gone_succeeds() {
 fn del_of_the_route_holder_moves_the_default_route() {
     let r = rig();
     r.create_net("db", "10.8.0.0/24");
-    r.d().cni_add("pets", C1, NS1, "eth0", None).unwrap();
-    r.d().cni_add("db", C1, NS1, "eth1", None).unwrap();
+    r.d().cni_add("pets", C1, NS1, "eth0", None, &[]).unwrap();
+    r.d().cni_add("db", C1, NS1, "eth1", None, &[]).unwrap();
     r.d().cni_del(C1, "eth0").unwrap();
     let ns = r.p().namespace(NS1).unwrap();
     assert_eq!(ns.default_route, Some((ip("10.8.0.1"), "eth1".into())));
@@ -181,7 +191,7 @@ fn del_of_the_route_holder_moves_the_default_route() {
 #[test]
 fn check_finds_what_add_made_and_what_went_missing() {
     let r = rig();
-    let a = r.d().cni_add("pets", C1, NS1, "eth0", None).unwrap();
+    let a = r.d().cni_add("pets", C1, NS1, "eth0", None, &[]).unwrap();
     assert_eq!(r.d().cni_check(C1, "eth0", NS1).unwrap(), a);
     // Unknown attachment: 404 (the plugin's "container unknown").
     let e = r.d().cni_check(C2, "eth0", NS1).unwrap_err();
@@ -204,9 +214,9 @@ fn check_finds_what_add_made_and_what_went_missing() {
 fn gc_removes_what_the_runtime_does_not_list() {
     let r = rig();
     r.create_net("db", "10.8.0.0/24");
-    r.d().cni_add("pets", C1, NS1, "eth0", None).unwrap();
-    r.d().cni_add("pets", C2, NS2, "eth0", None).unwrap();
-    r.d().cni_add("db", C2, NS2, "eth1", None).unwrap();
+    r.d().cni_add("pets", C1, NS1, "eth0", None, &[]).unwrap();
+    r.d().cni_add("pets", C2, NS2, "eth0", None, &[]).unwrap();
+    r.d().cni_add("db", C2, NS2, "eth1", None, &[]).unwrap();
     r.sandbox("own", &["pets"]);
     let removed = r
         .d()
@@ -237,15 +247,15 @@ fn status_needs_a_network_with_addresses_left() {
     assert_eq!(api(r.d().cni_status("host").unwrap_err()).0, 403);
     r.create_net("tiny", "10.9.0.0/30");
     r.d().cni_status("tiny").unwrap();
-    r.d().cni_add("tiny", C1, NS1, "eth0", None).unwrap();
+    r.d().cni_add("tiny", C1, NS1, "eth0", None, &[]).unwrap();
     assert_eq!(api(r.d().cni_status("tiny").unwrap_err()).0, 500);
 }
 
 #[test]
 fn a_restart_plugs_attachments_again_and_removes_those_whose_container_is_gone() {
     let mut r = rig();
-    let a = r.d().cni_add("pets", C1, NS1, "eth0", None).unwrap();
-    let b = r.d().cni_add("pets", C2, NS2, "eth0", None).unwrap();
+    let a = r.d().cni_add("pets", C1, NS1, "eth0", None, &[]).unwrap();
+    let b = r.d().cni_add("pets", C2, NS2, "eth0", None, &[]).unwrap();
     r.p().remove_runtime_namespace(NS2);
     r.restart();
     // The first comes back, plugged, with its route.
@@ -259,6 +269,78 @@ fn a_restart_plugs_attachments_again_and_removes_those_whose_container_is_gone()
     assert_eq!(r.d().sandboxes().len(), 1);
     r.d().cni_del(C2, "eth0").unwrap();
     r.p().add_runtime_namespace(NS2);
-    let c = r.d().cni_add("pets", "another", NS2, "eth0", None).unwrap();
+    let c = r
+        .d()
+        .cni_add("pets", "another", NS2, "eth0", None, &[])
+        .unwrap();
     assert_eq!(c.endpoint.ipv4, b.endpoint.ipv4);
+}
+
+fn tcp_port(host_ip: &str, host_port: u16, container_port: u16) -> PortMapping {
+    PortMapping {
+        host_ip: Some(host_ip.parse().unwrap()),
+        host_ports: Some((host_port, host_port)),
+        container_port,
+        proto: Proto::Tcp,
+    }
+}
+
+#[test]
+fn port_mappings_are_published_closed_with_the_attachment_and_restored() {
+    let mut r = rig();
+    let web = [tcp_port("127.0.0.1", 8080, 80)];
+    let a = r.d().cni_add("pets", C1, NS1, "eth0", None, &web).unwrap();
+    assert_eq!(a.sandbox.ports.len(), 1);
+    let p = &a.sandbox.ports[0];
+    assert_eq!(
+        (p.host_ip, p.host_port, p.container_port, p.proto.as_str()),
+        ("127.0.0.1".parse().unwrap(), 8080, 80, "tcp")
+    );
+    // Carried to the container's address, and stored.
+    let live = r.p().published(&a.sandbox.id);
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].target, (ip("10.7.0.2"), 80));
+    assert_eq!(
+        r.d().sandbox(&a.sandbox.name).unwrap().0.ports,
+        a.sandbox.ports
+    );
+    let bound = r.p().bound();
+    assert_eq!(bound.len(), 1);
+
+    // The same host port for another container: Docker's error, and nothing of it
+    // stays (no attachment, no interface, no address, nothing more bound).
+    let e = r
+        .d()
+        .cni_add(
+            "pets",
+            C2,
+            NS2,
+            "eth0",
+            None,
+            &[tcp_port("127.0.0.1", 8080, 90)],
+        )
+        .unwrap_err();
+    let (status, text) = api(e);
+    assert_eq!(status, 500);
+    assert!(
+        text.ends_with("Bind for 127.0.0.1:8080 failed: port is already allocated"),
+        "{text}"
+    );
+    assert_eq!(r.d().sandboxes().len(), 1);
+    assert!(r.p().namespace(NS2).unwrap().interfaces.is_empty());
+    assert_eq!(r.p().bound(), bound);
+    let b = r.d().cni_add("pets", C2, NS2, "eth0", None, &[]).unwrap();
+    assert_eq!(b.endpoint.ipv4, Some(ip("10.7.0.3")));
+
+    // A restart binds it again, to the same container.
+    r.restart();
+    assert_eq!(r.p().bound(), bound);
+    let live = r.p().published(&a.sandbox.id);
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].target, (ip("10.7.0.2"), 80));
+
+    // DEL closes it.
+    r.d().cni_del(C1, "eth0").unwrap();
+    assert!(r.p().bound().is_empty());
+    assert!(r.p().published(&a.sandbox.id).is_empty());
 }
