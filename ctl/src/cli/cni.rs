@@ -14,8 +14,8 @@
 //! configuration's `name`), and `socket`, the daemon's socket (default
 //! `/run/tapnet/tapnet.sock`). `ipam` is refused: tapnet's own IPAM gives the address.
 //! `runtimeConfig.portMappings` (a conflist that declares the `portMappings` capability;
-//! containerd and CRI-O fill it from the container's host ports) are published by the
-//! daemon as a sandbox's `-p` ports.
+//! containerd's CRI plugin fills it from a pod's `hostPort`s) are published by the daemon
+//! as a sandbox's `-p` ports. Not for podman, which binds its published ports itself.
 
 use std::io::Read;
 use std::net::IpAddr;
