@@ -435,7 +435,10 @@ fn port_mappings_are_published_while_the_attachment_lives() {
     let web = with_ports(json!([
         {"hostPort": port, "containerPort": 8080, "protocol": "tcp", "hostIP": "127.0.0.1"}
     ]));
-    rt.run("ADD", Some(("p1", &ns1.path(), "eth0")), &web).ok();
+    let r1 = rt
+        .run("ADD", Some(("p1", &ns1.path(), "eth0")), &web)
+        .ok()
+        .json();
     through_published_port(&ns1, port);
     // Shown as the container's published port.
     let sb = d.inspect("sandbox", "pod-p1");
@@ -467,9 +470,13 @@ fn port_mappings_are_published_while_the_attachment_lives() {
     assert!(e["details"].as_str().unwrap().contains("hostPort"), "{e}");
     assert_eq!(on_network(&d, "cni-p"), vec!["pod-p1"]);
 
-    // Bound again when the daemon restarts.
+    // Bound again when the daemon restarts (CHECK looks too).
     d.restart();
     through_published_port(&ns1, port);
+    let mut check = with_ports(json!([]));
+    check["prevResult"] = r1;
+    rt.run("CHECK", Some(("p1", &ns1.path(), "eth0")), &check)
+        .ok();
 
     // DEL closes it: the host port is free.
     rt.del("cni-p", "p1", &ns1.path()).ok();

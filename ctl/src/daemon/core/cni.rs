@@ -19,7 +19,8 @@
 //!   namespace that has an interface of that name already. **DEL** is idempotent: an
 //!   attachment tapnet does not have (a repeated DEL, a container never added, one
 //!   removed by GC or by the daemon's restart) is no error. **CHECK** finds the record,
-//!   the endpoint in the datapath and the interface in the namespace with its address.
+//!   the endpoint in the datapath, its published ports bound (if it has any) and the
+//!   interface in the namespace with its address.
 //!   **GC** removes the attachments of a network that the runtime does not list.
 //! - **Ports**: the runtime's `portMappings` (`runtimeConfig`, for a conflist that
 //!   declares the capability) are published as a sandbox's `-p` ports are: host
@@ -270,7 +271,8 @@ impl Daemon {
     }
 
     /// CNI `CHECK`: the attachment is recorded for namespace `netns`, its endpoint is in
-    /// the datapath, and its interface is in the namespace with its address.
+    /// the datapath, its published ports (if it has any) are bound, and its interface is
+    /// in the namespace with its address.
     pub fn cni_check(
         &self,
         container_id: &str,
@@ -299,6 +301,11 @@ impl Daemon {
                 "its interface is not in network {}'s datapath",
                 a.network.name
             )));
+        }
+        if !sb.ports.is_empty() && !v.published.contains(&sb.id) {
+            return Err(fault(
+                "none of its published ports is bound (the daemon's log says why)".into(),
+            ));
         }
         match self.plumbing.iface_addresses(netns, ifname) {
             Ok(Some(addrs)) => {

@@ -144,6 +144,8 @@ struct View {
     /// The VTEPs of each swarm network's remote endpoints (`network inspect`'s
     /// `Peers`).
     peers: BTreeMap<String, Vec<Ipv4Addr>>,
+    /// Sandboxes whose published ports are live (CNI's CHECK).
+    published: HashSet<String>,
 }
 
 impl View {
@@ -176,6 +178,7 @@ impl View {
                     (net.clone(), v)
                 })
                 .collect(),
+            published: st.published.keys().cloned().collect(),
         }
     }
 

@@ -344,3 +344,26 @@ fn port_mappings_are_published_closed_with_the_attachment_and_restored() {
     assert!(r.p().bound().is_empty());
     assert!(r.p().published(&a.sandbox.id).is_empty());
 }
+
+#[test]
+fn check_fails_when_the_ports_could_not_be_bound_again() {
+    let mut r = rig();
+    let web = [tcp_port("127.0.0.1", 8080, 80)];
+    r.d().cni_add("pets", C1, NS1, "eth0", None, &web).unwrap();
+    r.d().cni_check(C1, "eth0", NS1).unwrap();
+    // Restarted while something else holds the port: the attachment comes back, its
+    // port cannot, and CHECK says so.
+    drop(r.daemon.take());
+    r.plumbing = Arc::new(r.plumbing.restarted().unwrap());
+    let _held = r
+        .p()
+        .occupy(Proto::Tcp, "127.0.0.1:8080".parse().unwrap())
+        .unwrap();
+    r.daemon = Some(open(&r.dir, &r.plumbing));
+    let (status, text) = api(r.d().cni_check(C1, "eth0", NS1).unwrap_err());
+    assert_eq!(status, 500, "{text}");
+    assert!(
+        text.contains("none of its published ports is bound"),
+        "{text}"
+    );
+}
