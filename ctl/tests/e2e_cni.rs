@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -146,6 +146,28 @@ impl Runtime {
     }
 }
 
+/// `msg` over connection `c`, to the first connection `listener` accepts, which
+/// answers it reversed; checks the answer, returns the peer the listener saw.
+fn reversed_through(listener: TcpListener, mut c: TcpStream, msg: &str) -> SocketAddr {
+    let srv = std::thread::spawn(move || {
+        let (mut s, peer) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got.reverse();
+        s.write_all(&got).unwrap();
+        peer
+    });
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(msg.as_bytes()).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut back = String::new();
+    c.read_to_string(&mut back).unwrap();
+    let peer = srv.join().unwrap();
+    assert_eq!(back, msg.chars().rev().collect::<String>());
+    peer
+}
+
 /// TCP from `client` to `server_ip:port` inside `server`, both ways, from this process.
 fn tcp_echo(client: &RuntimeNs, server: &RuntimeNs, server_ip: &str) {
     let addr = (server_ip.parse::<Ipv4Addr>().unwrap(), 5301);
@@ -154,26 +176,12 @@ fn tcp_echo(client: &RuntimeNs, server: &RuntimeNs, server_ip: &str) {
         .run(|| TcpListener::bind(addr))
         .unwrap()
         .unwrap();
-    let srv = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).unwrap();
-        got.reverse();
-        s.write_all(&got).unwrap();
-    });
-    let mut c = NetNs::open(&client.name)
+    let c = NetNs::open(&client.name)
         .unwrap()
         .run(|| TcpStream::connect_timeout(&addr.into(), Duration::from_secs(5)))
         .unwrap()
         .unwrap_or_else(|e| panic!("connect {server_ip} from {}: {e}", client.name));
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    c.write_all(b"tapnet over cni").unwrap();
-    c.shutdown(Shutdown::Write).unwrap();
-    let mut back = String::new();
-    c.read_to_string(&mut back).unwrap();
-    srv.join().unwrap();
-    assert_eq!(back, "inc revo tenpat");
+    reversed_through(listener, c, "tapnet over cni");
 }
 
 /// Whether a TCP connection from `client` to `ip` inside `server` reaches a listener
@@ -392,25 +400,10 @@ fn through_published_port(ns: &RuntimeNs, host_port: u16) {
         .run(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, 8080)))
         .unwrap()
         .unwrap();
-    let srv = std::thread::spawn(move || {
-        let (mut s, peer) = listener.accept().unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).unwrap();
-        got.reverse();
-        s.write_all(&got).unwrap();
-        peer
-    });
     let addr = (Ipv4Addr::LOCALHOST, host_port).into();
-    let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+    let c = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("connect 127.0.0.1:{host_port}: {e}"));
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    c.write_all(b"published by cni").unwrap();
-    c.shutdown(Shutdown::Write).unwrap();
-    let mut back = String::new();
-    c.read_to_string(&mut back).unwrap();
-    let peer = srv.join().unwrap();
-    assert_eq!(back, "inc yb dehsilbup");
+    let peer = reversed_through(listener, c, "published by cni");
     // A loopback client appears as the network's gateway, as with tapnet's own -p.
     assert_eq!(peer.ip().to_string(), "10.231.3.1", "{peer}");
 }

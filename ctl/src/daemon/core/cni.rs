@@ -210,7 +210,7 @@ impl Daemon {
             .filter(|n| valid_name(n) && free(n))
             .or_else(|| Some(format!("cni-{short}-{ifname}")).filter(|n| free(n)))
             .unwrap_or_else(|| format!("cni-{}", &id[..12]));
-        let mut sb = SandboxRecord {
+        let sb = SandboxRecord {
             id: id.clone(),
             name,
             created: now_rfc3339(),
@@ -221,36 +221,11 @@ impl Daemon {
             }),
             ..Default::default()
         };
-        let mut ipam = st.ipam.clone();
-        let mut eps: Vec<EndpointRecord> = Vec::new();
-        let mut fresh: Vec<String> = Vec::new();
         let nets = [AttachSpec {
             network: net_id,
             ..Default::default()
         }];
-        let planned = self
-            .plan_sandbox(&mut st, &mut ipam, &mut sb, &nets, &mut eps, &mut fresh)
-            .and_then(|()| self.bind_ports(&st, &sb, &eps, ports));
-        let bound = match planned {
-            Ok(b) => b,
-            Err(err) => {
-                self.release_planned(&st, &eps);
-                self.drop_unused(&mut st, &fresh);
-                return Err(err);
-            }
-        };
-        sb.ports = bound.iter().map(|b| b.record.clone()).collect();
-        for e in &mut eps {
-            e.ifname = ifname.to_string();
-        }
-        self.commit_planned(&mut st, ipam, &sb, &eps, &fresh)?;
-        let realized = self.realize_sandbox(&mut st, &sb);
-        if let Err(err) = realized.and_then(|()| self.publish_ports(&mut st, &sb, bound)) {
-            let _ = self.drop_sandbox(&mut st, &sb.id);
-            self.drop_unused(&mut st, &fresh);
-            return Err(err);
-        }
-        self.swarm_endpoints_up(&mut st, &sb);
+        let sb = self.add_sandbox(&mut st, sb, &nets, ports, Some(ifname))?;
         attachment(&*st, &sb).ok_or_else(|| DaemonError::CniUnknown {
             container: container_id.to_string(),
             ifname: ifname.to_string(),

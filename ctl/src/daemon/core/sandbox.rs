@@ -92,7 +92,7 @@ impl Daemon {
         } else {
             nets
         };
-        let mut sb = SandboxRecord {
+        let sb = SandboxRecord {
             id: id.clone(),
             name: name.clone(),
             created: now_rfc3339(),
@@ -106,38 +106,57 @@ impl Daemon {
             rootless: owner,
             external: None,
         };
+        self.add_sandbox(&mut st, sb, &nets, ports, None)
+    }
+
+    /// Add new sandbox `sb` on `nets` with published `ports`: plan its endpoints (named
+    /// `ifname` when given), bind the host ports, commit, then bring it up (a rootless
+    /// sandbox's interfaces come later) and publish. Host ports are bound before the
+    /// commit, so a taken one fails the call with nothing stored; a failure after the
+    /// commit removes the sandbox again.
+    pub(super) fn add_sandbox(
+        &self,
+        st: &mut State,
+        mut sb: SandboxRecord,
+        nets: &[AttachSpec],
+        ports: &[PortMapping],
+        ifname: Option<&str>,
+    ) -> Result<SandboxRecord> {
         let mut ipam = st.ipam.clone();
         let mut eps: Vec<EndpointRecord> = Vec::new();
         // Swarm networks instantiated here for this sandbox.
         let mut fresh: Vec<String> = Vec::new();
         let planned = self
-            .plan_sandbox(&mut st, &mut ipam, &mut sb, &nets, &mut eps, &mut fresh)
-            // Host ports are bound before the commit: a taken one fails the call with
-            // nothing stored.
-            .and_then(|()| self.bind_ports(&st, &sb, &eps, ports));
+            .plan_sandbox(st, &mut ipam, &mut sb, nets, &mut eps, &mut fresh)
+            .and_then(|()| self.bind_ports(st, &sb, &eps, ports));
         let bound = match planned {
             Ok(b) => b,
             Err(err) => {
-                self.release_planned(&st, &eps);
-                self.drop_unused(&mut st, &fresh);
+                self.release_planned(st, &eps);
+                self.drop_unused(st, &fresh);
                 return Err(err);
             }
         };
         sb.ports = bound.iter().map(|b| b.record.clone()).collect();
-        self.commit_planned(&mut st, ipam, &sb, &eps, &fresh)?;
+        if let Some(name) = ifname {
+            for e in &mut eps {
+                e.ifname = name.to_string();
+            }
+        }
+        self.commit_planned(st, ipam, &sb, &eps, &fresh)?;
         // A rootless sandbox's interfaces come later from its process; its ports are
         // published now (the relay reaches its address once they exist).
         let realized = if sb.rootless.is_some() {
             Ok(())
         } else {
-            self.realize_sandbox(&mut st, &sb)
+            self.realize_sandbox(st, &sb)
         };
-        if let Err(err) = realized.and_then(|()| self.publish_ports(&mut st, &sb, bound)) {
-            let _ = self.drop_sandbox(&mut st, &sb.id);
-            self.drop_unused(&mut st, &fresh);
+        if let Err(err) = realized.and_then(|()| self.publish_ports(st, &sb, bound)) {
+            let _ = self.drop_sandbox(st, &sb.id);
+            self.drop_unused(st, &fresh);
             return Err(err);
         }
-        self.swarm_endpoints_up(&mut st, &sb);
+        self.swarm_endpoints_up(st, &sb);
         Ok(sb)
     }
 
